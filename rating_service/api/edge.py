@@ -1,0 +1,153 @@
+"""The server's edge: authentication, role checks, error mapping, metrics and access logs, once."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
+from rating_service.domain.auth import Caller, Role
+from rating_service.domain.errors import DomainError, PermissionDenied
+from rating_service.keyring import KeyRing
+
+log = logging.getLogger("rating.rpc")
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
+
+# Standard services every generic client (buf curl, grpcurl, load balancers) must reach without a key.
+PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+ALL_ROLES = frozenset(Role)
+
+Behavior = TypeVar("Behavior", bound=Callable[..., Awaitable[Any]])
+
+
+def allow(*roles: Role) -> Callable[[Behavior], Behavior]:
+    """Declare which roles may call a servicer method; a method without it refuses everyone."""
+
+    def mark(method: Behavior) -> Behavior:
+        method.allowed_roles = frozenset(roles) if roles else ALL_ROLES  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC being served."""
+    return _caller.get()
+
+
+class RpcMetrics:
+    """Prometheus series for every RPC: count by method and code, latency by method."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "rating_grpc_requests",
+            "RPCs finished, by method and status code",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "rating_grpc_errors",
+            "RPCs that failed, by method, status code and ErrorInfo reason",
+            ["method", "code", "reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rating_grpc_request_seconds",
+            "RPC latency in seconds, by method",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+
+
+class EdgeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each unary method of our services so servicers see only authorised, valid calls."""
+
+    def __init__(self, keyring: KeyRing, metrics: RpcMetrics) -> None:
+        self._keyring = keyring
+        self._metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(PUBLIC_SERVICES) or handler.unary_unary is None:
+            return handler
+        # The handler of a method never changes, so each is wrapped once and reused.
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._guard(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _guard(
+        self, method: str, behavior: Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
+        allowed: frozenset[Role] = getattr(behavior, "allowed_roles", frozenset())
+        short = method.rsplit("/", 1)[-1]
+        requests, errors_, latency = self._metrics.requests, self._metrics.errors, self._metrics.latency
+        latency_child = latency.labels(short)
+
+        async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            failure: DomainError | None = None
+            try:
+                caller = await self._keyring.authenticate(_authorization(context))
+                if not allowed:
+                    raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
+                caller.require(allowed)
+                _caller.set(caller)
+                response = await behavior(request, context)
+            except DomainError as error:
+                failure = error
+            except Exception:
+                incident = uuid.uuid4().hex[:12]
+                log.exception("internal error", extra={"method": short, "incident": incident})
+                failure = DomainError(
+                    f"internal error; quote incident {incident} to the operator",
+                    reason="INTERNAL",
+                )
+            finally:
+                latency_child.observe(time.perf_counter() - started)
+            if failure is None:
+                requests.labels(short, "OK").inc()
+                return response
+            code = status_code(failure)
+            requests.labels(short, code.name).inc()
+            errors_.labels(short, code.name, failure.reason).inc()
+            log.info(
+                "rpc refused",
+                extra={"method": short, "code": code.name, "reason": failure.reason},
+            )
+            status = rich_status(failure)
+            await context.abort(
+                code, failure.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+            )
+
+        return guarded
+
+
+def _authorization(context: aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return str(value)
+    return None

@@ -1,0 +1,137 @@
+"""The gRPC server factory and `rating serve`: wiring, TLS, limits, health, reflection, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rating_service.api.admin import AdminServicer
+from rating_service.api.edge import EdgeInterceptor, RpcMetrics
+from rating_service.api.health import DatabaseHealth
+from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
+from rating_service.keyring import KeyRing
+from rating_service.settings import Settings
+from rating_service.store.database import create_engine
+from rating_service.store.tenants import TenantStore
+
+log = logging.getLogger("rating.server")
+
+SERVICE_NAMES = [admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name]
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns; `stop` drains it and releases everything."""
+
+    server: aio.Server
+    port: int
+    metrics_port: int | None
+    health: DatabaseHealth
+    health_servicer: HealthServicer
+    engine: AsyncEngine
+    _metrics_http: Any = None
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, let in-flight RPCs finish within the grace, then close."""
+        await self.health.stop()
+        await self.health_servicer.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        await self.engine.dispose()
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    """Build, bind and start a server from settings; the database is reached lazily."""
+    if not settings.database_url:
+        raise SystemExit("RATING_DATABASE_URL is not set (or run `rating dev` for a local stack)")
+    engine = create_engine(settings.database_url, settings.database_pool_size)
+    tenants = TenantStore(engine)
+    keyring = KeyRing(tenants, settings.auth_cache_seconds)
+    registry = CollectorRegistry()
+    server = aio.server(
+        interceptors=[EdgeInterceptor(keyring, RpcMetrics(registry))],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = _bind(server, settings)
+    metrics_port, metrics_http = _start_metrics(settings.metrics_address, registry)
+    await server.start()
+    health = DatabaseHealth(
+        engine, health_servicer, SERVICE_NAMES, settings.health_check_interval_seconds
+    )
+    await health.check_once()
+    health.start()
+    log.info(
+        "serving",
+        extra={"address": settings.listen_address, "port": port, "metrics_port": metrics_port},
+    )
+    return RunningServer(server, port, metrics_port, health, health_servicer, engine, metrics_http)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM / SIGINT (or `stop`), then drain gracefully."""
+    running = await start_server(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        await running.stop(settings.shutdown_grace_seconds)
+        log.info("stopped")
+
+
+def _bind(server: aio.Server, settings: Settings) -> int:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        port: int = server.add_insecure_port(settings.listen_address)
+    else:
+        ca = _read(settings.tls_client_ca_file)
+        credentials = grpc.ssl_server_credentials(
+            [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+        port = server.add_secure_port(settings.listen_address, credentials)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.listen_address}: is the port in use?")
+    return port
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+def _start_metrics(address: str, registry: CollectorRegistry) -> tuple[int | None, Any]:
+    """Serve /metrics on `host:port` (port 0 picks one; an empty address turns metrics off)."""
+    if not address:
+        return None, None
+    host, _, port = address.rpartition(":")
+    http_server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    return int(http_server.server_address[1]), http_server

@@ -1,0 +1,193 @@
+"""The `rating` command: run the server, the worker or the local stack; manage the database and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from rating_service.domain.auth import Role, issue_key
+from rating_service.domain.errors import DomainError
+from rating_service.logs import configure_logging
+from rating_service.settings import Settings
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise click.ClickException(
+            "RATING_DATABASE_URL is not set; `rating dev` prints the URL of its embedded database"
+        )
+    return settings.database_url
+
+
+def _run(coroutine_function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    try:
+        return asyncio.run(coroutine_function(*args))  # type: ignore[arg-type]
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@click.group()
+def main() -> None:
+    """Rating and billing service for AI usage."""
+
+
+@main.command()
+def serve() -> None:
+    """Run the gRPC server until SIGTERM (then drain gracefully)."""
+    from rating_service.api.server import serve as serve_forever
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    _run(serve_forever, settings)
+
+
+@main.command()
+def worker() -> None:
+    """Run the Temporal worker until SIGTERM."""
+    from rating_service.worker import work
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    _run(work, settings)
+
+
+@main.command()
+def dev() -> None:
+    """Start everything locally: embedded PostgreSQL, Temporal dev server, server and worker."""
+    # pgserver forks pg_ctl while gRPC threads run; gRPC's fork handlers are not needed for that.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from rating_service.dev import run_dev
+
+    settings = _settings()
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, "text")
+    try:
+        _run(run_dev, settings)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target migration.")
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations to RATING_DATABASE_URL."""
+    from rating_service.store import migrations
+
+    migrations.upgrade(_database_url(_settings()), revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants (operator commands, straight to the database)."""
+
+
+@tenants.command("create")
+@click.argument("name")
+def tenants_create(name: str) -> None:
+    """Create a tenant and its first admin API key (the bootstrap of a fresh install)."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+
+    async def create() -> None:
+        engine = create_engine(_database_url(_settings()), pool_size=1)
+        try:
+            store = TenantStore(engine)
+            tenant = await store.create_tenant(name, actor="cli")
+            issued = issue_key(tenant.tenant_id, Role.ADMIN, "bootstrap admin", datetime.now(UTC))
+            await store.add_key(issued.key, actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"tenant {tenant.tenant_id} ({tenant.name})")
+        click.echo(f"admin API key (shown once, keep it secret): {issued.token}")
+
+    _run(create)
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """List the tenants."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+
+    async def show() -> None:
+        engine = create_engine(_database_url(_settings()), pool_size=1)
+        try:
+            for tenant in await TenantStore(engine).list_tenants():
+                click.echo(f"{tenant.tenant_id}  {tenant.name}  {tenant.created_at:%Y-%m-%d}")
+        finally:
+            await engine.dispose()
+
+    _run(show)
+
+
+@main.group()
+def keys() -> None:
+    """API keys (operator commands, straight to the database)."""
+
+
+@keys.command("create")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
+def keys_create(tenant_name: str, role: str, name: str) -> None:
+    """Create an API key; its secret is printed once and stored only as a hash."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+
+    async def create() -> None:
+        engine = create_engine(_database_url(_settings()), pool_size=1)
+        try:
+            store = TenantStore(engine)
+            tenant = await store.tenant_by_name(tenant_name)
+            if tenant is None:
+                tenant = await store.tenant(tenant_name)
+            issued = issue_key(tenant.tenant_id, Role(role), name, datetime.now(UTC))
+            await store.add_key(issued.key, actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"key {issued.key.key_id} ({role}) for tenant {tenant.name}")
+        click.echo(f"API key (shown once, keep it secret): {issued.token}")
+
+    _run(create)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+
+    async def revoke() -> None:
+        engine = create_engine(_database_url(_settings()), pool_size=1)
+        try:
+            key = await TenantStore(engine).revoke_key(key_id, datetime.now(UTC), actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"key {key.key_id} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+    _run(revoke)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""`rating dev`: the whole stack on a laptop with one command, reusing its data between runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from rating_service.api.server import start_server
+from rating_service.domain.auth import Role, issue_key
+from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
+from rating_service.settings import Settings
+from rating_service.store import migrations
+from rating_service.store.database import create_engine
+from rating_service.store.tenants import TenantStore
+from rating_service.worker import run_worker
+
+DEMO_TENANT = "demo"
+TEMPORAL_PORT = 7233
+TEMPORAL_UI_PORT = 8233
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    """Print a step of the start-up and how long it took."""
+    print(f"  • {title} …", end="", flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" ok ({time.monotonic() - started:.1f}s)", flush=True)
+
+
+async def run_dev(settings: Settings) -> None:
+    """Start PostgreSQL, Temporal, migrations, the demo tenant, the server and the worker."""
+    data_dir = settings.data_dir.resolve()
+    postgres: EmbeddedPostgres | None = None
+    temporal: TemporalDevServer | None = None
+    print(f"rating dev — data in {data_dir}")
+    try:
+        database_url = settings.database_url
+        if not database_url:
+            postgres = EmbeddedPostgres(data_dir / "pgdata")
+            with step("starting PostgreSQL (embedded)"):
+                base_url = await asyncio.to_thread(postgres.start)
+                database_url = await ensure_database(base_url, "rating")
+        temporal_address = settings.temporal_address
+        if not temporal_address:
+            temporal = TemporalDevServer(
+                TEMPORAL_PORT, TEMPORAL_UI_PORT, data_dir / "temporal.db", data_dir / "temporal.log"
+            )
+            with step("starting the Temporal dev server"):
+                temporal_address = await asyncio.to_thread(temporal.start)
+        settings = settings.replace(database_url=database_url, temporal_address=temporal_address)
+        with step("migrating the database"):
+            await asyncio.to_thread(migrations.upgrade, database_url)
+        with step(f"preparing the {DEMO_TENANT!r} tenant"):
+            demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
+        with step("starting the gRPC server"):
+            server = await start_server(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = asyncio.create_task(run_worker(settings, stop), name="worker")
+        print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        print("\nstopping …", flush=True)
+        await server.stop(settings.shutdown_grace_seconds)
+        await worker
+    finally:
+        if temporal is not None:
+            await asyncio.to_thread(temporal.stop)
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+    print("stopped; data kept in", data_dir)
+
+
+async def ensure_database(base_url: str, name: str) -> str:
+    """Create database `name` beside the server's `postgres` database if missing; its URL."""
+    conn = await asyncpg.connect(base_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    prefix, _, query = base_url.partition("?")
+    return f"{prefix.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def demo_api_key(database_url: str, key_file: Path) -> str:
+    """The demo tenant's admin key: created on the first run, kept in a local file for the next."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        store = TenantStore(engine)
+        tenant = await store.tenant_by_name(DEMO_TENANT)
+        if tenant is not None and key_file.exists():
+            token = key_file.read_text().strip()
+            key = await store.key(token.partition(".")[0])
+            if key is not None and key.active:
+                return token
+        if tenant is None:
+            tenant = await store.create_tenant(DEMO_TENANT, actor="rating dev")
+        issued = issue_key(tenant.tenant_id, Role.ADMIN, "rating dev demo key", datetime.now(UTC))
+        await store.add_key(issued.key, actor="rating dev")
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(issued.token + "\n")
+        os.chmod(key_file, 0o600)
+        return issued.token
+    finally:
+        await engine.dispose()
+
+
+def print_endpoints(
+    settings: Settings,
+    grpc_port: int,
+    metrics_port: int | None,
+    temporal: TemporalDevServer | None,
+    demo_key: str,
+) -> None:
+    """Tell the user where everything is and how to make a first call."""
+    host = settings.listen_address.rpartition(":")[0] or "127.0.0.1"
+    lines = [
+        "",
+        "The rating stack is up:",
+        f"  gRPC (rating.v1)   {host}:{grpc_port}   (reflection and grpc.health.v1 on)",
+    ]
+    if metrics_port is not None:
+        lines.append(f"  metrics            http://{host}:{metrics_port}/metrics")
+    lines.append(f"  Temporal           {settings.temporal_address}  namespace "
+                 f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}")
+    if temporal is not None and temporal.ui_port is not None:
+        lines.append(f"  Temporal UI        http://127.0.0.1:{temporal.ui_port}")
+    lines += [
+        f"  PostgreSQL         {settings.database_url}",
+        "",
+        f"Demo tenant {DEMO_TENANT!r}, admin API key (keep it secret):",
+        f"  {demo_key}",
+        "",
+        "Try it:",
+        f"  export RATING_API_KEY={demo_key}",
+        "  npx buf curl --protocol grpc --http2-prior-knowledge \\",
+        '    -H "authorization: Bearer $RATING_API_KEY" \\',
+        f"    http://{host}:{grpc_port}/rating.v1.AdminService/WhoAmI",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+    sys.stdout.flush()

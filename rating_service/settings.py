@@ -1,0 +1,120 @@
+"""One settings object, read from `RATING_*` environment variables; nothing here connects anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rating_service.domain.errors import InvalidArgument
+
+PREFIX = "RATING_"
+
+
+def _setting(default: Any, doc: str) -> Any:
+    """Declare a setting with its default and the one line the README's table shows."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process configuration; each field `x` is read from `RATING_X`."""
+
+    database_url: str | None = _setting(
+        None, "PostgreSQL URL; unset under `rating dev` means the embedded server"
+    )
+    database_pool_size: int = _setting(10, "connections per process in the database pool")
+    temporal_address: str | None = _setting(
+        None, "Temporal frontend host:port; unset under `rating dev` means the embedded dev server"
+    )
+    temporal_namespace: str = _setting("default", "Temporal namespace")
+    temporal_task_queue: str = _setting("rating", "task queue the worker polls")
+    listen_address: str = _setting("127.0.0.1:50051", "gRPC listen address")
+    metrics_address: str = _setting("127.0.0.1:9464", "Prometheus /metrics listen address")
+    tls_cert_file: Path | None = _setting(None, "server certificate (PEM); enables TLS")
+    tls_key_file: Path | None = _setting(None, "server private key (PEM)")
+    tls_client_ca_file: Path | None = _setting(
+        None, "CA bundle for client certificates; enables mTLS"
+    )
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("json", "`json` (one object per line) or `text`")
+    max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request accepted, in bytes")
+    max_concurrent_rpcs: int = _setting(1000, "RPCs in flight per server before new ones wait")
+    shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
+    health_check_interval_seconds: float = _setting(
+        2.0, "how often the server checks that the database answers"
+    )
+    auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
+    data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from the environment, refusing values that do not parse."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _PARSERS[_base_type(f.type)](raw)
+            except ValueError as exc:
+                raise InvalidArgument.of_field(env_name(f.name), f"cannot parse {raw!r}: {exc}")
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise InvalidArgument.of_field(
+                env_name("tls_key_file"), "TLS needs both RATING_TLS_CERT_FILE and the key file"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise InvalidArgument.of_field(
+                env_name("tls_client_ca_file"), "mTLS needs the server certificate as well"
+            )
+        if self.log_format not in ("json", "text"):
+            raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (used by `rating dev` and tests)."""
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(setting: str) -> str:
+    """The environment variable a setting is read from."""
+    return PREFIX + setting.upper()
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for docs and consistency checks."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = "" if f.default is None else str(f.default)
+        rows.append((env_name(f.name), default, str(f.metadata["doc"])))
+    return rows
+
+
+def _base_type(annotation: object) -> str:
+    # Annotations are strings under `from __future__ import annotations`: "int", "Path | None".
+    return str(annotation).replace(" | None", "").strip()
+
+
+def _parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "Path": Path,
+}
