@@ -1,4 +1,4 @@
-"""The `rating` command: run the server, the worker or the local stack; manage the database and keys."""
+"""The `rating` command: run the server, the worker or the local stack; manage data and keys."""
 
 from __future__ import annotations
 
@@ -64,6 +64,20 @@ def worker() -> None:
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     _run(work, settings)
+
+
+@main.command()
+@click.option("--address", help="host:port to ask (default: RATING_LISTEN_ADDRESS).")
+@click.option("--service", default="", help="Service name; empty means the whole server.")
+def health(address: str | None, service: str) -> None:
+    """Exit 0 if the server reports SERVING (for container health checks)."""
+    from rating_service.api.health import probe
+
+    target = address or _settings().listen_address
+    status = _run(probe, target, service)
+    click.echo(status)
+    if status != "SERVING":
+        sys.exit(1)
 
 
 @main.command()

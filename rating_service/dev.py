@@ -19,7 +19,7 @@ from rating_service.domain.auth import Role, issue_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.settings import Settings
 from rating_service.store import migrations
-from rating_service.store.database import create_engine
+from rating_service.store.database import create_engine, with_database
 from rating_service.store.tenants import TenantStore
 from rating_service.worker import run_worker
 
@@ -97,8 +97,7 @@ async def ensure_database(base_url: str, name: str) -> str:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    prefix, _, query = base_url.partition("?")
-    return f"{prefix.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    return with_database(base_url, name)
 
 
 async def demo_api_key(database_url: str, key_file: Path) -> str:
@@ -107,21 +106,30 @@ async def demo_api_key(database_url: str, key_file: Path) -> str:
     try:
         store = TenantStore(engine)
         tenant = await store.tenant_by_name(DEMO_TENANT)
-        if tenant is not None and key_file.exists():
-            token = key_file.read_text().strip()
-            key = await store.key(token.partition(".")[0])
+        saved = _saved_token(key_file)
+        if tenant is not None and saved is not None:
+            key = await store.key(saved.partition(".")[0])
             if key is not None and key.active:
-                return token
+                return saved
         if tenant is None:
             tenant = await store.create_tenant(DEMO_TENANT, actor="rating dev")
         issued = issue_key(tenant.tenant_id, Role.ADMIN, "rating dev demo key", datetime.now(UTC))
         await store.add_key(issued.key, actor="rating dev")
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(issued.token + "\n")
-        os.chmod(key_file, 0o600)
+        _save_token(key_file, issued.token)
         return issued.token
     finally:
         await engine.dispose()
+
+
+def _saved_token(key_file: Path) -> str | None:
+    return key_file.read_text().strip() if key_file.exists() else None
+
+
+def _save_token(key_file: Path, token: str) -> None:
+    # Only the local dev stack keeps a key in clear, readable by its owner alone.
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(token + "\n")
+    os.chmod(key_file, 0o600)
 
 
 def print_endpoints(
@@ -140,8 +148,10 @@ def print_endpoints(
     ]
     if metrics_port is not None:
         lines.append(f"  metrics            http://{host}:{metrics_port}/metrics")
-    lines.append(f"  Temporal           {settings.temporal_address}  namespace "
-                 f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}")
+    lines.append(
+        f"  Temporal           {settings.temporal_address}  namespace "
+        f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}"
+    )
     if temporal is not None and temporal.ui_port is not None:
         lines.append(f"  Temporal UI        http://127.0.0.1:{temporal.ui_port}")
     lines += [

@@ -33,7 +33,9 @@ class EmbeddedPostgres:
                 "or set RATING_DATABASE_URL to a PostgreSQL of your own"
             ) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._server = pgserver.get_server(  # type: ignore[attr-defined]
+            self.data_dir, cleanup_mode="stop"
+        )
         return str(self._server.get_uri())
 
     def stop(self) -> None:

@@ -1,11 +1,19 @@
-"""The key ring: authenticates bearer tokens (from memory when it can) and manages a tenant's keys."""
+"""The key ring: authenticates bearer tokens (from memory when it can) and manages keys."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
 
-from rating_service.domain.auth import ApiKey, Caller, IssuedKey, Role, issue_key, parse_token, verify
+from rating_service.domain.auth import (
+    ApiKey,
+    Caller,
+    IssuedKey,
+    Role,
+    issue_key,
+    parse_token,
+    verify,
+)
 from rating_service.domain.errors import InvalidArgument, NotFound
 from rating_service.store.tenants import TenantStore
 

@@ -1,4 +1,4 @@
-"""Structured logging: one JSON object per line (or plain text for humans), set up once per process."""
+"""Structured logging: one JSON object per line (or plain text for humans)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-# Attributes every LogRecord has; anything else was passed through `extra=` and is logged as a field.
+# Attributes every LogRecord has; anything else came through `extra=` and becomes a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 

@@ -1,4 +1,4 @@
-"""One settings object, read from `RATING_*` environment variables; nothing here connects anywhere."""
+"""One settings object, read from `RATING_*` environment variables; nothing here connects."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ class Settings:
             try:
                 values[f.name] = _PARSERS[_base_type(f.type)](raw)
             except ValueError as exc:
-                raise InvalidArgument.of_field(env_name(f.name), f"cannot parse {raw!r}: {exc}")
+                raise InvalidArgument.of_field(
+                    env_name(f.name), f"cannot parse {raw!r}: {exc}"
+                ) from exc
         settings = cls(**values)
         settings._check()
         return settings

@@ -29,9 +29,13 @@ class WorkerDependencies:
 async def connect_temporal(settings: Settings) -> Client:
     """A Temporal client for the configured address and namespace, with an actionable error."""
     if not settings.temporal_address:
-        raise SystemExit("RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)")
+        raise SystemExit(
+            "RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)"
+        )
     try:
-        return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        return await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
     except RuntimeError as exc:
         raise SystemExit(
             f"cannot reach Temporal at {settings.temporal_address}: {exc}; "

@@ -22,7 +22,7 @@ log = logging.getLogger("rating.rpc")
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
-# Standard services every generic client (buf curl, grpcurl, load balancers) must reach without a key.
+# Standard services that generic clients (buf curl, grpcurl, load balancers) reach without a key.
 PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 ALL_ROLES = frozenset(Role)
@@ -70,7 +70,7 @@ class RpcMetrics:
         )
 
 
-class EdgeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class EdgeInterceptor(aio.ServerInterceptor):
     """Wraps each unary method of our services so servicers see only authorised, valid calls."""
 
     def __init__(self, keyring: KeyRing, metrics: RpcMetrics) -> None:
@@ -91,8 +91,10 @@ class EdgeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or method.startswith(PUBLIC_SERVICES) or handler.unary_unary is None:
             return handler
         # The handler of a method never changes, so each is wrapped once and reused.
+        # grpc-stubs types handlers as synchronous; on an aio server they are coroutines.
+        behavior: Callable[[Any, aio.ServicerContext], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._guard(method, handler.unary_unary),
+            self._guard(method, behavior),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -104,7 +106,11 @@ class EdgeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
         allowed: frozenset[Role] = getattr(behavior, "allowed_roles", frozenset())
         short = method.rsplit("/", 1)[-1]
-        requests, errors_, latency = self._metrics.requests, self._metrics.errors, self._metrics.latency
+        requests, errors_, latency = (
+            self._metrics.requests,
+            self._metrics.errors,
+            self._metrics.latency,
+        )
         latency_child = latency.labels(short)
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
@@ -140,7 +146,9 @@ class EdgeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             )
             status = rich_status(failure)
             await context.abort(
-                code, failure.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+                code,
+                failure.message,
+                trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
             )
 
         return guarded

@@ -26,14 +26,14 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 def status_code(error: errors.DomainError) -> grpc.StatusCode:
     """The gRPC status code of a domain error (INTERNAL for one nobody mapped)."""
     for cls in type(error).__mro__:
-        code = STATUS_CODES.get(cls)  # type: ignore[arg-type]
+        code = STATUS_CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
 
 
 def rich_status(error: errors.DomainError) -> status_pb2.Status:
-    """The google.rpc.Status for an error: ErrorInfo always, BadRequest / PreconditionFailure when known."""
+    """The google.rpc.Status of an error: ErrorInfo, plus BadRequest / PreconditionFailure."""
     code = status_code(error)
     status = status_pb2.Status(code=code.value[0], message=error.message)
     details: list[object] = [
@@ -68,3 +68,31 @@ def rich_status(error: errors.DomainError) -> status_pb2.Status:
         packed.Pack(detail)  # type: ignore[arg-type]
         status.details.append(packed)
     return status
+
+
+def decode_rich_status(trailing_metadata: object) -> status_pb2.Status | None:
+    """The google.rpc.Status carried in a failed call's trailing metadata, if any."""
+    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+        if key == STATUS_DETAILS_KEY:
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a status."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(status: status_pb2.Status) -> dict[str, str]:
+    """field -> description for the BadRequest detail of a status."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return {v.field: v.description for v in bad.field_violations}
+    return {}

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 
-from grpc_health.v1 import health_pb2
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -68,3 +70,15 @@ class DatabaseHealth:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def probe(address: str, service: str = "", timeout_seconds: float = 3.0) -> str:
+    """Ask a server's health service; the status name, or UNREACHABLE."""
+    async with aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_seconds
+            )
+        except aio.AioRpcError as exc:
+            return "UNREACHABLE" if exc.code() == grpc.StatusCode.UNAVAILABLE else exc.code().name
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -74,8 +74,11 @@ async def start_server(settings: Settings) -> RunningServer:
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     port = _bind(server, settings)
@@ -114,7 +117,7 @@ def _bind(server: aio.Server, settings: Settings) -> int:
     else:
         ca = _read(settings.tls_client_ca_file)
         credentials = grpc.ssl_server_credentials(
-            [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
             root_certificates=ca,
             require_client_auth=ca is not None,
         )

@@ -116,6 +116,10 @@ def parse_token(authorization: str | None) -> tuple[str, str]:
 
 def verify(key: ApiKey | None, secret: str) -> Caller:
     """The caller a presented secret proves, or Unauthenticated (same answer for every failure)."""
-    if key is None or not key.active or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+    if (
+        key is None
+        or not key.active
+        or not hmac.compare_digest(key.secret_hash, hash_secret(secret))
+    ):
         raise Unauthenticated("the API key is unknown or revoked", reason="INVALID_API_KEY")
     return Caller(key.tenant_id, key.key_id, key.role)

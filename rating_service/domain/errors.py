@@ -76,7 +76,7 @@ class AlreadyExists(DomainError):
 
 
 class FailedPrecondition(DomainError):
-    """The system is not in a state that allows the operation (credit, suspension, closed period)."""
+    """The state forbids the operation (no credit, suspended contract, closed period)."""
 
     reason = "FAILED_PRECONDITION"
 

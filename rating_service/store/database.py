@@ -14,6 +14,11 @@ def async_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+def with_database(url: str, database: str) -> str:
+    """The same server's URL for another database (sockets and options kept)."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """An async engine over asyncpg; pre-ping so a restarted database heals the pool."""
     return create_async_engine(

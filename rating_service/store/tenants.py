@@ -31,9 +31,7 @@ class TenantStore:
             try:
                 row = (
                     await conn.execute(
-                        insert(tenants)
-                        .values(tenant_id=tenant_id, name=name)
-                        .returning(*tenants.c)
+                        insert(tenants).values(tenant_id=tenant_id, name=name).returning(*tenants.c)
                     )
                 ).one()
             except IntegrityError as exc:

@@ -1,0 +1,22 @@
+# The rating service image: `rating serve`, `rating worker` and `rating db upgrade` share it.
+FROM python:3.11-slim AS build
+RUN pip install --no-cache-dir uv==0.13.8
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY rating_service ./rating_service
+COPY workflows ./workflows
+RUN uv sync --frozen --no-dev
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 rating
+WORKDIR /app
+COPY --from=build /app /app
+ENV PATH="/app/.venv/bin:$PATH" \
+    PYTHONUNBUFFERED=1 \
+    RATING_LISTEN_ADDRESS=0.0.0.0:50051 \
+    RATING_METRICS_ADDRESS=0.0.0.0:9464
+USER rating
+EXPOSE 50051 9464
+ENTRYPOINT ["rating"]
+CMD ["serve"]

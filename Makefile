@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make run` (the whole stack) and `make test` (everything CI runs).
+# uv comes from PyPI into .tools/ when it is not installed; node_modules holds the pinned buf CLI.
+
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: run test protos lint bench clean
+
+run: .venv/.synced
+	$(UV) run rating dev
+
+test: .venv/.synced node_modules/.installed
+	$(UV) run python tools/gen_protos.py --check
+	npx --no-install buf lint protos
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	$(UV) run pytest
+
+protos: .venv/.synced
+	$(UV) run python tools/gen_protos.py
+
+bench: .venv/.synced
+	$(UV) run python bench/pricing_bench.py
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==0.13.8
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clean:
+	rm -rf .venv .tools node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,159 @@
+"""Fixtures: a real PostgreSQL and Temporal server per session, a fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import pytest
+from grpc import aio
+
+from rating_service.api.server import RunningServer, start_server
+from rating_service.domain.auth import Role, issue_key
+from rating_service.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+from rating_service.settings import Settings
+from rating_service.store import migrations
+from rating_service.store.database import create_engine, with_database
+from rating_service.store.tenants import TenantStore
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An administrative URL of a real PostgreSQL: RATING_DATABASE_URL, or an embedded server."""
+    configured = os.environ.get("RATING_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    yield server.start()
+    server.stop()
+
+
+async def _admin(postgres_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(with_database(postgres_url, "postgres"))
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres_url: str) -> AsyncIterator[str]:
+    """A migrated database that each test's database is cloned from (cloning beats migrating)."""
+    name = f"rating_template_{uuid.uuid4().hex[:8]}"
+    conn = await _admin(postgres_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(migrations.upgrade, with_database(postgres_url, name))
+        yield name
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"rating_test_{uuid.uuid4().hex[:12]}"
+    conn = await _admin(postgres_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(postgres_url, name)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def temporal_address() -> Iterator[str]:
+    """A real Temporal frontend: RATING_TEMPORAL_ADDRESS, or a dev server for the session."""
+    configured = os.environ.get("RATING_TEMPORAL_ADDRESS")
+    if configured:
+        yield configured
+        return
+    server = TemporalDevServer(free_port(), ui_port=None, db_file=None)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings for a server on free ports against this test's database."""
+    return Settings(
+        database_url=database_url,
+        listen_address="127.0.0.1:0",
+        metrics_address="127.0.0.1:0",
+        health_check_interval_seconds=0.2,
+        auth_cache_seconds=0.0,
+        shutdown_grace_seconds=1.0,
+        database_pool_size=4,
+    )
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A running gRPC server of this test's own."""
+    running = await start_server(settings)
+    yield running
+    await running.stop(0.5)
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[aio.Channel]:
+    """A client channel to the test's server."""
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """A tenant and a bearer token per role."""
+
+    tenant_id: str
+    tokens: dict[Role, str]
+
+    def metadata(self, role: Role) -> tuple[tuple[str, str]]:
+        """Call metadata authenticating as this tenant's key of `role`."""
+        return (("authorization", f"Bearer {self.tokens[role]}"),)
+
+
+async def make_tenant(database_url: str, name: str) -> TenantKeys:
+    """Create a tenant with one key of every role, straight in the database."""
+    from datetime import UTC, datetime
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        store = TenantStore(engine)
+        tenant = await store.create_tenant(name, actor="test")
+        tokens = {}
+        for role in Role:
+            issued = issue_key(tenant.tenant_id, role, f"{role.value} key", datetime.now(UTC))
+            await store.add_key(issued.key, actor="test")
+            tokens[role] = issued.token
+    finally:
+        await engine.dispose()
+    return TenantKeys(tenant.tenant_id, tokens)
+
+
+@pytest.fixture
+async def acme(database_url: str) -> TenantKeys:
+    """Tenant `acme` with a key of every role."""
+    return await make_tenant(database_url, "acme")
+
+
+@pytest.fixture
+async def globex(database_url: str) -> TenantKeys:
+    """Tenant `globex`, a second tenant for isolation tests."""
+    return await make_tenant(database_url, "globex")
+
+
+def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """(status code, ErrorInfo reason) of a failed call."""
+    from rating_service.api.errors import decode_rich_status, error_info
+
+    status = decode_rich_status(error.trailing_metadata())
+    info = None if status is None else error_info(status)
+    return error.code(), "" if info is None else info.reason

@@ -1,0 +1,87 @@
+"""The worker reaches a real Temporal server; the operator CLI bootstraps tenants and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from click.testing import CliRunner, Result
+from grpc import aio
+
+from rating_service.api.server import RunningServer
+from rating_service.cli import main
+from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
+from rating_service.settings import Settings
+from rating_service.worker import connect_temporal, run_worker
+
+
+async def test_the_worker_connects_to_temporal_and_stops_on_request(
+    temporal_address: str, database_url: str
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        temporal_task_queue="test-worker",
+    )
+    client = await connect_temporal(settings)
+    assert await client.service_client.check_health()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop))
+    await asyncio.sleep(0)
+    assert not worker.done()
+    stop.set()
+    async with asyncio.timeout(10):
+        await worker
+
+
+async def test_the_worker_explains_an_unreachable_temporal(database_url: str) -> None:
+    settings = Settings(database_url=database_url, temporal_address="127.0.0.1:1")
+    with pytest.raises(SystemExit, match=r"cannot reach Temporal at 127\.0\.0\.1:1"):
+        await connect_temporal(settings)
+
+
+async def test_the_cli_bootstraps_a_tenant_whose_admin_key_works_over_grpc(
+    database_url: str, server: RunningServer
+) -> None:
+    env = {"RATING_DATABASE_URL": database_url}
+
+    async def rating(*args: str) -> Result:
+        # In a thread: the CLI runs its own event loop, and the server must keep serving on ours.
+        return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
+
+    async def who(token: str) -> admin_pb2.WhoAmIResponse:
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            reply: admin_pb2.WhoAmIResponse = await admin_pb2_grpc.AdminServiceStub(channel).WhoAmI(
+                admin_pb2.WhoAmIRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+            return reply
+
+    created = await rating("tenants", "create", "initech")
+    assert created.exit_code == 0, created.output
+    admin_token = re.search(r"admin API key .*: (\S+)", created.output)
+    assert admin_token is not None
+    again = await rating("tenants", "create", "initech")
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+    rater = await rating(
+        "keys", "create", "--tenant", "initech", "--role", "rater", "--name", "svc"
+    )
+    assert rater.exit_code == 0, rater.output
+    rater_token = re.search(r"API key .*: (\S+)", rater.output)
+    assert rater_token is not None
+
+    admin_me = await who(admin_token.group(1))
+    rater_me = await who(rater_token.group(1))
+    assert admin_me.tenant.name == rater_me.tenant.name == "initech"
+    assert (admin_me.key.role, rater_me.key.role) == (admin_pb2.ROLE_ADMIN, admin_pb2.ROLE_RATER)
+    revoked = await rating("keys", "revoke", rater_me.key.key_id)
+    assert revoked.exit_code == 0, revoked.output
+    with pytest.raises(aio.AioRpcError):
+        await who(rater_token.group(1))
+
+
+def test_the_cli_says_what_to_set_when_no_database_is_configured() -> None:
+    result = CliRunner().invoke(main, ["tenants", "list"], env={"RATING_DATABASE_URL": ""})
+    assert result.exit_code == 1
+    assert "RATING_DATABASE_URL is not set" in result.output

@@ -1,0 +1,89 @@
+"""Settings from the environment and the domain-error → gRPC status mapping (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from rating_service.api.errors import field_violations, rich_status, status_code
+from rating_service.domain import errors
+from rating_service.settings import Settings
+
+
+def test_settings_read_and_type_every_variable() -> None:
+    settings = Settings.from_env(
+        {
+            "RATING_DATABASE_URL": "postgresql://u@h/db",
+            "RATING_DATABASE_POOL_SIZE": "3",
+            "RATING_SHUTDOWN_GRACE_SECONDS": "2.5",
+            "RATING_TLS_CERT_FILE": "/c.pem",
+            "RATING_TLS_KEY_FILE": "/k.pem",
+            "RATING_LOG_FORMAT": "text",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings.database_url == "postgresql://u@h/db"
+    assert settings.database_pool_size == 3
+    assert settings.shutdown_grace_seconds == 2.5
+    assert settings.tls_cert_file == Path("/c.pem")
+    assert settings.temporal_task_queue == "rating"  # default kept
+
+
+@pytest.mark.parametrize(
+    ("environ", "field"),
+    [
+        ({"RATING_DATABASE_POOL_SIZE": "ten"}, "RATING_DATABASE_POOL_SIZE"),
+        ({"RATING_TLS_CERT_FILE": "/c.pem"}, "RATING_TLS_KEY_FILE"),
+        ({"RATING_TLS_CLIENT_CA_FILE": "/ca.pem"}, "RATING_TLS_CLIENT_CA_FILE"),
+        ({"RATING_LOG_FORMAT": "xml"}, "RATING_LOG_FORMAT"),
+    ],
+)
+def test_bad_settings_name_the_variable(environ: dict[str, str], field: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as refused:
+        Settings.from_env(environ)
+    assert [v.field for v in refused.value.violations] == [field]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.InvalidArgument("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (errors.AlreadyExists("x"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.ResourceExhausted("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.DomainError("x"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_each_domain_error_has_one_status_code(
+    error: errors.DomainError, code: grpc.StatusCode
+) -> None:
+    assert status_code(error) == code
+    assert rich_status(error).code == code.value[0]
+
+
+def test_rich_status_carries_reason_fields_and_preconditions() -> None:
+    collector = errors.ViolationCollector()
+    collector.add("tiers[1].up_to", "must be above 5")
+    collector.add("currency", "unknown")
+    with pytest.raises(errors.InvalidArgument) as bad:
+        collector.raise_if_any()
+    status = rich_status(bad.value)
+    assert field_violations(status) == {"tiers[1].up_to": "must be above 5", "currency": "unknown"}
+
+    refused = errors.FailedPrecondition(
+        "no credit",
+        reason="INSUFFICIENT_CREDIT",
+        violations=[errors.PreconditionViolation("BALANCE", "pool_1", "0 left")],
+    )
+    status = rich_status(refused)
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "INSUFFICIENT_CREDIT"
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[1].Unpack(failure)
+    assert failure.violations[0].subject == "pool_1"
