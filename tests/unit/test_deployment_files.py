@@ -97,3 +97,9 @@ def test_the_image_installs_the_locked_dependencies_and_runs_the_cli() -> None:
     assert 'ENTRYPOINT ["rating"]' in dockerfile
     for copied in ("rating_service", "workflows", "uv.lock", "pyproject.toml"):
         assert copied in dockerfile
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name, _, _ in documented_settings() if f"`{name}`" not in readme]
+    assert not missing
