@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Table,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql import text
 
 metadata = MetaData(
     naming_convention={
@@ -62,4 +64,47 @@ audit_log = Table(
     Column("details", JSONB, nullable=False, server_default="{}"),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index(None, "tenant_id", "at"),
+)
+
+# The catalog, kept in its documented mapping form (rating_service.pricing reads and writes it).
+products = Table(
+    "products",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("definition", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+rate_cards = Table(
+    "rate_cards",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("effective_until", DateTime(timezone=True)),
+    Column("definition", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint(
+        "effective_until IS NULL OR effective_until > effective_from", name="effective_range"
+    ),
+    # Backstop for the overlap check done under lock: at most one open-ended version per card.
+    Index(
+        "uq_rate_cards_one_open_version",
+        "tenant_id",
+        "key",
+        unique=True,
+        postgresql_where=text("effective_until IS NULL"),
+    ),
+)
+
+# Bumped by every catalog write; caches compare it and NOTIFY carries the tenant that changed.
+catalog_revisions = Table(
+    "catalog_revisions",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
 )
