@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import yaml
 
-from rating_service.domain.auth import Role, issue_key
+from rating_service.domain.auth import Caller, Role, issue_key
 from rating_service.domain.errors import DomainError
 from rating_service.logs import configure_logging
 from rating_service.settings import Settings
+
+if TYPE_CHECKING:
+    from rating_service.catalogs import Catalogs
+    from rating_service.pricing.catalog import CatalogChange
 
 T = TypeVar("T")
 
@@ -172,9 +179,7 @@ def keys_create(tenant_name: str, role: str, name: str) -> None:
         engine = create_engine(_database_url(_settings()), pool_size=1)
         try:
             store = TenantStore(engine)
-            tenant = await store.tenant_by_name(tenant_name)
-            if tenant is None:
-                tenant = await store.tenant(tenant_name)
+            tenant = await store.find(tenant_name)
             issued = issue_key(tenant.tenant_id, Role(role), name, datetime.now(UTC))
             await store.add_key(issued.key, actor="cli")
         finally:
@@ -201,6 +206,70 @@ def keys_revoke(key_id: str) -> None:
         click.echo(f"key {key.key_id} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
     _run(revoke)
+
+
+@main.group()
+def catalog() -> None:
+    """A tenant's catalog as a YAML document (operator commands, straight to the database)."""
+
+
+@catalog.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--dry-run", is_flag=True, help="Print the changes without making them.")
+def catalog_apply(file: Path, tenant_name: str, dry_run: bool) -> None:
+    """Make the tenant's catalog what FILE declares; applying it twice changes nothing."""
+    from rating_service.catalog_files import read_catalog_file
+
+    try:
+        document = read_catalog_file(file)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise click.ClickException(f"{file}: {exc}") from exc
+
+    async def apply() -> list[CatalogChange]:
+        async with _catalogs(tenant_name) as (catalogs, caller):
+            return await catalogs.apply(caller, document, dry_run=dry_run)
+
+    changes = _run(apply)
+    for change in changes:
+        click.echo(change.describe())
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{len(changes)} {verb}" if changes else "catalog already up to date")
+
+
+@catalog.command("export")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+def catalog_export(tenant_name: str, output: Path | None) -> None:
+    """Write the tenant's catalog as YAML (to stdout, or to --output)."""
+    from rating_service.catalog_files import dump_catalog
+
+    async def export() -> dict[str, object]:
+        async with _catalogs(tenant_name) as (catalogs, caller):
+            return (await catalogs.catalog(caller.tenant_id)).to_document()
+
+    text = dump_catalog(_run(export))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"wrote {output}")
+
+
+@contextlib.asynccontextmanager
+async def _catalogs(tenant_name: str) -> AsyncIterator[tuple[Catalogs, Caller]]:
+    """The catalogs of a tenant named on the command line, acting as the operator."""
+    from rating_service.catalogs import Catalogs
+    from rating_service.store.catalog import CatalogStore
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+
+    engine = create_engine(_database_url(_settings()), pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(tenant_name)
+        yield Catalogs(CatalogStore(engine)), Caller(tenant.tenant_id, "cli", Role.ADMIN)
+    finally:
+        await engine.dispose()
 
 
 if __name__ == "__main__":

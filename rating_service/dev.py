@@ -15,15 +15,19 @@ from pathlib import Path
 import asyncpg
 
 from rating_service.api.server import start_server
-from rating_service.domain.auth import Role, issue_key
+from rating_service.catalog_files import read_catalog_file
+from rating_service.catalogs import Catalogs
+from rating_service.domain.auth import Caller, Role, issue_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.settings import Settings
 from rating_service.store import migrations
+from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import create_engine, with_database
 from rating_service.store.tenants import TenantStore
 from rating_service.worker import run_worker
 
 DEMO_TENANT = "demo"
+EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 
@@ -66,6 +70,8 @@ async def run_dev(settings: Settings) -> None:
             await asyncio.to_thread(migrations.upgrade, database_url)
         with step(f"preparing the {DEMO_TENANT!r} tenant"):
             demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
+        with step("loading the example catalog"):
+            await load_example_catalog(database_url)
         with step("starting the gRPC server"):
             server = await start_server(settings)
         stop = asyncio.Event()
@@ -117,6 +123,18 @@ async def demo_api_key(database_url: str, key_file: Path) -> str:
         await store.add_key(issued.key, actor="rating dev")
         _save_token(key_file, issued.token)
         return issued.token
+    finally:
+        await engine.dispose()
+
+
+async def load_example_catalog(database_url: str) -> None:
+    """Apply the example AI-provider catalog to the demo tenant (a no-op once it is there)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(DEMO_TENANT)
+        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+        document = read_catalog_file(EXAMPLE_CATALOG)
+        await Catalogs(CatalogStore(engine)).apply(caller, document, dry_run=False)
     finally:
         await engine.dispose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -148,6 +148,15 @@ async def acme(database_url: str) -> TenantKeys:
 async def globex(database_url: str) -> TenantKeys:
     """Tenant `globex`, a second tenant for isolation tests."""
     return await make_tenant(database_url, "globex")
+
+
+async def eventually(condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail after the deadline (never a bare sleep)."""
+    async with asyncio.timeout(timeout_seconds):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
 
 
 def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:

@@ -18,17 +18,24 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rating_service.api.admin import AdminServicer
+from rating_service.api.catalog import CatalogServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.health import DatabaseHealth
-from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
+from rating_service.catalogs import Catalogs
+from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc, catalog_pb2, catalog_pb2_grpc
 from rating_service.keyring import KeyRing
 from rating_service.settings import Settings
+from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import create_engine
+from rating_service.store.notifications import ChangeListener
 from rating_service.store.tenants import TenantStore
 
 log = logging.getLogger("rating.server")
 
-SERVICE_NAMES = [admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name]
+SERVICE_NAMES = [
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+]
 
 
 @dataclass
@@ -41,11 +48,13 @@ class RunningServer:
     health: DatabaseHealth
     health_servicer: HealthServicer
     engine: AsyncEngine
+    changes: ChangeListener
     _metrics_http: Any = None
 
     async def stop(self, grace_seconds: float) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish within the grace, then close."""
         await self.health.stop()
+        await self.changes.stop()
         await self.health_servicer.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
         if self._metrics_http is not None:
@@ -70,7 +79,11 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
+    changes = ChangeListener(settings.database_url)
+    catalogs = Catalogs(CatalogStore(engine), is_live=lambda: changes.listening)
+    changes.subscribe(catalogs.channel, catalogs.forget, catalogs.forget_all)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalogs), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -89,11 +102,14 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     await health.check_once()
     health.start()
+    changes.start()
     log.info(
         "serving",
         extra={"address": settings.listen_address, "port": port, "metrics_port": metrics_port},
     )
-    return RunningServer(server, port, metrics_port, health, health_servicer, engine, metrics_http)
+    return RunningServer(
+        server, port, metrics_port, health, health_servicer, engine, changes, metrics_http
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:

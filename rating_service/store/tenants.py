@@ -57,6 +57,10 @@ class TenantStore:
             row = (await conn.execute(select(tenants).where(tenants.c.name == name))).one_or_none()
         return None if row is None else _tenant(row)
 
+    async def find(self, name_or_id: str) -> Tenant:
+        """The tenant with this name, or else this id (what operators type on the command line)."""
+        return await self.tenant_by_name(name_or_id) or await self.tenant(name_or_id)
+
     async def list_tenants(self) -> list[Tenant]:
         """Every tenant, oldest first."""
         async with self._engine.connect() as conn:

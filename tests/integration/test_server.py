@@ -78,6 +78,7 @@ async def test_reflection_lists_every_service(channel: aio.Channel) -> None:
         services = {s.name for s in reply.list_services_response.service}
     assert services == {
         "rating.v1.AdminService",
+        "rating.v1.CatalogService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -1,0 +1,186 @@
+"""The tenants' catalogs: checked changes through one plan, and an in-memory copy per tenant."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from rating_service.domain.auth import Caller
+from rating_service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from rating_service.pricing.catalog import (
+    Catalog,
+    CatalogChange,
+    catalog_from_document,
+    next_rate_card_version,
+    plan_changes,
+)
+from rating_service.pricing.meter import Product, product_from_dict
+from rating_service.pricing.quote import Quote, UsageLine, quote
+from rating_service.pricing.rate_card import RateCard, rate_card_from_dict
+from rating_service.store.catalog import CATALOG_CHANNEL, CatalogStore, Planner
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Catalogs:
+    """Reads catalogs from memory while the change feed is live, writes them through plans."""
+
+    def __init__(
+        self,
+        store: CatalogStore,
+        clock: Callable[[], datetime] = utc_now,
+        is_live: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._is_live = is_live
+        self._cached: dict[str, Catalog] = {}
+
+    # -- the change feed (rating_service.store.notifications.ChangeListener) calls these --
+    channel = CATALOG_CHANNEL
+
+    def forget(self, tenant_id: str) -> None:
+        """Drop one tenant's cached catalog (its catalog changed)."""
+        self._cached.pop(tenant_id, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached catalog (notifications may have been missed)."""
+        self._cached.clear()
+
+    async def catalog(self, tenant_id: str) -> Catalog:
+        """The tenant's catalog: from memory when the change feed guarantees it is current."""
+        cached = self._cached.get(tenant_id)
+        if cached is not None and self._is_live():
+            return cached
+        _, loaded = await self._store.load(tenant_id)
+        if self._is_live():
+            self._cached[tenant_id] = loaded
+        return loaded
+
+    async def create_product(self, caller: Caller, product: Mapping[str, object]) -> Product:
+        """Add a product; ALREADY_EXISTS if its key is taken."""
+        new = product_from_dict(product, "product")
+
+        def plan(current: Catalog) -> Sequence[CatalogChange]:
+            if new.key in current.products:
+                raise AlreadyExists(f"product {new.key!r} exists", reason="PRODUCT_EXISTS")
+            return plan_changes(current, _with_product(current, new), self._clock())
+
+        await self._change(caller, plan)
+        return new
+
+    async def update_product(self, caller: Caller, product: Mapping[str, object]) -> Product:
+        """Replace a product's definition; every rate card must still fit it."""
+        new = product_from_dict(product, "product")
+
+        def plan(current: Catalog) -> Sequence[CatalogChange]:
+            if new.key not in current.products:
+                raise NotFound(f"no product {new.key!r}", reason="PRODUCT_NOT_FOUND")
+            return plan_changes(current, _with_product(current, new), self._clock())
+
+        await self._change(caller, plan)
+        return new
+
+    async def product(self, caller: Caller, key: str) -> Product:
+        """One product."""
+        found = (await self.catalog(caller.tenant_id)).products.get(key)
+        if found is None:
+            raise NotFound(f"no product {key!r}", reason="PRODUCT_NOT_FOUND")
+        return found
+
+    async def create_rate_card(self, caller: Caller, card: Mapping[str, object]) -> RateCard:
+        """Add version 1 of a new rate card; ALREADY_EXISTS if the key is taken."""
+        proposed = rate_card_from_dict({**card, "version": 1}, field_path="rate_card")
+
+        def plan(current: Catalog) -> Sequence[CatalogChange]:
+            if proposed.key in current.rate_cards:
+                raise AlreadyExists(
+                    f"rate card {proposed.key!r} exists; UpdateRateCard adds a version",
+                    reason="RATE_CARD_EXISTS",
+                )
+            return plan_changes(current, next_rate_card_version(current, proposed), self._clock())
+
+        await self._change(caller, _naming_request_fields(plan, "rate_card"))
+        return proposed
+
+    async def update_rate_card(
+        self, caller: Caller, card: Mapping[str, object]
+    ) -> tuple[RateCard, RateCard | None]:
+        """Add the next version of a rate card; returns it and the version it closed, if any."""
+        proposed = rate_card_from_dict({**card, "version": 1}, field_path="rate_card")
+
+        def plan(current: Catalog) -> Sequence[CatalogChange]:
+            if proposed.key not in current.rate_cards:
+                raise NotFound(f"no rate card {proposed.key!r}", reason="RATE_CARD_NOT_FOUND")
+            return plan_changes(current, next_rate_card_version(current, proposed), self._clock())
+
+        changes = await self._change(caller, _naming_request_fields(plan, "rate_card"))
+        cards = [rate_card_from_dict(c.after) for c in changes]
+        created = max(cards, key=lambda c: c.version)
+        closed = next((c for c in cards if c is not created), None)
+        return created, closed
+
+    async def rate_card(self, caller: Caller, key: str) -> tuple[RateCard, ...]:
+        """Every version of a rate card, earliest first."""
+        versions = (await self.catalog(caller.tenant_id)).versions(key)
+        if not versions:
+            raise NotFound(f"no rate card {key!r}", reason="RATE_CARD_NOT_FOUND")
+        return versions
+
+    async def apply(
+        self, caller: Caller, document: Mapping[str, object], dry_run: bool
+    ) -> list[CatalogChange]:
+        """Bring the catalog to what a document declares (idempotent); with dry_run, only plan."""
+        desired = catalog_from_document(document)
+
+        def plan(current: Catalog) -> Sequence[CatalogChange]:
+            return plan_changes(current, desired, self._clock())
+
+        if dry_run:
+            return list(plan((await self._store.load(caller.tenant_id))[1]))
+        return await self._change(caller, plan)
+
+    async def quote(
+        self,
+        caller: Caller,
+        rate_card_key: str,
+        at: datetime | None,
+        lines: Sequence[UsageLine],
+        period_to_date: Sequence[UsageLine],
+    ) -> Quote:
+        """Price hypothetical usage; nothing is debited or stored."""
+        catalog = await self.catalog(caller.tenant_id)
+        return quote(catalog, rate_card_key, at or self._clock(), lines, period_to_date)
+
+    async def _change(self, caller: Caller, plan: Planner) -> list[CatalogChange]:
+        changes = await self._store.change(caller.tenant_id, plan, actor=caller.key_id)
+        self.forget(caller.tenant_id)
+        return changes
+
+
+def _naming_request_fields(plan: Planner, request_field: str) -> Planner:
+    """A plan whose errors name the RPC's field (`rate_card.x`), not the catalog path."""
+
+    def planned(current: Catalog) -> Sequence[CatalogChange]:
+        try:
+            return plan(current)
+        except InvalidArgument as error:
+            renamed = [
+                FieldViolation(_CATALOG_PATH.sub(request_field, v.field), v.description)
+                for v in error.violations
+            ]
+            raise InvalidArgument(error.message, renamed) from None
+
+    return planned
+
+
+# `rate_cards[list].versions[2].prices.x` (a catalog document's path) → `rate_card.prices.x`.
+_CATALOG_PATH = re.compile(r"^rate_cards\[[^\]]*\](\.versions\[\d+\])?")
+
+
+def _with_product(current: Catalog, product: Product) -> Catalog:
+    return Catalog({**current.products, product.key: product}, {})

@@ -1,0 +1,89 @@
+"""PostgreSQL LISTEN/NOTIFY: how in-memory caches on every replica learn that data changed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from rating_service.store.database import asyncpg_dsn
+
+log = logging.getLogger("rating.notifications")
+
+
+class ChangeListener:
+    """Calls a handler per notification on each channel; on any gap in listening, calls `reset`.
+
+    A cache that trusts itself only while `listening` is true can never serve data older than a
+    notification it missed: between a lost connection and the next LISTEN it reads through.
+    """
+
+    def __init__(self, database_url: str, retry_seconds: float = 1.0) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._handlers: dict[str, Callable[[str], None]] = {}
+        self._resets: list[Callable[[], None]] = []
+        self._retry_seconds = retry_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.listening = False
+
+    def subscribe(
+        self, channel: str, handler: Callable[[str], None], reset: Callable[[], None]
+    ) -> None:
+        """Call `handler(payload)` per notification on `channel`, and `reset()` on any gap."""
+        self._handlers[channel] = handler
+        self._resets.append(reset)
+
+    def _reset(self) -> None:
+        for reset in self._resets:
+            reset()
+
+    def start(self) -> None:
+        """Listen in the background, reconnecting for as long as the process runs."""
+        self._task = asyncio.create_task(self._run(), name="change-listener")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                conn.add_termination_listener(_on_loss(lost))
+                for channel, handler in self._handlers.items():
+                    await conn.add_listener(channel, _deliver(handler))
+                # Anything could have changed while nobody listened.
+                self._reset()
+                self.listening = True
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("change listener cannot listen; retrying", extra={"error": str(exc)})
+            finally:
+                self.listening = False
+                self._reset()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(self._retry_seconds)
+
+
+def _deliver(handler: Callable[[str], None]) -> Callable[..., None]:
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        handler(payload)
+
+    return on_notify
+
+
+def _on_loss(lost: asyncio.Event) -> Callable[[object], None]:
+    def on_termination(_conn: object) -> None:
+        lost.set()
+
+    return on_termination
