@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,12 @@ class EmbeddedPostgres:
                 "or set RATING_DATABASE_URL to a PostgreSQL of your own"
             ) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(  # type: ignore[attr-defined]
-            self.data_dir, cleanup_mode="stop"
-        )
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                self.data_dir, cleanup_mode="stop"
+            )
         return str(self._server.get_uri())
 
     def stop(self) -> None:
