@@ -8,16 +8,19 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql import text
 
 metadata = MetaData(
@@ -107,4 +110,183 @@ catalog_revisions = Table(
     metadata,
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
     Column("revision", BigInteger, nullable=False),
+)
+
+# -- contracts and the ledger (migration 0003 states the CHECKs and the append-only trigger) --
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("customer_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+contracts = Table(
+    "contracts",
+    metadata,
+    Column("contract_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("term_start", DateTime(timezone=True), nullable=False),
+    Column("term_end", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("definition", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["tenant_id", "customer_id"],
+        ["customers.tenant_id", "customers.customer_id"],
+        name="fk_contracts_customer",
+    ),
+    Index("ix_contracts_customer", "tenant_id", "customer_id", "term_start"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("contract_id", Text, ForeignKey("contracts.contract_id")),
+    Column("kind", Text, nullable=False),
+    Column("product_key", Text),
+    Column("currency", Text, nullable=False),
+    Column("flags", Integer, nullable=False, server_default="0"),
+    Column("debits_posted", Numeric, nullable=False, server_default="0"),
+    Column("credits_posted", Numeric, nullable=False, server_default="0"),
+    Column("debits_pending", Numeric, nullable=False, server_default="0"),
+    Column("credits_pending", Numeric, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index(
+        "uq_accounts_contract_kind_product",
+        "contract_id",
+        "kind",
+        func.coalesce(text("product_key"), text("''")),
+        unique=True,
+        postgresql_where=text("kind <> 'pool'"),
+    ),
+    Index(
+        "uq_accounts_tenant_kind",
+        "tenant_id",
+        "kind",
+        unique=True,
+        postgresql_where=text("contract_id IS NULL"),
+    ),
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("pool_id", Text, ForeignKey("accounts.account_id"), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("grant_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("cost_basis", Numeric, nullable=False),
+    Column("scope", ARRAY(Text)),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_seq", BigInteger, Identity(always=True), nullable=False),
+    Column("original_amount", Numeric, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("tenant_id", "grant_id", name="uq_pools_grant"),
+    Index("ix_pools_contract", "contract_id"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("transfer_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("debit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
+    Column("credit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("flags", Integer, nullable=False, server_default="0"),
+    Column("pending_id", Text, ForeignKey("transfers.transfer_id")),
+    Column("code", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("memo", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_transfers_debit", "debit_account_id"),
+    Index("ix_transfers_credit", "credit_account_id"),
+    Index("ix_transfers_reference", "tenant_id", "reference"),
+)
+
+rated_events = Table(
+    "rated_events",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("charge", Numeric, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_rated_events_contract_period", "contract_id", "period_start"),
+)
+
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("product_key", Text, primary_key=True),
+    Column("cell", ARRAY(Text), primary_key=True),
+    Column("quantity", Numeric, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("events", BigInteger, nullable=False),
+)
+
+contract_periods = Table(
+    "contract_periods",
+    metadata,
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("spend", Numeric, nullable=False, server_default="0"),
+    Column("overage", Numeric, nullable=False, server_default="0"),
+    Column("state", Text, nullable=False, server_default="open"),
+)
+
+fired_alerts = Table(
+    "fired_alerts",
+    metadata,
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
+    Column("alert_key", Text, primary_key=True),
+    Column("fired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("reservation_id", Text, primary_key=True),
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("product_key", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("holds", JSONB, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+    Index("ix_reservations_expiry", "expires_at", postgresql_where=text("state = 'held'")),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("dedupe_key", Text, nullable=False, unique=True),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True)),
+    Index("ix_outbox_pending", "outbox_id", postgresql_where=text("delivered_at IS NULL")),
 )
