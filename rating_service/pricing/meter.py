@@ -139,10 +139,15 @@ class Product:
     key: str
     meter: Meter
     name: str = ""
+    tags: frozenset[str] = frozenset()
+    """Labels contract overrides can target (e.g. `llm` for every model's tokens)."""
 
     def __post_init__(self) -> None:
         if not _is_name(self.key):
             raise InvalidArgument.of_field("key", "must be a non-empty string")
+        if not all(_is_name(tag) for tag in self.tags):
+            raise InvalidArgument.of_field("tags", "must be non-empty strings")
+        object.__setattr__(self, "tags", frozenset(self.tags))
         if not isinstance(self.meter, Meter):
             raise InvalidArgument.of_field(
                 "meter", f"must be a Meter, got {type(self.meter).__name__}"
@@ -156,7 +161,7 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
     def at(key: str) -> str:
         return f"{field_path}.{key}" if field_path else key
 
-    _reject_unknown(data, {"key", "name", "meter"}, at(""), "a product", violations)
+    _reject_unknown(data, {"key", "name", "tags", "meter"}, at(""), "a product", violations)
     key = _text(data.get("key"), at("key"), violations)
     name = _text(data.get("name", ""), at("name"), violations, allow_empty=True)
     meter = data.get("meter")
@@ -181,6 +186,10 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
             _list(meter.get("dimensions"), at("meter.dimensions"), violations)
         )
     ]
+    tags = [
+        _text(raw, at(f"tags[{index}]"), violations)
+        for index, raw in enumerate(_list(data.get("tags"), at("tags"), violations))
+    ]
     violations.raise_if_any("invalid product")
     try:
         return Product(
@@ -192,6 +201,7 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
                 tuple(dimensions),
             ),
             name,
+            frozenset(tags),
         )
     except InvalidArgument as error:
         # Meter reports paths relative to itself (e.g. `dimensions[1]`).
@@ -219,6 +229,8 @@ def product_to_dict(product: Product) -> dict[str, object]:
     data: dict[str, object] = {"key": product.key}
     if product.name:
         data["name"] = product.name
+    if product.tags:
+        data["tags"] = sorted(product.tags)
     data["meter"] = meter_data
     return data
 

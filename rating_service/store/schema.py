@@ -178,7 +178,8 @@ accounts = Table(
 pools = Table(
     "pools",
     metadata,
-    Column("pool_id", Text, ForeignKey("accounts.account_id"), primary_key=True),
+    Column("pool_id", Text, primary_key=True),
+    Column("account_id", Text, ForeignKey("accounts.account_id"), unique=True),
     Column("tenant_id", Text, nullable=False),
     Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
     Column("grant_id", Text, nullable=False),
@@ -199,17 +200,22 @@ pools = Table(
 transfers = Table(
     "transfers",
     metadata,
+    Column("tenant_id", Text, primary_key=True),
     Column("transfer_id", Text, primary_key=True),
-    Column("tenant_id", Text, nullable=False),
     Column("debit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
     Column("credit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("flags", Integer, nullable=False, server_default="0"),
-    Column("pending_id", Text, ForeignKey("transfers.transfer_id")),
+    Column("pending_id", Text),
     Column("code", Text, nullable=False),
     Column("reference", Text, nullable=False),
     Column("memo", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["tenant_id", "pending_id"],
+        ["transfers.tenant_id", "transfers.transfer_id"],
+        name="fk_transfers_pending",
+    ),
     Index("ix_transfers_debit", "debit_account_id"),
     Index("ix_transfers_credit", "credit_account_id"),
     Index("ix_transfers_reference", "tenant_id", "reference"),
@@ -225,7 +231,7 @@ rated_events = Table(
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("period_start", DateTime(timezone=True), nullable=False),
     Column("charge", Numeric, nullable=False),
-    Column("response", LargeBinary, nullable=False),
+    Column("result", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_rated_events_contract_period", "contract_id", "period_start"),
 )
@@ -240,6 +246,16 @@ usage_counters = Table(
     Column("quantity", Numeric, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("events", BigInteger, nullable=False),
+)
+
+period_draws = Table(
+    "period_draws",
+    metadata,
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("product_key", Text, primary_key=True),
+    Column("pool_id", Text, primary_key=True),
+    Column("amount", Numeric, nullable=False),
 )
 
 contract_periods = Table(

@@ -99,21 +99,27 @@ class Product(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     METER_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Stable identifier, e.g. "llm-tokens"."""
     name: _builtins.str
     @_builtins.property
     def meter(self) -> Global___Meter: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels contract overrides can target, e.g. "llm"."""
+
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         name: _builtins.str = ...,
         meter: Global___Meter | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meter", b"meter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "meter", b"meter", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "meter", b"meter", "name", b"name", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -67,8 +67,11 @@ CREATE UNIQUE INDEX uq_accounts_contract_kind_product
 CREATE UNIQUE INDEX uq_accounts_tenant_kind
     ON accounts (tenant_id, kind) WHERE contract_id IS NULL;
 
+-- A commitment's terms; its balance lives in its ledger account (none for a postpaid commit,
+-- which is a minimum spend, not a balance).
 CREATE TABLE pools (
-    pool_id         text PRIMARY KEY REFERENCES accounts (account_id),
+    pool_id         text PRIMARY KEY,
+    account_id      text CONSTRAINT uq_pools_account_id UNIQUE REFERENCES accounts (account_id),
     tenant_id       text NOT NULL,
     contract_id     text NOT NULL REFERENCES contracts (contract_id),
     grant_id        text NOT NULL,
@@ -90,17 +93,21 @@ CREATE INDEX ix_pools_contract ON pools (contract_id);
 
 -- Immutable movements. Every transfer names what it is traceable to.
 CREATE TABLE transfers (
-    transfer_id       text PRIMARY KEY,
     tenant_id         text NOT NULL,
+    transfer_id       text NOT NULL,
     debit_account_id  text NOT NULL REFERENCES accounts (account_id),
     credit_account_id text NOT NULL REFERENCES accounts (account_id),
     amount            numeric NOT NULL CHECK (amount > 0),
     flags             integer NOT NULL DEFAULT 0,
-    pending_id        text REFERENCES transfers (transfer_id),
+    pending_id        text,
     code              text NOT NULL,
     reference         text NOT NULL,
     memo              text NOT NULL DEFAULT '',
     created_at        timestamptz NOT NULL DEFAULT now(),
+    -- Ids derive from business keys (`usage:event:<id>:1`), so a double post is a key conflict.
+    CONSTRAINT pk_transfers PRIMARY KEY (tenant_id, transfer_id),
+    CONSTRAINT fk_transfers_pending FOREIGN KEY (tenant_id, pending_id)
+        REFERENCES transfers (tenant_id, transfer_id),
     CONSTRAINT ck_transfers_two_accounts CHECK (debit_account_id <> credit_account_id)
 );
 CREATE INDEX ix_transfers_debit ON transfers (debit_account_id);
@@ -124,7 +131,7 @@ CREATE TABLE rated_events (
     event_time   timestamptz NOT NULL,
     period_start timestamptz NOT NULL,
     charge       numeric NOT NULL,
-    response     bytea NOT NULL,
+    result       jsonb NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_rated_events PRIMARY KEY (tenant_id, event_id)
 );
@@ -141,6 +148,17 @@ CREATE TABLE usage_counters (
     amount       numeric NOT NULL,
     events       bigint NOT NULL,
     CONSTRAINT pk_usage_counters PRIMARY KEY (contract_id, period_start, product_key, cell)
+);
+
+-- What each product drew from each pool (or accrued as overage, pool_id '') in a period: a
+-- negative charge gives back to where the period's spend came from, never beyond it.
+CREATE TABLE period_draws (
+    contract_id  text NOT NULL REFERENCES contracts (contract_id),
+    period_start timestamptz NOT NULL,
+    product_key  text NOT NULL,
+    pool_id      text NOT NULL,
+    amount       numeric NOT NULL,
+    CONSTRAINT pk_period_draws PRIMARY KEY (contract_id, period_start, product_key, pool_id)
 );
 
 -- Each billing period's spend (for the spend cap), overage, and whether it still takes usage.
@@ -196,6 +214,7 @@ DROP TABLE outbox;
 DROP TABLE reservations;
 DROP TABLE fired_alerts;
 DROP TABLE contract_periods;
+DROP TABLE period_draws;
 DROP TABLE usage_counters;
 DROP TABLE rated_events;
 DROP TABLE transfers;

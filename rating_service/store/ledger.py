@@ -1,0 +1,178 @@
+"""The ledger in PostgreSQL: lock accounts in a fixed order, apply transfers purely, write both.
+
+Every movement of money (usage, grants, top-ups, adjustments, holds) goes through
+`post_transfers`, so the journal rules (`rating_service.ledger.journal.apply_transfers`) are
+checked in one place and the table CHECKs stand behind them. Raw asyncpg: this is on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+
+import asyncpg
+
+from rating_service.ledger.accounts import DEFAULT_FLAGS, Account, AccountFlags, AccountKind
+from rating_service.ledger.journal import apply_transfers
+from rating_service.ledger.transfers import Transfer, TransferCode, TransferFlags
+
+_ACCOUNT_COLUMNS = (
+    "account_id, kind, currency, flags, debits_posted, credits_posted, debits_pending,"
+    " credits_pending"
+)
+
+
+async def open_accounts(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    contract_id: str | None,
+    accounts: Iterable[tuple[str, AccountKind, str | None]],
+    currency: str,
+) -> None:
+    """Create accounts (id, kind, product) that do not exist yet; existing ones are kept."""
+    rows = [
+        (account_id, tenant_id, contract_id, kind.value, product, currency, _flags(kind))
+        for account_id, kind, product in accounts
+    ]
+    if rows:
+        await conn.executemany(
+            "INSERT INTO accounts (account_id, tenant_id, contract_id, kind, product_key,"
+            " currency, flags) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (account_id) DO NOTHING",
+            rows,
+        )
+
+
+async def lock_accounts(
+    conn: asyncpg.Connection, tenant_id: str, account_ids: Iterable[str]
+) -> dict[str, Account]:
+    """Lock accounts in account-id order (every writer does, so none deadlocks) and read them."""
+    ids = sorted(set(account_ids))
+    rows = await conn.fetch(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
+        " WHERE tenant_id = $1 AND account_id = ANY($2::text[])"
+        " ORDER BY account_id FOR UPDATE",
+        tenant_id,
+        ids,
+    )
+    return {row["account_id"]: account_from_row(row) for row in rows}
+
+
+async def open_pending(
+    conn: asyncpg.Connection, tenant_id: str, pending_ids: Iterable[str]
+) -> dict[str, Transfer]:
+    """The pending transfers among `pending_ids` that nothing has posted or voided yet."""
+    ids = sorted(set(pending_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT p.* FROM transfers p WHERE p.tenant_id = $1 AND p.transfer_id = ANY($2::text[])"
+        " AND p.flags = $3 AND NOT EXISTS (SELECT 1 FROM transfers r"
+        " WHERE r.tenant_id = p.tenant_id AND r.pending_id = p.transfer_id)",
+        tenant_id,
+        ids,
+        TransferFlags.PENDING.value,
+    )
+    return {row["transfer_id"]: transfer_from_row(row) for row in rows}
+
+
+async def post_transfers(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    transfers: Sequence[Transfer],
+    locked: Mapping[str, Account] | None = None,
+) -> dict[str, Account]:
+    """Apply transfers to their accounts (locking them unless `locked` already holds them).
+
+    All or nothing: a transfer that breaks a balance rule raises FailedPrecondition before
+    anything is written. Returns the accounts after the transfers.
+    """
+    if not transfers:
+        return dict(locked or {})
+    names = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
+    accounts = dict(locked) if locked is not None else {}
+    missing = names - set(accounts)
+    if missing:
+        accounts.update(await lock_accounts(conn, tenant_id, missing))
+    pending = await open_pending(conn, tenant_id, (t.pending_id for t in transfers if t.pending_id))
+    after = apply_transfers(accounts, transfers, pending)
+    changed = [after[name] for name in sorted(names)]
+    await conn.execute(
+        "UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,"
+        " debits_pending = v.dq, credits_pending = v.cq"
+        " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])"
+        " AS v(id, dp, cp, dq, cq) WHERE a.account_id = v.id",
+        [a.account_id for a in changed],
+        [a.debits_posted for a in changed],
+        [a.credits_posted for a in changed],
+        [a.debits_pending for a in changed],
+        [a.credits_pending for a in changed],
+    )
+    await conn.execute(
+        "INSERT INTO transfers (tenant_id, transfer_id, debit_account_id, credit_account_id,"
+        " amount, flags, pending_id, code, reference, memo)"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[],"
+        " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])",
+        tenant_id,
+        [t.transfer_id for t in transfers],
+        [t.debit_account_id for t in transfers],
+        [t.credit_account_id for t in transfers],
+        [t.amount for t in transfers],
+        [t.flags.value for t in transfers],
+        [t.pending_id for t in transfers],
+        [t.code.value for t in transfers],
+        [t.reference for t in transfers],
+        [t.memo for t in transfers],
+    )
+    return after
+
+
+async def transfers_by_reference(
+    conn: asyncpg.Connection, tenant_id: str, reference: str
+) -> list[Transfer]:
+    """The transfers an operation made (an idempotent retry finds them here)."""
+    rows = await conn.fetch(
+        "SELECT * FROM transfers WHERE tenant_id = $1 AND reference = $2 ORDER BY transfer_id",
+        tenant_id,
+        reference,
+    )
+    return [transfer_from_row(row) for row in rows]
+
+
+def account_from_row(row: asyncpg.Record) -> Account:
+    """An Account from its row."""
+    return Account(
+        str(row["account_id"]),
+        AccountKind(str(row["kind"])),
+        str(row["currency"]),
+        AccountFlags(int(row["flags"])),
+        _decimal(row["debits_posted"]),
+        _decimal(row["credits_posted"]),
+        _decimal(row["debits_pending"]),
+        _decimal(row["credits_pending"]),
+    )
+
+
+def transfer_from_row(row: asyncpg.Record) -> Transfer:
+    """A Transfer from its row."""
+    pending = row["pending_id"]
+    return Transfer(
+        str(row["transfer_id"]),
+        str(row["debit_account_id"]),
+        str(row["credit_account_id"]),
+        _decimal(row["amount"]),
+        TransferCode(str(row["code"])),
+        str(row["reference"]),
+        TransferFlags(int(row["flags"])),
+        None if pending is None else str(pending),
+        str(row["memo"]),
+    )
+
+
+def _decimal(value: object) -> Decimal:
+    assert isinstance(value, Decimal), f"NUMERIC columns read as Decimal, got {value!r}"
+    return value
+
+
+def _flags(kind: AccountKind) -> int:
+    return DEFAULT_FLAGS.get(kind, AccountFlags.NONE).value
