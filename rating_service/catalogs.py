@@ -19,6 +19,7 @@ from rating_service.pricing.meter import Product, product_from_dict
 from rating_service.pricing.quote import Quote, UsageLine, quote
 from rating_service.pricing.rate_card import RateCard, rate_card_from_dict
 from rating_service.store.catalog import CATALOG_CHANNEL, CatalogStore, Planner
+from rating_service.store.notifications import NotifiedCache
 
 
 def utc_now() -> datetime:
@@ -37,29 +38,18 @@ class Catalogs:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._is_live = is_live
-        self._cached: dict[str, Catalog] = {}
+        self.cache: NotifiedCache[str, Catalog] = NotifiedCache(is_live)
 
-    # -- the change feed (rating_service.store.notifications.ChangeListener) calls these --
     channel = CATALOG_CHANNEL
-
-    def forget(self, tenant_id: str) -> None:
-        """Drop one tenant's cached catalog (its catalog changed)."""
-        self._cached.pop(tenant_id, None)
-
-    def forget_all(self) -> None:
-        """Drop every cached catalog (notifications may have been missed)."""
-        self._cached.clear()
+    """The change feed drops a tenant's cached catalog when this channel names it."""
 
     async def catalog(self, tenant_id: str) -> Catalog:
         """The tenant's catalog: from memory when the change feed guarantees it is current."""
-        cached = self._cached.get(tenant_id)
-        if cached is not None and self._is_live():
-            return cached
-        _, loaded = await self._store.load(tenant_id)
-        if self._is_live():
-            self._cached[tenant_id] = loaded
-        return loaded
+
+        async def load() -> Catalog:
+            return (await self._store.load(tenant_id))[1]
+
+        return await self.cache.get(tenant_id, load)
 
     async def create_product(self, caller: Caller, product: Mapping[str, object]) -> Product:
         """Add a product; ALREADY_EXISTS if its key is taken."""
@@ -158,7 +148,7 @@ class Catalogs:
 
     async def _change(self, caller: Caller, plan: Planner) -> list[CatalogChange]:
         changes = await self._store.change(caller.tenant_id, plan, actor=caller.key_id)
-        self.forget(caller.tenant_id)
+        self.cache.forget(caller.tenant_id)
         return changes
 
 

@@ -21,6 +21,7 @@ from rating_service.settings import Settings
 
 if TYPE_CHECKING:
     from rating_service.catalogs import Catalogs
+    from rating_service.ledger.invariants import DriftReport
     from rating_service.pricing.catalog import CatalogChange
 
 T = TypeVar("T")
@@ -206,6 +207,43 @@ def keys_revoke(key_id: str) -> None:
         click.echo(f"key {key.key_id} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
     _run(revoke)
+
+
+@main.group()
+def ops() -> None:
+    """Operations: ledger reconciliation."""
+
+
+@ops.command("reconcile")
+def ops_reconcile() -> None:
+    """Rebuild every account from its transfers and report drift (exit 1 on any drift)."""
+    import asyncpg
+
+    from rating_service.store.database import asyncpg_dsn
+    from rating_service.store.ledger import reconcile
+
+    async def check() -> dict[str, DriftReport]:
+        conn = await asyncpg.connect(asyncpg_dsn(_database_url(_settings())))
+        try:
+            return await reconcile(conn)
+        finally:
+            await conn.close()
+
+    reports = _run(check)
+    drifted = False
+    for tenant_id, report in reports.items():
+        for drift in report.drifts:
+            drifted = True
+            click.echo(
+                f"DRIFT {tenant_id} {drift.account_id} {drift.total}:"
+                f" recorded {drift.recorded}, transfers say {drift.recomputed}"
+            )
+        for problem in report.unreplayable:
+            drifted = True
+            click.echo(f"UNREPLAYABLE {tenant_id} {problem}")
+    click.echo(f"{len(reports)} tenants checked: " + ("drift found" if drifted else "no drift"))
+    if drifted:
+        sys.exit(1)
 
 
 @main.group()

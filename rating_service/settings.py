@@ -47,8 +47,17 @@ class Settings:
     health_check_interval_seconds: float = _setting(
         2.0, "how often the server checks that the database answers"
     )
+    debit_committers: int = _setting(
+        2, "debit batches in flight at once (each one transaction of many events)"
+    )
+    reservation_sweep_seconds: float = _setting(
+        1.0, "how often expired reservation holds are released"
+    )
     auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
+    bench_baselines: bool = _setting(
+        False, "serve BenchService (no-op and naive-debit baselines) for the benchmark"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -150,11 +150,14 @@ async def globex(database_url: str) -> TenantKeys:
     return await make_tenant(database_url, "globex")
 
 
-async def eventually(condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after the deadline (never a bare sleep)."""
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_seconds: float = 10.0
+) -> None:
+    """Poll `condition` (plain or async) until it holds; fail after the deadline."""
     async with asyncio.timeout(timeout_seconds):
         while True:
-            if condition():
+            held = condition()
+            if held if isinstance(held, bool) else await held:
                 return
             await asyncio.sleep(0.02)
 

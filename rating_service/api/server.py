@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,15 +20,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rating_service.api.admin import AdminServicer
 from rating_service.api.catalog import CatalogServicer
+from rating_service.api.contracts import ContractServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.health import DatabaseHealth
+from rating_service.api.rating import RatingServicer
 from rating_service.catalogs import Catalogs
-from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc, catalog_pb2, catalog_pb2_grpc
+from rating_service.contract_admin import ContractAdmin
+from rating_service.gen.rating.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    contract_pb2,
+    contract_pb2_grpc,
+    rating_pb2,
+    rating_pb2_grpc,
+)
 from rating_service.keyring import KeyRing
+from rating_service.rating.books import ContractBooks
+from rating_service.rating.engine import DebitEngine
+from rating_service.rating.reservations import Reservations
+from rating_service.rating.views import AccountViews
 from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
-from rating_service.store.database import create_engine
+from rating_service.store.contracts import ContractStore
+from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.store.notifications import ChangeListener
+from rating_service.store.rating import RatingStore
 from rating_service.store.tenants import TenantStore
 
 log = logging.getLogger("rating.server")
@@ -35,6 +54,8 @@ log = logging.getLogger("rating.server")
 SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
+    rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
 ]
 
 
@@ -48,7 +69,10 @@ class RunningServer:
     health: DatabaseHealth
     health_servicer: HealthServicer
     engine: AsyncEngine
+    pool: asyncpg.Pool
     changes: ChangeListener
+    debits: DebitEngine
+    reservations: Reservations
     _metrics_http: Any = None
 
     async def stop(self, grace_seconds: float) -> None:
@@ -57,8 +81,11 @@ class RunningServer:
         await self.changes.stop()
         await self.health_servicer.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
+        await self.debits.stop()
+        await self.reservations.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+        await self.pool.close()
         await self.engine.dispose()
 
 
@@ -79,11 +106,33 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
+    # The hot path speaks asyncpg directly; SQLAlchemy serves the admin paths.
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(settings.database_url), min_size=0, max_size=settings.database_pool_size
+    )
     changes = ChangeListener(settings.database_url)
     catalogs = Catalogs(CatalogStore(engine), is_live=lambda: changes.listening)
-    changes.subscribe(catalogs.channel, catalogs.forget, catalogs.forget_all)
+    changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalogs), server)
+    contract_pb2_grpc.add_ContractServiceServicer_to_server(
+        ContractServicer(ContractAdmin(ContractStore(pool), catalogs)), server
+    )
+    if settings.bench_baselines:
+        from rating_service.api.bench import BenchServicer
+        from rating_service.gen.rating.v1 import bench_pb2_grpc
+
+        bench_pb2_grpc.add_BenchServiceServicer_to_server(BenchServicer(pool), server)
+    rating_store = RatingStore(pool)
+    books = ContractBooks(rating_store, is_live=lambda: changes.listening)
+    changes.subscribe(books.channel, books.forget_payload, books.cache.forget_all)
+    reservations = Reservations(rating_store, books)
+    debits = DebitEngine(
+        rating_store, catalogs, books, reservations, committers=settings.debit_committers
+    )
+    rating_pb2_grpc.add_RatingServiceServicer_to_server(
+        RatingServicer(debits, AccountViews(rating_store, books, catalogs), reservations), server
+    )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -103,12 +152,24 @@ async def start_server(settings: Settings) -> RunningServer:
     await health.check_once()
     health.start()
     changes.start()
+    debits.start()
+    reservations.start_sweeping(settings.reservation_sweep_seconds)
     log.info(
         "serving",
         extra={"address": settings.listen_address, "port": port, "metrics_port": metrics_port},
     )
     return RunningServer(
-        server, port, metrics_port, health, health_servicer, engine, changes, metrics_http
+        server,
+        port,
+        metrics_port,
+        health,
+        health_servicer,
+        engine,
+        pool,
+        changes,
+        debits,
+        reservations,
+        metrics_http,
     )
 
 

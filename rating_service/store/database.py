@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+"""A raw asyncpg connection, owned or borrowed from a pool (the hot path's SQL takes either)."""
 
 
 def async_url(url: str) -> str:

@@ -13,8 +13,10 @@ from decimal import Decimal
 import asyncpg
 
 from rating_service.ledger.accounts import DEFAULT_FLAGS, Account, AccountFlags, AccountKind
+from rating_service.ledger.invariants import DriftReport, recompute
 from rating_service.ledger.journal import apply_transfers
 from rating_service.ledger.transfers import Transfer, TransferCode, TransferFlags
+from rating_service.store.database import Connection
 
 _ACCOUNT_COLUMNS = (
     "account_id, kind, currency, flags, debits_posted, credits_posted, debits_pending,"
@@ -23,7 +25,7 @@ _ACCOUNT_COLUMNS = (
 
 
 async def open_accounts(
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: str,
     contract_id: str | None,
     accounts: Iterable[tuple[str, AccountKind, str | None]],
@@ -44,7 +46,7 @@ async def open_accounts(
 
 
 async def lock_accounts(
-    conn: asyncpg.Connection, tenant_id: str, account_ids: Iterable[str]
+    conn: Connection, tenant_id: str, account_ids: Iterable[str]
 ) -> dict[str, Account]:
     """Lock accounts in account-id order (every writer does, so none deadlocks) and read them."""
     ids = sorted(set(account_ids))
@@ -59,7 +61,7 @@ async def lock_accounts(
 
 
 async def open_pending(
-    conn: asyncpg.Connection, tenant_id: str, pending_ids: Iterable[str]
+    conn: Connection, tenant_id: str, pending_ids: Iterable[str]
 ) -> dict[str, Transfer]:
     """The pending transfers among `pending_ids` that nothing has posted or voided yet."""
     ids = sorted(set(pending_ids))
@@ -77,7 +79,7 @@ async def open_pending(
 
 
 async def post_transfers(
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: str,
     transfers: Sequence[Transfer],
     locked: Mapping[str, Account] | None = None,
@@ -128,7 +130,7 @@ async def post_transfers(
 
 
 async def transfers_by_reference(
-    conn: asyncpg.Connection, tenant_id: str, reference: str
+    conn: Connection, tenant_id: str, reference: str
 ) -> list[Transfer]:
     """The transfers an operation made (an idempotent retry finds them here)."""
     rows = await conn.fetch(
@@ -176,3 +178,24 @@ def _decimal(value: object) -> Decimal:
 
 def _flags(kind: AccountKind) -> int:
     return DEFAULT_FLAGS.get(kind, AccountFlags.NONE).value
+
+
+async def reconcile(conn: Connection) -> dict[str, DriftReport]:
+    """Replay every tenant's journal from zero against its accounts; tenant → drift report."""
+    reports: dict[str, DriftReport] = {}
+    for tenant in await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id"):
+        tenant_id = tenant["tenant_id"]
+        accounts = {
+            row["account_id"]: account_from_row(row)
+            for row in await conn.fetch(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = $1", tenant_id
+            )
+        }
+        journal = [
+            transfer_from_row(row)
+            for row in await conn.fetch(
+                "SELECT * FROM transfers WHERE tenant_id = $1 ORDER BY seq", tenant_id
+            )
+        ]
+        reports[tenant_id] = recompute(accounts, journal)
+    return reports

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -87,3 +87,34 @@ def _on_loss(lost: asyncio.Event) -> Callable[[object], None]:
         lost.set()
 
     return on_termination
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class NotifiedCache(Generic[K, V]):
+    """Values kept in memory only while a ChangeListener guarantees no change went unheard."""
+
+    def __init__(self, is_live: Callable[[], bool]) -> None:
+        self._is_live = is_live
+        self._values: dict[K, V] = {}
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value, or a fresh load (kept only while the change feed is live)."""
+        if self._is_live():
+            cached = self._values.get(key)
+            if cached is not None:
+                return cached
+        value = await load()
+        if self._is_live():
+            self._values[key] = value
+        return value
+
+    def forget(self, key: K) -> None:
+        """Drop one value (it changed)."""
+        self._values.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Drop every value (notifications may have been missed)."""
+        self._values.clear()

@@ -202,6 +202,7 @@ transfers = Table(
     metadata,
     Column("tenant_id", Text, primary_key=True),
     Column("transfer_id", Text, primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
     Column("debit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
     Column("credit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
     Column("amount", Numeric, nullable=False),

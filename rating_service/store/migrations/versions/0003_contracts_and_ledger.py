@@ -95,6 +95,8 @@ CREATE INDEX ix_pools_contract ON pools (contract_id);
 CREATE TABLE transfers (
     tenant_id         text NOT NULL,
     transfer_id       text NOT NULL,
+    -- Journal order: replaying transfers by seq rebuilds every account (`rating ops reconcile`).
+    seq               bigint GENERATED ALWAYS AS IDENTITY,
     debit_account_id  text NOT NULL REFERENCES accounts (account_id),
     credit_account_id text NOT NULL REFERENCES accounts (account_id),
     amount            numeric NOT NULL CHECK (amount > 0),

@@ -1,0 +1,242 @@
+"""RatingService: RateAndDebit and its batch form, balances and usage, as protos."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from grpc import aio
+
+from rating_service.api.admin import timestamp
+from rating_service.api.catalog import price_line_message
+from rating_service.api.edge import allow, current_caller
+from rating_service.api.errors import status_code
+from rating_service.domain.auth import Role
+from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
+from rating_service.domain.money import format_decimal, parse_decimal
+from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
+from rating_service.pricing.meter import UsageEvent
+from rating_service.rating.engine import DebitEngine, Outcome
+from rating_service.rating.reservations import DEFAULT_TTL, Reservations
+from rating_service.rating.views import AccountViews
+
+MAX_BATCH_EVENTS = 1000
+
+
+class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
+    """Converts RatingService messages to engine calls and back."""
+
+    def __init__(
+        self, engine: DebitEngine, views: AccountViews, reservations: Reservations
+    ) -> None:
+        self._engine = engine
+        self._views = views
+        self._reservations = reservations
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def RateAndDebit(
+        self, request: rating_pb2.RateAndDebitRequest, context: aio.ServicerContext
+    ) -> rating_pb2.RateAndDebitResponse:
+        outcome = await self._rate(request.event, "event")
+        return rated_message(outcome)
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def BatchRateAndDebit(
+        self, request: rating_pb2.BatchRateAndDebitRequest, context: aio.ServicerContext
+    ) -> rating_pb2.BatchRateAndDebitResponse:
+        if len(request.events) > MAX_BATCH_EVENTS:
+            raise InvalidArgument.of_field("events", f"at most {MAX_BATCH_EVENTS} per call")
+        # Submitted together and in order, the events share the engine's next group commit.
+        outcomes: dict[int, Outcome | DomainError] = {}
+        valid: list[tuple[int, tuple[str, str, UsageEvent]]] = []
+        for n, event in enumerate(request.events):
+            try:
+                valid.append((n, _usage(event, f"events[{n}]")))
+            except DomainError as error:
+                outcomes[n] = error
+        rated = await self._engine.rate_in_order(
+            current_caller().tenant_id, [item for _, item in valid]
+        )
+        for (n, _), outcome in zip(valid, rated, strict=True):
+            outcomes[n] = outcome
+        response = rating_pb2.BatchRateAndDebitResponse()
+        for outcome in (outcomes[n] for n in range(len(request.events))):
+            if isinstance(outcome, Outcome):
+                response.results.add(response=rated_message(outcome))
+            else:
+                response.results.add(
+                    error=rating_pb2.BatchItemError(
+                        code=status_code(outcome).value[0],
+                        message=outcome.message,
+                        reason=outcome.reason,
+                    )
+                )
+        return response
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def Authorize(
+        self, request: rating_pb2.AuthorizeRequest, context: aio.ServicerContext
+    ) -> rating_pb2.AuthorizeResponse:
+        violations = ViolationCollector()
+        for name in ("reservation_id", "customer_id", "product_key"):
+            if not getattr(request, name):
+                violations.add(name, "is required")
+        if not request.HasField("timestamp"):
+            violations.add("timestamp", "is required (retries must send the same one)")
+        violations.raise_if_any()
+        ttl = timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else DEFAULT_TTL
+        hold, replay = await self._reservations.authorize(
+            current_caller().tenant_id,
+            request.reservation_id,
+            request.customer_id,
+            request.product_key,
+            parse_decimal(request.amount, "amount"),
+            request.timestamp.ToDatetime(tzinfo=UTC),
+            ttl,
+        )
+        return rating_pb2.AuthorizeResponse(
+            reservation_id=hold.reservation_id,
+            replay=replay,
+            holds=[
+                rating_pb2.PoolDraw(pool_id=pool, amount=format_decimal(amount))
+                for pool, amount in hold.holds
+            ],
+            expire_time=timestamp(hold.expires_at),
+        )
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def Capture(
+        self, request: rating_pb2.CaptureRequest, context: aio.ServicerContext
+    ) -> rating_pb2.CaptureResponse:
+        if not request.reservation_id:
+            raise InvalidArgument.of_field("reservation_id", "is required")
+        outcome = await self._rate(request.event, "event", capture=request.reservation_id)
+        return rating_pb2.CaptureResponse(
+            reservation_id=request.reservation_id, debit=rated_message(outcome)
+        )
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def Void(
+        self, request: rating_pb2.VoidRequest, context: aio.ServicerContext
+    ) -> rating_pb2.VoidResponse:
+        if not request.reservation_id:
+            raise InvalidArgument.of_field("reservation_id", "is required")
+        hold, replay = await self._reservations.void(
+            current_caller().tenant_id, request.reservation_id
+        )
+        return rating_pb2.VoidResponse(
+            reservation_id=hold.reservation_id, released=format_decimal(hold.held), replay=replay
+        )
+
+    @allow(Role.RATER, Role.ADMIN, Role.OPS)
+    async def GetBalances(
+        self, request: rating_pb2.GetBalancesRequest, context: aio.ServicerContext
+    ) -> rating_pb2.GetBalancesResponse:
+        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else datetime.now(UTC)
+        balances = await self._views.balances(current_caller().tenant_id, request.customer_id, at)
+        response = rating_pb2.GetBalancesResponse(
+            contract_id=balances.contract_id,
+            invoice_currency=balances.invoice_currency,
+            available=format_decimal(balances.available),
+            overage=format_decimal(balances.overage),
+        )
+        for pool in balances.pools:
+            view = response.pools.add(
+                pool_id=pool.pool_id,
+                kind=str(pool.kind),
+                priority=pool.priority,
+                scope=sorted(pool.scope or ()),
+                original=format_decimal(pool.original_amount),
+                remaining=format_decimal(pool.balance),
+                pending=format_decimal(pool.pending),
+                start_time=timestamp(pool.starts_at),
+                cost_basis=format_decimal(pool.cost_basis),
+            )
+            if pool.expires_at is not None:
+                view.expire_time.CopyFrom(timestamp(pool.expires_at))
+        return response
+
+    @allow(Role.RATER, Role.ADMIN, Role.OPS)
+    async def GetUsage(
+        self, request: rating_pb2.GetUsageRequest, context: aio.ServicerContext
+    ) -> rating_pb2.GetUsageResponse:
+        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else datetime.now(UTC)
+        usage = await self._views.usage(current_caller().tenant_id, request.customer_id, at)
+        response = rating_pb2.GetUsageResponse(
+            contract_id=usage.contract_id,
+            invoice_currency=usage.invoice_currency,
+            period_start=timestamp(usage.period_start),
+            period_end=timestamp(usage.period_end),
+            total=format_decimal(usage.total),
+            forecast_total=format_decimal(usage.forecast_total),
+        )
+        for row in usage.rows:
+            response.rows.add(
+                product_key=row.product_key,
+                dimensions=row.dimensions,
+                quantity=format_decimal(row.quantity),
+                amount=format_decimal(row.amount),
+                forecast_quantity=format_decimal(row.forecast_quantity),
+                forecast_amount=format_decimal(row.forecast_amount),
+            )
+        return response
+
+    async def _rate(
+        self, event: rating_pb2.UsageEvent, path: str, capture: str | None = None
+    ) -> Outcome:
+        customer_id, event_id, usage = _usage(event, path)
+        return await self._engine.rate(
+            current_caller().tenant_id, customer_id, event_id, usage, capture
+        )
+
+
+def _usage(event: rating_pb2.UsageEvent, path: str) -> tuple[str, str, UsageEvent]:
+    """(customer id, event id, usage event) from the wire, every missing field named."""
+    violations = ViolationCollector()
+    for name in ("event_id", "customer_id", "event_type"):
+        if not getattr(event, name):
+            violations.add(f"{path}.{name}", "is required")
+    if not event.HasField("timestamp"):
+        violations.add(f"{path}.timestamp", "is required (retries must send the same one)")
+    violations.raise_if_any()
+    usage = UsageEvent(
+        event.event_type, event.timestamp.ToDatetime(tzinfo=UTC), dict(event.properties)
+    )
+    return event.customer_id, event.event_id, usage
+
+
+def rated_message(outcome: Outcome) -> rating_pb2.RateAndDebitResponse:
+    """The wire form of a rated event."""
+    result = outcome.result
+    response = rating_pb2.RateAndDebitResponse(
+        event_id=result.event_id,
+        replay=outcome.replay,
+        contract_id=result.contract_id,
+        invoice_currency=result.invoice_currency,
+        charge=format_decimal(result.charge),
+        overage=format_decimal(result.overage),
+        period_start=timestamp(result.period_start),
+        period_end=timestamp(result.period_end),
+    )
+    for line in result.lines:
+        response.lines.add(
+            product_key=line.product_key,
+            quantity=format_decimal(line.quantity),
+            dimensions=line.dimensions,
+            amount=format_decimal(line.amount),
+            amount_in_invoice_currency=format_decimal(line.amount_in_invoice_currency),
+            breakdown=[price_line_message(p, line.cell_dimensions) for p in line.breakdown],
+        )
+    for pool_id, amount in result.draws:
+        response.draws.add(pool_id=pool_id, amount=format_decimal(amount))
+    for pool_id, remaining, pending in result.balances:
+        response.balances.add(
+            pool_id=pool_id, remaining=format_decimal(remaining), pending=format_decimal(pending)
+        )
+    for alert in result.alerts:
+        response.alerts.add(
+            kind=alert.kind,
+            subject=alert.subject,
+            threshold=format_decimal(alert.threshold),
+            value=format_decimal(alert.value),
+        )
+    return response

@@ -1,0 +1,318 @@
+"""The hot path's SQL: customers' contracts and pools, and one transaction per debit batch.
+
+A batch transaction, for every event in it at once: find replays, lock the billing periods
+(the mutex for their usage counters and draws) and then the accounts, both in key order so
+concurrent batches on any number of servers never deadlock; then, after pure rating, write
+accounts, transfers, counters, draws, periods, rated events and outbox rows, and commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from rating_service.contracts.contract import Contract, ContractStatus, contract_from_dict
+from rating_service.contracts.pools import CommitmentKind, Pool, pool_from_dict
+from rating_service.ledger.accounts import (
+    Account,
+    AccountKind,
+    overage_account_id,
+    pool_account_id,
+    revenue_account_id,
+)
+from rating_service.ledger.transfers import Transfer
+from rating_service.rating.rate import Counter, PeriodLedger
+from rating_service.rating.rated_event import RatedEvent
+from rating_service.store.database import Connection
+from rating_service.store.ledger import account_from_row, open_accounts, post_transfers
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerBook:
+    """A customer's contracts and their pools' terms (balances live in the ledger)."""
+
+    contracts: tuple[Contract, ...]
+    pools: dict[str, tuple[Pool, ...]]
+    """contract id → its pools, balances as of loading (refreshed under lock per batch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutcome:
+    """A rated event already committed: its payload fingerprint and its answer."""
+
+    fingerprint: str
+    result: RatedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """Everything a batch changes, gathered after pure rating."""
+
+    tenant_transfers: dict[str, list[Transfer]]
+    locked: dict[str, Account]
+    periods: dict[tuple[str, datetime], PeriodLedger]
+    period_ends: dict[tuple[str, datetime], datetime]
+    rated: list[tuple[str, str, RatedEvent, datetime]]
+    """(tenant id, fingerprint, outcome, event time) per event rated in the batch."""
+    outbox: list[tuple[str, str, str, dict[str, Any]]]
+    """(tenant id, topic, dedupe key, payload)."""
+    captured: list[tuple[str, str]]
+    """(tenant id, reservation id) of the reservations the batch captured."""
+
+
+class RatingStore:
+    """Reads and writes for RateAndDebit over a raw asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def customer_book(self, tenant_id: str, customer_id: str) -> CustomerBook:
+        """The customer's contracts (oldest first) and their pools' terms."""
+        async with self.pool.acquire() as conn:
+            contract_rows = await conn.fetch(
+                "SELECT contract_id, status, definition FROM contracts"
+                " WHERE tenant_id = $1 AND customer_id = $2 ORDER BY term_start",
+                tenant_id,
+                customer_id,
+            )
+            pool_rows = await conn.fetch(
+                "SELECT p.pool_id, p.contract_id, p.created_seq, p.definition,"
+                " a.credits_posted - a.debits_posted AS balance, a.debits_pending AS pending"
+                " FROM pools p JOIN contracts c USING (contract_id)"
+                " LEFT JOIN accounts a ON a.account_id = p.account_id"
+                " WHERE c.tenant_id = $1 AND c.customer_id = $2 ORDER BY p.created_seq",
+                tenant_id,
+                customer_id,
+            )
+        contracts = tuple(
+            replace(
+                contract_from_dict(_json(row["definition"])),
+                status=ContractStatus(row["status"]),
+            )
+            for row in contract_rows
+        )
+        pools: dict[str, list[Pool]] = {c.contract_id: [] for c in contracts}
+        for row in pool_rows:
+            pools[row["contract_id"]].append(_pool(row))
+        return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
+
+    async def stored_outcomes(
+        self, conn: Connection, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredOutcome]:
+        """The committed outcomes among (tenant id, event id) keys."""
+        pairs = sorted(set(keys))
+        rows = await conn.fetch(
+            "SELECT r.tenant_id, r.event_id, r.request_hash, r.result FROM rated_events r"
+            " JOIN unnest($1::text[], $2::text[]) AS k(t, e)"
+            " ON r.tenant_id = k.t AND r.event_id = k.e",
+            [t for t, _ in pairs],
+            [e for _, e in pairs],
+        )
+        return {
+            (row["tenant_id"], row["event_id"]): StoredOutcome(
+                bytes(row["request_hash"]).decode(),
+                RatedEvent.from_json(_json(row["result"])),
+            )
+            for row in rows
+        }
+
+    async def lock_periods(
+        self, conn: Connection, periods: dict[tuple[str, datetime], datetime]
+    ) -> dict[tuple[str, datetime], PeriodLedger]:
+        """Create-or-lock each (contract, period start) row in key order; read its ledger."""
+        keys = sorted(periods)
+        rows = await conn.fetch(
+            "INSERT INTO contract_periods AS p (contract_id, period_start, period_end)"
+            " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
+            " ORDER BY 1, 2"
+            " ON CONFLICT (contract_id, period_start)"
+            " DO UPDATE SET period_end = p.period_end"
+            " RETURNING contract_id, period_start, spend, state",
+            [c for c, _ in keys],
+            [s for _, s in keys],
+            [periods[k] for k in keys],
+        )
+        ledgers = {
+            (row["contract_id"], row["period_start"]): PeriodLedger(row["spend"], row["state"])
+            for row in rows
+        }
+        # The period rows are locked, so their counters and draws cannot change under us.
+        counters = await conn.fetch(
+            "SELECT u.contract_id, u.period_start, u.product_key, u.cell, u.quantity, u.amount,"
+            " u.events FROM usage_counters u"
+            " JOIN unnest($1::text[], $2::timestamptz[]) AS k(c, s)"
+            " ON u.contract_id = k.c AND u.period_start = k.s",
+            [c for c, _ in keys],
+            [s for _, s in keys],
+        )
+        for row in counters:
+            ledger = ledgers[(row["contract_id"], row["period_start"])]
+            ledger.counters[(row["product_key"], tuple(row["cell"]))] = Counter(
+                row["quantity"], row["amount"], row["events"]
+            )
+        draws = await conn.fetch(
+            "SELECT d.contract_id, d.period_start, d.product_key, d.pool_id, d.amount"
+            " FROM period_draws d JOIN unnest($1::text[], $2::timestamptz[]) AS k(c, s)"
+            " ON d.contract_id = k.c AND d.period_start = k.s",
+            [c for c, _ in keys],
+            [s for _, s in keys],
+        )
+        for row in draws:
+            ledger = ledgers[(row["contract_id"], row["period_start"])]
+            ledger.draws[(row["product_key"], row["pool_id"])] = row["amount"]
+        return ledgers
+
+    async def lock_contract_accounts(
+        self,
+        conn: Connection,
+        tenant_of: dict[str, str],
+        products: dict[str, set[str]],
+        currencies: dict[str, str],
+        known_revenue: set[str],
+    ) -> dict[str, Account]:
+        """Lock every account the contracts' events may move: pools, overage and revenue."""
+        for contract_id, keys in products.items():
+            wanted: list[tuple[str, AccountKind, str | None]] = [
+                (revenue_account_id(contract_id, key), AccountKind.REVENUE, key)
+                for key in sorted(keys)
+                if revenue_account_id(contract_id, key) not in known_revenue
+            ]
+            wanted.append((overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None))
+            await open_accounts(
+                conn, tenant_of[contract_id], contract_id, wanted, currencies[contract_id]
+            )
+            known_revenue.update(account for account, _, _ in wanted)
+        names = sorted(
+            {revenue_account_id(c, k) for c, keys in products.items() for k in keys}
+            | {overage_account_id(c) for c in products}
+        )
+        rows = await conn.fetch(
+            "SELECT account_id, kind, currency, flags, debits_posted, credits_posted,"
+            " debits_pending, credits_pending FROM accounts"
+            " WHERE account_id = ANY($1::text[])"
+            " OR account_id IN (SELECT account_id FROM pools WHERE contract_id = ANY($2::text[]))"
+            " ORDER BY account_id FOR UPDATE",
+            names,
+            sorted(products),
+        )
+        return {row["account_id"]: account_from_row(row) for row in rows}
+
+    async def write_batch(self, conn: Connection, batch: BatchWrite) -> None:
+        """Write what a batch rated; the caller commits."""
+        for tenant_id, transfers in batch.tenant_transfers.items():
+            await post_transfers(conn, tenant_id, transfers, batch.locked)
+        counter_rows = [
+            (contract_id, start, product, list(cell), c.quantity, c.amount, c.events)
+            for (contract_id, start), ledger in batch.periods.items()
+            for (product, cell), c in ledger.counters.items()
+        ]
+        if counter_rows:
+            await conn.execute(
+                "INSERT INTO usage_counters AS u (contract_id, period_start, product_key, cell,"
+                " quantity, amount, events)"
+                " SELECT c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e"
+                " FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],"
+                " $5::numeric[], $6::numeric[], $7::bigint[]) AS v(c, s, p, cell, q, a, e)"
+                " ON CONFLICT (contract_id, period_start, product_key, cell) DO UPDATE"
+                " SET quantity = excluded.quantity, amount = excluded.amount,"
+                " events = excluded.events",
+                [r[0] for r in counter_rows],
+                [r[1] for r in counter_rows],
+                [r[2] for r in counter_rows],
+                [json.dumps(r[3]) for r in counter_rows],
+                [r[4] for r in counter_rows],
+                [r[5] for r in counter_rows],
+                [r[6] for r in counter_rows],
+            )
+        draw_rows = [
+            (contract_id, start, product, source, amount)
+            for (contract_id, start), ledger in batch.periods.items()
+            for (product, source), amount in ledger.draws.items()
+        ]
+        if draw_rows:
+            await conn.execute(
+                "INSERT INTO period_draws AS d (contract_id, period_start, product_key, pool_id,"
+                " amount) SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[],"
+                " $4::text[], $5::numeric[])"
+                " ON CONFLICT (contract_id, period_start, product_key, pool_id)"
+                " DO UPDATE SET amount = excluded.amount",
+                *(list(col) for col in zip(*draw_rows, strict=True)),
+            )
+        periods = sorted(batch.periods)
+        await conn.execute(
+            "UPDATE contract_periods p SET spend = v.spend, overage = v.overage"
+            " FROM unnest($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[])"
+            " AS v(c, s, spend, overage) WHERE p.contract_id = v.c AND p.period_start = v.s",
+            [c for c, _ in periods],
+            [s for _, s in periods],
+            [batch.periods[k].spend for k in periods],
+            [batch.periods[k].overage for k in periods],
+        )
+        if batch.rated:
+            await conn.execute(
+                "INSERT INTO rated_events (tenant_id, event_id, request_hash, contract_id,"
+                " event_time, period_start, charge, result)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[],"
+                " $5::timestamptz[], $6::timestamptz[], $7::numeric[], $8::jsonb[])",
+                [t for t, _, _, _ in batch.rated],
+                [r.event_id for _, _, r, _ in batch.rated],
+                [f.encode() for _, f, _, _ in batch.rated],
+                [r.contract_id for _, _, r, _ in batch.rated],
+                [at for _, _, _, at in batch.rated],
+                [r.period_start for _, _, r, _ in batch.rated],
+                [r.charge for _, _, r, _ in batch.rated],
+                [json.dumps(r.to_json()) for _, _, r, _ in batch.rated],
+            )
+        if batch.captured:
+            await conn.execute(
+                "UPDATE reservations r SET state = 'captured', resolved_at = now()"
+                " FROM unnest($1::text[], $2::text[]) AS k(t, id)"
+                " WHERE r.tenant_id = k.t AND r.reservation_id = k.id",
+                [t for t, _ in batch.captured],
+                [r for _, r in batch.captured],
+            )
+        if batch.outbox:
+            await conn.executemany(
+                "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+                [(t, topic, key, json.dumps(payload)) for t, topic, key, payload in batch.outbox],
+            )
+
+
+def pools_with_balances(pools: Sequence[Pool], accounts: dict[str, Account]) -> dict[str, Pool]:
+    """The contract's pools with their balance and pending as the locked accounts hold them."""
+    current: dict[str, Pool] = {}
+    for pool in pools:
+        account = accounts.get(pool_account_id(pool.pool_id))
+        if account is None or pool.kind is CommitmentKind.POSTPAID_COMMIT:
+            current[pool.pool_id] = pool
+            continue
+        current[pool.pool_id] = replace(
+            pool,
+            balance=account.credits_posted - account.debits_posted,
+            pending=account.debits_pending,
+        )
+    return current
+
+
+def _pool(row: asyncpg.Record) -> Pool:
+    definition = _json(row["definition"])
+    definition["created_seq"] = row["created_seq"]
+    if row["balance"] is not None:
+        definition["balance"] = str(row["balance"])
+        definition["pending"] = str(row["pending"])
+    return pool_from_dict(definition)
+
+
+def _json(value: object) -> dict[str, Any]:
+    data = json.loads(value) if isinstance(value, str) else value
+    assert isinstance(data, dict)
+    return data
