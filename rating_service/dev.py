@@ -17,16 +17,19 @@ import asyncpg
 from rating_service.api.server import start_server
 from rating_service.catalog_files import read_catalog_file
 from rating_service.catalogs import Catalogs
+from rating_service.contract_admin import ContractAdmin
 from rating_service.domain.auth import Caller, Role, issue_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.catalog import CatalogStore
-from rating_service.store.database import create_engine, with_database
+from rating_service.store.contracts import ContractStore
+from rating_service.store.database import asyncpg_dsn, create_engine, with_database
 from rating_service.store.tenants import TenantStore
 from rating_service.worker import run_worker
 
 DEMO_TENANT = "demo"
+DEMO_CUSTOMER = "demo-customer"
 EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
@@ -72,6 +75,8 @@ async def run_dev(settings: Settings) -> None:
             demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
         with step("loading the example catalog"):
             await load_example_catalog(database_url)
+        with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
+            await open_demo_customer(database_url)
         with step("starting the gRPC server"):
             server = await start_server(settings)
         stop = asyncio.Event()
@@ -137,6 +142,45 @@ async def load_example_catalog(database_url: str) -> None:
         await Catalogs(CatalogStore(engine)).apply(caller, document, dry_run=False)
     finally:
         await engine.dispose()
+
+
+async def open_demo_customer(database_url: str) -> None:
+    """A demo customer on the list prices, with a $100 free credit (once; later runs keep it)."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(DEMO_TENANT)
+        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+        admin = ContractAdmin(ContractStore(pool), Catalogs(CatalogStore(engine)))
+        if await admin.contracts(caller, DEMO_CUSTOMER):
+            return
+        await admin.create_customer(caller, {"customer_id": DEMO_CUSTOMER, "name": "Demo Inc."})
+        contract = await admin.create_contract(
+            caller,
+            {
+                "customer_id": DEMO_CUSTOMER,
+                "term_start": datetime.now(UTC)
+                .replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                .isoformat(),
+                "billing_anchor": {"day": 1},
+                "billing_frequency": "monthly",
+                "invoice_currency": "USD",
+                "rate_card_key": "list",
+                "overage_policy": "arrears",
+            },
+        )
+        await admin.add_commitment(
+            caller,
+            {
+                "grant_id": "demo-welcome-credit",
+                "contract_id": contract.contract_id,
+                "kind": "credit",
+                "amount": "100",
+            },
+        )
+    finally:
+        await engine.dispose()
+        await pool.close()
 
 
 def _saved_token(key_file: Path) -> str | None:

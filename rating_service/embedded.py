@@ -26,17 +26,17 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or reuse) the server and return its base URL (database `postgres`)."""
-        try:
-            import pgserver
-        except ImportError as exc:
-            raise EmbeddedUnavailable(
-                "the embedded PostgreSQL needs `pgserver` (uv sync installs it), "
-                "or set RATING_DATABASE_URL to a PostgreSQL of your own"
-            ) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
             warnings.simplefilter("ignore")
+            try:
+                import pgserver
+            except ImportError as exc:
+                raise EmbeddedUnavailable(
+                    "the embedded PostgreSQL needs `pgserver` (uv sync installs it), "
+                    "or set RATING_DATABASE_URL to a PostgreSQL of your own"
+                ) from exc
             self._server = pgserver.get_server(  # type: ignore[attr-defined]
                 self.data_dir, cleanup_mode="stop"
             )
