@@ -61,9 +61,6 @@ ADD_COMMITMENT = "commitment.add"
 TOP_UP = "commitment.top_up"
 """Audit action of TopUp."""
 
-GRANT_ACTIONS = (ADD_COMMITMENT, TOP_UP)
-"""Audit actions of the writes that create a pool (their rows hold the request fingerprint)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Commitment:
@@ -292,8 +289,8 @@ class ContractStore:
                 inserted = await conn.fetchval(
                     "INSERT INTO pools (pool_id, account_id, tenant_id, contract_id, grant_id,"
                     " kind, priority, cost_basis, scope, starts_at, expires_at, created_seq,"
-                    " original_amount, definition) OVERRIDING SYSTEM VALUE VALUES"
-                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)"
+                    " original_amount, definition, request_hash) OVERRIDING SYSTEM VALUE VALUES"
+                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15)"
                     " ON CONFLICT (tenant_id, grant_id) DO NOTHING RETURNING pool_id",
                     created.pool_id,
                     account_id,
@@ -309,6 +306,7 @@ class ContractStore:
                     created.created_seq,
                     created.original_amount,
                     json.dumps(pool_to_dict(created)),
+                    _fingerprint_of(audit).encode(),
                 )
                 if inserted is None:
                     # Leaving the block rolls back the account opened above.
@@ -375,21 +373,16 @@ _LIVE_COMMITMENTS = (
 
 
 async def _stored_grant(conn: Connection, tenant_id: str, reference: str) -> StoredGrant | None:
-    # The audit row is written in the pool's transaction, so its `at` equals the pool's
-    # created_at (both now()); matching on it lets the (tenant_id, at) index find it.
     row = await conn.fetchrow(
-        "SELECT p.grant_id, p.definition, (SELECT l.details ->> 'fingerprint' FROM audit_log l"
-        " WHERE l.tenant_id = p.tenant_id AND l.at = p.created_at AND l.subject = p.pool_id"
-        " AND l.action = ANY($3::text[]) LIMIT 1) AS fingerprint"
-        " FROM pools p WHERE p.tenant_id = $1 AND p.grant_id = $2",
+        "SELECT grant_id, definition, request_hash FROM pools"
+        " WHERE tenant_id = $1 AND grant_id = $2",
         tenant_id,
         reference,
-        list(GRANT_ACTIONS),
     )
     if row is None:
         return None
     pool = pool_from_dict(_json(row["definition"]))
-    return StoredGrant(Commitment(pool, str(row["grant_id"])), str(row["fingerprint"] or ""))
+    return StoredGrant(Commitment(pool, str(row["grant_id"])), bytes(row["request_hash"]).decode())
 
 
 def _live_commitment(row: asyncpg.Record) -> Commitment:

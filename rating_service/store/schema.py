@@ -183,6 +183,7 @@ pools = Table(
     Column("tenant_id", Text, nullable=False),
     Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
     Column("grant_id", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
     Column("kind", Text, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("cost_basis", Numeric, nullable=False),

@@ -75,6 +75,8 @@ CREATE TABLE pools (
     tenant_id       text NOT NULL,
     contract_id     text NOT NULL REFERENCES contracts (contract_id),
     grant_id        text NOT NULL,
+    -- Fingerprint of the request that created it: a retry must match it (idempotency).
+    request_hash    bytea NOT NULL,
     kind            text NOT NULL
                     CHECK (kind IN ('prepaid_commit', 'postpaid_commit', 'credit')),
     priority        integer NOT NULL,
