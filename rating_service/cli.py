@@ -16,15 +16,22 @@ import yaml
 
 from rating_service.domain.auth import Caller, Role, issue_key
 from rating_service.domain.errors import DomainError
+from rating_service.domain.money import format_decimal
 from rating_service.logs import configure_logging
 from rating_service.settings import Settings
 
 if TYPE_CHECKING:
     from rating_service.catalogs import Catalogs
+    from rating_service.contract_admin import ContractAdmin, Outcome
+    from rating_service.contracts.contract import Contract, Customer
     from rating_service.ledger.invariants import DriftReport
     from rating_service.pricing.catalog import CatalogChange
+    from rating_service.store.contracts import Commitment
 
 T = TypeVar("T")
+
+tenant_option = click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+"""The `--tenant NAME_OR_ID` every per-tenant operator command takes."""
 
 
 def _settings() -> Settings:
@@ -168,7 +175,7 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@tenant_option
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
 def keys_create(tenant_name: str, role: str, name: str) -> None:
@@ -253,7 +260,7 @@ def catalog() -> None:
 
 @catalog.command("apply")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@tenant_option
 @click.option("--dry-run", is_flag=True, help="Print the changes without making them.")
 def catalog_apply(file: Path, tenant_name: str, dry_run: bool) -> None:
     """Make the tenant's catalog what FILE declares; applying it twice changes nothing."""
@@ -276,7 +283,7 @@ def catalog_apply(file: Path, tenant_name: str, dry_run: bool) -> None:
 
 
 @catalog.command("export")
-@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@tenant_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
 def catalog_export(tenant_name: str, output: Path | None) -> None:
     """Write the tenant's catalog as YAML (to stdout, or to --output)."""
@@ -294,6 +301,261 @@ def catalog_export(tenant_name: str, output: Path | None) -> None:
         click.echo(f"wrote {output}")
 
 
+@main.group()
+def customers() -> None:
+    """A tenant's customers (operator commands, straight to the database)."""
+
+
+@customers.command("create")
+@click.argument("customer_id")
+@tenant_option
+@click.option("--name", help="A name for humans (default: the id).")
+def customers_create(customer_id: str, tenant_name: str, name: str | None) -> None:
+    """Create a customer under the tenant's own id for them (e.g. their CRM id)."""
+    request = {"customer_id": customer_id, "name": name or customer_id}
+    customer: Customer = _admin_call(
+        tenant_name, lambda admin, caller: admin.create_customer(caller, request)
+    )
+    click.echo(f"customer {customer.customer_id} ({customer.name})")
+
+
+@customers.command("list")
+@tenant_option
+def customers_list(tenant_name: str) -> None:
+    """List the tenant's customers, by id."""
+    found: list[Customer] = _admin_call(tenant_name, lambda admin, caller: admin.customers(caller))
+    for customer in found:
+        click.echo(f"{customer.customer_id}  {customer.name}")
+
+
+@main.group()
+def contracts() -> None:
+    """Customers' contracts (operator commands, straight to the database)."""
+
+
+@contracts.command("create")
+@tenant_option
+@click.option("--customer", "customer_id", required=True, help="The customer's id.")
+@click.option("--rate-card", "rate_card_key", required=True, help="A rate card of the catalog.")
+@click.option("--start", help="Term start, ISO 8601 with an offset (default: now).")
+@click.option("--end", help="Term end, ISO 8601 with an offset (default: evergreen).")
+@click.option("--anchor-day", type=click.IntRange(1, 31), help="Billing day (default: start's).")
+@click.option(
+    "--frequency",
+    type=click.Choice(["monthly", "quarterly", "annual"]),
+    default="monthly",
+    show_default=True,
+)
+@click.option("--currency", default="USD", show_default=True, help="Invoice currency.")
+@click.option(
+    "--overage-policy",
+    type=click.Choice(["block", "arrears"]),
+    default="block",
+    show_default=True,
+    help="block refuses usage beyond the pools; arrears invoices it as overage.",
+)
+@click.option("--spend-cap", help="Most spend per billing period (default: no cap).")
+def contracts_create(
+    tenant_name: str,
+    customer_id: str,
+    rate_card_key: str,
+    start: str | None,
+    end: str | None,
+    anchor_day: int | None,
+    frequency: str,
+    currency: str,
+    overage_policy: str,
+    spend_cap: str | None,
+) -> None:
+    """Create an active contract for a customer; prints its id."""
+    term_start = _timestamp("--start", start) or datetime.now(UTC).replace(microsecond=0)
+    terms = {
+        "customer_id": customer_id,
+        "term_start": term_start,
+        "term_end": _timestamp("--end", end),
+        # The anchor is in UTC, so "the start's day" is the day of the month there.
+        "billing_anchor": {"day": anchor_day or term_start.astimezone(UTC).day},
+        "billing_frequency": frequency,
+        "invoice_currency": currency,
+        "rate_card_key": rate_card_key,
+        "overage_policy": overage_policy,
+        "spend_cap": spend_cap,
+    }
+    contract: Contract = _admin_call(
+        tenant_name, lambda admin, caller: admin.create_contract(caller, terms)
+    )
+    click.echo(contract.contract_id)
+
+
+@contracts.command("list")
+@tenant_option
+@click.option("--customer", "customer_id", help="Only this customer's (default: all).")
+def contracts_list(tenant_name: str, customer_id: str | None) -> None:
+    """List contracts, by customer then term start."""
+    found: list[Contract] = _admin_call(
+        tenant_name, lambda admin, caller: admin.contracts(caller, customer_id)
+    )
+    for contract in found:
+        click.echo(
+            f"{contract.contract_id}  {contract.customer_id}  {_term(contract)}"
+            f"  {contract.rate_card_key}  {contract.invoice_currency.code}  {contract.status}"
+        )
+
+
+@contracts.command("show")
+@click.argument("contract_id")
+@tenant_option
+def contracts_show(contract_id: str, tenant_name: str) -> None:
+    """Show a contract's terms and every commitment with its balance now."""
+    shown: tuple[Contract, list[Commitment]] = _admin_call(
+        tenant_name, lambda admin, caller: admin.contract(caller, contract_id)
+    )
+    contract, commitments = shown
+    anchor = contract.billing_anchor
+    cap = contract.spend_cap
+    for label, value in [
+        ("contract", contract.contract_id),
+        ("customer", contract.customer_id),
+        ("status", contract.status),
+        ("term", _term(contract)),
+        ("rate card", contract.rate_card_key),
+        ("currency", contract.invoice_currency.code),
+        ("billing", f"{contract.billing_frequency}, from day {anchor.day} at {anchor.time} UTC"),
+        ("overage policy", contract.overage_policy),
+        ("spend cap", "none" if cap is None else f"{format_decimal(cap)} per period"),
+        ("overrides", len(contract.overrides)),
+        ("alert thresholds", len(contract.alert_thresholds)),
+    ]:
+        click.echo(f"{label + ':':<18}{value}")
+    click.echo(f"commitments: {len(commitments)}")
+    for commitment in commitments:
+        click.echo(f"  {_describe(commitment)}")
+
+
+@main.group()
+def credits() -> None:
+    """Grants, top-ups and adjustments of contracts' pools, idempotent on their ids."""
+
+
+@credits.command("grant")
+@tenant_option
+@click.option("--contract", "contract_id", required=True, help="The contract's id.")
+@click.option("--amount", required=True, help="In the contract's currency, > 0.")
+@click.option("--grant-id", required=True, help="Your idempotency key for this grant.")
+@click.option(
+    "--kind",
+    type=click.Choice(["credit", "prepaid_commit", "postpaid_commit"]),
+    default="credit",
+    show_default=True,
+)
+@click.option("--priority", type=int, help="Drawn smaller first (default: 0).")
+@click.option("--cost-basis", help="0 free to 1 face value (default: 0 credit, 1 commit).")
+@click.option("--scope", multiple=True, help="A product key it pays for (repeat; default: all).")
+@click.option("--starts", help="ISO 8601 with an offset (default: now).")
+@click.option("--expires", help="ISO 8601 with an offset (default: never).")
+@click.option("--memo", help="A note kept on the ledger transfers and in the audit log.")
+def credits_grant(
+    tenant_name: str,
+    contract_id: str,
+    amount: str,
+    grant_id: str,
+    kind: str,
+    priority: int | None,
+    cost_basis: str | None,
+    scope: tuple[str, ...],
+    starts: str | None,
+    expires: str | None,
+    memo: str | None,
+) -> None:
+    """Add a credit or commitment to a contract; the same --grant-id again is a replay."""
+    request = {
+        "grant_id": grant_id,
+        "contract_id": contract_id,
+        "kind": kind,
+        "amount": amount,
+        "priority": priority,
+        "cost_basis": cost_basis,
+        "scope": list(scope),
+        "starts_at": _timestamp("--starts", starts),
+        "expires_at": _timestamp("--expires", expires),
+        "memo": memo,
+    }
+    outcome: Outcome = _admin_call(
+        tenant_name, lambda admin, caller: admin.add_commitment(caller, request)
+    )
+    _echo_outcome(outcome, live=False)
+
+
+@credits.command("top-up")
+@tenant_option
+@click.option("--contract", "contract_id", required=True, help="The contract's id.")
+@click.option("--amount", required=True, help="In the contract's currency, > 0.")
+@click.option("--top-up-id", required=True, help="Your idempotency key for this top-up.")
+@click.option("--priority", type=int, help="Drawn smaller first (default: 0).")
+@click.option("--cost-basis", help="What one unit cost the customer (default: 1).")
+@click.option("--expires", help="ISO 8601 with an offset (default: never).")
+@click.option("--memo", help="A note kept on the ledger transfers and in the audit log.")
+def credits_top_up(
+    tenant_name: str,
+    contract_id: str,
+    amount: str,
+    top_up_id: str,
+    priority: int | None,
+    cost_basis: str | None,
+    expires: str | None,
+    memo: str | None,
+) -> None:
+    """Add bought credit to a contract; the same --top-up-id again is a replay."""
+    request = {
+        "top_up_id": top_up_id,
+        "contract_id": contract_id,
+        "amount": amount,
+        "priority": priority,
+        "cost_basis": cost_basis,
+        "expires_at": _timestamp("--expires", expires),
+        "memo": memo,
+    }
+    outcome: Outcome = _admin_call(tenant_name, lambda admin, caller: admin.top_up(caller, request))
+    _echo_outcome(outcome, live=False)
+
+
+@credits.command("adjust")
+@tenant_option
+@click.option("--contract", "contract_id", required=True, help="The contract's id.")
+@click.option("--pool", "pool_id", required=True, help="The pool's id (see contracts show).")
+@click.option("--amount", required=True, help="Positive adds, negative removes (--amount=-5).")
+@click.option("--adjustment-id", required=True, help="Your idempotency key for this change.")
+@click.option("--reason", required=True, help="Why; kept on the ledger transfer and audited.")
+def credits_adjust(
+    tenant_name: str, contract_id: str, pool_id: str, amount: str, adjustment_id: str, reason: str
+) -> None:
+    """Add to or remove from a pool by hand; a removal never overdraws it."""
+    from rating_service.domain.errors import FailedPrecondition
+    from rating_service.ledger.journal import INSUFFICIENT_CREDIT
+
+    request = {
+        "adjustment_id": adjustment_id,
+        "contract_id": contract_id,
+        "pool_id": pool_id,
+        "amount": amount,
+        "reason": reason,
+    }
+
+    async def adjust(admin: ContractAdmin, caller: Caller) -> Outcome:
+        try:
+            return await admin.adjust_balance(caller, request)
+        except FailedPrecondition as refused:
+            if refused.reason != INSUFFICIENT_CREDIT:
+                raise
+            # The ledger names accounts and transfers; an operator thinks in pools.
+            balance = "; ".join(v.description for v in refused.violations)
+            raise click.ClickException(
+                f"insufficient credit in pool {pool_id}: {balance}; nothing changed"
+            ) from refused
+
+    _echo_outcome(_admin_call(tenant_name, adjust), live=True)
+
+
 @contextlib.asynccontextmanager
 async def _catalogs(tenant_name: str) -> AsyncIterator[tuple[Catalogs, Caller]]:
     """The catalogs of a tenant named on the command line, acting as the operator."""
@@ -308,6 +570,79 @@ async def _catalogs(tenant_name: str) -> AsyncIterator[tuple[Catalogs, Caller]]:
         yield Catalogs(CatalogStore(engine)), Caller(tenant.tenant_id, "cli", Role.ADMIN)
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _contract_admin(tenant_name: str) -> AsyncIterator[tuple[ContractAdmin, Caller]]:
+    """Contract administration of a tenant named on the command line, acting as the operator."""
+    import asyncpg
+
+    from rating_service.contract_admin import ContractAdmin
+    from rating_service.store.contracts import ContractStore
+    from rating_service.store.database import asyncpg_dsn
+
+    async with _catalogs(tenant_name) as (catalogs, caller):
+        dsn = asyncpg_dsn(_database_url(_settings()))
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            yield ContractAdmin(ContractStore(pool), catalogs), caller
+        finally:
+            await pool.close()
+
+
+def _admin_call(tenant_name: str, call: Callable[[ContractAdmin, Caller], Awaitable[T]]) -> T:
+    """Make one ContractAdmin call for the tenant; a domain error becomes a click error."""
+
+    async def run() -> T:
+        async with _contract_admin(tenant_name) as (admin, caller):
+            return await call(admin, caller)
+
+    return _run(run)
+
+
+def _timestamp(option: str, text: str | None) -> datetime | None:
+    """An option's ISO 8601 timestamp; a naive one is refused (it names no moment)."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.ClickException(f"{option} {text!r} is not an ISO 8601 timestamp") from None
+    if at.utcoffset() is None:
+        raise click.ClickException(
+            f"{option} {text!r} has no UTC offset, so it names no moment:"
+            " add one, e.g. 2026-01-01T00:00:00Z or 2026-01-01T00:00:00+02:00"
+        )
+    return at
+
+
+def _term(contract: Contract) -> str:
+    end = "open" if contract.term_end is None else contract.term_end.isoformat()
+    return f"{contract.term_start.isoformat()} – {end}"
+
+
+def _describe(commitment: Commitment, *, live: bool = True) -> str:
+    """One pool on one line, amounts exact; `live` when its balance is as it is now."""
+    pool = commitment.pool
+    scope = "all products" if pool.scope is None else ",".join(sorted(pool.scope))
+    expires = "never" if pool.expires_at is None else pool.expires_at.isoformat()
+    balance = (
+        f"  balance {format_decimal(pool.balance)}  pending {format_decimal(pool.pending)}"
+        if live
+        else ""
+    )
+    return (
+        f"{pool.pool_id}  {pool.kind}  original {format_decimal(pool.original_amount)}{balance}"
+        f"  starts {pool.starts_at.isoformat()}  expires {expires}  scope {scope}"
+        f"  priority {pool.priority}"
+        f"  cost basis {format_decimal(pool.cost_basis)}  ({commitment.reference})"
+    )
+
+
+def _echo_outcome(outcome: Outcome, *, live: bool) -> None:
+    """A write's commitment, said to be a replay when the same id was used before."""
+    said = "replay" if outcome.replay else "done"
+    click.echo(f"{said}: {_describe(outcome.commitment, live=live)}")
 
 
 if __name__ == "__main__":
