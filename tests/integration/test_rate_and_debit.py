@@ -400,3 +400,57 @@ async def _spent(database_url: str, pool: str) -> Decimal:
     finally:
         await conn.close()
     return Decimal(value)
+
+
+async def test_an_alert_fires_once_per_crossing_into_the_outbox(
+    client: RatingClient, database_url: str
+) -> None:
+    import asyncpg
+
+    low = {"threshold_id": "low", "kind": "balance_below", "amount": "2"}
+    account = await open_account(client, "cus-alert", alert_thresholds=[low])
+    await account.grant("4", grant_id="g-alert")
+    answers = [await account.call(f"al{n}") for n in range(3)]
+    # 4 → 3 → 2 → 1: the balance goes below 2 on the third call only, and fires once.
+    assert [len(a.alerts) for a in answers] == [0, 0, 1]
+    fired = answers[2].alerts[0]
+    assert (fired.kind, fired.subject) == ("balance_below", account.contract_id)
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        rows = await conn.fetch("SELECT topic, payload FROM outbox ORDER BY outbox_id")
+    finally:
+        await conn.close()
+    assert [row["topic"] for row in rows] == ["alert"]
+
+
+async def test_reconcile_finds_no_drift_then_reports_tampering(
+    client: RatingClient, database_url: str
+) -> None:
+    import asyncpg
+    from click.testing import CliRunner
+
+    from rating_service.cli import main
+
+    account = await open_account(client, "cus-audit")
+    pool = await account.grant("10", grant_id="g-audit")
+    await account.call("audit-1")
+
+    def reconcile() -> tuple[int, str]:
+        result = CliRunner().invoke(
+            main, ["ops", "reconcile"], env={"RATING_DATABASE_URL": database_url}
+        )
+        return result.exit_code, result.output
+
+    code, output = await asyncio.to_thread(reconcile)
+    assert (code, output.strip().endswith("no drift")) == (0, True)
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute(
+            "UPDATE accounts SET credits_posted = credits_posted + 1 WHERE account_id = $1",
+            f"pool:{pool}",
+        )
+    finally:
+        await conn.close()
+    code, output = await asyncio.to_thread(reconcile)
+    assert code == 1
+    assert "DRIFT" in output and f"pool:{pool} credits_posted" in output
