@@ -179,17 +179,19 @@ class RatingStore:
         known_revenue: set[str],
     ) -> dict[str, Account]:
         """Lock every account the contracts' events may move: pools, overage and revenue."""
+        # Accounts opened once are remembered, so a warm server spends no round trip here.
         for contract_id, keys in products.items():
             wanted: list[tuple[str, AccountKind, str | None]] = [
                 (revenue_account_id(contract_id, key), AccountKind.REVENUE, key)
                 for key in sorted(keys)
-                if revenue_account_id(contract_id, key) not in known_revenue
             ]
             wanted.append((overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None))
-            await open_accounts(
-                conn, tenant_of[contract_id], contract_id, wanted, currencies[contract_id]
-            )
-            known_revenue.update(account for account, _, _ in wanted)
+            missing = [w for w in wanted if w[0] not in known_revenue]
+            if missing:
+                await open_accounts(
+                    conn, tenant_of[contract_id], contract_id, missing, currencies[contract_id]
+                )
+                known_revenue.update(account for account, _, _ in missing)
         names = sorted(
             {revenue_account_id(c, k) for c, keys in products.items() for k in keys}
             | {overage_account_id(c) for c in products}
