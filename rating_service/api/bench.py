@@ -15,7 +15,12 @@ from grpc import aio
 
 from rating_service.api.edge import allow, current_caller
 from rating_service.domain.auth import Role
-from rating_service.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from rating_service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from rating_service.domain.money import format_decimal, parse_decimal
 from rating_service.gen.rating.v1 import bench_pb2, bench_pb2_grpc
 
@@ -32,10 +37,12 @@ INSERT INTO transfers (transfer_id, tenant_id, debit_account_id, credit_account_
 VALUES ($1, $2, $3, $4, $5, 'usage', $6)
 """
 
-REVENUE_ACCOUNT_OF_POOL = """
-SELECT revenue.account_id
-FROM pools JOIN accounts AS revenue ON revenue.contract_id = pools.contract_id
-WHERE pools.pool_id = $1 AND pools.tenant_id = $2 AND revenue.kind = 'revenue'
+ACCOUNTS_OF_POOL = """
+SELECT pools.account_id AS pool_account, revenue.account_id AS revenue_account
+FROM pools
+LEFT JOIN accounts AS revenue
+       ON revenue.contract_id = pools.contract_id AND revenue.kind = 'revenue'
+WHERE pools.pool_id = $1 AND pools.tenant_id = $2 AND pools.account_id IS NOT NULL
 ORDER BY revenue.account_id
 LIMIT 1
 """
@@ -46,9 +53,10 @@ class BenchServicer(bench_pb2_grpc.BenchServiceServicer):
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        # (tenant, pool) → the revenue account its debits credit. Looked up on a pool's first
-        # debit and kept, so each call's database work is exactly UPDATE + INSERT + COMMIT.
-        self._revenue_accounts: dict[tuple[str, str], str] = {}
+        # (tenant, pool) → (the pool's account, the revenue account its debits credit). Looked
+        # up on a pool's first debit and kept, so each call's database work is exactly
+        # UPDATE + INSERT + COMMIT.
+        self._accounts: dict[tuple[str, str], tuple[str, str]] = {}
 
     @allow(Role.RATER, Role.ADMIN)
     async def Noop(
@@ -68,9 +76,9 @@ class BenchServicer(bench_pb2_grpc.BenchServiceServicer):
             raise InvalidArgument.of_field("pool_id", "is required")
         if not request.event_id:
             raise InvalidArgument.of_field("event_id", "is required")
-        revenue_account = await self._revenue_account(tenant_id, request.pool_id)
+        pool_account, revenue_account = await self._accounts_of(tenant_id, request.pool_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            remaining = await conn.fetchval(DEBIT_POOL, amount, request.pool_id, tenant_id)
+            remaining = await conn.fetchval(DEBIT_POOL, amount, pool_account, tenant_id)
             if remaining is None:
                 raise FailedPrecondition(
                     f"pool {request.pool_id} has less than {request.amount} available",
@@ -81,7 +89,7 @@ class BenchServicer(bench_pb2_grpc.BenchServiceServicer):
                     INSERT_TRANSFER,
                     f"naive:{request.event_id}",
                     tenant_id,
-                    request.pool_id,
+                    pool_account,
                     revenue_account,
                     amount,
                     request.event_id,
@@ -94,18 +102,21 @@ class BenchServicer(bench_pb2_grpc.BenchServiceServicer):
                 ) from None
         return bench_pb2.NaiveDebitResponse(remaining=format_decimal(remaining))
 
-    async def _revenue_account(self, tenant_id: str, pool_id: str) -> str:
+    async def _accounts_of(self, tenant_id: str, pool_id: str) -> tuple[str, str]:
         key = (tenant_id, pool_id)
-        account = self._revenue_accounts.get(key)
-        if account is None:
-            account = await self._pool.fetchval(REVENUE_ACCOUNT_OF_POOL, pool_id, tenant_id)
-            if account is None:
+        accounts = self._accounts.get(key)
+        if accounts is None:
+            row = await self._pool.fetchrow(ACCOUNTS_OF_POOL, pool_id, tenant_id)
+            if row is None:
+                raise NotFound(f"no pool {pool_id} with a balance", reason="POOL_NOT_FOUND")
+            if row["revenue_account"] is None:
                 raise FailedPrecondition(
-                    f"pool {pool_id} does not exist or its contract has no revenue account",
-                    reason="POOL_NOT_FOUND",
+                    f"the contract of pool {pool_id} has no revenue account yet",
+                    reason="NO_REVENUE_ACCOUNT",
                 )
-            self._revenue_accounts[key] = account
-        return account
+            accounts = (row["pool_account"], row["revenue_account"])
+            self._accounts[key] = accounts
+        return accounts
 
 
 def _positive_amount(text: str) -> Decimal:
