@@ -256,6 +256,7 @@ class DebitEngine:
         products: dict[str, set[str]] = {}
         tenant_of: dict[str, str] = {}
         currencies: dict[str, str] = {}
+        terms: dict[str, tuple[Pool, ...]] = {}
         for p in fresh:
             contract = p.prepared.contract
             products.setdefault(contract.contract_id, set()).update(
@@ -263,8 +264,11 @@ class DebitEngine:
             )
             tenant_of[contract.contract_id] = p.prepared.tenant_id
             currencies[contract.contract_id] = contract.invoice_currency.code
+            if contract.contract_id not in terms:
+                book = await self._books.book(p.prepared.tenant_id, contract.customer_id)
+                terms[contract.contract_id] = book.pools.get(contract.contract_id, ())
         accounts = await self._store.lock_contract_accounts(
-            conn, tenant_of, products, currencies, self._known_revenue
+            conn, tenant_of, products, currencies, self._known_revenue, terms
         )
         pools: dict[str, dict[str, Pool]] = {}
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
@@ -276,8 +280,7 @@ class DebitEngine:
             prepared = p.prepared
             contract_id = prepared.contract.contract_id
             if contract_id not in pools:
-                book = await self._books.book(prepared.tenant_id, prepared.contract.customer_id)
-                pools[contract_id] = pools_with_balances(book.pools.get(contract_id, ()), accounts)
+                pools[contract_id] = pools_with_balances(terms[contract_id], accounts)
             released: tuple[Transfer, ...] = ()
             available = pools[contract_id]
             try:

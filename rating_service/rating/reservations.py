@@ -136,6 +136,7 @@ class Reservations:
                 {contract.contract_id: {product_key}},
                 {contract.contract_id: contract.invoice_currency.code},
                 set(),
+                {contract.contract_id: book.pools.get(contract.contract_id, ())},
             )
             pools = pools_with_balances(book.pools.get(contract.contract_id, ()), accounts)
             step = authorize(

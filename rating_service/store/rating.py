@@ -9,7 +9,7 @@ accounts, transfers, counters, draws, periods, rated events and outbox rows, and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -177,6 +177,7 @@ class RatingStore:
         products: dict[str, set[str]],
         currencies: dict[str, str],
         known_revenue: set[str],
+        pools: Mapping[str, Sequence[Pool]],
     ) -> dict[str, Account]:
         """Lock every account the contracts' events may move: pools, overage and revenue."""
         # Accounts opened once are remembered, so a warm server spends no round trip here.
@@ -192,18 +193,23 @@ class RatingStore:
                     conn, tenant_of[contract_id], contract_id, missing, currencies[contract_id]
                 )
                 known_revenue.update(account for account, _, _ in missing)
+        # Pools come from the contracts' books: a pool created after the book was read is
+        # not drawn until the book refreshes, so it needs no lock now.
         names = sorted(
             {revenue_account_id(c, k) for c, keys in products.items() for k in keys}
             | {overage_account_id(c) for c in products}
+            | {
+                pool_account_id(p.pool_id)
+                for c in products
+                for p in pools.get(c, ())
+                if p.kind is not CommitmentKind.POSTPAID_COMMIT
+            }
         )
         rows = await conn.fetch(
             "SELECT account_id, kind, currency, flags, debits_posted, credits_posted,"
             " debits_pending, credits_pending FROM accounts"
-            " WHERE account_id = ANY($1::text[])"
-            " OR account_id IN (SELECT account_id FROM pools WHERE contract_id = ANY($2::text[]))"
-            " ORDER BY account_id FOR UPDATE",
+            " WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR UPDATE",
             names,
-            sorted(products),
         )
         return {row["account_id"]: account_from_row(row) for row in rows}
 
