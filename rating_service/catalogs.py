@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from rating_service.contracts.contract import Contract
+from rating_service.contracts.overrides import effective_price
 from rating_service.domain.auth import Caller
 from rating_service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from rating_service.pricing.catalog import (
@@ -16,6 +18,7 @@ from rating_service.pricing.catalog import (
     plan_changes,
 )
 from rating_service.pricing.meter import Product, product_from_dict
+from rating_service.pricing.price_model import PriceModel
 from rating_service.pricing.quote import Quote, UsageLine, quote
 from rating_service.pricing.rate_card import RateCard, rate_card_from_dict
 from rating_service.store.catalog import CATALOG_CHANNEL, CatalogStore, Planner
@@ -141,10 +144,23 @@ class Catalogs:
         at: datetime | None,
         lines: Sequence[UsageLine],
         period_to_date: Sequence[UsageLine],
+        contract: Contract | None = None,
     ) -> Quote:
-        """Price hypothetical usage; nothing is debited or stored."""
+        """Price hypothetical usage, at list price or on a contract's terms; nothing is stored."""
         catalog = await self.catalog(caller.tenant_id)
-        return quote(catalog, rate_card_key, at or self._clock(), lines, period_to_date)
+        moment = at or self._clock()
+        if contract is None:
+            return quote(catalog, rate_card_key, moment, lines, period_to_date)
+        if rate_card_key and rate_card_key != contract.rate_card_key:
+            raise InvalidArgument.of_field(
+                "rate_card_key",
+                f"the contract prices on {contract.rate_card_key!r}; leave it empty or use that",
+            )
+
+        def on_contract(product: Product, model: PriceModel) -> PriceModel:
+            return effective_price(model, product.key, product.tags, contract.overrides, moment)
+
+        return quote(catalog, contract.rate_card_key, moment, lines, period_to_date, on_contract)
 
     async def _change(self, caller: Caller, plan: Planner) -> list[CatalogChange]:
         changes = await self._store.change(caller.tenant_id, plan, actor=caller.key_id)

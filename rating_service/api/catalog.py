@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -20,13 +20,16 @@ from rating_service.pricing.matrix import Matrix
 from rating_service.pricing.meter import Product, product_to_dict
 from rating_service.pricing.quote import Quote, UsageLine, usage_line
 from rating_service.pricing.rate_card import RateCard, rate_card_to_dict
+from rating_service.rating.books import ContractBooks
+from rating_service.rating.rate import contract_in_force
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     """Converts CatalogService messages to catalog calls and back."""
 
-    def __init__(self, catalogs: Catalogs) -> None:
+    def __init__(self, catalogs: Catalogs, books: ContractBooks) -> None:
         self._catalogs = catalogs
+        self._books = books
 
     @allow(Role.ADMIN)
     async def CreateProduct(
@@ -106,8 +109,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         lines = usage_lines(request.lines, "lines")
         period_to_date = usage_lines(request.period_to_date, "period_to_date")
         at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else None
+        caller = current_caller()
+        contract = None
+        if request.customer_id:
+            book = await self._books.book(caller.tenant_id, request.customer_id)
+            contract = contract_in_force(book.contracts, at or datetime.now(UTC))
         result = await self._catalogs.quote(
-            current_caller(), request.rate_card_key, at, lines, period_to_date
+            caller, request.rate_card_key, at, lines, period_to_date, contract
         )
         return quote_message(result)
 

@@ -114,7 +114,6 @@ async def start_server(settings: Settings) -> RunningServer:
     catalogs = Catalogs(CatalogStore(engine), is_live=lambda: changes.listening)
     changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalogs), server)
     contract_pb2_grpc.add_ContractServiceServicer_to_server(
         ContractServicer(ContractAdmin(ContractStore(pool), catalogs)), server
     )
@@ -126,6 +125,7 @@ async def start_server(settings: Settings) -> RunningServer:
     rating_store = RatingStore(pool)
     books = ContractBooks(rating_store, is_live=lambda: changes.listening)
     changes.subscribe(books.channel, books.forget_payload, books.cache.forget_all)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalogs, books), server)
     reservations = Reservations(rating_store, books)
     debits = DebitEngine(
         rating_store, catalogs, books, reservations, committers=settings.debit_committers

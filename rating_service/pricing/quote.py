@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -12,6 +12,8 @@ from rating_service.domain.money import EXACT_CONTEXT, parse_decimal
 from rating_service.pricing.breakdown import PricedAmount
 from rating_service.pricing.catalog import Catalog
 from rating_service.pricing.incremental import incremental_charge, usage_cell
+from rating_service.pricing.meter import Product
+from rating_service.pricing.price_model import PriceModel
 from rating_service.pricing.rate_card import RateCard
 
 
@@ -55,14 +57,26 @@ def usage_line(
     return UsageLine(product_key, parse_decimal(quantity, f"{path}.quantity"), dict(dimensions))
 
 
+PriceAdjustment = Callable[[Product, PriceModel], PriceModel]
+"""How a contract turns the list price of a product into its own (its overrides)."""
+
+
+def _list_price(product: Product, model: PriceModel) -> PriceModel:
+    return model
+
+
 def quote(
     catalog: Catalog,
     rate_card_key: str,
     at: datetime,
     lines: Sequence[UsageLine],
     period_to_date: Sequence[UsageLine] = (),
+    adjust: PriceAdjustment = _list_price,
 ) -> Quote:
-    """Price `lines` in order as P(c + x) − P(c), c starting at `period_to_date` per cell."""
+    """Price `lines` in order as P(c + x) − P(c), c starting at `period_to_date` per cell.
+
+    `adjust` applies a contract's terms to each list price (the default quotes list prices).
+    """
     history = catalog.rate_cards.get(rate_card_key)
     if history is None:
         raise NotFound(f"no rate card {rate_card_key!r}", reason="RATE_CARD_NOT_FOUND")
@@ -73,15 +87,19 @@ def quote(
         for index, line in enumerate(entries):
             _check_dimensions(catalog, line, f"{section}[{index}]", violations)
     violations.raise_if_any("the usage does not fit the catalog")
+
+    def price(product_key: str) -> PriceModel:
+        return adjust(catalog.products[product_key], card.price_of(product_key))
+
     for line in period_to_date:
-        model = card.price_of(line.product_key)
+        model = price(line.product_key)
         key = (line.product_key, usage_cell(model, line.dimensions))
         used[key] = used.get(key, Decimal(0)) + line.quantity
     quoted = []
     with localcontext(EXACT_CONTEXT):
         total = Decimal(0)
         for line in lines:
-            model = card.price_of(line.product_key)
+            model = price(line.product_key)
             key = (line.product_key, usage_cell(model, line.dimensions))
             before = used.get(key, Decimal(0))
             priced = incremental_charge(model, before, line.quantity, line.dimensions)

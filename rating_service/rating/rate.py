@@ -117,12 +117,7 @@ def prepare_event(
             [],
             reason=EVENT_IN_FUTURE,
         )
-    contract = next((c for c in contracts if _in_term(c, at)), None)
-    if contract is None:
-        raise FailedPrecondition(
-            f"the customer has no contract in force at {at.isoformat()}",
-            reason=NO_CONTRACT_IN_FORCE,
-        )
+    contract = contract_in_force(contracts, at)
     products = [p for p in catalog.products.values() if p.meter.event_type == event.event_type]
     if not products:
         raise InvalidArgument.of_field(
@@ -246,5 +241,12 @@ def rate_prepared(
     return Rated(result, tuple(transfers), working)
 
 
-def _in_term(contract: Contract, at: datetime) -> bool:
-    return contract.term_start <= at and (contract.term_end is None or at < contract.term_end)
+def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:
+    """The customer's contract whose term covers `at` (there is at most one), or refuse."""
+    for contract in contracts:
+        if contract.term_start <= at and (contract.term_end is None or at < contract.term_end):
+            return contract
+    raise FailedPrecondition(
+        f"the customer has no contract in force at {at.isoformat()}",
+        reason=NO_CONTRACT_IN_FORCE,
+    )

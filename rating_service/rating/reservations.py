@@ -30,7 +30,7 @@ from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.posting_rules import release_transfers
 from rating_service.ledger.transfers import Transfer, TransferCode
 from rating_service.rating.books import ContractBooks
-from rating_service.rating.rate import NO_CONTRACT_IN_FORCE
+from rating_service.rating.rate import contract_in_force
 from rating_service.store.database import Connection
 from rating_service.store.ledger import lock_accounts, post_transfers
 from rating_service.store.rating import RatingStore, pools_with_balances
@@ -110,18 +110,7 @@ class Reservations:
             {"customer_id": customer_id, "product_key": product_key, "amount": amount, "at": at}
         )
         book = await self._books.book(tenant_id, customer_id)
-        contract = next(
-            (
-                c
-                for c in book.contracts
-                if c.term_start <= at and (c.term_end is None or at < c.term_end)
-            ),
-            None,
-        )
-        if contract is None:
-            raise FailedPrecondition(
-                "the customer has no contract in force then", reason=NO_CONTRACT_IN_FORCE
-            )
+        contract = contract_in_force(book.contracts, at)
         start, end = billing_period_containing(contract, at)
         async with self._store.pool.acquire() as conn, conn.transaction():
             existing = await _hold_row(conn, tenant_id, reservation_id, lock="")

@@ -10,12 +10,11 @@ from rating_service.catalogs import Catalogs
 from rating_service.contracts.contract import Contract, billing_period_containing
 from rating_service.contracts.overrides import effective_price
 from rating_service.contracts.pools import Pool
-from rating_service.domain.errors import FailedPrecondition
 from rating_service.pricing.incremental import incremental_charge
 from rating_service.pricing.matrix import Matrix
 from rating_service.pricing.percentage import Percentage
 from rating_service.rating.books import ContractBooks
-from rating_service.rating.rate import NO_CONTRACT_IN_FORCE
+from rating_service.rating.rate import contract_in_force
 from rating_service.store.rating import RatingStore
 
 ZERO = Decimal(0)
@@ -137,14 +136,7 @@ class AccountViews:
         )
 
     async def _contract(self, tenant_id: str, customer_id: str, at: datetime) -> Contract:
-        book = await self._books.book(tenant_id, customer_id)
-        for contract in book.contracts:
-            if contract.term_start <= at and (contract.term_end is None or at < contract.term_end):
-                return contract
-        raise FailedPrecondition(
-            f"customer {customer_id!r} has no contract in force at {at.isoformat()}",
-            reason=NO_CONTRACT_IN_FORCE,
-        )
+        return contract_in_force((await self._books.book(tenant_id, customer_id)).contracts, at)
 
 
 def _forecast(value: Decimal, share: Decimal) -> Decimal:

@@ -154,6 +154,7 @@ async def open_account(
     overage_policy: str = "block",
     spend_cap: str | None = None,
     alert_thresholds: list[dict[str, object]] | None = None,
+    overrides: list[dict[str, object]] | None = None,
 ) -> Account:
     """Create a customer and a monthly contract in force since yesterday."""
     await client.call(
@@ -169,6 +170,7 @@ async def open_account(
         "rate_card_key": "list",
         "overage_policy": overage_policy,
         "alert_thresholds": alert_thresholds or [],
+        "overrides": overrides or [],
     }
     if spend_cap is not None:
         terms["spend_cap"] = spend_cap

@@ -454,3 +454,26 @@ async def test_reconcile_finds_no_drift_then_reports_tampering(
     code, output = await asyncio.to_thread(reconcile)
     assert code == 1
     assert "DRIFT" in output and f"pool:{pool} credits_posted" in output
+
+
+async def test_quote_and_rating_apply_the_contracts_overrides(client: RatingClient) -> None:
+    from rating_service.gen.rating.v1 import catalog_pb2
+
+    half_off_api = {
+        "tag": "api",
+        "effective_from": "2020-01-01T00:00:00Z",
+        "multiplier": "0.5",
+    }
+    account = await open_account(client, "cus-deal", overrides=[half_off_api])
+    await account.grant("10", grant_id="g-deal")
+    lines = [catalog_pb2.UsageLine(product_key="calls", quantity="4")]
+    listed = await client.call(
+        client.catalog.Quote, catalog_pb2.QuoteRequest(rate_card_key="list", lines=lines)
+    )
+    on_contract = await client.call(
+        client.catalog.Quote, catalog_pb2.QuoteRequest(customer_id="cus-deal", lines=lines)
+    )
+    # 4 calls × 1 = 4 at list price; × 0.5 on the contract = 2.
+    assert (Decimal(listed.total), Decimal(on_contract.total)) == (Decimal(4), Decimal(2))
+    debited = await account.call("deal-1")
+    assert Decimal(debited.charge) == Decimal("0.5")

@@ -601,7 +601,13 @@ class QuoteRequest(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     PERIOD_TO_DATE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     rate_card_key: _builtins.str
+    """The rate card to quote list prices from; with customer_id, leave empty (the contract's)."""
+    customer_id: _builtins.str
+    """Quote on the terms of this customer's contract in force at `at` (its rate card and its
+    overrides) instead of list prices.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When the usage happens; unset means now. Picks the rate card version in force."""
@@ -621,10 +627,11 @@ class QuoteRequest(_message.Message):
         at: _timestamp_pb2.Timestamp | None = ...,
         lines: _abc.Iterable[Global___UsageLine] | None = ...,
         period_to_date: _abc.Iterable[Global___UsageLine] | None = ...,
+        customer_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "lines", b"lines", "period_to_date", b"period_to_date", "rate_card_key", b"rate_card_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "customer_id", b"customer_id", "lines", b"lines", "period_to_date", b"period_to_date", "rate_card_key", b"rate_card_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
