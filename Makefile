@@ -21,6 +21,7 @@ protos: .venv/.synced
 
 bench: .venv/.synced
 	$(UV) run python bench/pricing_bench.py
+	$(UV) run python bench/rating_bench.py
 
 .tools/bin/uv:
 	python3 -m venv .tools

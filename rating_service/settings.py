@@ -48,7 +48,7 @@ class Settings:
         2.0, "how often the server checks that the database answers"
     )
     debit_committers: int = _setting(
-        2, "debit batches in flight at once (each one transaction of many events)"
+        1, "debit batches in flight at once (each one transaction of many events)"
     )
     reservation_sweep_seconds: float = _setting(
         1.0, "how often expired reservation holds are released"

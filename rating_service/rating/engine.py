@@ -71,7 +71,7 @@ class DebitEngine:
         reservations: Reservations,
         *,
         max_batch: int = 512,
-        committers: int = 2,
+        committers: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
