@@ -48,6 +48,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from loadgen import LoadResult, LoadSpec, RequestFactory, ZipfSampler, run_load
 
 from rating_service.gen.rating.v1 import bench_pb2, catalog_pb2, rating_pb2
+from rating_service.progress import step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOOP = "/rating.v1.BenchService/Noop"
@@ -344,19 +345,6 @@ class Prepared:
     naive_pool_id: str
     hot_customers: tuple[str, ...]
     zipf_customers: tuple[str, ...]
-
-
-@contextlib.contextmanager
-def step(title: str) -> Iterator[None]:
-    """Print one preparation step and its duration."""
-    print(f"  • {title} …", end="", flush=True)
-    started = time.monotonic()
-    try:
-        yield
-    except BaseException:
-        print(" failed", flush=True)
-        raise
-    print(f" ok ({time.monotonic() - started:.1f}s)", flush=True)
 
 
 @contextlib.contextmanager

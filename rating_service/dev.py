@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from rating_service.catalogs import Catalogs
 from rating_service.contract_admin import ContractAdmin
 from rating_service.domain.auth import Caller, Role, issue_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
+from rating_service.progress import step
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.catalog import CatalogStore
@@ -33,19 +31,6 @@ DEMO_CUSTOMER = "demo-customer"
 EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
-
-
-@contextlib.contextmanager
-def step(title: str) -> Iterator[None]:
-    """Print a step of the start-up and how long it took."""
-    print(f"  • {title} …", end="", flush=True)
-    started = time.monotonic()
-    try:
-        yield
-    except BaseException:
-        print(" failed", flush=True)
-        raise
-    print(f" ok ({time.monotonic() - started:.1f}s)", flush=True)
 
 
 async def run_dev(settings: Settings) -> None:

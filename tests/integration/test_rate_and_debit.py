@@ -407,7 +407,7 @@ async def test_an_alert_fires_once_per_crossing_into_the_outbox(
 ) -> None:
     import asyncpg
 
-    low = {"threshold_id": "low", "kind": "balance_below", "amount": "2"}
+    low: dict[str, object] = {"threshold_id": "low", "kind": "balance_below", "amount": "2"}
     account = await open_account(client, "cus-alert", alert_thresholds=[low])
     await account.grant("4", grant_id="g-alert")
     answers = [await account.call(f"al{n}") for n in range(3)]
@@ -459,7 +459,7 @@ async def test_reconcile_finds_no_drift_then_reports_tampering(
 async def test_quote_and_rating_apply_the_contracts_overrides(client: RatingClient) -> None:
     from rating_service.gen.rating.v1 import catalog_pb2
 
-    half_off_api = {
+    half_off_api: dict[str, object] = {
         "tag": "api",
         "effective_from": "2020-01-01T00:00:00Z",
         "multiplier": "0.5",

@@ -1,14 +1,16 @@
-"""The pure core (domain, pricing) imports no transport, storage or workflow library."""
+"""The pure core (domain, pricing, contracts, ledger) imports no adapter and holds no float."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = [ROOT / "rating_service" / d for d in ("domain", "pricing", "contracts", "ledger")]
+PURE = ("domain", "pricing", "contracts", "ledger")
 FORBIDDEN = (
     "grpc",
     "google",
@@ -21,22 +23,37 @@ FORBIDDEN = (
 )
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
 @pytest.mark.parametrize(
     "path",
-    sorted(p for d in PURE if d.exists() for p in d.rglob("*.py")),
+    sorted(p for name in PURE for p in (ROOT / "rating_service" / name).rglob("*.py")),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
-def test_pure_modules_import_nothing_of_the_adapters(path: Path) -> None:
-    bad = {m for m in imported_modules(path) if m.startswith(FORBIDDEN)}
-    assert not bad, f"{path.name} imports {bad}"
+def test_pure_modules_import_no_adapter_and_use_no_float(path: Path) -> None:
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        # Money is never a float: no float literal and no float() call anywhere in the core.
+        assert not (isinstance(node, ast.Constant) and isinstance(node.value, float)), path
+        assert not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "float"
+        ), path
+    assert not {m for m in imported if m.startswith(FORBIDDEN)}, path
+
+
+def test_importing_the_core_loads_no_adapter() -> None:
+    # A fresh interpreter, so modules imported by other tests do not hide an indirect import.
+    modules = ", ".join(f"rating_service.{name}" for name in PURE)
+    probe = (
+        f"import sys, {modules};"
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'grpc', 'sqlalchemy', 'asyncpg', 'temporalio', 'alembic'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
