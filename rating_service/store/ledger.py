@@ -99,22 +99,22 @@ async def post_transfers(
     pending = await open_pending(conn, tenant_id, (t.pending_id for t in transfers if t.pending_id))
     after = apply_transfers(accounts, transfers, pending)
     changed = [after[name] for name in sorted(names)]
+    # One statement for both tables: this runs once per debit batch on the hot path.
     await conn.execute(
-        "UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,"
+        "WITH totals AS (UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,"
         " debits_pending = v.dq, credits_pending = v.cq"
         " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])"
-        " AS v(id, dp, cp, dq, cq) WHERE a.account_id = v.id",
+        " AS v(id, dp, cp, dq, cq) WHERE a.account_id = v.id RETURNING 1),"
+        " moved AS (INSERT INTO transfers (tenant_id, transfer_id, debit_account_id,"
+        " credit_account_id, amount, flags, pending_id, code, reference, memo)"
+        " SELECT $6, * FROM unnest($7::text[], $8::text[], $9::text[], $10::numeric[],"
+        " $11::int[], $12::text[], $13::text[], $14::text[], $15::text[]) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved)",
         [a.account_id for a in changed],
         [a.debits_posted for a in changed],
         [a.credits_posted for a in changed],
         [a.debits_pending for a in changed],
         [a.credits_pending for a in changed],
-    )
-    await conn.execute(
-        "INSERT INTO transfers (tenant_id, transfer_id, debit_account_id, credit_account_id,"
-        " amount, flags, pending_id, code, reference, memo)"
-        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[],"
-        " $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])",
         tenant_id,
         [t.transfer_id for t in transfers],
         [t.debit_account_id for t in transfers],
