@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -12,6 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rating_service.background import stop_task
 
 log = logging.getLogger("rating.health")
 
@@ -66,10 +67,7 @@ class DatabaseHealth:
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
 
 async def probe(address: str, service: str = "", timeout_seconds: float = 3.0) -> str:

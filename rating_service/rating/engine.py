@@ -10,7 +10,6 @@ others; a batch that fails in the database fails its callers, who retry with the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from rating_service.background import stop_task
 from rating_service.catalogs import Catalogs
 from rating_service.contracts.pools import Pool
 from rating_service.domain.errors import AlreadyExists, DomainError
@@ -96,10 +96,7 @@ class DebitEngine:
     async def stop(self) -> None:
         """Stop the committers once their current batch is done."""
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     async def rate(
         self,

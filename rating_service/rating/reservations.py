@@ -8,7 +8,6 @@ rest, more debits the extra" holds and the ledger shows both steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from rating_service.background import stop_task
 from rating_service.contracts.contract import billing_period_containing
 from rating_service.contracts.pools import Pool
 from rating_service.contracts.reservations import authorize
@@ -219,10 +219,7 @@ class Reservations:
 
     async def stop(self) -> None:
         """Stop sweeping."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_task(self._sweeper)
 
     async def _sweep(self, interval_seconds: float) -> None:
         while True:

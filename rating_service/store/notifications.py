@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 
+from rating_service.background import stop_task
 from rating_service.store.database import asyncpg_dsn
 
 log = logging.getLogger("rating.notifications")
@@ -28,6 +28,7 @@ class ChangeListener:
         self._resets: list[Callable[[], None]] = []
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.listening = False
 
     def subscribe(
@@ -47,13 +48,11 @@ class ChangeListener:
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        await stop_task(self._task)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             lost = asyncio.Event()
             conn: Any = None
             try:
@@ -65,7 +64,11 @@ class ChangeListener:
                 self._reset()
                 self.listening = True
                 await lost.wait()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
+                # Whatever broke the connection (a restart, a dropped database, a driver error
+                # raised on the way down), the cure is the same: forget, reconnect, listen.
+                if self._stopping:
+                    return
                 log.warning("change listener cannot listen; retrying", extra={"error": str(exc)})
             finally:
                 self.listening = False
