@@ -213,6 +213,14 @@ def print_endpoints(
         '    -H "authorization: Bearer $RATING_API_KEY" \\',
         f"    http://{host}:{grpc_port}/rating.v1.AdminService/WhoAmI",
         "",
+        f"Rate and debit an LLM call of customer {DEMO_CUSTOMER!r}:",
+        "  npx buf curl --protocol grpc --http2-prior-knowledge \\",
+        '    -H "authorization: Bearer $RATING_API_KEY" \\',
+        f'    -d \'{{"event": {{"event_id": "req-1", "customer_id": "{DEMO_CUSTOMER}",'
+        ' "event_type": "llm.completion", "timestamp": "\'$(date -u +%FT%TZ)\'",'
+        ' "properties": {"tokens": "1200", "model": "gpt-4o", "token_type": "input"}}}\' \\',
+        f"    http://{host}:{grpc_port}/rating.v1.RatingService/RateAndDebit",
+        "",
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)
