@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.wire import timestamp
 from rating_service.domain.auth import ApiKey, Role, Tenant
 from rating_service.domain.errors import InvalidArgument
 from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
@@ -62,13 +60,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.RevokeApiKeyResponse:
         key = await self._keyring.revoke(current_caller(), request.key_id)
         return admin_pb2.RevokeApiKeyResponse(key=key_message(key))
-
-
-def timestamp(at: datetime) -> Timestamp:
-    """A protobuf Timestamp for an aware datetime."""
-    message = Timestamp()
-    message.FromDatetime(at)
-    return message
 
 
 def tenant_message(tenant: Tenant) -> admin_pb2.Tenant:

@@ -8,8 +8,8 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from grpc import aio
 
-from rating_service.api.admin import timestamp
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.wire import requested_at, timestamp
 from rating_service.catalogs import Catalogs
 from rating_service.domain.auth import Role
 from rating_service.domain.errors import InvalidArgument, ViolationCollector
@@ -108,7 +108,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.QuoteResponse:
         lines = usage_lines(request.lines, "lines")
         period_to_date = usage_lines(request.period_to_date, "period_to_date")
-        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else None
+        at = requested_at(request)
         caller = current_caller()
         contract = None
         if request.customer_id:

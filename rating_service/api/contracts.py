@@ -7,8 +7,8 @@ from typing import Any
 from google.protobuf import json_format
 from grpc import aio
 
-from rating_service.api.admin import timestamp
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.wire import timestamp
 from rating_service.contract_admin import ContractAdmin, Outcome
 from rating_service.contracts.contract import Contract, Customer, contract_to_dict
 from rating_service.domain.auth import Role

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from grpc import aio
 
-from rating_service.api.admin import timestamp
 from rating_service.api.catalog import price_line_message
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.errors import status_code
+from rating_service.api.wire import requested_at, timestamp
 from rating_service.domain.auth import Role
 from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.domain.money import format_decimal, parse_decimal
@@ -131,7 +131,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
     async def GetBalances(
         self, request: rating_pb2.GetBalancesRequest, context: aio.ServicerContext
     ) -> rating_pb2.GetBalancesResponse:
-        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else datetime.now(UTC)
+        at = requested_at(request) or datetime.now(UTC)
         balances = await self._views.balances(current_caller().tenant_id, request.customer_id, at)
         response = rating_pb2.GetBalancesResponse(
             contract_id=balances.contract_id,
@@ -159,7 +159,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
     async def GetUsage(
         self, request: rating_pb2.GetUsageRequest, context: aio.ServicerContext
     ) -> rating_pb2.GetUsageResponse:
-        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else datetime.now(UTC)
+        at = requested_at(request) or datetime.now(UTC)
         usage = await self._views.usage(current_caller().tenant_id, request.customer_id, at)
         response = rating_pb2.GetUsageResponse(
             contract_id=usage.contract_id,
