@@ -104,6 +104,10 @@ class BillingAnchor:
             object.__setattr__(self, "time", self.time.replace(tzinfo=None))
 
 
+MIN_BILLING_INTERVAL = timedelta(seconds=1)
+"""The shortest fixed billing period a contract may have."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """A customer's contract: term, billing cycle, currency, prices and the limits on usage.
@@ -111,6 +115,10 @@ class Contract:
     `term_end` None is evergreen. `spend_cap` is per billing period in the invoice currency
     (None = no cap). Overrides change the rate card's prices (see `overrides`); commitments
     and their pools are kept apart (see `pools`), as they change with every debit.
+    `billing_interval`, when set, makes periods that fixed length counted from term start
+    instead of calendar periods on the anchor (trials, demos, tests with one-minute periods).
+    `payment_method` is the saved payment method's token at the gateway ("" = none: invoices
+    wait to be paid by other means).
     """
 
     contract_id: str
@@ -127,6 +135,8 @@ class Contract:
     spend_cap: Decimal | None = None
     alert_thresholds: tuple[AlertThreshold, ...] = ()
     status: ContractStatus = ContractStatus.ACTIVE
+    billing_interval: timedelta | None = None
+    payment_method: str = ""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -148,6 +158,16 @@ class Contract:
             violations.add("overage_policy", f"must be one of {', '.join(OveragePolicy)}")
         if not isinstance(self.status, ContractStatus):
             violations.add("status", f"must be one of {', '.join(ContractStatus)}")
+        interval = self.billing_interval
+        if interval is not None and (
+            not isinstance(interval, timedelta) or interval < MIN_BILLING_INTERVAL
+        ):
+            violations.add(
+                "billing_interval_seconds",
+                f"must be at least {MIN_BILLING_INTERVAL.total_seconds():.0f} seconds",
+            )
+        if not isinstance(self.payment_method, str):
+            violations.add("payment_method", "must be a string")
         cap = self.spend_cap
         if cap is not None and (not isinstance(cap, Decimal) or not cap.is_finite() or cap < 0):
             violations.add("spend_cap", f"must be a finite Decimal ≥ 0, got {cap!r}")
@@ -214,13 +234,27 @@ def billing_period_containing(contract: Contract, at: datetime) -> tuple[datetim
     Period boundaries fall on the anchor day (clamped to the month's last day) at the anchor
     time, every 1, 3 or 12 months counted from the month the term starts in. The first and
     last periods are cut to the term: a contract starting on the 15th with anchor day 1 has a
-    first period from the 15th to the 1st.
+    first period from the 15th to the 1st. With a `billing_interval`, periods are that long,
+    counted from term start.
     """
     if not isinstance(at, datetime) or at.utcoffset() is None:
         raise InvalidArgument.of_field("at", "must be a timezone-aware datetime")
     moment = at.astimezone(UTC)
     if not contract.covers(moment):
         raise InvalidArgument.of_field("at", f"{moment.isoformat()} is outside the contract's term")
+    start, end = nominal_billing_period(contract, moment)
+    start = max(start, contract.term_start)
+    if contract.term_end is not None:
+        end = min(end, contract.term_end)
+    return start, end
+
+
+def nominal_billing_period(contract: Contract, moment: datetime) -> tuple[datetime, datetime]:
+    """The whole billing period holding `moment`, not cut to the term (what proration divides by)."""
+    interval = contract.billing_interval
+    if interval is not None:
+        start = contract.term_start + interval * ((moment - contract.term_start) // interval)
+        return start, start + interval
     step = contract.billing_frequency.months
     first_month = _month_index(contract.term_start)
     k = (_month_index(moment) - first_month) // step
@@ -228,11 +262,7 @@ def billing_period_containing(contract: Contract, at: datetime) -> tuple[datetim
     if start > moment:
         k -= 1
         start = _boundary(contract.billing_anchor, first_month + k * step)
-    end = _boundary(contract.billing_anchor, first_month + (k + 1) * step)
-    start = max(start, contract.term_start)
-    if contract.term_end is not None:
-        end = min(end, contract.term_end)
-    return start, end
+    return start, _boundary(contract.billing_anchor, first_month + (k + 1) * step)
 
 
 def _month_index(moment: datetime) -> int:
@@ -301,6 +331,8 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     status = fields.choice("status", ContractStatus, ContractStatus.ACTIVE)
     overrides = _each(fields, "overrides", override_from_dict, violations)
     thresholds = _each(fields, "alert_thresholds", threshold_from_dict, violations)
+    interval_seconds = fields.optional_integer("billing_interval_seconds")
+    payment_method = fields.optional_text("payment_method") or ""
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -328,6 +360,8 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             spend_cap,
             tuple(thresholds),
             status,
+            None if not interval_seconds else timedelta(seconds=interval_seconds),
+            payment_method,
         )
     except InvalidArgument as error:
         raise under_prefix(error, field_path) from None
@@ -392,7 +426,7 @@ def _each(
 
 def contract_to_dict(contract: Contract) -> dict[str, object]:
     """The plain-dict form of a contract; `contract_from_dict` reads it back to an equal one."""
-    return {
+    data: dict[str, object] = {
         "contract_id": contract.contract_id,
         "customer_id": contract.customer_id,
         "tenant_id": contract.tenant_id,
@@ -413,3 +447,9 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         ],
         "status": str(contract.status),
     }
+    # Optional terms are written only when set, so older documents read back unchanged.
+    if contract.billing_interval is not None:
+        data["billing_interval_seconds"] = int(contract.billing_interval.total_seconds())
+    if contract.payment_method:
+        data["payment_method"] = contract.payment_method
+    return data

@@ -61,14 +61,19 @@ def prorate(
     if not isinstance(amount, Decimal) or not amount.is_finite():
         raise InvalidArgument.of_field("amount", f"must be a finite Decimal, got {amount!r}")
     active, total = prorated_days(period_start, period_end, active_start, active_end)
-    if active == total:
+    return share_of(amount, active, total)
+
+
+def share_of(amount: Decimal, part: int, whole: int) -> Decimal:
+    """amount × part / whole: exact when it terminates, else kept to PRORATION_PLACES places."""
+    if part == whole:
         return amount
-    if active == 0:
+    if part == 0:
         return Decimal(0)
     with localcontext(EXACT_CONTEXT):
-        scaled = amount * active
+        scaled = amount * part
     with localcontext(ROUNDING_CONTEXT) as context:
-        share = scaled / total
+        share = scaled / whole
         # A terminating fraction stays exact; only a non-terminating one is cut to the quantum.
         if context.flags[Inexact]:
             share = share.quantize(_QUANTUM)

@@ -248,6 +248,8 @@ class Contract(_message.Message):
     OVERRIDES_FIELD_NUMBER: _builtins.int
     ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    BILLING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -263,6 +265,14 @@ class Contract(_message.Message):
     """Most spend per billing period, in the invoice currency; unset means no cap."""
     status: _builtins.str
     """active, suspended, ended; set by the server (a new contract is active)."""
+    billing_interval_seconds: _builtins.int
+    """When set, billing periods are this many seconds long from term_start, instead of
+    calendar periods on the anchor (trials, demos, tests). 0: calendar periods.
+    """
+    payment_method: _builtins.str
+    """The saved payment method's token at the payment gateway; empty: invoices are not
+    charged automatically.
+    """
     @_builtins.property
     def term_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -291,10 +301,12 @@ class Contract(_message.Message):
         overrides: _abc.Iterable[Global___ContractOverride] | None = ...,
         alert_thresholds: _abc.Iterable[Global___AlertThreshold] | None = ...,
         status: _builtins.str = ...,
+        billing_interval_seconds: _builtins.int = ...,
+        payment_method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "billing_anchor", b"billing_anchor", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_currency", b"invoice_currency", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_currency", b"invoice_currency", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
