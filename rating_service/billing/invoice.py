@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
-from rating_service.domain.money import Currency, round_to_minor_unit
+from rating_service.domain.money import (
+    Currency,
+    currency_of,
+    format_decimal,
+    round_to_minor_unit,
+)
 from rating_service.pricing.constraints import priced_exactly
 
 ZERO = Decimal(0)
@@ -198,3 +204,111 @@ def format_invoice_number(sequence: int) -> str:
 def _sum(amounts: Iterable[Decimal]) -> Decimal:
     values = list(amounts)
     return priced_exactly(lambda: sum(values, ZERO), "amount")
+
+
+def invoice_to_dict(invoice: Invoice) -> dict[str, object]:
+    """The plain-dict form an invoice is stored in; `invoice_from_dict` reads it back."""
+    return {
+        "invoice_id": invoice.invoice_id,
+        "tenant_id": invoice.tenant_id,
+        "contract_id": invoice.contract_id,
+        "customer_id": invoice.customer_id,
+        "currency": invoice.currency.code,
+        "billing_date": invoice.billing_date.isoformat(),
+        "period_start": invoice.period_start.isoformat(),
+        "period_end": invoice.period_end.isoformat(),
+        "revision": invoice.revision,
+        "state": str(invoice.state),
+        "number": invoice.number,
+        "issued_at": None if invoice.issued_at is None else invoice.issued_at.isoformat(),
+        "lines": [_line_to_dict(line) for line in invoice.lines],
+        "balances": [
+            {
+                "pool_id": b.pool_id,
+                "description": b.description,
+                "balance": format_decimal(b.balance),
+                "expires_at": None if b.expires_at is None else b.expires_at.isoformat(),
+            }
+            for b in invoice.balances
+        ],
+        "total": format_decimal(invoice.total),
+    }
+
+
+def invoice_from_dict(data: Mapping[str, Any]) -> Invoice:
+    """An invoice from its stored dict form (written by `invoice_to_dict`)."""
+    return Invoice(
+        data["invoice_id"],
+        data["tenant_id"],
+        data["contract_id"],
+        data["customer_id"],
+        currency_of(data["currency"]),
+        datetime.fromisoformat(data["billing_date"]),
+        datetime.fromisoformat(data["period_start"]),
+        datetime.fromisoformat(data["period_end"]),
+        tuple(_line_from_dict(line) for line in data["lines"]),
+        tuple(
+            PoolBalance(
+                b["pool_id"], b["description"], Decimal(b["balance"]), _moment(b["expires_at"])
+            )
+            for b in data["balances"]
+        ),
+        data["revision"],
+        InvoiceState(data["state"]),
+        data["number"],
+        _moment(data["issued_at"]),
+    )
+
+
+def _line_to_dict(line: InvoiceLine) -> dict[str, object]:
+    return {
+        "kind": str(line.kind),
+        "key": line.key,
+        "description": line.description,
+        "service_start": line.service_start.isoformat(),
+        "service_end": line.service_end.isoformat(),
+        "exact_amount": format_decimal(line.exact_amount),
+        "amount": format_decimal(line.amount),
+        "product_key": line.product_key,
+        "quantity": None if line.quantity is None else format_decimal(line.quantity),
+        "unit_price": None if line.unit_price is None else format_decimal(line.unit_price),
+        "events": line.events,
+        "tiers": [
+            {
+                "description": t.description,
+                "quantity": format_decimal(t.quantity),
+                "unit_price": format_decimal(t.unit_price),
+                "amount": format_decimal(t.amount),
+            }
+            for t in line.tiers
+        ],
+    }
+
+
+def _line_from_dict(data: Mapping[str, Any]) -> InvoiceLine:
+    return InvoiceLine(
+        LineKind(data["kind"]),
+        data["key"],
+        data["description"],
+        datetime.fromisoformat(data["service_start"]),
+        datetime.fromisoformat(data["service_end"]),
+        Decimal(data["exact_amount"]),
+        Decimal(data["amount"]),
+        data["product_key"],
+        None if data["quantity"] is None else Decimal(data["quantity"]),
+        None if data["unit_price"] is None else Decimal(data["unit_price"]),
+        data["events"],
+        tuple(
+            TierLine(
+                t["description"],
+                Decimal(t["quantity"]),
+                Decimal(t["unit_price"]),
+                Decimal(t["amount"]),
+            )
+            for t in data["tiers"]
+        ),
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

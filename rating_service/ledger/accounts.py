@@ -29,6 +29,12 @@ class AccountKind(StrEnum):
     """Where bought credit and prepaid commits come from until payment settles (debit-balance)."""
     ADJUSTMENTS = "adjustments"
     """The other side of every manual adjustment an operator makes."""
+    RECEIVABLE = "receivable"
+    """What finalized invoices say the customer owes, until it is paid (debit-balance)."""
+    ROUNDING = "rounding"
+    """What rounding each invoice line to the minor unit added or took away."""
+    CASH = "cash"
+    """Payments collected from the customer (debit-balance)."""
 
 
 class AccountFlags(Flag):
@@ -150,3 +156,18 @@ def payments_clearing_account_id(contract_id: str) -> str:
 def adjustments_account_id(contract_id: str) -> str:
     """The other side of a contract's manual adjustments."""
     return f"adjustments:{contract_id}"
+
+
+def receivable_account_id(contract_id: str) -> str:
+    """The account holding what a contract's finalized invoices are owed."""
+    return f"receivable:{contract_id}"
+
+
+def rounding_account_id(contract_id: str) -> str:
+    """The account taking the difference between exact and rounded invoice lines."""
+    return f"rounding:{contract_id}"
+
+
+def cash_account_id(contract_id: str) -> str:
+    """The account receiving a contract's collected payments."""
+    return f"cash:{contract_id}"

@@ -16,10 +16,12 @@ from rating_service.domain.money import EXACT_CONTEXT
 from rating_service.ledger.accounts import (
     adjustments_account_id,
     breakage_account_id,
+    cash_account_id,
     overage_account_id,
     payments_clearing_account_id,
     pool_account_id,
     promotions_account_id,
+    receivable_account_id,
     revenue_account_id,
 )
 from rating_service.ledger.transfers import Transfer, TransferCode, TransferFlags
@@ -287,6 +289,69 @@ def adjustment_transfers(
             memo=reason.strip(),
         ),
     )
+
+
+def invoice_transfers(
+    *, reference: str, contract_id: str, charges: Iterable[tuple[str, Decimal]]
+) -> tuple[Transfer, ...]:
+    """A finalized invoice: each charge (source account, exact amount) moved to the receivable.
+
+    A positive amount debits the receivable and credits the source (overage billed, a fee's
+    revenue, a commit's payments clearing, the rounding); a negative one moves the other way.
+    """
+    return _legs(TransferCode.INVOICE, reference, receivable_account_id(contract_id), charges)
+
+
+def invoice_void_transfers(*, reference: str, original: Iterable[Transfer]) -> tuple[Transfer, ...]:
+    """Undo a finalized invoice's transfers, each reversed, when the invoice is voided."""
+    return tuple(
+        Transfer(
+            transfer_id(TransferCode.INVOICE_VOID, reference, index),
+            transfer.credit_account_id,
+            transfer.debit_account_id,
+            transfer.amount,
+            TransferCode.INVOICE_VOID,
+            reference,
+        )
+        for index, transfer in enumerate(original)
+    )
+
+
+def payment_transfers(*, reference: str, contract_id: str, amount: Decimal) -> tuple[Transfer, ...]:
+    """A payment collected: cash debited, the receivable credited."""
+    _require_amount(amount, "amount")
+    return (
+        Transfer(
+            transfer_id(TransferCode.PAYMENT, reference, 0),
+            cash_account_id(contract_id),
+            receivable_account_id(contract_id),
+            amount,
+            TransferCode.PAYMENT,
+            reference,
+        ),
+    )
+
+
+def _legs(
+    code: TransferCode, reference: str, account: str, amounts: Iterable[tuple[str, Decimal]]
+) -> tuple[Transfer, ...]:
+    """Signed amounts between one account and others: positive debits `account`."""
+    transfers: list[Transfer] = []
+    for other, amount in amounts:
+        if not amount:
+            continue
+        debit, credit = (account, other) if amount > 0 else (other, account)
+        transfers.append(
+            Transfer(
+                transfer_id(code, reference, len(transfers)),
+                debit,
+                credit,
+                abs(amount),
+                code,
+                reference,
+            )
+        )
+    return tuple(transfers)
 
 
 def _require_amount(amount: object, field: str) -> None:

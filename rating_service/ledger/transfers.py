@@ -46,6 +46,12 @@ class TransferCode(StrEnum):
     """A hold released because the reservation outlived its TTL."""
     ADJUSTMENT = "adjustment"
     """A manual adjustment by an operator, with a reason."""
+    INVOICE = "invoice"
+    """A finalized invoice's charges moved to the receivable."""
+    INVOICE_VOID = "invoice_void"
+    """A voided invoice's charges moved back out of the receivable."""
+    PAYMENT = "payment"
+    """A payment collected against an invoice."""
 
 
 _TWO_PHASE_RESOLUTION = TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING

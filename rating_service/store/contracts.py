@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -60,6 +61,9 @@ ADD_COMMITMENT = "commitment.add"
 
 TOP_UP = "commitment.top_up"
 """Audit action of TopUp."""
+
+CONTRACT_CREATED = "contract.created"
+"""Outbox topic of a new contract: its billing cycle starts from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +197,61 @@ class ContractStore:
             )
             entry = AuditEntry(actor, "contract.create", contract.contract_id, definition)
             await _audit(conn, tenant_id, entry)
+            # The outbox dispatcher starts the contract's billing cycle from this row.
+            await conn.execute(
+                "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+                " VALUES ($1, $2, $3, $4::jsonb)",
+                tenant_id,
+                CONTRACT_CREATED,
+                f"{CONTRACT_CREATED}:{contract.contract_id}",
+                json.dumps({"tenant_id": tenant_id, "contract_id": contract.contract_id}),
+            )
             await _notify(conn, tenant_id, customer_id)
+
+    async def end_contract(
+        self, tenant_id: str, contract_id: str, at: datetime, actor: str
+    ) -> Contract:
+        """End a contract's term at `at` (cancellation): later usage is refused from then on.
+
+        A term already ending earlier is kept; the end cannot precede the term's start.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT status, definition FROM contracts WHERE tenant_id = $1"
+                " AND contract_id = $2 FOR UPDATE",
+                tenant_id,
+                contract_id,
+            )
+            if row is None:
+                raise _contract_not_found(contract_id)
+            contract = _contract(row)
+            if contract.term_end is not None and contract.term_end <= at:
+                return contract
+            if at <= contract.term_start:
+                description = f"the term starts at {contract.term_start.isoformat()}"
+                raise FailedPrecondition(
+                    f"contract {contract_id!r} cannot end at {at.isoformat()}: {description}",
+                    reason="CONTRACT_NOT_STARTED",
+                    violations=[
+                        PreconditionViolation(
+                            "CONTRACT_TERM", f"contracts/{contract_id}", description
+                        )
+                    ],
+                )
+            ended = replace(contract, term_end=at)
+            definition = contract_to_dict(ended)
+            await conn.execute(
+                "UPDATE contracts SET term_end = $3, definition = $4::jsonb, updated_at = now()"
+                " WHERE tenant_id = $1 AND contract_id = $2",
+                tenant_id,
+                contract_id,
+                at,
+                json.dumps(definition),
+            )
+            entry = AuditEntry(actor, "contract.end", contract_id, {"term_end": at.isoformat()})
+            await _audit(conn, tenant_id, entry)
+            await _notify(conn, tenant_id, contract.customer_id)
+            return ended
 
     async def contract(self, tenant_id: str, contract_id: str) -> Contract:
         """One contract of the tenant, with its status as it is now."""
@@ -203,11 +261,7 @@ class ContractStore:
             contract_id,
         )
         if row is None:
-            raise NotFound(
-                f"no contract {contract_id!r}",
-                reason="CONTRACT_NOT_FOUND",
-                metadata={"contract_id": contract_id},
-            )
+            raise _contract_not_found(contract_id)
         return _contract(row)
 
     async def contracts(self, tenant_id: str, customer_id: str | None) -> list[Contract]:
@@ -403,6 +457,14 @@ def _contract(row: asyncpg.Record) -> Contract:
 
 def _customer(row: asyncpg.Record) -> Customer:
     return Customer(str(row["customer_id"]), str(row["tenant_id"]), str(row["name"]))
+
+
+def _contract_not_found(contract_id: str) -> NotFound:
+    return NotFound(
+        f"no contract {contract_id!r}",
+        reason="CONTRACT_NOT_FOUND",
+        metadata={"contract_id": contract_id},
+    )
 
 
 def _customer_not_found(customer_id: str) -> NotFound:

@@ -308,3 +308,85 @@ outbox = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Index("ix_outbox_pending", "outbox_id", postgresql_where=text("delivered_at IS NULL")),
 )
+
+# -- invoices and payments (migration 0004 states the CHECKs) --
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("invoice_id", Text, primary_key=True),
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("billing_date", DateTime(timezone=True), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("number", Text),
+    Column("total", Numeric, nullable=False),
+    Column("document", JSONB, nullable=False),
+    Column("html", Text),
+    Column("pdf", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("issued_at", DateTime(timezone=True)),
+    Column("paid_at", DateTime(timezone=True)),
+    Column("voided_at", DateTime(timezone=True)),
+    UniqueConstraint("tenant_id", "number", name="uq_invoices_number"),
+    UniqueConstraint("contract_id", "billing_date", "revision", name="uq_invoices_revision"),
+    Index(
+        "uq_invoices_live",
+        "contract_id",
+        "billing_date",
+        unique=True,
+        postgresql_where=text("state <> 'void'"),
+    ),
+    Index("ix_invoices_tenant_state", "tenant_id", "state", "billing_date"),
+)
+
+invoice_numbers = Table(
+    "invoice_numbers",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("last_number", BigInteger, nullable=False),
+)
+
+payment_attempts = Table(
+    "payment_attempts",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("invoice_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("payment_method", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("failure_code", Text),
+    Column("failure_message", Text),
+    Column("gateway_reference", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("settled_at", DateTime(timezone=True)),
+    ForeignKeyConstraint(
+        ["tenant_id", "invoice_id"],
+        ["invoices.tenant_id", "invoices.invoice_id"],
+        name="fk_payment_attempts_invoice",
+    ),
+    Index("ix_payment_attempts_invoice", "tenant_id", "invoice_id"),
+)
+
+simulated_charges = Table(
+    "simulated_charges",
+    metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("payment_method", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("decline_code", Text),
+    Column("charge_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_simulated_charges_reference", "payment_method", "reference"),
+)

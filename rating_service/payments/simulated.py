@@ -1,0 +1,106 @@
+"""The simulated gateway: deterministic by payment-method token, so every path can be tested.
+
+Tokens:
+- `pm_ok` (or any `pm_ok_…`): always succeeds;
+- `pm_decline`: always declined (`card_declined`);
+- `pm_insufficient_funds`: always declined (`insufficient_funds`);
+- `pm_fail_<n>`: declined (`processing_error`) for the first n charges of a reference (an
+  invoice), then succeeds: dunning's retries see it recover;
+- `pm_timeout`: never answers in time (GatewayTimeout), after `timeout_seconds`;
+- anything else: declined (`invalid_payment_method`).
+
+Like a real gateway it keeps its own books (table `simulated_charges`): a charge retried with
+the same idempotency key answers the first outcome and charges nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+import asyncpg
+
+from rating_service.payments.gateway import ChargeOutcome, ChargeRequest, GatewayTimeout
+
+_FAIL_N = re.compile(r"pm_fail_(\d{1,3})")
+_DECLINES = {
+    "pm_decline": ("card_declined", "the card was declined"),
+    "pm_insufficient_funds": ("insufficient_funds", "the card has insufficient funds"),
+}
+
+
+class SimulatedGateway:
+    """A PaymentGateway whose answers follow from the payment-method token."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout_seconds: float = 0.2) -> None:
+        self._pool = pool
+        self._timeout_seconds = timeout_seconds
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        """Charge per the token's rule; a known idempotency key answers its first outcome."""
+        if request.payment_method == "pm_timeout":
+            await asyncio.sleep(self._timeout_seconds)
+            raise GatewayTimeout(f"the gateway did not answer charge {request.idempotency_key!r}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One charge decision per payment method and reference at a time.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                f"{request.payment_method}:{request.reference}",
+            )
+            known = await conn.fetchrow(
+                "SELECT outcome, decline_code, charge_id FROM simulated_charges"
+                " WHERE idempotency_key = $1",
+                request.idempotency_key,
+            )
+            if known is not None:
+                return _outcome(known["outcome"], known["decline_code"], known["charge_id"])
+            earlier = await conn.fetchval(
+                "SELECT count(*) FROM simulated_charges"
+                " WHERE payment_method = $1 AND reference = $2",
+                request.payment_method,
+                request.reference,
+            )
+            decline = _decline_for(request.payment_method, int(earlier))
+            charge_id = (
+                "ch_sim_" + hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:20]
+            )
+            await conn.execute(
+                "INSERT INTO simulated_charges (idempotency_key, payment_method, reference,"
+                " amount, currency, outcome, decline_code, charge_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                request.idempotency_key,
+                request.payment_method,
+                request.reference,
+                request.amount,
+                request.currency,
+                "declined" if decline else "succeeded",
+                decline,
+                charge_id,
+            )
+        return _outcome("declined" if decline else "succeeded", decline, charge_id)
+
+
+def _decline_for(token: str, earlier_charges: int) -> str | None:
+    """The decline code for the next charge of this token and reference, or None to succeed."""
+    if token == "pm_ok" or token.startswith("pm_ok_"):
+        return None
+    if token in _DECLINES:
+        return _DECLINES[token][0]
+    fail = _FAIL_N.fullmatch(token)
+    if fail is not None:
+        return "processing_error" if earlier_charges < int(fail.group(1)) else None
+    return "invalid_payment_method"
+
+
+def _outcome(outcome: str, decline_code: str | None, charge_id: str) -> ChargeOutcome:
+    if outcome == "succeeded":
+        return ChargeOutcome(True, gateway_reference=charge_id)
+    messages = dict(_DECLINES.values())
+    code = decline_code or "card_declined"
+    return ChargeOutcome(
+        False,
+        gateway_reference=charge_id,
+        decline_code=code,
+        message=messages.get(code, code.replace("_", " ")),
+    )
