@@ -53,6 +53,16 @@ class Settings:
     reservation_sweep_seconds: float = _setting(
         1.0, "how often expired reservation holds are released"
     )
+    invoice_grace_seconds: float = _setting(
+        3600.0, "how long after a period ends late events are still rated into it"
+    )
+    outbox_poll_seconds: float = _setting(1.0, "how often the worker delivers the outbox")
+    gateway_timeout_seconds: float = _setting(
+        5.0, "how long the simulated gateway's `pm_timeout` method takes to time out"
+    )
+    gateway_latency_seconds: float = _setting(
+        0.0, "how long the simulated gateway takes to answer a charge it has made"
+    )
     auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
     bench_baselines: bool = _setting(

@@ -1,29 +1,25 @@
-"""`rating worker`: connects to Temporal and runs the registered workflows and activities."""
+"""`rating worker`: runs the workflows and activities, and delivers the outbox to Temporal."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-import workflows
+from rating_service.background import stop_task
+from rating_service.invoicing import Invoicing
+from rating_service.outbox import OutboxDispatcher, billing_handlers
+from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
-from rating_service.store.database import create_engine
+from rating_service.store.database import asyncpg_dsn, create_engine
+from workflows.activities import BillingActivities
+from workflows.registry import SANDBOX, WORKFLOWS, activities
 
 log = logging.getLogger("rating.worker")
-
-
-@dataclass(frozen=True)
-class WorkerDependencies:
-    """What activities may use: the database and the settings."""
-
-    engine: AsyncEngine
-    settings: Settings
 
 
 async def connect_temporal(settings: Settings) -> Client:
@@ -44,33 +40,45 @@ async def connect_temporal(settings: Settings) -> Client:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Poll the task queue until `stop` is set, then finish in-flight tasks and return."""
+    """Poll the task queue and deliver the outbox until `stop` is set, then drain and return."""
     client = await connect_temporal(settings)
     if not settings.database_url:
         raise SystemExit("RATING_DATABASE_URL is not set (or run `rating dev` for a local stack)")
     engine = create_engine(settings.database_url, settings.database_pool_size)
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(settings.database_url), min_size=0, max_size=settings.database_pool_size
+    )
+    dispatcher = OutboxDispatcher(
+        pool,
+        billing_handlers(client, settings.temporal_task_queue, settings.invoice_grace_seconds),
+        settings.outbox_poll_seconds,
+    )
+    delivering: asyncio.Task[None] | None = None
     try:
-        registered = list(workflows.WORKFLOWS)
-        bound = list(workflows.activities(WorkerDependencies(engine, settings)))
-        if not registered and not bound:
-            # Temporal refuses a worker with nothing to run; stay up so the stack's shape is stable.
-            log.warning("no workflows or activities are registered yet; idling")
-            await stop.wait()
-            return
+        gateway = SimulatedGateway(
+            pool, settings.gateway_timeout_seconds, settings.gateway_latency_seconds
+        )
+        billing = BillingActivities(Invoicing(pool, engine, gateway))
         worker = Worker(
-            client, task_queue=settings.temporal_task_queue, workflows=registered, activities=bound
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=list(WORKFLOWS),
+            activities=list(activities(billing)),
+            workflow_runner=SANDBOX,
         )
         log.info(
             "worker polling",
             extra={
                 "task_queue": settings.temporal_task_queue,
-                "workflows": [w.__name__ for w in registered],
-                "activities": len(bound),
+                "workflows": [w.__name__ for w in WORKFLOWS],
             },
         )
         async with worker:
+            delivering = asyncio.create_task(dispatcher.run())
             await stop.wait()
     finally:
+        await stop_task(delivering)
+        await pool.close()
         await engine.dispose()
 
 

@@ -156,7 +156,7 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
                 usage.amount,
                 product_key=usage.product_key,
                 quantity=usage.quantity,
-                unit_price=tiers[0].unit_price if len(tiers) == 1 else None,
+                unit_price=_single_unit_price(tiers, usage.quantity),
                 events=usage.events,
                 tiers=tiers,
             )
@@ -186,6 +186,20 @@ def _breakdown(inputs: InvoiceInputs, usage: UsageTotal, at: datetime) -> tuple[
     if unit.to_invoice_currency(total.amount) != usage.amount:
         return ()
     return tiers
+
+
+def _single_unit_price(tiers: tuple[TierLine, ...], quantity: Decimal) -> Decimal | None:
+    """The unit price that explains the whole line (quantity × it = amount), if one does.
+
+    A package's block price or a tier with a flat fee is a single breakdown line, yet no price
+    per unit of the line's quantity.
+    """
+    if len(tiers) != 1:
+        return None
+    only = tiers[0]
+    with localcontext(EXACT_CONTEXT):
+        explains = only.quantity == quantity and quantity * only.unit_price == only.amount
+    return only.unit_price if explains else None
 
 
 def _tier_line(line: PriceLine, unit: PricingUnit) -> TierLine:
@@ -220,20 +234,13 @@ def _fee_lines(
     """A line per recurring fee and per stretch of the period one fee price was in force.
 
     Proration divides by the whole billing period (not the one cut to the term), by UTC days,
-    or by the second for periods shorter than a day.
+    or by the microsecond for periods shorter than a day.
     """
     contract = inputs.contract
     nominal = nominal_billing_period(contract, period[0])
     lines = []
     for key in sorted(inputs.catalog.products):
-        for start, end in _stretches(inputs, period):
-            priced = _price_at(inputs, key, start)
-            if priced is None:
-                continue
-            model, unit = priced
-            if not isinstance(model, FlatFee) or model.timing is not timing:
-                continue
-            fee = unit.to_invoice_currency(model.amount)
+        for (start, end), fee in _fee_stretches(inputs, key, period, timing):
             share = _prorated(fee, nominal, (start, end))
             if not share:
                 continue
@@ -253,6 +260,33 @@ def _fee_lines(
                 )
             )
     return lines
+
+
+def _fee_stretches(
+    inputs: InvoiceInputs,
+    product_key: str,
+    period: tuple[datetime, datetime],
+    timing: BillingTiming,
+) -> list[tuple[tuple[datetime, datetime], Decimal]]:
+    """The stretches of the period a fee of this timing was in force, and the fee in each.
+
+    Neighbouring stretches with the same fee are one: a price change elsewhere (another
+    product's override, a new rate card version keeping this fee) does not split the fee.
+    """
+    found: list[tuple[tuple[datetime, datetime], Decimal]] = []
+    for start, end in _stretches(inputs, period):
+        priced = _price_at(inputs, product_key, start)
+        if priced is None:
+            continue
+        model, unit = priced
+        if not isinstance(model, FlatFee) or model.timing is not timing:
+            continue
+        fee = unit.to_invoice_currency(model.amount)
+        if found and found[-1][0][1] == start and found[-1][1] == fee:
+            found[-1] = ((found[-1][0][0], end), fee)
+        else:
+            found.append(((start, end), fee))
+    return found
 
 
 def _stretches(

@@ -86,8 +86,7 @@ def render_html(invoice: Invoice, parties: InvoiceParties) -> str:
         for row in _line_rows(invoice)
     )
     totals = "".join(
-        f"<tr{_GRAND if strong else ''}><th>{e(label)}</th>"
-        f'<td class="num">{e(value)}</td></tr>'
+        f'<tr{_GRAND if strong else ""}><th>{e(label)}</th><td class="num">{e(value)}</td></tr>'
         for label, value, strong in _totals(invoice)
     )
     balances = _balance_rows(invoice)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -189,6 +189,8 @@ class Invoice:
 
 def invoice_id_for(contract_id: str, billing_date: datetime, revision: int = 0) -> str:
     """The invoice's id, derived from its business key so a retried step finds the same one."""
+    if billing_date.utcoffset() is not None:
+        billing_date = billing_date.astimezone(UTC)  # the same instant, the same id
     stamp = billing_date.strftime("%Y%m%dT%H%M%S") + (
         f".{billing_date.microsecond:06d}" if billing_date.microsecond else ""
     )

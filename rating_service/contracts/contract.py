@@ -250,7 +250,7 @@ def billing_period_containing(contract: Contract, at: datetime) -> tuple[datetim
 
 
 def nominal_billing_period(contract: Contract, moment: datetime) -> tuple[datetime, datetime]:
-    """The whole billing period holding `moment`, not cut to the term (what proration divides by)."""
+    """The whole billing period holding `moment`, not cut to the term (proration divides by it)."""
     interval = contract.billing_interval
     if interval is not None:
         start = contract.term_start + interval * ((moment - contract.term_start) // interval)

@@ -33,9 +33,12 @@ _DECLINES = {
 class SimulatedGateway:
     """A PaymentGateway whose answers follow from the payment-method token."""
 
-    def __init__(self, pool: asyncpg.Pool, timeout_seconds: float = 0.2) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, timeout_seconds: float = 0.2, latency_seconds: float = 0.0
+    ) -> None:
         self._pool = pool
         self._timeout_seconds = timeout_seconds
+        self._latency_seconds = latency_seconds
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         """Charge per the token's rule; a known idempotency key answers its first outcome."""
@@ -78,6 +81,8 @@ class SimulatedGateway:
                 decline,
                 charge_id,
             )
+        # The charge is made; its answer travels back (a crash now loses only the answer).
+        await asyncio.sleep(self._latency_seconds)
         return _outcome("declined" if decline else "succeeded", decline, charge_id)
 
 

@@ -122,14 +122,16 @@ class InvoiceStore:
         )
         return {row["product_key"]: row["amount"] for row in rows}
 
-    async def billed_commitments(self, contract_id: str) -> frozenset[str]:
-        """Pools whose commit a live (not void) invoice of the contract already bills."""
+    async def billed_commitments(self, contract_id: str, other_than: str) -> frozenset[str]:
+        """Pools whose commit a live (not void) invoice of the contract, other than one, bills."""
         rows = await self._pool.fetch(
             "SELECT line->>'key' AS key FROM invoices i,"
             " jsonb_array_elements(i.document->'lines') AS line"
-            " WHERE i.contract_id = $1 AND i.state <> 'void' AND line->>'kind' = $2",
+            " WHERE i.contract_id = $1 AND i.state <> 'void' AND line->>'kind' = $2"
+            " AND i.invoice_id <> $3",
             contract_id,
             str(LineKind.COMMIT),
+            other_than,
         )
         return frozenset(row["key"].removeprefix("commit:") for row in rows)
 

@@ -23,7 +23,9 @@ from rating_service.pricing.catalog import Catalog, catalog_from_document
 D = Decimal
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
     """A moment in UTC."""
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
@@ -35,7 +37,11 @@ ON_THE_FIRST = BillingAnchor(1)
 
 # A product per price model the composer treats differently.
 PRODUCTS: list[dict[str, object]] = [
-    {"key": "tokens", "name": "LLM tokens", "meter": {"event_type": "llm", "quantity_property": "n"}},
+    {
+        "key": "tokens",
+        "name": "LLM tokens",
+        "meter": {"event_type": "llm", "quantity_property": "n"},
+    },
     {
         "key": "gpu-hours",
         "name": "GPU hours",
@@ -75,7 +81,10 @@ def prices(
             "model": "matrix",
             "dimensions": ["quality"],
             "cells": [
-                {"match": {"quality": "standard"}, "price": {"model": "per_unit", "unit_price": "0.04"}},
+                {
+                    "match": {"quality": "standard"},
+                    "price": {"model": "per_unit", "unit_price": "0.04"},
+                },
                 {"match": {"quality": "hd"}, "price": {"model": "per_unit", "unit_price": "0.08"}},
             ],
         },
@@ -168,9 +177,7 @@ def a_pool(
     )
 
 
-def usage(
-    product_key: str, quantity: str, amount: str, *cell: str, events: int = 1
-) -> UsageTotal:
+def usage(product_key: str, quantity: str, amount: str, *cell: str, events: int = 1) -> UsageTotal:
     """A closed period's usage total of one product (one matrix cell)."""
     return UsageTotal(product_key, tuple(cell), D(quantity), D(amount), events)
 

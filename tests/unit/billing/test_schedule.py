@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -88,7 +89,12 @@ def walk(contract: Contract, limit: int = 40) -> list[BillingDate]:
                 term_end=utc(2025, 3, 1, 6, 30),
                 anchor=BillingAnchor(1, time(6, 30)),
             ),
-            [utc(2025, 1, 1), utc(2025, 1, 1, 6, 30), utc(2025, 2, 1, 6, 30), utc(2025, 3, 1, 6, 30)],
+            [
+                utc(2025, 1, 1),
+                utc(2025, 1, 1, 6, 30),
+                utc(2025, 2, 1, 6, 30),
+                utc(2025, 3, 1, 6, 30),
+            ],
             id="anchor time of day",
         ),
         pytest.param(
@@ -105,7 +111,12 @@ def walk(contract: Contract, limit: int = 40) -> list[BillingDate]:
         pytest.param(
             # Fixed 10-second periods from term start; the last one cut at 25 s.
             a_contract(term_end=T0 + timedelta(seconds=25), interval=timedelta(seconds=10)),
-            [T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=20), T0 + timedelta(seconds=25)],
+            [
+                T0,
+                T0 + timedelta(seconds=10),
+                T0 + timedelta(seconds=20),
+                T0 + timedelta(seconds=25),
+            ],
             id="10-second interval",
         ),
         pytest.param(
@@ -129,7 +140,7 @@ def test_billing_dates_in_order(contract: Contract, expected: list[datetime]) ->
     assert dates[-1].is_final and not dates[-1].is_opening
     assert all(not d.is_opening and not d.is_final for d in dates[1:-1])
     # The period billed in advance on one date is the one billed in arrears on the next.
-    for earlier, later in zip(dates, dates[1:], strict=False):
+    for earlier, later in pairwise(dates):
         assert earlier.advance == later.arrears == (earlier.at, later.at)
 
 
@@ -192,9 +203,7 @@ anchors = st.builds(
     st.integers(1, 31),
     st.sampled_from([time(0, 0), time(6, 30), time(23, 59, 59)]),
 )
-starts = st.datetimes(
-    min_value=datetime(2023, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(T0.tzinfo)
-)
+starts = st.integers(0, 4 * 365 * 24 * 3600).map(lambda s: utc(2023, 1, 1) + timedelta(seconds=s))
 
 
 @settings(max_examples=150, deadline=None)
@@ -233,6 +242,6 @@ def test_billing_dates_tile_the_term(
     assert [p for p in arrears if p is not None] == arrears
     assert [d.at for d in dates[1:]] == [p[1] for p in arrears if p is not None]
     assert [p[0] for p in arrears if p is not None] == [d.at for d in dates[:-1]]
-    for earlier, later in zip(dates, dates[1:], strict=False):
+    for earlier, later in pairwise(dates):
         assert earlier.at < later.at
         assert earlier.advance == later.arrears

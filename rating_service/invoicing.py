@@ -1,0 +1,199 @@
+"""Invoicing: the steps of the invoice workflow, and the live preview, over the stores.
+
+Each step is idempotent on business keys (contract, billing date, invoice id, attempt), so the
+workflow may retry it, and ops may replay a whole invoice in a new run, without a second
+invoice, number or charge. The workflows in `workflows/` only orchestrate these steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rating_service.billing.compose import InvoiceInputs, compose_invoice
+from rating_service.billing.document import InvoiceParties, render_html, render_pdf
+from rating_service.billing.invoice import Invoice, InvoiceState, invoice_id_for
+from rating_service.billing.schedule import BillingDate, billing_date, next_billing_date
+from rating_service.catalogs import utc_now
+from rating_service.contracts.contract import Contract, billing_period_containing
+from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
+from rating_service.payments.gateway import ChargeRequest, PaymentGateway
+from rating_service.store.catalog import CatalogStore
+from rating_service.store.contracts import ContractStore
+from rating_service.store.invoices import InvoiceStore, payment_key
+from rating_service.store.tenants import TenantStore
+
+
+class Collection(StrEnum):
+    """What an attempt to collect an invoice ended in."""
+
+    PAID = "paid"
+    NOTHING_DUE = "nothing_due"
+    """The total is zero: paid without charging anyone."""
+    NO_PAYMENT_METHOD = "no_payment_method"
+    """Nothing saved to charge: the invoice waits to be paid by other means."""
+    DECLINED = "declined"
+    ALREADY_SETTLED = "already_settled"
+    """Paid, void or written off before this attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionResult:
+    """An attempt's outcome, with the gateway's decline code and message when declined."""
+
+    outcome: Collection
+    decline_code: str = ""
+    message: str = ""
+
+
+class Invoicing:
+    """Closes periods, drafts, finalizes, renders and collects invoices; previews the next one."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        engine: AsyncEngine,
+        gateway: PaymentGateway,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._contracts = ContractStore(pool)
+        self._invoices = InvoiceStore(pool)
+        self._catalogs = CatalogStore(engine)
+        self._tenants = TenantStore(engine)
+        self._gateway = gateway
+        self._clock = clock
+
+    @property
+    def invoices(self) -> InvoiceStore:
+        """The invoice store, for reads."""
+        return self._invoices
+
+    async def next_billing_date(
+        self, tenant_id: str, contract_id: str, after: datetime | None
+    ) -> BillingDate | None:
+        """The contract's next billing date after `after`, as its terms are now."""
+        contract = await self._contracts.contract(tenant_id, contract_id)
+        return next_billing_date(contract, after)
+
+    async def close_period(self, tenant_id: str, contract_id: str, at: datetime) -> None:
+        """Close the period that ends on billing date `at`: its late events are refused now."""
+        contract = await self._contracts.contract(tenant_id, contract_id)
+        arrears = billing_date(contract, at).arrears
+        if arrears is not None:
+            await self._invoices.close_period(contract_id, arrears)
+
+    async def draft(
+        self, tenant_id: str, contract_id: str, at: datetime, revision: int = 0
+    ) -> Invoice | None:
+        """Compose and store the draft invoice of billing date `at` (None: nothing to bill).
+
+        An opening date with nothing due in advance issues no invoice; every period end does,
+        even at zero, so a customer's invoices have no holes.
+        """
+        contract = await self._contracts.contract(tenant_id, contract_id)
+        invoice = await self._compose(contract, billing_date(contract, at), revision)
+        if invoice.billing_date <= contract.term_start and not invoice.lines:
+            return None
+        return await self._invoices.save_draft(invoice)
+
+    async def preview(self, tenant_id: str, contract_id: str) -> Invoice:
+        """The open period's invoice as it would be issued if no more usage arrived."""
+        contract = await self._contracts.contract(tenant_id, contract_id)
+        now = self._clock()
+        if not contract.covers(now):
+            description = "the contract has no open billing period now"
+            raise FailedPrecondition(
+                f"contract {contract_id!r}: {description}",
+                reason="NO_OPEN_PERIOD",
+                violations=[
+                    PreconditionViolation("CONTRACT_TERM", f"contracts/{contract_id}", description)
+                ],
+            )
+        end = billing_period_containing(contract, now)[1]
+        return await self._compose(contract, billing_date(contract, end), 0)
+
+    async def _compose(self, contract: Contract, when: BillingDate, revision: int) -> Invoice:
+        tenant_id, contract_id = contract.tenant_id, contract.contract_id
+        _, catalog = await self._catalogs.load(tenant_id)
+        commitments = await self._contracts.commitments(tenant_id, contract_id)
+        period = None
+        if when.arrears is not None:
+            period = await self._invoices.closed_period(contract_id, when.arrears[0])
+        term_usage = await self._invoices.term_usage(contract_id) if when.is_final else None
+        return compose_invoice(
+            InvoiceInputs(
+                tenant_id,
+                contract,
+                when,
+                catalog,
+                usage=period.usage if period is not None else (),
+                drawn=period.drawn if period is not None else None,
+                pools=tuple(c.pool for c in commitments),
+                billed_commitments=await self._invoices.billed_commitments(
+                    contract_id, invoice_id_for(contract_id, when.at, revision)
+                ),
+                term_usage=term_usage,
+                revision=revision,
+            )
+        )
+
+    async def finalize(self, tenant_id: str, invoice_id: str) -> Invoice:
+        """Number the draft (gapless, per tenant) and post it to the ledger; once."""
+        return await self._invoices.finalize(tenant_id, invoice_id, self._clock())
+
+    async def render(self, tenant_id: str, invoice_id: str) -> None:
+        """Render and keep the invoice's HTML and PDF (the same invoice renders the same)."""
+        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        parties = await self.parties(invoice)
+        await self._invoices.store_documents(
+            tenant_id, invoice_id, render_html(invoice, parties), render_pdf(invoice, parties)
+        )
+
+    async def parties(self, invoice: Invoice) -> InvoiceParties:
+        """Who the invoice is from and to."""
+        tenant = await self._tenants.tenant(invoice.tenant_id)
+        customer = await self._contracts.customer(invoice.tenant_id, invoice.customer_id)
+        return InvoiceParties(tenant.name, customer.name, customer.customer_id)
+
+    async def collect(self, tenant_id: str, invoice_id: str, attempt: int) -> CollectionResult:
+        """Charge the contract's saved payment method for the invoice: attempt n, at most once.
+
+        The idempotency key comes from the invoice and the attempt number, so a retried or
+        replayed attempt gets the gateway's first answer and never charges twice.
+        """
+        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
+            return CollectionResult(Collection.ALREADY_SETTLED)
+        if invoice.total <= 0:
+            await self._invoices.paid(tenant_id, invoice_id, None, "", self._clock())
+            return CollectionResult(Collection.NOTHING_DUE)
+        contract = await self._contracts.contract(tenant_id, invoice.contract_id)
+        if not contract.payment_method:
+            return CollectionResult(Collection.NO_PAYMENT_METHOD)
+        recorded = await self._invoices.start_payment(invoice, attempt, contract.payment_method)
+        if recorded.status == "failed":
+            return CollectionResult(Collection.DECLINED, recorded.failure_code or "")
+        key = payment_key(invoice_id, attempt)
+        outcome = await self._gateway.charge(
+            ChargeRequest(
+                key, recorded.payment_method, recorded.amount, invoice.currency.code, invoice_id
+            )
+        )
+        if not outcome.succeeded:
+            await self._invoices.payment_failed(
+                tenant_id, key, outcome.decline_code, outcome.message, outcome.gateway_reference
+            )
+            return CollectionResult(Collection.DECLINED, outcome.decline_code, outcome.message)
+        await self._invoices.paid(
+            tenant_id, invoice_id, key, outcome.gateway_reference, self._clock()
+        )
+        return CollectionResult(Collection.PAID)
+
+    async def end_contract(self, tenant_id: str, contract_id: str, actor: str) -> Contract:
+        """Cancel a contract now: its term ends, and its final invoice comes next."""
+        return await self._contracts.end_contract(tenant_id, contract_id, self._clock(), actor)

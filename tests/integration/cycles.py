@@ -1,0 +1,170 @@
+"""Billing cycle test setup: a worker on a real Temporal server, contracts with short periods."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from google.protobuf import json_format
+from temporalio.client import Client, WorkflowHistory
+
+from rating_service.catalogs import Catalogs
+from rating_service.client import RatingClient
+from rating_service.domain.auth import Caller, Role
+from rating_service.gen.rating.v1 import contract_pb2
+from rating_service.invoicing import Invoicing
+from rating_service.payments import SimulatedGateway
+from rating_service.settings import Settings
+from rating_service.store.catalog import CatalogStore
+from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.worker import run_worker
+from tests.integration.billing import CATALOG
+
+PLATFORM_FEE = "12"
+"""The platform fee per period, billed in advance."""
+
+# The test catalog plus a platform fee billed in advance each period.
+FEE_CATALOG = copy.deepcopy(CATALOG)
+FEE_CATALOG["products"].append(
+    {"key": "platform", "name": "Platform fee", "meter": {"event_type": "platform.fee"}}
+)
+FEE_CATALOG["rate_cards"][0]["prices"]["platform"] = {
+    "model": "flat_fee",
+    "amount": PLATFORM_FEE,
+    "timing": "in_advance",
+}
+
+HISTORIES = Path(__file__).parent.parent / "replay" / "histories"
+"""Recorded workflow histories, replayed against the current code by tests/replay."""
+
+
+async def load_fee_catalog(database_url: str, tenant_id: str) -> None:
+    """Apply the test catalog with its platform fee to a tenant."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        caller = Caller(tenant_id, "test", Role.ADMIN)
+        await Catalogs(CatalogStore(engine)).apply(caller, FEE_CATALOG, dry_run=False)
+    finally:
+        await engine.dispose()
+
+
+def worker_settings(settings: Settings, temporal_address: str, **changes: object) -> Settings:
+    """Settings for a worker of this test's own: its own task queue, a one-second grace window."""
+    return replace(
+        settings,
+        temporal_address=temporal_address,
+        temporal_task_queue=f"billing-{uuid.uuid4().hex[:8]}",
+        invoice_grace_seconds=1.0,
+        outbox_poll_seconds=0.1,
+        gateway_timeout_seconds=0.2,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[None]:
+    """A worker (and its outbox dispatcher) running in this process until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+@dataclass
+class BillingContract:
+    """A contract with short billing periods, and when its term starts and ends."""
+
+    contract_id: str
+    customer_id: str
+    term_start: datetime
+    term_end: datetime
+
+
+async def open_billing_contract(
+    client: RatingClient,
+    customer_id: str,
+    *,
+    period_seconds: int,
+    periods: int,
+    payment_method: str = "pm_ok",
+    overage_policy: str = "arrears",
+    starts_in: timedelta = timedelta(0),
+) -> BillingContract:
+    """A customer and a contract of `periods` periods of `period_seconds`, starting now."""
+    await client.call(
+        client.contracts.CreateCustomer,
+        contract_pb2.CreateCustomerRequest(customer_id=customer_id, name=f"{customer_id} Inc."),
+    )
+    start = datetime.now(UTC).replace(microsecond=0) + starts_in
+    end = start + timedelta(seconds=period_seconds * periods)
+    terms = {
+        "customer_id": customer_id,
+        "term_start": start.isoformat(),
+        "term_end": end.isoformat(),
+        "billing_anchor": {"day": 1},
+        "billing_frequency": "monthly",
+        "billing_interval_seconds": period_seconds,
+        "invoice_currency": "USD",
+        "rate_card_key": "list",
+        "overage_policy": overage_policy,
+        "payment_method": payment_method,
+    }
+    contract = json_format.ParseDict(terms, contract_pb2.Contract())
+    reply = await client.call(
+        client.contracts.CreateContract, contract_pb2.CreateContractRequest(contract=contract)
+    )
+    return BillingContract(reply.contract.contract_id, customer_id, start, end)
+
+
+async def sleep_until(moment: datetime) -> None:
+    """Sleep until a wall-clock moment."""
+    await asyncio.sleep(max((moment - datetime.now(UTC)).total_seconds(), 0))
+
+
+async def database(settings: Settings) -> asyncpg.Connection:
+    """A direct connection to the test's database, for checks the API does not offer."""
+    assert settings.database_url is not None
+    return await asyncpg.connect(asyncpg_dsn(settings.database_url))
+
+
+async def record_history(client: Client, workflow_id: str, name: str) -> WorkflowHistory:
+    """Fetch a workflow's history; with RATING_RECORD_HISTORIES=1 also keep it for replay tests."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    if os.environ.get("RATING_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        document = {"workflow_id": workflow_id, "history": history.to_json_dict()}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
+    return history
+
+
+@asynccontextmanager
+async def open_invoicing(settings: Settings) -> AsyncIterator[Invoicing]:
+    """The invoicing service over the test's database, to read invoices as the worker wrote them."""
+    assert settings.database_url is not None
+    pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2)
+    engine = create_engine(settings.database_url, 2)
+    try:
+        yield Invoicing(pool, engine, SimulatedGateway(pool))
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+
+def credit(contract_id: str, amount: str) -> contract_pb2.AddCommitmentRequest:
+    """A free credit of `amount` for the contract."""
+    return contract_pb2.AddCommitmentRequest(
+        grant_id=f"welcome-{contract_id}", contract_id=contract_id, kind="credit", amount=amount
+    )
