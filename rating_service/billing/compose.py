@@ -12,6 +12,7 @@ for the next), prepaid commits due, and at term end the postpaid true-up.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -150,7 +151,7 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
             rounded_line(
                 contract.invoice_currency,
                 LineKind.USAGE,
-                f"usage:{usage.product_key}:{'/'.join(usage.cell)}",
+                f"usage:{usage.product_key}:{json.dumps(list(usage.cell))}",
                 " · ".join((name, *usage.cell)),
                 period,
                 usage.amount,

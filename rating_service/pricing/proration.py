@@ -73,6 +73,7 @@ def share_of(amount: Decimal, part: int, whole: int) -> Decimal:
     with localcontext(EXACT_CONTEXT):
         scaled = amount * part
     with localcontext(ROUNDING_CONTEXT) as context:
+        context.clear_flags()  # the copied context may carry a flag from an earlier rounding
         share = scaled / whole
         # A terminating fraction stays exact; only a non-terminating one is cut to the quantum.
         if context.flags[Inexact]:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from google.protobuf import json_format
@@ -32,16 +33,22 @@ from tests.integration.billing import CATALOG
 PLATFORM_FEE = "12"
 """The platform fee per period, billed in advance."""
 
-# The test catalog plus a platform fee billed in advance each period.
-FEE_CATALOG = copy.deepcopy(CATALOG)
-FEE_CATALOG["products"].append(
-    {"key": "platform", "name": "Platform fee", "meter": {"event_type": "platform.fee"}}
-)
-FEE_CATALOG["rate_cards"][0]["prices"]["platform"] = {
-    "model": "flat_fee",
-    "amount": PLATFORM_FEE,
-    "timing": "in_advance",
-}
+
+def _with_platform_fee(catalog: dict[str, Any]) -> dict[str, Any]:
+    """The test catalog plus a platform fee billed in advance each period."""
+    extended = copy.deepcopy(catalog)
+    extended["products"].append(
+        {"key": "platform", "name": "Platform fee", "meter": {"event_type": "platform.fee"}}
+    )
+    extended["rate_cards"][0]["prices"]["platform"] = {
+        "model": "flat_fee",
+        "amount": PLATFORM_FEE,
+        "timing": "in_advance",
+    }
+    return extended
+
+
+FEE_CATALOG = _with_platform_fee(CATALOG)
 
 HISTORIES = Path(__file__).parent.parent / "replay" / "histories"
 """Recorded workflow histories, replayed against the current code by tests/replay."""

@@ -71,13 +71,16 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         # Usage in the first two periods; the third has none and is still invoiced (at zero).
         charges: dict[int, list[Decimal]] = {0: [], 1: []}
         for period, count in ((0, 3), (1, 2)):
-            await sleep_until(contract.term_start + timedelta(seconds=PERIOD * period + 0.5))
+            # Stamped inside the period, sent as it starts: well before it closes.
+            moment = contract.term_start + timedelta(seconds=PERIOD * period + 0.2)
+            await sleep_until(moment)
             for n in range(count):
                 reply = await client.rate_and_debit(
                     event_id=f"e{period}-{n}",
                     customer_id=contract.customer_id,
                     event_type="llm.completion",
                     properties={"tokens": "1500", "model": "large"},
+                    timestamp=moment,
                 )
                 charges[period].append(D(reply.charge))
         assert await handle.result() == "ended"

@@ -417,7 +417,9 @@ async def test_an_alert_fires_once_per_crossing_into_the_outbox(
     assert (fired.kind, fired.subject) == ("balance_below", account.contract_id)
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        rows = await conn.fetch("SELECT topic, payload FROM outbox ORDER BY outbox_id")
+        rows = await conn.fetch(
+            "SELECT topic, payload FROM outbox WHERE topic <> 'contract.created' ORDER BY outbox_id"
+        )
     finally:
         await conn.close()
     assert [row["topic"] for row in rows] == ["alert"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from rating_service.billing.compose import InvoiceInputs, UsageTotal
-from rating_service.billing.schedule import BillingDate, billing_date
+from rating_service.billing.schedule import BillingDate, billing_date, next_billing_date
 from rating_service.contracts import (
     BillingAnchor,
     BillingFrequency,
@@ -208,3 +208,16 @@ def inputs_on(
         term_usage,
         revision,
     )
+
+
+def walk(contract: Contract, limit: int = 40) -> list[BillingDate]:
+    """The contract's billing dates in order, from the opening date (at most `limit`)."""
+    dates: list[BillingDate] = []
+    after: datetime | None = None
+    while len(dates) < limit:
+        found = next_billing_date(contract, after)
+        if found is None:
+            break
+        dates.append(found)
+        after = found.at
+    return dates

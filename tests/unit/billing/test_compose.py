@@ -23,13 +23,11 @@ from rating_service.billing.compose import (
     describe_pool,
 )
 from rating_service.billing.invoice import Invoice, InvoiceLine, LineKind, PoolBalance, TierLine
-from rating_service.billing.schedule import billing_date
 from rating_service.contracts import CommitmentKind, Contract, Multiply, Override, ReplacePrice
 from rating_service.domain.money import round_to_minor_unit
 from rating_service.pricing import FlatFee, Package
 from rating_service.pricing.proration import prorate
 from tests.unit.billing.builders import (
-    CATALOG,
     T0,
     a_catalog,
     a_contract,
@@ -38,8 +36,8 @@ from tests.unit.billing.builders import (
     usage,
     utc,
     version,
+    walk,
 )
-from tests.unit.billing.test_schedule import walk
 
 D = Decimal
 PREPAID = CommitmentKind.PREPAID_COMMIT
@@ -251,7 +249,7 @@ def test_usage_lines_skip_empty_totals_and_keep_zero_priced_events() -> None:
     )
     invoice = compose_invoice(inputs_on(a_contract(), utc(2025, 2, 1), usage_totals=totals))
     [line] = lines_of(invoice, LineKind.USAGE)
-    assert (line.key, line.amount, line.events) == ("usage:platform:", D(0), 4)
+    assert (line.key, line.amount, line.events) == ("usage:platform:[]", D(0), 4)
     assert not line.tiers
 
 
@@ -264,10 +262,10 @@ def test_usage_lines_are_sorted_by_product_then_cell() -> None:
     )
     invoice = compose_invoice(inputs_on(a_contract(), utc(2025, 2, 1), usage_totals=totals))
     assert [line.key for line in lines_of(invoice, LineKind.USAGE)] == [
-        "usage:gpu-hours:",
-        "usage:images:hd",
-        "usage:images:standard",
-        "usage:tokens:",
+        "usage:gpu-hours:[]",
+        'usage:images:["hd"]',
+        'usage:images:["standard"]',
+        "usage:tokens:[]",
     ]
 
 
@@ -868,7 +866,6 @@ def test_fees_in_advance_and_in_arrears_bill_the_same_stretches_over_a_term(
             else:
                 arrears += line.exact_amount
     assert advance == arrears
-    assert billing_date(contract, start).is_opening
 
 
 def test_consecutive_fee_lines_over_a_term_cover_it_without_gaps() -> None:
@@ -881,4 +878,3 @@ def test_consecutive_fee_lines_over_a_term_cover_it_without_gaps() -> None:
     ]
     assert services[0][0] == utc(2025, 1, 15) and services[-1][1] == utc(2025, 6, 10)
     assert all(a[1] == b[0] for a, b in pairwise(services))
-    assert CATALOG.products["platform"].name == "Platform fee"

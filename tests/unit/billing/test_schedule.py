@@ -11,26 +11,10 @@ from hypothesis import strategies as st
 
 from rating_service.billing.schedule import BillingDate, billing_date, next_billing_date
 from rating_service.contracts import BillingAnchor, BillingFrequency, Contract
-from tests.unit.billing.builders import T0, a_contract, utc
+from tests.unit.billing.builders import T0, a_contract, utc, walk
 
-MONTHLY = BillingFrequency.MONTHLY
 QUARTERLY = BillingFrequency.QUARTERLY
 ANNUAL = BillingFrequency.ANNUAL
-
-Period = tuple[datetime, datetime]
-
-
-def walk(contract: Contract, limit: int = 40) -> list[BillingDate]:
-    """The contract's billing dates in order, from the opening date (at most `limit`)."""
-    dates: list[BillingDate] = []
-    after: datetime | None = None
-    while len(dates) < limit:
-        found = next_billing_date(contract, after)
-        if found is None:
-            break
-        dates.append(found)
-        after = found.at
-    return dates
 
 
 @pytest.mark.parametrize(
