@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,12 +22,15 @@ from rating_service.logs import configure_logging
 from rating_service.settings import Settings
 
 if TYPE_CHECKING:
+    from rating_service.billing.invoice import Invoice
     from rating_service.catalogs import Catalogs
     from rating_service.contract_admin import ContractAdmin, Outcome
     from rating_service.contracts.contract import Contract, Customer
+    from rating_service.invoicing import Invoicing
     from rating_service.ledger.invariants import DriftReport
     from rating_service.pricing.catalog import CatalogChange
     from rating_service.store.contracts import Commitment
+    from rating_service.store.invoices import PaymentAttempt
 
 T = TypeVar("T")
 
@@ -554,6 +558,231 @@ def credits_adjust(
             ) from refused
 
     _echo_outcome(_admin_call(tenant_name, adjust), live=True)
+
+
+@main.group()
+def invoices() -> None:
+    """Invoices, their documents and payments (operator commands, straight to the database)."""
+
+
+@invoices.command("list")
+@tenant_option
+@click.option("--contract", "contract_id", help="Only this contract's (default: all).")
+@click.option("--customer", "customer_id", help="Only this customer's (default: all).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most to show."
+)
+def invoices_list(
+    tenant_name: str, contract_id: str | None, customer_id: str | None, limit: int
+) -> None:
+    """List invoices, latest billing date first."""
+    found: list[Invoice] = _invoicing_call(
+        tenant_name,
+        lambda invoicing, tenant_id: invoicing.invoices.invoices(
+            tenant_id, contract_id, limit, customer_id=customer_id
+        ),
+    )
+    if not found:
+        click.echo("no invoices yet: the billing worker issues them at each billing date")
+        return
+    rows = [("NUMBER", "INVOICE", "CONTRACT", "BILLING DATE", "STATE", "TOTAL")]
+    rows += [
+        (
+            invoice.number or "(draft)",
+            invoice.invoice_id,
+            invoice.contract_id,
+            invoice.billing_date.isoformat(),
+            str(invoice.state),
+            _money(invoice.total, invoice),
+        )
+        for invoice in found
+    ]
+    _echo_table(rows, right_aligned={5})
+
+
+@invoices.command("show")
+@click.argument("invoice_id")
+@tenant_option
+def invoices_show(invoice_id: str, tenant_name: str) -> None:
+    """Show an invoice: its lines with their tiers, subtotals, total and payment attempts."""
+
+    async def show(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, list[PaymentAttempt]]:
+        invoice = await invoicing.invoices.invoice(tenant_id, invoice_id)
+        return invoice, await invoicing.invoices.payment_attempts(tenant_id, invoice_id)
+
+    shown: tuple[Invoice, list[PaymentAttempt]] = _invoicing_call(tenant_name, show)
+    invoice, attempts = shown
+    issued = "not yet (a draft)" if invoice.issued_at is None else invoice.issued_at.isoformat()
+    for label, value in [
+        ("invoice", invoice.invoice_id),
+        ("number", invoice.number or "none yet (a draft)"),
+        ("state", invoice.state),
+        ("contract", invoice.contract_id),
+        ("customer", invoice.customer_id),
+        ("billing date", invoice.billing_date.isoformat()),
+        ("period", _span(invoice.period_start, invoice.period_end)),
+        ("issued", issued),
+        ("revision", invoice.revision),
+    ]:
+        click.echo(f"{label + ':':<18}{value}")
+    click.echo(f"lines: {len(invoice.lines)}")
+    rows = [("  KIND", "DESCRIPTION", "QUANTITY", "UNIT PRICE", "AMOUNT")]
+    for line in invoice.lines:
+        service = (line.service_start, line.service_end)
+        when = "" if service == (invoice.period_start, invoice.period_end) else _span(*service)
+        rows.append(
+            (
+                f"  {line.kind}",
+                f"{line.description} ({when})" if when else line.description,
+                _optional_decimal(line.quantity),
+                _optional_decimal(line.unit_price),
+                _money(line.amount, invoice),
+            )
+        )
+        # Tier amounts are exact: they explain the line, which alone is rounded.
+        rows += [
+            (
+                "",
+                f"    {tier.description}",
+                format_decimal(tier.quantity),
+                format_decimal(tier.unit_price),
+                format_decimal(tier.amount),
+            )
+            for tier in line.tiers
+        ]
+    _echo_table(rows, right_aligned={2, 3, 4})
+    for kind in dict.fromkeys(line.kind for line in invoice.lines):
+        click.echo(f"{'subtotal ' + kind + ':':<18}{_money(invoice.subtotal(kind), invoice)}")
+    click.echo(f"{'total:':<18}{_money(invoice.total, invoice)}")
+    if invoice.exact_total != invoice.total:
+        click.echo(f"{'exact total:':<18}{format_decimal(invoice.exact_total)} (before rounding)")
+    click.echo(f"payment attempts: {len(attempts) or 'none'}")
+    for attempt in attempts:
+        failure = f"  declined {attempt.failure_code}" if attempt.failure_code else ""
+        reference = f"  ref {attempt.gateway_reference}" if attempt.gateway_reference else ""
+        click.echo(
+            f"  #{attempt.attempt}  {attempt.status}  {_money(attempt.amount, invoice)}"
+            f"  {attempt.payment_method}  {attempt.created_at.isoformat()}{reference}{failure}"
+        )
+
+
+@invoices.command("pdf")
+@click.argument("invoice_id")
+@tenant_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
+)
+def invoices_pdf(invoice_id: str, tenant_name: str, output: Path) -> None:
+    """Write an invoice's PDF to a file (rendering it first if it has not been yet)."""
+    _write_document(tenant_name, invoice_id, "pdf", output)
+
+
+@invoices.command("html")
+@click.argument("invoice_id")
+@tenant_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
+)
+def invoices_html(invoice_id: str, tenant_name: str, output: Path) -> None:
+    """Write an invoice's HTML to a file (rendering it first if it has not been yet)."""
+    _write_document(tenant_name, invoice_id, "html", output)
+
+
+def _write_document(tenant_name: str, invoice_id: str, kind: str, output: Path) -> None:
+    """Write an invoice's stored document; one not rendered yet is rendered now, and kept."""
+    from rating_service.billing.document import render_html, render_pdf
+    from rating_service.billing.invoice import InvoiceState
+
+    async def fetch(invoicing: Invoicing, tenant_id: str) -> tuple[str | bytes, str]:
+        stored = await invoicing.invoices.document(tenant_id, invoice_id, kind)
+        if stored is not None:
+            return stored, ""
+        invoice = await invoicing.invoices.invoice(tenant_id, invoice_id)
+        if invoice.state is InvoiceState.DRAFT:
+            # A draft may still change: render it for a look, keep nothing.
+            parties = await invoicing.parties(invoice)
+            render = render_pdf if kind == "pdf" else render_html
+            return render(invoice, parties), " (a draft, rendered now and not kept)"
+        # The render step of the invoice workflow, run early: it renders the same bytes.
+        await invoicing.render(tenant_id, invoice_id)
+        rendered = await invoicing.invoices.document(tenant_id, invoice_id, kind)
+        assert rendered is not None, "the invoice was just rendered"
+        return rendered, " (rendered now)"
+
+    fetched: tuple[str | bytes, str] = _invoicing_call(tenant_name, fetch)
+    body, note = fetched
+    content = body.encode() if isinstance(body, str) else body
+    try:
+        output.write_bytes(content)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write {output}: {exc.strerror}; choose another -o path"
+        ) from exc
+    click.echo(f"wrote {output} ({len(content)} bytes){note}")
+
+
+@contextlib.asynccontextmanager
+async def _invoicing(tenant_name: str) -> AsyncIterator[tuple[Invoicing, str]]:
+    """Invoicing over the database (no payment gateway) and the id of the tenant named."""
+    import asyncpg
+
+    from rating_service.invoicing import Invoicing
+    from rating_service.store.database import asyncpg_dsn, create_engine
+    from rating_service.store.tenants import TenantStore
+
+    url = _database_url(_settings())
+    engine = create_engine(url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(tenant_name)
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+        try:
+            yield Invoicing(pool, engine), tenant.tenant_id
+        finally:
+            await pool.close()
+    finally:
+        await engine.dispose()
+
+
+def _invoicing_call(tenant_name: str, call: Callable[[Invoicing, str], Awaitable[T]]) -> T:
+    """Make one invoicing call for the tenant; an unknown invoice says how to find the right one."""
+    from rating_service.domain.errors import NotFound
+
+    async def run() -> T:
+        async with _invoicing(tenant_name) as (invoicing, tenant_id):
+            try:
+                return await call(invoicing, tenant_id)
+            except NotFound as missing:
+                if missing.reason != "INVOICE_NOT_FOUND":
+                    raise
+                raise click.ClickException(
+                    f"{missing.message} for tenant {tenant_name!r}; `rating invoices list"
+                    f" --tenant {tenant_name}` lists its invoices"
+                ) from missing
+
+    return _run(run)
+
+
+def _money(amount: Decimal, invoice: Invoice) -> str:
+    return f"{invoice.currency.code} {format_decimal(amount)}"
+
+
+def _optional_decimal(value: Decimal | None) -> str:
+    return "" if value is None else format_decimal(value)
+
+
+def _span(start: datetime, end: datetime) -> str:
+    return f"{start.isoformat()} – {end.isoformat()}"
+
+
+def _echo_table(rows: Sequence[Sequence[str]], right_aligned: set[int]) -> None:
+    """Rows as columns two spaces apart, each as wide as its widest cell."""
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.rjust(width) if n in right_aligned else cell.ljust(width)
+            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,8 @@ from rating_service.gen.rating.v1 import (
     admin_pb2_grpc,
     catalog_pb2_grpc,
     contract_pb2_grpc,
+    invoice_pb2,
+    invoice_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
 )
@@ -156,6 +158,7 @@ class RatingClient:
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self.contracts = contract_pb2_grpc.ContractServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.invoicing = invoice_pb2_grpc.InvoiceServiceStub(self._channel)
 
     async def __aenter__(self) -> RatingClient:
         return self
@@ -251,6 +254,52 @@ class RatingClient:
         return await self.idempotent(
             self.rating.GetUsage, rating_pb2.GetUsageRequest(customer_id=customer_id)
         )
+
+    async def preview_invoice(self, customer_id: str) -> invoice_pb2.Invoice:
+        """The open period's invoice of the customer's contract, as it stands now (a draft)."""
+        reply = await self.idempotent(
+            self.rating.PreviewInvoice, rating_pb2.PreviewInvoiceRequest(customer_id=customer_id)
+        )
+        return reply.invoice
+
+    async def invoice(self, invoice_id: str) -> invoice_pb2.Invoice:
+        """One invoice (admin or ops key)."""
+        reply = await self.idempotent(
+            self.invoicing.GetInvoice, invoice_pb2.GetInvoiceRequest(invoice_id=invoice_id)
+        )
+        return reply.invoice
+
+    async def invoices(
+        self,
+        *,
+        contract_id: str = "",
+        customer_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> invoice_pb2.ListInvoicesResponse:
+        """One page of invoices, latest first; pass its next_page_token for the next page."""
+        request = invoice_pb2.ListInvoicesRequest(
+            contract_id=contract_id,
+            customer_id=customer_id,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self.idempotent(self.invoicing.ListInvoices, request)
+
+    async def invoice_document(
+        self, invoice_id: str, fmt: str
+    ) -> invoice_pb2.GetInvoiceDocumentResponse:
+        """An invoice's rendered document, `fmt` "html" or "pdf": its bytes and content type."""
+        request = invoice_pb2.GetInvoiceDocumentRequest(invoice_id=invoice_id, format=fmt)
+        return await self.idempotent(self.invoicing.GetInvoiceDocument, request)
+
+    async def payment_attempts(self, invoice_id: str) -> list[invoice_pb2.PaymentAttempt]:
+        """Every attempt to collect an invoice, in order."""
+        reply = await self.idempotent(
+            self.invoicing.ListPaymentAttempts,
+            invoice_pb2.ListPaymentAttemptsRequest(invoice_id=invoice_id),
+        )
+        return list(reply.attempts)
 
 
 def usage_event(

@@ -23,9 +23,10 @@ from rating_service.catalogs import utc_now
 from rating_service.contracts.contract import Contract, billing_period_containing
 from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
 from rating_service.payments.gateway import ChargeRequest, PaymentGateway
+from rating_service.rating.rate import contract_in_force
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contracts import ContractStore
-from rating_service.store.invoices import InvoiceStore, payment_key
+from rating_service.store.invoices import InvoiceStore, PaymentAttempt, payment_key
 from rating_service.store.tenants import TenantStore
 
 
@@ -51,14 +52,22 @@ class CollectionResult:
     message: str = ""
 
 
+INVOICE_NOT_RENDERED = "INVOICE_NOT_RENDERED"
+"""FailedPrecondition reason: the invoice's documents are not rendered yet."""
+
+
 class Invoicing:
-    """Closes periods, drafts, finalizes, renders and collects invoices; previews the next one."""
+    """Closes periods, drafts, finalizes, renders and collects invoices; previews the next one.
+
+    Built without a payment gateway (as the API server builds it) it does everything but
+    collect: reads, previews and renders need no gateway.
+    """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         engine: AsyncEngine,
-        gateway: PaymentGateway,
+        gateway: PaymentGateway | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._contracts = ContractStore(pool)
@@ -117,6 +126,12 @@ class Invoicing:
         end = billing_period_containing(contract, now)[1]
         return await self._compose(contract, billing_date(contract, end), 0)
 
+    async def preview_for_customer(self, tenant_id: str, customer_id: str) -> Invoice:
+        """The open period's invoice of the customer's contract in force now (see `preview`)."""
+        contracts = await self._contracts.contracts(tenant_id, customer_id)
+        contract = contract_in_force(contracts, self._clock())
+        return await self.preview(tenant_id, contract.contract_id)
+
     async def _compose(self, contract: Contract, when: BillingDate, revision: int) -> Invoice:
         tenant_id, contract_id = contract.tenant_id, contract.contract_id
         _, catalog = await self._catalogs.load(tenant_id)
@@ -154,6 +169,26 @@ class Invoicing:
             tenant_id, invoice_id, render_html(invoice, parties), render_pdf(invoice, parties)
         )
 
+    async def document(self, tenant_id: str, invoice_id: str, kind: str) -> str | bytes:
+        """The invoice's stored HTML (`html`) or PDF (`pdf`); refused until it is rendered."""
+        body = await self._invoices.document(tenant_id, invoice_id, kind)
+        if body is None:
+            description = "not rendered yet: an invoice is rendered after it is finalized"
+            raise FailedPrecondition(
+                f"invoice {invoice_id!r}: {description}",
+                reason=INVOICE_NOT_RENDERED,
+                violations=[
+                    PreconditionViolation("DOCUMENT", f"invoices/{invoice_id}", description)
+                ],
+                metadata={"invoice_id": invoice_id},
+            )
+        return body
+
+    async def payment_attempts(self, tenant_id: str, invoice_id: str) -> list[PaymentAttempt]:
+        """Every attempt to collect one of the tenant's invoices (NotFound for another's)."""
+        await self._invoices.invoice(tenant_id, invoice_id)
+        return await self._invoices.payment_attempts(tenant_id, invoice_id)
+
     async def parties(self, invoice: Invoice) -> InvoiceParties:
         """Who the invoice is from and to."""
         tenant = await self._tenants.tenant(invoice.tenant_id)
@@ -178,6 +213,10 @@ class Invoicing:
         recorded = await self._invoices.start_payment(invoice, attempt, contract.payment_method)
         if recorded.status == "failed":
             return CollectionResult(Collection.DECLINED, recorded.failure_code or "")
+        if self._gateway is None:
+            raise RuntimeError(
+                "this Invoicing has no payment gateway: build it with one to collect"
+            )
         key = payment_key(invoice_id, attempt)
         outcome = await self._gateway.charge(
             ChargeRequest(

@@ -97,7 +97,9 @@ class ContractBillingWorkflow:
                     start_to_close_timeout=STEP_TIMEOUT,
                     retry_policy=STEP_RETRIES,
                 )
-                continue  # the term now ends today: the next date is the final one
+                # The term now ends today: the next date is the final one, billed at once.
+                self._bill_now = True
+                continue
             if self._amended:
                 continue
             self._state = "invoicing"
@@ -116,7 +118,7 @@ class ContractBillingWorkflow:
             return self._amended or self._cancel or due_now
 
         remaining = (bills_at - workflow.now()).total_seconds()
-        if remaining <= 0:
+        if remaining <= 0 or woken():
             return
         with contextlib.suppress(TimeoutError):  # the moment came
             await workflow.wait_condition(woken, timeout=remaining)
@@ -145,7 +147,7 @@ class ContractBillingWorkflow:
 
     @workflow.signal
     def cancel(self) -> None:
-        """End the contract now and issue its final invoice."""
+        """End the contract now and issue its final invoice at once (no grace window)."""
         self._cancel = True
 
     @workflow.signal

@@ -1,4 +1,4 @@
-"""RatingService: RateAndDebit and its batch form, balances and usage, as protos."""
+"""RatingService: RateAndDebit and its batch form, balances, usage and the invoice preview."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from grpc import aio
 from rating_service.api.catalog import price_line_message
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.errors import status_code
+from rating_service.api.invoices import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.domain.auth import Role
 from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.domain.money import format_decimal, parse_decimal
 from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
+from rating_service.invoicing import Invoicing
 from rating_service.pricing.meter import UsageEvent
 from rating_service.rating.engine import DebitEngine, Outcome
 from rating_service.rating.reservations import DEFAULT_TTL, Reservations
@@ -26,11 +28,16 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
     """Converts RatingService messages to engine calls and back."""
 
     def __init__(
-        self, engine: DebitEngine, views: AccountViews, reservations: Reservations
+        self,
+        engine: DebitEngine,
+        views: AccountViews,
+        reservations: Reservations,
+        invoicing: Invoicing,
     ) -> None:
         self._engine = engine
         self._views = views
         self._reservations = reservations
+        self._invoicing = invoicing
 
     @allow(Role.RATER, Role.ADMIN)
     async def RateAndDebit(
@@ -179,6 +186,22 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                 forecast_amount=format_decimal(row.forecast_amount),
             )
         return response
+
+    @allow(Role.RATER, Role.ADMIN, Role.OPS)
+    async def PreviewInvoice(
+        self, request: rating_pb2.PreviewInvoiceRequest, context: aio.ServicerContext
+    ) -> rating_pb2.PreviewInvoiceResponse:
+        tenant_id = current_caller().tenant_id
+        if bool(request.customer_id) == bool(request.contract_id):
+            violations = ViolationCollector()
+            for name in ("customer_id", "contract_id"):
+                violations.add(name, "give exactly one of customer_id and contract_id")
+            violations.raise_if_any()
+        if request.customer_id:
+            draft = await self._invoicing.preview_for_customer(tenant_id, request.customer_id)
+        else:
+            draft = await self._invoicing.preview(tenant_id, request.contract_id)
+        return rating_pb2.PreviewInvoiceResponse(invoice=invoice_message(draft))
 
     async def _rate(
         self, event: rating_pb2.UsageEvent, path: str, capture: str | None = None

@@ -23,6 +23,7 @@ from rating_service.api.catalog import CatalogServicer
 from rating_service.api.contracts import ContractServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.health import DatabaseHealth
+from rating_service.api.invoices import InvoiceServicer
 from rating_service.api.rating import RatingServicer
 from rating_service.catalogs import Catalogs
 from rating_service.contract_admin import ContractAdmin
@@ -33,9 +34,12 @@ from rating_service.gen.rating.v1 import (
     catalog_pb2_grpc,
     contract_pb2,
     contract_pb2_grpc,
+    invoice_pb2,
+    invoice_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
 )
+from rating_service.invoicing import Invoicing
 from rating_service.keyring import KeyRing
 from rating_service.rating.books import ContractBooks
 from rating_service.rating.engine import DebitEngine
@@ -55,6 +59,7 @@ SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
+    invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
 ]
 
@@ -130,9 +135,15 @@ async def start_server(settings: Settings) -> RunningServer:
     debits = DebitEngine(
         rating_store, catalogs, books, reservations, committers=settings.debit_committers
     )
+    # Reads, previews and renders only: collecting payments is the worker's job, so no gateway.
+    invoicing = Invoicing(pool, engine)
     rating_pb2_grpc.add_RatingServiceServicer_to_server(
-        RatingServicer(debits, AccountViews(rating_store, books, catalogs), reservations), server
+        RatingServicer(
+            debits, AccountViews(rating_store, books, catalogs), reservations, invoicing
+        ),
+        server,
     )
+    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceServicer(invoicing), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -63,6 +63,20 @@ class PaymentAttempt:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class InvoicePosition:
+    """Where an invoice sits in a listing (billing date, revision, id): a page resumes past it."""
+
+    billing_date: datetime
+    revision: int
+    invoice_id: str
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> InvoicePosition:
+        """The position of an invoice."""
+        return cls(invoice.billing_date, invoice.revision, invoice.invoice_id)
+
+
 class InvoiceStore:
     """Reads and writes invoices and payment attempts over an asyncpg pool."""
 
@@ -235,15 +249,32 @@ class InvoiceStore:
         return invoice_from_dict(_json(row["document"]))
 
     async def invoices(
-        self, tenant_id: str, contract_id: str | None = None, limit: int = 100
+        self,
+        tenant_id: str,
+        contract_id: str | None = None,
+        limit: int = 100,
+        *,
+        customer_id: str | None = None,
+        after: InvoicePosition | None = None,
     ) -> list[Invoice]:
-        """The tenant's invoices (of one contract, if given), latest billing date first."""
+        """The tenant's invoices (of one contract, one customer, if given), latest first.
+
+        Ordered by billing date, revision and id, all descending; `after` resumes the listing
+        just past an invoice's position (keyset pagination: stable while invoices are added).
+        """
         rows = await self._pool.fetch(
             "SELECT document FROM invoices WHERE tenant_id = $1"
             " AND ($2::text IS NULL OR contract_id = $2)"
-            " ORDER BY billing_date DESC, revision DESC LIMIT $3",
+            " AND ($3::text IS NULL OR customer_id = $3)"
+            " AND ($4::timestamptz IS NULL"
+            " OR (billing_date, revision, invoice_id) < ($4, $5::integer, $6::text))"
+            " ORDER BY billing_date DESC, revision DESC, invoice_id DESC LIMIT $7",
             tenant_id,
             contract_id,
+            customer_id,
+            None if after is None else after.billing_date,
+            None if after is None else after.revision,
+            None if after is None else after.invoice_id,
             limit,
         )
         return [invoice_from_dict(_json(row["document"])) for row in rows]

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,15 +67,14 @@ async def load_fee_catalog(database_url: str, tenant_id: str) -> None:
 
 def worker_settings(settings: Settings, temporal_address: str, **changes: object) -> Settings:
     """Settings for a worker of this test's own: its own task queue, a one-second grace window."""
-    return replace(
-        settings,
-        temporal_address=temporal_address,
-        temporal_task_queue=f"billing-{uuid.uuid4().hex[:8]}",
-        invoice_grace_seconds=1.0,
-        outbox_poll_seconds=0.1,
-        gateway_timeout_seconds=0.2,
-        **changes,  # type: ignore[arg-type]
-    )
+    defaults: dict[str, object] = {
+        "temporal_address": temporal_address,
+        "temporal_task_queue": f"billing-{uuid.uuid4().hex[:8]}",
+        "invoice_grace_seconds": 1.0,
+        "outbox_poll_seconds": 0.1,
+        "gateway_timeout_seconds": 0.2,
+    }
+    return replace(settings, **{**defaults, **changes})  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -174,4 +174,27 @@ def credit(contract_id: str, amount: str) -> contract_pb2.AddCommitmentRequest:
     """A free credit of `amount` for the contract."""
     return contract_pb2.AddCommitmentRequest(
         grant_id=f"welcome-{contract_id}", contract_id=contract_id, kind="credit", amount=amount
+    )
+
+
+async def start_worker_process(settings: Settings, **env: str) -> asyncio.subprocess.Process:
+    """`rating worker` in a process of its own (one a test can kill), with extra RATING_ env."""
+    variables = {
+        **os.environ,
+        "RATING_DATABASE_URL": settings.database_url or "",
+        "RATING_TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "RATING_TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "RATING_INVOICE_GRACE_SECONDS": str(settings.invoice_grace_seconds),
+        "RATING_OUTBOX_POLL_SECONDS": str(settings.outbox_poll_seconds),
+        "RATING_LOG_FORMAT": "text",
+        **env,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rating_service.cli",
+        "worker",
+        env=variables,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )

@@ -6,7 +6,8 @@ second; the contract's workflow is started by the outbox dispatcher, as in produ
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -30,6 +31,7 @@ from tests.integration.cycles import (
     record_history,
     running_worker,
     sleep_until,
+    start_worker_process,
     worker_settings,
 )
 from workflows.billing import BillingSchedule, ContractBillingWorkflow, billing_workflow_id
@@ -46,7 +48,9 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
     config = worker_settings(settings, temporal_address)
     temporal = await connect_temporal(config)
     async with (
-        RatingClient(f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN]) as client,
+        RatingClient(
+            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+        ) as client,
         running_worker(config),
     ):
         contract = await open_billing_contract(
@@ -104,6 +108,9 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
             ),
             "invoice_paid",
         )
+        await record_history(
+            temporal, billing_workflow_id(acme.tenant_id, contract.contract_id), "billing_final"
+        )
 
     async with open_invoicing(settings) as invoicing:
         invoices = sorted(
@@ -117,7 +124,6 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         assert all(i.state is InvoiceState.PAID for i in invoices)
         for k, invoice in enumerate(invoices):
             usage = sum(charges.get(k - 1, []), D(0))
-            credit_used = -invoice.subtotal(LineKind.CREDIT)
             fee = D(PLATFORM_FEE) if k < 3 else D(0)  # in advance: none after the term
             exact_credits = -sum(
                 (line.exact_amount for line in invoice.lines if line.kind is LineKind.CREDIT),
@@ -125,11 +131,11 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
             )
             assert invoice.exact_total == usage + fee - exact_credits, invoice.invoice_id
             assert invoice.total == sum((line.amount for line in invoice.lines), D(0))
-            assert credit_used <= D("2.5")
-        # The credit paid for the first usage, once.
-        assert sum((-i.subtotal(LineKind.CREDIT) for i in invoices), D(0)) == D("2.5")
-        assert [line.key for line in invoices[1].lines if line.kind is LineKind.CREDIT] == [
-            f"credit:{pool_id}"
+        # The credit paid for usage once, on one invoice (the first period's, unless the pool
+        # reached the rating caches only after that period's events).
+        credit_lines = [line for i in invoices for line in i.lines if line.kind is LineKind.CREDIT]
+        assert [(line.key, line.amount) for line in credit_lines] == [
+            (f"credit:{pool_id}", D("-2.50"))
         ]
         conn = await database(settings)
         try:
@@ -150,3 +156,117 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
             assert all(report.clean for report in (await reconcile(conn)).values())
         finally:
             await conn.close()
+
+
+async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_charge(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
+    config = worker_settings(settings, temporal_address)
+    temporal = await connect_temporal(config)
+    # This worker's gateway charges, then takes 60 s to answer: it is killed before it does.
+    doomed = await start_worker_process(config, RATING_GATEWAY_LATENCY_SECONDS="60")
+    async with RatingClient(
+        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+    ) as client:
+        contract = await open_billing_contract(client, "cus_killed", period_seconds=3, periods=1)
+        await client.rate_and_debit(
+            event_id="k1",
+            customer_id=contract.customer_id,
+            event_type="api.call",
+            properties={},
+            timestamp=contract.term_start,
+        )
+    conn = await database(settings)
+    try:
+
+        async def charged() -> bool:
+            return bool(await conn.fetchval("SELECT count(*) FROM simulated_charges"))
+
+        await eventually(charged, timeout_seconds=30)
+        doomed.kill()  # SIGKILL: no drain, the charge's answer is lost with the process
+        await doomed.wait()
+        async with running_worker(config):
+            handle = temporal.get_workflow_handle(
+                billing_workflow_id(acme.tenant_id, contract.contract_id)
+            )
+            async with asyncio.timeout(60):
+                assert await handle.result() == "ended"
+        opening = invoice_workflow_id(
+            acme.tenant_id, contract.contract_id, contract.term_start.isoformat(), 0
+        )
+        await record_history(temporal, opening, "invoice_worker_killed")
+        rows = await conn.fetch(
+            "SELECT invoice_id, number, state, total FROM invoices ORDER BY billing_date"
+        )
+        assert [(r["number"], r["state"]) for r in rows] == [
+            ("INV-000001", "paid"),
+            ("INV-000002", "paid"),
+        ]
+        charges = await conn.fetch("SELECT reference, amount FROM simulated_charges")
+        assert sorted((c["reference"], c["amount"]) for c in charges) == sorted(
+            (r["invoice_id"], r["total"]) for r in rows
+        )
+        attempts = await conn.fetch("SELECT invoice_id, status FROM payment_attempts")
+        assert sorted((a["invoice_id"], a["status"]) for a in attempts) == sorted(
+            (r["invoice_id"], "succeeded") for r in rows
+        )
+        cash = await conn.fetchval(
+            "SELECT debits_posted FROM accounts WHERE account_id = $1",
+            cash_account_id(contract.contract_id),
+        )
+        assert cash == sum((r["total"] for r in rows), D(0))
+        assert all(report.clean for report in (await reconcile(conn)).values())
+    finally:
+        await conn.close()
+
+
+async def test_signals_bill_now_and_cancel_and_the_schedule_query(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
+    # A grace window far longer than the test: only `bill_now` can invoice the first period.
+    config = worker_settings(settings, temporal_address, invoice_grace_seconds=600.0)
+    temporal = await connect_temporal(config)
+    async with (
+        RatingClient(
+            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+        ) as client,
+        running_worker(config),
+    ):
+        contract = await open_billing_contract(client, "cus_signals", period_seconds=3, periods=100)
+        handle = temporal.get_workflow_handle(
+            billing_workflow_id(acme.tenant_id, contract.contract_id)
+        )
+        first_end = contract.term_start + timedelta(seconds=3)
+
+        async def waiting_for(moment: datetime) -> bool:
+            try:
+                schedule = await handle.query(ContractBillingWorkflow.schedule)
+            except Exception:  # not started yet: the dispatcher polls the outbox
+                return False
+            return schedule.state == "waiting" and schedule.next_billing_date == moment.isoformat()
+
+        await eventually(lambda: waiting_for(first_end), timeout_seconds=15)
+        schedule = await handle.query(ContractBillingWorkflow.schedule)
+        assert schedule.bills_at == (first_end + timedelta(seconds=600)).isoformat()
+        await sleep_until(first_end + timedelta(seconds=0.2))
+        await handle.signal(ContractBillingWorkflow.bill_now)
+        second_end = first_end + timedelta(seconds=3)
+        await eventually(lambda: waiting_for(second_end), timeout_seconds=15)
+        await handle.signal(ContractBillingWorkflow.cancel)
+        async with asyncio.timeout(30):
+            assert await handle.result() == "ended"
+        await record_history(temporal, handle.id, "billing_cancelled")
+    async with open_invoicing(settings) as invoicing:
+        invoices = sorted(
+            await invoicing.invoices.invoices(acme.tenant_id, contract.contract_id),
+            key=lambda i: i.billing_date,
+        )
+    # Opening (fee in advance), the first period (billed now, with the next period's fee),
+    # and the final invoice at the cancellation, which ended the term mid-period.
+    assert [i.state for i in invoices] == [InvoiceState.PAID] * 3
+    assert invoices[1].billing_date == first_end
+    final = invoices[2]
+    assert first_end < final.billing_date < contract.term_end
+    assert final.period_end == final.billing_date  # the last period was cut at the cancellation

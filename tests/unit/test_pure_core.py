@@ -1,4 +1,4 @@
-"""The pure core (domain, pricing, contracts, ledger) imports no adapter and holds no float."""
+"""The pure core (domain, pricing, contracts, ledger, billing) imports no adapter and holds no float."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ("domain", "pricing", "contracts", "ledger")
+PURE = ("domain", "pricing", "contracts", "ledger", "billing")
 FORBIDDEN = (
     "grpc",
     "google",

@@ -73,6 +73,11 @@ class RatingServiceStub:
                 request_serializer=rating_dot_v1_dot_rating__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_rating__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.PreviewInvoice = channel.unary_unary(
+                '/rating.v1.RatingService/PreviewInvoice',
+                request_serializer=rating_dot_v1_dot_rating__pb2.PreviewInvoiceRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_rating__pb2.PreviewInvoiceResponse.FromString,
+                _registered_method=True)
 
 
 class RatingServiceServicer:
@@ -130,6 +135,15 @@ class RatingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewInvoice(self, request, context):
+        """The open period's invoice as it would be issued if no more usage arrived: the same lines,
+        amounts and total the billing workflow will issue at the period end, as a draft (no number).
+        FAILED_PRECONDITION NO_CONTRACT_IN_FORCE when the customer has no contract in force now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RatingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +181,11 @@ def add_RatingServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=rating_dot_v1_dot_rating__pb2.GetUsageRequest.FromString,
                     response_serializer=rating_dot_v1_dot_rating__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'PreviewInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewInvoice,
+                    request_deserializer=rating_dot_v1_dot_rating__pb2.PreviewInvoiceRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_rating__pb2.PreviewInvoiceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +380,33 @@ class RatingService:
             '/rating.v1.RatingService/GetUsage',
             rating_dot_v1_dot_rating__pb2.GetUsageRequest.SerializeToString,
             rating_dot_v1_dot_rating__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.RatingService/PreviewInvoice',
+            rating_dot_v1_dot_rating__pb2.PreviewInvoiceRequest.SerializeToString,
+            rating_dot_v1_dot_rating__pb2.PreviewInvoiceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class RatingServiceStub:
     """Every pool of the customer's contract: original, remaining, pending, expiry, scope."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_rating_pb2.GetUsageRequest, _rating_pb2.GetUsageResponse]
     """Period-to-date usage per product and dimension, with a forecast to the period end."""
+    PreviewInvoice: _grpc.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]
+    """The open period's invoice as it would be issued if no more usage arrived: the same lines,
+    amounts and total the billing workflow will issue at the period end, as a draft (no number).
+    FAILED_PRECONDITION NO_CONTRACT_IN_FORCE when the customer has no contract in force now.
+    """
 
 @_typing.type_check_only
 class RatingServiceAsyncStub(RatingServiceStub):
@@ -74,6 +79,11 @@ class RatingServiceAsyncStub(RatingServiceStub):
     """Every pool of the customer's contract: original, remaining, pending, expiry, scope."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_rating_pb2.GetUsageRequest, _rating_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Period-to-date usage per product and dimension, with a forecast to the period end."""
+    PreviewInvoice: _aio.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]  # type: ignore[assignment]
+    """The open period's invoice as it would be issued if no more usage arrived: the same lines,
+    amounts and total the billing workflow will issue at the period end, as a draft (no number).
+    FAILED_PRECONDITION NO_CONTRACT_IN_FORCE when the customer has no contract in force now.
+    """
 
 class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Real-time rating: price usage on the contract in force and debit its credit pools.
@@ -136,5 +146,16 @@ class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rating_pb2.GetUsageResponse, _abc.Awaitable[_rating_pb2.GetUsageResponse]]:
         """Period-to-date usage per product and dimension, with a forecast to the period end."""
+
+    @_abc_1.abstractmethod
+    def PreviewInvoice(
+        self,
+        request: _rating_pb2.PreviewInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rating_pb2.PreviewInvoiceResponse, _abc.Awaitable[_rating_pb2.PreviewInvoiceResponse]]:
+        """The open period's invoice as it would be issued if no more usage arrived: the same lines,
+        amounts and total the billing workflow will issue at the period end, as a draft (no number).
+        FAILED_PRECONDITION NO_CONTRACT_IN_FORCE when the customer has no contract in force now.
+        """
 
 def add_RatingServiceServicer_to_server(servicer: RatingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,35 @@
+"""Recorded workflow histories replay against the current code: a non-deterministic change fails.
+
+The histories in `histories/` were recorded from real runs on a Temporal server by the billing
+integration tests (`RATING_RECORD_HISTORIES=1 make test` rewrites them). If a change to a
+workflow makes one fail here, it would break every workflow of that type already running in
+production: keep the old behaviour behind `workflow.patched(...)` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workflows.registry import SANDBOX, WORKFLOWS
+
+HISTORIES = Path(__file__).parent / "histories"
+
+EXPECTED = {"invoice_paid", "invoice_worker_killed", "billing_final", "billing_cancelled"}
+"""Every path the recordings must keep covering."""
+
+
+def test_every_expected_history_is_recorded() -> None:
+    assert EXPECTED <= {path.stem for path in HISTORIES.glob("*.json")}
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_a_recorded_history_replays_deterministically(path: Path) -> None:
+    recorded = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    replayer = Replayer(workflows=list(WORKFLOWS), workflow_runner=SANDBOX)
+    await replayer.replay_workflow(history)
