@@ -1,4 +1,4 @@
-"""The pure core (domain, pricing, contracts, ledger, billing) imports no adapter and holds no float."""
+"""The pure core (domain, pricing, contracts, ledger, billing): no adapter imports, no float."""
 
 from __future__ import annotations
 
