@@ -152,6 +152,7 @@ async def open_demo_customer(database_url: str) -> None:
                 "invoice_currency": "USD",
                 "rate_card_key": "list",
                 "overage_policy": "arrears",
+                "payment_method": "pm_ok",  # the simulated gateway: every charge succeeds
             },
         )
         await admin.add_commitment(

@@ -21,7 +21,11 @@ from rating_service.billing.invoice import Invoice, InvoiceState, invoice_id_for
 from rating_service.billing.schedule import BillingDate, billing_date, next_billing_date
 from rating_service.catalogs import utc_now
 from rating_service.contracts.contract import Contract, billing_period_containing
-from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
+from rating_service.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PreconditionViolation,
+)
 from rating_service.payments.gateway import ChargeRequest, PaymentGateway
 from rating_service.rating.rate import contract_in_force
 from rating_service.store.catalog import CatalogStore
@@ -232,6 +236,12 @@ class Invoicing:
             tenant_id, invoice_id, key, outcome.gateway_reference, self._clock()
         )
         return CollectionResult(Collection.PAID)
+
+    async def void(self, tenant_id: str, invoice_id: str, actor: str, reason: str) -> Invoice:
+        """Void an invoice for a correction (audited); `regenerate` the next revision after."""
+        if not reason.strip():
+            raise InvalidArgument.of_field("reason", "say why the invoice is voided")
+        return await self._invoices.void(tenant_id, invoice_id, self._clock(), actor, reason)
 
     async def end_contract(self, tenant_id: str, contract_id: str, actor: str) -> Contract:
         """Cancel a contract now: its term ends, and its final invoice comes next."""

@@ -365,7 +365,9 @@ class InvoiceStore:
             await _write_state(conn, paid, paid_at=at)
             return paid
 
-    async def void(self, tenant_id: str, invoice_id: str, at: datetime) -> Invoice:
+    async def void(
+        self, tenant_id: str, invoice_id: str, at: datetime, actor: str, reason: str
+    ) -> Invoice:
         """Void an invoice: its ledger transfers reversed, its number kept (never reused)."""
         async with self._pool.acquire() as conn, conn.transaction():
             invoice = await _locked(conn, tenant_id, invoice_id)
@@ -382,6 +384,14 @@ class InvoiceStore:
             )
             voided = replace(invoice, state=InvoiceState.VOID)
             await _write_state(conn, voided, voided_at=at)
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+                " VALUES ($1, $2, 'invoice.void', $3, $4::jsonb)",
+                tenant_id,
+                actor,
+                invoice_id,
+                json.dumps({"reason": reason, "number": invoice.number}),
+            )
             return voided
 
     async def payment_attempts(self, tenant_id: str, invoice_id: str) -> list[PaymentAttempt]:
