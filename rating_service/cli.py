@@ -560,6 +560,50 @@ def credits_adjust(
     _echo_outcome(_admin_call(tenant_name, adjust), live=True)
 
 
+@contracts.command("cancel")
+@click.argument("contract_id")
+@tenant_option
+def contracts_cancel(contract_id: str, tenant_name: str) -> None:
+    """End a contract now: its billing workflow ends the term and issues the final invoice."""
+    _run(_signal_billing, tenant_name, contract_id, "cancel")
+    click.echo(f"asked {contract_id}'s billing cycle to cancel; `rating invoices list` shows it")
+
+
+@contracts.command("bill-now")
+@click.argument("contract_id")
+@tenant_option
+def contracts_bill_now(contract_id: str, tenant_name: str) -> None:
+    """Invoice a period that has ended without waiting out its grace window."""
+    _run(_signal_billing, tenant_name, contract_id, "bill_now")
+    click.echo(f"asked {contract_id}'s billing cycle to bill the ended period now")
+
+
+async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> None:
+    """Send a signal to a contract's billing workflow, with an actionable error if it has none."""
+    from temporalio.service import RPCError
+
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+    from rating_service.worker import connect_temporal
+    from workflows.billing import billing_workflow_id
+
+    settings = _settings()
+    engine = create_engine(_database_url(settings), pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(tenant_name)
+    finally:
+        await engine.dispose()
+    client = await connect_temporal(settings)
+    handle = client.get_workflow_handle(billing_workflow_id(tenant.tenant_id, contract_id))
+    try:
+        await handle.signal(signal)
+    except RPCError as error:
+        raise click.ClickException(
+            f"contract {contract_id!r} has no running billing cycle ({error.message}); check the"
+            " id with `rating contracts list`, and that `rating worker` is running"
+        ) from error
+
+
 @main.group()
 def invoices() -> None:
     """Invoices, their documents and payments (operator commands, straight to the database)."""
@@ -719,6 +763,51 @@ def _write_document(tenant_name: str, invoice_id: str, kind: str, output: Path) 
             f"cannot write {output}: {exc.strerror}; choose another -o path"
         ) from exc
     click.echo(f"wrote {output} ({len(content)} bytes){note}")
+
+
+@invoices.command("void")
+@click.argument("invoice_id")
+@tenant_option
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option(
+    "--regenerate", is_flag=True, help="Issue a corrected revision of the invoice at once."
+)
+def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bool) -> None:
+    """Void an invoice (its number is kept, its ledger postings reversed); optionally reissue it.
+
+    The revision is composed again from the period's counters and the contract as they are now,
+    by a new invoice workflow (`invoice/<tenant>/<contract>/<billing date>/r<n>`).
+    """
+    actor = f"cli:{os.environ.get('USER', 'operator')}"
+
+    async def void(invoicing: Invoicing, tenant_id: str) -> Invoice:
+        return await invoicing.void(tenant_id, invoice_id, actor, reason)
+
+    voided: Invoice = _invoicing_call(tenant_name, void)
+    click.echo(f"voided {voided.invoice_id} ({voided.number or 'a draft'})")
+    if regenerate:
+        revision = voided.revision + 1
+        workflow_id = _run(_start_revision, voided, revision)
+        click.echo(f"revision {revision} is being issued by workflow {workflow_id}")
+
+
+async def _start_revision(voided: Invoice, revision: int) -> str:
+    """Start the invoice workflow of the next revision of a voided invoice; its id."""
+    from rating_service.worker import connect_temporal
+    from workflows.activities import InvoiceRequest
+    from workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+
+    settings = _settings()
+    client = await connect_temporal(settings)
+    billing_date = voided.billing_date.isoformat()
+    workflow_id = invoice_workflow_id(voided.tenant_id, voided.contract_id, billing_date, revision)
+    await client.start_workflow(
+        InvoiceWorkflow.run,
+        InvoiceRequest(voided.tenant_id, voided.contract_id, billing_date, revision),
+        id=workflow_id,
+        task_queue=settings.temporal_task_queue,
+    )
+    return workflow_id
 
 
 @contextlib.asynccontextmanager

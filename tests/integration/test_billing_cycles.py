@@ -11,11 +11,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from click.testing import CliRunner
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState, LineKind
+from rating_service.cli import main
 from rating_service.client import RatingClient, RatingRefused
 from rating_service.domain.auth import Role
+from rating_service.domain.errors import NotFound
 from rating_service.ledger.accounts import cash_account_id, receivable_account_id
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
@@ -221,20 +224,37 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
         await conn.close()
 
 
-async def test_signals_bill_now_and_cancel_and_the_schedule_query(
+async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    # A grace window far longer than the test: only `bill_now` can invoice the first period.
+    # A grace window far longer than the test: only `bill-now` can invoice the first period.
     config = worker_settings(settings, temporal_address, invoice_grace_seconds=600.0)
     temporal = await connect_temporal(config)
+    env = {
+        "RATING_DATABASE_URL": config.database_url or "",
+        "RATING_TEMPORAL_ADDRESS": temporal_address,
+        "RATING_TEMPORAL_TASK_QUEUE": config.temporal_task_queue,
+    }
+
+    async def rating(*args: str) -> str:
+        # In a thread: the CLI runs its own event loop, and the worker runs on ours.
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, [*args, "--tenant", "acme"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
     async with (
         RatingClient(
             f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
         ) as client,
         running_worker(config),
     ):
-        contract = await open_billing_contract(client, "cus_signals", period_seconds=3, periods=100)
+        # No payment method: invoices stay finalized (unpaid), so one can be voided.
+        contract = await open_billing_contract(
+            client, "cus_signals", period_seconds=3, periods=100, payment_method=""
+        )
         handle = temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )
@@ -251,22 +271,54 @@ async def test_signals_bill_now_and_cancel_and_the_schedule_query(
         schedule = await handle.query(ContractBillingWorkflow.schedule)
         assert schedule.bills_at == (first_end + timedelta(seconds=600)).isoformat()
         await sleep_until(first_end + timedelta(seconds=0.2))
-        await handle.signal(ContractBillingWorkflow.bill_now)
+        await rating("contracts", "bill-now", contract.contract_id)
         second_end = first_end + timedelta(seconds=3)
         await eventually(lambda: waiting_for(second_end), timeout_seconds=15)
-        await handle.signal(ContractBillingWorkflow.cancel)
+        await rating("contracts", "cancel", contract.contract_id)
         async with asyncio.timeout(30):
             assert await handle.result() == "ended"
         await record_history(temporal, handle.id, "billing_cancelled")
-    async with open_invoicing(settings) as invoicing:
-        invoices = sorted(
-            await invoicing.invoices.invoices(acme.tenant_id, contract.contract_id),
-            key=lambda i: i.billing_date,
-        )
-    # Opening (fee in advance), the first period (billed now, with the next period's fee),
-    # and the final invoice at the cancellation, which ended the term mid-period.
-    assert [i.state for i in invoices] == [InvoiceState.PAID] * 3
-    assert invoices[1].billing_date == first_end
-    final = invoices[2]
-    assert first_end < final.billing_date < contract.term_end
-    assert final.period_end == final.billing_date  # the last period was cut at the cancellation
+
+        async with open_invoicing(settings) as invoicing:
+            invoices = sorted(
+                await invoicing.invoices.invoices(acme.tenant_id, contract.contract_id),
+                key=lambda i: i.billing_date,
+            )
+            # Opening (fee in advance), the first period (billed now, with the next period's
+            # fee), and the final invoice at the cancellation, which cut the last period short.
+            assert [i.number for i in invoices] == ["INV-000001", "INV-000002", "INV-000003"]
+            final = invoices[2]  # nothing used, nothing in advance: zero, so paid at once
+            assert [i.state for i in invoices] == [
+                InvoiceState.FINALIZED,
+                InvoiceState.FINALIZED,
+                InvoiceState.PAID,
+            ]
+            assert final.total == 0
+            assert invoices[1].billing_date == first_end
+            assert first_end < final.billing_date < contract.term_end
+            assert final.period_end == final.billing_date
+
+            wrong = invoices[1]
+            output = await rating(
+                "invoices", "void", wrong.invoice_id, "--reason", "fee typo", "--regenerate"
+            )
+            assert "revision 1" in output
+            revision = f"{wrong.invoice_id}-r1"
+
+            async def reissued() -> bool:
+                try:
+                    found = await invoicing.invoices.invoice(acme.tenant_id, revision)
+                except NotFound:
+                    return False
+                return found.state is InvoiceState.FINALIZED
+
+            await eventually(reissued, timeout_seconds=20)
+            again = await invoicing.invoices.invoice(acme.tenant_id, revision)
+            assert again.number == "INV-000004"  # a new number; the voided one is never reused
+            # Composed from the contract as it is now: the advance fee covers only the part of
+            # the next period before the cancellation.
+            [fee] = [line for line in again.lines if line.kind is LineKind.FEE]
+            assert (fee.service_start, fee.service_end) == (first_end, final.billing_date)
+            assert 0 < again.total < wrong.total
+            voided = await invoicing.invoices.invoice(acme.tenant_id, wrong.invoice_id)
+            assert (voided.state, voided.number) == (InvoiceState.VOID, "INV-000002")
