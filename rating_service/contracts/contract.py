@@ -78,6 +78,15 @@ class ContractStatus(StrEnum):
     ENDED = "ended"
 
 
+class LateUsage(StrEnum):
+    """What happens to an event that arrives after its billing period was closed."""
+
+    REFUSE = "refuse"
+    """Refused (FAILED_PRECONDITION, PERIOD_CLOSED): the caller must bill it another way."""
+    ROLL_FORWARD = "roll_forward"
+    """Rated into the period open now, at the prices of the event's own time."""
+
+
 @dataclass(frozen=True, slots=True)
 class BillingAnchor:
     """Where billing periods start: a day of the month (1–31) and a time of day, in UTC.
@@ -118,7 +127,8 @@ class Contract:
     `billing_interval`, when set, makes periods that fixed length counted from term start
     instead of calendar periods on the anchor (trials, demos, tests with one-minute periods).
     `payment_method` is the saved payment method's token at the gateway ("" = none: invoices
-    wait to be paid by other means).
+    wait to be paid by other means). `late_usage` says what happens to an event whose period
+    was already closed for invoicing.
     """
 
     contract_id: str
@@ -137,6 +147,7 @@ class Contract:
     status: ContractStatus = ContractStatus.ACTIVE
     billing_interval: timedelta | None = None
     payment_method: str = ""
+    late_usage: LateUsage = LateUsage.REFUSE
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -168,6 +179,8 @@ class Contract:
             )
         if not isinstance(self.payment_method, str):
             violations.add("payment_method", "must be a string")
+        if not isinstance(self.late_usage, LateUsage):
+            violations.add("late_usage", f"must be one of {', '.join(LateUsage)}")
         cap = self.spend_cap
         if cap is not None and (not isinstance(cap, Decimal) or not cap.is_finite() or cap < 0):
             violations.add("spend_cap", f"must be a finite Decimal ≥ 0, got {cap!r}")
@@ -333,6 +346,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     thresholds = _each(fields, "alert_thresholds", threshold_from_dict, violations)
     interval_seconds = fields.optional_integer("billing_interval_seconds")
     payment_method = fields.optional_text("payment_method") or ""
+    late_usage = fields.choice("late_usage", LateUsage, LateUsage.REFUSE)
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -342,6 +356,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
         or currency is None
         or overage_policy is None
         or status is None
+        or late_usage is None
     ):  # each recorded a violation already
         raise InvalidArgument.of_field(field_path or "contract", "is incomplete")
     try:
@@ -362,6 +377,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             status,
             None if not interval_seconds else timedelta(seconds=interval_seconds),
             payment_method,
+            late_usage,
         )
     except InvalidArgument as error:
         raise under_prefix(error, field_path) from None
@@ -452,4 +468,6 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["billing_interval_seconds"] = int(contract.billing_interval.total_seconds())
     if contract.payment_method:
         data["payment_method"] = contract.payment_method
+    if contract.late_usage is not LateUsage.REFUSE:
+        data["late_usage"] = str(contract.late_usage)
     return data

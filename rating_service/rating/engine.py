@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +20,14 @@ import asyncpg
 
 from rating_service.background import stop_task
 from rating_service.catalogs import Catalogs
+from rating_service.contracts.contract import LateUsage, billing_period_containing
 from rating_service.contracts.pools import Pool
 from rating_service.domain.errors import AlreadyExists, DomainError
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.transfers import Transfer
 from rating_service.pricing.meter import UsageEvent
 from rating_service.rating.books import ContractBooks
-from rating_service.rating.rate import PreparedEvent, prepare_event, rate_prepared
+from rating_service.rating.rate import PeriodLedger, PreparedEvent, prepare_event, rate_prepared
 from rating_service.rating.rated_event import RatedEvent
 from rating_service.rating.reservations import Reservations
 from rating_service.store.database import Connection
@@ -242,6 +243,30 @@ class DebitEngine:
             answers.extend(await self._rate_fresh(conn, fresh))
         return answers
 
+    def _roll_forward_late_usage(
+        self, fresh: list[_Pending], ledgers: Mapping[tuple[str, datetime], PeriodLedger]
+    ) -> dict[tuple[str, datetime], datetime]:
+        """Move late events of closed periods into the open one, where the contract says so.
+
+        Returns the open periods to lock. An event whose contract refuses late usage, or has
+        no period open now, stays where it is and is refused as PERIOD_CLOSED.
+        """
+        moved: dict[tuple[str, datetime], datetime] = {}
+        now = self._clock()
+        for pending in fresh:
+            prepared = pending.prepared
+            contract = prepared.contract
+            ledger = ledgers[(contract.contract_id, prepared.period[0])]
+            if ledger.state == "open" or contract.late_usage is not LateUsage.ROLL_FORWARD:
+                continue
+            if not contract.covers(now):
+                continue
+            period = billing_period_containing(contract, now)
+            pending.prepared = replace(prepared, period=period)
+            if (contract.contract_id, period[0]) not in ledgers:
+                moved[(contract.contract_id, period[0])] = period[1]
+        return moved
+
     async def _rate_fresh(
         self, conn: Connection, fresh: list[_Pending]
     ) -> list[tuple[_Pending, Outcome | DomainError]]:
@@ -250,6 +275,11 @@ class DebitEngine:
             for p in fresh
         }
         ledgers = await self._store.lock_periods(conn, periods)
+        moved = self._roll_forward_late_usage(fresh, ledgers)
+        if moved:
+            # Open periods start after closed ones, so locking them now keeps the lock order.
+            ledgers.update(await self._store.lock_periods(conn, moved))
+            periods.update(moved)
         products: dict[str, set[str]] = {}
         tenant_of: dict[str, str] = {}
         currencies: dict[str, str] = {}

@@ -109,6 +109,7 @@ async def open_billing_contract(
     payment_method: str = "pm_ok",
     overage_policy: str = "arrears",
     starts_in: timedelta = timedelta(0),
+    late_usage: str = "refuse",
 ) -> BillingContract:
     """A customer and a contract of `periods` periods of `period_seconds`, starting now."""
     await client.call(
@@ -128,6 +129,7 @@ async def open_billing_contract(
         "rate_card_key": "list",
         "overage_policy": overage_policy,
         "payment_method": payment_method,
+        "late_usage": late_usage,
     }
     contract = json_format.ParseDict(terms, contract_pb2.Contract())
     reply = await client.call(

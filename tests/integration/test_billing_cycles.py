@@ -7,7 +7,7 @@ second; the contract's workflow is started by the outbox dispatcher, as in produ
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -322,3 +322,51 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
             assert 0 < again.total < wrong.total
             voided = await invoicing.invoices.invoice(acme.tenant_id, wrong.invoice_id)
             assert (voided.state, voided.number) == (InvoiceState.VOID, "INV-000002")
+
+
+async def test_late_usage_rolls_forward_into_the_open_period_where_the_contract_says_so(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
+    config = worker_settings(settings, temporal_address)
+    temporal = await connect_temporal(config)
+    async with (
+        RatingClient(
+            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+        ) as client,
+        running_worker(config),
+    ):
+        contract = await open_billing_contract(
+            client, "cus_late", period_seconds=3, periods=3, late_usage="roll_forward"
+        )
+        first_end = contract.term_start + timedelta(seconds=3)
+        handle = temporal.get_workflow_handle(
+            billing_workflow_id(acme.tenant_id, contract.contract_id)
+        )
+
+        async def first_period_invoiced() -> bool:
+            try:
+                schedule = await handle.query(ContractBillingWorkflow.schedule)
+            except Exception:  # not started yet: the dispatcher polls the outbox
+                return False
+            return schedule.last_billed == first_end.isoformat()
+
+        await eventually(first_period_invoiced, timeout_seconds=20)
+        # Stamped in the first period, which is invoiced: rated into the second instead.
+        late = await client.rate_and_debit(
+            event_id="late-1",
+            customer_id=contract.customer_id,
+            event_type="api.call",
+            properties={},
+            timestamp=contract.term_start + timedelta(seconds=1),
+        )
+        assert late.period_start.ToDatetime(UTC) == first_end
+        assert await handle.result() == "ended"
+    async with open_invoicing(settings) as invoicing:
+        invoices = sorted(
+            await invoicing.invoices.invoices(acme.tenant_id, contract.contract_id),
+            key=lambda i: i.billing_date,
+        )
+    usage = {i.billing_date: i.subtotal(LineKind.USAGE) for i in invoices}
+    assert usage[first_end] == 0
+    assert usage[first_end + timedelta(seconds=3)] == D("1.00")  # the late call, $1

@@ -250,6 +250,7 @@ class Contract(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     BILLING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    LATE_USAGE_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -272,6 +273,10 @@ class Contract(_message.Message):
     payment_method: _builtins.str
     """The saved payment method's token at the payment gateway; empty: invoices are not
     charged automatically.
+    """
+    late_usage: _builtins.str
+    """What happens to an event whose billing period was closed for invoicing: refuse (the
+    default; FAILED_PRECONDITION PERIOD_CLOSED) or roll_forward (rated into the open period).
     """
     @_builtins.property
     def term_start(self) -> _timestamp_pb2.Timestamp: ...
@@ -303,10 +308,11 @@ class Contract(_message.Message):
         status: _builtins.str = ...,
         billing_interval_seconds: _builtins.int = ...,
         payment_method: _builtins.str = ...,
+        late_usage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "billing_anchor", b"billing_anchor", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_currency", b"invoice_currency", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
