@@ -702,7 +702,11 @@ def invoices_show(invoice_id: str, tenant_name: str) -> None:
         click.echo(f"{'exact total:':<18}{format_decimal(invoice.exact_total)} (before rounding)")
     click.echo(f"payment attempts: {len(attempts) or 'none'}")
     for attempt in attempts:
-        failure = f"  declined {attempt.failure_code}" if attempt.failure_code else ""
+        failure = (
+            f"  declined {attempt.failure_code} ({attempt.failure_message or 'no message'})"
+            if attempt.failure_code
+            else ""
+        )
         reference = f"  ref {attempt.gateway_reference}" if attempt.gateway_reference else ""
         click.echo(
             f"  #{attempt.attempt}  {attempt.status}  {_money(attempt.amount, invoice)}"

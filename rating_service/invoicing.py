@@ -216,7 +216,9 @@ class Invoicing:
             return CollectionResult(Collection.NO_PAYMENT_METHOD)
         recorded = await self._invoices.start_payment(invoice, attempt, contract.payment_method)
         if recorded.status == "failed":
-            return CollectionResult(Collection.DECLINED, recorded.failure_code or "")
+            return CollectionResult(
+                Collection.DECLINED, recorded.failure_code or "", recorded.failure_message or ""
+            )
         if self._gateway is None:
             raise RuntimeError(
                 "this Invoicing has no payment gateway: build it with one to collect"

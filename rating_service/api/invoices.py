@@ -147,6 +147,7 @@ def payment_attempt_message(attempt: PaymentAttempt) -> invoice_pb2.PaymentAttem
         failure_code=attempt.failure_code or "",
         gateway_reference=attempt.gateway_reference or "",
         created_at=timestamp(attempt.created_at),
+        failure_message=attempt.failure_message or "",
     )
 
 

@@ -61,6 +61,7 @@ class PaymentAttempt:
     failure_code: str | None
     gateway_reference: str | None
     created_at: datetime
+    failure_message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +412,7 @@ def payment_key(invoice_id: str, attempt: int) -> str:
 
 _ATTEMPTS = (
     "SELECT idempotency_key, invoice_id, attempt, amount, payment_method, status, failure_code,"
-    " gateway_reference, created_at FROM payment_attempts"
+    " gateway_reference, created_at, failure_message FROM payment_attempts"
 )
 
 
@@ -426,6 +427,7 @@ def _attempt(row: asyncpg.Record) -> PaymentAttempt:
         row["failure_code"],
         row["gateway_reference"],
         row["created_at"],
+        row["failure_message"],
     )
 
 

@@ -307,6 +307,7 @@ class PaymentAttempt(_message.Message):
     FAILURE_CODE_FIELD_NUMBER: _builtins.int
     GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """1 for the first attempt, then one more per dunning retry."""
     idempotency_key: _builtins.str
@@ -321,6 +322,8 @@ class PaymentAttempt(_message.Message):
     """The gateway's decline code when failed, e.g. "card_declined"; empty otherwise."""
     gateway_reference: _builtins.str
     """The gateway's id for the charge, when it gave one."""
+    failure_message: _builtins.str
+    """The gateway's message when failed, for humans, e.g. "the card was declined"."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the attempt was recorded."""
@@ -336,10 +339,11 @@ class PaymentAttempt(_message.Message):
         failure_code: _builtins.str = ...,
         gateway_reference: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        failure_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempt", b"attempt", "created_at", b"created_at", "failure_code", b"failure_code", "gateway_reference", b"gateway_reference", "idempotency_key", b"idempotency_key", "payment_method", b"payment_method", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempt", b"attempt", "created_at", b"created_at", "failure_code", b"failure_code", "failure_message", b"failure_message", "gateway_reference", b"gateway_reference", "idempotency_key", b"idempotency_key", "payment_method", b"payment_method", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
