@@ -38,7 +38,7 @@ from tests.integration.cycles import (
     worker_settings,
 )
 from workflows.billing import BillingSchedule, ContractBillingWorkflow, billing_workflow_id
-from workflows.invoice import invoice_workflow_id
+from workflows.invoice import InvoiceResult, invoice_workflow_id
 
 D = Decimal
 PERIOD = 4
@@ -370,3 +370,49 @@ async def test_late_usage_rolls_forward_into_the_open_period_where_the_contract_
     usage = {i.billing_date: i.subtotal(LineKind.USAGE) for i in invoices}
     assert usage[first_end] == 0
     assert usage[first_end + timedelta(seconds=3)] == D("1.00")  # the late call, $1
+
+
+async def test_a_gateway_that_never_answers_leaves_the_invoice_issued_and_unpaid(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
+    config = worker_settings(settings, temporal_address)  # pm_timeout gives up after 0.2 s
+    temporal = await connect_temporal(config)
+    async with (
+        RatingClient(
+            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+        ) as client,
+        running_worker(config),
+    ):
+        contract = await open_billing_contract(
+            client, "cus_timeout", period_seconds=2, periods=1, payment_method="pm_timeout"
+        )
+        handle = temporal.get_workflow_handle(
+            billing_workflow_id(acme.tenant_id, contract.contract_id)
+        )
+
+        async def started() -> bool:
+            try:
+                await handle.describe()
+            except Exception:  # not started yet: the dispatcher polls the outbox
+                return False
+            return True
+
+        await eventually(started, timeout_seconds=15)
+        async with asyncio.timeout(60):
+            assert await handle.result() == "ended"
+        opening = temporal.get_workflow_handle(
+            invoice_workflow_id(
+                acme.tenant_id, contract.contract_id, contract.term_start.isoformat(), 0
+            ),
+            result_type=InvoiceResult,
+        )
+        result = await opening.result()
+        assert (result.state, result.payment) == ("finalized", "gateway_timeout")
+        await record_history(temporal, opening.id, "invoice_gateway_timeout")
+    async with open_invoicing(settings) as invoicing:
+        issued = await invoicing.invoices.invoice(acme.tenant_id, result.invoice_id or "")
+        assert issued.state is InvoiceState.FINALIZED
+        attempts = await invoicing.invoices.payment_attempts(acme.tenant_id, issued.invoice_id)
+        # The outcome is unknown, and recorded as such: dunning asks again under a new key.
+        assert [(a.attempt, a.status) for a in attempts] == [(1, "pending")]

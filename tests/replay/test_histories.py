@@ -19,7 +19,13 @@ from workflows.registry import SANDBOX, WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 
-EXPECTED = {"invoice_paid", "invoice_worker_killed", "billing_final", "billing_cancelled"}
+EXPECTED = {
+    "invoice_paid",
+    "invoice_worker_killed",
+    "invoice_gateway_timeout",
+    "billing_final",
+    "billing_cancelled",
+}
 """Every path the recordings must keep covering."""
 
 
