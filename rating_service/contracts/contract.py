@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rating_service.contracts.alerts import (
     AlertThreshold,
@@ -17,6 +17,17 @@ from rating_service.contracts.alerts import (
 )
 from rating_service.contracts.allocation import OveragePolicy
 from rating_service.contracts.dict_form import DictReader, utc_timestamp
+from rating_service.contracts.lifecycle import (
+    DEFAULT_DUNNING,
+    AutoRecharge,
+    Renewal,
+    auto_recharge_from_dict,
+    auto_recharge_to_dict,
+    dunning_from_dict,
+    dunning_to_dict,
+    renewal_from_dict,
+    renewal_to_dict,
+)
 from rating_service.contracts.overrides import Override, override_from_dict, override_to_dict
 from rating_service.domain.errors import (
     FailedPrecondition,
@@ -148,6 +159,9 @@ class Contract:
     billing_interval: timedelta | None = None
     payment_method: str = ""
     late_usage: LateUsage = LateUsage.REFUSE
+    auto_recharge: AutoRecharge | None = None
+    renewal: Renewal | None = None
+    dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -181,6 +195,13 @@ class Contract:
             violations.add("payment_method", "must be a string")
         if not isinstance(self.late_usage, LateUsage):
             violations.add("late_usage", f"must be one of {', '.join(LateUsage)}")
+        if self.auto_recharge is not None and not isinstance(self.auto_recharge, AutoRecharge):
+            violations.add("auto_recharge", "must be AutoRecharge settings")
+        if self.renewal is not None and not isinstance(self.renewal, Renewal):
+            violations.add("renewal", "must be Renewal terms")
+        object.__setattr__(self, "dunning", tuple(self.dunning))
+        if not all(isinstance(step, timedelta) and step > timedelta(0) for step in self.dunning):
+            violations.add("dunning_retry_seconds", "must be durations of more than 0 seconds")
         cap = self.spend_cap
         if cap is not None and (not isinstance(cap, Decimal) or not cap.is_finite() or cap < 0):
             violations.add("spend_cap", f"must be a finite Decimal ≥ 0, got {cap!r}")
@@ -347,6 +368,13 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     interval_seconds = fields.optional_integer("billing_interval_seconds")
     payment_method = fields.optional_text("payment_method") or ""
     late_usage = fields.choice("late_usage", LateUsage, LateUsage.REFUSE)
+    auto_recharge = _part(auto_recharge_from_dict, fields, "auto_recharge", violations)
+    renewal = _part(renewal_from_dict, fields, "renewal", violations)
+    dunning = (
+        _part(dunning_from_dict, fields, "dunning_retry_seconds", violations)
+        if fields.has("dunning_retry_seconds")
+        else DEFAULT_DUNNING
+    )
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -378,9 +406,23 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             None if not interval_seconds else timedelta(seconds=interval_seconds),
             payment_method,
             late_usage,
+            auto_recharge,
+            renewal,
+            dunning or (),
         )
     except InvalidArgument as error:
         raise under_prefix(error, field_path) from None
+
+
+def _part(
+    read: Callable[[Any, str], T], fields: DictReader, key: str, violations: ViolationCollector
+) -> T | None:
+    """Read one nested part of the contract, gathering its violations with the others."""
+    try:
+        return read(fields.raw(key), fields.at(key))
+    except InvalidArgument as error:
+        violations.violations.extend(error.violations)
+        return None
 
 
 def _currency(fields: DictReader) -> Currency | None:
@@ -470,4 +512,10 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["payment_method"] = contract.payment_method
     if contract.late_usage is not LateUsage.REFUSE:
         data["late_usage"] = str(contract.late_usage)
+    if contract.auto_recharge is not None:
+        data["auto_recharge"] = auto_recharge_to_dict(contract.auto_recharge)
+    if contract.renewal is not None:
+        data["renewal"] = renewal_to_dict(contract.renewal)
+    if contract.dunning != DEFAULT_DUNNING:
+        data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
     return data

@@ -251,6 +251,9 @@ class Contract(_message.Message):
     BILLING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     LATE_USAGE_FIELD_NUMBER: _builtins.int
+    AUTO_RECHARGE_FIELD_NUMBER: _builtins.int
+    RENEWAL_FIELD_NUMBER: _builtins.int
+    DUNNING_RETRY_SECONDS_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -290,6 +293,20 @@ class Contract(_message.Message):
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractOverride]: ...
     @_builtins.property
     def alert_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertThreshold]: ...
+    @_builtins.property
+    def auto_recharge(self) -> Global___AutoRecharge:
+        """Buy credit automatically when the prepaid balance falls below a threshold; unset: off."""
+
+    @_builtins.property
+    def renewal(self) -> Global___RenewalTerms:
+        """How the contract renews at term end; unset: it ends with its term."""
+
+    @_builtins.property
+    def dunning_retry_seconds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Seconds after each failed invoice payment before the next retry, then the invoice is
+        uncollectible and the contract suspended. Empty: 1, 3, 5 and 7 days.
+        """
+
     def __init__(
         self,
         *,
@@ -309,16 +326,149 @@ class Contract(_message.Message):
         billing_interval_seconds: _builtins.int = ...,
         payment_method: _builtins.str = ...,
         late_usage: _builtins.str = ...,
+        auto_recharge: Global___AutoRecharge | None = ...,
+        renewal: Global___RenewalTerms | None = ...,
+        dunning_retry_seconds: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "billing_anchor", b"billing_anchor", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "renewal", b"renewal", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__spend_cap) -> _WhichOneofReturnType__spend_cap | None: ...
 
 Global___Contract: _TypeAlias = Contract  # noqa: Y015
+
+@_typing.final
+class AutoRecharge(_message.Message):
+    """Auto-recharge: when prepaid balance crosses below `threshold`, charge the saved payment
+    method for `amount` and, on success, grant a paid credit pool of that amount.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RETRY_SECONDS_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.str
+    """Decimal string in the invoice currency."""
+    amount: _builtins.str
+    """Decimal string in the invoice currency, more than 0."""
+    enabled: _builtins.bool
+    """Unset: enabled. Switched off by the service after the last failed attempt."""
+    max_attempts: _builtins.int
+    """Charges tried per recharge before giving up; 0: 3."""
+    retry_seconds: _builtins.int
+    """Seconds between attempts; 0: 3600."""
+    def __init__(
+        self,
+        *,
+        threshold: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        enabled: _builtins.bool | None = ...,
+        max_attempts: _builtins.int = ...,
+        retry_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "enabled", b"enabled"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "amount", b"amount", "enabled", b"enabled", "max_attempts", b"max_attempts", "retry_seconds", b"retry_seconds", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+
+Global___AutoRecharge: _TypeAlias = AutoRecharge  # noqa: Y015
+
+@_typing.final
+class RenewalTerms(_message.Message):
+    """What the next term starts with, and how unused prepaid balance carries over."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTO_RENEW_FIELD_NUMBER: _builtins.int
+    COMMITMENTS_FIELD_NUMBER: _builtins.int
+    ROLLOVER_PERCENT_FIELD_NUMBER: _builtins.int
+    ROLLOVER_CAP_FIELD_NUMBER: _builtins.int
+    NOTICE_SECONDS_FIELD_NUMBER: _builtins.int
+    auto_renew: _builtins.bool
+    """Unset: true. False ends the contract at term end with a final invoice."""
+    rollover_percent: _builtins.str
+    """Percent (0–100) of unused prepaid balance rolled into the next term; unset: 100."""
+    rollover_cap: _builtins.str
+    """At most this much rolls over; unset: no cap."""
+    notice_seconds: _builtins.int
+    """Seconds before term end the renewal happens; unset: 7 days."""
+    @_builtins.property
+    def commitments(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenewalCommitment]: ...
+    def __init__(
+        self,
+        *,
+        auto_renew: _builtins.bool | None = ...,
+        commitments: _abc.Iterable[Global___RenewalCommitment] | None = ...,
+        rollover_percent: _builtins.str | None = ...,
+        rollover_cap: _builtins.str | None = ...,
+        notice_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_renew", b"_auto_renew", "_notice_seconds", b"_notice_seconds", "_rollover_cap", b"_rollover_cap", "_rollover_percent", b"_rollover_percent", "auto_renew", b"auto_renew", "notice_seconds", b"notice_seconds", "rollover_cap", b"rollover_cap", "rollover_percent", b"rollover_percent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_renew", b"_auto_renew", "_notice_seconds", b"_notice_seconds", "_rollover_cap", b"_rollover_cap", "_rollover_percent", b"_rollover_percent", "auto_renew", b"auto_renew", "commitments", b"commitments", "notice_seconds", b"notice_seconds", "rollover_cap", b"rollover_cap", "rollover_percent", b"rollover_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__auto_renew: _TypeAlias = _typing.Literal["auto_renew"]  # noqa: Y015
+    _WhichOneofArgType__auto_renew: _TypeAlias = _typing.Literal["_auto_renew", b"_auto_renew"]  # noqa: Y015
+    _WhichOneofReturnType__notice_seconds: _TypeAlias = _typing.Literal["notice_seconds"]  # noqa: Y015
+    _WhichOneofArgType__notice_seconds: _TypeAlias = _typing.Literal["_notice_seconds", b"_notice_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__rollover_cap: _TypeAlias = _typing.Literal["rollover_cap"]  # noqa: Y015
+    _WhichOneofArgType__rollover_cap: _TypeAlias = _typing.Literal["_rollover_cap", b"_rollover_cap"]  # noqa: Y015
+    _WhichOneofReturnType__rollover_percent: _TypeAlias = _typing.Literal["rollover_percent"]  # noqa: Y015
+    _WhichOneofArgType__rollover_percent: _TypeAlias = _typing.Literal["_rollover_percent", b"_rollover_percent"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_renew) -> _WhichOneofReturnType__auto_renew | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__notice_seconds) -> _WhichOneofReturnType__notice_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rollover_cap) -> _WhichOneofReturnType__rollover_cap | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rollover_percent) -> _WhichOneofReturnType__rollover_percent | None: ...
+
+Global___RenewalTerms: _TypeAlias = RenewalTerms  # noqa: Y015
+
+@_typing.final
+class RenewalCommitment(_message.Message):
+    """A commitment each new term starts with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    COST_BASIS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """prepaid_commit or credit"""
+    amount: _builtins.str
+    """Decimal string in the invoice currency."""
+    cost_basis: _builtins.str
+    """What one unit cost: 0 free … 1 at face value (default)."""
+    priority: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        cost_basis: _builtins.str | None = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_basis", b"_cost_basis", "cost_basis", b"cost_basis"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_basis", b"_cost_basis", "amount", b"amount", "cost_basis", b"cost_basis", "kind", b"kind", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost_basis: _TypeAlias = _typing.Literal["cost_basis"]  # noqa: Y015
+    _WhichOneofArgType__cost_basis: _TypeAlias = _typing.Literal["_cost_basis", b"_cost_basis"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_basis) -> _WhichOneofReturnType__cost_basis | None: ...
+
+Global___RenewalCommitment: _TypeAlias = RenewalCommitment  # noqa: Y015
 
 @_typing.final
 class Commitment(_message.Message):
