@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,6 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from rating_service.store.contracts import CONTRACT_CREATED
 from workflows.billing import BillingCycleInput, ContractBillingWorkflow, billing_workflow_id
 
 log = logging.getLogger("rating.outbox")
@@ -36,7 +35,7 @@ class OutboxDispatcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Sequence[Handler]],
         poll_seconds: float = 1.0,
         batch_size: int = 100,
     ) -> None:
@@ -59,7 +58,8 @@ class OutboxDispatcher:
                 payload = row["payload"]
                 if isinstance(payload, str):
                     payload = json.loads(payload)
-                await self._handlers[row["topic"]](row["tenant_id"], payload)
+                for handle in self._handlers[row["topic"]]:
+                    await handle(row["tenant_id"], payload)
             if rows:
                 await conn.execute(
                     "UPDATE outbox SET delivered_at = now() WHERE outbox_id = ANY($1::bigint[])",
@@ -80,10 +80,10 @@ class OutboxDispatcher:
             await asyncio.sleep(self._poll_seconds)
 
 
-def billing_handlers(client: Client, task_queue: str, grace_seconds: float) -> dict[str, Handler]:
+def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
     """Start a new contract's billing cycle (once: the id is the contract's)."""
 
-    async def start_billing(tenant_id: str, payload: Mapping[str, Any]) -> None:
+    async def start(tenant_id: str, payload: Mapping[str, Any]) -> None:
         contract_id = str(payload["contract_id"])
         # Delivered before: the cycle is running (or has run) already.
         with contextlib.suppress(WorkflowAlreadyStartedError):
@@ -95,4 +95,4 @@ def billing_handlers(client: Client, task_queue: str, grace_seconds: float) -> d
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             )
 
-    return {CONTRACT_CREATED: start_billing}
+    return start

@@ -11,13 +11,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from rating_service.background import stop_task
-from rating_service.invoicing import Invoicing
-from rating_service.outbox import OutboxDispatcher, billing_handlers
+from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, create_engine
-from workflows.activities import BillingActivities
-from workflows.registry import SANDBOX, WORKFLOWS, activities
+from workflows.registry import (
+    SANDBOX,
+    WORKFLOWS,
+    WorkerDependencies,
+    activities,
+    outbox_handlers,
+)
 
 log = logging.getLogger("rating.worker")
 
@@ -48,22 +52,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     pool = await asyncpg.create_pool(
         asyncpg_dsn(settings.database_url), min_size=0, max_size=settings.database_pool_size
     )
-    dispatcher = OutboxDispatcher(
-        pool,
-        billing_handlers(client, settings.temporal_task_queue, settings.invoice_grace_seconds),
-        settings.outbox_poll_seconds,
-    )
     delivering: asyncio.Task[None] | None = None
     try:
         gateway = SimulatedGateway(
             pool, settings.gateway_timeout_seconds, settings.gateway_latency_seconds
         )
-        billing = BillingActivities(Invoicing(pool, engine, gateway))
+        deps = WorkerDependencies(pool, engine, gateway, client, settings)
+        dispatcher = OutboxDispatcher(pool, outbox_handlers(deps), settings.outbox_poll_seconds)
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
             workflows=list(WORKFLOWS),
-            activities=list(activities(billing)),
+            activities=activities(deps),
             workflow_runner=SANDBOX,
         )
         log.info(

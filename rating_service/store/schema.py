@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -389,4 +390,51 @@ simulated_charges = Table(
     Column("charge_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_simulated_charges_reference", "payment_method", "reference"),
+)
+
+# -- lifecycle: notifications and auto-recharge (migration 0005) --
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", Text, primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("topics", ARRAY(Text)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("disabled_at", DateTime(timezone=True)),
+    Index("ix_webhook_endpoints_tenant", "tenant_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("endpoint_id", Text, ForeignKey("webhook_endpoints.endpoint_id"), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("succeeded", Boolean, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_webhook_deliveries_event", "tenant_id", "event_id"),
+)
+
+recharges = Table(
+    "recharges",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("recharge_id", Text, primary_key=True),
+    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("pool_id", Text),
+    Column("failure_code", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("settled_at", DateTime(timezone=True)),
+    Index("ix_recharges_contract", "contract_id", "created_at"),
 )
