@@ -15,9 +15,10 @@ from decimal import Decimal
 from functools import partial
 from types import MappingProxyType
 
-from rating_service.contracts.alerts import Alert, AlertState, crossed_alerts
+from rating_service.contracts.alerts import Alert, AlertState, AlertThreshold, crossed_alerts
 from rating_service.contracts.allocation import Allocation, allocate, check_spend_cap
 from rating_service.contracts.contract import Contract, check_contract_accepts_usage
+from rating_service.contracts.lifecycle import AUTO_RECHARGE_THRESHOLD_ID
 from rating_service.contracts.pools import (
     CommitmentKind,
     Pool,
@@ -63,7 +64,8 @@ class DebitPlan:
     """Everything one event changes: how it was covered, and what to write.
 
     `movements` applied to the pools give `pools_after`; `transfers` are the same changes in
-    the ledger; `alerts` are those the event made cross (to write to the outbox).
+    the ledger; `alerts` are those the event made cross (to write to the outbox);
+    `recharge_due` says the prepaid balance crossed below the auto-recharge threshold.
     """
 
     charge: Decimal
@@ -73,6 +75,7 @@ class DebitPlan:
     pools_after: tuple[Pool, ...]
     period_spend_after: Decimal
     alerts: tuple[Alert, ...]
+    recharge_due: bool = False
 
 
 def plan_debit(
@@ -144,11 +147,29 @@ def plan_debit(
         AlertState(
             contract.contract_id, at, pools_after, spend_after, contract.spend_cap, committed_after
         ),
-        contract.alert_thresholds,
+        _watched_thresholds(contract),
     )
+    # Auto-recharge watches the balance like an alert, and fires once per crossing as one.
+    recharge_due = any(a.threshold_id == AUTO_RECHARGE_THRESHOLD_ID for a in alerts)
+    alerts = [a for a in alerts if a.threshold_id != AUTO_RECHARGE_THRESHOLD_ID]
     return DebitPlan(
-        charge, allocation, movements, transfers, pools_after, spend_after, tuple(alerts)
+        charge,
+        allocation,
+        movements,
+        transfers,
+        pools_after,
+        spend_after,
+        tuple(alerts),
+        recharge_due,
     )
+
+
+def _watched_thresholds(contract: Contract) -> tuple[AlertThreshold, ...]:
+    """The contract's alert thresholds, and the auto-recharge threshold while it is on."""
+    recharge = contract.auto_recharge
+    if recharge is None or not recharge.enabled:
+        return contract.alert_thresholds
+    return (*contract.alert_thresholds, recharge.threshold_alert())
 
 
 def _commitment_spend_after(

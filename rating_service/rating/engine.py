@@ -51,6 +51,10 @@ class Outcome:
     replay: bool
 
 
+AUTO_RECHARGE = "auto_recharge"
+"""Outbox topic: a contract's prepaid balance crossed below its auto-recharge threshold."""
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     prepared: PreparedEvent
@@ -341,6 +345,15 @@ class DebitEngine:
                 )
                 for n, alert in enumerate(outcome.result.alerts)
             )
+            if outcome.recharge_due:
+                outbox.append(
+                    (
+                        prepared.tenant_id,
+                        AUTO_RECHARGE,
+                        f"{AUTO_RECHARGE}:{prepared.tenant_id}:{prepared.event_id}",
+                        {"contract_id": contract_id, "event_id": prepared.event_id},
+                    )
+                )
             answers.append((p, Outcome(outcome.result, replay=False)))
         await self._store.write_batch(
             conn,

@@ -97,6 +97,8 @@ class Rated:
     result: RatedEvent
     transfers: tuple[Transfer, ...]
     pools_after: dict[str, Pool]
+    recharge_due: bool = False
+    """The prepaid balance crossed below the contract's auto-recharge threshold."""
 
 
 def prepare_event(
@@ -173,6 +175,7 @@ def rate_prepared(
     alerts: list[FiredAlert] = []
     event_draws: dict[str, Decimal] = {}
     event_overage = ZERO
+    recharge_due = False
     with localcontext(EXACT_CONTEXT):
         for m in prepared.measured:
             key = (m.product.key, m.cell)
@@ -206,6 +209,7 @@ def rate_prepared(
                 draws[(m.product.key, OVERAGE)] = drawn(OVERAGE) + plan.allocation.overage
                 event_overage += plan.allocation.overage
             transfers.extend(plan.transfers)
+            recharge_due = recharge_due or plan.recharge_due
             alerts.extend(
                 FiredAlert(a.kind.value, a.subject, a.limit, a.measured) for a in plan.alerts
             )
@@ -238,7 +242,7 @@ def rate_prepared(
         prepared.period[0],
         prepared.period[1],
     )
-    return Rated(result, tuple(transfers), working)
+    return Rated(result, tuple(transfers), working, recharge_due)
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:

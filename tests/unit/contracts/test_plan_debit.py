@@ -170,3 +170,32 @@ def test_an_event_in_an_expired_pools_time_does_not_draw_it() -> None:
         reference="event:e",
     )
     assert plan.allocation.parts == (("new", D(5)),)
+
+
+@pytest.mark.parametrize(
+    ("balance", "charge", "enabled", "due"),
+    [
+        ("12", "3", True, True),  # 12 → 9: crosses below 10
+        ("9", "3", True, False),  # already below: fired on the earlier crossing
+        ("30", "3", True, False),  # 30 → 27: still above
+        ("12", "3", False, False),  # switched off after failed recharges
+    ],
+)
+def test_auto_recharge_is_due_once_when_the_balance_crosses_below_its_threshold(
+    balance: str, charge: str, enabled: bool, due: bool
+) -> None:
+    from dataclasses import replace
+
+    from rating_service.contracts.lifecycle import AutoRecharge
+
+    contract = replace(a_contract(), auto_recharge=AutoRecharge(D(10), D(50), enabled))
+    plan = plan_debit(
+        contract=contract,
+        pools=[a_pool("p", "100", balance=balance)],
+        product_key="gpt",
+        charge=D(charge),
+        at=at(1),
+        reference="event:e",
+    )
+    assert plan.recharge_due is due
+    assert plan.alerts == ()  # the recharge threshold is not a tenant alert
