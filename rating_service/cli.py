@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from rating_service.contracts.contract import Contract, Customer
     from rating_service.invoicing import Invoicing
     from rating_service.ledger.invariants import DriftReport
+    from rating_service.notifications import NewEndpoint, Notifications
     from rating_service.pricing.catalog import CatalogChange
     from rating_service.store.contracts import Commitment
     from rating_service.store.invoices import PaymentAttempt
+    from rating_service.store.webhooks import DeliveryAttempt, WebhookEndpoint
 
 T = TypeVar("T")
 
@@ -604,6 +606,58 @@ async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> No
         ) from error
 
 
+@contracts.command("payment-method")
+@click.argument("contract_id")
+@tenant_option
+@click.option("--token", required=True, help="The payment method's token at the gateway.")
+def contracts_payment_method(contract_id: str, tenant_name: str, token: str) -> None:
+    """Save a contract's new payment method; invoices in dunning are retried with it at once."""
+    changed: tuple[Contract, list[str]] = _run(
+        _change_payment_method, tenant_name, contract_id, token
+    )
+    contract, retried = changed
+    click.echo(f"saved {token} as {contract.contract_id}'s payment method")
+    for invoice_id in retried:
+        click.echo(f"retrying {invoice_id} now")
+
+
+async def _change_payment_method(
+    tenant_name: str, contract_id: str, token: str
+) -> tuple[Contract, list[str]]:
+    """Save the method and signal each unpaid invoice's dunning; the invoices signalled."""
+    async with _contract_admin(tenant_name) as (admin, caller):
+        contract = await admin.change_payment_method(caller, contract_id, token)
+    async with _invoicing(tenant_name) as (invoicing, tenant_id):
+        unpaid = await invoicing.invoices.unpaid_invoice_ids(tenant_id, contract_id)
+    return contract, await _signal_dunning(tenant_id, unpaid, "payment_method_updated")
+
+
+async def _signal_dunning(tenant_id: str, invoice_ids: Sequence[str], signal: str) -> list[str]:
+    """Signal the dunning workflows of these invoices that are running; the invoices signalled.
+
+    The change is already saved: a dunning workflow that misses the signal (no Temporal
+    configured) still sees it at its next scheduled retry.
+    """
+    from temporalio.service import RPCError
+
+    from rating_service.worker import connect_temporal
+    from workflows.dunning import dunning_workflow_id
+
+    settings = _settings()
+    if not invoice_ids or not settings.temporal_address:
+        return []
+    client = await connect_temporal(settings)
+    signalled = []
+    for invoice_id in invoice_ids:
+        handle = client.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
+        try:
+            await handle.signal(signal)
+        except RPCError:
+            continue  # not in dunning: never failed to pay, or its dunning has ended
+        signalled.append(invoice_id)
+    return signalled
+
+
 @main.group()
 def invoices() -> None:
     """Invoices, their documents and payments (operator commands, straight to the database)."""
@@ -814,6 +868,26 @@ async def _start_revision(voided: Invoice, revision: int) -> str:
     return workflow_id
 
 
+@invoices.command("pay")
+@click.argument("invoice_id")
+@tenant_option
+@click.option("--reference", required=True, help="The payment's reference, e.g. the wire's.")
+def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
+    """Record a payment made outside the gateway; a contract suspended for the invoice resumes."""
+    actor = f"cli:{os.environ.get('USER', 'operator')}"
+
+    async def pay(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str]:
+        paid = await invoicing.record_payment(tenant_id, invoice_id, reference, actor)
+        contract = await invoicing.contract_of(paid)
+        await _signal_dunning(tenant_id, [invoice_id], "invoice_paid")
+        return paid, str(contract.status)
+
+    recorded: tuple[Invoice, str] = _invoicing_call(tenant_name, pay)
+    paid, status = recorded
+    click.echo(f"{paid.invoice_id} ({paid.number}) is {paid.state}: {_money(paid.total, paid)}")
+    click.echo(f"contract {paid.contract_id} is {status}")
+
+
 @contextlib.asynccontextmanager
 async def _invoicing(tenant_name: str) -> AsyncIterator[tuple[Invoicing, str]]:
     """Invoicing over the database (no payment gateway) and the id of the tenant named."""
@@ -965,6 +1039,129 @@ def _echo_outcome(outcome: Outcome, *, live: bool) -> None:
     """A write's commitment, said to be a replay when the same id was used before."""
     said = "replay" if outcome.replay else "done"
     click.echo(f"{said}: {_describe(outcome.commitment, live=live)}")
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook endpoints and their delivery log (operator commands, straight to the database)."""
+
+
+@webhooks.command("add")
+@click.argument("url")
+@tenant_option
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="A topic it takes, e.g. alert or invoice.issued (repeat; default: every topic).",
+)
+def webhooks_add(url: str, tenant_name: str, topics: tuple[str, ...]) -> None:
+    """Add an endpoint; prints its id and its signing secret, which is shown this once."""
+    actor = f"cli:{os.environ.get('USER', 'operator')}"
+    added: NewEndpoint = _notifications_call(
+        tenant_name,
+        lambda notifications, tenant_id: notifications.add_endpoint(tenant_id, url, topics, actor),
+    )
+    click.echo(f"endpoint {added.endpoint.endpoint_id}")
+    click.echo(f"secret   {added.secret}")
+    click.echo("keep the secret now (it is not shown again): receivers verify signatures with it")
+
+
+@webhooks.command("list")
+@tenant_option
+def webhooks_list(tenant_name: str) -> None:
+    """List the tenant's endpoints, enabled and disabled (secrets are never shown)."""
+    found: list[WebhookEndpoint] = _notifications_call(
+        tenant_name, lambda notifications, tenant_id: notifications.endpoints(tenant_id)
+    )
+    if not found:
+        click.echo("no webhook endpoints: add one with `rating webhooks add URL`")
+        return
+    rows = [("ENDPOINT", "URL", "TOPICS", "STATE", "CREATED")]
+    rows += [
+        (
+            endpoint.endpoint_id,
+            endpoint.url,
+            "all" if endpoint.topics is None else ",".join(endpoint.topics),
+            "enabled"
+            if endpoint.disabled_at is None
+            else f"disabled {endpoint.disabled_at.isoformat()}",
+            endpoint.created_at.isoformat(),
+        )
+        for endpoint in found
+    ]
+    _echo_table(rows, right_aligned=set())
+
+
+@webhooks.command("remove")
+@click.argument("endpoint_id")
+@tenant_option
+def webhooks_remove(endpoint_id: str, tenant_name: str) -> None:
+    """Disable an endpoint: nothing more is sent to it; its delivery log is kept."""
+    actor = f"cli:{os.environ.get('USER', 'operator')}"
+    _notifications_call(
+        tenant_name,
+        lambda notifications, tenant_id: notifications.disable_endpoint(
+            tenant_id, endpoint_id, actor
+        ),
+    )
+    click.echo(f"disabled {endpoint_id} (its delivery log is kept)")
+
+
+@webhooks.command("deliveries")
+@tenant_option
+@click.option("--event", "event_id", help="Only this notification's (its Rating-Event-Id).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most to show."
+)
+def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> None:
+    """List delivery attempts, latest last: one row per attempt, with the answer or error."""
+    found: list[DeliveryAttempt] = _notifications_call(
+        tenant_name,
+        lambda notifications, tenant_id: notifications.attempts(tenant_id, event_id, limit),
+    )
+    if not found:
+        click.echo("no delivery attempts" + (f" of {event_id}" if event_id else " yet"))
+        return
+    rows = [("AT", "EVENT", "TOPIC", "ENDPOINT", "ATTEMPT", "RESULT")]
+    rows += [
+        (
+            "" if attempt.at is None else attempt.at.isoformat(timespec="seconds"),
+            attempt.event_id,
+            attempt.topic,
+            attempt.endpoint_id,
+            str(attempt.attempt),
+            f"delivered (HTTP {attempt.status_code})"
+            if attempt.succeeded
+            else f"failed ({attempt.error or attempt.status_code})",
+        )
+        for attempt in found
+    ]
+    _echo_table(rows, right_aligned={4})
+
+
+def _notifications_call(tenant_name: str, call: Callable[[Notifications, str], Awaitable[T]]) -> T:
+    """Make one call on the notifications of the tenant named (resolved to its id)."""
+    import asyncpg
+
+    from rating_service.notifications import Notifications
+    from rating_service.store.database import asyncpg_dsn, create_engine
+    from rating_service.store.tenants import TenantStore
+
+    async def run() -> T:
+        url = _database_url(_settings())
+        engine = create_engine(url, pool_size=1)
+        try:
+            tenant = await TenantStore(engine).find(tenant_name)
+        finally:
+            await engine.dispose()
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+        try:
+            return await call(Notifications(pool), tenant.tenant_id)
+        finally:
+            await pool.close()
+
+    return _run(run)
 
 
 if __name__ == "__main__":

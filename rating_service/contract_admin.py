@@ -159,6 +159,23 @@ class ContractAdmin:
         """The tenant's contracts, or one customer's."""
         return await self._store.contracts(caller.tenant_id, customer_id)
 
+    async def change_payment_method(
+        self, caller: Caller, contract_id: str, payment_method: str
+    ) -> Contract:
+        """Save the gateway token the contract's invoices are charged to from now on."""
+        if (
+            not payment_method
+            or len(payment_method) > MAX_NAME_LENGTH
+            or any(c.isspace() for c in payment_method)
+        ):
+            raise InvalidArgument.of_field(
+                "payment_method",
+                f"must be a payment-method token: 1 to {MAX_NAME_LENGTH} characters, no spaces",
+            )
+        return await self._store.change_payment_method(
+            caller.tenant_id, contract_id, payment_method, caller.key_id
+        )
+
     async def add_commitment(self, caller: Caller, request: Mapping[str, object]) -> Outcome:
         """Add a prepaid commit, postpaid commit or credit; idempotent on `grant_id`."""
         return await self._grant(caller, read_commitment_request(request))

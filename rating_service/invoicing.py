@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rating_service.billing.compose import InvoiceInputs, compose_invoice
 from rating_service.billing.document import InvoiceParties, render_html, render_pdf
+from rating_service.billing.dunning import GATEWAY_TIMEOUT_CODE, PaymentFailure, next_retry_at
 from rating_service.billing.invoice import Invoice, InvoiceState, invoice_id_for
 from rating_service.billing.schedule import BillingDate, billing_date, next_billing_date
 from rating_service.catalogs import utc_now
@@ -43,18 +44,42 @@ class Collection(StrEnum):
     NO_PAYMENT_METHOD = "no_payment_method"
     """Nothing saved to charge: the invoice waits to be paid by other means."""
     DECLINED = "declined"
+    GATEWAY_TIMEOUT = "gateway_timeout"
+    """The gateway never answered: recorded as a failure, and the next attempt uses a new key."""
     ALREADY_SETTLED = "already_settled"
-    """Paid, void or written off before this attempt."""
+    """Paid or void before this attempt."""
 
 
 @dataclass(frozen=True, slots=True)
 class CollectionResult:
-    """An attempt's outcome, with the gateway's decline code and message when declined."""
+    """An attempt's outcome; when it failed, the decline code, message and next retry time.
+
+    `next_retry_at` None after a failure means the dunning schedule is used up.
+    """
 
     outcome: Collection
     decline_code: str = ""
     message: str = ""
+    next_retry_at: datetime | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class DunningPlan:
+    """Where dunning of an invoice stands, from what the invoice has recorded.
+
+    `attempts` is the highest attempt number settled (the next one is `attempts + 1`);
+    `next_retry_at` None means the schedule is used up (the invoice is, or is about to be,
+    uncollectible).
+    """
+
+    contract_id: str
+    state: InvoiceState
+    attempts: int
+    next_retry_at: datetime | None
+
+
+UNANSWERED = "the gateway did not answer; the charge's outcome is unknown"
+"""The message recorded for an attempt the gateway never answered."""
 
 INVOICE_NOT_RENDERED = "INVOICE_NOT_RENDERED"
 """FailedPrecondition reason: the invoice's documents are not rendered yet."""
@@ -193,6 +218,10 @@ class Invoicing:
         await self._invoices.invoice(tenant_id, invoice_id)
         return await self._invoices.payment_attempts(tenant_id, invoice_id)
 
+    async def contract_of(self, invoice: Invoice) -> Contract:
+        """The contract an invoice bills, with its status as it is now."""
+        return await self._contracts.contract(invoice.tenant_id, invoice.contract_id)
+
     async def parties(self, invoice: Invoice) -> InvoiceParties:
         """Who the invoice is from and to."""
         tenant = await self._tenants.tenant(invoice.tenant_id)
@@ -216,9 +245,7 @@ class Invoicing:
             return CollectionResult(Collection.NO_PAYMENT_METHOD)
         recorded = await self._invoices.start_payment(invoice, attempt, contract.payment_method)
         if recorded.status == "failed":
-            return CollectionResult(
-                Collection.DECLINED, recorded.failure_code or "", recorded.failure_message or ""
-            )
+            return _failed(contract, recorded)
         if self._gateway is None:
             raise RuntimeError(
                 "this Invoicing has no payment gateway: build it with one to collect"
@@ -230,14 +257,93 @@ class Invoicing:
             )
         )
         if not outcome.succeeded:
-            await self._invoices.payment_failed(
-                tenant_id, key, outcome.decline_code, outcome.message, outcome.gateway_reference
+            failure = self._failure(
+                contract, invoice_id, attempt, outcome.decline_code, outcome.message
             )
-            return CollectionResult(Collection.DECLINED, outcome.decline_code, outcome.message)
+            await self._invoices.payment_failed(failure, outcome.gateway_reference)
+            return CollectionResult(
+                Collection.DECLINED, outcome.decline_code, outcome.message, failure.next_retry_at
+            )
         await self._invoices.paid(
             tenant_id, invoice_id, key, outcome.gateway_reference, self._clock()
         )
         return CollectionResult(Collection.PAID)
+
+    async def collection_unanswered(
+        self, tenant_id: str, invoice_id: str, attempt: int
+    ) -> CollectionResult:
+        """Record attempt n, which the gateway never answered, as failed (and announce it).
+
+        Its outcome is unknown; the simulated gateway never charges then, and a real gateway's
+        adapter looks the earlier key up before charging under the next one.
+        """
+        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
+            return CollectionResult(Collection.ALREADY_SETTLED)
+        contract = await self._contracts.contract(tenant_id, invoice.contract_id)
+        if not contract.payment_method:
+            return CollectionResult(Collection.NO_PAYMENT_METHOD)
+        recorded = await self._invoices.start_payment(invoice, attempt, contract.payment_method)
+        if recorded.status == "failed":
+            return _failed(contract, recorded)
+        if recorded.status == "succeeded":
+            return CollectionResult(Collection.PAID)
+        failure = self._failure(contract, invoice_id, attempt, GATEWAY_TIMEOUT_CODE, UNANSWERED)
+        await self._invoices.payment_failed(failure, "")
+        return CollectionResult(
+            Collection.GATEWAY_TIMEOUT, failure.decline_code, failure.message, failure.next_retry_at
+        )
+
+    def _failure(
+        self, contract: Contract, invoice_id: str, attempt: int, code: str, message: str
+    ) -> PaymentFailure:
+        """Attempt n failing now, with when the contract's schedule retries it."""
+        failed_at = self._clock()
+        return PaymentFailure(
+            contract.tenant_id,
+            invoice_id,
+            contract.contract_id,
+            attempt,
+            code,
+            message,
+            failed_at,
+            next_retry_at(contract.dunning, attempt, failed_at),
+        )
+
+    async def dunning_plan(self, tenant_id: str, invoice_id: str) -> DunningPlan:
+        """The invoice's state, attempts so far, and when the contract's schedule retries next."""
+        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        contract = await self._contracts.contract(tenant_id, invoice.contract_id)
+        attempts = await self._invoices.payment_attempts(tenant_id, invoice_id)
+        if not attempts:
+            # Nothing tried yet: dunning starts with an attempt at once.
+            return DunningPlan(contract.contract_id, invoice.state, 0, self._clock())
+        last = max(attempts, key=lambda recorded: recorded.attempt)
+        if last.status == "pending":
+            # Its answer was lost (a run ended mid-charge): ask again under the same key, at
+            # once, and the gateway answers what it did then; a new key could charge twice.
+            return DunningPlan(contract.contract_id, invoice.state, last.attempt - 1, self._clock())
+        failed_at = last.settled_at or last.created_at
+        return DunningPlan(
+            contract.contract_id,
+            invoice.state,
+            last.attempt,
+            next_retry_at(contract.dunning, last.attempt, failed_at),
+        )
+
+    async def give_up_collecting(self, tenant_id: str, invoice_id: str, actor: str) -> Invoice:
+        """Mark the invoice uncollectible and suspend its contract (rating refuses it then)."""
+        return await self._invoices.mark_uncollectible(tenant_id, invoice_id, self._clock(), actor)
+
+    async def record_payment(
+        self, tenant_id: str, invoice_id: str, reference: str, actor: str
+    ) -> Invoice:
+        """Record a payment made by other means (a wire); reinstates a suspended contract."""
+        if not reference.strip():
+            raise InvalidArgument.of_field("reference", "say how it was paid (a wire reference)")
+        return await self._invoices.record_payment(
+            tenant_id, invoice_id, reference, self._clock(), actor
+        )
 
     async def void(self, tenant_id: str, invoice_id: str, actor: str, reason: str) -> Invoice:
         """Void an invoice for a correction (audited); `regenerate` the next revision after."""
@@ -248,3 +354,15 @@ class Invoicing:
     async def end_contract(self, tenant_id: str, contract_id: str, actor: str) -> Contract:
         """Cancel a contract now: its term ends, and its final invoice comes next."""
         return await self._contracts.end_contract(tenant_id, contract_id, self._clock(), actor)
+
+
+def _failed(contract: Contract, recorded: PaymentAttempt) -> CollectionResult:
+    """A recorded failed attempt's result, its next retry counted from when it failed."""
+    code = recorded.failure_code or ""
+    failed_at = recorded.settled_at or recorded.created_at
+    return CollectionResult(
+        Collection.GATEWAY_TIMEOUT if code == GATEWAY_TIMEOUT_CODE else Collection.DECLINED,
+        code,
+        recorded.failure_message or "",
+        next_retry_at(contract.dunning, recorded.attempt, failed_at),
+    )

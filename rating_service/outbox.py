@@ -4,7 +4,7 @@ Rows are claimed with `FOR UPDATE SKIP LOCKED` (several workers share the work),
 their topic's handler, and marked delivered in the same transaction. A crash or an outage of
 the database or Temporal leaves them undelivered, to be delivered again; handlers start
 workflows under ids derived from business keys, so a second delivery changes nothing.
-Topics without a handler here stay in the outbox for the notifier that owns them.
+Topics without a handler stay in the outbox until one is registered (workflows/registry.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -25,8 +27,20 @@ from workflows.billing import BillingCycleInput, ContractBillingWorkflow, billin
 
 log = logging.getLogger("rating.outbox")
 
-Handler = Callable[[str, Mapping[str, Any]], Awaitable[None]]
-"""Delivers one row: (tenant id, payload)."""
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row as a handler sees it; `dedupe_key` is its business key, unique."""
+
+    tenant_id: str
+    topic: str
+    dedupe_key: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+
+Handler = Callable[[OutboxRow], Awaitable[None]]
+"""Delivers one row (idempotently: a row may be delivered more than once)."""
 
 
 class OutboxDispatcher:
@@ -48,7 +62,7 @@ class OutboxDispatcher:
         """Deliver one batch; the number of rows delivered."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT outbox_id, tenant_id, topic, payload FROM outbox"
+                "SELECT outbox_id, tenant_id, topic, dedupe_key, payload, created_at FROM outbox"
                 " WHERE delivered_at IS NULL AND topic = ANY($1::text[])"
                 " ORDER BY outbox_id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 sorted(self._handlers),
@@ -58,8 +72,11 @@ class OutboxDispatcher:
                 payload = row["payload"]
                 if isinstance(payload, str):
                     payload = json.loads(payload)
+                claimed = OutboxRow(
+                    row["tenant_id"], row["topic"], row["dedupe_key"], payload, row["created_at"]
+                )
                 for handle in self._handlers[row["topic"]]:
-                    await handle(row["tenant_id"], payload)
+                    await handle(claimed)
             if rows:
                 await conn.execute(
                     "UPDATE outbox SET delivered_at = now() WHERE outbox_id = ANY($1::bigint[])",
@@ -83,8 +100,8 @@ class OutboxDispatcher:
 def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
     """Start a new contract's billing cycle (once: the id is the contract's)."""
 
-    async def start(tenant_id: str, payload: Mapping[str, Any]) -> None:
-        contract_id = str(payload["contract_id"])
+    async def start(row: OutboxRow) -> None:
+        tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
         # Delivered before: the cycle is running (or has run) already.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await client.start_workflow(

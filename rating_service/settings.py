@@ -63,6 +63,24 @@ class Settings:
     gateway_latency_seconds: float = _setting(
         0.0, "how long the simulated gateway takes to answer a charge it has made"
     )
+    webhook_timeout_seconds: float = _setting(
+        5.0, "how long a webhook endpoint has to answer one delivery attempt"
+    )
+    webhook_retry_initial_seconds: float = _setting(
+        30.0, "wait before retrying a failed webhook delivery; doubles after each attempt"
+    )
+    webhook_retry_max_seconds: float = _setting(
+        3600.0, "longest wait between two attempts to deliver a webhook"
+    )
+    webhook_max_attempts: int = _setting(
+        20, "attempts to deliver a notification to an endpoint before giving up (logged)"
+    )
+    expiry_warning_seconds: float = _setting(
+        7 * 86400.0, "how long before a credit pool expires its `expiry.warning` is sent"
+    )
+    settlement_poll_seconds: float = _setting(
+        300.0, "how often credit expiry and renewal check that the invoice they wait for is final"
+    )
     auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
     bench_baselines: bool = _setting(
@@ -99,6 +117,9 @@ class Settings:
             )
         if self.log_format not in ("json", "text"):
             raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
+        # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.
+        if self.webhook_max_attempts < 1:
+            raise InvalidArgument.of_field(env_name("webhook_max_attempts"), "must be at least 1")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (used by `rating dev` and tests)."""

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from rating_service.billing.invoice import Invoice
 from rating_service.billing.schedule import BillingDate
 from rating_service.domain.errors import DomainError
-from rating_service.invoicing import Invoicing
+from rating_service.invoicing import CollectionResult, Invoicing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,16 +85,23 @@ class CollectRequest:
 
 @dataclass(frozen=True)
 class CollectResult:
-    """What the attempt ended in (see `rating_service.invoicing.Collection`)."""
+    """What the attempt ended in (see `rating_service.invoicing.Collection`).
+
+    After a failure, `next_retry_at` (ISO-8601) is when the contract's dunning schedule
+    retries; empty when the schedule is used up (or the attempt did not fail).
+    """
 
     outcome: str
     decline_code: str = ""
     message: str = ""
+    next_retry_at: str = ""
 
 
-def _domain_errors_are_final(
+def domain_errors_are_final(
     step: Callable[P, Awaitable[R]],
 ) -> Callable[P, Awaitable[R]]:
+    """Wrap an activity so a domain error (bad data, a refused change) fails it for good."""
+
     @functools.wraps(step)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -107,6 +114,9 @@ def _domain_errors_are_final(
     return run
 
 
+_domain_errors_are_final = domain_errors_are_final  # the earlier name, for code written to it
+
+
 class BillingActivities:
     """The activities of the billing cycle and invoice workflows, bound to one Invoicing."""
 
@@ -114,7 +124,7 @@ class BillingActivities:
         self._invoicing = invoicing
 
     @activity.defn(name="next_billing_date")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def next_billing_date(self, request: NextBillingDateRequest) -> BillingDateInfo | None:
         """The contract's next billing date after the last one billed, or None past its term."""
         after = None if request.after is None else datetime.fromisoformat(request.after)
@@ -124,7 +134,7 @@ class BillingActivities:
         return None if found is None else _date_info(found)
 
     @activity.defn(name="close_period")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def close_period(self, request: InvoiceRequest) -> None:
         """Close the period ending on the billing date: late events for it are refused."""
         await self._invoicing.close_period(
@@ -132,7 +142,7 @@ class BillingActivities:
         )
 
     @activity.defn(name="draft_invoice")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def draft_invoice(self, request: InvoiceRequest) -> InvoiceSummary | None:
         """Compose and store the draft (None: an opening date with nothing due)."""
         invoice = await self._invoicing.draft(
@@ -144,28 +154,37 @@ class BillingActivities:
         return None if invoice is None else _summary(invoice)
 
     @activity.defn(name="finalize_invoice")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def finalize_invoice(self, request: CollectRequest) -> InvoiceSummary:
         """Give the draft its gapless number and post it to the ledger."""
         return _summary(await self._invoicing.finalize(request.tenant_id, request.invoice_id))
 
     @activity.defn(name="render_invoice")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def render_invoice(self, request: CollectRequest) -> None:
         """Render and store the invoice's HTML and PDF."""
         await self._invoicing.render(request.tenant_id, request.invoice_id)
 
     @activity.defn(name="collect_payment")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def collect_payment(self, request: CollectRequest) -> CollectResult:
         """Charge the saved payment method, once per invoice and attempt number."""
         result = await self._invoicing.collect(
             request.tenant_id, request.invoice_id, request.attempt
         )
-        return CollectResult(str(result.outcome), result.decline_code, result.message)
+        return _collect_result(result)
+
+    @activity.defn(name="record_unanswered_payment")
+    @domain_errors_are_final
+    async def record_unanswered_payment(self, request: CollectRequest) -> CollectResult:
+        """Record an unanswered attempt as failed (its notification starts dunning)."""
+        result = await self._invoicing.collection_unanswered(
+            request.tenant_id, request.invoice_id, request.attempt
+        )
+        return _collect_result(result)
 
     @activity.defn(name="end_contract")
-    @_domain_errors_are_final
+    @domain_errors_are_final
     async def end_contract(self, contract: ContractRef) -> None:
         """End the contract's term now (a cancellation)."""
         await self._invoicing.end_contract(
@@ -181,8 +200,19 @@ class BillingActivities:
             self.finalize_invoice,
             self.render_invoice,
             self.collect_payment,
+            self.record_unanswered_payment,
             self.end_contract,
         ]
+
+
+def _collect_result(result: CollectionResult) -> CollectResult:
+    retry = result.next_retry_at
+    return CollectResult(
+        str(result.outcome),
+        result.decline_code,
+        result.message,
+        "" if retry is None else retry.isoformat(),
+    )
 
 
 def _date_info(found: BillingDate) -> BillingDateInfo:

@@ -41,6 +41,9 @@ PAYMENT_RETRIES = RetryPolicy(
 )
 """A gateway that keeps timing out leaves the invoice unpaid (for dunning), not failed."""
 
+RECORD_UNANSWERED_PAYMENT = "record-unanswered-payment"
+"""Patch: a timed-out first attempt is recorded as failed, which starts dunning."""
+
 
 @dataclass(frozen=True)
 class InvoiceResult:
@@ -115,18 +118,28 @@ class InvoiceWorkflow:
                 retry_policy=PAYMENT_RETRIES,
             )
         except ActivityError as error:
-            if not _timed_out(error):
+            if not payment_timed_out(error):
                 raise
             # The gateway never answered: the outcome is unknown, the invoice stays open
             # for dunning, whose next attempt asks again under a new key.
             workflow.logger.warning("payment collection gave up: %s", error.cause)
             paid = CollectResult("gateway_timeout", "timeout", str(error.cause))
+            if workflow.patched(RECORD_UNANSWERED_PAYMENT):
+                # Recorded as a failure, whose `payment.failed` notification starts dunning,
+                # as a decline's does.
+                paid = await workflow.execute_activity_method(
+                    BillingActivities.record_unanswered_payment,
+                    invoice,
+                    start_to_close_timeout=STEP_TIMEOUT,
+                    retry_policy=STEP_RETRIES,
+                )
         self._step = "done"
         state = "paid" if paid.outcome in ("paid", "nothing_due") else final.state
         return InvoiceResult(final.invoice_id, final.number, state, final.total, paid.outcome)
 
 
-def _timed_out(error: ActivityError) -> bool:
+def payment_timed_out(error: ActivityError) -> bool:
+    """True when a collection activity gave up because the gateway never answered."""
     cause = error.cause
     if isinstance(cause, TimeoutError):
         return True

@@ -12,16 +12,40 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from rating_service.billing.dunning import PAYMENT_FAILED
+from rating_service.credit_expiry import CreditExpiry
 from rating_service.invoicing import Invoicing
+from rating_service.notifications import NOTIFICATION_TOPICS, Notifications
 from rating_service.outbox import Handler, start_billing
 from rating_service.payments.gateway import PaymentGateway
+from rating_service.rating.engine import AUTO_RECHARGE
+from rating_service.recharging import AutoRecharging
+from rating_service.renewals import Renewals
 from rating_service.settings import Settings
-from rating_service.store.contracts import CONTRACT_CREATED
+from rating_service.store.contracts import COMMITMENT_ADDED, CONTRACT_CREATED
 from workflows.activities import BillingActivities
 from workflows.billing import ContractBillingWorkflow
+from workflows.credit_expiry import CreditExpiryWorkflow, ExpiryActivities, start_expiry
+from workflows.dunning import DunningActivities, DunningWorkflow, start_dunning
 from workflows.invoice import InvoiceWorkflow
+from workflows.notify import (
+    DeliveryPolicy,
+    NotificationActivities,
+    NotificationWorkflow,
+    start_notifications,
+)
+from workflows.recharge import AutoRechargeWorkflow, RechargeActivities, start_recharge
+from workflows.renewal import RenewalActivities, RenewalWorkflow, start_renewal
 
-WORKFLOWS: Sequence[type] = (ContractBillingWorkflow, InvoiceWorkflow)
+WORKFLOWS: Sequence[type] = (
+    ContractBillingWorkflow,
+    InvoiceWorkflow,
+    AutoRechargeWorkflow,
+    NotificationWorkflow,
+    DunningWorkflow,
+    CreditExpiryWorkflow,
+    RenewalWorkflow,
+)
 
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -51,14 +75,47 @@ class WorkerDependencies:
 def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
     """The activity callables, bound to the worker's dependencies."""
     invoicing = Invoicing(deps.pool, deps.engine, deps.gateway)
-    return [*BillingActivities(invoicing).all()]
+    recharging = AutoRecharging(deps.pool, deps.engine, deps.gateway)
+    notifying = NotificationActivities(Notifications(deps.pool))
+    return [
+        *BillingActivities(invoicing).all(),
+        *RechargeActivities(recharging).all(),
+        *notifying.all(),
+        *DunningActivities(invoicing).all(),
+        *ExpiryActivities(CreditExpiry(deps.pool)).all(),
+        *RenewalActivities(Renewals(deps.pool, deps.engine)).all(),
+    ]
 
 
 def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
     settings = deps.settings
-    return {
+    handlers: dict[str, list[Handler]] = {
         CONTRACT_CREATED: [
-            start_billing(deps.client, settings.temporal_task_queue, settings.invoice_grace_seconds)
+            start_billing(
+                deps.client, settings.temporal_task_queue, settings.invoice_grace_seconds
+            ),
+            start_renewal(
+                deps.client, settings.temporal_task_queue, settings.settlement_poll_seconds
+            ),
         ],
+        COMMITMENT_ADDED: [
+            start_expiry(
+                deps.client,
+                settings.temporal_task_queue,
+                settings.expiry_warning_seconds,
+                settings.settlement_poll_seconds,
+            )
+        ],
+        AUTO_RECHARGE: [start_recharge(deps.client, settings.temporal_task_queue)],
+        PAYMENT_FAILED: [start_dunning(deps.client, settings.temporal_task_queue)],
     }
+    notify = start_notifications(
+        deps.client,
+        settings.temporal_task_queue,
+        Notifications(deps.pool),
+        DeliveryPolicy.from_settings(settings),
+    )
+    for topic in NOTIFICATION_TOPICS:  # a topic may start other workflows too: append
+        handlers.setdefault(topic, []).append(notify)
+    return handlers

@@ -199,6 +199,8 @@ class Contract:
             violations.add("auto_recharge", "must be AutoRecharge settings")
         if self.renewal is not None and not isinstance(self.renewal, Renewal):
             violations.add("renewal", "must be Renewal terms")
+        elif self.renewal is not None and self.term_end is None:
+            violations.add("renewal", "an evergreen contract (no term_end) has no term to renew")
         object.__setattr__(self, "dunning", tuple(self.dunning))
         if not all(isinstance(step, timedelta) and step > timedelta(0) for step in self.dunning):
             violations.add("dunning_retry_seconds", "must be durations of more than 0 seconds")

@@ -154,6 +154,32 @@ def expiry_transfers(
     )
 
 
+def rollover_transfers(
+    *, reference: str, parts: Sequence[tuple[str, Decimal]], to_pool_id: str
+) -> tuple[Transfer, ...]:
+    """Carry unused balance from a term's pools (pool id, amount) into the next term's pool.
+
+    Both pools are the same customer's; the money stays theirs, so it moves pool to pool and
+    never passes through revenue or breakage.
+    """
+    to_account = pool_account_id(to_pool_id)
+    code = TransferCode.ROLLOVER
+    transfers: list[Transfer] = []
+    for pool_id, amount in parts:
+        _require_amount(amount, "amount")
+        transfers.append(
+            Transfer(
+                transfer_id(code, reference, len(transfers)),
+                pool_account_id(pool_id),
+                to_account,
+                amount,
+                code,
+                reference,
+            )
+        )
+    return tuple(transfers)
+
+
 def reservation_reference(reservation_id: str) -> str:
     """The reference every transfer of a reservation carries."""
     return f"reservation:{reservation_id}"
@@ -325,6 +351,23 @@ def payment_transfers(*, reference: str, contract_id: str, amount: Decimal) -> t
             transfer_id(TransferCode.PAYMENT, reference, 0),
             cash_account_id(contract_id),
             receivable_account_id(contract_id),
+            amount,
+            TransferCode.PAYMENT,
+            reference,
+        ),
+    )
+
+
+def recharge_payment_transfers(
+    *, reference: str, contract_id: str, amount: Decimal
+) -> tuple[Transfer, ...]:
+    """An auto-recharge paid: cash debited, the payments clearing that funded its pool credited."""
+    _require_amount(amount, "amount")
+    return (
+        Transfer(
+            transfer_id(TransferCode.PAYMENT, reference, 0),
+            cash_account_id(contract_id),
+            payments_clearing_account_id(contract_id),
             amount,
             TransferCode.PAYMENT,
             reference,

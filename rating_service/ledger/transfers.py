@@ -36,6 +36,8 @@ class TransferCode(StrEnum):
     """A negative charge (a cheaper volume tier reached) given back to a pool or the overage."""
     EXPIRY = "expiry"
     """A pool's unused balance moved to breakage when it expires."""
+    ROLLOVER = "rollover"
+    """Unused prepaid balance carried from a term's pool into the next term's credit."""
     RESERVATION_HOLD = "reservation_hold"
     """An authorized amount held (pending) on a pool."""
     RESERVATION_CAPTURE = "reservation_capture"

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from rating_service.billing.dunning import StatusChange
 from rating_service.contracts.contract import (
     Contract,
     ContractStatus,
@@ -64,6 +65,12 @@ TOP_UP = "commitment.top_up"
 
 CONTRACT_CREATED = "contract.created"
 """Outbox topic of a new contract: its billing cycle starts from it."""
+
+COMMITMENT_ADDED = "commitment.added"
+"""Outbox topic of a new pool (a grant, a top-up, a renewal's credit): its expiry starts from it."""
+
+PAYMENT_METHOD = "contract.payment_method"
+"""Audit action of a new saved payment method."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +211,16 @@ class ContractStore:
                 tenant_id,
                 CONTRACT_CREATED,
                 f"{CONTRACT_CREATED}:{contract.contract_id}",
-                json.dumps({"tenant_id": tenant_id, "contract_id": contract.contract_id}),
+                json.dumps(
+                    {
+                        "tenant_id": tenant_id,
+                        "contract_id": contract.contract_id,
+                        # Only a contract with a term end has a renewal to run.
+                        "term_end": None
+                        if contract.term_end is None
+                        else contract.term_end.isoformat(),
+                    }
+                ),
             )
             await _notify(conn, tenant_id, customer_id)
 
@@ -252,6 +268,33 @@ class ContractStore:
             await _audit(conn, tenant_id, entry)
             await _notify(conn, tenant_id, contract.customer_id)
             return ended
+
+    async def change_payment_method(
+        self, tenant_id: str, contract_id: str, payment_method: str, actor: str
+    ) -> Contract:
+        """Save the token invoices are charged to from now on (dunning retries with it)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT status, definition FROM contracts WHERE tenant_id = $1"
+                " AND contract_id = $2 FOR UPDATE",
+                tenant_id,
+                contract_id,
+            )
+            if row is None:
+                raise _contract_not_found(contract_id)
+            contract = _contract(row)
+            changed = replace(contract, payment_method=payment_method)
+            await conn.execute(
+                "UPDATE contracts SET definition = $3::jsonb, updated_at = now()"
+                " WHERE tenant_id = $1 AND contract_id = $2",
+                tenant_id,
+                contract_id,
+                json.dumps(contract_to_dict(changed)),
+            )
+            details = {"from": contract.payment_method, "to": payment_method}
+            await _audit(conn, tenant_id, AuditEntry(actor, PAYMENT_METHOD, contract_id, details))
+            await _notify(conn, tenant_id, contract.customer_id)
+            return changed
 
     async def contract(self, tenant_id: str, contract_id: str) -> Contract:
         """One contract of the tenant, with its status as it is now."""
@@ -367,6 +410,24 @@ class ContractStore:
                     raise _GrantTaken
                 await post_transfers(conn, tenant_id, transfers)
                 await _audit(conn, tenant_id, replace(audit, subject=created.pool_id))
+                # The outbox dispatcher starts the pool's expiry from this row.
+                await conn.execute(
+                    "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+                    " VALUES ($1, $2, $3, $4::jsonb)",
+                    tenant_id,
+                    COMMITMENT_ADDED,
+                    f"{COMMITMENT_ADDED}:{tenant_id}:{created.pool_id}",
+                    json.dumps(
+                        {
+                            "contract_id": created.contract_id,
+                            "pool_id": created.pool_id,
+                            "kind": str(created.kind),
+                            "expires_at": None
+                            if created.expires_at is None
+                            else created.expires_at.isoformat(),
+                        }
+                    ),
+                )
                 await _notify(conn, tenant_id, customer_id)
         except _GrantTaken:
             async with self._pool.acquire() as conn:
@@ -406,6 +467,57 @@ class ContractStore:
         except asyncpg.UniqueViolationError:
             return await self.transfers(tenant_id, reference)
         return []
+
+
+async def lock_contract_status(
+    conn: Connection, tenant_id: str, contract_id: str
+) -> ContractStatus:
+    """A contract's status, its row locked until the caller's transaction ends."""
+    status = await conn.fetchval(
+        "SELECT status FROM contracts WHERE tenant_id = $1 AND contract_id = $2 FOR UPDATE",
+        tenant_id,
+        contract_id,
+    )
+    if status is None:
+        raise _contract_not_found(contract_id)
+    return ContractStatus(str(status))
+
+
+async def change_contract_status(
+    conn: Connection,
+    change: StatusChange,
+    *,
+    was: ContractStatus,
+    becomes: ContractStatus,
+    actor: str,
+) -> bool:
+    """Move a contract from `was` to `becomes` in the caller's transaction; False if not `was`.
+
+    Audited, written to the outbox on `change.topic`, and announced on `rating_contracts`, so
+    rating refuses (or accepts) the contract's usage from the moment the transaction commits.
+    """
+    customer_id = await conn.fetchval(
+        "UPDATE contracts SET status = $4, updated_at = now()"
+        " WHERE tenant_id = $1 AND contract_id = $2 AND status = $3 RETURNING customer_id",
+        change.tenant_id,
+        change.contract_id,
+        was.value,
+        becomes.value,
+    )
+    if customer_id is None:
+        return False
+    entry = AuditEntry(actor, change.topic, change.contract_id, change.payload())
+    await _audit(conn, change.tenant_id, entry)
+    await conn.execute(
+        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
+        change.tenant_id,
+        change.topic,
+        change.dedupe_key,
+        json.dumps(change.payload()),
+    )
+    await _notify(conn, change.tenant_id, str(customer_id))
+    return True
 
 
 def contract_accounts(contract_id: str) -> list[tuple[str, AccountKind, str | None]]:

@@ -17,6 +17,13 @@ from typing import Any
 import asyncpg
 
 from rating_service.billing.compose import UsageTotal
+from rating_service.billing.dunning import (
+    CONTRACT_REINSTATED_TOPIC,
+    CONTRACT_SUSPENDED_TOPIC,
+    PAYMENT_FAILED,
+    PaymentFailure,
+    StatusChange,
+)
 from rating_service.billing.invoice import (
     Invoice,
     InvoiceState,
@@ -31,8 +38,10 @@ from rating_service.billing.postings import (
     invoice_accounts,
     invoice_reference,
 )
+from rating_service.contracts.contract import ContractStatus
 from rating_service.domain.errors import NotFound
 from rating_service.ledger.posting_rules import invoice_void_transfers, payment_transfers
+from rating_service.store.contracts import change_contract_status, lock_contract_status
 from rating_service.store.database import Connection
 from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
 
@@ -62,6 +71,7 @@ class PaymentAttempt:
     gateway_reference: str | None
     created_at: datetime
     failure_message: str | None = None
+    settled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +215,14 @@ class InvoiceStore:
             )
             await post_transfers(conn, tenant_id, finalization_transfers(invoice))
             await _write_state(conn, invoice, issued_at=at)
-            await conn.execute(
-                "UPDATE contract_periods SET state = 'invoiced'"
-                " WHERE contract_id = $1 AND period_end = $2 AND state <> 'invoiced'",
-                invoice.contract_id,
-                invoice.billing_date,
-            )
+            if invoice.period_end == invoice.billing_date:  # it bills a period in arrears
+                # By its start: a cancellation cuts a period short after its row was written.
+                await conn.execute(
+                    "UPDATE contract_periods SET state = 'invoiced'"
+                    " WHERE contract_id = $1 AND period_start = $2 AND state <> 'invoiced'",
+                    invoice.contract_id,
+                    invoice.period_start,
+                )
             await conn.execute(
                 "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
                 " VALUES ($1, 'invoice.issued', $2, $3::jsonb) ON CONFLICT DO NOTHING",
@@ -319,25 +331,42 @@ class InvoiceStore:
         assert row is not None, "the attempt was inserted or found above"
         return _attempt(row)
 
-    async def payment_failed(
-        self, tenant_id: str, key: str, code: str, message: str, reference: str
-    ) -> None:
-        """Record a declined attempt."""
-        await self._pool.execute(
-            "UPDATE payment_attempts SET status = 'failed', failure_code = $3,"
-            " failure_message = $4, gateway_reference = $5, settled_at = now()"
-            " WHERE tenant_id = $1 AND idempotency_key = $2 AND status = 'pending'",
-            tenant_id,
-            key,
-            code,
-            message,
-            reference or None,
-        )
+    async def payment_failed(self, failure: PaymentFailure, reference: str) -> None:
+        """Record a failed attempt and its `payment.failed` notification, in one transaction.
+
+        The notification is what starts dunning, so a recorded failure is never left without
+        one. Recording the same failure again changes nothing.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            recorded = await conn.fetchval(
+                "UPDATE payment_attempts SET status = 'failed', failure_code = $3,"
+                " failure_message = $4, gateway_reference = $5, settled_at = $6"
+                " WHERE tenant_id = $1 AND idempotency_key = $2 AND status = 'pending'"
+                " RETURNING idempotency_key",
+                failure.tenant_id,
+                payment_key(failure.invoice_id, failure.attempt),
+                failure.decline_code,
+                failure.message,
+                reference or None,
+                failure.failed_at,
+            )
+            if recorded is not None:
+                await conn.execute(
+                    "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+                    " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
+                    failure.tenant_id,
+                    PAYMENT_FAILED,
+                    failure.dedupe_key,
+                    json.dumps(failure.payload()),
+                )
 
     async def paid(
         self, tenant_id: str, invoice_id: str, key: str | None, reference: str, at: datetime
     ) -> Invoice:
-        """Mark an invoice paid and post the payment, once; `key` None: nothing was due."""
+        """Mark an invoice paid and post the payment, once; `key` None: nothing was due.
+
+        Paying the last uncollectible invoice of a suspended contract reinstates it.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             invoice = await _locked(conn, tenant_id, invoice_id)
             if invoice is None:
@@ -350,21 +379,86 @@ class InvoiceStore:
                     key,
                     reference,
                 )
+            payment = f"payment:{key or invoice_id}"
+            return await _settle(conn, invoice, payment, at, actor=f"gateway:{key or 'none'}")
+
+    async def record_payment(
+        self, tenant_id: str, invoice_id: str, reference: str, at: datetime, actor: str
+    ) -> Invoice:
+        """Mark an invoice paid by other means (a wire, a cheque), audited; once.
+
+        It reinstates a suspended contract as a collected payment does.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            invoice = await _locked(conn, tenant_id, invoice_id)
+            if invoice is None:
+                raise _not_found(invoice_id)
             if invoice.state is InvoiceState.PAID:
                 return invoice
-            check_move(invoice_id, invoice.state, InvoiceState.PAID)
-            if invoice.total > 0:
-                payment = f"payment:{key or invoice_id}"
-                await post_transfers(
-                    conn,
-                    tenant_id,
-                    payment_transfers(
-                        reference=payment, contract_id=invoice.contract_id, amount=invoice.total
-                    ),
-                )
-            paid = replace(invoice, state=InvoiceState.PAID)
-            await _write_state(conn, paid, paid_at=at)
+            paid = await _settle(conn, invoice, f"payment:{invoice_id}:recorded", at, actor=actor)
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+                " VALUES ($1, $2, 'invoice.payment_recorded', $3, $4::jsonb)",
+                tenant_id,
+                actor,
+                invoice_id,
+                json.dumps({"reference": reference, "amount": str(invoice.total)}),
+            )
             return paid
+
+    async def mark_uncollectible(
+        self, tenant_id: str, invoice_id: str, at: datetime, actor: str
+    ) -> Invoice:
+        """Give up collecting an invoice and suspend its contract, in one transaction.
+
+        An invoice settled meanwhile (paid, void) is returned as it is, and nothing is suspended.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            invoice = await _locked(conn, tenant_id, invoice_id)
+            if invoice is None:
+                raise _not_found(invoice_id)
+            if invoice.state is not InvoiceState.FINALIZED:
+                return invoice
+            check_move(invoice_id, invoice.state, InvoiceState.UNCOLLECTIBLE)
+            written_off = replace(invoice, state=InvoiceState.UNCOLLECTIBLE)
+            # Money stays in the receivable: the invoice is still owed and may yet be paid.
+            await conn.execute(
+                "UPDATE invoices SET state = $3, document = $4::jsonb"
+                " WHERE tenant_id = $1 AND invoice_id = $2",
+                tenant_id,
+                invoice_id,
+                str(written_off.state),
+                json.dumps(invoice_to_dict(written_off)),
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+                " VALUES ($1, $2, 'invoice.uncollectible', $3, $4::jsonb)",
+                tenant_id,
+                actor,
+                invoice_id,
+                json.dumps({"number": invoice.number, "total": str(invoice.total)}),
+            )
+            suspension = StatusChange(
+                CONTRACT_SUSPENDED_TOPIC, tenant_id, invoice.contract_id, invoice_id, at
+            )
+            await change_contract_status(
+                conn,
+                suspension,
+                was=ContractStatus.ACTIVE,
+                becomes=ContractStatus.SUSPENDED,
+                actor=actor,
+            )
+            return written_off
+
+    async def unpaid_invoice_ids(self, tenant_id: str, contract_id: str) -> list[str]:
+        """A contract's invoices still owed (finalized or uncollectible), oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT invoice_id FROM invoices WHERE tenant_id = $1 AND contract_id = $2"
+            " AND state IN ('finalized', 'uncollectible') ORDER BY billing_date, revision",
+            tenant_id,
+            contract_id,
+        )
+        return [str(row["invoice_id"]) for row in rows]
 
     async def void(
         self, tenant_id: str, invoice_id: str, at: datetime, actor: str, reason: str
@@ -412,7 +506,7 @@ def payment_key(invoice_id: str, attempt: int) -> str:
 
 _ATTEMPTS = (
     "SELECT idempotency_key, invoice_id, attempt, amount, payment_method, status, failure_code,"
-    " gateway_reference, created_at, failure_message FROM payment_attempts"
+    " gateway_reference, created_at, failure_message, settled_at FROM payment_attempts"
 )
 
 
@@ -428,6 +522,53 @@ def _attempt(row: asyncpg.Record) -> PaymentAttempt:
         row["gateway_reference"],
         row["created_at"],
         row["failure_message"],
+        row["settled_at"],
+    )
+
+
+async def _settle(
+    conn: Connection, invoice: Invoice, payment: str, at: datetime, *, actor: str
+) -> Invoice:
+    """Mark a locked invoice paid, post `payment`, and reinstate a contract it suspended."""
+    if invoice.state is InvoiceState.PAID:
+        return invoice
+    check_move(invoice.invoice_id, invoice.state, InvoiceState.PAID)
+    if invoice.total > 0:
+        await post_transfers(
+            conn,
+            invoice.tenant_id,
+            payment_transfers(
+                reference=payment, contract_id=invoice.contract_id, amount=invoice.total
+            ),
+        )
+    paid = replace(invoice, state=InvoiceState.PAID)
+    await _write_state(conn, paid, paid_at=at)
+    if invoice.state is InvoiceState.UNCOLLECTIBLE:
+        await _reinstate(conn, invoice, at, actor)
+    return paid
+
+
+async def _reinstate(conn: Connection, paid: Invoice, at: datetime, actor: str) -> None:
+    """Make the contract active again unless another invoice of it is still uncollectible."""
+    # The contract's row lock comes first: a suspension committing meanwhile for another
+    # invoice is then either seen below or made after this reinstatement, never lost.
+    status = await lock_contract_status(conn, paid.tenant_id, paid.contract_id)
+    if status is not ContractStatus.SUSPENDED:
+        return
+    still_owed = await conn.fetchval(
+        "SELECT count(*) FROM invoices WHERE tenant_id = $1 AND contract_id = $2"
+        " AND state = 'uncollectible' AND invoice_id <> $3",
+        paid.tenant_id,
+        paid.contract_id,
+        paid.invoice_id,
+    )
+    if still_owed:
+        return
+    change = StatusChange(
+        CONTRACT_REINSTATED_TOPIC, paid.tenant_id, paid.contract_id, paid.invoice_id, at
+    )
+    await change_contract_status(
+        conn, change, was=ContractStatus.SUSPENDED, becomes=ContractStatus.ACTIVE, actor=actor
     )
 
 

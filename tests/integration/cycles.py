@@ -110,8 +110,12 @@ async def open_billing_contract(
     overage_policy: str = "arrears",
     starts_in: timedelta = timedelta(0),
     late_usage: str = "refuse",
+    **more_terms: object,
 ) -> BillingContract:
-    """A customer and a contract of `periods` periods of `period_seconds`, starting now."""
+    """A customer and a contract of `periods` periods of `period_seconds`, starting now.
+
+    `more_terms` adds contract terms in their dict form (auto_recharge, renewal, …).
+    """
     await client.call(
         client.contracts.CreateCustomer,
         contract_pb2.CreateCustomerRequest(customer_id=customer_id, name=f"{customer_id} Inc."),
@@ -130,6 +134,7 @@ async def open_billing_contract(
         "overage_policy": overage_policy,
         "payment_method": payment_method,
         "late_usage": late_usage,
+        **more_terms,
     }
     contract = json_format.ParseDict(terms, contract_pb2.Contract())
     reply = await client.call(

@@ -297,6 +297,16 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
             assert invoices[1].billing_date == first_end
             assert first_end < final.billing_date < contract.term_end
             assert final.period_end == final.billing_date
+            conn = await database(settings)
+            try:
+                states = await conn.fetch(
+                    "SELECT state FROM contract_periods WHERE contract_id = $1",
+                    contract.contract_id,
+                )
+            finally:
+                await conn.close()
+            # The period the cancellation cut short is invoiced like the others.
+            assert {row["state"] for row in states} == {"invoiced"}
 
             wrong = invoices[1]
             output = await rating(
@@ -414,5 +424,7 @@ async def test_a_gateway_that_never_answers_leaves_the_invoice_issued_and_unpaid
         issued = await invoicing.invoices.invoice(acme.tenant_id, result.invoice_id or "")
         assert issued.state is InvoiceState.FINALIZED
         attempts = await invoicing.invoices.payment_attempts(acme.tenant_id, issued.invoice_id)
-        # The outcome is unknown, and recorded as such: dunning asks again under a new key.
-        assert [(a.attempt, a.status) for a in attempts] == [(1, "pending")]
+        # Recorded as failed (the outcome is unknown): dunning asks again under a new key.
+        assert [(a.attempt, a.status, a.failure_code) for a in attempts] == [
+            (1, "failed", "gateway_timeout")
+        ]

@@ -418,11 +418,11 @@ async def test_an_alert_fires_once_per_crossing_into_the_outbox(
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         rows = await conn.fetch(
-            "SELECT topic, payload FROM outbox WHERE topic <> 'contract.created' ORDER BY outbox_id"
+            "SELECT topic, payload FROM outbox WHERE topic = 'alert' ORDER BY outbox_id"
         )
     finally:
         await conn.close()
-    assert [row["topic"] for row in rows] == ["alert"]
+    assert len(rows) == 1  # once, though the balance stayed below 2 after
 
 
 async def test_reconcile_finds_no_drift_then_reports_tampering(

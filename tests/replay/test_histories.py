@@ -23,8 +23,14 @@ EXPECTED = {
     "invoice_paid",
     "invoice_worker_killed",
     "invoice_gateway_timeout",
+    "invoice_gateway_timeout_before_dunning",
+    "dunning_suspended_then_paid",
     "billing_final",
     "billing_cancelled",
+    "notification_retried",
+    "auto_recharge_failed",
+    "credit_expiry",
+    "renewal_renewed",
 }
 """Every path the recordings must keep covering."""
 

@@ -2,15 +2,15 @@
 
 A Hypothesis state machine plays a small service around the pure core: grants, top-ups,
 debits (charges and credit backs), reservations (authorize, capture, void, expiry), pool expiry,
-and retries of earlier operations under the same idempotency key. After every step it checks:
-Σ debits = Σ credits (posted and pending), every account equals the sum of its transfers, no
-pool below zero, every pool's balance and pending equal its ledger account's, and no credit
-back gives a pool more than that product took from it.
+rollovers into a next term's pool, and retries of earlier operations under the same
+idempotency key. After every step it checks: Σ debits = Σ credits (posted and pending), every
+account equals the sum of its transfers, no pool below zero, every pool's balance and pending
+equal its ledger account's, and no credit back gives a pool more than that product took from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -41,6 +41,7 @@ from rating_service.contracts import (
     plan_debit,
     void,
 )
+from rating_service.contracts.lifecycle import Renewal
 from rating_service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -66,6 +67,7 @@ from rating_service.ledger import (
     revenue_account_id,
     top_up_transfers,
 )
+from rating_service.ledger.posting_rules import rollover_transfers
 from tests.unit.contracts.builders import T0, a_contract
 
 D = Decimal
@@ -385,6 +387,46 @@ class LedgerMachine(RuleBasedStateMachine):
                 world.pools, [PoolMovement(pool.pool_id, MovementAction.EXPIRE, pool.available)]
             )
             self.world = world
+
+    @rule(
+        data=st.data(),
+        percent=st.sampled_from([D(0), D(50), D(100)]),
+        cap=st.one_of(st.none(), amounts),
+    )
+    def roll_over(self, data: st.DataObject, percent: Decimal, cap: Decimal | None) -> None:
+        # A renewal carries part of what a pool has left into a new pool, pool to pool.
+        left = sorted(
+            (p for p in self.world.pools.values() if p.available), key=lambda p: p.pool_id
+        )
+        if not left:
+            return
+        pool = data.draw(st.sampled_from(left))
+        carried = Renewal(rollover_percent=percent, rollover_cap=cap).rollover(pool.available)
+        if not carried:
+            return
+        world = self.world.copy()
+        credit_id = self.next_id("rolled")
+        batch = rollover_transfers(
+            reference=f"rollover:{credit_id}", parts=[(pool.pool_id, carried)], to_pool_id=credit_id
+        )
+        world.ledger = world.ledger.open(
+            [open_account(pool_account_id(credit_id), AccountKind.POOL, "USD")]
+        ).apply(batch)
+        world.pools[pool.pool_id] = replace(pool, balance=pool.balance - carried)
+        world.pools[credit_id] = Pool(
+            credit_id,
+            self.contract.contract_id,
+            CommitmentKind.CREDIT,
+            pool.priority,
+            pool.cost_basis,
+            pool.scope,
+            self.now,
+            None,
+            self.serial,
+            carried,
+            carried,
+        )
+        self.world = world
 
     @precondition(lambda self: bool(self.done))
     @rule(data=st.data())

@@ -1,0 +1,245 @@
+"""Auto-recharge: charge the saved payment method, and only on success grant a paid credit pool.
+
+A recharge is keyed by the event whose debit crossed the threshold (`rch_<contract>_<event>`),
+each charge attempt by the recharge and the attempt number, and the pool it grants by the
+recharge (a top-up with the recharge's id). So a retried activity or a replayed workflow finds
+what was done and never charges or grants twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rating_service.catalogs import Catalogs, utc_now
+from rating_service.contract_admin import ContractAdmin
+from rating_service.contracts.contract import ContractStatus
+from rating_service.domain.auth import Caller, Role
+from rating_service.domain.errors import NotFound
+from rating_service.ledger.accounts import AccountKind, cash_account_id
+from rating_service.ledger.posting_rules import recharge_payment_transfers
+from rating_service.payments.gateway import ChargeRequest, PaymentGateway
+from rating_service.store.catalog import CatalogStore
+from rating_service.store.contracts import CONTRACTS_CHANNEL, ContractStore, notify_payload
+from rating_service.store.database import Connection
+from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
+
+ACTOR = "auto-recharge"
+"""Who the audit log names for what auto-recharge does."""
+
+
+@dataclass(frozen=True, slots=True)
+class RechargePlan:
+    """A recharge to make: how much, and how hard to try."""
+
+    recharge_id: str
+    amount: Decimal
+    max_attempts: int
+    retry_seconds: float
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAttempt:
+    """One attempt's answer: the pool granted on success, the decline code otherwise."""
+
+    succeeded: bool
+    pool_id: str = ""
+    decline_code: str = ""
+
+
+class AutoRecharging:
+    """Begins recharges, charges them, grants their pools, and gives up by policy."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        engine: AsyncEngine,
+        gateway: PaymentGateway,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._contracts = ContractStore(pool)
+        self._admin = ContractAdmin(self._contracts, Catalogs(CatalogStore(engine)), clock)
+        self._gateway = gateway
+
+    async def begin(self, tenant_id: str, contract_id: str, trigger: str) -> RechargePlan | None:
+        """Record the recharge a threshold crossing asks for; None if auto-recharge is off."""
+        contract = await self._contracts.contract(tenant_id, contract_id)
+        settings = contract.auto_recharge
+        if (
+            settings is None
+            or not settings.enabled
+            or not contract.payment_method
+            or contract.status is not ContractStatus.ACTIVE
+        ):
+            return None
+        recharge_id = f"rch_{contract_id}_{trigger}"
+        await self._pool.execute(
+            "INSERT INTO recharges (tenant_id, recharge_id, contract_id, amount, state)"
+            " VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+            tenant_id,
+            recharge_id,
+            contract_id,
+            settings.amount,
+        )
+        row = await self._recharge(tenant_id, recharge_id)
+        return RechargePlan(
+            recharge_id,
+            row["amount"],
+            settings.max_attempts,
+            settings.retry_after.total_seconds(),
+            row["state"],
+        )
+
+    async def charge(self, tenant_id: str, recharge_id: str, attempt: int) -> ChargeAttempt:
+        """Charge attempt n of a recharge; on success grant its pool and book the payment."""
+        row = await self._recharge(tenant_id, recharge_id)
+        if row["state"] == "succeeded":
+            return ChargeAttempt(True, row["pool_id"])
+        contract = await self._contracts.contract(tenant_id, row["contract_id"])
+        outcome = await self._gateway.charge(
+            ChargeRequest(
+                f"{recharge_id}:charge:{attempt}",
+                contract.payment_method,
+                row["amount"],
+                contract.invoice_currency.code,
+                recharge_id,
+            )
+        )
+        payload = {"contract_id": contract.contract_id, "recharge_id": recharge_id}
+        if not outcome.succeeded:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE recharges SET attempts = greatest(attempts, $3), failure_code = $4"
+                    " WHERE tenant_id = $1 AND recharge_id = $2",
+                    tenant_id,
+                    recharge_id,
+                    attempt,
+                    outcome.decline_code,
+                )
+                await _outbox(
+                    conn,
+                    tenant_id,
+                    "recharge.failed",
+                    f"{recharge_id}:{attempt}",
+                    {**payload, "attempt": attempt, "decline_code": outcome.decline_code},
+                )
+            return ChargeAttempt(False, decline_code=outcome.decline_code)
+        # Paid: the credit is granted under the recharge's id (a retry finds the same pool).
+        caller = Caller(tenant_id, ACTOR, Role.ADMIN)
+        granted = await self._admin.top_up(
+            caller,
+            {
+                "top_up_id": recharge_id,
+                "contract_id": contract.contract_id,
+                "amount": str(row["amount"]),
+                "memo": f"auto-recharge, charge {outcome.gateway_reference}",
+            },
+        )
+        pool_id = granted.commitment.pool.pool_id
+        reference = f"recharge:{recharge_id}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await transfers_by_reference(conn, tenant_id, reference):
+                cash = (cash_account_id(contract.contract_id), AccountKind.CASH, None)
+                await open_accounts(
+                    conn, tenant_id, contract.contract_id, [cash], contract.invoice_currency.code
+                )
+                await post_transfers(
+                    conn,
+                    tenant_id,
+                    recharge_payment_transfers(
+                        reference=reference,
+                        contract_id=contract.contract_id,
+                        amount=row["amount"],
+                    ),
+                )
+            await conn.execute(
+                "UPDATE recharges SET state = 'succeeded', pool_id = $3, attempts = $4,"
+                " settled_at = now() WHERE tenant_id = $1 AND recharge_id = $2",
+                tenant_id,
+                recharge_id,
+                pool_id,
+                attempt,
+            )
+            await _outbox(
+                conn,
+                tenant_id,
+                "recharge.succeeded",
+                recharge_id,
+                {**payload, "pool_id": pool_id, "amount": str(row["amount"])},
+            )
+        return ChargeAttempt(True, pool_id)
+
+    async def give_up(self, tenant_id: str, recharge_id: str) -> None:
+        """After the last failed attempt: the recharge failed, and auto-recharge is switched off."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE recharges SET state = 'failed', settled_at = now()"
+                " WHERE tenant_id = $1 AND recharge_id = $2 AND state = 'pending'"
+                " RETURNING contract_id",
+                tenant_id,
+                recharge_id,
+            )
+            if row is None:
+                return  # settled before: this is a retry
+            contract_id = row["contract_id"]
+            customer_id = await conn.fetchval(
+                "UPDATE contracts SET definition = jsonb_set(definition,"
+                " '{auto_recharge,enabled}', 'false'), updated_at = now()"
+                " WHERE tenant_id = $1 AND contract_id = $2 RETURNING customer_id",
+                tenant_id,
+                contract_id,
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+                " VALUES ($1, $2, 'auto_recharge.disable', $3, $4::jsonb)",
+                tenant_id,
+                ACTOR,
+                contract_id,
+                json.dumps({"recharge_id": recharge_id}),
+            )
+            await _outbox(
+                conn,
+                tenant_id,
+                "auto_recharge.disabled",
+                recharge_id,
+                {"contract_id": contract_id, "recharge_id": recharge_id},
+            )
+            # Rating caches the contract: it must stop watching the threshold now.
+            await conn.execute(
+                "SELECT pg_notify($1, $2)",
+                CONTRACTS_CHANNEL,
+                notify_payload(tenant_id, customer_id),
+            )
+
+    async def _recharge(self, tenant_id: str, recharge_id: str) -> asyncpg.Record:
+        row = await self._pool.fetchrow(
+            "SELECT recharge_id, contract_id, amount, state, pool_id FROM recharges"
+            " WHERE tenant_id = $1 AND recharge_id = $2",
+            tenant_id,
+            recharge_id,
+        )
+        if row is None:
+            raise NotFound(f"no recharge {recharge_id!r}", reason="RECHARGE_NOT_FOUND")
+        return row
+
+
+async def _outbox(
+    conn: Connection, tenant_id: str, topic: str, key: str, payload: dict[str, object]
+) -> None:
+    """A notification, in the same transaction as what it announces (delivered once per key)."""
+    await conn.execute(
+        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+        tenant_id,
+        topic,
+        f"{topic}:{tenant_id}:{key}",
+        json.dumps(payload),
+    )

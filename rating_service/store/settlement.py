@@ -1,0 +1,224 @@
+"""Settling credit in PostgreSQL: expiring pools to breakage, ending terms, and their notices.
+
+Expiring a pool moves all of its remaining balance to the contract's breakage account in one
+transfer under the reference `expiry:<pool id>`, taken under the pool account's lock: whoever
+expires a pool first (its expiry workflow, or the term-end settlement) moves the money, and
+every later attempt finds that transfer and moves nothing. Every write is audited, announced on
+`rating_contracts`, and written to the outbox in the same transaction. Raw asyncpg, like the
+ledger functions it uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+import asyncpg
+
+from rating_service.contracts.contract import ContractStatus
+from rating_service.contracts.pools import exact_sum
+from rating_service.domain.errors import NotFound
+from rating_service.domain.money import format_decimal
+from rating_service.ledger.accounts import breakage_account_id, pool_account_id
+from rating_service.ledger.posting_rules import expiry_transfers
+from rating_service.store.contracts import CONTRACTS_CHANNEL, notify_payload
+from rating_service.store.database import Connection
+from rating_service.store.ledger import lock_accounts, post_transfers, transfers_by_reference
+
+ZERO = Decimal(0)
+
+EXPIRY_WARNING = "expiry.warning"
+"""Outbox topic: a pool with balance expires soon."""
+
+CREDIT_EXPIRED = "credit.expired"
+"""Outbox topic: a pool's remaining balance went to breakage."""
+
+RENEWAL_UPCOMING = "renewal.upcoming"
+"""Outbox topic: a term ends soon, and whether it renews (and into which contract)."""
+
+CONTRACT_RENEWED = "contract.renewed"
+"""Outbox topic: a term ended and its next term took over (with what rolled over)."""
+
+CONTRACT_ENDED = "contract.ended"
+"""Outbox topic: a term ended without renewal."""
+
+EXPIRE_CREDIT = "credit.expire"
+"""Audit action of a pool's balance moved to breakage."""
+
+
+def expiry_reference(pool_id: str) -> str:
+    """The reference of a pool's expiry transfer: at most one per pool, whoever makes it."""
+    return f"expiry:{pool_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolExpiry:
+    """What expiring a pool did: the amount now in breakage (0: nothing was left).
+
+    `replay` says an earlier attempt moved it; `holds_pending` that reservations still hold
+    part of the balance, so nothing moved yet.
+    """
+
+    amount: Decimal
+    replay: bool = False
+    holds_pending: bool = False
+
+
+class SettlementStore:
+    """Expires pools, ends terms and writes their notices, over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def invoice_finalized(self, tenant_id: str, invoice_id: str) -> bool:
+        """True once the invoice has a number (finalizing also marks its period invoiced)."""
+        number = await self._pool.fetchval(
+            "SELECT number FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
+            tenant_id,
+            invoice_id,
+        )
+        return number is not None
+
+    async def breakage(self, tenant_id: str, contract_id: str) -> Decimal:
+        """What the contract's pools have lost to expiry so far."""
+        balance = await self._pool.fetchval(
+            "SELECT credits_posted - debits_posted FROM accounts"
+            " WHERE tenant_id = $1 AND account_id = $2",
+            tenant_id,
+            breakage_account_id(contract_id),
+        )
+        return ZERO if balance is None else Decimal(balance)
+
+    async def notice(
+        self, tenant_id: str, topic: str, key: str, payload: Mapping[str, object]
+    ) -> None:
+        """Write a notification to the outbox, once per topic and key."""
+        async with self._pool.acquire() as conn:
+            await write_notice(conn, tenant_id, topic, key, payload)
+
+    async def expire_pool(
+        self, tenant_id: str, contract_id: str, pool_id: str, actor: str
+    ) -> PoolExpiry:
+        """Move all of a pool's remaining balance to breakage, unless holds are pending.
+
+        The lock on the pool's account orders this after any debit in flight and before any
+        that follows; the expiry's reference is checked under it, so the move happens once.
+        """
+        reference = expiry_reference(pool_id)
+        account_id = pool_account_id(pool_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await lock_accounts(
+                conn, tenant_id, [account_id, breakage_account_id(contract_id)]
+            )
+            earlier = await transfers_by_reference(conn, tenant_id, reference)
+            if earlier:
+                return PoolExpiry(exact_sum(t.amount for t in earlier), replay=True)
+            account = locked.get(account_id)
+            if account is None:  # a postpaid commit: a minimum spend, no balance
+                return PoolExpiry(ZERO)
+            if account.debits_pending:
+                return PoolExpiry(ZERO, holds_pending=True)
+            amount = account.credit_balance
+            if not amount:
+                return PoolExpiry(ZERO)
+            transfers = expiry_transfers(
+                reference=reference, contract_id=contract_id, pool_id=pool_id, amount=amount
+            )
+            await post_transfers(conn, tenant_id, transfers, locked)
+            details = {
+                "contract_id": contract_id,
+                "pool_id": pool_id,
+                "amount": format_decimal(amount),
+            }
+            customer_id = await _customer_of(conn, tenant_id, contract_id)
+            await _audit(conn, tenant_id, actor, EXPIRE_CREDIT, pool_id, details)
+            await write_notice(conn, tenant_id, CREDIT_EXPIRED, pool_id, details)
+            await _notify(conn, tenant_id, customer_id)
+        return PoolExpiry(amount)
+
+    async def end_term(
+        self,
+        tenant_id: str,
+        contract_id: str,
+        topic: str,
+        payload: Mapping[str, object],
+        actor: str,
+    ) -> bool:
+        """Mark the contract `ended` and announce it on `topic`; False if it had ended already."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT customer_id, status FROM contracts WHERE tenant_id = $1"
+                " AND contract_id = $2 FOR UPDATE",
+                tenant_id,
+                contract_id,
+            )
+            if row is None:
+                raise NotFound(
+                    f"no contract {contract_id!r}",
+                    reason="CONTRACT_NOT_FOUND",
+                    metadata={"contract_id": contract_id},
+                )
+            if row["status"] == ContractStatus.ENDED.value:
+                return False
+            await conn.execute(
+                "UPDATE contracts SET status = $3, updated_at = now()"
+                " WHERE tenant_id = $1 AND contract_id = $2",
+                tenant_id,
+                contract_id,
+                ContractStatus.ENDED.value,
+            )
+            await _audit(conn, tenant_id, actor, topic, contract_id, payload)
+            await write_notice(conn, tenant_id, topic, contract_id, payload)
+            await _notify(conn, tenant_id, str(row["customer_id"]))
+        return True
+
+
+async def write_notice(
+    conn: Connection, tenant_id: str, topic: str, key: str, payload: Mapping[str, object]
+) -> None:
+    """An outbox row in the caller's transaction, once per `<topic>:<tenant>:<key>`."""
+    await conn.execute(
+        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
+        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+        tenant_id,
+        topic,
+        f"{topic}:{tenant_id}:{key}",
+        json.dumps(dict(payload)),
+    )
+
+
+async def _customer_of(conn: Connection, tenant_id: str, contract_id: str) -> str:
+    customer_id = await conn.fetchval(
+        "SELECT customer_id FROM contracts WHERE tenant_id = $1 AND contract_id = $2",
+        tenant_id,
+        contract_id,
+    )
+    return str(customer_id)
+
+
+async def _audit(
+    conn: Connection,
+    tenant_id: str,
+    actor: str,
+    action: str,
+    subject: str,
+    details: Mapping[str, object],
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        tenant_id,
+        actor,
+        action,
+        subject,
+        json.dumps(dict(details)),
+    )
+
+
+async def _notify(conn: Connection, tenant_id: str, customer_id: str) -> None:
+    # Rating servers drop the customer's cached pools and contracts when this commits.
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", CONTRACTS_CHANNEL, notify_payload(tenant_id, customer_id)
+    )

@@ -1,0 +1,230 @@
+"""Webhook endpoints and their delivery log in PostgreSQL (tables of migration 0005).
+
+An endpoint is never deleted, only disabled: its delivery log refers to it and stays readable.
+Adding and disabling one are audited in the same transaction. The log has one row per attempt
+to deliver one notification to one endpoint, successful or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from rating_service.domain.errors import NotFound
+from rating_service.store.database import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """Where a tenant's notifications go; `topics` None means every topic. No secret here."""
+
+    endpoint_id: str
+    tenant_id: str
+    url: str
+    topics: tuple[str, ...] | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @property
+    def enabled(self) -> bool:
+        """Still receiving notifications."""
+        return self.disabled_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """What sending to an enabled endpoint needs: its URL and signing secret."""
+
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One attempt to deliver a notification to an endpoint, as logged."""
+
+    endpoint_id: str
+    event_id: str
+    topic: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    succeeded: bool
+    at: datetime | None = None
+    """When it was logged (None before it is)."""
+
+
+class WebhookStore:
+    """Reads and writes webhook endpoints and delivery attempts over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add_endpoint(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        url: str,
+        topics: Sequence[str] | None,
+        secret: str,
+        actor: str,
+    ) -> WebhookEndpoint:
+        """Store a new endpoint with its signing secret; audited."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, secret, topics)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {_ENDPOINT_COLUMNS}",
+                endpoint_id,
+                tenant_id,
+                url,
+                secret,
+                None if topics is None else list(topics),
+            )
+            assert row is not None, "INSERT … RETURNING returns the row"
+            endpoint = _endpoint(row)
+            details = {"url": url, "topics": endpoint.topics}
+            await _audit(conn, tenant_id, actor, "webhook.add", endpoint, details)
+        return endpoint
+
+    async def endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
+        """The tenant's endpoints, enabled and disabled, oldest first."""
+        rows = await self._pool.fetch(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1"
+            " ORDER BY created_at, endpoint_id",
+            tenant_id,
+        )
+        return [_endpoint(row) for row in rows]
+
+    async def disable_endpoint(
+        self, tenant_id: str, endpoint_id: str, actor: str
+    ) -> WebhookEndpoint:
+        """Stop sending to an endpoint (once: disabling it again changes nothing); audited."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now())"
+                f" WHERE tenant_id = $1 AND endpoint_id = $2 RETURNING {_ENDPOINT_COLUMNS}",
+                tenant_id,
+                endpoint_id,
+            )
+            if row is None:
+                raise NotFound(
+                    f"no webhook endpoint {endpoint_id!r}",
+                    reason="WEBHOOK_ENDPOINT_NOT_FOUND",
+                    metadata={"endpoint_id": endpoint_id},
+                )
+            endpoint = _endpoint(row)
+            await _audit(conn, tenant_id, actor, "webhook.disable", endpoint, {})
+        return endpoint
+
+    async def subscribed_endpoint_ids(self, tenant_id: str, topic: str) -> list[str]:
+        """The tenant's enabled endpoints that take `topic` (all topics, or it among theirs)."""
+        rows = await self._pool.fetch(
+            "SELECT endpoint_id FROM webhook_endpoints WHERE tenant_id = $1"
+            " AND disabled_at IS NULL AND (topics IS NULL OR $2 = ANY(topics))"
+            " ORDER BY created_at, endpoint_id",
+            tenant_id,
+            topic,
+        )
+        return [row["endpoint_id"] for row in rows]
+
+    async def delivery_target(self, tenant_id: str, endpoint_id: str) -> DeliveryTarget | None:
+        """The URL and secret of an enabled endpoint; None once it is disabled (or unknown)."""
+        row = await self._pool.fetchrow(
+            "SELECT url, secret FROM webhook_endpoints"
+            " WHERE tenant_id = $1 AND endpoint_id = $2 AND disabled_at IS NULL",
+            tenant_id,
+            endpoint_id,
+        )
+        return None if row is None else DeliveryTarget(row["url"], row["secret"])
+
+    async def was_delivered(self, tenant_id: str, event_id: str, endpoint_id: str) -> bool:
+        """Whether an attempt to deliver this event to this endpoint has succeeded."""
+        found = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE tenant_id = $1"
+            " AND event_id = $2 AND endpoint_id = $3 AND succeeded)",
+            tenant_id,
+            event_id,
+            endpoint_id,
+        )
+        return bool(found)
+
+    async def record_attempt(self, tenant_id: str, attempt: DeliveryAttempt) -> None:
+        """Log one delivery attempt."""
+        await self._pool.execute(
+            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_id, topic, attempt,"
+            " status_code, error, succeeded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            tenant_id,
+            attempt.endpoint_id,
+            attempt.event_id,
+            attempt.topic,
+            attempt.attempt,
+            attempt.status_code,
+            attempt.error,
+            attempt.succeeded,
+        )
+
+    async def attempts(
+        self, tenant_id: str, event_id: str | None = None, limit: int = 100
+    ) -> list[DeliveryAttempt]:
+        """The tenant's latest delivery attempts (of one event, if given), oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM (SELECT delivery_id, endpoint_id, event_id, topic, attempt,"
+            " status_code, error, succeeded, at FROM webhook_deliveries"
+            " WHERE tenant_id = $1 AND ($2::text IS NULL OR event_id = $2)"
+            " ORDER BY delivery_id DESC LIMIT $3) latest ORDER BY delivery_id",
+            tenant_id,
+            event_id,
+            limit,
+        )
+        return [
+            DeliveryAttempt(
+                row["endpoint_id"],
+                row["event_id"],
+                row["topic"],
+                row["attempt"],
+                row["status_code"],
+                row["error"],
+                row["succeeded"],
+                row["at"],
+            )
+            for row in rows
+        ]
+
+
+_ENDPOINT_COLUMNS = "endpoint_id, tenant_id, url, topics, created_at, disabled_at"
+"""Every column but the secret, which leaves the database only to sign (`delivery_target`)."""
+
+
+def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
+    topics: Sequence[str] | None = row["topics"]
+    return WebhookEndpoint(
+        row["endpoint_id"],
+        row["tenant_id"],
+        row["url"],
+        None if topics is None else tuple(topics),
+        row["created_at"],
+        row["disabled_at"],
+    )
+
+
+async def _audit(
+    conn: Connection,
+    tenant_id: str,
+    actor: str,
+    action: str,
+    endpoint: WebhookEndpoint,
+    details: Mapping[str, object],
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        tenant_id,
+        actor,
+        action,
+        endpoint.endpoint_id,
+        json.dumps(dict(details)),
+    )
