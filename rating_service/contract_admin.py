@@ -104,10 +104,14 @@ class ContractAdmin:
         store: ContractStore,
         catalogs: Catalogs,
         clock: Callable[[], datetime] = utc_now,
+        changed: Callable[[str, str], None] = lambda tenant_id, customer_id: None,
     ) -> None:
         self._store = store
         self._catalogs = catalogs
         self._clock = clock
+        # Told (tenant, customer) after each committed change, so this process's own caches
+        # read their writes at once instead of when the NOTIFY arrives.
+        self._changed = changed
 
     async def create_customer(self, caller: Caller, request: Mapping[str, object]) -> Customer:
         """Create a customer under the caller's id for them, or a new `cus_` id."""
@@ -148,6 +152,7 @@ class ContractAdmin:
         )
         check_against_catalog(contract, await self._catalogs.catalog(caller.tenant_id))
         await self._store.create_contract(contract, caller.key_id)
+        self._changed(caller.tenant_id, contract.customer_id)
         return contract
 
     async def contract(self, caller: Caller, contract_id: str) -> tuple[Contract, list[Commitment]]:
@@ -172,9 +177,11 @@ class ContractAdmin:
                 "payment_method",
                 f"must be a payment-method token: 1 to {MAX_NAME_LENGTH} characters, no spaces",
             )
-        return await self._store.change_payment_method(
+        changed = await self._store.change_payment_method(
             caller.tenant_id, contract_id, payment_method, caller.key_id
         )
+        self._changed(caller.tenant_id, changed.customer_id)
+        return changed
 
     async def add_commitment(self, caller: Caller, request: Mapping[str, object]) -> Outcome:
         """Add a prepaid commit, postpaid commit or credit; idempotent on `grant_id`."""
@@ -228,6 +235,7 @@ class ContractAdmin:
                 transfers,
                 AuditEntry(caller.key_id, "balance.adjust", pool_id, details),
             )
+            self._changed(tenant_id, contract.customer_id)
         if earlier:
             _recall_transfers(reference, earlier, transfers)
         now = await self._store.commitment(tenant_id, contract_id, pool_id)
@@ -262,6 +270,7 @@ class ContractAdmin:
             transfers,
             AuditEntry(caller.key_id, grant.action, pool.pool_id, details),
         )
+        self._changed(tenant_id, contract.customer_id)
         if created.commitment.pool.pool_id != pool.pool_id:
             # A concurrent request with the same id committed first: answer as its replay.
             return Outcome(_recall_grant(created, grant.reference, fingerprint), replay=True)

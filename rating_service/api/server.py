@@ -119,9 +119,6 @@ async def start_server(settings: Settings) -> RunningServer:
     catalogs = Catalogs(CatalogStore(engine), is_live=lambda: changes.listening)
     changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
-    contract_pb2_grpc.add_ContractServiceServicer_to_server(
-        ContractServicer(ContractAdmin(ContractStore(pool), catalogs)), server
-    )
     if settings.bench_baselines:
         from rating_service.api.bench import BenchServicer
         from rating_service.gen.rating.v1 import bench_pb2_grpc
@@ -130,6 +127,12 @@ async def start_server(settings: Settings) -> RunningServer:
     rating_store = RatingStore(pool)
     books = ContractBooks(rating_store, is_live=lambda: changes.listening)
     changes.subscribe(books.channel, books.forget_payload, books.cache.forget_all)
+    admin = ContractAdmin(
+        ContractStore(pool),
+        catalogs,
+        changed=lambda tenant_id, customer_id: books.cache.forget((tenant_id, customer_id)),
+    )
+    contract_pb2_grpc.add_ContractServiceServicer_to_server(ContractServicer(admin), server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalogs, books), server)
     reservations = Reservations(rating_store, books)
     debits = DebitEngine(

@@ -102,6 +102,7 @@ class NotifiedCache(Generic[K, V]):
     def __init__(self, is_live: Callable[[], bool]) -> None:
         self._is_live = is_live
         self._values: dict[K, V] = {}
+        self._forgotten = 0
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The cached value, or a fresh load (kept only while the change feed is live)."""
@@ -109,15 +110,19 @@ class NotifiedCache(Generic[K, V]):
             cached = self._values.get(key)
             if cached is not None:
                 return cached
+        forgotten = self._forgotten
         value = await load()
-        if self._is_live():
+        # A change heard while loading may be missing from what was read: serve it, keep it not.
+        if self._is_live() and forgotten == self._forgotten:
             self._values[key] = value
         return value
 
     def forget(self, key: K) -> None:
         """Drop one value (it changed)."""
+        self._forgotten += 1
         self._values.pop(key, None)
 
     def forget_all(self) -> None:
         """Drop every value (notifications may have been missed)."""
+        self._forgotten += 1
         self._values.clear()
