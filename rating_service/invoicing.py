@@ -7,6 +7,7 @@ invoice, number or charge. The workflows in `workflows/` only orchestrate these 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -194,9 +195,10 @@ class Invoicing:
         """Render and keep the invoice's HTML and PDF (the same invoice renders the same)."""
         invoice = await self._invoices.invoice(tenant_id, invoice_id)
         parties = await self.parties(invoice)
-        await self._invoices.store_documents(
-            tenant_id, invoice_id, render_html(invoice, parties), render_pdf(invoice, parties)
-        )
+        # Laying out a PDF is pure CPU for tens of milliseconds: off the event loop, so the
+        # worker's other activities and workflow tasks keep moving meanwhile.
+        html, pdf = await asyncio.to_thread(_documents, invoice, parties)
+        await self._invoices.store_documents(tenant_id, invoice_id, html, pdf)
 
     async def document(self, tenant_id: str, invoice_id: str, kind: str) -> str | bytes:
         """The invoice's stored HTML (`html`) or PDF (`pdf`); refused until it is rendered."""
@@ -366,3 +368,8 @@ def _failed(contract: Contract, recorded: PaymentAttempt) -> CollectionResult:
         recorded.failure_message or "",
         next_retry_at(contract.dunning, recorded.attempt, failed_at),
     )
+
+
+def _documents(invoice: Invoice, parties: InvoiceParties) -> tuple[str, bytes]:
+    """The invoice's HTML and PDF."""
+    return render_html(invoice, parties), render_pdf(invoice, parties)
