@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from click.testing import CliRunner
 from google.protobuf import json_format
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
+from rating_service.api.server import RunningServer
 from rating_service.catalogs import Catalogs
+from rating_service.cli import main
 from rating_service.client import RatingClient
 from rating_service.domain.auth import Caller, Role
 from rating_service.gen.rating.v1 import contract_pb2
@@ -28,8 +32,10 @@ from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
-from rating_service.worker import run_worker
+from rating_service.worker import connect_temporal, run_worker
+from tests.conftest import TenantKeys
 from tests.integration.billing import CATALOG
+from workflows.billing import BillingSchedule, ContractBillingWorkflow
 
 PLATFORM_FEE = "12"
 """The platform fee per period, billed in advance."""
@@ -55,14 +61,24 @@ HISTORIES = Path(__file__).parent.parent / "replay" / "histories"
 """Recorded workflow histories, replayed against the current code by tests/replay."""
 
 
-async def load_fee_catalog(database_url: str, tenant_id: str) -> None:
-    """Apply the test catalog with its platform fee to a tenant."""
+async def _apply_catalog(database_url: str, tenant_id: str, catalog: dict[str, Any]) -> None:
+    """Apply a catalog to a tenant, as its admin."""
     engine = create_engine(database_url, pool_size=1)
     try:
         caller = Caller(tenant_id, "test", Role.ADMIN)
-        await Catalogs(CatalogStore(engine)).apply(caller, FEE_CATALOG, dry_run=False)
+        await Catalogs(CatalogStore(engine)).apply(caller, catalog, dry_run=False)
     finally:
         await engine.dispose()
+
+
+async def load_fee_catalog(database_url: str, tenant_id: str) -> None:
+    """Apply the test catalog with its platform fee to a tenant."""
+    await _apply_catalog(database_url, tenant_id, FEE_CATALOG)
+
+
+def admin_client(server: RunningServer, tenant: TenantKeys) -> RatingClient:
+    """A client of the test's server with the tenant's admin key (use it with `async with`)."""
+    return RatingClient(f"127.0.0.1:{server.port}", tenant.tokens[Role.ADMIN], timeout_seconds=10)
 
 
 def worker_settings(settings: Settings, temporal_address: str, **changes: object) -> Settings:
@@ -88,6 +104,83 @@ async def running_worker(settings: Settings) -> AsyncIterator[None]:
         stop.set()
         async with asyncio.timeout(30):
             await task
+
+
+async def run_cli(env: Mapping[str, str], *args: str) -> str:
+    """Run `rating ARGS… --tenant acme` as an operator would; its output (it must succeed)."""
+    # In a thread: the CLI runs its own event loop, and the worker runs on ours.
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, [*args, "--tenant", "acme"], env=dict(env)
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@dataclass(frozen=True)
+class BillingStack:
+    """What a billing test drives: an admin client, Temporal, and its worker's settings."""
+
+    client: RatingClient
+    temporal: Client
+    worker_config: Settings
+
+    async def run_cli(self, *args: str) -> str:
+        """Run `rating ARGS… --tenant acme` against this test's database and worker; its output."""
+        env = {
+            "RATING_DATABASE_URL": self.worker_config.database_url or "",
+            "RATING_TEMPORAL_ADDRESS": self.worker_config.temporal_address or "",
+            "RATING_TEMPORAL_TASK_QUEUE": self.worker_config.temporal_task_queue,
+        }
+        return await run_cli(env, *args)
+
+
+@asynccontextmanager
+async def billing_stack(
+    settings: Settings,
+    temporal_address: str,
+    server: RunningServer,
+    tenant: TenantKeys,
+    *,
+    catalog: dict[str, Any] = FEE_CATALOG,
+    **worker_changes: object,
+) -> AsyncIterator[BillingStack]:
+    """The tenant's catalog applied and a worker of the test's own running until the block ends.
+
+    `catalog` is the fee catalog unless a test says otherwise; `worker_changes` change the
+    worker's settings (see `worker_settings`).
+    """
+    await _apply_catalog(settings.database_url or "", tenant.tenant_id, catalog)
+    config = worker_settings(settings, temporal_address, **worker_changes)
+    temporal = await connect_temporal(config)
+    async with admin_client(server, tenant) as client, running_worker(config):
+        yield BillingStack(client, temporal, config)
+
+
+async def workflow_started(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the workflow exists yet: the outbox dispatcher starts it when it next polls."""
+    try:
+        await handle.describe()
+    except RPCError:  # NOT_FOUND: not started yet
+        return False
+    return True
+
+
+async def billing_schedule(handle: WorkflowHandle[Any, Any]) -> BillingSchedule | None:
+    """The billing cycle's schedule, or None while the cycle cannot answer (not started yet)."""
+    try:
+        return await handle.query(ContractBillingWorkflow.schedule)
+    except (RPCError, WorkflowQueryFailedError):  # not started yet: the dispatcher polls the outbox
+        return None
+
+
+async def billing_waits_for(handle: WorkflowHandle[Any, Any], moment: datetime) -> bool:
+    """Whether the billing cycle is waiting to bill the period that ends at `moment`."""
+    schedule = await billing_schedule(handle)
+    return (
+        schedule is not None
+        and schedule.state == "waiting"
+        and schedule.next_billing_date == moment.isoformat()
+    )
 
 
 @dataclass
@@ -148,10 +241,15 @@ async def sleep_until(moment: datetime) -> None:
     await asyncio.sleep(max((moment - datetime.now(UTC)).total_seconds(), 0))
 
 
-async def database(settings: Settings) -> asyncpg.Connection:
-    """A direct connection to the test's database, for checks the API does not offer."""
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test's database until the block ends, for checks the API lacks."""
     assert settings.database_url is not None
-    return await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def record_history(client: Client, workflow_id: str, name: str) -> WorkflowHistory:

@@ -9,21 +9,18 @@ import asyncpg
 
 from rating_service.api.server import RunningServer
 from rating_service.client import RatingClient
-from rating_service.domain.auth import Role
 from rating_service.gen.rating.v1 import contract_pb2
 from rating_service.ledger.accounts import cash_account_id
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
-from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
+    billing_stack,
     credit,
     database,
-    load_fee_catalog,
     open_billing_contract,
     record_history,
-    running_worker,
-    worker_settings,
+    workflow_started,
 )
 from workflows.recharge import recharge_workflow_id
 
@@ -60,14 +57,8 @@ async def outbox_topics(conn: asyncpg.Connection, contract_id: str) -> list[str]
 async def test_each_crossing_buys_credit_once_and_books_the_payment(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client = stack.client
         contract = await open_billing_contract(
             client,
             "cus_recharge",
@@ -76,8 +67,7 @@ async def test_each_crossing_buys_credit_once_and_books_the_payment(
             auto_recharge={"threshold": "5", "amount": "20"},
         )
         await client.call(client.contracts.AddCommitment, credit(contract.contract_id, "8"))
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
 
             async def recharged(times: int) -> bool:
                 count = await conn.fetchval(
@@ -107,22 +97,13 @@ async def test_each_crossing_buys_credit_once_and_books_the_payment(
             assert topics.count("auto_recharge") == 2
             assert topics.count("recharge.succeeded") == 2
             assert all(report.clean for report in (await reconcile(conn)).values())
-        finally:
-            await conn.close()
 
 
 async def test_after_the_last_failed_attempt_auto_recharge_switches_off(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client,
             "cus_declined",
@@ -141,15 +122,7 @@ async def test_after_the_last_failed_attempt_auto_recharge_switches_off(
         handle = temporal.get_workflow_handle(
             recharge_workflow_id(acme.tenant_id, contract.contract_id)
         )
-
-        async def started() -> bool:
-            try:
-                await handle.describe()
-            except Exception:  # not started yet: the dispatcher polls the outbox
-                return False
-            return True
-
-        await eventually(started, timeout_seconds=15)
+        await eventually(lambda: workflow_started(handle), timeout_seconds=15)
         assert await handle.result() == "failed"
         await record_history(temporal, handle.id, "auto_recharge_failed")
         reply = await client.call(
@@ -157,8 +130,7 @@ async def test_after_the_last_failed_attempt_auto_recharge_switches_off(
             contract_pb2.GetContractRequest(contract_id=contract.contract_id),
         )
         assert reply.contract.auto_recharge.enabled is False
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
             expected = [
                 "auto_recharge",
                 "recharge.failed",
@@ -175,5 +147,3 @@ async def test_after_the_last_failed_attempt_auto_recharge_switches_off(
             assert await outbox_topics(conn, contract.contract_id) == expected
             recharge_charges = "SELECT count(*) FROM simulated_charges WHERE reference LIKE 'rch_%'"
             assert await conn.fetchval(recharge_charges) == 2
-        finally:
-            await conn.close()

@@ -7,17 +7,14 @@ second; the contract's workflow is started by the outbox dispatcher, as in produ
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
-from click.testing import CliRunner
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState, LineKind
-from rating_service.cli import main
-from rating_service.client import RatingClient, RatingRefused
-from rating_service.domain.auth import Role
+from rating_service.client import RatingRefused
 from rating_service.domain.errors import NotFound
 from rating_service.ledger.accounts import cash_account_id, receivable_account_id
 from rating_service.settings import Settings
@@ -26,6 +23,10 @@ from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     PLATFORM_FEE,
+    admin_client,
+    billing_schedule,
+    billing_stack,
+    billing_waits_for,
     credit,
     database,
     load_fee_catalog,
@@ -36,6 +37,7 @@ from tests.integration.cycles import (
     sleep_until,
     start_worker_process,
     worker_settings,
+    workflow_started,
 )
 from workflows.billing import BillingSchedule, ContractBillingWorkflow, billing_workflow_id
 from workflows.invoice import InvoiceResult, invoice_workflow_id
@@ -47,15 +49,8 @@ PERIOD = 4
 async def test_a_contract_is_billed_every_period_to_the_cent(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client, "cus_cycles", period_seconds=PERIOD, periods=3
         )
@@ -68,10 +63,7 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         )
 
         async def started() -> bool:
-            try:
-                schedule = await handle.query(ContractBillingWorkflow.schedule)
-            except Exception:  # not started yet: the dispatcher polls the outbox
-                return False
+            schedule = await billing_schedule(handle)
             return isinstance(schedule, BillingSchedule) and schedule.next_billing_date is not None
 
         await eventually(started, timeout_seconds=15)
@@ -140,8 +132,7 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         assert [(line.key, line.amount) for line in credit_lines] == [
             (f"credit:{pool_id}", D("-2.50"))
         ]
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
             charged = await conn.fetch(
                 "SELECT reference, amount FROM simulated_charges ORDER BY reference"
             )
@@ -157,8 +148,6 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
                 (i.total for i in invoices), D(0)
             )
             assert all(report.clean for report in (await reconcile(conn)).values())
-        finally:
-            await conn.close()
 
 
 async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_charge(
@@ -169,9 +158,7 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
     temporal = await connect_temporal(config)
     # This worker's gateway charges, then takes 60 s to answer: it is killed before it does.
     doomed = await start_worker_process(config, RATING_GATEWAY_LATENCY_SECONDS="60")
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as client:
+    async with admin_client(server, acme) as client:
         contract = await open_billing_contract(client, "cus_killed", period_seconds=3, periods=1)
         await client.rate_and_debit(
             event_id="k1",
@@ -180,8 +167,7 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
             properties={},
             timestamp=contract.term_start,
         )
-    conn = await database(settings)
-    try:
+    async with database(settings) as conn:
 
         async def charged() -> bool:
             return bool(await conn.fetchval("SELECT count(*) FROM simulated_charges"))
@@ -220,37 +206,16 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
         )
         assert cash == sum((r["total"] for r in rows), D(0))
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
     # A grace window far longer than the test: only `bill-now` can invoice the first period.
-    config = worker_settings(settings, temporal_address, invoice_grace_seconds=600.0)
-    temporal = await connect_temporal(config)
-    env = {
-        "RATING_DATABASE_URL": config.database_url or "",
-        "RATING_TEMPORAL_ADDRESS": temporal_address,
-        "RATING_TEMPORAL_TASK_QUEUE": config.temporal_task_queue,
-    }
-
-    async def rating(*args: str) -> str:
-        # In a thread: the CLI runs its own event loop, and the worker runs on ours.
-        result = await asyncio.to_thread(
-            CliRunner().invoke, main, [*args, "--tenant", "acme"], env=env
-        )
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(
+        settings, temporal_address, server, acme, invoice_grace_seconds=600.0
+    ) as stack:
+        client, temporal = stack.client, stack.temporal
         # No payment method: invoices stay finalized (unpaid), so one can be voided.
         contract = await open_billing_contract(
             client, "cus_signals", period_seconds=3, periods=100, payment_method=""
@@ -259,22 +224,14 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )
         first_end = contract.term_start + timedelta(seconds=3)
-
-        async def waiting_for(moment: datetime) -> bool:
-            try:
-                schedule = await handle.query(ContractBillingWorkflow.schedule)
-            except Exception:  # not started yet: the dispatcher polls the outbox
-                return False
-            return schedule.state == "waiting" and schedule.next_billing_date == moment.isoformat()
-
-        await eventually(lambda: waiting_for(first_end), timeout_seconds=15)
+        await eventually(lambda: billing_waits_for(handle, first_end), timeout_seconds=15)
         schedule = await handle.query(ContractBillingWorkflow.schedule)
         assert schedule.bills_at == (first_end + timedelta(seconds=600)).isoformat()
         await sleep_until(first_end + timedelta(seconds=0.2))
-        await rating("contracts", "bill-now", contract.contract_id)
+        await stack.run_cli("contracts", "bill-now", contract.contract_id)
         second_end = first_end + timedelta(seconds=3)
-        await eventually(lambda: waiting_for(second_end), timeout_seconds=15)
-        await rating("contracts", "cancel", contract.contract_id)
+        await eventually(lambda: billing_waits_for(handle, second_end), timeout_seconds=15)
+        await stack.run_cli("contracts", "cancel", contract.contract_id)
         async with asyncio.timeout(30):
             assert await handle.result() == "ended"
         await record_history(temporal, handle.id, "billing_cancelled")
@@ -297,19 +254,16 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
             assert invoices[1].billing_date == first_end
             assert first_end < final.billing_date < contract.term_end
             assert final.period_end == final.billing_date
-            conn = await database(settings)
-            try:
+            async with database(settings) as conn:
                 states = await conn.fetch(
                     "SELECT state FROM contract_periods WHERE contract_id = $1",
                     contract.contract_id,
                 )
-            finally:
-                await conn.close()
             # The period the cancellation cut short is invoiced like the others.
             assert {row["state"] for row in states} == {"invoiced"}
 
             wrong = invoices[1]
-            output = await rating(
+            output = await stack.run_cli(
                 "invoices", "void", wrong.invoice_id, "--reason", "fee typo", "--regenerate"
             )
             assert "revision 1" in output
@@ -337,15 +291,8 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
 async def test_late_usage_rolls_forward_into_the_open_period_where_the_contract_says_so(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client, "cus_late", period_seconds=3, periods=3, late_usage="roll_forward"
         )
@@ -355,11 +302,8 @@ async def test_late_usage_rolls_forward_into_the_open_period_where_the_contract_
         )
 
         async def first_period_invoiced() -> bool:
-            try:
-                schedule = await handle.query(ContractBillingWorkflow.schedule)
-            except Exception:  # not started yet: the dispatcher polls the outbox
-                return False
-            return schedule.last_billed == first_end.isoformat()
+            schedule = await billing_schedule(handle)
+            return schedule is not None and schedule.last_billed == first_end.isoformat()
 
         await eventually(first_period_invoiced, timeout_seconds=20)
         # Stamped in the first period, which is invoiced: rated into the second instead.
@@ -385,30 +329,16 @@ async def test_late_usage_rolls_forward_into_the_open_period_where_the_contract_
 async def test_a_gateway_that_never_answers_leaves_the_invoice_issued_and_unpaid(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)  # pm_timeout gives up after 0.2 s
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    # With the worker's default settings a charge to pm_timeout gives up after 0.2 s.
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client, "cus_timeout", period_seconds=2, periods=1, payment_method="pm_timeout"
         )
         handle = temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )
-
-        async def started() -> bool:
-            try:
-                await handle.describe()
-            except Exception:  # not started yet: the dispatcher polls the outbox
-                return False
-            return True
-
-        await eventually(started, timeout_seconds=15)
+        await eventually(lambda: workflow_started(handle), timeout_seconds=15)
         async with asyncio.timeout(60):
             assert await handle.result() == "ended"
         opening = temporal.get_workflow_handle(

@@ -15,26 +15,16 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from click.testing import CliRunner
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from rating_service.api.server import RunningServer
-from rating_service.cli import main
-from rating_service.client import ContractSuspended, RatingClient
-from rating_service.domain.auth import Role
+from rating_service.client import ContractSuspended
 from rating_service.gen.rating.v1 import contract_pb2
 from rating_service.ledger.accounts import breakage_account_id
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
-from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
-from tests.integration.cycles import (
-    database,
-    load_fee_catalog,
-    open_billing_contract,
-    running_worker,
-    worker_settings,
-)
+from tests.integration.cycles import billing_stack, database, open_billing_contract
 from workflows.renewal import SettlementResult, renewal_workflow_id
 
 D = Decimal
@@ -44,30 +34,16 @@ PERIOD = 4
 async def test_a_contract_lives_a_whole_life_and_the_ledger_has_no_drift(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(
-        settings, temporal_address, expiry_warning_seconds=4.0, settlement_poll_seconds=0.2
-    )
-    temporal = await connect_temporal(config)
-    env = {
-        "RATING_DATABASE_URL": config.database_url or "",
-        "RATING_TEMPORAL_ADDRESS": temporal_address,
-        "RATING_TEMPORAL_TASK_QUEUE": config.temporal_task_queue,
-    }
-
-    async def rating(*args: str) -> None:
-        command = [*args, "--tenant", "acme"]
-        result = await asyncio.to_thread(CliRunner().invoke, main, command, env=env)
-        assert result.exit_code == 0, result.output
-
-    conn = await database(settings)
-    try:
-        async with (
-            RatingClient(
-                f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-            ) as client,
-            running_worker(config),
-        ):
+    async with database(settings) as conn:
+        async with billing_stack(
+            settings,
+            temporal_address,
+            server,
+            acme,
+            expiry_warning_seconds=4.0,
+            settlement_poll_seconds=0.2,
+        ) as stack:
+            client, temporal = stack.client, stack.temporal
             contract = await open_billing_contract(
                 client,
                 "cus_life",
@@ -125,7 +101,7 @@ async def test_a_contract_lives_a_whole_life_and_the_ledger_has_no_drift(
                 )
             await eventually(lambda: announced("recharge.succeeded"), timeout_seconds=15)
             # The card starts declining before the first period is invoiced.
-            await rating("contracts", "payment-method", contract_id, "--token", "pm_decline")
+            await stack.run_cli("contracts", "payment-method", contract_id, "--token", "pm_decline")
             await eventually(lambda: _is(status, "suspended"), timeout_seconds=20)
             with pytest.raises(ContractSuspended):
                 await client.rate_and_debit(
@@ -135,7 +111,7 @@ async def test_a_contract_lives_a_whole_life_and_the_ledger_has_no_drift(
                     properties={},
                 )
             # A new card: dunning retries at once, the invoice is paid, the contract reinstated.
-            await rating("contracts", "payment-method", contract_id, "--token", "pm_ok")
+            await stack.run_cli("contracts", "payment-method", contract_id, "--token", "pm_ok")
             await eventually(lambda: _is(status, "active"), timeout_seconds=20)
             await client.rate_and_debit(
                 event_id="after-reinstatement",
@@ -189,8 +165,6 @@ async def test_a_contract_lives_a_whole_life_and_the_ledger_has_no_drift(
         assert [r["state"] for r in invoices] == ["paid"] * len(invoices)
         assert len(invoices) == 5  # the opening invoice and one per period end
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def _is(status: Callable[[], Awaitable[str]], wanted: str) -> bool:

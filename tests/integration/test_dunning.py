@@ -15,29 +15,27 @@ from typing import Any
 
 import asyncpg
 import grpc
-from click.testing import CliRunner
 from temporalio.client import Client, WorkflowHandle
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState, invoice_id_for
-from rating_service.cli import main
-from rating_service.client import ContractSuspended, RatingClient
-from rating_service.domain.auth import Role
+from rating_service.client import ContractSuspended
 from rating_service.invoicing import Collection
 from rating_service.ledger.accounts import receivable_account_id
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
-from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     BillingContract,
+    admin_client,
+    billing_stack,
     database,
     load_fee_catalog,
     open_billing_contract,
     open_invoicing,
     record_history,
-    running_worker,
-    worker_settings,
+    run_cli,
+    workflow_started,
 )
 from workflows.dunning import DunningStatus, DunningWorkflow, dunning_workflow_id
 
@@ -54,15 +52,7 @@ async def _dunning(temporal: Client, tenant_id: str, invoice_id: str) -> Workflo
     handle: WorkflowHandle[Any, str] = temporal.get_workflow_handle(
         dunning_workflow_id(tenant_id, invoice_id), result_type=str
     )
-
-    async def started() -> bool:
-        try:
-            await handle.describe()
-        except Exception:  # not started yet: the dispatcher polls the outbox
-            return False
-        return True
-
-    await eventually(started, timeout_seconds=20)
+    await eventually(lambda: workflow_started(handle), timeout_seconds=20)
     return handle
 
 
@@ -92,126 +82,108 @@ async def _attempts(conn: asyncpg.Connection, invoice_id: str) -> list[tuple[int
 async def test_a_card_that_keeps_declining_suspends_the_contract_until_a_new_one_pays(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    env = {
-        "RATING_DATABASE_URL": config.database_url or "",
-        "RATING_TEMPORAL_ADDRESS": temporal_address,
-        "RATING_TEMPORAL_TASK_QUEUE": config.temporal_task_queue,
-    }
     events = itertools.count()
-    conn = await database(settings)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
-        contract = await open_billing_contract(
-            client,
-            "cus_declining",
-            period_seconds=LONG_PERIOD,
-            periods=1,
-            payment_method="pm_decline",
-            dunning_retry_seconds=[1, 1],
-        )
-        invoice_id = _opening_invoice(contract)
-
-        async def use() -> None:
-            await client.rate_and_debit(
-                event_id=f"call-{next(events)}",
-                customer_id=contract.customer_id,
-                event_type="api.call",
-                properties={},
+    async with database(settings) as conn:
+        async with billing_stack(settings, temporal_address, server, acme) as stack:
+            client, temporal = stack.client, stack.temporal
+            contract = await open_billing_contract(
+                client,
+                "cus_declining",
+                period_seconds=LONG_PERIOD,
+                periods=1,
+                payment_method="pm_decline",
+                dunning_retry_seconds=[1, 1],
             )
+            invoice_id = _opening_invoice(contract)
 
-        async def refused() -> bool:
-            try:
-                await use()
-            except ContractSuspended as error:
-                assert error.code is grpc.StatusCode.FAILED_PRECONDITION
+            async def use() -> None:
+                await client.rate_and_debit(
+                    event_id=f"call-{next(events)}",
+                    customer_id=contract.customer_id,
+                    event_type="api.call",
+                    properties={},
+                )
+
+            async def refused() -> bool:
+                try:
+                    await use()
+                except ContractSuspended as error:
+                    assert error.code is grpc.StatusCode.FAILED_PRECONDITION
+                    return True
+                return False  # the suspension has not reached the rating cache yet
+
+            async def accepted() -> bool:
+                try:
+                    await use()
+                except ContractSuspended:
+                    return False  # the reinstatement has not reached the rating cache yet
                 return True
-            return False  # the suspension has not reached the rating cache yet
 
-        async def accepted() -> bool:
-            try:
-                await use()
-            except ContractSuspended:
-                return False  # the reinstatement has not reached the rating cache yet
-            return True
+            await use()
+            dunning = await _dunning(temporal, acme.tenant_id, invoice_id)
+            await eventually(
+                lambda: _state_is(dunning, "suspended"), timeout_seconds=20
+            )  # the first attempt and two retries a second apart
+            status = await _status(dunning)
+            assert (status.attempts, status.next_retry_at) == (3, None)
+            assert status.last_decline_code == "card_declined"
+            assert await _attempts(conn, invoice_id) == [
+                (1, "failed", "card_declined"),
+                (2, "failed", "card_declined"),
+                (3, "failed", "card_declined"),
+            ]
+            state = await conn.fetchval(
+                "SELECT state FROM invoices WHERE invoice_id = $1", invoice_id
+            )
+            assert state == "uncollectible"
+            assert await _contract_status(conn, contract) == "suspended"
+            await eventually(refused, timeout_seconds=10)
 
-        await use()
-        dunning = await _dunning(temporal, acme.tenant_id, invoice_id)
-        await eventually(
-            lambda: _state_is(dunning, "suspended"), timeout_seconds=20
-        )  # the first attempt and two retries a second apart
-        status = await _status(dunning)
-        assert (status.attempts, status.next_retry_at) == (3, None)
-        assert status.last_decline_code == "card_declined"
-        assert await _attempts(conn, invoice_id) == [
-            (1, "failed", "card_declined"),
-            (2, "failed", "card_declined"),
-            (3, "failed", "card_declined"),
-        ]
-        state = await conn.fetchval("SELECT state FROM invoices WHERE invoice_id = $1", invoice_id)
-        assert state == "uncollectible"
-        assert await _contract_status(conn, contract) == "suspended"
-        await eventually(refused, timeout_seconds=10)
+            failures = await _outbox(conn, "payment.failed", contract.contract_id)
+            assert [(f["invoice_id"], f["attempt"], f["decline_code"]) for f in failures] == [
+                (invoice_id, n, "card_declined") for n in (1, 2, 3)
+            ]
+            # Each notification says when the next retry comes: one second after it failed.
+            for failure in failures[:2]:
+                gap = _at(failure["next_retry_at"]) - _at(failure["failed_at"])
+                assert gap == timedelta(seconds=1)
+            assert failures[2]["next_retry_at"] is None
+            suspended = await _outbox(conn, "contract.suspended", contract.contract_id)
+            assert [s["invoice_id"] for s in suspended] == [invoice_id]
 
-        failures = await _outbox(conn, "payment.failed", contract.contract_id)
-        assert [(f["invoice_id"], f["attempt"], f["decline_code"]) for f in failures] == [
-            (invoice_id, n, "card_declined") for n in (1, 2, 3)
-        ]
-        # Each notification says when the next retry comes: one second after it failed.
-        for failure in failures[:2]:
-            gap = _at(failure["next_retry_at"]) - _at(failure["failed_at"])
-            assert gap == timedelta(seconds=1)
-        assert failures[2]["next_retry_at"] is None
-        suspended = await _outbox(conn, "contract.suspended", contract.contract_id)
-        assert [s["invoice_id"] for s in suspended] == [invoice_id]
-
-        output = await _rating(
-            env, "contracts", "payment-method", contract.contract_id, "--token", "pm_ok"
-        )
-        assert f"retrying {invoice_id} now" in output
-        async with asyncio.timeout(20):
-            assert await dunning.result() == "paid"
-        assert (await _attempts(conn, invoice_id))[3:] == [(4, "succeeded", "")]
-        state = await conn.fetchval("SELECT state FROM invoices WHERE invoice_id = $1", invoice_id)
-        assert state == "paid"
-        assert await _contract_status(conn, contract) == "active"
-        await eventually(accepted, timeout_seconds=10)
-        reinstated = await _outbox(conn, "contract.reinstated", contract.contract_id)
-        assert [r["invoice_id"] for r in reinstated] == [invoice_id]
-        audited = await conn.fetch(
-            "SELECT action FROM audit_log WHERE subject = $1 ORDER BY audit_id",
-            contract.contract_id,
-        )
-        assert [row["action"] for row in audited][-3:] == [
-            "contract.suspended",
-            "contract.payment_method",
-            "contract.reinstated",
-        ]
-        await record_history(temporal, dunning.id, "dunning_suspended_then_paid")
-    try:
+            output = await stack.run_cli(
+                "contracts", "payment-method", contract.contract_id, "--token", "pm_ok"
+            )
+            assert f"retrying {invoice_id} now" in output
+            async with asyncio.timeout(20):
+                assert await dunning.result() == "paid"
+            assert (await _attempts(conn, invoice_id))[3:] == [(4, "succeeded", "")]
+            state = await conn.fetchval(
+                "SELECT state FROM invoices WHERE invoice_id = $1", invoice_id
+            )
+            assert state == "paid"
+            assert await _contract_status(conn, contract) == "active"
+            await eventually(accepted, timeout_seconds=10)
+            reinstated = await _outbox(conn, "contract.reinstated", contract.contract_id)
+            assert [r["invoice_id"] for r in reinstated] == [invoice_id]
+            audited = await conn.fetch(
+                "SELECT action FROM audit_log WHERE subject = $1 ORDER BY audit_id",
+                contract.contract_id,
+            )
+            assert [row["action"] for row in audited][-3:] == [
+                "contract.suspended",
+                "contract.payment_method",
+                "contract.reinstated",
+            ]
+            await record_history(temporal, dunning.id, "dunning_suspended_then_paid")
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def test_a_card_that_fails_twice_is_paid_on_the_third_attempt_without_suspension(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client,
             "cus_flaky",
@@ -225,8 +197,7 @@ async def test_a_card_that_fails_twice_is_paid_on_the_third_attempt_without_susp
         async with asyncio.timeout(20):
             assert await dunning.result() == "paid"
         assert (await _status(dunning)).attempts == 3
-    conn = await database(settings)
-    try:
+    async with database(settings) as conn:
         assert await _attempts(conn, invoice_id) == [
             (1, "failed", "processing_error"),
             (2, "failed", "processing_error"),
@@ -242,22 +213,13 @@ async def test_a_card_that_fails_twice_is_paid_on_the_third_attempt_without_susp
         assert await _outbox(conn, "contract.suspended", contract.contract_id) == []
         failures = await _outbox(conn, "payment.failed", contract.contract_id)
         assert [f["attempt"] for f in failures] == [1, 2]
-    finally:
-        await conn.close()
 
 
 async def test_a_new_payment_method_is_tried_at_once_not_at_the_scheduled_retry(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
-    temporal = await connect_temporal(config)
-    async with (
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
-    ):
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client,
             "cus_new_card",
@@ -270,8 +232,7 @@ async def test_a_new_payment_method_is_tried_at_once_not_at_the_scheduled_retry(
         dunning = await _dunning(temporal, acme.tenant_id, invoice_id)
         await eventually(lambda: _state_is(dunning, "waiting"), timeout_seconds=10)
         waiting = await _status(dunning)
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
             [failure] = await _outbox(conn, "payment.failed", contract.contract_id)
             # The workflow waits for exactly the retry the notification announced.
             assert waiting.next_retry_at == failure["next_retry_at"]
@@ -285,8 +246,6 @@ async def test_a_new_payment_method_is_tried_at_once_not_at_the_scheduled_retry(
                 (1, "failed", "processing_error"),
                 (2, "succeeded", ""),
             ]
-        finally:
-            await conn.close()
 
 
 async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_uncollectible(
@@ -294,9 +253,7 @@ async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_unco
 ) -> None:
     # No worker: the invoices are issued and given up on by calling the invoicing steps.
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as client:
+    async with admin_client(server, acme) as client:
         contract = await open_billing_contract(
             client, "cus_wire", period_seconds=LONG_PERIOD, periods=2, payment_method="pm_decline"
         )
@@ -313,16 +270,15 @@ async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_unco
             assert given_up.state is InvoiceState.UNCOLLECTIBLE
             owed.append(given_up)
     env = {"RATING_DATABASE_URL": settings.database_url or ""}
-    conn = await database(settings)
-    try:
+    async with database(settings) as conn:
         assert await _contract_status(conn, contract) == "suspended"
-        first = await _rating(env, "invoices", "pay", owed[0].invoice_id, "--reference", "W-1")
+        first = await run_cli(env, "invoices", "pay", owed[0].invoice_id, "--reference", "W-1")
         assert f"{owed[0].invoice_id} ({owed[0].number}) is paid" in first
         # The other invoice is still uncollectible: the contract stays suspended.
         assert f"contract {contract.contract_id} is suspended" in first
-        second = await _rating(env, "invoices", "pay", owed[1].invoice_id, "--reference", "W-2")
+        second = await run_cli(env, "invoices", "pay", owed[1].invoice_id, "--reference", "W-2")
         assert f"contract {contract.contract_id} is active" in second
-        again = await _rating(env, "invoices", "pay", owed[1].invoice_id, "--reference", "W-2")
+        again = await run_cli(env, "invoices", "pay", owed[1].invoice_id, "--reference", "W-2")
         assert "is paid" in again  # recorded once: paying a paid invoice changes nothing
         suspended = await _outbox(conn, "contract.suspended", contract.contract_id)
         assert [s["invoice_id"] for s in suspended] == [owed[0].invoice_id]
@@ -339,8 +295,6 @@ async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_unco
         )
         assert receivable == 0
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def test_dunning_resumes_from_the_attempts_the_invoice_recorded(
@@ -348,9 +302,7 @@ async def test_dunning_resumes_from_the_attempts_the_invoice_recorded(
 ) -> None:
     # What a new run of the workflow (an ops reset) starts from: numbers, never the run's.
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as client:
+    async with admin_client(server, acme) as client:
         contract = await open_billing_contract(
             client,
             "cus_resume",
@@ -396,13 +348,6 @@ async def _contract_status(conn: asyncpg.Connection, contract: BillingContract) 
             "SELECT status FROM contracts WHERE contract_id = $1", contract.contract_id
         )
     )
-
-
-async def _rating(env: dict[str, str], *args: str) -> str:
-    # In a thread: the CLI runs its own event loop, and the worker runs on ours.
-    result = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--tenant", "acme"], env=env)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def _at(text: str) -> datetime:

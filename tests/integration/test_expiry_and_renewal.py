@@ -17,28 +17,25 @@ from typing import Any
 import asyncpg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from rating_service.api.server import RunningServer
-from rating_service.client import NotFoundError, RatingClient
+from rating_service.client import NotFoundError
 from rating_service.credit_expiry import CreditExpiry
-from rating_service.domain.auth import Role
 from rating_service.gen.rating.v1 import contract_pb2
 from rating_service.ledger.accounts import breakage_account_id, pool_account_id
 from rating_service.outbox import OutboxRow
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from rating_service.store.ledger import reconcile
-from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
+    billing_stack,
+    billing_waits_for,
     database,
-    load_fee_catalog,
     open_billing_contract,
     record_history,
-    running_worker,
     sleep_until,
-    worker_settings,
 )
 from workflows.billing import ContractBillingWorkflow, billing_workflow_id
 from workflows.credit_expiry import (
@@ -91,42 +88,21 @@ async def _state(handle: WorkflowHandle[Any, Any], query: Any) -> str | None:
         return None
 
 
-async def _billing_waits_for(
-    temporal: Client, tenant_id: str, contract_id: str, at: datetime
-) -> None:
-    handle = temporal.get_workflow_handle(billing_workflow_id(tenant_id, contract_id))
-
-    async def waiting() -> bool:
-        try:
-            schedule = await handle.query(ContractBillingWorkflow.schedule)
-        except Exception:  # not started yet
-            return False
-        return schedule.state == "waiting" and schedule.next_billing_date == at.isoformat()
-
-    await eventually(waiting, timeout_seconds=15)
-
-
 async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_resolve(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    # Only `bill_now` invoices a period: the expiry must wait for that, however long.
-    config = worker_settings(
-        settings,
-        temporal_address,
-        invoice_grace_seconds=600.0,
-        expiry_warning_seconds=3.0,
-        settlement_poll_seconds=0.2,
-    )
-    temporal = await connect_temporal(config)
-    conn = await database(settings)
-    try:
-        async with (
-            RatingClient(
-                f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-            ) as client,
-            running_worker(config),
-        ):
+    async with database(settings) as conn:
+        # Only `bill_now` invoices a period: the expiry must wait for that, however long.
+        async with billing_stack(
+            settings,
+            temporal_address,
+            server,
+            acme,
+            invoice_grace_seconds=600.0,
+            expiry_warning_seconds=3.0,
+            settlement_poll_seconds=0.2,
+        ) as stack:
+            client, temporal, config = stack.client, stack.temporal, stack.worker_config
             contract = await open_billing_contract(
                 client, "cus_expiry", period_seconds=4, periods=3
             )
@@ -183,8 +159,8 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
                 billing_workflow_id(acme.tenant_id, contract.contract_id)
             )
             await billing.signal(ContractBillingWorkflow.bill_now)  # the first period only
-            await _billing_waits_for(
-                temporal, acme.tenant_id, contract.contract_id, second_period_end
+            await eventually(
+                lambda: billing_waits_for(billing, second_period_end), timeout_seconds=15
             )
             await sleep_until(second_period_end + timedelta(seconds=0.2))
             # The pool's period has ended but is not invoiced: its balance is still there.
@@ -250,8 +226,6 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
         )
         assert second_invoice is not None and second_invoice["issued_at"] < expired["created_at"]
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def _outbox_has(conn: asyncpg.Connection, topic: str, key: str) -> bool:
@@ -274,17 +248,11 @@ RENEWAL = {
 async def test_a_renewal_creates_the_next_term_and_rolls_over_up_to_the_cap(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address, settlement_poll_seconds=0.2)
-    temporal = await connect_temporal(config)
-    conn = await database(settings)
-    try:
-        async with (
-            RatingClient(
-                f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-            ) as client,
-            running_worker(config),
-        ):
+    async with database(settings) as conn:
+        async with billing_stack(
+            settings, temporal_address, server, acme, settlement_poll_seconds=0.2
+        ) as stack:
+            client, temporal = stack.client, stack.temporal
             contract = await open_billing_contract(
                 client, "cus_renews", period_seconds=3, periods=2, renewal=RENEWAL
             )
@@ -387,24 +355,16 @@ async def test_a_renewal_creates_the_next_term_and_rolls_over_up_to_the_cap(
         [announced] = await _outbox(conn, "contract.renewed", old_id)
         assert _payload(announced)["next_contract_id"] == next_id
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()
 
 
 async def test_a_contract_without_auto_renew_ends_after_its_final_invoice(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address, settlement_poll_seconds=0.2)
-    temporal = await connect_temporal(config)
-    conn = await database(settings)
-    try:
-        async with (
-            RatingClient(
-                f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-            ) as client,
-            running_worker(config),
-        ):
+    async with database(settings) as conn:
+        async with billing_stack(
+            settings, temporal_address, server, acme, settlement_poll_seconds=0.2
+        ) as stack:
+            client, temporal = stack.client, stack.temporal
             contract = await open_billing_contract(
                 client,
                 "cus_leaves",
@@ -455,5 +415,3 @@ async def test_a_contract_without_auto_renew_ends_after_its_final_invoice(
         assert status == "ended"
         assert await _balance(conn, breakage_account_id(contract.contract_id)) == D(2)
         assert all(report.clean for report in (await reconcile(conn)).values())
-    finally:
-        await conn.close()

@@ -27,15 +27,13 @@ from rating_service.client import NotAllowed, NotFoundError, RatingClient, Ratin
 from rating_service.domain.auth import Role
 from rating_service.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc, rating_pb2
 from rating_service.settings import Settings
-from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually, status_of
 from tests.integration.cycles import (
+    billing_stack,
     credit,
     load_fee_catalog,
     open_billing_contract,
     open_invoicing,
-    running_worker,
-    worker_settings,
 )
 from workflows.billing import billing_workflow_id
 
@@ -70,18 +68,16 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
     tmp_path: Path,
 ) -> None:
     database_url = settings.database_url or ""
-    await load_fee_catalog(database_url, acme.tenant_id)
-    config = worker_settings(settings, temporal_address)
     target = f"127.0.0.1:{server.port}"
     # The worker starts in this event loop and holds it while it checks the workflows (about
     # two seconds), so calls made meanwhile get a deadline to outlast that.
     async with (
-        RatingClient(target, acme.tokens[Role.ADMIN], timeout_seconds=10) as admin,
+        billing_stack(settings, temporal_address, server, acme) as stack,
         RatingClient(target, acme.tokens[Role.RATER], timeout_seconds=10) as rater,
         RatingClient(target, acme.tokens[Role.OPS], timeout_seconds=10) as ops,
         RatingClient(target, globex.tokens[Role.ADMIN], timeout_seconds=10) as other_tenant,
-        running_worker(config),
     ):
+        admin = stack.client
         contract = await open_billing_contract(
             admin, "cus_preview", period_seconds=PERIOD, periods=2
         )
@@ -137,8 +133,7 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
 
         final_id = invoice_id_for(contract.contract_id, contract.term_end)
         await eventually(lambda: issued(final_id), timeout_seconds=15)
-        temporal = await connect_temporal(config)
-        handle = temporal.get_workflow_handle(
+        handle = stack.temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )
         assert await handle.result() == "ended"

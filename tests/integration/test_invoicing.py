@@ -9,14 +9,13 @@ import pytest
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import INVOICE_STATE_CONFLICT, InvoiceState
-from rating_service.client import RatingClient
-from rating_service.domain.auth import Role
 from rating_service.domain.errors import FailedPrecondition, InvalidArgument
 from rating_service.ledger.accounts import receivable_account_id
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
 from tests.conftest import TenantKeys
 from tests.integration.cycles import (
+    admin_client,
     database,
     load_fee_catalog,
     open_billing_contract,
@@ -30,9 +29,7 @@ async def test_finalize_is_idempotent_and_a_voided_invoice_is_replaced_by_a_revi
     settings: Settings, server: RunningServer, acme: TenantKeys
 ) -> None:
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as client:
+    async with admin_client(server, acme) as client:
         contract = await open_billing_contract(
             client,
             "cus_void",
@@ -79,8 +76,7 @@ async def test_finalize_is_idempotent_and_a_voided_invoice_is_replaced_by_a_revi
             await invoicing.void(tenant, reissued.invoice_id, "ops@acme", "too late")
         assert refused.value.reason == INVOICE_STATE_CONFLICT
 
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
             receivable = await conn.fetchval(
                 "SELECT debits_posted - credits_posted FROM accounts WHERE account_id = $1",
                 receivable_account_id(contract_id),
@@ -91,5 +87,3 @@ async def test_finalize_is_idempotent_and_a_voided_invoice_is_replaced_by_a_revi
             )
             assert audit == "wrong fee"
             assert all(report.clean for report in (await reconcile(conn)).values())
-        finally:
-            await conn.close()

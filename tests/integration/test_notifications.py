@@ -18,13 +18,10 @@ from typing import Any
 import asyncpg
 from click.testing import CliRunner
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState
 from rating_service.cli import main
-from rating_service.client import RatingClient
-from rating_service.domain.auth import Role
 from rating_service.notifications import (
     DeliveryOutcome,
     InvalidSignature,
@@ -37,15 +34,16 @@ from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from rating_service.worker import connect_temporal
 from tests.conftest import TenantKeys, eventually
-from tests.integration.billing import load_catalog, open_account
+from tests.integration.billing import CATALOG, open_account
 from tests.integration.cycles import (
+    billing_stack,
     database,
-    load_fee_catalog,
     open_billing_contract,
     open_invoicing,
     record_history,
     running_worker,
     worker_settings,
+    workflow_started,
 )
 from workflows.billing import billing_workflow_id
 from workflows.notify import (
@@ -162,15 +160,7 @@ async def notification_result(temporal: Client, event_id: str) -> NotificationRe
     handle = temporal.get_workflow_handle_for(
         NotificationWorkflow.run, notification_workflow_id(event_id)
     )
-
-    async def started() -> bool:
-        try:
-            await handle.describe()
-        except RPCError:  # not started yet: the dispatcher polls the outbox
-            return False
-        return True
-
-    await eventually(started, timeout_seconds=15)
+    await eventually(lambda: workflow_started(handle), timeout_seconds=15)
     async with asyncio.timeout(15):
         return await handle.result()
 
@@ -181,8 +171,7 @@ async def write_outbox(settings: Settings, tenant_id: str, topic: str, key: str)
     Only for topics nothing but notifications handles: a fake row of another would start
     that piece's workflow too.
     """
-    conn = await database(settings)
-    try:
+    async with database(settings) as conn:
         await conn.execute(
             "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload) VALUES ($1, $2, $3, $4)",
             tenant_id,
@@ -190,8 +179,6 @@ async def write_outbox(settings: Settings, tenant_id: str, topic: str, key: str)
             key,
             json.dumps({"contract_id": "ctr_1", "pool_id": "pool_1", "remaining": "5"}),
         )
-    finally:
-        await conn.close()
     return key
 
 
@@ -207,17 +194,14 @@ async def rating_cli(database_url: str, *args: str, exit_code: int = 0) -> str:
 async def test_a_low_balance_alert_is_delivered_once_signed_and_logged(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_catalog(settings.database_url or "", acme.tenant_id)
-    config = worker_settings(settings, temporal_address, **FAST_RETRIES)
-    temporal = await connect_temporal(config)
     async with (
         receiving() as receiver,
         open_notifications(settings) as notifications,
-        RatingClient(
-            f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-        ) as client,
-        running_worker(config),
+        billing_stack(
+            settings, temporal_address, server, acme, catalog=CATALOG, **FAST_RETRIES
+        ) as stack,
     ):
+        client, temporal = stack.client, stack.temporal
         added = await notifications.add_endpoint(
             acme.tenant_id, receiver.url("/hooks"), ["alert"], "test"
         )
@@ -227,11 +211,8 @@ async def test_a_low_balance_alert_is_delivered_once_signed_and_logged(
         await account.grant("4", grant_id="g-low")
         for n in range(3):  # 4 → 3 → 2 → 1: below 2 on the third call, once
             await account.call(f"low-{n}")
-        conn = await database(settings)
-        try:
+        async with database(settings) as conn:
             event_id = await conn.fetchval("SELECT dedupe_key FROM outbox WHERE topic = 'alert'")
-        finally:
-            await conn.close()
         result = await notification_result(temporal, event_id)
 
     endpoint_id = added.endpoint.endpoint_id
@@ -400,25 +381,22 @@ async def test_each_endpoint_gets_only_its_topics_and_a_disabled_one_nothing(
 async def test_an_endpoint_that_is_down_does_not_delay_invoices(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    # Retried for longer than the whole billing cycle takes: still failing when it ends.
-    config = worker_settings(
-        settings,
-        temporal_address,
-        webhook_timeout_seconds=1.0,
-        webhook_retry_initial_seconds=0.2,
-        webhook_retry_max_seconds=0.5,
-        webhook_max_attempts=200,
-    )
-    temporal = await connect_temporal(config)
     with refusing_port() as port:
         async with (
             open_notifications(settings) as notifications,
-            RatingClient(
-                f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-            ) as client,
-            running_worker(config),
+            # Retried for longer than the whole billing cycle takes: still failing when it ends.
+            billing_stack(
+                settings,
+                temporal_address,
+                server,
+                acme,
+                webhook_timeout_seconds=1.0,
+                webhook_retry_initial_seconds=0.2,
+                webhook_retry_max_seconds=0.5,
+                webhook_max_attempts=200,
+            ) as stack,
         ):
+            client, temporal, config = stack.client, stack.temporal, stack.worker_config
             await notifications.add_endpoint(
                 acme.tenant_id, f"http://127.0.0.1:{port}/hooks", [], "test"
             )
@@ -426,26 +404,15 @@ async def test_an_endpoint_that_is_down_does_not_delay_invoices(
             billing = temporal.get_workflow_handle(
                 billing_workflow_id(acme.tenant_id, contract.contract_id)
             )
-
-            async def billing_started() -> bool:
-                try:
-                    await billing.describe()
-                except RPCError:
-                    return False
-                return True
-
-            await eventually(billing_started, timeout_seconds=15)
+            await eventually(lambda: workflow_started(billing), timeout_seconds=15)
             async with asyncio.timeout(30):
                 assert await billing.result() == "ended"
             async with open_invoicing(settings) as invoicing:
                 invoices = await invoicing.invoices.invoices(acme.tenant_id, contract.contract_id)
-            conn = await database(settings)
-            try:
+            async with database(settings) as conn:
                 rows = await conn.fetch(
                     "SELECT dedupe_key FROM outbox WHERE topic = 'invoice.issued'"
                 )
-            finally:
-                await conn.close()
             events = {row["dedupe_key"] for row in rows}
 
             async def every_invoice_notification_has_failed() -> bool:

@@ -10,14 +10,12 @@ import pytest
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState
-from rating_service.client import RatingClient
-from rating_service.domain.auth import Role
 from rating_service.invoicing import Collection, Invoicing
 from rating_service.payments import ChargeRequest, GatewayTimeout, SimulatedGateway
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, create_engine
 from tests.conftest import TenantKeys
-from tests.integration.cycles import load_fee_catalog, open_billing_contract
+from tests.integration.cycles import admin_client, load_fee_catalog, open_billing_contract
 
 D = Decimal
 
@@ -81,9 +79,7 @@ async def test_collecting_records_each_attempt_and_a_decline_leaves_the_invoice_
     settings: Settings, server: RunningServer, acme: TenantKeys, pool: asyncpg.Pool
 ) -> None:
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as client:
+    async with admin_client(server, acme) as client:
         contract = await open_billing_contract(
             client, "cus_pay", period_seconds=60, periods=2, payment_method="pm_fail_1"
         )
