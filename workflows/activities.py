@@ -114,9 +114,6 @@ def domain_errors_are_final(
     return run
 
 
-_domain_errors_are_final = domain_errors_are_final  # the earlier name, for code written to it
-
-
 class BillingActivities:
     """The activities of the billing cycle and invoice workflows, bound to one Invoicing."""
 

@@ -491,8 +491,8 @@ class Commitment(_message.Message):
     pool_id: _builtins.str
     contract_id: _builtins.str
     reference: _builtins.str
-    """What created it, the reference its ledger transfers carry: "grant:<grant_id>" or
-    "top_up:<top_up_id>".
+    """What created it, the reference its ledger transfers carry: "grant:<grant_id>",
+    "top_up:<top_up_id>" (auto-recharges too) or "rollover:<previous contract>".
     """
     kind: _builtins.str
     """prepaid_commit, postpaid_commit, credit"""
