@@ -24,7 +24,12 @@ with workflow.unsafe.imports_passed_through():
         InvoiceRequest,
         NextBillingDateRequest,
     )
-    from workflows.invoice import STEP_RETRIES, STEP_TIMEOUT, InvoiceWorkflow, invoice_workflow_id
+    from workflows.invoice import (
+        LOCAL_STEPS,
+        InvoiceWorkflow,
+        invoice_workflow_id,
+        run_step,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,19 +69,20 @@ class ContractBillingWorkflow:
         self._amended = False
         self._cancel = False
         self._bill_now = False
+        self._ending = False
 
     @workflow.run
     async def run(self, cycle: BillingCycleInput) -> str:
         """Bill the next date, then continue as new; return "ended" after the final one."""
         self._last_billed = cycle.last_billed
         contract = ContractRef(cycle.tenant_id, cycle.contract_id)
+        local = workflow.patched(LOCAL_STEPS)
         while True:
             self._amended = False
-            self._next = await workflow.execute_activity_method(
+            self._next = await run_step(
                 BillingActivities.next_billing_date,
                 NextBillingDateRequest(cycle.tenant_id, cycle.contract_id, self._last_billed),
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=STEP_RETRIES,
+                local=local,
             )
             if self._next is None:
                 self._state = "ended"
@@ -91,14 +97,9 @@ class ContractBillingWorkflow:
             if self._cancel:
                 self._cancel = False
                 self._state = "cancelling"
-                await workflow.execute_activity_method(
-                    BillingActivities.end_contract,
-                    contract,
-                    start_to_close_timeout=STEP_TIMEOUT,
-                    retry_policy=STEP_RETRIES,
-                )
+                await run_step(BillingActivities.end_contract, contract, local=local)
                 # The term now ends today: the next date is the final one, billed at once.
-                self._bill_now = True
+                self._ending = True
                 continue
             if self._amended:
                 continue
@@ -112,6 +113,8 @@ class ContractBillingWorkflow:
 
     async def _sleep_until(self, bills_at: datetime, billing_date: datetime) -> None:
         """Wait for the billing moment, or until a signal asks for something sooner."""
+        if self._ending:
+            return  # cancelled: the final date is the moment of cancellation, already here
 
         def woken() -> bool:
             due_now = self._bill_now and workflow.now() >= billing_date

@@ -9,8 +9,10 @@ on from there. The workflow id is derived from the same keys (see `invoice_workf
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -23,6 +25,9 @@ with workflow.unsafe.imports_passed_through():
         CollectResult,
         InvoiceRequest,
     )
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 STEP_TIMEOUT = timedelta(minutes=2)
 STEP_RETRIES = RetryPolicy(
@@ -62,6 +67,26 @@ def invoice_workflow_id(tenant_id: str, contract_id: str, billing_date: str, rev
     return f"invoice/{tenant_id}/{contract_id}/{billing_date}{suffix}"
 
 
+LOCAL_STEPS = "local-steps"
+"""Patch id: the database steps run as local activities, in the worker that runs the workflow.
+
+They are short, idempotent database transactions: run locally, they skip a task queue round
+trip and a workflow task each, which halves what an invoice costs Temporal and the worker.
+Histories from before the patch replay with those steps as ordinary activities.
+"""
+
+
+async def run_step(step: Callable[[Any, A], Awaitable[R]], argument: A, *, local: bool) -> R:
+    """Run one idempotent database step: locally, or as a task (histories before LOCAL_STEPS)."""
+    if local:
+        return await workflow.execute_local_activity_method(
+            step, argument, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRIES
+        )
+    return await workflow.execute_activity_method(
+        step, argument, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRIES
+    )
+
+
 @workflow.defn(name="Invoice")
 class InvoiceWorkflow:
     """Issue and collect one invoice; `step` tells ops where it is (or where it failed)."""
@@ -77,38 +102,19 @@ class InvoiceWorkflow:
     @workflow.run
     async def run(self, request: InvoiceRequest) -> InvoiceResult:
         """Close, draft, finalize, render, collect."""
+        local = workflow.patched(LOCAL_STEPS)
         self._step = "close_period"
-        await workflow.execute_activity_method(
-            BillingActivities.close_period,
-            request,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRIES,
-        )
+        await run_step(BillingActivities.close_period, request, local=local)
         self._step = "draft"
-        draft = await workflow.execute_activity_method(
-            BillingActivities.draft_invoice,
-            request,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRIES,
-        )
+        draft = await run_step(BillingActivities.draft_invoice, request, local=local)
         if draft is None:
             self._step = "done"
             return InvoiceResult(None, None, "skipped", "0", "nothing_due")
         invoice = CollectRequest(request.tenant_id, draft.invoice_id, attempt=1)
         self._step = "finalize"
-        final = await workflow.execute_activity_method(
-            BillingActivities.finalize_invoice,
-            invoice,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRIES,
-        )
+        final = await run_step(BillingActivities.finalize_invoice, invoice, local=local)
         self._step = "render"
-        await workflow.execute_activity_method(
-            BillingActivities.render_invoice,
-            invoice,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRIES,
-        )
+        await run_step(BillingActivities.render_invoice, invoice, local=local)
         self._step = "collect_payment"
         try:
             paid = await workflow.execute_activity_method(

@@ -21,6 +21,8 @@ HISTORIES = Path(__file__).parent / "histories"
 
 EXPECTED = {
     "invoice_paid",
+    "invoice_paid_before_local_steps",
+    "billing_final_before_local_steps",
     "invoice_worker_killed",
     "invoice_gateway_timeout",
     "invoice_gateway_timeout_before_dunning",
