@@ -224,7 +224,7 @@ def keys_revoke(key_id: str) -> None:
 
 @main.group()
 def ops() -> None:
-    """Operations: ledger reconciliation."""
+    """Operations: ledger reconciliation, the workflow determinism guard."""
 
 
 @ops.command("reconcile")
@@ -257,6 +257,50 @@ def ops_reconcile() -> None:
     click.echo(f"{len(reports)} tenants checked: " + ("drift found" if drifted else "no drift"))
     if drifted:
         sys.exit(1)
+
+
+@ops.group("histories")
+def ops_histories() -> None:
+    """Workflow histories on the Temporal server."""
+
+
+@ops_histories.command("check")
+@click.option(
+    "--per-type",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Latest histories to replay per workflow type.",
+)
+def ops_histories_check(per_type: int) -> None:
+    """Replay recent histories of every workflow type against this code (exit 1 if one fails).
+
+    Run it before deploying: a workflow change that running workflows would not replay
+    (non-determinism) fails here instead of in production.
+    """
+    from rating_service.worker import connect_temporal
+    from workflows.determinism import DeterminismReport, check_histories
+    from workflows.registry import SANDBOX, WORKFLOWS
+
+    async def check() -> DeterminismReport:
+        client = await connect_temporal(_settings())
+        return await check_histories(client, WORKFLOWS, SANDBOX, per_type)
+
+    report: DeterminismReport = _run(check)
+    for name, count in report.checked.items():
+        click.echo(f"{name:<16} {count} replayed")
+    for failure in report.failures:
+        click.echo(
+            f"NON-DETERMINISTIC {failure.workflow_type} {failure.workflow_id}"
+            f" (run {failure.run_id}): {failure.error}"
+        )
+    if not report.clean:
+        click.echo(
+            f"{len(report.failures)} histories do not replay: keep the old behaviour behind"
+            " workflow.patched() before deploying"
+        )
+        sys.exit(1)
+    click.echo("every history replays")
 
 
 @main.group()
