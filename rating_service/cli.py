@@ -259,6 +259,54 @@ def ops_reconcile() -> None:
         sys.exit(1)
 
 
+@ops.group("invoices")
+def ops_invoices() -> None:
+    """Invoice workflows that failed, for ops to look at (and, soon, replay)."""
+
+
+@ops_invoices.command("failed")
+@tenant_option
+@click.option("--contract", "contract_id", help="Only this contract's (default: all).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most to show."
+)
+def ops_invoices_failed(tenant_name: str, contract_id: str | None, limit: int) -> None:
+    """List failed invoice workflows: contract, billing date, failing step, error, since."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenants import TenantStore
+    from rating_service.worker import connect_temporal
+    from workflows.failures import FailedInvoice, failed_invoices
+
+    async def find() -> list[FailedInvoice]:
+        settings = _settings()
+        engine = create_engine(_database_url(settings), pool_size=1)
+        try:
+            tenant = await TenantStore(engine).find(tenant_name)
+        finally:
+            await engine.dispose()
+        client = await connect_temporal(settings)
+        return await failed_invoices(client, tenant.tenant_id, contract_id=contract_id, limit=limit)
+
+    found: list[FailedInvoice] = _run(find)
+    if not found:
+        click.echo("no failed invoice workflows")
+        return
+    rows = [("CONTRACT", "BILLING DATE", "REV", "STEP", "SINCE", "ERROR", "WORKFLOW")]
+    rows += [
+        (
+            f.key.contract_id,
+            f.key.billing_date,
+            str(f.key.revision),
+            f.step,
+            "" if f.since is None else f.since.isoformat(timespec="seconds"),
+            f.error,
+            f.workflow_id,
+        )
+        for f in found
+    ]
+    _echo_table(rows, right_aligned={2})
+
+
 @ops.group("histories")
 def ops_histories() -> None:
     """Workflow histories on the Temporal server."""

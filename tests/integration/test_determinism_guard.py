@@ -1,12 +1,15 @@
-"""`rating ops histories check`: real histories replay against this code, and a changed
-workflow that would break them is caught before it is deployed."""
+"""Ops tools on a real Temporal server: the determinism guard (`rating ops histories check`)
+and the list of failed invoice workflows (`rating ops invoices failed`)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 from temporalio import workflow
+from temporalio.client import WorkflowFailureError
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 from rating_service.api.server import RunningServer
@@ -17,7 +20,8 @@ from tests.integration.cycles import billing_stack, open_billing_contract, workf
 from workflows.activities import BillingActivities, InvoiceRequest
 from workflows.billing import billing_workflow_id
 from workflows.determinism import DeterminismReport, check_histories
-from workflows.invoice import STEP_RETRIES, STEP_TIMEOUT
+from workflows.failures import failed_invoices
+from workflows.invoice import STEP_RETRIES, STEP_TIMEOUT, InvoiceWorkflow, invoice_workflow_id
 from workflows.registry import SANDBOX, WORKFLOWS
 
 
@@ -72,3 +76,38 @@ async def test_recent_histories_replay_and_a_breaking_change_is_caught(
     )
     assert result.exit_code == 0, result.output
     assert "every history replays" in result.output
+
+
+async def test_a_failed_invoice_is_listed_with_its_step_and_error(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    async with billing_stack(settings, temporal_address, server, acme) as stack:
+        contract = await open_billing_contract(
+            stack.client, "cus_failing", period_seconds=60, periods=1
+        )
+        # Bad data: a billing date a day after the term, which has no period to close.
+        wrong = (contract.term_end + timedelta(days=1)).isoformat()
+        handle = await stack.temporal.start_workflow(
+            InvoiceWorkflow.run,
+            InvoiceRequest(acme.tenant_id, contract.contract_id, wrong),
+            id=invoice_workflow_id(acme.tenant_id, contract.contract_id, wrong, 0),
+            task_queue=stack.worker_config.temporal_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+        async def listed() -> bool:
+            found = await failed_invoices(stack.temporal, acme.tenant_id)
+            return any(f.workflow_id == handle.id for f in found)
+
+        await eventually(listed, timeout_seconds=15)  # visibility lags the server a little
+        [failed] = await failed_invoices(
+            stack.temporal, acme.tenant_id, contract_id=contract.contract_id
+        )
+        assert (failed.key.contract_id, failed.key.billing_date) == (contract.contract_id, wrong)
+        assert failed.step == "close_period"
+        assert "outside the contract's term" in failed.error
+        assert await failed_invoices(stack.temporal, "another-tenant") == []
+
+        output = await stack.run_cli("ops", "invoices", "failed")
+        assert "close_period" in output and contract.contract_id in output
