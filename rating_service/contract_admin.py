@@ -37,11 +37,11 @@ from rating_service.pricing.catalog import Catalog
 from rating_service.store.contracts import (
     ADD_COMMITMENT,
     TOP_UP,
-    AuditEntry,
     Commitment,
     ContractStore,
     StoredGrant,
 )
+from rating_service.store.effects import AuditEntry
 
 CATALOG_MISMATCH = "CATALOG_MISMATCH"
 """InvalidArgument reason: the request names a rate card, product or tag the tenant's catalog

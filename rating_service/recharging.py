@@ -8,9 +8,8 @@ what was done and never charges or grants twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -26,12 +25,20 @@ from rating_service.ledger.accounts import AccountKind, cash_account_id
 from rating_service.ledger.posting_rules import recharge_payment_transfers
 from rating_service.payments.gateway import ChargeRequest, PaymentGateway
 from rating_service.store.catalog import CatalogStore
-from rating_service.store.contracts import CONTRACTS_CHANNEL, ContractStore, notify_payload
+from rating_service.store.contracts import ContractStore, amend_contract, lock_contract
 from rating_service.store.database import Connection
+from rating_service.store.effects import (
+    AuditEntry,
+    outbox_key,
+    write_outbox,
+)
 from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
 
 ACTOR = "auto-recharge"
 """Who the audit log names for what auto-recharge does."""
+
+DISABLE = "auto_recharge.disable"
+"""Audit action of switching auto-recharge off after the last failed attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,7 @@ class AutoRecharging:
                     attempt,
                     outcome.decline_code,
                 )
-                await _outbox(
+                await _notice(
                     conn,
                     tenant_id,
                     "recharge.failed",
@@ -168,7 +175,7 @@ class AutoRecharging:
                 pool_id,
                 attempt,
             )
-            await _outbox(
+            await _notice(
                 conn,
                 tenant_id,
                 "recharge.succeeded",
@@ -190,33 +197,21 @@ class AutoRecharging:
             if row is None:
                 return  # settled before: this is a retry
             contract_id = row["contract_id"]
-            customer_id = await conn.fetchval(
-                "UPDATE contracts SET definition = jsonb_set(definition,"
-                " '{auto_recharge,enabled}', 'false'), updated_at = now()"
-                " WHERE tenant_id = $1 AND contract_id = $2 RETURNING customer_id",
-                tenant_id,
-                contract_id,
-            )
-            await conn.execute(
-                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-                " VALUES ($1, $2, 'auto_recharge.disable', $3, $4::jsonb)",
-                tenant_id,
-                ACTOR,
-                contract_id,
-                json.dumps({"recharge_id": recharge_id}),
-            )
-            await _outbox(
+            contract = await lock_contract(conn, tenant_id, contract_id)
+            if contract.auto_recharge is not None:
+                # Rating caches the contract: it stops watching the threshold at commit.
+                switched_off = replace(contract.auto_recharge, enabled=False)
+                await amend_contract(
+                    conn,
+                    replace(contract, auto_recharge=switched_off),
+                    AuditEntry(ACTOR, DISABLE, contract_id, {"recharge_id": recharge_id}),
+                )
+            await _notice(
                 conn,
                 tenant_id,
                 "auto_recharge.disabled",
                 recharge_id,
                 {"contract_id": contract_id, "recharge_id": recharge_id},
-            )
-            # Rating caches the contract: it must stop watching the threshold now.
-            await conn.execute(
-                "SELECT pg_notify($1, $2)",
-                CONTRACTS_CHANNEL,
-                notify_payload(tenant_id, customer_id),
             )
 
     async def _recharge(self, tenant_id: str, recharge_id: str) -> asyncpg.Record:
@@ -231,15 +226,8 @@ class AutoRecharging:
         return row
 
 
-async def _outbox(
+async def _notice(
     conn: Connection, tenant_id: str, topic: str, key: str, payload: dict[str, object]
 ) -> None:
     """A notification, in the same transaction as what it announces (delivered once per key)."""
-    await conn.execute(
-        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
-        tenant_id,
-        topic,
-        f"{topic}:{tenant_id}:{key}",
-        json.dumps(payload),
-    )
+    await write_outbox(conn, tenant_id, topic, outbox_key(topic, tenant_id, key), payload)

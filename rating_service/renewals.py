@@ -42,10 +42,10 @@ from rating_service.ledger.posting_rules import rollover_transfers
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contracts import (
     CONTRACT_OVERLAP,
-    AuditEntry,
     Commitment,
     ContractStore,
 )
+from rating_service.store.effects import AuditEntry
 from rating_service.store.settlement import (
     CONTRACT_ENDED,
     CONTRACT_RENEWED,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rating_service.store.effects import CONTRACTS_CHANNEL
 from rating_service.store.notifications import NotifiedCache
 from rating_service.store.rating import CustomerBook, RatingStore
-
-CONTRACTS_CHANNEL = "rating_contracts"
-"""NOTIFY channel of contract and pool changes; the payload is `<tenant id>:<customer id>`."""
 
 
 class ContractBooks:

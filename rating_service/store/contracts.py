@@ -9,7 +9,7 @@ through `rating_service.store.ledger.post_transfers`. Raw asyncpg: the ledger fu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -44,15 +44,19 @@ from rating_service.ledger.accounts import (
 )
 from rating_service.ledger.transfers import Transfer
 from rating_service.store.database import Connection
+from rating_service.store.effects import (
+    AuditEntry,
+    notify_contracts_changed,
+    outbox_key,
+    write_audit,
+    write_outbox,
+)
 from rating_service.store.ledger import (
     lock_accounts,
     open_accounts,
     post_transfers,
     transfers_by_reference,
 )
-
-CONTRACTS_CHANNEL = "rating_contracts"
-"""NOTIFY channel naming `<tenant_id>:<customer_id>` whose contracts or pools changed."""
 
 CONTRACT_OVERLAP = "CONTRACT_OVERLAP"
 """FailedPrecondition reason: the term overlaps another contract of the same customer."""
@@ -89,16 +93,6 @@ class StoredGrant:
     fingerprint: str
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """Who did what to which subject, written in the same transaction as the change."""
-
-    actor: str
-    action: str
-    subject: str
-    details: Mapping[str, object]
-
-
 class _GrantTaken(Exception):
     """Another transaction committed a pool under the same idempotency key first."""
 
@@ -128,8 +122,8 @@ class ContractStore:
             entry = AuditEntry(
                 actor, "customer.create", customer.customer_id, {"name": customer.name}
             )
-            await _audit(conn, customer.tenant_id, entry)
-            await _notify(conn, customer.tenant_id, customer.customer_id)
+            await write_audit(conn, customer.tenant_id, entry)
+            await notify_contracts_changed(conn, customer.tenant_id, customer.customer_id)
 
     async def customer(self, tenant_id: str, customer_id: str) -> Customer:
         """One customer of the tenant."""
@@ -203,26 +197,23 @@ class ContractStore:
                 contract.invoice_currency.code,
             )
             entry = AuditEntry(actor, "contract.create", contract.contract_id, definition)
-            await _audit(conn, tenant_id, entry)
+            await write_audit(conn, tenant_id, entry)
             # The outbox dispatcher starts the contract's billing cycle from this row.
-            await conn.execute(
-                "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                " VALUES ($1, $2, $3, $4::jsonb)",
+            await write_outbox(
+                conn,
                 tenant_id,
                 CONTRACT_CREATED,
                 f"{CONTRACT_CREATED}:{contract.contract_id}",
-                json.dumps(
-                    {
-                        "tenant_id": tenant_id,
-                        "contract_id": contract.contract_id,
-                        # Only a contract with a term end has a renewal to run.
-                        "term_end": None
-                        if contract.term_end is None
-                        else contract.term_end.isoformat(),
-                    }
-                ),
+                {
+                    "tenant_id": tenant_id,
+                    "contract_id": contract.contract_id,
+                    # Only a contract with a term end has a renewal to run.
+                    "term_end": None
+                    if contract.term_end is None
+                    else contract.term_end.isoformat(),
+                },
             )
-            await _notify(conn, tenant_id, customer_id)
+            await notify_contracts_changed(conn, tenant_id, customer_id)
 
     async def end_contract(
         self, tenant_id: str, contract_id: str, at: datetime, actor: str
@@ -232,15 +223,7 @@ class ContractStore:
         A term already ending earlier is kept; the end cannot precede the term's start.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT status, definition FROM contracts WHERE tenant_id = $1"
-                " AND contract_id = $2 FOR UPDATE",
-                tenant_id,
-                contract_id,
-            )
-            if row is None:
-                raise _contract_not_found(contract_id)
-            contract = _contract(row)
+            contract = await lock_contract(conn, tenant_id, contract_id)
             if contract.term_end is not None and contract.term_end <= at:
                 return contract
             if at <= contract.term_start:
@@ -255,18 +238,8 @@ class ContractStore:
                     ],
                 )
             ended = replace(contract, term_end=at)
-            definition = contract_to_dict(ended)
-            await conn.execute(
-                "UPDATE contracts SET term_end = $3, definition = $4::jsonb, updated_at = now()"
-                " WHERE tenant_id = $1 AND contract_id = $2",
-                tenant_id,
-                contract_id,
-                at,
-                json.dumps(definition),
-            )
             entry = AuditEntry(actor, "contract.end", contract_id, {"term_end": at.isoformat()})
-            await _audit(conn, tenant_id, entry)
-            await _notify(conn, tenant_id, contract.customer_id)
+            await amend_contract(conn, ended, entry)
             return ended
 
     async def change_payment_method(
@@ -274,26 +247,12 @@ class ContractStore:
     ) -> Contract:
         """Save the token invoices are charged to from now on (dunning retries with it)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT status, definition FROM contracts WHERE tenant_id = $1"
-                " AND contract_id = $2 FOR UPDATE",
-                tenant_id,
-                contract_id,
-            )
-            if row is None:
-                raise _contract_not_found(contract_id)
-            contract = _contract(row)
+            contract = await lock_contract(conn, tenant_id, contract_id)
             changed = replace(contract, payment_method=payment_method)
-            await conn.execute(
-                "UPDATE contracts SET definition = $3::jsonb, updated_at = now()"
-                " WHERE tenant_id = $1 AND contract_id = $2",
-                tenant_id,
-                contract_id,
-                json.dumps(contract_to_dict(changed)),
-            )
             details = {"from": contract.payment_method, "to": payment_method}
-            await _audit(conn, tenant_id, AuditEntry(actor, PAYMENT_METHOD, contract_id, details))
-            await _notify(conn, tenant_id, contract.customer_id)
+            await amend_contract(
+                conn, changed, AuditEntry(actor, PAYMENT_METHOD, contract_id, details)
+            )
             return changed
 
     async def contract(self, tenant_id: str, contract_id: str) -> Contract:
@@ -409,26 +368,22 @@ class ContractStore:
                     # Leaving the block rolls back the account opened above.
                     raise _GrantTaken
                 await post_transfers(conn, tenant_id, transfers)
-                await _audit(conn, tenant_id, replace(audit, subject=created.pool_id))
+                await write_audit(conn, tenant_id, replace(audit, subject=created.pool_id))
                 # The outbox dispatcher starts the pool's expiry from this row.
-                await conn.execute(
-                    "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                    " VALUES ($1, $2, $3, $4::jsonb)",
+                expires_at = created.expires_at
+                await write_outbox(
+                    conn,
                     tenant_id,
                     COMMITMENT_ADDED,
-                    f"{COMMITMENT_ADDED}:{tenant_id}:{created.pool_id}",
-                    json.dumps(
-                        {
-                            "contract_id": created.contract_id,
-                            "pool_id": created.pool_id,
-                            "kind": str(created.kind),
-                            "expires_at": None
-                            if created.expires_at is None
-                            else created.expires_at.isoformat(),
-                        }
-                    ),
+                    outbox_key(COMMITMENT_ADDED, tenant_id, created.pool_id),
+                    {
+                        "contract_id": created.contract_id,
+                        "pool_id": created.pool_id,
+                        "kind": str(created.kind),
+                        "expires_at": None if expires_at is None else expires_at.isoformat(),
+                    },
                 )
-                await _notify(conn, tenant_id, customer_id)
+                await notify_contracts_changed(conn, tenant_id, customer_id)
         except _GrantTaken:
             async with self._pool.acquire() as conn:
                 stored = await _stored_grant(conn, tenant_id, commitment.reference)
@@ -462,11 +417,38 @@ class ContractStore:
                 if earlier:
                     return earlier
                 await post_transfers(conn, tenant_id, transfers, locked)
-                await _audit(conn, tenant_id, audit)
-                await _notify(conn, tenant_id, customer_id)
+                await write_audit(conn, tenant_id, audit)
+                await notify_contracts_changed(conn, tenant_id, customer_id)
         except asyncpg.UniqueViolationError:
             return await self.transfers(tenant_id, reference)
         return []
+
+
+async def lock_contract(conn: Connection, tenant_id: str, contract_id: str) -> Contract:
+    """A contract as it is now, its row locked until the caller's transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT status, definition FROM contracts WHERE tenant_id = $1 AND contract_id = $2"
+        " FOR UPDATE",
+        tenant_id,
+        contract_id,
+    )
+    if row is None:
+        raise _contract_not_found(contract_id)
+    return _contract(row)
+
+
+async def amend_contract(conn: Connection, amended: Contract, entry: AuditEntry) -> None:
+    """Store a locked contract's changed terms: audited, and announced to rating's caches."""
+    await conn.execute(
+        "UPDATE contracts SET term_end = $3, definition = $4::jsonb, updated_at = now()"
+        " WHERE tenant_id = $1 AND contract_id = $2",
+        amended.tenant_id,
+        amended.contract_id,
+        amended.term_end,
+        json.dumps(contract_to_dict(amended)),
+    )
+    await write_audit(conn, amended.tenant_id, entry)
+    await notify_contracts_changed(conn, amended.tenant_id, amended.customer_id)
 
 
 async def lock_contract_status(
@@ -507,16 +489,9 @@ async def change_contract_status(
     if customer_id is None:
         return False
     entry = AuditEntry(actor, change.topic, change.contract_id, change.payload())
-    await _audit(conn, change.tenant_id, entry)
-    await conn.execute(
-        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
-        change.tenant_id,
-        change.topic,
-        change.dedupe_key,
-        json.dumps(change.payload()),
-    )
-    await _notify(conn, change.tenant_id, str(customer_id))
+    await write_audit(conn, change.tenant_id, entry)
+    await write_outbox(conn, change.tenant_id, change.topic, change.dedupe_key, change.payload())
+    await notify_contracts_changed(conn, change.tenant_id, str(customer_id))
     return True
 
 
@@ -602,29 +577,6 @@ def _overlap(contract: Contract, other: asyncpg.Record) -> FailedPrecondition:
         ],
         metadata={"contract_id": str(other["contract_id"])},
     )
-
-
-async def _audit(conn: Connection, tenant_id: str, entry: AuditEntry) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        tenant_id,
-        entry.actor,
-        entry.action,
-        entry.subject,
-        json.dumps(dict(entry.details)),
-    )
-
-
-async def _notify(conn: Connection, tenant_id: str, customer_id: str) -> None:
-    await conn.execute(
-        "SELECT pg_notify($1, $2)", CONTRACTS_CHANNEL, notify_payload(tenant_id, customer_id)
-    )
-
-
-def notify_payload(tenant_id: str, customer_id: str) -> str:
-    """What a `rating_contracts` notification carries (tenant ids hold no colon)."""
-    return f"{tenant_id}:{customer_id}"
 
 
 def _fingerprint_of(audit: AuditEntry) -> str:

@@ -43,7 +43,11 @@ from rating_service.domain.errors import NotFound
 from rating_service.ledger.posting_rules import invoice_void_transfers, payment_transfers
 from rating_service.store.contracts import change_contract_status, lock_contract_status
 from rating_service.store.database import Connection
+from rating_service.store.effects import AuditEntry, outbox_key, write_audit, write_outbox
 from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
+
+INVOICE_ISSUED = "invoice.issued"
+"""Outbox topic of a finalized invoice (a notification)."""
 
 OVERAGE_DRAW = ""
 """The pool id under which period_draws keeps a period's overage."""
@@ -223,20 +227,18 @@ class InvoiceStore:
                     invoice.contract_id,
                     invoice.period_start,
                 )
-            await conn.execute(
-                "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                " VALUES ($1, 'invoice.issued', $2, $3::jsonb) ON CONFLICT DO NOTHING",
+            await write_outbox(
+                conn,
                 tenant_id,
-                f"invoice.issued:{tenant_id}:{invoice_id}",
-                json.dumps(
-                    {
-                        "invoice_id": invoice_id,
-                        "contract_id": invoice.contract_id,
-                        "number": invoice.number,
-                        "total": str(invoice.total),
-                        "currency": invoice.currency.code,
-                    }
-                ),
+                INVOICE_ISSUED,
+                outbox_key(INVOICE_ISSUED, tenant_id, invoice_id),
+                {
+                    "invoice_id": invoice_id,
+                    "contract_id": invoice.contract_id,
+                    "number": invoice.number,
+                    "total": str(invoice.total),
+                    "currency": invoice.currency.code,
+                },
             )
             return invoice
 
@@ -351,13 +353,8 @@ class InvoiceStore:
                 failure.failed_at,
             )
             if recorded is not None:
-                await conn.execute(
-                    "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                    " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
-                    failure.tenant_id,
-                    PAYMENT_FAILED,
-                    failure.dedupe_key,
-                    json.dumps(failure.payload()),
+                await write_outbox(
+                    conn, failure.tenant_id, PAYMENT_FAILED, failure.dedupe_key, failure.payload()
                 )
 
     async def paid(
@@ -396,14 +393,9 @@ class InvoiceStore:
             if invoice.state is InvoiceState.PAID:
                 return invoice
             paid = await _settle(conn, invoice, f"payment:{invoice_id}:recorded", at, actor=actor)
-            await conn.execute(
-                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-                " VALUES ($1, $2, 'invoice.payment_recorded', $3, $4::jsonb)",
-                tenant_id,
-                actor,
-                invoice_id,
-                json.dumps({"reference": reference, "amount": str(invoice.total)}),
-            )
+            details = {"reference": reference, "amount": str(invoice.total)}
+            entry = AuditEntry(actor, "invoice.payment_recorded", invoice_id, details)
+            await write_audit(conn, tenant_id, entry)
             return paid
 
     async def mark_uncollectible(
@@ -430,14 +422,9 @@ class InvoiceStore:
                 str(written_off.state),
                 json.dumps(invoice_to_dict(written_off)),
             )
-            await conn.execute(
-                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-                " VALUES ($1, $2, 'invoice.uncollectible', $3, $4::jsonb)",
-                tenant_id,
-                actor,
-                invoice_id,
-                json.dumps({"number": invoice.number, "total": str(invoice.total)}),
-            )
+            details = {"number": invoice.number, "total": str(invoice.total)}
+            entry = AuditEntry(actor, "invoice.uncollectible", invoice_id, details)
+            await write_audit(conn, tenant_id, entry)
             suspension = StatusChange(
                 CONTRACT_SUSPENDED_TOPIC, tenant_id, invoice.contract_id, invoice_id, at
             )
@@ -479,13 +466,9 @@ class InvoiceStore:
             )
             voided = replace(invoice, state=InvoiceState.VOID)
             await _write_state(conn, voided, voided_at=at)
-            await conn.execute(
-                "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-                " VALUES ($1, $2, 'invoice.void', $3, $4::jsonb)",
-                tenant_id,
-                actor,
-                invoice_id,
-                json.dumps({"reason": reason, "number": invoice.number}),
+            details = {"reason": reason, "number": invoice.number}
+            await write_audit(
+                conn, tenant_id, AuditEntry(actor, "invoice.void", invoice_id, details)
             )
             return voided
 

@@ -10,7 +10,6 @@ ledger functions it uses.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,8 +22,14 @@ from rating_service.domain.errors import NotFound
 from rating_service.domain.money import format_decimal
 from rating_service.ledger.accounts import breakage_account_id, pool_account_id
 from rating_service.ledger.posting_rules import expiry_transfers
-from rating_service.store.contracts import CONTRACTS_CHANNEL, notify_payload
 from rating_service.store.database import Connection
+from rating_service.store.effects import (
+    AuditEntry,
+    notify_contracts_changed,
+    outbox_key,
+    write_audit,
+    write_outbox,
+)
 from rating_service.store.ledger import lock_accounts, post_transfers, transfers_by_reference
 
 ZERO = Decimal(0)
@@ -96,7 +101,7 @@ class SettlementStore:
     ) -> None:
         """Write a notification to the outbox, once per topic and key."""
         async with self._pool.acquire() as conn:
-            await write_notice(conn, tenant_id, topic, key, payload)
+            await write_outbox(conn, tenant_id, topic, outbox_key(topic, tenant_id, key), payload)
 
     async def expire_pool(
         self, tenant_id: str, contract_id: str, pool_id: str, actor: str
@@ -133,9 +138,10 @@ class SettlementStore:
                 "amount": format_decimal(amount),
             }
             customer_id = await _customer_of(conn, tenant_id, contract_id)
-            await _audit(conn, tenant_id, actor, EXPIRE_CREDIT, pool_id, details)
-            await write_notice(conn, tenant_id, CREDIT_EXPIRED, pool_id, details)
-            await _notify(conn, tenant_id, customer_id)
+            await write_audit(conn, tenant_id, AuditEntry(actor, EXPIRE_CREDIT, pool_id, details))
+            expired_key = outbox_key(CREDIT_EXPIRED, tenant_id, pool_id)
+            await write_outbox(conn, tenant_id, CREDIT_EXPIRED, expired_key, details)
+            await notify_contracts_changed(conn, tenant_id, customer_id)
         return PoolExpiry(amount)
 
     async def end_term(
@@ -169,24 +175,11 @@ class SettlementStore:
                 contract_id,
                 ContractStatus.ENDED.value,
             )
-            await _audit(conn, tenant_id, actor, topic, contract_id, payload)
-            await write_notice(conn, tenant_id, topic, contract_id, payload)
-            await _notify(conn, tenant_id, str(row["customer_id"]))
+            await write_audit(conn, tenant_id, AuditEntry(actor, topic, contract_id, payload))
+            ended_key = outbox_key(topic, tenant_id, contract_id)
+            await write_outbox(conn, tenant_id, topic, ended_key, payload)
+            await notify_contracts_changed(conn, tenant_id, str(row["customer_id"]))
         return True
-
-
-async def write_notice(
-    conn: Connection, tenant_id: str, topic: str, key: str, payload: Mapping[str, object]
-) -> None:
-    """An outbox row in the caller's transaction, once per `<topic>:<tenant>:<key>`."""
-    await conn.execute(
-        "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
-        tenant_id,
-        topic,
-        f"{topic}:{tenant_id}:{key}",
-        json.dumps(dict(payload)),
-    )
 
 
 async def _customer_of(conn: Connection, tenant_id: str, contract_id: str) -> str:
@@ -196,29 +189,3 @@ async def _customer_of(conn: Connection, tenant_id: str, contract_id: str) -> st
         contract_id,
     )
     return str(customer_id)
-
-
-async def _audit(
-    conn: Connection,
-    tenant_id: str,
-    actor: str,
-    action: str,
-    subject: str,
-    details: Mapping[str, object],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        tenant_id,
-        actor,
-        action,
-        subject,
-        json.dumps(dict(details)),
-    )
-
-
-async def _notify(conn: Connection, tenant_id: str, customer_id: str) -> None:
-    # Rating servers drop the customer's cached pools and contracts when this commits.
-    await conn.execute(
-        "SELECT pg_notify($1, $2)", CONTRACTS_CHANNEL, notify_payload(tenant_id, customer_id)
-    )

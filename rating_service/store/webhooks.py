@@ -7,15 +7,14 @@ to deliver one notification to one endpoint, successful or not.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from rating_service.domain.errors import NotFound
-from rating_service.store.database import Connection
+from rating_service.store.effects import AuditEntry, write_audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +86,8 @@ class WebhookStore:
             assert row is not None, "INSERT … RETURNING returns the row"
             endpoint = _endpoint(row)
             details = {"url": url, "topics": endpoint.topics}
-            await _audit(conn, tenant_id, actor, "webhook.add", endpoint, details)
+            entry = AuditEntry(actor, "webhook.add", endpoint.endpoint_id, details)
+            await write_audit(conn, tenant_id, entry)
         return endpoint
 
     async def endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
@@ -117,7 +117,8 @@ class WebhookStore:
                     metadata={"endpoint_id": endpoint_id},
                 )
             endpoint = _endpoint(row)
-            await _audit(conn, tenant_id, actor, "webhook.disable", endpoint, {})
+            entry = AuditEntry(actor, "webhook.disable", endpoint.endpoint_id, {})
+            await write_audit(conn, tenant_id, entry)
         return endpoint
 
     async def subscribed_endpoint_ids(self, tenant_id: str, topic: str) -> list[str]:
@@ -208,23 +209,4 @@ def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
         None if topics is None else tuple(topics),
         row["created_at"],
         row["disabled_at"],
-    )
-
-
-async def _audit(
-    conn: Connection,
-    tenant_id: str,
-    actor: str,
-    action: str,
-    endpoint: WebhookEndpoint,
-    details: Mapping[str, object],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor, action, subject, details)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        tenant_id,
-        actor,
-        action,
-        endpoint.endpoint_id,
-        json.dumps(dict(details)),
     )
