@@ -169,7 +169,7 @@ def _watched_thresholds(contract: Contract) -> tuple[AlertThreshold, ...]:
     recharge = contract.auto_recharge
     if recharge is None or not recharge.enabled:
         return contract.alert_thresholds
-    return (*contract.alert_thresholds, recharge.threshold_alert())
+    return (*contract.alert_thresholds, recharge.threshold_alert)
 
 
 def _commitment_spend_after(

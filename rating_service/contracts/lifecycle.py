@@ -7,7 +7,7 @@ path, except the auto-recharge threshold, which the debit engine watches like a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
 
@@ -41,6 +41,8 @@ class AutoRecharge:
     enabled: bool = True
     max_attempts: int = 3
     retry_after: timedelta = timedelta(hours=1)
+    threshold_alert: AlertThreshold = field(init=False, repr=False, compare=False)
+    """The balance alert whose crossing triggers a recharge (built once: read on every debit)."""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -57,12 +59,10 @@ class AutoRecharge:
         if not isinstance(self.retry_after, timedelta) or self.retry_after <= timedelta(0):
             violations.add("retry_seconds", "must be more than 0")
         violations.raise_if_any("invalid auto-recharge")
-
-    def threshold_alert(self) -> AlertThreshold:
-        """The balance alert whose crossing triggers a recharge."""
-        return AlertThreshold(
+        alert = AlertThreshold(
             AUTO_RECHARGE_THRESHOLD_ID, AlertKind.BALANCE_BELOW, amount=self.threshold
         )
+        object.__setattr__(self, "threshold_alert", alert)
 
 
 @dataclass(frozen=True, slots=True)
