@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from temporalio.client import Client
@@ -26,6 +26,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from workflows.billing import BillingCycleInput, ContractBillingWorkflow, billing_workflow_id
 
 log = logging.getLogger("rating.outbox")
+
+A = TypeVar("A")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +99,33 @@ class OutboxDispatcher:
             await asyncio.sleep(self._poll_seconds)
 
 
+async def start_once(
+    client: Client,
+    run: Callable[[Any, A], Awaitable[Any]],
+    argument: A,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+) -> None:
+    """Start a workflow under its business-key id; a redelivered row finds it and adds nothing."""
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            run, argument, id=workflow_id, task_queue=task_queue, id_reuse_policy=reuse
+        )
+
+
 def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
     """Start a new contract's billing cycle (once: the id is the contract's)."""
 
     async def start(row: OutboxRow) -> None:
         tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
-        # Delivered before: the cycle is running (or has run) already.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                ContractBillingWorkflow.run,
-                BillingCycleInput(tenant_id, contract_id, grace_seconds),
-                id=billing_workflow_id(tenant_id, contract_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
+        await start_once(
+            client,
+            ContractBillingWorkflow.run,
+            BillingCycleInput(tenant_id, contract_id, grace_seconds),
+            workflow_id=billing_workflow_id(tenant_id, contract_id),
+            task_queue=task_queue,
+        )
 
     return start

@@ -11,21 +11,19 @@ continue as new, so the history stays short.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.contracts.pools import CommitmentKind
     from rating_service.credit_expiry import CreditExpiry, ExpiryState
     from rating_service.domain.money import format_decimal
-    from rating_service.outbox import Handler, OutboxRow
+    from rating_service.outbox import Handler, OutboxRow, start_once
     from workflows.activities import domain_errors_are_final
     from workflows.invoice import STEP_TIMEOUT
 
@@ -168,20 +166,19 @@ def start_expiry(
         if expires_at is None or row.payload.get("kind") == CommitmentKind.POSTPAID_COMMIT:
             return
         pool_id = str(row.payload["pool_id"])
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                CreditExpiryWorkflow.run,
-                CreditExpiryInput(
-                    row.tenant_id,
-                    str(row.payload["contract_id"]),
-                    pool_id,
-                    str(expires_at),
-                    warning_seconds,
-                    poll_seconds,
-                ),
-                id=expiry_workflow_id(row.tenant_id, pool_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
+        await start_once(
+            client,
+            CreditExpiryWorkflow.run,
+            CreditExpiryInput(
+                row.tenant_id,
+                str(row.payload["contract_id"]),
+                pool_id,
+                str(expires_at),
+                warning_seconds,
+                poll_seconds,
+            ),
+            workflow_id=expiry_workflow_id(row.tenant_id, pool_id),
+            task_queue=task_queue,
+        )
 
     return start

@@ -22,12 +22,11 @@ from enum import StrEnum
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.invoicing import Invoicing
-    from rating_service.outbox import Handler, OutboxRow
+    from rating_service.outbox import Handler, OutboxRow, start_once
     from workflows.activities import (
         BillingActivities,
         CollectRequest,
@@ -303,13 +302,12 @@ def start_dunning(client: Client, task_queue: str) -> Handler:
     async def start(row: OutboxRow) -> None:
         tenant_id, invoice_id = row.tenant_id, str(row.payload["invoice_id"])
         # Later failures of the same invoice come from the dunning workflow itself.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                DunningWorkflow.run,
-                DunningRequest(tenant_id, invoice_id),
-                id=dunning_workflow_id(tenant_id, invoice_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
+        await start_once(
+            client,
+            DunningWorkflow.run,
+            DunningRequest(tenant_id, invoice_id),
+            workflow_id=dunning_workflow_id(tenant_id, invoice_id),
+            task_queue=task_queue,
+        )
 
     return start

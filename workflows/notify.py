@@ -11,7 +11,6 @@ workflow still completes, with that endpoint's outcome `failed`: it never retrie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,12 +22,11 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     RetryState,
-    WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.notifications import DeliveryOutcome, NotificationEvent, Notifications
-    from rating_service.outbox import Handler, OutboxRow
+    from rating_service.outbox import Handler, OutboxRow, start_once
     from rating_service.settings import Settings
 
 ATTEMPT_MARGIN = timedelta(seconds=10)
@@ -194,13 +192,13 @@ def start_notifications(
             row.dedupe_key, row.tenant_id, row.topic, row.created_at.isoformat(), dict(row.payload)
         )
         # Delivered before: the notification is on its way (or done); never send it twice.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                NotificationWorkflow.run,
-                NotificationInput(event, endpoint_ids, policy),
-                id=notification_workflow_id(event.event_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            )
+        await start_once(
+            client,
+            NotificationWorkflow.run,
+            NotificationInput(event, endpoint_ids, policy),
+            workflow_id=notification_workflow_id(event.event_id),
+            task_queue=task_queue,
+            reuse=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
 
     return start

@@ -8,7 +8,6 @@ activity; after the last failure auto-recharge is switched off, and notification
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,10 +15,10 @@ from datetime import timedelta
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox import Handler, OutboxRow
+    from rating_service.outbox import Handler, OutboxRow, start_once
     from rating_service.recharging import AutoRecharging, ChargeAttempt
     from workflows.activities import domain_errors_are_final
     from workflows.invoice import STEP_RETRIES, STEP_TIMEOUT
@@ -144,13 +143,13 @@ def start_recharge(client: Client, task_queue: str) -> Handler:
 
     async def start(row: OutboxRow) -> None:
         tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                AutoRechargeWorkflow.run,
-                RechargeRequest(tenant_id, contract_id, str(row.payload["event_id"])),
-                id=recharge_workflow_id(tenant_id, contract_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            )
+        await start_once(
+            client,
+            AutoRechargeWorkflow.run,
+            RechargeRequest(tenant_id, contract_id, str(row.payload["event_id"])),
+            workflow_id=recharge_workflow_id(tenant_id, contract_id),
+            task_queue=task_queue,
+            reuse=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
 
     return start

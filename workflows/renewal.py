@@ -11,19 +11,16 @@ its own `contract.created` row.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.domain.money import format_decimal
-    from rating_service.outbox import Handler, OutboxRow
+    from rating_service.outbox import Handler, OutboxRow, start_once
     from rating_service.renewals import Renewals, TermState
     from workflows.activities import ContractRef, domain_errors_are_final
     from workflows.credit_expiry import POLLS_PER_RUN, SETTLEMENT_RETRIES, sleep_until
@@ -199,13 +196,12 @@ def start_renewal(client: Client, task_queue: str, poll_seconds: float) -> Handl
         if row.payload.get("term_end") is None:
             return  # evergreen: nothing ends, nothing renews
         contract_id = str(row.payload["contract_id"])
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await client.start_workflow(
-                RenewalWorkflow.run,
-                RenewalInput(row.tenant_id, contract_id, poll_seconds),
-                id=renewal_workflow_id(row.tenant_id, contract_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
+        await start_once(
+            client,
+            RenewalWorkflow.run,
+            RenewalInput(row.tenant_id, contract_id, poll_seconds),
+            workflow_id=renewal_workflow_id(row.tenant_id, contract_id),
+            task_queue=task_queue,
+        )
 
     return start
