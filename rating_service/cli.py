@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from rating_service.pricing.catalog import CatalogChange
     from rating_service.store.contracts import Commitment
     from rating_service.store.invoices import PaymentAttempt
+    from rating_service.store.replays import Replay
     from rating_service.store.webhooks import DeliveryAttempt, WebhookEndpoint
+    from workflows.failures import InvoiceRun
+    from workflows.replay import InvoiceReplays, ReplayPlan
 
 T = TypeVar("T")
 
@@ -261,50 +265,261 @@ def ops_reconcile() -> None:
 
 @ops.group("invoices")
 def ops_invoices() -> None:
-    """Invoice workflows that failed, for ops to look at (and, soon, replay)."""
+    """Invoice workflows that failed: find them, see why, replay them (every replay logged)."""
 
 
 @ops_invoices.command("failed")
 @tenant_option
 @click.option("--contract", "contract_id", help="Only this contract's (default: all).")
+@click.option("--since", type=click.DateTime(), help="Only those failed since (UTC).")
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most to show."
 )
-def ops_invoices_failed(tenant_name: str, contract_id: str | None, limit: int) -> None:
-    """List failed invoice workflows: contract, billing date, failing step, error, since."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenants import TenantStore
-    from rating_service.worker import connect_temporal
-    from workflows.failures import FailedInvoice, failed_invoices
+def ops_invoices_failed(
+    tenant_name: str, contract_id: str | None, since: datetime | None, limit: int
+) -> None:
+    """List failed (or stuck) invoice workflows: contract, date, step, error, attempts, since."""
 
-    async def find() -> list[FailedInvoice]:
-        settings = _settings()
-        engine = create_engine(_database_url(settings), pool_size=1)
-        try:
-            tenant = await TenantStore(engine).find(tenant_name)
-        finally:
-            await engine.dispose()
-        client = await connect_temporal(settings)
-        return await failed_invoices(client, tenant.tenant_id, contract_id=contract_id, limit=limit)
+    async def find() -> list[InvoiceRun]:
+        async with _invoice_replays(tenant_name) as (replays, tenant_id):
+            return await replays.failed(
+                tenant_id, contract_id=contract_id, since=_utc(since), limit=limit
+            )
 
-    found: list[FailedInvoice] = _run(find)
+    found: list[InvoiceRun] = _run(find)
     if not found:
         click.echo("no failed invoice workflows")
         return
-    rows = [("CONTRACT", "BILLING DATE", "REV", "STEP", "SINCE", "ERROR", "WORKFLOW")]
+    rows = [("CONTRACT", "BILLING DATE", "STATUS", "STEP", "ATTEMPTS", "SINCE", "ERROR")]
+    for run in found:
+        failing = run.failing_step
+        rows.append(
+            (
+                run.key.contract_id,
+                run.key.billing_date + (f" r{run.key.revision}" if run.key.revision else ""),
+                run.status,
+                "" if failing is None else failing.step,
+                "" if failing is None else str(failing.attempts),
+                _when(run.since),
+                _short(run.error or ("" if failing is None else failing.error)),
+            )
+        )
+    _echo_table(rows, right_aligned={4})
+    click.echo("\nsee one with `rating ops invoices show WORKFLOW`; workflows:")
+    for run in found:
+        click.echo(f"  {run.workflow_id}")
+
+
+@ops_invoices.command("show")
+@click.argument("workflow_id")
+@tenant_option
+def ops_invoices_show(workflow_id: str, tenant_name: str) -> None:
+    """An invoice workflow's latest run step by step, why it failed, and what a replay does."""
+
+    async def show() -> tuple[ReplayPlan, list[Replay]]:
+        async with _invoice_replays(tenant_name) as (replays, tenant_id):
+            plan = await replays.plan(tenant_id, workflow_id)
+            return plan, await replays.replays(tenant_id, workflow_id)
+
+    shown: tuple[ReplayPlan, list[Replay]] = _run(show)
+    plan, logged = shown
+    run = plan.run
+    click.echo(f"workflow  {run.workflow_id}")
+    click.echo(f"run       {run.run_id} ({run.status}, since {_when(run.since)})")
+    click.echo(f"contract  {run.key.contract_id}, billing date {run.key.billing_date}")
+    click.echo(f"invoice   {plan.invoice_id}")
+    if run.error:
+        click.echo(f"error     {run.error}")
+    click.echo("")
+    rows = [("STEP", "STATUS", "ATTEMPTS", "RESET POINT", "ERROR")]
+    rows += [
+        (s.step, s.status, str(s.attempts), str(s.reset_point), _short(s.error)) for s in run.steps
+    ]
+    _echo_table(rows, right_aligned={2, 3})
+    _echo_plan(plan, heading="a replay now")
+    if logged:
+        click.echo("\nreplays so far:")
+        _echo_replays(logged)
+
+
+@ops_invoices.command("replay")
+@click.argument("workflow_ids", nargs=-1)
+@tenant_option
+@click.option("--all", "replay_all", is_flag=True, help="Every failed invoice workflow.")
+@click.option("--contract", "contract_id", help="With --all: only this contract's.")
+@click.option("--since", type=click.DateTime(), help="With --all: only those failed since (UTC).")
+@click.option(
+    "--reset-to",
+    metavar="STEP",
+    help="Reset the failed run to this step (e.g. collect_payment) instead of rerunning it.",
+)
+@click.option("--reason", required=True, help="Why (kept in the replay log with your name).")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the replays to end.")
+def ops_invoices_replay(
+    workflow_ids: tuple[str, ...],
+    tenant_name: str,
+    replay_all: bool,
+    contract_id: str | None,
+    since: datetime | None,
+    reset_to: str | None,
+    reason: str,
+    dry_run: bool,
+    no_wait: bool,
+) -> None:
+    """Replay failed invoice workflows: rerun under the same id, or reset to a step.
+
+    Every step is idempotent on the invoice's business keys: a replay keeps the number the
+    invoice was given and never charges twice. Each replay is logged (who, why, when, outcome).
+    """
+    if bool(workflow_ids) == replay_all:
+        raise click.UsageError("name the workflows to replay, or pass --all (not both)")
+    if not replay_all and (contract_id or since):
+        raise click.UsageError("--contract and --since narrow --all")
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    actor = f"cli:{getpass.getuser()}"
+
+    async def replay() -> list[Replay] | None:
+        from workflows.replay import REPLAY_WAIT
+
+        async with _invoice_replays(tenant_name) as (replays, tenant_id):
+            targets = list(workflow_ids)
+            if replay_all:
+                failed = await replays.failed(
+                    tenant_id, contract_id=contract_id, since=_utc(since), limit=1000
+                )
+                targets = [run.workflow_id for run in failed]
+            if not targets:
+                click.echo("no failed invoice workflows to replay")
+                return []
+            plans = [await replays.plan(tenant_id, target, reset_to) for target in targets]
+            if dry_run:
+                for plan in plans:
+                    click.echo(f"\n{plan.run.workflow_id} ({plan.run.status})")
+                    _echo_plan(plan, heading="would")
+                click.echo(f"\ndry run: {len(plans)} replay(s) planned, nothing changed")
+                return None
+            made = []
+            with click.progressbar(
+                plans, label=f"replaying {len(plans)} invoice(s)", show_pos=True
+            ) as bar:
+                for plan in bar:
+                    made.append(
+                        await replays.replay(
+                            tenant_id,
+                            plan.run.workflow_id,
+                            reason=reason,
+                            actor=actor,
+                            reset_to=reset_to,
+                            wait=None,
+                        )
+                    )
+            if no_wait:
+                return made
+            click.echo("waiting for the replayed runs to end …")
+            return await replays.settle(made, REPLAY_WAIT)
+
+    made: list[Replay] | None = _run(replay)
+    if not made:
+        return
+    _echo_replays(made)
+    if any(r.outcome in ("failed", "refused") for r in made):
+        click.echo("\nsome replays did not succeed: see `rating ops invoices show WORKFLOW`")
+        sys.exit(1)
+
+
+@ops.command("replays")
+@tenant_option
+@click.option("--workflow", "workflow_id", help="Only this invoice workflow's.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most to show."
+)
+def ops_replays(tenant_name: str, workflow_id: str | None, limit: int) -> None:
+    """The replay log, latest first: who replayed what, when, why, and how it ended."""
+
+    async def log() -> list[Replay]:
+        async with _invoice_replays(tenant_name) as (replays, tenant_id):
+            return await replays.replays(tenant_id, workflow_id, limit)
+
+    logged: list[Replay] = _run(log)
+    if not logged:
+        click.echo("no replays")
+        return
+    _echo_replays(logged)
+
+
+def _echo_plan(plan: ReplayPlan, heading: str) -> None:
+    """What a replay does: mode, restart point, effects; or why it is refused."""
+    if plan.refusal:
+        click.echo(f"\n{heading}: refused: {plan.refusal}")
+        return
+    how = (
+        "rerun it from the start under the same id"
+        if plan.mode == "rerun"
+        else f"reset its run to {plan.reset_to} (event {plan.reset_point})"
+    )
+    click.echo(f"\n{heading}: {how}")
+    for effect in plan.effects:
+        click.echo(f"  - {effect}")
+
+
+def _echo_replays(replays: Sequence[Replay]) -> None:
+    rows = [("ID", "WHEN", "WHO", "WORKFLOW", "MODE", "OUTCOME", "DETAIL", "REASON")]
     rows += [
         (
-            f.key.contract_id,
-            f.key.billing_date,
-            str(f.key.revision),
-            f.step,
-            "" if f.since is None else f.since.isoformat(timespec="seconds"),
-            f.error,
-            f.workflow_id,
+            str(r.replay_id),
+            _when(r.requested_at),
+            r.request.actor,
+            r.request.workflow_id,
+            r.request.mode + (f" to {r.request.reset_to}" if r.request.reset_to else ""),
+            r.outcome,
+            _short(r.detail),
+            _short(r.request.reason),
         )
-        for f in found
+        for r in replays
     ]
-    _echo_table(rows, right_aligned={2})
+    _echo_table(rows, right_aligned={0})
+
+
+def _when(at: datetime | None) -> str:
+    return "" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    """A naive command-line time, read as UTC."""
+    return None if at is None else at.replace(tzinfo=UTC)
+
+
+def _short(text: str, width: int = 90) -> str:
+    """One line of at most `width` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+@contextlib.asynccontextmanager
+async def _invoice_replays(tenant_name: str) -> AsyncIterator[tuple[InvoiceReplays, str]]:
+    """Ops replays (Temporal and the database) for a tenant named on the command line."""
+    import asyncpg
+
+    from rating_service.store.database import asyncpg_dsn, create_engine
+    from rating_service.store.tenants import TenantStore
+    from rating_service.worker import connect_temporal
+    from workflows.replay import InvoiceReplays
+
+    settings = _settings()
+    database_url = _database_url(settings)
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(tenant_name)
+    finally:
+        await engine.dispose()
+    client = await connect_temporal(settings)
+    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=4)
+    try:
+        yield InvoiceReplays(client, pool, settings.temporal_task_queue), tenant.tenant_id
+    finally:
+        await pool.close()
 
 
 @ops.group("histories")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -34,6 +34,8 @@ from rating_service.gen.rating.v1 import (
     contract_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
+    ops_pb2,
+    ops_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
 )
@@ -159,6 +161,7 @@ class RatingClient:
         self.contracts = contract_pb2_grpc.ContractServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.invoicing = invoice_pb2_grpc.InvoiceServiceStub(self._channel)
+        self.ops = ops_pb2_grpc.OpsServiceStub(self._channel)
 
     async def __aenter__(self) -> RatingClient:
         return self
@@ -300,6 +303,40 @@ class RatingClient:
             invoice_pb2.ListPaymentAttemptsRequest(invoice_id=invoice_id),
         )
         return list(reply.attempts)
+
+    async def failed_invoices(self, contract_id: str = "") -> list[ops_pb2.InvoiceRun]:
+        """Invoice workflows whose latest run failed or is stuck, latest first (ops key)."""
+        reply = await self.idempotent(
+            self.ops.ListFailedInvoices, ops_pb2.ListFailedInvoicesRequest(contract_id=contract_id)
+        )
+        return list(reply.runs)
+
+    async def replay_invoices(
+        self,
+        workflow_ids: Sequence[str],
+        *,
+        reason: str,
+        reset_to: str = "",
+        dry_run: bool = False,
+        wait_seconds: int = 0,
+    ) -> ops_pb2.ReplayInvoicesResponse:
+        """Replay invoice workflows (or, dry run, say what would happen); ops key.
+
+        Not retried: a replay is logged each time it is asked for.
+        """
+        request = ops_pb2.ReplayInvoicesRequest(
+            workflow_ids=workflow_ids,
+            reason=reason,
+            reset_to=reset_to,
+            dry_run=dry_run,
+            wait_seconds=wait_seconds,
+        )
+        try:
+            return await self.ops.ReplayInvoices(
+                request, metadata=self._metadata, timeout=self._timeout + wait_seconds
+            )
+        except aio.AioRpcError as error:
+            raise typed_error(error) from None
 
 
 def usage_event(

@@ -28,7 +28,8 @@ from rating_service.domain.errors import (
     InvalidArgument,
     PreconditionViolation,
 )
-from rating_service.payments.gateway import ChargeRequest, PaymentGateway
+from rating_service.failpoints import AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN, Failpoints
+from rating_service.payments.gateway import ChargeRequest, PaymentGateway, UnknownPaymentMethod
 from rating_service.rating.rate import contract_in_force
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contracts import ContractStore
@@ -49,6 +50,10 @@ class Collection(StrEnum):
     """The gateway never answered: recorded as a failure, and the next attempt uses a new key."""
     ALREADY_SETTLED = "already_settled"
     """Paid or void before this attempt."""
+
+
+PAYMENT_METHOD_UNKNOWN = "PAYMENT_METHOD_UNKNOWN"
+"""Error reason: the gateway refused the saved payment method; fix it, then replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class Invoicing:
         engine: AsyncEngine,
         gateway: PaymentGateway | None = None,
         clock: Callable[[], datetime] = utc_now,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._contracts = ContractStore(pool)
         self._invoices = InvoiceStore(pool)
@@ -106,6 +112,7 @@ class Invoicing:
         self._tenants = TenantStore(engine)
         self._gateway = gateway
         self._clock = clock
+        self._failpoints = failpoints or Failpoints()
 
     @property
     def invoices(self) -> InvoiceStore:
@@ -189,7 +196,9 @@ class Invoicing:
 
     async def finalize(self, tenant_id: str, invoice_id: str) -> Invoice:
         """Number the draft (gapless, per tenant) and post it to the ledger; once."""
-        return await self._invoices.finalize(tenant_id, invoice_id, self._clock())
+        invoice = await self._invoices.finalize(tenant_id, invoice_id, self._clock())
+        self._failpoints.hit(AFTER_NUMBER_ASSIGNED)
+        return invoice
 
     async def render(self, tenant_id: str, invoice_id: str) -> None:
         """Render and keep the invoice's HTML and PDF (the same invoice renders the same)."""
@@ -253,11 +262,30 @@ class Invoicing:
                 "this Invoicing has no payment gateway: build it with one to collect"
             )
         key = payment_key(invoice_id, attempt)
-        outcome = await self._gateway.charge(
-            ChargeRequest(
-                key, recorded.payment_method, recorded.amount, invoice.currency.code, invoice_id
+        try:
+            outcome = await self._gateway.charge(
+                ChargeRequest(
+                    key, recorded.payment_method, recorded.amount, invoice.currency.code, invoice_id
+                )
             )
-        )
+        except UnknownPaymentMethod as refused:
+            # Nothing was charged and the key is unused: record it, and fail loudly so ops fix
+            # the token and replay (dunning the customer for our data would not help).
+            await self._invoices.payment_refused(tenant_id, key, refused.code, str(refused))
+            description = (
+                f"the gateway refused payment method {recorded.payment_method!r}: {refused};"
+                " set the right one (`rating contracts payment-method`) and replay the invoice"
+            )
+            raise FailedPrecondition(
+                f"invoice {invoice_id!r}: {description}",
+                reason=PAYMENT_METHOD_UNKNOWN,
+                violations=[
+                    PreconditionViolation(
+                        "PAYMENT_METHOD", f"contracts/{contract.contract_id}", description
+                    )
+                ],
+                metadata={"invoice_id": invoice_id, "contract_id": contract.contract_id},
+            ) from refused
         if not outcome.succeeded:
             failure = self._failure(
                 contract, invoice_id, attempt, outcome.decline_code, outcome.message
@@ -266,6 +294,7 @@ class Invoicing:
             return CollectionResult(
                 Collection.DECLINED, outcome.decline_code, outcome.message, failure.next_retry_at
             )
+        self._failpoints.hit(AFTER_PAYMENT_TAKEN)
         await self._invoices.paid(
             tenant_id, invoice_id, key, outcome.gateway_reference, self._clock()
         )

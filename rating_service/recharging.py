@@ -23,7 +23,12 @@ from rating_service.domain.auth import Caller, Role
 from rating_service.domain.errors import NotFound
 from rating_service.ledger.accounts import AccountKind, cash_account_id
 from rating_service.ledger.posting_rules import recharge_payment_transfers
-from rating_service.payments.gateway import ChargeRequest, PaymentGateway
+from rating_service.payments.gateway import (
+    ChargeOutcome,
+    ChargeRequest,
+    PaymentGateway,
+    UnknownPaymentMethod,
+)
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contracts import ContractStore, amend_contract, lock_contract
 from rating_service.store.database import Connection
@@ -111,15 +116,19 @@ class AutoRecharging:
         if row["state"] == "succeeded":
             return ChargeAttempt(True, row["pool_id"])
         contract = await self._contracts.contract(tenant_id, row["contract_id"])
-        outcome = await self._gateway.charge(
-            ChargeRequest(
-                f"{recharge_id}:charge:{attempt}",
-                contract.payment_method,
-                row["amount"],
-                contract.invoice_currency.code,
-                recharge_id,
+        try:
+            outcome = await self._gateway.charge(
+                ChargeRequest(
+                    f"{recharge_id}:charge:{attempt}",
+                    contract.payment_method,
+                    row["amount"],
+                    contract.invoice_currency.code,
+                    recharge_id,
+                )
             )
-        )
+        except UnknownPaymentMethod as refused:
+            # Charged nothing: a failed attempt like a decline, retried by the recharge policy.
+            outcome = ChargeOutcome(False, decline_code=refused.code, message=str(refused))
         payload = {"contract_id": contract.contract_id, "recharge_id": recharge_id}
         if not outcome.succeeded:
             async with self._pool.acquire() as conn, conn.transaction():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rating_service.domain.errors import InvalidArgument
+from rating_service.failpoints import Failpoints
 
 PREFIX = "RATING_"
 
@@ -81,6 +82,9 @@ class Settings:
     settlement_poll_seconds: float = _setting(
         300.0, "how often credit expiry and renewal check that the invoice they wait for is final"
     )
+    failpoints: str = _setting(
+        "", "testing only: failpoints to arm, `name=times,…` (see rating_service/failpoints.py)"
+    )
     auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
     bench_baselines: bool = _setting(
@@ -115,6 +119,7 @@ class Settings:
             raise InvalidArgument.of_field(
                 env_name("tls_client_ca_file"), "mTLS needs the server certificate as well"
             )
+        Failpoints.parse(self.failpoints)  # a typo is refused at start, not at the first hit
         if self.log_format not in ("json", "text"):
             raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
         # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.

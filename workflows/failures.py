@@ -1,19 +1,37 @@
-"""Failed invoice workflows, found through Temporal's visibility API and read from their histories.
+"""Failed and stuck invoice workflows, found through Temporal's visibility API and read from
+their histories.
 
 What ops look at before a replay: which invoice (contract, billing date, revision), which step
-failed and with what error, and since when.
+failed (or is stuck), with what error, after how many attempts, and since when; and, for one
+invoice, each step of its run with the point a reset would restart it from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.api.common.v1 import Payloads
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
-from temporalio.client import Client, WorkflowHistory
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHistory,
+)
+from temporalio.service import RPCError
+
+STUCK_AFTER = timedelta(minutes=10)
+"""An invoice runs in seconds; one still running after this long is listed as stuck."""
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker Temporal's SDK core records a local activity's outcome in."""
 
 
 @dataclass(frozen=True)
@@ -27,15 +45,49 @@ class InvoiceKey:
 
 
 @dataclass(frozen=True)
-class FailedInvoice:
-    """A failed invoice workflow: its key, the step that failed, the error, and when."""
+class StepRun:
+    """One step of an invoice run, as its history tells it.
+
+    `reset_point` is the workflow task that started the step: a reset to it runs the step (and
+    any later one) again in a new run; steps are idempotent, so what was done stays done.
+    """
+
+    step: str
+    status: str
+    attempts: int
+    reset_point: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class InvoiceRun:
+    """One run of an invoice workflow: its key, how it stands, and its steps."""
 
     workflow_id: str
     run_id: str
     key: InvoiceKey
-    step: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+    steps: tuple[StepRun, ...]
     error: str
-    since: datetime | None
+
+    @property
+    def failing_step(self) -> StepRun | None:
+        """The step that failed the run, or the one it is stuck in; None if neither."""
+        for step in reversed(self.steps):
+            if step.status != "completed":
+                return step
+        return None
+
+    @property
+    def since(self) -> datetime | None:
+        """When it failed (or, running, since when it runs)."""
+        return self.closed_at or self.started_at
+
+    def reset_point(self, step: str) -> int | None:
+        """The event a reset to `step` restarts from; None if the run never started it."""
+        return next((s.reset_point for s in self.steps if s.step == step), None)
 
 
 def invoice_key(workflow_id: str) -> InvoiceKey | None:
@@ -52,65 +104,202 @@ def invoice_key(workflow_id: str) -> InvoiceKey | None:
 
 
 async def failed_invoices(
-    client: Client, tenant_id: str, *, contract_id: str | None = None, limit: int = 100
-) -> list[FailedInvoice]:
-    """The tenant's failed invoice workflows (of one contract, if given), latest first."""
-    found: list[FailedInvoice] = []
-    query = "WorkflowType = 'Invoice' AND ExecutionStatus = 'Failed'"
+    client: Client,
+    tenant_id: str,
+    *,
+    contract_id: str | None = None,
+    since: datetime | None = None,
+    stuck_after: timedelta = STUCK_AFTER,
+    limit: int = 100,
+) -> list[InvoiceRun]:
+    """The tenant's invoices whose latest run failed, or is stuck; latest first.
+
+    A failed run that has since been replayed is not listed: its workflow has a newer run.
+    """
+    stuck_since = datetime.now(UTC) - stuck_after
+    query = (
+        "WorkflowType = 'Invoice' AND (ExecutionStatus = 'Failed'"
+        " OR ExecutionStatus = 'TimedOut' OR ExecutionStatus = 'Terminated'"
+        " OR ExecutionStatus = 'Canceled' OR (ExecutionStatus = 'Running'"
+        f" AND StartTime < '{stuck_since.isoformat()}'))"
+    )
+    found: list[InvoiceRun] = []
+    seen: set[str] = set()
     async for execution in client.list_workflows(query):
         key = invoice_key(execution.id)
-        if key is None or key.tenant_id != tenant_id:
+        if key is None or key.tenant_id != tenant_id or execution.id in seen:
             continue
         if contract_id is not None and key.contract_id != contract_id:
             continue
-        history = await client.get_workflow_handle(
-            execution.id, run_id=execution.run_id
-        ).fetch_history()
-        step, error = failing_step(history)
-        found.append(
-            FailedInvoice(execution.id, execution.run_id, key, step, error, execution.close_time)
-        )
+        seen.add(execution.id)
+        latest = await _latest(client, execution.id)
+        if latest is None or latest.run_id != execution.run_id:
+            continue  # replayed since, or gone
+        run = await invoice_run(client, latest)
+        if since is not None and (run.since is None or run.since < since):
+            continue
+        found.append(run)
         if len(found) == limit:
             break
     return found
 
 
-def failing_step(history: WorkflowHistory) -> tuple[str, str]:
-    """The step whose failure failed the workflow, and the error it gave.
+async def _latest(client: Client, workflow_id: str) -> WorkflowExecution | None:
+    """The workflow's latest run, or None if the server no longer knows it."""
+    try:
+        return await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
 
-    An ordinary activity's failure names its activity type; a local activity's (the invoice's
-    database steps) is recorded in the marker just before, which names it.
+
+async def find_invoice_run(client: Client, tenant_id: str, workflow_id: str) -> InvoiceRun | None:
+    """The latest run of one of the tenant's invoice workflows; None if there is none."""
+    key = invoice_key(workflow_id)
+    if key is None or key.tenant_id != tenant_id:
+        return None
+    latest = await _latest(client, workflow_id)
+    return None if latest is None else await invoice_run(client, latest)
+
+
+async def invoice_run(client: Client, execution: WorkflowExecution) -> InvoiceRun:
+    """An invoice run summarised from its history (and, while it runs, its pending step)."""
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    history = await handle.fetch_history()
+    key = invoice_key(execution.id)
+    assert key is not None, "only invoice workflows are summarised"
+    steps, error = summarise(history)
+    status = _status_name(execution.status)
+    if execution.status == WorkflowExecutionStatus.RUNNING:
+        status = "running"
+        steps = await _with_pending(client, execution, steps)
+    return InvoiceRun(
+        execution.id,
+        execution.run_id,
+        key,
+        status,
+        execution.start_time,
+        execution.close_time,
+        steps,
+        error,
+    )
+
+
+def _status_name(status: WorkflowExecutionStatus | None) -> str:
+    return "unknown" if status is None else status.name.lower()
+
+
+async def _with_pending(
+    client: Client, execution: WorkflowExecution, steps: tuple[StepRun, ...]
+) -> tuple[StepRun, ...]:
+    """A running invoice's steps, with the step it is in now (its attempts and last error)."""
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        running = StepRun(
+            pending.activity_type.name,
+            "running",
+            pending.attempt,
+            steps[-1].reset_point if steps else 0,
+            _root(pending.last_failure).message if pending.HasField("last_failure") else "",
+        )
+        return (*[s for s in steps if s.step != running.step], running)
+    # A local step shows in no list: ask the workflow where it is. No worker may be there to
+    # answer (that may be why it is stuck): the history alone then tells what it did.
+    with contextlib.suppress(Exception):
+        step = await handle.query("step", rpc_timeout=timedelta(seconds=3))
+        if isinstance(step, str) and step not in {s.step for s in steps}:
+            point = steps[-1].reset_point if steps else 0
+            return (*steps, StepRun(_activity_of(step), "running", 0, point))
+    return steps
+
+
+STEP_ACTIVITIES = {
+    "draft": "draft_invoice",
+    "finalize": "finalize_invoice",
+    "render": "render_invoice",
+}
+"""The `step` query's names that differ from the activity each step runs."""
+
+
+def _activity_of(step: str) -> str:
+    """The activity a `step` query answer names."""
+    return STEP_ACTIVITIES.get(step, step)
+
+
+def summarise(history: WorkflowHistory) -> tuple[tuple[StepRun, ...], str]:
+    """Each step the run took (in order, with attempts and reset point), and the run's error.
+
+    An ordinary activity shows as scheduled, started (with its attempt) and closed events; a
+    local activity (the invoice's database steps) as one marker recorded when it ended.
     """
-    failed: Failure | None = None
-    for event in reversed(history.events):
-        if failed is None:
-            if event.HasField("workflow_execution_failed_event_attributes"):
-                failed = event.workflow_execution_failed_event_attributes.failure
-                if failed.HasField("activity_failure_info"):
-                    return failed.activity_failure_info.activity_type.name, _root(failed).message
-            continue
+    steps: dict[int, StepRun] = {}
+    error = ""
+    for event in history.events:
+        _take(event, steps)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            error = _root(event.workflow_execution_failed_event_attributes.failure).message
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            error = "terminated: " + event.workflow_execution_terminated_event_attributes.reason
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+            error = "the workflow timed out"
+    return tuple(steps.values()), error
+
+
+def _take(event: HistoryEvent, steps: dict[int, StepRun]) -> None:
+    """Fold one history event into the steps seen so far, keyed by their first event."""
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        scheduled = event.activity_task_scheduled_event_attributes
+        steps[event.event_id] = StepRun(
+            scheduled.activity_type.name, "running", 0, scheduled.workflow_task_completed_event_id
+        )
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+        started = event.activity_task_started_event_attributes
+        steps[started.scheduled_event_id] = replace(
+            steps[started.scheduled_event_id], attempts=started.attempt
+        )
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        done = event.activity_task_completed_event_attributes
+        steps[done.scheduled_event_id] = replace(steps[done.scheduled_event_id], status="completed")
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+        failed = event.activity_task_failed_event_attributes
+        steps[failed.scheduled_event_id] = replace(
+            steps[failed.scheduled_event_id], status="failed", error=_root(failed.failure).message
+        )
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+        timed_out = event.activity_task_timed_out_event_attributes
+        steps[timed_out.scheduled_event_id] = replace(
+            steps[timed_out.scheduled_event_id], status="timed_out", error="timed out"
+        )
+    elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
         marker = event.marker_recorded_event_attributes
-        if marker.marker_name == LOCAL_ACTIVITY_MARKER and marker.HasField("failure"):
-            return _local_activity_type(marker.details), _root(failed).message
-    if failed is None:
-        return "", ""
-    return "workflow", _root(failed).message
+        if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+            return
+        recorded = _marker_data(marker.details)
+        failed_step = marker.HasField("failure")
+        steps[event.event_id] = StepRun(
+            str(recorded.get("activity_type", "")),
+            "failed" if failed_step else "completed",
+            int(recorded.get("attempt", 1)),
+            marker.workflow_task_completed_event_id,
+            _root(marker.failure).message if failed_step else "",
+        )
 
 
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
-"""The marker Temporal's SDK core records a local activity's outcome in."""
-
-
-def _local_activity_type(details: Mapping[str, Payloads]) -> str:
+def _marker_data(details: Mapping[str, Payloads]) -> dict[str, Any]:
     data = details.get("data")
     if data is None or not data.payloads:
-        return ""
+        return {}
     recorded = json.loads(data.payloads[0].data)
-    return str(recorded.get("activity_type", ""))
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _root(failure: Failure) -> Failure:
-    """The innermost cause: the error the step itself raised."""
-    while failure.HasField("cause"):
+    """The error the step itself reported: the first application failure in the chain.
+
+    Above it are Temporal's wrappers (activity, child workflow); below it, the exceptions it
+    was raised from, whose messages say less than the one the step wrote for ops.
+    """
+    while not failure.HasField("application_failure_info") and failure.HasField("cause"):
         failure = failure.cause
     return failure

@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from rating_service.billing.dunning import PAYMENT_FAILED
 from rating_service.credit_expiry import CreditExpiry
+from rating_service.failpoints import Failpoints
 from rating_service.invoicing import Invoicing
 from rating_service.notifications import NOTIFICATION_TOPICS, Notifications
 from rating_service.outbox import Handler, start_billing
@@ -74,7 +75,8 @@ class WorkerDependencies:
 
 def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
     """The activity callables, bound to the worker's dependencies."""
-    invoicing = Invoicing(deps.pool, deps.engine, deps.gateway)
+    failpoints = Failpoints.parse(deps.settings.failpoints)
+    invoicing = Invoicing(deps.pool, deps.engine, deps.gateway, failpoints=failpoints)
     recharging = AutoRecharging(deps.pool, deps.engine, deps.gateway)
     notifying = NotificationActivities(Notifications(deps.pool))
     return [

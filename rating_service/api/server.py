@@ -24,6 +24,7 @@ from rating_service.api.contracts import ContractServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.health import DatabaseHealth
 from rating_service.api.invoices import InvoiceServicer
+from rating_service.api.ops import OpsServicer
 from rating_service.api.rating import RatingServicer
 from rating_service.catalogs import Catalogs
 from rating_service.contract_admin import ContractAdmin
@@ -36,6 +37,8 @@ from rating_service.gen.rating.v1 import (
     contract_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
+    ops_pb2,
+    ops_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
 )
@@ -60,6 +63,7 @@ SERVICE_NAMES = [
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
+    ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
 ]
 
@@ -147,6 +151,7 @@ async def start_server(settings: Settings) -> RunningServer:
         server,
     )
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceServicer(invoicing), server)
+    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(settings, pool), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -5,6 +5,7 @@ from rating_service.payments.gateway import (
     ChargeRequest,
     GatewayTimeout,
     PaymentGateway,
+    UnknownPaymentMethod,
 )
 from rating_service.payments.simulated import SimulatedGateway
 
@@ -14,4 +15,5 @@ __all__ = [
     "GatewayTimeout",
     "PaymentGateway",
     "SimulatedGateway",
+    "UnknownPaymentMethod",
 ]

@@ -35,9 +35,22 @@ class GatewayTimeout(Exception):
     """The gateway did not answer in time: the outcome is unknown, so retry with the same key."""
 
 
+class UnknownPaymentMethod(Exception):
+    """The gateway refused the charge: it knows no such payment method, and charged nothing.
+
+    Not a decline: the saved token is wrong (our data, not the customer's card), so dunning the
+    customer would not help. Fix the contract's payment method, then retry under the same key.
+    """
+
+    code = "payment_method_unknown"
+
+
 class PaymentGateway(Protocol):
     """Charges saved payment methods, idempotently by key."""
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        """Charge the payment method; a retry with the same key returns the first outcome."""
+        """Charge the payment method; a retry with the same key returns the first outcome.
+
+        Raises GatewayTimeout when no answer came, UnknownPaymentMethod when it was refused.
+        """
         ...

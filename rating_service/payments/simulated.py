@@ -7,7 +7,8 @@ Tokens:
 - `pm_fail_<n>`: declined (`processing_error`) for the first n charges of a reference (an
   invoice), then succeeds: dunning's retries see it recover;
 - `pm_timeout`: never answers in time (GatewayTimeout), after `timeout_seconds`;
-- anything else: declined (`invalid_payment_method`).
+- anything else: refused (UnknownPaymentMethod) before anything is charged, as a real
+  gateway refuses a token it never issued; the key stays unused.
 
 Like a real gateway it keeps its own books (table `simulated_charges`): a charge retried with
 the same idempotency key answers the first outcome and charges nothing more.
@@ -21,7 +22,12 @@ import re
 
 import asyncpg
 
-from rating_service.payments.gateway import ChargeOutcome, ChargeRequest, GatewayTimeout
+from rating_service.payments.gateway import (
+    ChargeOutcome,
+    ChargeRequest,
+    GatewayTimeout,
+    UnknownPaymentMethod,
+)
 
 _FAIL_N = re.compile(r"pm_fail_(\d{1,3})")
 _DECLINES = {
@@ -45,6 +51,8 @@ class SimulatedGateway:
         if request.payment_method == "pm_timeout":
             await asyncio.sleep(self._timeout_seconds)
             raise GatewayTimeout(f"the gateway did not answer charge {request.idempotency_key!r}")
+        if not _known(request.payment_method):
+            raise UnknownPaymentMethod(f"no such payment method: {request.payment_method!r}")
         async with self._pool.acquire() as conn, conn.transaction():
             # One charge decision per payment method and reference at a time.
             await conn.execute(
@@ -86,6 +94,16 @@ class SimulatedGateway:
         return _outcome("declined" if decline else "succeeded", decline, charge_id)
 
 
+def _known(token: str) -> bool:
+    """True for the tokens this gateway issues (see the module's list)."""
+    return (
+        token == "pm_ok"
+        or token.startswith("pm_ok_")
+        or token in _DECLINES
+        or _FAIL_N.fullmatch(token) is not None
+    )
+
+
 def _decline_for(token: str, earlier_charges: int) -> str | None:
     """The decline code for the next charge of this token and reference, or None to succeed."""
     if token == "pm_ok" or token.startswith("pm_ok_"):
@@ -93,9 +111,8 @@ def _decline_for(token: str, earlier_charges: int) -> str | None:
     if token in _DECLINES:
         return _DECLINES[token][0]
     fail = _FAIL_N.fullmatch(token)
-    if fail is not None:
-        return "processing_error" if earlier_charges < int(fail.group(1)) else None
-    return "invalid_payment_method"
+    assert fail is not None, "unknown tokens are refused before a charge is decided"
+    return "processing_error" if earlier_charges < int(fail.group(1)) else None
 
 
 def _outcome(outcome: str, decline_code: str | None, charge_id: str) -> ChargeOutcome:

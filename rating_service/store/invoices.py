@@ -310,13 +310,21 @@ class InvoiceStore:
     async def start_payment(
         self, invoice: Invoice, attempt: int, payment_method: str
     ) -> PaymentAttempt:
-        """Record an attempt to collect (pending) under its key, or return it if recorded."""
+        """Record an attempt to collect (pending) under its key, or return it if recorded.
+
+        An attempt the gateway refused (`payment_refused`) is pending again, with this method.
+        """
         key = payment_key(invoice.invoice_id, attempt)
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO payment_attempts (tenant_id, idempotency_key, invoice_id, attempt,"
                 " amount, currency, payment_method, status)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT DO NOTHING",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')"
+                # A refused attempt charged nothing: it is made again, with today's method.
+                " ON CONFLICT (tenant_id, idempotency_key) DO UPDATE"
+                " SET payment_method = EXCLUDED.payment_method, status = 'pending',"
+                " failure_code = NULL, failure_message = NULL, settled_at = NULL"
+                " WHERE payment_attempts.status = 'refused'",
                 invoice.tenant_id,
                 key,
                 invoice.invoice_id,
@@ -332,6 +340,19 @@ class InvoiceStore:
             )
         assert row is not None, "the attempt was inserted or found above"
         return _attempt(row)
+
+    async def payment_refused(self, tenant_id: str, key: str, code: str, message: str) -> None:
+        """Record that the gateway refused a pending attempt outright: nothing was charged."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE payment_attempts SET status = 'refused', failure_code = $3,"
+                " failure_message = $4, settled_at = now()"
+                " WHERE tenant_id = $1 AND idempotency_key = $2 AND status = 'pending'",
+                tenant_id,
+                key,
+                code,
+                message,
+            )
 
     async def payment_failed(self, failure: PaymentFailure, reference: str) -> None:
         """Record a failed attempt and its `payment.failed` notification, in one transaction.

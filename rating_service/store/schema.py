@@ -438,3 +438,29 @@ recharges = Table(
     Column("settled_at", DateTime(timezone=True)),
     Index("ix_recharges_contract", "contract_id", "created_at"),
 )
+
+# -- ops: invoice workflow replays (migration 0006) --
+
+invoice_replays = Table(
+    "invoice_replays",
+    metadata,
+    Column("replay_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("workflow_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("billing_date", Text, nullable=False),
+    Column("replayed_run", Text, nullable=False),
+    Column("failed_step", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("reset_to", Text),
+    Column("new_run", Text),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("outcome", Text, nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_invoice_replays_workflow", "tenant_id", "workflow_id"),
+    Index("ix_invoice_replays_requested", "tenant_id", "requested_at"),
+)

@@ -124,14 +124,18 @@ class BillingStack:
     temporal: Client
     worker_config: Settings
 
-    async def run_cli(self, *args: str) -> str:
-        """Run `rating ARGS… --tenant acme` against this test's database and worker; its output."""
-        env = {
+    @property
+    def cli_env(self) -> dict[str, str]:
+        """The environment that points `rating` at this test's database and worker."""
+        return {
             "RATING_DATABASE_URL": self.worker_config.database_url or "",
             "RATING_TEMPORAL_ADDRESS": self.worker_config.temporal_address or "",
             "RATING_TEMPORAL_TASK_QUEUE": self.worker_config.temporal_task_queue,
         }
-        return await run_cli(env, *args)
+
+    async def run_cli(self, *args: str) -> str:
+        """Run `rating ARGS… --tenant acme` against this test's database and worker; its output."""
+        return await run_cli(self.cli_env, *args)
 
 
 @asynccontextmanager

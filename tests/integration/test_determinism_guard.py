@@ -105,7 +105,8 @@ async def test_a_failed_invoice_is_listed_with_its_step_and_error(
             stack.temporal, acme.tenant_id, contract_id=contract.contract_id
         )
         assert (failed.key.contract_id, failed.key.billing_date) == (contract.contract_id, wrong)
-        assert failed.step == "close_period"
+        assert failed.failing_step is not None
+        assert failed.failing_step.step == "close_period"
         assert "outside the contract's term" in failed.error
         assert await failed_invoices(stack.temporal, "another-tenant") == []
 

@@ -11,7 +11,12 @@ import pytest
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState
 from rating_service.invoicing import Collection, Invoicing
-from rating_service.payments import ChargeRequest, GatewayTimeout, SimulatedGateway
+from rating_service.payments import (
+    ChargeRequest,
+    GatewayTimeout,
+    SimulatedGateway,
+    UnknownPaymentMethod,
+)
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, create_engine
 from tests.conftest import TenantKeys
@@ -38,7 +43,6 @@ def charge(key: str, method: str, reference: str = "inv_1") -> ChargeRequest:
         ("pm_ok_visa", True, ""),
         ("pm_decline", False, "card_declined"),
         ("pm_insufficient_funds", False, "insufficient_funds"),
-        ("pm_unknown", False, "invalid_payment_method"),
     ],
 )
 async def test_each_payment_method_answers_as_documented(
@@ -47,6 +51,12 @@ async def test_each_payment_method_answers_as_documented(
     outcome = await SimulatedGateway(pool).charge(charge("k1", method))
     assert (outcome.succeeded, outcome.decline_code) == (succeeded, code)
     assert outcome.gateway_reference.startswith("ch_sim_")
+
+
+async def test_an_unknown_token_is_refused_and_charges_nothing(pool: asyncpg.Pool) -> None:
+    with pytest.raises(UnknownPaymentMethod, match="pm_typo"):
+        await SimulatedGateway(pool).charge(charge("k-typo", "pm_typo"))
+    assert await pool.fetchval("SELECT count(*) FROM simulated_charges") == 0
 
 
 async def test_a_retried_key_answers_the_first_outcome_and_charges_once(

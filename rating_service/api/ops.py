@@ -1,0 +1,229 @@
+"""OpsService: failed invoice workflows, their runs, and their replay (ops keys only)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+from grpc import aio
+from temporalio.client import Client
+
+from rating_service.api.edge import allow, current_caller
+from rating_service.api.wire import requested_at, timestamp
+from rating_service.domain.auth import Role
+from rating_service.domain.errors import (
+    FailedPrecondition,
+    PreconditionViolation,
+    ViolationCollector,
+)
+from rating_service.gen.rating.v1 import ops_pb2, ops_pb2_grpc
+from rating_service.settings import Settings
+from rating_service.store.replays import Replay
+from workflows.failures import InvoiceRun
+from workflows.replay import InvoiceReplays, ReplayPlan
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_WAIT_SECONDS = 120
+
+
+class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
+    """Converts OpsService messages to InvoiceReplays calls and back."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._replays: InvoiceReplays | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _ops(self) -> InvoiceReplays:
+        """The replays, connected to Temporal on first use (the server starts without it)."""
+        async with self._connecting:
+            if self._replays is None:
+                self._replays = InvoiceReplays(
+                    await self._temporal(), self._pool, self._settings.temporal_task_queue
+                )
+        return self._replays
+
+    async def _temporal(self) -> Client:
+        settings = self._settings
+        if not settings.temporal_address:
+            raise _temporal_unavailable("RATING_TEMPORAL_ADDRESS is not set on the server")
+        try:
+            return await Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace
+            )
+        except RuntimeError as error:
+            raise _temporal_unavailable(
+                f"cannot reach Temporal at {settings.temporal_address}: {error}"
+            ) from error
+
+    @allow(Role.OPS)
+    async def ListFailedInvoices(
+        self, request: ops_pb2.ListFailedInvoicesRequest, context: aio.ServicerContext
+    ) -> ops_pb2.ListFailedInvoicesResponse:
+        violations = ViolationCollector()
+        limit = _limit(request.limit, violations)
+        violations.raise_if_any()
+        runs = await (await self._ops()).failed(
+            current_caller().tenant_id,
+            contract_id=request.contract_id or None,
+            since=requested_at(request, "since"),
+            limit=limit,
+        )
+        return ops_pb2.ListFailedInvoicesResponse(runs=[run_message(r) for r in runs])
+
+    @allow(Role.OPS)
+    async def GetInvoiceRun(
+        self, request: ops_pb2.GetInvoiceRunRequest, context: aio.ServicerContext
+    ) -> ops_pb2.GetInvoiceRunResponse:
+        violations = ViolationCollector()
+        if not request.workflow_id:
+            violations.add("workflow_id", "is required, e.g. invoice/<tenant>/<contract>/<date>")
+        violations.raise_if_any()
+        ops, tenant_id = await self._ops(), current_caller().tenant_id
+        run = await ops.show(tenant_id, request.workflow_id)
+        replays = await ops.replays(tenant_id, request.workflow_id)
+        return ops_pb2.GetInvoiceRunResponse(
+            run=run_message(run), replays=[replay_message(r) for r in replays]
+        )
+
+    @allow(Role.OPS)
+    async def ReplayInvoices(
+        self, request: ops_pb2.ReplayInvoicesRequest, context: aio.ServicerContext
+    ) -> ops_pb2.ReplayInvoicesResponse:
+        violations = ViolationCollector()
+        if not request.reason.strip():
+            violations.add("reason", "say why the invoices are replayed (kept in the replay log)")
+        if bool(request.workflow_ids) == request.all:
+            violations.add("workflow_ids", "name the workflows to replay, or set `all` (not both)")
+        if not request.all and (request.contract_id or request.HasField("since")):
+            violations.add("all", "contract_id and since narrow `all`: set it, or drop them")
+        if not 0 <= request.wait_seconds <= MAX_WAIT_SECONDS:
+            violations.add("wait_seconds", f"must be 0 to {MAX_WAIT_SECONDS}")
+        violations.raise_if_any()
+        ops, caller = await self._ops(), current_caller()
+        targets = list(request.workflow_ids)
+        if request.all:
+            failed = await ops.failed(
+                caller.tenant_id,
+                contract_id=request.contract_id or None,
+                since=requested_at(request, "since"),
+                limit=MAX_LIMIT,
+            )
+            targets = [run.workflow_id for run in failed]
+        reset_to = request.reset_to or None
+        # Every plan first: an unknown workflow id refuses the whole call before any replay.
+        plans = [await ops.plan(caller.tenant_id, target, reset_to) for target in targets]
+        response = ops_pb2.ReplayInvoicesResponse(plans=[plan_message(p) for p in plans])
+        if request.dry_run:
+            return response
+        made = [
+            await ops.replay(
+                caller.tenant_id,
+                plan.run.workflow_id,
+                reason=request.reason,
+                actor=f"key:{caller.key_id}",
+                reset_to=reset_to,
+                wait=None,
+            )
+            for plan in plans
+        ]
+        if request.wait_seconds:
+            made = await ops.settle(made, timedelta(seconds=request.wait_seconds))
+        response.replays.extend(replay_message(r) for r in made)
+        return response
+
+    @allow(Role.OPS)
+    async def ListReplays(
+        self, request: ops_pb2.ListReplaysRequest, context: aio.ServicerContext
+    ) -> ops_pb2.ListReplaysResponse:
+        violations = ViolationCollector()
+        limit = _limit(request.limit, violations)
+        violations.raise_if_any()
+        replays = await (await self._ops()).replays(
+            current_caller().tenant_id, request.workflow_id or None, limit
+        )
+        return ops_pb2.ListReplaysResponse(replays=[replay_message(r) for r in replays])
+
+
+def _limit(limit: int, violations: ViolationCollector) -> int:
+    if not 0 <= limit <= MAX_LIMIT:
+        violations.add("limit", f"must be 0 (meaning {DEFAULT_LIMIT}) to {MAX_LIMIT}")
+    return limit or DEFAULT_LIMIT
+
+
+def _temporal_unavailable(description: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"{description}: ops replay needs Temporal",
+        reason="TEMPORAL_UNAVAILABLE",
+        violations=[PreconditionViolation("TEMPORAL", "temporal", description)],
+    )
+
+
+def run_message(run: InvoiceRun) -> ops_pb2.InvoiceRun:
+    """The wire form of an invoice run."""
+    failing = run.failing_step
+    message = ops_pb2.InvoiceRun(
+        workflow_id=run.workflow_id,
+        run_id=run.run_id,
+        contract_id=run.key.contract_id,
+        billing_date=run.key.billing_date,
+        revision=run.key.revision,
+        status=run.status,
+        failing_step="" if failing is None else failing.step,
+        error=run.error or ("" if failing is None else failing.error),
+        attempts=0 if failing is None else failing.attempts,
+        steps=[
+            ops_pb2.InvoiceStep(
+                step=s.step,
+                status=s.status,
+                attempts=s.attempts,
+                reset_point=s.reset_point,
+                error=s.error,
+            )
+            for s in run.steps
+        ],
+    )
+    if run.since is not None:
+        message.since.CopyFrom(timestamp(run.since))
+    return message
+
+
+def plan_message(plan: ReplayPlan) -> ops_pb2.ReplayPlan:
+    """The wire form of a replay plan."""
+    return ops_pb2.ReplayPlan(
+        run=run_message(plan.run),
+        mode=plan.mode,
+        reset_to=plan.reset_to or "",
+        reset_point=plan.reset_point or 0,
+        invoice_id=plan.invoice_id,
+        effects=plan.effects,
+        refusal=plan.refusal,
+    )
+
+
+def replay_message(replay: Replay) -> ops_pb2.Replay:
+    """The wire form of a logged replay."""
+    asked = replay.request
+    message = ops_pb2.Replay(
+        replay_id=replay.replay_id,
+        workflow_id=asked.workflow_id,
+        contract_id=asked.contract_id,
+        billing_date=asked.billing_date,
+        replayed_run=asked.replayed_run,
+        new_run=replay.new_run or "",
+        failed_step=asked.failed_step,
+        error=asked.error,
+        mode=asked.mode,
+        reset_to=asked.reset_to or "",
+        actor=asked.actor,
+        reason=asked.reason,
+        outcome=replay.outcome,
+        detail=replay.detail,
+        requested_at=timestamp(replay.requested_at),
+    )
+    if replay.finished_at is not None:
+        message.finished_at.CopyFrom(timestamp(replay.finished_at))
+    return message
