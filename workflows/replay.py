@@ -22,7 +22,7 @@ from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from rating_service.billing.invoice import InvoiceState, invoice_id_for
@@ -365,8 +365,8 @@ def _collection_effect(
 
 
 def _cause(error: WorkflowFailureError) -> str:
-    """The innermost error of a failed run."""
+    """The error the failing step reported (see `workflows.failures`), as ops read it."""
     cause: BaseException | None = error
-    while cause is not None and cause.__cause__ is not None:
+    while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.__cause__
-    return str(cause)
+    return str(error.cause) if cause is None else cause.message

@@ -32,6 +32,7 @@ from tests.integration.cycles import (
     billing_stack,
     database,
     open_billing_contract,
+    record_history,
 )
 from workflows.activities import InvoiceRequest
 from workflows.failures import InvoiceRun, failed_invoices
@@ -180,6 +181,7 @@ async def test_a_failure_after_the_payment_was_taken_is_reset_and_charges_once(
         assert failed.failing_step.step == "collect_payment"
         before = await books(settings, contract)
         assert before["attempts"] == [(1, "pending")] and before["charges"] == 1
+        await record_history(stack.temporal, failed.workflow_id, "invoice_failed_after_payment")
 
         async with ops_client(server, acme) as no_temporal:
             with pytest.raises(RatingRefused, match="TEMPORAL_UNAVAILABLE"):
@@ -222,6 +224,7 @@ async def test_a_failure_after_the_payment_was_taken_is_reset_and_charges_once(
                 "collect_payment",
             )
             assert replay.actor.startswith("key:") and replay.new_run != failed.run_id
+        await record_history(stack.temporal, failed.workflow_id, "invoice_reset_to_collect")
 
         after = await books(settings, contract)
         assert after["state"] == "paid" and after["number"] == before["number"]

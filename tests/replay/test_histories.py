@@ -33,6 +33,8 @@ EXPECTED = {
     "auto_recharge_failed",
     "credit_expiry",
     "renewal_renewed",
+    "invoice_failed_after_payment",
+    "invoice_reset_to_collect",
 }
 """Every path the recordings must keep covering."""
 
