@@ -3,10 +3,13 @@
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: run test protos lint bench bench-invoices clean
+.PHONY: run demo test protos lint bench bench-invoices clean
 
 run: .venv/.synced
 	$(UV) run rating dev
+
+demo: .venv/.synced
+	$(UV) run rating dev --demo
 
 test: .venv/.synced node_modules/.installed
 	$(UV) run python tools/gen_protos.py --check

@@ -106,7 +106,8 @@ def health(address: str | None, service: str) -> None:
 
 
 @main.command()
-def dev() -> None:
+@click.option("--demo", is_flag=True, help="Drive simulated traffic and show a live view of it.")
+def dev(demo: bool) -> None:
     """Start everything locally: embedded PostgreSQL, Temporal dev server, server and worker."""
     # pgserver forks pg_ctl while gRPC threads run; gRPC's fork handlers are not needed for that.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -115,7 +116,7 @@ def dev() -> None:
     settings = _settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, "text")
     try:
-        _run(run_dev, settings)
+        _run(run_dev, settings, demo)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -33,8 +34,15 @@ TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 
 
-async def run_dev(settings: Settings) -> None:
-    """Start PostgreSQL, Temporal, migrations, the demo tenant, the server and the worker."""
+DEMO_GRACE_SECONDS = 5.0
+"""Late-event window under `--demo`: its one-minute periods should close in seconds, not an hour."""
+
+
+async def run_dev(settings: Settings, demo: bool = False) -> None:
+    """Start PostgreSQL, Temporal, migrations, the demo tenant, the server and the worker.
+
+    With `demo`, also run `rating_service.demo` against the stack until stopped.
+    """
     data_dir = settings.data_dir.resolve()
     postgres: EmbeddedPostgres | None = None
     temporal: TemporalDevServer | None = None
@@ -54,6 +62,11 @@ async def run_dev(settings: Settings) -> None:
             with step("starting the Temporal dev server"):
                 temporal_address = await asyncio.to_thread(temporal.start)
         settings = settings.replace(database_url=database_url, temporal_address=temporal_address)
+        if demo:
+            settings = settings.replace(invoice_grace_seconds=DEMO_GRACE_SECONDS)
+            # The demo shows its failing invoice's step and error itself; the worker's
+            # traceback of that activity would tear through the live view.
+            logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
         with step("migrating the database"):
             await asyncio.to_thread(migrations.upgrade, database_url)
         with step(f"preparing the {DEMO_TENANT!r} tenant"):
@@ -70,18 +83,51 @@ async def run_dev(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         worker = asyncio.create_task(run_worker(settings, stop), name="worker")
         print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
+        demo_run = (
+            start_demo(settings, server.port, temporal, data_dir, demo_key, stop) if demo else None
+        )
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        running = {worker, waiter} | ({demo_run} if demo_run is not None else set())
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        if demo_run is not None:
+            # The demo goes first: it is a client of the server and the worker.
+            await asyncio.wait({demo_run})
         print("\nstopping …", flush=True)
         await server.stop(settings.shutdown_grace_seconds)
         await worker
+        demo_failure = None if demo_run is None else demo_run.exception()
+        if demo_failure is not None:
+            raise demo_failure
     finally:
         if temporal is not None:
             await asyncio.to_thread(temporal.stop)
         if postgres is not None:
             await asyncio.to_thread(postgres.stop)
     print("stopped; data kept in", data_dir)
+
+
+def start_demo(
+    settings: Settings,
+    grpc_port: int,
+    temporal: TemporalDevServer | None,
+    data_dir: Path,
+    demo_key: str,
+    stop: asyncio.Event,
+) -> asyncio.Task[None]:
+    """Run `rating dev --demo`'s simulated traffic and live view against the stack just started."""
+    from rating_service.demo import run_demo
+
+    host = settings.listen_address.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]"):  # listening everywhere: reach it on loopback
+        host = "127.0.0.1"
+    banner = f"gRPC {host}:{grpc_port}"
+    if temporal is not None and temporal.ui_port is not None:
+        banner += f" · Temporal UI http://127.0.0.1:{temporal.ui_port}"
+    banner += f" · admin key in {data_dir / 'demo-api-key'}"
+    return asyncio.create_task(
+        run_demo(settings, f"{host}:{grpc_port}", demo_key, stop, banner), name="demo"
+    )
 
 
 async def ensure_database(base_url: str, name: str) -> str:
