@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -140,7 +140,7 @@ class InvoiceReplays:
             await self._effects(tenant_id, run, invoice_id),
         )
         refusal = self._refusal(plan)
-        return plan if not refusal else _refused(plan, refusal)
+        return replace(plan, refusal=refusal)
 
     def _refusal(self, plan: ReplayPlan) -> str:
         """Why this replay must not be made, or ""."""
@@ -197,7 +197,7 @@ class InvoiceReplays:
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"replay:{workflow_id}"
             ):
                 plan = await self.plan(tenant_id, workflow_id, reset_to)
-                plan = _refused(plan, "another replay of it is being made right now")
+                plan = replace(plan, refusal="another replay of it is being made right now")
                 return await self._logged_refusal(plan, reason, actor)
             try:
                 plan = await self.plan(tenant_id, workflow_id, reset_to)
@@ -305,18 +305,6 @@ class InvoiceReplays:
 
 _NO_WAIT = timedelta(milliseconds=200)
 """Long enough to read a closed run's result, short enough to skip one still running."""
-
-
-def _refused(plan: ReplayPlan, refusal: str) -> ReplayPlan:
-    return ReplayPlan(
-        plan.run,
-        plan.mode,
-        plan.reset_to,
-        plan.reset_point,
-        plan.invoice_id,
-        plan.effects,
-        refusal,
-    )
 
 
 def _request(plan: ReplayPlan, reason: str, actor: str) -> ReplayRequest:
