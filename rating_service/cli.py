@@ -23,6 +23,9 @@ from rating_service.logs import configure_logging
 from rating_service.settings import Settings
 
 if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from rating_service.billing.invoice import Invoice
     from rating_service.catalogs import Catalogs
     from rating_service.contract_admin import ContractAdmin, Outcome
@@ -272,19 +275,22 @@ def ops_invoices() -> None:
 @ops_invoices.command("failed")
 @tenant_option
 @click.option("--contract", "contract_id", help="Only this contract's (default: all).")
-@click.option("--since", type=click.DateTime(), help="Only those failed since (UTC).")
+@click.option("--since", help="Only those failed since (ISO 8601 with offset, e.g. …T09:00Z).")
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most to show."
 )
 def ops_invoices_failed(
-    tenant_name: str, contract_id: str | None, since: datetime | None, limit: int
+    tenant_name: str, contract_id: str | None, since: str | None, limit: int
 ) -> None:
     """List failed (or stuck) invoice workflows: contract, date, step, error, attempts, since."""
 
     async def find() -> list[InvoiceRun]:
         async with _invoice_replays(tenant_name) as (replays, tenant_id):
             return await replays.failed(
-                tenant_id, contract_id=contract_id, since=_utc(since), limit=limit
+                tenant_id,
+                contract_id=contract_id,
+                since=_timestamp("--since", since),
+                limit=limit,
             )
 
     found: list[InvoiceRun] = _run(find)
@@ -348,7 +354,7 @@ def ops_invoices_show(workflow_id: str, tenant_name: str) -> None:
 @tenant_option
 @click.option("--all", "replay_all", is_flag=True, help="Every failed invoice workflow.")
 @click.option("--contract", "contract_id", help="With --all: only this contract's.")
-@click.option("--since", type=click.DateTime(), help="With --all: only those failed since (UTC).")
+@click.option("--since", help="With --all: only those failed since (ISO 8601 with offset).")
 @click.option(
     "--reset-to",
     metavar="STEP",
@@ -362,7 +368,7 @@ def ops_invoices_replay(
     tenant_name: str,
     replay_all: bool,
     contract_id: str | None,
-    since: datetime | None,
+    since: str | None,
     reset_to: str | None,
     reason: str,
     dry_run: bool,
@@ -385,16 +391,16 @@ def ops_invoices_replay(
         from workflows.replay import REPLAY_WAIT
 
         async with _invoice_replays(tenant_name) as (replays, tenant_id):
-            targets = list(workflow_ids)
-            if replay_all:
-                failed = await replays.failed(
-                    tenant_id, contract_id=contract_id, since=_utc(since), limit=1000
-                )
-                targets = [run.workflow_id for run in failed]
-            if not targets:
+            plans = await replays.plans(
+                tenant_id,
+                None if replay_all else workflow_ids,
+                contract_id=contract_id,
+                since=_timestamp("--since", since),
+                reset_to=reset_to,
+            )
+            if not plans:
                 click.echo("no failed invoice workflows to replay")
                 return []
-            plans = [await replays.plan(tenant_id, target, reset_to) for target in targets]
             if dry_run:
                 for plan in plans:
                     click.echo(f"\n{plan.run.workflow_id} ({plan.run.status})")
@@ -487,11 +493,6 @@ def _when(at: datetime | None) -> str:
     return "" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _utc(at: datetime | None) -> datetime | None:
-    """A naive command-line time, read as UTC."""
-    return None if at is None else at.replace(tzinfo=UTC)
-
-
 def _short(text: str, width: int = 90) -> str:
     """One line of at most `width` characters."""
     line = " ".join(text.split())
@@ -501,26 +502,13 @@ def _short(text: str, width: int = 90) -> str:
 @contextlib.asynccontextmanager
 async def _invoice_replays(tenant_name: str) -> AsyncIterator[tuple[InvoiceReplays, str]]:
     """Ops replays (Temporal and the database) for a tenant named on the command line."""
-    import asyncpg
-
-    from rating_service.store.database import asyncpg_dsn, create_engine
-    from rating_service.store.tenants import TenantStore
     from rating_service.worker import connect_temporal
     from workflows.replay import InvoiceReplays
 
     settings = _settings()
-    database_url = _database_url(settings)
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(tenant_name)
-    finally:
-        await engine.dispose()
     client = await connect_temporal(settings)
-    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=4)
-    try:
-        yield InvoiceReplays(client, pool, settings.temporal_task_queue), tenant.tenant_id
-    finally:
-        await pool.close()
+    async with _tenant_database(tenant_name) as (pool, _engine, tenant_id):
+        yield InvoiceReplays(client, pool, settings.temporal_task_queue), tenant_id
 
 
 @ops.group("histories")
@@ -1199,9 +1187,19 @@ def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
 @contextlib.asynccontextmanager
 async def _invoicing(tenant_name: str) -> AsyncIterator[tuple[Invoicing, str]]:
     """Invoicing over the database (no payment gateway) and the id of the tenant named."""
+    from rating_service.invoicing import Invoicing
+
+    async with _tenant_database(tenant_name) as (pool, engine, tenant_id):
+        yield Invoicing(pool, engine), tenant_id
+
+
+@contextlib.asynccontextmanager
+async def _tenant_database(
+    tenant_name: str,
+) -> AsyncIterator[tuple[asyncpg.Pool, AsyncEngine, str]]:
+    """The database (an asyncpg pool and an engine) and the id of the tenant named."""
     import asyncpg
 
-    from rating_service.invoicing import Invoicing
     from rating_service.store.database import asyncpg_dsn, create_engine
     from rating_service.store.tenants import TenantStore
 
@@ -1209,9 +1207,9 @@ async def _invoicing(tenant_name: str) -> AsyncIterator[tuple[Invoicing, str]]:
     engine = create_engine(url, pool_size=1)
     try:
         tenant = await TenantStore(engine).find(tenant_name)
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
         try:
-            yield Invoicing(pool, engine), tenant.tenant_id
+            yield pool, engine, tenant.tenant_id
         finally:
             await pool.close()
     finally:

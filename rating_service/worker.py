@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from rating_service.background import stop_task
+from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
 from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
@@ -27,9 +28,12 @@ log = logging.getLogger("rating.worker")
 
 
 async def connect_temporal(settings: Settings) -> Client:
-    """A Temporal client for the configured address and namespace, with an actionable error."""
+    """A Temporal client for the configured address and namespace, with an actionable error.
+
+    Refused with FAILED_PRECONDITION `TEMPORAL_UNAVAILABLE`: the CLI prints it, the API maps it.
+    """
     if not settings.temporal_address:
-        raise SystemExit(
+        raise _temporal_unavailable(
             "RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)"
         )
     try:
@@ -37,10 +41,18 @@ async def connect_temporal(settings: Settings) -> Client:
             settings.temporal_address, namespace=settings.temporal_namespace
         )
     except RuntimeError as exc:
-        raise SystemExit(
+        raise _temporal_unavailable(
             f"cannot reach Temporal at {settings.temporal_address}: {exc}; "
             "check RATING_TEMPORAL_ADDRESS and that the server is up"
         ) from exc
+
+
+def _temporal_unavailable(description: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        description,
+        reason="TEMPORAL_UNAVAILABLE",
+        violations=[PreconditionViolation("TEMPORAL", "temporal", description)],
+    )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:

@@ -27,6 +27,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from workflows.invoice import INVOICE_STEPS
+
 STUCK_AFTER = timedelta(minutes=10)
 """An invoice runs in seconds; one still running after this long is listed as stuck."""
 
@@ -207,23 +209,10 @@ async def _with_pending(
     # answer (that may be why it is stuck): the history alone then tells what it did.
     with contextlib.suppress(Exception):
         step = await handle.query("step", rpc_timeout=timedelta(seconds=3))
-        if isinstance(step, str) and step not in {s.step for s in steps}:
+        if step in INVOICE_STEPS and step not in {s.step for s in steps}:
             point = steps[-1].reset_point if steps else 0
-            return (*steps, StepRun(_activity_of(step), "running", 0, point))
+            return (*steps, StepRun(step, "running", 0, point))
     return steps
-
-
-STEP_ACTIVITIES = {
-    "draft": "draft_invoice",
-    "finalize": "finalize_invoice",
-    "render": "render_invoice",
-}
-"""The `step` query's names that differ from the activity each step runs."""
-
-
-def _activity_of(step: str) -> str:
-    """The activity a `step` query answer names."""
-    return STEP_ACTIVITIES.get(step, step)
 
 
 def summarise(history: WorkflowHistory) -> tuple[tuple[StepRun, ...], str]:

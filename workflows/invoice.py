@@ -67,6 +67,15 @@ def invoice_workflow_id(tenant_id: str, contract_id: str, billing_date: str, rev
     return f"invoice/{tenant_id}/{contract_id}/{billing_date}{suffix}"
 
 
+INVOICE_STEPS = (
+    "close_period",
+    "draft_invoice",
+    "finalize_invoice",
+    "render_invoice",
+    "collect_payment",
+)
+"""The steps in order, named by their activities: what `step` answers and ops may reset to."""
+
 LOCAL_STEPS = "local-steps"
 """Patch id: the database steps run as local activities, in the worker that runs the workflow.
 
@@ -105,15 +114,15 @@ class InvoiceWorkflow:
         local = workflow.patched(LOCAL_STEPS)
         self._step = "close_period"
         await run_step(BillingActivities.close_period, request, local=local)
-        self._step = "draft"
+        self._step = "draft_invoice"
         draft = await run_step(BillingActivities.draft_invoice, request, local=local)
         if draft is None:
             self._step = "done"
             return InvoiceResult(None, None, "skipped", "0", "nothing_due")
         invoice = CollectRequest(request.tenant_id, draft.invoice_id, attempt=1)
-        self._step = "finalize"
+        self._step = "finalize_invoice"
         final = await run_step(BillingActivities.finalize_invoice, invoice, local=local)
-        self._step = "render"
+        self._step = "render_invoice"
         await run_step(BillingActivities.render_invoice, invoice, local=local)
         self._step = "collect_payment"
         try:

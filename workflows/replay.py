@@ -37,16 +37,10 @@ from workflows.failures import (
     failed_invoices,
     find_invoice_run,
 )
-from workflows.invoice import InvoiceWorkflow
+from workflows.invoice import INVOICE_STEPS, InvoiceWorkflow
 
-RESET_STEPS = (
-    "close_period",
-    "draft_invoice",
-    "finalize_invoice",
-    "render_invoice",
-    "collect_payment",
-)
-"""The invoice's steps, which a reset may restart a failed run from."""
+MAX_BATCH = 1000
+"""The most failed invoices one `--all` replays (narrow it by contract or time for more)."""
 
 REPLAY_WAIT = timedelta(minutes=5)
 """How long a replay waits for the new run to end before reporting it as still running."""
@@ -123,8 +117,8 @@ class InvoiceReplays:
         self, tenant_id: str, workflow_id: str, reset_to: str | None = None
     ) -> ReplayPlan:
         """What a replay would do now: its mode, restart point and effects, or why not."""
-        if reset_to is not None and reset_to not in RESET_STEPS:
-            raise InvalidArgument.of_field("reset_to", f"must be one of {', '.join(RESET_STEPS)}")
+        if reset_to is not None and reset_to not in INVOICE_STEPS:
+            raise InvalidArgument.of_field("reset_to", f"must be one of {', '.join(INVOICE_STEPS)}")
         run = await self.show(tenant_id, workflow_id)
         key = run.key
         invoice_id = invoice_id_for(
@@ -141,6 +135,26 @@ class InvoiceReplays:
         )
         refusal = self._refusal(plan)
         return replace(plan, refusal=refusal)
+
+    async def plans(
+        self,
+        tenant_id: str,
+        workflow_ids: Sequence[str] | None,
+        *,
+        contract_id: str | None = None,
+        since: datetime | None = None,
+        reset_to: str | None = None,
+    ) -> list[ReplayPlan]:
+        """The plan of each named workflow or, given None, of every failed one (up to 1,000).
+
+        Every plan is made before any replay, so an unknown id refuses a batch before it starts.
+        """
+        if workflow_ids is None:
+            failed = await self.failed(
+                tenant_id, contract_id=contract_id, since=since, limit=MAX_BATCH
+            )
+            workflow_ids = [run.workflow_id for run in failed]
+        return [await self.plan(tenant_id, target, reset_to) for target in workflow_ids]
 
     def _refusal(self, plan: ReplayPlan) -> str:
         """Why this replay must not be made, or ""."""

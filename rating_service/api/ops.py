@@ -7,19 +7,17 @@ from datetime import timedelta
 
 import asyncpg
 from grpc import aio
-from temporalio.client import Client
 
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.domain.auth import Role
 from rating_service.domain.errors import (
-    FailedPrecondition,
-    PreconditionViolation,
     ViolationCollector,
 )
 from rating_service.gen.rating.v1 import ops_pb2, ops_pb2_grpc
 from rating_service.settings import Settings
 from rating_service.store.replays import Replay
+from rating_service.worker import connect_temporal
 from workflows.failures import InvoiceRun
 from workflows.replay import InvoiceReplays, ReplayPlan
 
@@ -42,22 +40,11 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
         async with self._connecting:
             if self._replays is None:
                 self._replays = InvoiceReplays(
-                    await self._temporal(), self._pool, self._settings.temporal_task_queue
+                    await connect_temporal(self._settings),
+                    self._pool,
+                    self._settings.temporal_task_queue,
                 )
         return self._replays
-
-    async def _temporal(self) -> Client:
-        settings = self._settings
-        if not settings.temporal_address:
-            raise _temporal_unavailable("RATING_TEMPORAL_ADDRESS is not set on the server")
-        try:
-            return await Client.connect(
-                settings.temporal_address, namespace=settings.temporal_namespace
-            )
-        except RuntimeError as error:
-            raise _temporal_unavailable(
-                f"cannot reach Temporal at {settings.temporal_address}: {error}"
-            ) from error
 
     @allow(Role.OPS)
     async def ListFailedInvoices(
@@ -104,18 +91,14 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
             violations.add("wait_seconds", f"must be 0 to {MAX_WAIT_SECONDS}")
         violations.raise_if_any()
         ops, caller = await self._ops(), current_caller()
-        targets = list(request.workflow_ids)
-        if request.all:
-            failed = await ops.failed(
-                caller.tenant_id,
-                contract_id=request.contract_id or None,
-                since=requested_at(request, "since"),
-                limit=MAX_LIMIT,
-            )
-            targets = [run.workflow_id for run in failed]
         reset_to = request.reset_to or None
-        # Every plan first: an unknown workflow id refuses the whole call before any replay.
-        plans = [await ops.plan(caller.tenant_id, target, reset_to) for target in targets]
+        plans = await ops.plans(
+            caller.tenant_id,
+            None if request.all else request.workflow_ids,
+            contract_id=request.contract_id or None,
+            since=requested_at(request, "since"),
+            reset_to=reset_to,
+        )
         response = ops_pb2.ReplayInvoicesResponse(plans=[plan_message(p) for p in plans])
         if request.dry_run:
             return response
@@ -152,14 +135,6 @@ def _limit(limit: int, violations: ViolationCollector) -> int:
     if not 0 <= limit <= MAX_LIMIT:
         violations.add("limit", f"must be 0 (meaning {DEFAULT_LIMIT}) to {MAX_LIMIT}")
     return limit or DEFAULT_LIMIT
-
-
-def _temporal_unavailable(description: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"{description}: ops replay needs Temporal",
-        reason="TEMPORAL_UNAVAILABLE",
-        violations=[PreconditionViolation("TEMPORAL", "temporal", description)],
-    )
 
 
 def run_message(run: InvoiceRun) -> ops_pb2.InvoiceRun:

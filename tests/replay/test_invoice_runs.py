@@ -11,10 +11,11 @@ import pytest
 from temporalio.client import WorkflowHistory
 
 from workflows.failures import StepRun, invoice_key, summarise
+from workflows.invoice import INVOICE_STEPS
 
 HISTORIES = Path(__file__).parent / "histories"
 
-STEPS = ["close_period", "draft_invoice", "finalize_invoice", "render_invoice", "collect_payment"]
+STEPS = list(INVOICE_STEPS)
 
 
 def recorded(name: str) -> WorkflowHistory:
