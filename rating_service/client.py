@@ -1,8 +1,8 @@
 """The caller library: a typed async client for internal services that rate usage.
 
-It sets a deadline on every call, retries transient failures (UNAVAILABLE, DEADLINE_EXCEEDED)
-with the same event or reservation id — safe, because the server is idempotent on them — and
-turns the server's status details into typed exceptions, so callers write
+It sets a deadline on every call, retries transient failures (UNAVAILABLE, ABORTED,
+DEADLINE_EXCEEDED) with the same event or reservation id — safe, because the server is
+idempotent on them — and turns the server's status details into typed exceptions, so callers write
 `except InsufficientCredit:` instead of parsing strings.
 
     async with RatingClient("127.0.0.1:50051", api_key) as rating:
@@ -42,7 +42,9 @@ from rating_service.gen.rating.v1 import (
 
 T = TypeVar("T")
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
 
 
 class RatingError(Exception):
@@ -97,7 +99,7 @@ class NotAllowed(RatingError):
 
 
 class Unavailable(RatingError):
-    """Still UNAVAILABLE or DEADLINE_EXCEEDED after every retry."""
+    """Still UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED after every retry."""
 
 
 _BY_REASON: dict[str, type[RatingError]] = {
@@ -115,6 +117,7 @@ _BY_CODE: dict[grpc.StatusCode, type[RatingError]] = {
     grpc.StatusCode.UNAUTHENTICATED: NotAllowed,
     grpc.StatusCode.PERMISSION_DENIED: NotAllowed,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.ABORTED: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
 }
 

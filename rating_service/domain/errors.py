@@ -98,6 +98,18 @@ class ResourceExhausted(DomainError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class Aborted(DomainError):
+    """A concurrent write conflicted with this one; retrying the same request is safe."""
+
+    reason = "ABORTED"
+
+
+class Unavailable(DomainError):
+    """A dependency (PostgreSQL, Temporal) cannot be reached now; retrying later is safe."""
+
+    reason = "UNAVAILABLE"
+
+
 class Unauthenticated(DomainError):
     """No credentials, or credentials that match no active API key."""
 
