@@ -3,34 +3,45 @@
 Concurrent events are gathered while the previous batch commits and written in one
 transaction (DESIGN.md §8): a hot contract costs one lock round per batch instead of one per
 event. Each caller is answered only after its batch's commit returned, and synchronous_commit
-stays on, so every answer is durable. A refused event changes nothing and does not fail the
-others; a batch that fails in the database fails its callers, who retry with the same event_id.
+stays on, so every answer is durable. A batch shares a commit, never a fate: a refused event
+changes nothing and does not fail the others; a batch the database refuses is split until the
+event it refuses fails alone and the rest commit; a conflict with another writer is retried
+with backoff and, if it persists, answered ABORTED; an outage is answered UNAVAILABLE. Every
+one of those answers is safe to retry with the same event_id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Mapping
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-
-import asyncpg
 
 from rating_service.background import stop_task
 from rating_service.catalogs import Catalogs
 from rating_service.contracts.contract import LateUsage, billing_period_containing
 from rating_service.contracts.pools import Pool
-from rating_service.domain.errors import AlreadyExists, DomainError
+from rating_service.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    Unavailable,
+)
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.transfers import Transfer
 from rating_service.pricing.meter import UsageEvent
 from rating_service.rating.books import ContractBooks
 from rating_service.rating.rate import PeriodLedger, PreparedEvent, prepare_event, rate_prepared
 from rating_service.rating.rated_event import RatedEvent
-from rating_service.rating.reservations import Reservations
+from rating_service.rating.reservations import RESERVATION_NOT_HELD, Reservations
 from rating_service.store.database import Connection
+from rating_service.store.faults import Fault, classify
 from rating_service.store.rating import (
     BatchWrite,
     RatingStore,
@@ -41,6 +52,12 @@ from rating_service.store.rating import (
 log = logging.getLogger("rating.engine")
 
 IDEMPOTENCY_KEY_MISMATCH = "IDEMPOTENCY_KEY_MISMATCH"
+
+CONFLICT_ATTEMPTS = 4
+"""Tries of a batch that conflicts with another writer before its events are isolated."""
+
+CONFLICT_BACKOFF_SECONDS = 0.005
+"""The first retry's mean pause; each later one doubles it (full jitter)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +80,10 @@ class _Pending:
     future: asyncio.Future[Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+Twin = Callable[[], Awaitable[Outcome]]
+"""An event whose id is in flight already: called, it waits for that one and answers."""
 
 
 class DebitEngine:
@@ -88,7 +109,8 @@ class DebitEngine:
         self._clock = clock
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._inflight: dict[tuple[str, str], _Pending] = {}
-        self._known_revenue: set[str] = set()
+        self._known_accounts: set[str] = set()
+        """Revenue and overage accounts known to exist: opened by a committed batch or seen."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -113,26 +135,36 @@ class DebitEngine:
     ) -> Outcome:
         """Rate and debit one event (idempotent on tenant × event_id), capturing a hold if given."""
         ready = await self._prepare(tenant_id, customer_id, event_id, event, capture)
-        return ready if isinstance(ready, Outcome) else await self._enqueue(ready)
+        if isinstance(ready, Outcome):
+            return ready
+        if isinstance(ready, _Pending):
+            return await self._enqueue(ready)
+        return await ready()
 
     async def rate_in_order(
         self, tenant_id: str, events: list[tuple[str, str, UsageEvent]]
     ) -> list[Outcome | DomainError]:
         """Rate (customer id, event id, event) triples, debited in the order given."""
-        ready: list[Outcome | DomainError | _Pending] = []
-        for customer_id, event_id, event in events:
-            try:
-                ready.append(await self._prepare(tenant_id, customer_id, event_id, event))
-            except DomainError as error:
-                ready.append(error)
-        # Queued with no await in between, so one committer takes them together, in order.
-        waiting = [self._enqueue(r) if isinstance(r, _Pending) else r for r in ready]
+        ready: list[Outcome | DomainError | _Pending | Twin] = []
+        try:
+            for customer_id, event_id, event in events:
+                try:
+                    ready.append(await self._prepare(tenant_id, customer_id, event_id, event))
+                except Exception as error:
+                    ready.append(_answer_for(error))
+        finally:
+            # Queued with no await in between, so one committer takes them together, in order;
+            # queued even when the caller has gone, so no event id stays in flight for ever.
+            waiting = [self._enqueue(r) if isinstance(r, _Pending) else r for r in ready]
         results: list[Outcome | DomainError] = []
         for item in waiting:
+            if isinstance(item, Outcome | DomainError):
+                results.append(item)
+                continue
             try:
-                results.append(item if isinstance(item, Outcome | DomainError) else await item)
-            except DomainError as error:
-                results.append(error)
+                results.append(await (item if isinstance(item, asyncio.Future) else item()))
+            except Exception as error:
+                results.append(_answer_for(error))
         return results
 
     async def _prepare(
@@ -142,8 +174,8 @@ class DebitEngine:
         event_id: str,
         event: UsageEvent,
         capture: str | None = None,
-    ) -> Outcome | _Pending:
-        """Resolve an event against the caches: an answer now (a replay), or work to queue."""
+    ) -> Outcome | _Pending | Twin:
+        """Resolve an event against the caches: an answer now, work to queue, or a twin to await."""
         fingerprint = payload_fingerprint(
             {
                 "customer_id": customer_id,
@@ -154,11 +186,10 @@ class DebitEngine:
             }
         )
         key = (tenant_id, event_id)
+        retry = functools.partial(self.rate, tenant_id, customer_id, event_id, event, capture)
         inflight = self._inflight.get(key)
         if inflight is not None:
-            _check_same_payload(inflight.prepared.fingerprint, fingerprint, event_id)
-            outcome = await asyncio.shield(inflight.future)
-            return Outcome(outcome.result, replay=True)
+            return functools.partial(_after_twin, inflight, fingerprint, retry)
         try:
             catalog = await self._catalogs.catalog(tenant_id)
             book = await self._books.book(tenant_id, customer_id)
@@ -174,9 +205,7 @@ class DebitEngine:
             return Outcome(stored.result, replay=True)
         inflight = self._inflight.get(key)
         if inflight is not None:  # a twin arrived while we were resolving
-            _check_same_payload(inflight.prepared.fingerprint, fingerprint, event_id)
-            outcome = await asyncio.shield(inflight.future)
-            return Outcome(outcome.result, replay=True)
+            return functools.partial(_after_twin, inflight, fingerprint, retry)
         pending = _Pending(prepared, capture)
         self._inflight[key] = pending
         pending.future.add_done_callback(lambda _: self._inflight.pop(key, None))
@@ -198,21 +227,39 @@ class DebitEngine:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        for attempt in range(3):
+        """Commit a batch and answer it; split a refused batch until the culprit fails alone."""
+        failure = await self._commit_with_retries(batch)
+        if failure is None:
+            return
+        fault, error = failure
+        if fault is Fault.OUTAGE or len(batch) == 1:
+            answer = _failure_answer(fault, error)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(answer)
+            return
+        log.info("isolating the events of a refused batch", extra={"events": len(batch)})
+        # Halves in order, so the events of one BatchRateAndDebit still debit in its order.
+        middle = len(batch) // 2
+        await self._commit(batch[:middle])
+        await self._commit(batch[middle:])
+
+    async def _commit_with_retries(self, batch: list[_Pending]) -> tuple[Fault, Exception] | None:
+        """Commit and answer a batch, retrying conflicts; else why it could not commit."""
+        for attempt in range(CONFLICT_ATTEMPTS):
             try:
-                answers = await self._commit_once(batch)
-            except asyncpg.UniqueViolationError:
-                # Another server committed one of these events first: on retry it is a replay.
-                log.info("batch raced a duplicate; retrying", extra={"attempt": attempt})
-                continue
-            except asyncpg.DeadlockDetectedError:
-                continue
-            except Exception as exc:
-                log.exception("debit batch failed", extra={"events": len(batch)})
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                return
+                answers, opened = await self._commit_once(batch)
+            except DomainError as error:  # a rule broken by one of the events, not by all
+                return Fault.REFUSAL, error
+            except Exception as error:
+                fault = classify(error)
+                if fault is Fault.CONFLICT and attempt + 1 < CONFLICT_ATTEMPTS:
+                    # Another writer (another server, a reservation sweep) holds what we need.
+                    await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))
+                    continue
+                return fault, error
+            # Only a committed transaction's accounts exist: remember them now, not before.
+            self._known_accounts.update(opened)
             for pending, answer in answers:
                 if pending.future.done():
                     continue
@@ -220,18 +267,19 @@ class DebitEngine:
                     pending.future.set_exception(answer)
                 else:
                     pending.future.set_result(answer)
-            return
-        error = DomainError("the debit could not be committed; retry with the same event_id")
-        for pending in batch:
-            if not pending.future.done():
-                pending.future.set_exception(error)
+            return None
+        raise AssertionError("unreachable: the last attempt returns")
 
     async def _commit_once(
         self, batch: list[_Pending]
-    ) -> list[tuple[_Pending, Outcome | DomainError]]:
+    ) -> tuple[list[tuple[_Pending, Outcome | DomainError]], set[str]]:
+        """One transaction: the batch's answers, and the accounts it opened."""
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
+        opened: set[str] = set()
         async with self._store.pool.acquire() as conn, conn.transaction():
             keys = [(p.prepared.tenant_id, p.prepared.event_id) for p in batch]
+            # Another server rating the same ids waits here, then finds them stored.
+            await self._store.lock_ids(conn, keys)
             stored = await self._store.stored_outcomes(conn, keys)
             fresh: list[_Pending] = []
             for pending, key in zip(batch, keys, strict=True):
@@ -242,10 +290,9 @@ class DebitEngine:
                     answers.append((pending, _mismatch(key[1])))
                 else:
                     answers.append((pending, Outcome(earlier.result, replay=True)))
-            if not fresh:
-                return answers
-            answers.extend(await self._rate_fresh(conn, fresh))
-        return answers
+            if fresh:
+                answers.extend(await self._rate_fresh(conn, fresh, opened))
+        return answers, opened
 
     def _roll_forward_late_usage(
         self, fresh: list[_Pending], ledgers: Mapping[tuple[str, datetime], PeriodLedger]
@@ -272,7 +319,7 @@ class DebitEngine:
         return moved
 
     async def _rate_fresh(
-        self, conn: Connection, fresh: list[_Pending]
+        self, conn: Connection, fresh: list[_Pending], opened: set[str]
     ) -> list[tuple[_Pending, Outcome | DomainError]]:
         periods = {
             (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
@@ -299,7 +346,7 @@ class DebitEngine:
                 book = await self._books.book(p.prepared.tenant_id, contract.customer_id)
                 terms[contract.contract_id] = book.pools.get(contract.contract_id, ())
         accounts = await self._store.lock_contract_accounts(
-            conn, tenant_of, products, currencies, self._known_revenue, terms
+            conn, tenant_of, products, currencies, self._known_accounts, terms, opened
         )
         pools: dict[str, dict[str, Pool]] = {}
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
@@ -316,6 +363,12 @@ class DebitEngine:
             available = pools[contract_id]
             try:
                 if p.capture is not None:
+                    if (prepared.tenant_id, p.capture) in captured:
+                        # Its row says "held" until the batch writes: one capture per hold.
+                        raise FailedPrecondition(
+                            f"reservation {p.capture!r} is being captured by another event",
+                            reason=RESERVATION_NOT_HELD,
+                        )
                     hold = await self._reservations.held(conn, prepared.tenant_id, p.capture)
                     released, available = hold.release(), hold.released_from(available)
                 outcome = rate_prepared(
@@ -360,6 +413,56 @@ class DebitEngine:
             BatchWrite(transfers, accounts, ledgers, periods, rated, outbox, captured),
         )
         return answers
+
+
+async def _after_twin(twin: _Pending, fingerprint: str, retry: Twin) -> Outcome:
+    """Answer an event whose id is in flight: wait for it, then replay, refuse or rate afresh."""
+    try:
+        outcome = await asyncio.shield(twin.future)
+    except DomainError:
+        if twin.prepared.fingerprint == fingerprint:
+            raise  # the same request: the same answer
+        return await retry()  # another payload was refused and stored nothing: rate this one
+    _check_same_payload(twin.prepared.fingerprint, fingerprint, twin.prepared.event_id)
+    return Outcome(outcome.result, replay=True)
+
+
+def _answer_for(error: Exception) -> DomainError:
+    """The answer for an event whose preparation failed outside the rules of rating."""
+    if isinstance(error, DomainError):
+        return error
+    fault = classify(error)
+    if fault is Fault.OUTAGE:
+        return _unavailable()
+    return _incident(error)
+
+
+def _failure_answer(fault: Fault, error: Exception) -> DomainError:
+    """The answer of events whose batch could not commit: retryable, or the culprit's own."""
+    if isinstance(error, DomainError):
+        return error
+    if fault is Fault.OUTAGE:
+        log.warning("database unreachable during a debit batch", extra={"error": repr(error)})
+        return _unavailable()
+    if fault is Fault.CONFLICT:
+        return Aborted(
+            "the debit conflicted with a concurrent write; retry with the same event_id",
+            reason="CONFLICT",
+        )
+    return _incident(error)
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("the database is unreachable; retry with the same event_id")
+
+
+def _incident(error: Exception) -> DomainError:
+    """An error nobody planned for: logged with an id the caller can quote, never detailed."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("debit failed", exc_info=error, extra={"incident": incident})
+    return DomainError(
+        f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
+    )
 
 
 def _check_same_payload(stored: str, offered: str, event_id: str) -> None:

@@ -34,6 +34,12 @@ from rating_service.store.ledger import account_from_row, open_accounts, post_tr
 
 ZERO = Decimal(0)
 
+EVENT_LOCK_SPACE = 0x52_41_54_45
+"""The advisory-lock key space of rated event ids ("RATE"), apart from every other lock."""
+
+RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
+"""The advisory-lock key space of reservation ids ("HOLD")."""
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerBook:
@@ -103,6 +109,23 @@ class RatingStore:
         for row in pool_rows:
             pools[row["contract_id"]].append(_pool(row))
         return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
+
+    async def lock_ids(
+        self, conn: Connection, keys: Iterable[tuple[str, str]], space: int = EVENT_LOCK_SPACE
+    ) -> None:
+        """Hold (tenant id, caller's id) keys until commit, so servers take each id in turn.
+
+        Taken in hash order, before any other lock of the transaction, so two never wait on
+        each other in a cycle; the second finds the first's work stored and replays it.
+        """
+        pairs = sorted(set(keys))
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($3, h) FROM (SELECT DISTINCT hashtext(t || chr(31) || e)"
+            " AS h FROM unnest($1::text[], $2::text[]) AS k(t, e) ORDER BY h) AS held",
+            [t for t, _ in pairs],
+            [e for _, e in pairs],
+            space,
+        )
 
     async def stored_outcomes(
         self, conn: Connection, keys: Iterable[tuple[str, str]]
@@ -176,23 +199,27 @@ class RatingStore:
         tenant_of: dict[str, str],
         products: dict[str, set[str]],
         currencies: dict[str, str],
-        known_revenue: set[str],
+        known: set[str],
         pools: Mapping[str, Sequence[Pool]],
+        opened: set[str],
     ) -> dict[str, Account]:
-        """Lock every account the contracts' events may move: pools, overage and revenue."""
-        # Accounts opened once are remembered, so a warm server spends no round trip here.
+        """Lock every account the contracts' events may move: pools, overage and revenue.
+
+        Revenue and overage accounts not in `known` are opened (added to `opened`), so a warm
+        server spends no round trip here; the caller learns them once the transaction commits.
+        """
         for contract_id, keys in products.items():
             wanted: list[tuple[str, AccountKind, str | None]] = [
                 (revenue_account_id(contract_id, key), AccountKind.REVENUE, key)
                 for key in sorted(keys)
             ]
             wanted.append((overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None))
-            missing = [w for w in wanted if w[0] not in known_revenue]
+            missing = [w for w in wanted if w[0] not in known]
             if missing:
                 await open_accounts(
                     conn, tenant_of[contract_id], contract_id, missing, currencies[contract_id]
                 )
-                known_revenue.update(account for account, _, _ in missing)
+                opened.update(account for account, _, _ in missing)
         # Pools come from the contracts' books: a pool created after the book was read is
         # not drawn until the book refreshes, so it needs no lock now.
         names = sorted(
@@ -318,7 +345,7 @@ def pools_with_balances(pools: Sequence[Pool], accounts: dict[str, Account]) -> 
             continue
         current[pool.pool_id] = replace(
             pool,
-            balance=account.credits_posted - account.debits_posted,
+            balance=account.credit_balance,
             pending=account.debits_pending,
         )
     return current
