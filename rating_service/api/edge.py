@@ -13,6 +13,7 @@ import grpc
 from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from rating_service.api import limits
 from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
 from rating_service.domain.auth import Caller, Role
 from rating_service.domain.errors import DomainError, PermissionDenied
@@ -73,9 +74,10 @@ class RpcMetrics:
 class EdgeInterceptor(aio.ServerInterceptor):
     """Wraps each unary method of our services so servicers see only authorised, valid calls."""
 
-    def __init__(self, keyring: KeyRing, metrics: RpcMetrics) -> None:
+    def __init__(self, keyring: KeyRing, metrics: RpcMetrics, max_message_bytes: int) -> None:
         self._keyring = keyring
         self._metrics = metrics
+        self._max_message_bytes = max_message_bytes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -121,6 +123,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 if not allowed:
                     raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
                 caller.require(allowed)
+                limits.check(request, self._max_message_bytes)
                 _caller.set(caller)
                 response = await behavior(request, context)
             except DomainError as error:

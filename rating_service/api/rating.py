@@ -6,13 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 from grpc import aio
 
+from rating_service.api import limits
 from rating_service.api.catalog import price_line_message
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.errors import status_code
 from rating_service.api.invoices import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.domain.auth import Role
-from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
+from rating_service.domain.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    ViolationCollector,
+)
 from rating_service.domain.money import format_decimal, parse_decimal
 from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.invoicing import Invoicing
@@ -57,7 +63,8 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         valid: list[tuple[int, tuple[str, str, UsageEvent]]] = []
         for n, event in enumerate(request.events):
             try:
-                valid.append((n, _usage(event, f"events[{n}]")))
+                # The edge leaves each event's limits to us, so a bad one fails alone.
+                valid.append((n, _usage(event, f"events[{n}]", limits.violations(event))))
             except DomainError as error:
                 outcomes[n] = error
         rated = await self._engine.rate_in_order(
@@ -91,7 +98,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             violations.add("timestamp", "is required (retries must send the same one)")
         violations.raise_if_any()
         ttl = timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else DEFAULT_TTL
-        hold, replay = await self._reservations.authorize(
+        hold, replay, balances = await self._reservations.authorize(
             current_caller().tenant_id,
             request.reservation_id,
             request.customer_id,
@@ -108,6 +115,14 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                 for pool, amount in hold.holds
             ],
             expire_time=timestamp(hold.expires_at),
+            balances=[
+                rating_pb2.PoolBalance(
+                    pool_id=pool_id,
+                    remaining=format_decimal(remaining),
+                    pending=format_decimal(pending),
+                )
+                for pool_id, remaining, pending in balances
+            ],
         )
 
     @allow(Role.RATER, Role.ADMIN)
@@ -117,8 +132,13 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         if not request.reservation_id:
             raise InvalidArgument.of_field("reservation_id", "is required")
         outcome = await self._rate(request.event, "event", capture=request.reservation_id)
+        released = await self._reservations.released(
+            current_caller().tenant_id, request.reservation_id, outcome.result.charge
+        )
         return rating_pb2.CaptureResponse(
-            reservation_id=request.reservation_id, debit=rated_message(outcome)
+            reservation_id=request.reservation_id,
+            debit=rated_message(outcome),
+            released=format_decimal(released),
         )
 
     @allow(Role.RATER, Role.ADMIN)
@@ -212,9 +232,13 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         )
 
 
-def _usage(event: rating_pb2.UsageEvent, path: str) -> tuple[str, str, UsageEvent]:
-    """(customer id, event id, usage event) from the wire, every missing field named."""
+def _usage(
+    event: rating_pb2.UsageEvent, path: str, beyond_limits: list[FieldViolation] | None = None
+) -> tuple[str, str, UsageEvent]:
+    """(customer id, event id, usage event) from the wire, every missing or bad field named."""
     violations = ViolationCollector()
+    for violation in beyond_limits or ():
+        violations.add(f"{path}.{violation.field}", violation.description)
     for name in ("event_id", "customer_id", "event_type"):
         if not getattr(event, name):
             violations.add(f"{path}.{name}", "is required")

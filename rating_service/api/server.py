@@ -107,10 +107,11 @@ async def start_server(settings: Settings) -> RunningServer:
     keyring = KeyRing(tenants, settings.auth_cache_seconds)
     registry = CollectorRegistry()
     server = aio.server(
-        interceptors=[EdgeInterceptor(keyring, RpcMetrics(registry))],
+        interceptors=[EdgeInterceptor(keyring, RpcMetrics(registry), settings.max_message_bytes)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            # The edge refuses what is over the limit with a reason; gRPC cuts off the absurd.
+            ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],

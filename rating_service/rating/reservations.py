@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from rating_service.background import stop_task
 from rating_service.contracts.contract import billing_period_containing
@@ -25,7 +25,8 @@ from rating_service.domain.errors import (
     InvalidArgument,
     NotFound,
 )
-from rating_service.ledger.accounts import pool_account_id, revenue_account_id
+from rating_service.domain.money import EXACT_CONTEXT, exact_sum
+from rating_service.ledger.accounts import Account, pool_account_id, revenue_account_id
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.posting_rules import release_transfers
 from rating_service.ledger.transfers import Transfer, TransferCode
@@ -33,7 +34,11 @@ from rating_service.rating.books import ContractBooks
 from rating_service.rating.rate import contract_in_force
 from rating_service.store.database import Connection
 from rating_service.store.ledger import lock_accounts, post_transfers
-from rating_service.store.rating import RatingStore, pools_with_balances
+from rating_service.store.rating import (
+    RESERVATION_LOCK_SPACE,
+    RatingStore,
+    pools_with_balances,
+)
 
 log = logging.getLogger("rating.reservations")
 
@@ -76,7 +81,7 @@ class Hold:
     @property
     def held(self) -> Decimal:
         """The total held."""
-        return sum((amount for _, amount in self.holds), Decimal(0))
+        return exact_sum(amount for _, amount in self.holds)
 
 
 class Reservations:
@@ -102,8 +107,12 @@ class Reservations:
         amount: Decimal,
         at: datetime,
         ttl: timedelta,
-    ) -> tuple[Hold, bool]:
-        """Hold `amount` on the pools that would pay for the product; replays return the hold."""
+    ) -> tuple[Hold, bool, tuple[tuple[str, Decimal, Decimal], ...]]:
+        """Hold `amount` on the pools that would pay for the product; replays return the hold.
+
+        Returns the hold, whether it is a replay, and (pool id, remaining, pending) of the
+        pools it holds on, as they are after it.
+        """
         if not timedelta(0) < ttl <= MAX_TTL:
             raise InvalidArgument.of_field("ttl_seconds", "must be between 1 s and 1 day")
         fingerprint = payload_fingerprint(
@@ -113,11 +122,15 @@ class Reservations:
         contract = contract_in_force(book.contracts, at)
         start, end = billing_period_containing(contract, at)
         async with self._store.pool.acquire() as conn, conn.transaction():
+            # A concurrent twin (here or on another server) waits, then finds this one stored.
+            await self._store.lock_ids(conn, [(tenant_id, reservation_id)], RESERVATION_LOCK_SPACE)
             existing = await _hold_row(conn, tenant_id, reservation_id, lock="")
             if existing is not None:
                 if existing[1] != fingerprint:
                     raise _mismatch(reservation_id)
-                return existing[0], True
+                hold = existing[0]
+                current = await lock_accounts(conn, tenant_id, pool_accounts(hold))
+                return hold, True, _balances(hold, current)
             ledgers = await self._store.lock_periods(conn, {(contract.contract_id, start): end})
             accounts = await self._store.lock_contract_accounts(
                 conn,
@@ -126,6 +139,7 @@ class Reservations:
                 {contract.contract_id: contract.invoice_currency.code},
                 set(),
                 {contract.contract_id: book.pools.get(contract.contract_id, ())},
+                set(),
             )
             pools = pools_with_balances(book.pools.get(contract.contract_id, ()), accounts)
             step = authorize(
@@ -138,7 +152,7 @@ class Reservations:
                 ttl=ttl,
                 period_spend=ledgers[(contract.contract_id, start)].spend,
             )
-            await post_transfers(conn, tenant_id, step.transfers, accounts)
+            after = await post_transfers(conn, tenant_id, step.transfers, accounts)
             hold = Hold(
                 reservation_id,
                 contract.contract_id,
@@ -161,7 +175,16 @@ class Reservations:
                 json.dumps([[pool, str(part)] for pool, part in hold.holds]),
                 hold.expires_at,
             )
-        return hold, False
+        return hold, False, _balances(hold, after)
+
+    async def released(self, tenant_id: str, reservation_id: str, charge: Decimal) -> Decimal:
+        """The part of a captured hold given back: what it held beyond the actual charge."""
+        async with self._store.pool.acquire() as conn:
+            found = await _hold_row(conn, tenant_id, reservation_id, lock=None)
+        if found is None:
+            raise _not_found(reservation_id)
+        with localcontext(EXACT_CONTEXT):
+            return max(found[0].held - max(charge, Decimal(0)), Decimal(0))
 
     async def void(self, tenant_id: str, reservation_id: str) -> tuple[Hold, bool]:
         """Release a reservation's holds; voiding it again is a replay."""
@@ -300,6 +323,15 @@ async def _hold_row(
 def pool_accounts(hold: Hold) -> list[str]:
     """The ledger accounts a reservation's holds sit on."""
     return [pool_account_id(pool_id) for pool_id, _ in hold.holds]
+
+
+def _balances(hold: Hold, accounts: dict[str, Account]) -> tuple[tuple[str, Decimal, Decimal], ...]:
+    """(pool id, remaining, pending) of each pool the hold sits on, as `accounts` has them."""
+    return tuple(
+        (pool_id, account.credit_balance, account.debits_pending)
+        for pool_id, _ in hold.holds
+        if (account := accounts.get(pool_account_id(pool_id))) is not None
+    )
 
 
 def _not_found(reservation_id: str) -> NotFound:
