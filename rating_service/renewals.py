@@ -32,12 +32,12 @@ from rating_service.catalogs import Catalogs, utc_now
 from rating_service.contract_admin import ContractAdmin
 from rating_service.contracts.contract import Contract, ContractStatus
 from rating_service.contracts.lifecycle import Renewal
-from rating_service.contracts.pools import CommitmentKind, Pool, exact_sum
+from rating_service.contracts.pools import CommitmentKind, Pool
 from rating_service.contracts.renewal import next_contract, renewed_contract_id, rollover
 from rating_service.domain.auth import Caller, Role
 from rating_service.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from rating_service.domain.ids import new_id
-from rating_service.domain.money import format_decimal
+from rating_service.domain.money import exact_sum, format_decimal
 from rating_service.ledger.posting_rules import rollover_transfers
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contracts import (

@@ -13,7 +13,7 @@ for the next), prepaid commits due, and at term end the postpaid true-up.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
@@ -33,7 +33,7 @@ from rating_service.contracts.contract import Contract, nominal_billing_period
 from rating_service.contracts.overrides import effective_price
 from rating_service.contracts.pools import CommitmentKind, Pool
 from rating_service.domain.errors import DomainError
-from rating_service.domain.money import EXACT_CONTEXT, PricingUnit
+from rating_service.domain.money import EXACT_CONTEXT, PricingUnit, exact_sum
 from rating_service.pricing.breakdown import LineItem, PriceLine
 from rating_service.pricing.catalog import Catalog
 from rating_service.pricing.flat_fee import BillingTiming, FlatFee
@@ -354,7 +354,7 @@ def _true_up_lines(inputs: InvoiceInputs) -> list[InvoiceLine]:
     for pool in sorted(inputs.pools, key=lambda p: p.created_seq):
         if pool.kind is not CommitmentKind.POSTPAID_COMMIT:
             continue
-        used = _exact_sum(
+        used = exact_sum(
             amount for key, amount in spend.items() if pool.scope is None or key in pool.scope
         )
         with localcontext(EXACT_CONTEXT):
@@ -373,8 +373,3 @@ def _true_up_lines(inputs: InvoiceInputs) -> list[InvoiceLine]:
             )
         )
     return lines
-
-
-def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
-    with localcontext(EXACT_CONTEXT):
-        return sum(amounts, ZERO)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,10 +13,10 @@ from rating_service.domain.errors import FailedPrecondition, PreconditionViolati
 from rating_service.domain.money import (
     Currency,
     currency_of,
+    exact_sum,
     format_decimal,
     round_to_minor_unit,
 )
-from rating_service.pricing.constraints import priced_exactly
 
 ZERO = Decimal(0)
 
@@ -170,16 +170,16 @@ class Invoice:
     @property
     def total(self) -> Decimal:
         """What the customer owes: the sum of the rounded lines."""
-        return _sum(line.amount for line in self.lines)
+        return exact_sum(line.amount for line in self.lines)
 
     @property
     def exact_total(self) -> Decimal:
         """The sum of the lines before rounding; total − exact_total is the rounding."""
-        return _sum(line.exact_amount for line in self.lines)
+        return exact_sum(line.exact_amount for line in self.lines)
 
     def subtotal(self, *kinds: LineKind) -> Decimal:
         """The sum of the rounded lines of these kinds."""
-        return _sum(line.amount for line in self.lines if line.kind in kinds)
+        return exact_sum(line.amount for line in self.lines if line.kind in kinds)
 
     def finalized(self, number: str, at: datetime) -> Invoice:
         """The invoice with its number, finalized at `at`."""
@@ -201,11 +201,6 @@ def invoice_id_for(contract_id: str, billing_date: datetime, revision: int = 0) 
 def format_invoice_number(sequence: int) -> str:
     """A tenant's n-th invoice number, as printed: INV-000042."""
     return f"INV-{sequence:06d}"
-
-
-def _sum(amounts: Iterable[Decimal]) -> Decimal:
-    values = list(amounts)
-    return priced_exactly(lambda: sum(values, ZERO), "amount")
 
 
 def invoice_to_dict(invoice: Invoice) -> dict[str, object]:

@@ -29,9 +29,9 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from rating_service.contracts.dict_form import DictReader, utc_timestamp
-from rating_service.contracts.pools import CommitmentKind, Pool, exact_sum
+from rating_service.contracts.pools import CommitmentKind, Pool
 from rating_service.domain.errors import InvalidArgument, ViolationCollector
-from rating_service.domain.money import format_decimal
+from rating_service.domain.money import exact_sum, format_decimal
 from rating_service.pricing.constraints import priced_exactly, under_prefix
 
 ZERO = Decimal(0)

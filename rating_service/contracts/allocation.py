@@ -27,14 +27,14 @@ from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
-from rating_service.contracts.pools import MovementAction, Pool, PoolMovement, exact_sum
+from rating_service.contracts.pools import MovementAction, Pool, PoolMovement
 from rating_service.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     PreconditionViolation,
     ResourceExhausted,
 )
-from rating_service.domain.money import format_decimal
+from rating_service.domain.money import exact_sum, format_decimal
 from rating_service.ledger.journal import INSUFFICIENT_CREDIT
 from rating_service.pricing.constraints import priced_exactly
 

@@ -352,9 +352,3 @@ def pool_to_dict(pool: Pool) -> dict[str, object]:
         "balance": format_decimal(pool.balance),
         "pending": format_decimal(pool.pending),
     }
-
-
-def exact_sum(amounts: Iterable[Decimal]) -> Decimal:
-    """Σ amounts, exactly (refused rather than rounded beyond 50 digits)."""
-    values = list(amounts)
-    return priced_exactly(lambda: sum(values, ZERO), "amount")

@@ -40,7 +40,6 @@ from rating_service.contracts.pools import (
     PoolMovement,
     apply_movements,
     draw_down_order,
-    exact_sum,
 )
 from rating_service.domain.errors import (
     AlreadyExists,
@@ -49,7 +48,7 @@ from rating_service.domain.errors import (
     PreconditionViolation,
     ViolationCollector,
 )
-from rating_service.domain.money import format_decimal
+from rating_service.domain.money import exact_sum, format_decimal
 from rating_service.ledger.journal import IDEMPOTENCY_KEY_MISMATCH
 from rating_service.ledger.posting_rules import (
     capture_transfers,
@@ -329,7 +328,7 @@ def _settle_holds(
             movements.append(PoolMovement(hold.pool_id, MovementAction.POST, part))
         if hold.amount - part:
             movements.append(PoolMovement(hold.pool_id, MovementAction.RELEASE, hold.amount - part))
-    return posted, amount - sum(posted, ZERO), movements
+    return posted, amount - exact_sum(posted), movements
 
 
 def _released(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import decimal
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
@@ -51,7 +51,8 @@ MAX_FRACTION_DIGITS = 24
 MAX_TEXT_LENGTH = 80
 """Longest decimal string accepted; longer input is refused before it is parsed."""
 
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?")
+# ASCII digits only: Decimal() would read "１２" or "٣" too, and so would \d.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,18 @@ def parse_decimal(value: object, field: str) -> Decimal:
     _require_finite(parsed, field)
     _require_in_range(parsed, field)
     return parsed
+
+
+def exact_sum(amounts: Iterable[Decimal], field: str = "amount") -> Decimal:
+    """Σ amounts in EXACT_CONTEXT; a sum that would need rounding is refused, naming `field`."""
+    values = list(amounts)
+    try:
+        with decimal.localcontext(EXACT_CONTEXT):
+            return sum(values, Decimal(0))
+    except (decimal.Inexact, decimal.Overflow):
+        raise InvalidArgument.of_field(
+            field, f"cannot be summed exactly within {PRECISION} significant digits"
+        ) from None
 
 
 def format_decimal(value: Decimal) -> str:

@@ -18,7 +18,7 @@ from rating_service.contracts.debit import invoice_currency_charge, plan_debit
 from rating_service.contracts.overrides import effective_price
 from rating_service.contracts.pools import Pool
 from rating_service.domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from rating_service.domain.money import EXACT_CONTEXT
+from rating_service.domain.money import EXACT_CONTEXT, exact_sum
 from rating_service.ledger.transfers import Transfer
 from rating_service.pricing.catalog import Catalog
 from rating_service.pricing.incremental import incremental_charge, usage_cell
@@ -87,7 +87,7 @@ class PeriodLedger:
     @property
     def overage(self) -> Decimal:
         """The period's overage over all products."""
-        return sum((v for (_, src), v in self.draws.items() if src == OVERAGE), ZERO)
+        return exact_sum(v for (_, src), v in self.draws.items() if src == OVERAGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ def rate_prepared(
                     m.model.dimensions if isinstance(m.model, Matrix) else (),
                 )
             )
-        total = sum((line.amount_in_invoice_currency for line in lines), ZERO)
+        total = exact_sum(line.amount_in_invoice_currency for line in lines)
     period.spend = spend
     period.counters.update(counters)
     period.draws.update(draws)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal, localcontext
 
 from rating_service.catalogs import Catalogs
 from rating_service.contracts.contract import Contract, billing_period_containing
 from rating_service.contracts.overrides import effective_price
 from rating_service.contracts.pools import Pool
+from rating_service.domain.money import ROUNDING_CONTEXT, exact_sum
 from rating_service.pricing.incremental import incremental_charge
 from rating_service.pricing.matrix import Matrix
 from rating_service.pricing.percentage import Percentage
@@ -78,7 +79,7 @@ class AccountViews:
                 contract.contract_id,
                 start,
             )
-        available = sum((p.available for p in pools if p.is_drawable and p.is_active_at(at)), ZERO)
+        available = exact_sum(p.available for p in pools if p.is_drawable and p.is_active_at(at))
         return Balances(
             contract.contract_id,
             contract.invoice_currency.code,
@@ -101,7 +102,8 @@ class AccountViews:
         catalog = await self._catalogs.catalog(tenant_id)
         card = catalog.rate_cards[contract.rate_card_key].in_force_at(min(at, end))
         elapsed = (min(at, end) - start).total_seconds()
-        share = Decimal(int(elapsed)) / Decimal(int((end - start).total_seconds()))
+        with localcontext(ROUNDING_CONTEXT):  # a forecast is an estimate: it may round
+            share = Decimal(int(elapsed)) / Decimal(int((end - start).total_seconds()))
         usage_rows = []
         for row in rows:
             product = catalog.products[row["product_key"]]
@@ -123,8 +125,8 @@ class AccountViews:
                     product.key, dimensions, quantity, amount, forecast_quantity, forecast_amount
                 )
             )
-        total = sum((r.amount for r in usage_rows), ZERO)
-        forecast_total = sum((r.forecast_amount for r in usage_rows), ZERO)
+        total = exact_sum(r.amount for r in usage_rows)
+        forecast_total = exact_sum(r.forecast_amount for r in usage_rows)
         return Usage(
             contract.contract_id,
             contract.invoice_currency.code,
@@ -142,4 +144,5 @@ class AccountViews:
 def _forecast(value: Decimal, share: Decimal) -> Decimal:
     if share <= 0:
         return value
-    return (value / share).quantize(FORECAST_PLACES, rounding=ROUND_HALF_UP)
+    with localcontext(ROUNDING_CONTEXT):
+        return (value / share).quantize(FORECAST_PLACES)

@@ -17,9 +17,8 @@ from decimal import Decimal
 import asyncpg
 
 from rating_service.contracts.contract import ContractStatus
-from rating_service.contracts.pools import exact_sum
 from rating_service.domain.errors import NotFound
-from rating_service.domain.money import format_decimal
+from rating_service.domain.money import exact_sum, format_decimal
 from rating_service.ledger.accounts import breakage_account_id, pool_account_id
 from rating_service.ledger.posting_rules import expiry_transfers
 from rating_service.store.database import Connection
