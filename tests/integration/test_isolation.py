@@ -1,0 +1,157 @@
+"""A group commit shares a commit, never a fate: what one event does cannot fail another's call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from rating_service.api.server import RunningServer, start_server
+from rating_service.client import IdempotencyKeyMismatch, InsufficientCredit, RatingClient
+from rating_service.domain.auth import Role
+from rating_service.domain.errors import DomainError
+from rating_service.gen.rating.v1 import rating_pb2
+from rating_service.pricing.meter import UsageEvent
+from rating_service.rating.engine import Outcome
+from rating_service.settings import Settings
+from tests.conftest import TenantKeys
+from tests.integration.billing import Account, load_catalog, open_account
+from tests.integration.test_rate_and_debit import ledger_is_balanced
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def tenants(
+    server: RunningServer, acme: TenantKeys, globex: TenantKeys, database_url: str
+) -> AsyncIterator[tuple[RatingClient, RatingClient]]:
+    address = f"127.0.0.1:{server.port}"
+    async with (
+        RatingClient(address, acme.tokens[Role.ADMIN], timeout_seconds=10) as first,
+        RatingClient(address, globex.tokens[Role.ADMIN], timeout_seconds=10) as second,
+    ):
+        for tenant in (acme, globex):
+            await load_catalog(database_url, tenant.tenant_id)
+        yield first, second
+
+
+def _call(at: datetime | None = None) -> UsageEvent:
+    return UsageEvent("api.call", at or datetime.now(UTC), {})
+
+
+async def test_an_event_the_database_refuses_fails_alone_and_new_accounts_survive(
+    server: RunningServer,
+    acme: TenantKeys,
+    globex: TenantKeys,
+    tenants: tuple[RatingClient, RatingClient],
+    database_url: str,
+) -> None:
+    first, second = tenants
+    mine = await open_account(first, "cus-a")
+    await mine.grant("100", grant_id="g")
+    # A fresh contract: its revenue and overage accounts are opened by its first batch.
+    theirs = await open_account(second, "cus-b")
+    pool = await theirs.grant("100", grant_id="g")
+    # The engine trusts the edge; past it, a NUL byte is what PostgreSQL refuses to store.
+    batch = server.debits.rate_in_order(
+        acme.tenant_id,
+        [("cus-a", "ok-1", _call()), ("cus-a", "bad\x00id", _call()), ("cus-a", "ok-2", _call())],
+    )
+    neighbour = [server.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call()) for n in range(5)]
+    answers, *others = await asyncio.gather(batch, *neighbour)
+    assert [type(a) for a in answers] == [Outcome, DomainError, Outcome]
+    refused = answers[1]
+    assert isinstance(refused, DomainError)
+    assert refused.reason == "INTERNAL" and "incident" in refused.message
+    assert "cus-b" not in refused.message and theirs.contract_id not in refused.message
+    assert all(isinstance(o, Outcome) and not o.replay for o in others)
+    # The accounts its first batch opened are real: later calls of that contract succeed.
+    for n in range(5, 10):
+        await theirs.call(f"b-{n}")
+    assert await theirs.balances() == {pool: Decimal(90)}
+    await ledger_is_balanced(database_url)
+
+
+async def test_the_same_event_id_twice_in_one_batch_debits_once_and_answers_both(
+    tenants: tuple[RatingClient, RatingClient],
+) -> None:
+    client, _ = tenants
+    account = await open_account(client, "cus-twice")
+    pool = await account.grant("10", grant_id="g")
+    event = account.event("twice", "api.call")
+    reply = await client.call(
+        client.rating.BatchRateAndDebit,
+        rating_pb2.BatchRateAndDebitRequest(events=[event, event]),
+    )
+    first, again = (r.response for r in reply.results)
+    assert (first.replay, again.replay) == (False, True)
+    assert first.charge == again.charge == "1"
+    assert await account.balances() == {pool: Decimal(9)}
+    # The id is settled, not stuck: a later call replays it.
+    assert (await client.call(client.rating.RateAndDebit, _request(event))).replay
+
+
+async def test_a_twin_with_another_payload_waits_for_the_first_and_is_rated_if_it_failed(
+    tenants: tuple[RatingClient, RatingClient],
+) -> None:
+    client, _ = tenants
+    account = await open_account(client, "cus-twin")  # overage policy: block
+    pool = await account.grant("5", grant_id="g")
+    at = datetime.now(UTC)
+    # 600 tokens of the large model cost 6 > 5: refused. 100 cost 1: fine.
+    too_big = _tokens(account, "twin", "600", at)
+    fits = _tokens(account, "twin", "100", at)
+    big, small = await asyncio.gather(
+        client.call(client.rating.RateAndDebit, _request(too_big)),
+        client.call(client.rating.RateAndDebit, _request(fits)),
+        return_exceptions=True,
+    )
+    assert isinstance(big, InsufficientCredit)
+    assert isinstance(small, rating_pb2.RateAndDebitResponse) and not small.replay
+    assert await account.balances() == {pool: Decimal(4)}
+    with pytest.raises(IdempotencyKeyMismatch):
+        await client.call(client.rating.RateAndDebit, _request(too_big))
+
+
+async def test_two_servers_racing_on_the_same_ids_debit_each_once_and_never_fail(
+    settings: Settings,
+    server: RunningServer,
+    acme: TenantKeys,
+    tenants: tuple[RatingClient, RatingClient],
+    database_url: str,
+) -> None:
+    client, _ = tenants
+    account = await open_account(client, "cus-race")
+    pool = await account.grant("1000", grant_id="g")
+    other = await start_server(settings)
+    try:
+        async with RatingClient(
+            f"127.0.0.1:{other.port}", acme.tokens[Role.RATER], timeout_seconds=10
+        ) as second:
+            events = [account.event(f"race-{n}", "api.call") for n in range(150)]
+            answers = await asyncio.gather(
+                *(
+                    rating.call(rating.rating.RateAndDebit, _request(event))
+                    for event in events
+                    for rating in (client, second)
+                )
+            )
+    finally:
+        await other.stop(0.5)
+    fresh = [a for a in answers if not a.replay]
+    assert len(fresh) == 150 and len(answers) == 300
+    assert await account.balances() == {pool: Decimal(850)}
+    await ledger_is_balanced(database_url)
+
+
+def _request(event: rating_pb2.UsageEvent) -> rating_pb2.RateAndDebitRequest:
+    return rating_pb2.RateAndDebitRequest(event=event)
+
+
+def _tokens(account: Account, event_id: str, tokens: str, at: datetime) -> rating_pb2.UsageEvent:
+    event = account.event(event_id, "llm.completion", tokens=tokens, model="large")
+    event.timestamp.FromDatetime(at)
+    return event
