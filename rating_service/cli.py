@@ -133,9 +133,15 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target migration.")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations to RATING_DATABASE_URL."""
+    from rating_service.notifications import webhook_secret_keys
     from rating_service.store import migrations
 
-    migrations.upgrade(_database_url(_settings()), revision)
+    settings = _settings()
+    try:
+        # The keys: a migration seals webhook secrets stored before they were encrypted (0007).
+        migrations.upgrade(_database_url(settings), revision, webhook_secret_keys(settings))
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
     click.echo(f"database at {revision}")
 
 
@@ -1414,6 +1420,47 @@ def webhooks_remove(endpoint_id: str, tenant_name: str) -> None:
     click.echo(f"disabled {endpoint_id} (its delivery log is kept)")
 
 
+@webhooks.command("new-key")
+@click.option(
+    "--id",
+    "key_id",
+    default=lambda: datetime.now(UTC).strftime("%Y%m%d"),
+    show_default="today, YYYYMMDD",
+    help="The key's id, stored beside every secret it seals.",
+)
+def webhooks_new_key(key_id: str) -> None:
+    """Print a new key for RATING_WEBHOOK_SECRET_KEYS (nothing is stored)."""
+    from rating_service.domain.encryption import new_key
+
+    try:
+        key = new_key(key_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(key)
+    click.echo(
+        "put it first in RATING_WEBHOOK_SECRET_KEYS (id:key,id:key; first encrypts, all decrypt),"
+        " restart the worker, then run `rating webhooks reencrypt`",
+        err=True,
+    )
+
+
+@webhooks.command("reencrypt")
+def webhooks_reencrypt() -> None:
+    """Re-encrypt every tenant's webhook secrets with the first RATING_WEBHOOK_SECRET_KEYS key."""
+
+    async def reseal(notifications: Notifications) -> tuple[dict[str, int], dict[str, int]]:
+        return await notifications.reseal_secrets(), await notifications.secrets_per_key()
+
+    moved, per_key = _run_on_notifications(reseal)
+    for key_id, count in moved.items():
+        click.echo(f"re-encrypted {count} secret(s) from key {key_id!r}")
+    click.echo(
+        "secrets per key now: "
+        + (", ".join(f"{key_id!r} {count}" for key_id, count in per_key.items()) or "none")
+    )
+    click.echo("keys no secret uses can be dropped from RATING_WEBHOOK_SECRET_KEYS")
+
+
 @webhooks.command("deliveries")
 @tenant_option
 @click.option("--event", "event_id", help="Only this notification's (its Rating-Event-Id).")
@@ -1448,22 +1495,33 @@ def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> N
 
 def _notifications_call(tenant_name: str, call: Callable[[Notifications, str], Awaitable[T]]) -> T:
     """Make one call on the notifications of the tenant named (resolved to its id)."""
-    import asyncpg
-
-    from rating_service.notifications import Notifications
-    from rating_service.store.database import asyncpg_dsn, create_engine
+    from rating_service.store.database import create_engine
     from rating_service.store.tenants import TenantStore
 
-    async def run() -> T:
-        url = _database_url(_settings())
-        engine = create_engine(url, pool_size=1)
+    async def on_tenant(notifications: Notifications) -> T:
+        engine = create_engine(_database_url(_settings()), pool_size=1)
         try:
             tenant = await TenantStore(engine).find(tenant_name)
         finally:
             await engine.dispose()
+        return await call(notifications, tenant.tenant_id)
+
+    return _run_on_notifications(on_tenant)
+
+
+def _run_on_notifications(call: Callable[[Notifications], Awaitable[T]]) -> T:
+    """Make one call on the notifications service, with the configured webhook-secret keys."""
+    import asyncpg
+
+    from rating_service.notifications import Notifications, webhook_secret_keys
+    from rating_service.store.database import asyncpg_dsn
+
+    async def run() -> T:
+        settings = _settings()
+        url = _database_url(settings)
         pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
         try:
-            return await call(Notifications(pool), tenant.tenant_id)
+            return await call(Notifications(pool, webhook_secret_keys(settings)))
         finally:
             await pool.close()
 

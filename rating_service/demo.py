@@ -44,6 +44,7 @@ from rating_service.notifications import (
     InvalidSignature,
     Notifications,
     verify_signature,
+    webhook_secret_keys,
 )
 from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
@@ -585,7 +586,7 @@ class Demo:
                 who = await client.call(client.admin.WhoAmI, admin_pb2.WhoAmIRequest())
                 tenant_id = who.tenant.tenant_id
                 temporal = await connect_temporal(self._settings)
-                notifications = Notifications(pool)
+                notifications = Notifications(pool, webhook_secret_keys(self._settings))
                 endpoint_id = await self._listen(notifications, tenant_id, receiver)
                 try:
                     await self._open_accounts(client)

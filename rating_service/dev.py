@@ -17,7 +17,9 @@ from rating_service.catalog_files import read_catalog_file
 from rating_service.catalogs import Catalogs
 from rating_service.contract_admin import ContractAdmin
 from rating_service.domain.auth import Caller, Role, issue_key
+from rating_service.domain.encryption import new_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer
+from rating_service.notifications import webhook_secret_keys
 from rating_service.progress import step
 from rating_service.settings import Settings
 from rating_service.store import migrations
@@ -32,6 +34,8 @@ DEMO_CUSTOMER = "demo-customer"
 EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
+WEBHOOK_KEY_FILE = "webhook-secret-keys"
+"""Under the data dir: the key sealing webhook secrets when RATING_WEBHOOK_SECRET_KEYS is unset."""
 
 
 DEMO_GRACE_SECONDS = 5.0
@@ -67,8 +71,13 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
             # The demo shows its failing invoice's step and error itself; the worker's
             # traceback of that activity would tear through the live view.
             logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+        if not settings.webhook_secret_keys:
+            keys = dev_webhook_secret_keys(data_dir / WEBHOOK_KEY_FILE)
+            settings = settings.replace(webhook_secret_keys=keys)
         with step("migrating the database"):
-            await asyncio.to_thread(migrations.upgrade, database_url)
+            await asyncio.to_thread(
+                migrations.upgrade, database_url, "head", webhook_secret_keys(settings)
+            )
         with step(f"preparing the {DEMO_TENANT!r} tenant"):
             demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
         with step("loading the example catalog"):
@@ -215,6 +224,23 @@ async def open_demo_customer(database_url: str) -> None:
         await pool.close()
 
 
+def dev_webhook_secret_keys(key_file: Path) -> str:
+    """The local stack's webhook-secret key: made on the first run, kept for the next.
+
+    Kept beside the embedded database, since the secrets sealed in it open only with this key.
+    """
+    saved = _saved_token(key_file)
+    if saved:
+        return saved
+    key = new_key("dev")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # Created readable by its owner alone, never briefly by others.
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
 def _saved_token(key_file: Path) -> str | None:
     return key_file.read_text().strip() if key_file.exists() else None
 
@@ -251,6 +277,15 @@ def print_endpoints(
     lines += [
         f"  PostgreSQL         {settings.database_url}",
         "",
+    ]
+    key_file = settings.data_dir / WEBHOOK_KEY_FILE
+    if _saved_token(key_file) == settings.webhook_secret_keys:
+        lines += [
+            "`rating webhooks …` on this stack needs the key that seals its webhook secrets:",
+            f"  export RATING_WEBHOOK_SECRET_KEYS=$(cat {key_file})",
+            "",
+        ]
+    lines += [
         f"Demo tenant {DEMO_TENANT!r}, admin API key (keep it secret):",
         f"  {demo_key}",
         "",

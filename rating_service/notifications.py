@@ -14,6 +14,9 @@ A receiver checks the signature over the raw body, before parsing it, with `veri
 cannot be replayed later. Any 2xx answer is a delivery; anything else, including a redirect, a
 timeout or a refused connection, is a failed attempt that the notification workflow retries with
 backoff (`workflows/notify.py`).
+
+Endpoints' signing secrets are stored encrypted under RATING_WEBHOOK_SECRET_KEYS
+(`rating_service.domain.encryption`) and shown once, when the endpoint is added.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from rating_service.domain.errors import InvalidArgument
+from rating_service.domain.encryption import EncryptionKeys
+from rating_service.domain.errors import FailedPrecondition, InvalidArgument
 from rating_service.domain.ids import new_id
+from rating_service.settings import Settings, env_name
 from rating_service.store.webhooks import DeliveryAttempt, WebhookEndpoint, WebhookStore
 
 NOTIFICATION_TOPICS: tuple[str, ...] = (
@@ -172,16 +177,24 @@ class NewEndpoint:
     secret: str
 
 
+def webhook_secret_keys(settings: Settings) -> EncryptionKeys:
+    """The keys that seal and open endpoints' signing secrets, as configured."""
+    source = env_name("webhook_secret_keys")
+    return EncryptionKeys.parse(settings.webhook_secret_keys, source)
+
+
 class Notifications:
     """Tenants' webhook endpoints, and sending notifications to them with every attempt logged."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        keys: EncryptionKeys,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = WebhookStore(pool)
+        self._store = WebhookStore(pool, keys)
+        self._keys = keys
         self._transport = transport
         self._clock = clock
 
@@ -215,6 +228,36 @@ class Notifications:
     ) -> WebhookEndpoint:
         """Stop sending to an endpoint; its delivery log is kept."""
         return await self._store.disable_endpoint(tenant_id, endpoint_id, actor)
+
+    async def check_keys(self) -> None:
+        """Refuse, saying what to set, unless every stored secret's key is configured.
+
+        The worker calls this at start: a key dropped too soon (or never set) is found then,
+        not at the first delivery, which would only fail and retry.
+        """
+        missing = {
+            key_id: count
+            for key_id, count in (await self._store.secrets_per_key()).items()
+            if key_id not in self._keys.ids
+        }
+        if not missing:
+            return
+        described = ", ".join(f"{count} under key {key_id!r}" for key_id, count in missing.items())
+        configured = ", ".join(map(repr, self._keys.ids)) or "none"
+        raise FailedPrecondition(
+            f"webhook signing secrets are stored encrypted ({described}), but"
+            f" {self._keys.source} holds no such key (configured: {configured}): set it to"
+            " `id:key,…` with every key that sealed them, the newest first",
+            reason="ENCRYPTION_KEY_MISSING",
+        )
+
+    async def secrets_per_key(self) -> dict[str, int]:
+        """How many endpoints' secrets each key id sealed (every tenant's)."""
+        return await self._store.secrets_per_key()
+
+    async def reseal_secrets(self) -> dict[str, int]:
+        """Re-encrypt every secret under the current (first) key; how many moved, per old key."""
+        return await self._store.reseal_secrets()
 
     async def subscribers(self, tenant_id: str, topic: str) -> list[str]:
         """The ids of the tenant's enabled endpoints that take notifications of `topic`."""

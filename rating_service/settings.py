@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rating_service.domain.encryption import EncryptionKeys
 from rating_service.domain.errors import InvalidArgument
 from rating_service.failpoints import Failpoints
 
@@ -76,6 +77,14 @@ class Settings:
     webhook_max_attempts: int = _setting(
         20, "attempts to deliver a notification to an endpoint before giving up (logged)"
     )
+    webhook_secret_keys: str = field(
+        default="",
+        repr=False,  # key material: kept out of log lines and tracebacks
+        metadata={
+            "doc": "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the"
+            " first encrypts, all decrypt (`rating webhooks new-key`; `rating dev` keeps its own)"
+        },
+    )
     expiry_warning_seconds: float = _setting(
         7 * 86400.0, "how long before a credit pool expires its `expiry.warning` is sent"
     )
@@ -125,6 +134,10 @@ class Settings:
         # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.
         if self.webhook_max_attempts < 1:
             raise InvalidArgument.of_field(env_name("webhook_max_attempts"), "must be at least 1")
+        try:
+            EncryptionKeys.parse(self.webhook_secret_keys)
+        except ValueError as exc:
+            raise InvalidArgument.of_field(env_name("webhook_secret_keys"), str(exc)) from exc
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (used by `rating dev` and tests)."""

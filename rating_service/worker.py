@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from rating_service.background import stop_task
 from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
+from rating_service.notifications import Notifications, webhook_secret_keys
 from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
@@ -66,6 +67,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     )
     delivering: asyncio.Task[None] | None = None
     try:
+        # Refuse to start rather than fail every delivery: each stored secret needs its key.
+        await Notifications(pool, webhook_secret_keys(settings)).check_keys()
         gateway = SimulatedGateway(
             pool, settings.gateway_timeout_seconds, settings.gateway_latency_seconds
         )

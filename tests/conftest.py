@@ -15,6 +15,7 @@ from grpc import aio
 
 from rating_service.api.server import RunningServer, start_server
 from rating_service.domain.auth import Role, issue_key
+from rating_service.domain.encryption import new_key
 from rating_service.embedded import EmbeddedPostgres, TemporalDevServer, free_port
 from rating_service.settings import Settings
 from rating_service.store import migrations
@@ -22,6 +23,9 @@ from rating_service.store.database import create_engine, with_database
 from rating_service.store.tenants import TenantStore
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+WEBHOOK_SECRET_KEYS = new_key("test")
+"""The key tests' webhook signing secrets are sealed with (RATING_WEBHOOK_SECRET_KEYS)."""
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +94,7 @@ def settings(database_url: str) -> Settings:
         auth_cache_seconds=0.0,
         shutdown_grace_seconds=1.0,
         database_pool_size=4,
+        webhook_secret_keys=WEBHOOK_SECRET_KEYS,
     )
 
 

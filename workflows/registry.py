@@ -16,7 +16,7 @@ from rating_service.billing.dunning import PAYMENT_FAILED
 from rating_service.credit_expiry import CreditExpiry
 from rating_service.failpoints import Failpoints
 from rating_service.invoicing import Invoicing
-from rating_service.notifications import NOTIFICATION_TOPICS, Notifications
+from rating_service.notifications import NOTIFICATION_TOPICS, Notifications, webhook_secret_keys
 from rating_service.outbox import Handler, start_billing
 from rating_service.payments.gateway import PaymentGateway
 from rating_service.rating.engine import AUTO_RECHARGE
@@ -78,7 +78,7 @@ def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
     failpoints = Failpoints.parse(deps.settings.failpoints)
     invoicing = Invoicing(deps.pool, deps.engine, deps.gateway, failpoints=failpoints)
     recharging = AutoRecharging(deps.pool, deps.engine, deps.gateway)
-    notifying = NotificationActivities(Notifications(deps.pool))
+    notifying = NotificationActivities(Notifications(deps.pool, webhook_secret_keys(deps.settings)))
     return [
         *BillingActivities(invoicing).all(),
         *RechargeActivities(recharging).all(),
@@ -115,7 +115,7 @@ def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
     notify = start_notifications(
         deps.client,
         settings.temporal_task_queue,
-        Notifications(deps.pool),
+        Notifications(deps.pool, webhook_secret_keys(deps.settings)),
         DeliveryPolicy.from_settings(settings),
     )
     for topic in NOTIFICATION_TOPICS:  # a topic may start other workflows too: append

@@ -400,10 +400,12 @@ webhook_endpoints = Table(
     Column("endpoint_id", Text, primary_key=True),
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
     Column("url", Text, nullable=False),
-    Column("secret", Text, nullable=False),
     Column("topics", ARRAY(Text)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("disabled_at", DateTime(timezone=True)),
+    # The signing secret sealed by `rating_service.domain.encryption` (migration 0007).
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("secret_key_id", Text, nullable=False),
     Index("ix_webhook_endpoints_tenant", "tenant_id"),
 )
 

@@ -1,8 +1,11 @@
-"""Webhook endpoints and their delivery log in PostgreSQL (tables of migration 0005).
+"""Webhook endpoints and their delivery log in PostgreSQL (tables of migrations 0005, 0007).
 
 An endpoint is never deleted, only disabled: its delivery log refers to it and stays readable.
 Adding and disabling one are audited in the same transaction. The log has one row per attempt
 to deliver one notification to one endpoint, successful or not.
+
+Signing secrets are stored sealed (`rating_service.domain.encryption`), never in plaintext:
+`secret_ciphertext` bound to the row's endpoint id, and `secret_key_id`, the key that sealed it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
+from rating_service.domain.encryption import EncryptionKeys, Sealed
 from rating_service.domain.errors import NotFound
 from rating_service.store.effects import AuditEntry, write_audit
 
@@ -60,8 +64,9 @@ class DeliveryAttempt:
 class WebhookStore:
     """Reads and writes webhook endpoints and delivery attempts over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, keys: EncryptionKeys) -> None:
         self._pool = pool
+        self._keys = keys
 
     async def add_endpoint(
         self,
@@ -72,16 +77,19 @@ class WebhookStore:
         secret: str,
         actor: str,
     ) -> WebhookEndpoint:
-        """Store a new endpoint with its signing secret; audited."""
+        """Store a new endpoint with its signing secret, sealed under the current key; audited."""
+        sealed = self._keys.seal(secret, secret_context(endpoint_id))
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, secret, topics)"
-                f" VALUES ($1, $2, $3, $4, $5) RETURNING {_ENDPOINT_COLUMNS}",
+                "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, topics,"
+                " secret_ciphertext, secret_key_id)"
+                f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_ENDPOINT_COLUMNS}",
                 endpoint_id,
                 tenant_id,
                 url,
-                secret,
                 None if topics is None else list(topics),
+                sealed.ciphertext,
+                sealed.key_id,
             )
             assert row is not None, "INSERT … RETURNING returns the row"
             endpoint = _endpoint(row)
@@ -135,12 +143,54 @@ class WebhookStore:
     async def delivery_target(self, tenant_id: str, endpoint_id: str) -> DeliveryTarget | None:
         """The URL and secret of an enabled endpoint; None once it is disabled (or unknown)."""
         row = await self._pool.fetchrow(
-            "SELECT url, secret FROM webhook_endpoints"
+            "SELECT url, secret_ciphertext, secret_key_id FROM webhook_endpoints"
             " WHERE tenant_id = $1 AND endpoint_id = $2 AND disabled_at IS NULL",
             tenant_id,
             endpoint_id,
         )
-        return None if row is None else DeliveryTarget(row["url"], row["secret"])
+        if row is None:
+            return None
+        sealed = Sealed(row["secret_key_id"], row["secret_ciphertext"])
+        return DeliveryTarget(row["url"], self._keys.open(sealed, secret_context(endpoint_id)))
+
+    async def secrets_per_key(self) -> dict[str, int]:
+        """How many endpoints' secrets (every tenant's, disabled too) each key id sealed."""
+        rows = await self._pool.fetch(
+            "SELECT secret_key_id, count(*) AS secrets FROM webhook_endpoints"
+            " GROUP BY secret_key_id ORDER BY secret_key_id"
+        )
+        return {row["secret_key_id"]: row["secrets"] for row in rows}
+
+    async def reseal_secrets(self, batch_size: int = 100) -> dict[str, int]:
+        """Reseal every secret not under the current key with it; how many, per old key id.
+
+        Batches of `batch_size` rows, each its own transaction, so a large table is not locked
+        at once and an interrupted run resumes where it stopped.
+        """
+        current = self._keys.require_current_id()
+        moved: dict[str, int] = {}
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Endpoint order, so two operators resealing at once wait rather than deadlock.
+                rows = await conn.fetch(
+                    "SELECT endpoint_id, secret_ciphertext, secret_key_id FROM webhook_endpoints"
+                    " WHERE secret_key_id <> $1 ORDER BY endpoint_id LIMIT $2 FOR UPDATE",
+                    current,
+                    batch_size,
+                )
+                for row in rows:
+                    old = Sealed(row["secret_key_id"], row["secret_ciphertext"])
+                    new = self._keys.reseal(old, secret_context(row["endpoint_id"]))
+                    await conn.execute(
+                        "UPDATE webhook_endpoints SET secret_ciphertext = $2, secret_key_id = $3"
+                        " WHERE endpoint_id = $1",
+                        row["endpoint_id"],
+                        new.ciphertext,
+                        new.key_id,
+                    )
+                    moved[old.key_id] = moved.get(old.key_id, 0) + 1
+            if len(rows) < batch_size:
+                return moved
 
     async def was_delivered(self, tenant_id: str, event_id: str, endpoint_id: str) -> bool:
         """Whether an attempt to deliver this event to this endpoint has succeeded."""
@@ -197,7 +247,12 @@ class WebhookStore:
 
 
 _ENDPOINT_COLUMNS = "endpoint_id, tenant_id, url, topics, created_at, disabled_at"
-"""Every column but the secret, which leaves the database only to sign (`delivery_target`)."""
+"""Every column but the sealed secret, opened only to sign (`delivery_target`)."""
+
+
+def secret_context(endpoint_id: str) -> bytes:
+    """What a secret's seal is bound to: its row, so it does not open when copied to another."""
+    return b"webhook_endpoints/" + endpoint_id.encode()
 
 
 def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:

@@ -28,12 +28,13 @@ from rating_service.notifications import (
     NotificationEvent,
     Notifications,
     verify_signature,
+    webhook_secret_keys,
 )
 from rating_service.outbox import OutboxRow
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from rating_service.worker import connect_temporal
-from tests.conftest import TenantKeys, eventually
+from tests.conftest import WEBHOOK_SECRET_KEYS, TenantKeys, eventually
 from tests.integration.billing import CATALOG, open_account
 from tests.integration.cycles import (
     billing_stack,
@@ -150,7 +151,7 @@ async def open_notifications(settings: Settings) -> AsyncIterator[Notifications]
     assert settings.database_url is not None
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2)
     try:
-        yield Notifications(pool)
+        yield Notifications(pool, webhook_secret_keys(settings))
     finally:
         await pool.close()
 
@@ -184,9 +185,8 @@ async def write_outbox(settings: Settings, tenant_id: str, topic: str, key: str)
 
 async def rating_cli(database_url: str, *args: str, exit_code: int = 0) -> str:
     """Run `rating ARGS…` against the test's database; its output (it must exit so)."""
-    result = await asyncio.to_thread(
-        CliRunner().invoke, main, list(args), env={"RATING_DATABASE_URL": database_url}
-    )
+    env = {"RATING_DATABASE_URL": database_url, "RATING_WEBHOOK_SECRET_KEYS": WEBHOOK_SECRET_KEYS}
+    result = await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
     assert result.exit_code == exit_code, result.output
     return result.output
 
