@@ -61,7 +61,7 @@ async def test_an_event_the_database_refuses_fails_alone_and_new_accounts_surviv
         [("cus-a", "ok-1", _call()), ("cus-a", "bad\x00id", _call()), ("cus-a", "ok-2", _call())],
     )
     neighbour = [server.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call()) for n in range(5)]
-    answers, *others = await asyncio.gather(batch, *neighbour)
+    answers, others = await asyncio.gather(batch, asyncio.gather(*neighbour))
     assert [type(a) for a in answers] == [Outcome, DomainError, Outcome]
     refused = answers[1]
     assert isinstance(refused, DomainError)

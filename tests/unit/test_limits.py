@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from asyncpg import exceptions as pg
@@ -15,16 +17,16 @@ from rating_service.gen.rating.v1 import contract_pb2, ops_pb2, rating_pb2
 from rating_service.store.faults import Fault, classify
 
 
-def _event(**fields: object) -> rating_pb2.UsageEvent:
+def _event(**fields: Any) -> rating_pb2.UsageEvent:
     event = rating_pb2.UsageEvent(event_id="e1", customer_id="c1", event_type="api.call")
     event.timestamp.seconds = 1_800_000_000
     for name, value in fields.items():
         if name == "properties":
-            event.properties.update(value)  # type: ignore[arg-type]
+            event.properties.update(value)
         elif name == "seconds":
-            event.timestamp.seconds = value  # type: ignore[assignment]
+            event.timestamp.seconds = value
         elif name == "nanos":
-            event.timestamp.nanos = value  # type: ignore[assignment]
+            event.timestamp.nanos = value
         else:
             setattr(event, name, value)
     return event
