@@ -284,6 +284,8 @@ async def test_reservations_hold_capture_release_and_expire(
         timestamp=at,
     )
     assert [(h.pool_id, h.amount) for h in held.holds] == [(pool, "4")]
+    # Nothing is posted yet: 10 remain, 4 of them pending.
+    assert [(b.pool_id, b.remaining, b.pending) for b in held.balances] == [(pool, "10", "4")]
     again = await client.authorize(
         reservation_id="r1",
         customer_id="cus-hold",
@@ -293,11 +295,13 @@ async def test_reservations_hold_capture_release_and_expire(
     )
     assert again.replay
     assert again.holds == held.holds
+    assert again.balances == held.balances
     balances = await client.balances("cus-hold")
     assert (balances.pools[0].remaining, balances.pools[0].pending) == ("10", "4")
     captured = await client.capture(reservation_id="r1", event=account.event("c1", "api.call"))
-    # The call cost 1: the 4 held are released and 1 is debited.
+    # The call cost 1: the 4 held are released and 1 is debited; 4 − 1 = 3 given back.
     assert Decimal(captured.debit.charge) == Decimal(1)
+    assert Decimal(captured.released) == Decimal(3)
     balances = await client.balances("cus-hold")
     assert Decimal(balances.pools[0].remaining) == Decimal(9)
     assert Decimal(balances.pools[0].pending) == Decimal(0)
@@ -479,3 +483,20 @@ async def test_quote_and_rating_apply_the_contracts_overrides(client: RatingClie
     assert (Decimal(listed.total), Decimal(on_contract.total)) == (Decimal(4), Decimal(2))
     debited = await account.call("deal-1")
     assert Decimal(debited.charge) == Decimal("0.5")
+
+
+async def test_usage_and_its_forecast_answer_for_a_quadrillion_tokens(client: RatingClient) -> None:
+    account = await open_account(client, "cus-huge", overage_policy="arrears")
+    await client.rate_and_debit(
+        event_id="huge",
+        customer_id="cus-huge",
+        event_type="llm.completion",
+        properties={"tokens": "1e15", "model": "large"},
+    )
+    usage = await client.call(
+        client.rating.GetUsage, rating_pb2.GetUsageRequest(customer_id=account.customer_id)
+    )
+    [row] = usage.rows
+    # 10^15 tokens × 0.01 = 10^13, exactly; the forecast is at least what is used so far.
+    assert (Decimal(row.quantity), Decimal(row.amount)) == (Decimal("1e15"), Decimal("1e13"))
+    assert Decimal(usage.forecast_total) >= Decimal(usage.total) == Decimal("1e13")
