@@ -94,6 +94,10 @@ class SpendCapExceeded(RatingError):
     """RESOURCE_EXHAUSTED SPEND_CAP_EXCEEDED."""
 
 
+class RequestTooLarge(RatingError):
+    """RESOURCE_EXHAUSTED MESSAGE_TOO_LARGE: the request is over the server's size limit."""
+
+
 class NotAllowed(RatingError):
     """UNAUTHENTICATED or PERMISSION_DENIED."""
 
@@ -107,6 +111,7 @@ _BY_REASON: dict[str, type[RatingError]] = {
     "CONTRACT_SUSPENDED": ContractSuspended,
     "SPEND_CAP_EXCEEDED": SpendCapExceeded,
     "IDEMPOTENCY_KEY_MISMATCH": IdempotencyKeyMismatch,
+    "MESSAGE_TOO_LARGE": RequestTooLarge,
 }
 _BY_CODE: dict[grpc.StatusCode, type[RatingError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,

@@ -10,7 +10,13 @@ from decimal import Decimal
 import pytest
 
 from rating_service.api.server import RunningServer, start_server
-from rating_service.client import IdempotencyKeyMismatch, InsufficientCredit, RatingClient
+from rating_service.client import (
+    IdempotencyKeyMismatch,
+    InsufficientCredit,
+    InvalidRequest,
+    RatingClient,
+    RequestTooLarge,
+)
 from rating_service.domain.auth import Role
 from rating_service.domain.errors import DomainError
 from rating_service.gen.rating.v1 import rating_pb2
@@ -155,3 +161,36 @@ def _tokens(account: Account, event_id: str, tokens: str, at: datetime) -> ratin
     event = account.event(event_id, "llm.completion", tokens=tokens, model="large")
     event.timestamp.FromDatetime(at)
     return event
+
+
+async def test_bad_input_is_refused_at_the_edge_naming_each_field(
+    settings: Settings, tenants: tuple[RatingClient, RatingClient]
+) -> None:
+    client, _ = tenants
+    account = await open_account(client, "cus-edge")
+    await account.grant("10", grant_id="g")
+    bad = account.event("x" * 256, "api.call", note="a\x00b")
+    bad.timestamp.nanos = -1
+    with pytest.raises(InvalidRequest) as refused:
+        await client.call(client.rating.RateAndDebit, _request(bad))
+    assert set(refused.value.fields) == {
+        "event.event_id",
+        "event.properties['note']",
+        "event.timestamp",
+    }
+    # In a batch, the bad event fails alone, its fields named under its index.
+    reply = await client.call(
+        client.rating.BatchRateAndDebit,
+        rating_pb2.BatchRateAndDebitRequest(events=[account.event("fine", "api.call"), bad]),
+    )
+    fine, refused_item = reply.results
+    assert fine.WhichOneof("result") == "response"
+    assert refused_item.error.reason == "INVALID_ARGUMENT"
+    assert "events[1].event_id" in refused_item.error.message
+    huge = account.event("huge", "api.call", note="x" * 4000)
+    many = rating_pb2.BatchRateAndDebitRequest(
+        events=[huge] * (settings.max_message_bytes // 4000 + 1)
+    )
+    with pytest.raises(RequestTooLarge) as too_large:
+        await client.call(client.rating.BatchRateAndDebit, many)
+    assert too_large.value.reason == "MESSAGE_TOO_LARGE"
