@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from rating_service.background import stop_task
-from rating_service.domain.errors import FailedPrecondition, PreconditionViolation
+from rating_service.domain.errors import FailedPrecondition, PreconditionViolation, Unavailable
 from rating_service.notifications import Notifications, webhook_secret_keys
 from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
@@ -31,7 +31,8 @@ log = logging.getLogger("rating.worker")
 async def connect_temporal(settings: Settings) -> Client:
     """A Temporal client for the configured address and namespace, with an actionable error.
 
-    Refused with FAILED_PRECONDITION `TEMPORAL_UNAVAILABLE`: the CLI prints it, the API maps it.
+    Refused with reason `TEMPORAL_UNAVAILABLE`: FAILED_PRECONDITION when no address is set,
+    UNAVAILABLE (so callers retry) when the server cannot be reached.
     """
     if not settings.temporal_address:
         raise _temporal_unavailable(
@@ -42,9 +43,10 @@ async def connect_temporal(settings: Settings) -> Client:
             settings.temporal_address, namespace=settings.temporal_namespace
         )
     except RuntimeError as exc:
-        raise _temporal_unavailable(
+        raise Unavailable(
             f"cannot reach Temporal at {settings.temporal_address}: {exc}; "
-            "check RATING_TEMPORAL_ADDRESS and that the server is up"
+            "check RATING_TEMPORAL_ADDRESS and that the server is up",
+            reason="TEMPORAL_UNAVAILABLE",
         ) from exc
 
 

@@ -22,15 +22,26 @@ import asyncpg
 import grpc
 import hypothesis
 import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from rating_service.api.server import RunningServer
+from rating_service.api.server import RunningServer, start_server
 from rating_service.client import RatingClient
 from rating_service.domain.auth import Role
-from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
+from rating_service.embedded import free_port
+from rating_service.gen.rating.v1 import (
+    admin_pb2,
+    catalog_pb2,
+    contract_pb2,
+    invoice_pb2,
+    ops_pb2,
+    rating_pb2,
+    rating_pb2_grpc,
+)
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys
@@ -322,3 +333,122 @@ async def _state(conn: asyncpg.Connection, tenant_id: str) -> asyncpg.Record:
     )
     assert row is not None
     return row
+
+
+SERVICES = [
+    descriptor.services_by_name[name]
+    for descriptor, name in (
+        (admin_pb2.DESCRIPTOR, "AdminService"),
+        (catalog_pb2.DESCRIPTOR, "CatalogService"),
+        (contract_pb2.DESCRIPTOR, "ContractService"),
+        (invoice_pb2.DESCRIPTOR, "InvoiceService"),
+        (ops_pb2.DESCRIPTOR, "OpsService"),
+        (rating_pb2.DESCRIPTOR, "RatingService"),
+    )
+]
+METHODS = [method for service in SERVICES for method in service.methods]
+
+_INTEGER_BOUNDS = {
+    FieldDescriptor.TYPE_INT32: 31,
+    FieldDescriptor.TYPE_SINT32: 31,
+    FieldDescriptor.TYPE_SFIXED32: 31,
+    FieldDescriptor.TYPE_INT64: 63,
+    FieldDescriptor.TYPE_SINT64: 63,
+    FieldDescriptor.TYPE_SFIXED64: 63,
+}
+_UNSIGNED_BOUNDS = {
+    FieldDescriptor.TYPE_UINT32: 32,
+    FieldDescriptor.TYPE_FIXED32: 32,
+    FieldDescriptor.TYPE_UINT64: 64,
+    FieldDescriptor.TYPE_FIXED64: 64,
+}
+
+
+def _scalar(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+    """Any value of one (non-repeated) field's type."""
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
+        return _message(field.message_type, depth + 1)
+    if kind == FieldDescriptor.TYPE_STRING:
+        return st.one_of(_hostile_text, _decimals, st.just(CUSTOMER))
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=64)
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.floats(width=32 if kind == FieldDescriptor.TYPE_FLOAT else 64)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        return st.integers(-(2**31), 2**31 - 1)  # proto3 enums are open: any number
+    if kind in _INTEGER_BOUNDS:
+        bits = _INTEGER_BOUNDS[kind]
+        return st.integers(-(2**bits), 2**bits - 1)
+    return st.integers(0, 2 ** _UNSIGNED_BOUNDS[kind] - 1)
+
+
+def _message(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
+    """Any message of this type: each field unset or any value, nested up to three deep."""
+    cls = message_factory.GetMessageClass(descriptor)
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        return _timestamps().map(lambda at: at if at is not None else Timestamp())
+    if depth > 3:
+        return st.just(cls())
+    optional: dict[str, st.SearchStrategy[Any]] = {}
+    for member in descriptor.fields:
+        if member.message_type is not None and member.message_type.GetOptions().map_entry:
+            key, value = (member.message_type.fields_by_name[n] for n in ("key", "value"))
+            entries: st.SearchStrategy[Any] = st.dictionaries(
+                _scalar(key, depth), _scalar(value, depth), max_size=3
+            )
+            optional[member.name] = entries
+        elif member.is_repeated:
+            optional[member.name] = st.lists(_scalar(member, depth), max_size=3)
+        else:
+            optional[member.name] = _scalar(member, depth)
+    # A oneof takes one member: the last one set wins, as protobuf itself would have it.
+    return st.fixed_dictionaries({}, optional=optional).map(lambda values: cls(**values))
+
+
+@pytest.fixture
+def any_service_settings(settings: Settings) -> Settings:
+    """Temporal at a port where nothing listens: ops RPCs must say UNAVAILABLE, not fail."""
+    return replace(settings, temporal_address=f"127.0.0.1:{free_port()}")
+
+
+async def test_no_rpc_of_any_service_answers_internal(
+    any_service_settings: Settings, acme: TenantKeys, database_url: str
+) -> None:
+    await load_catalog(database_url, acme.tenant_id)
+    running = await start_server(any_service_settings)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    answers: Counter[str] = Counter()
+
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(st.data())
+    def one_request(data: st.DataObject) -> None:
+        method = data.draw(st.sampled_from(METHODS), label="method")
+        request = data.draw(_message(method.input_type), label="request")
+        role = data.draw(st.sampled_from(sorted(Role)), label="role")
+        call = channel.unary_unary(
+            f"/{method.containing_service.full_name}/{method.name}",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=lambda raw: raw,
+        )
+        try:
+            call(request, metadata=acme.metadata(role), timeout=20)
+        except grpc.RpcError as error:
+            answers[f"{method.name} {error.code().name}"] += 1
+            assert error.code() not in NEVER, f"{method.name}: {error.details()}"
+            return
+        answers[f"{method.name} OK"] += 1
+
+    try:
+        await asyncio.to_thread(one_request)
+    finally:
+        channel.close()
+        await running.stop(0.5)
+    print("answers:", dict(sorted(answers.items())))
