@@ -14,8 +14,9 @@ from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
+from rating_service.api.outages import Failure, classify_failure
 from rating_service.domain.auth import Caller, Role
-from rating_service.domain.errors import DomainError, PermissionDenied
+from rating_service.domain.errors import Aborted, DomainError, PermissionDenied, Unavailable
 from rating_service.keyring import KeyRing
 
 log = logging.getLogger("rating.rpc")
@@ -125,13 +126,8 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 response = await behavior(request, context)
             except DomainError as error:
                 failure = error
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("internal error", extra={"method": short, "incident": incident})
-                failure = DomainError(
-                    f"internal error; quote incident {incident} to the operator",
-                    reason="INTERNAL",
-                )
+            except Exception as error:
+                failure = unexpected_failure(short, error)
             finally:
                 latency_child.observe(time.perf_counter() - started)
             if failure is None:
@@ -152,6 +148,35 @@ class EdgeInterceptor(aio.ServerInterceptor):
             )
 
         return guarded
+
+
+def unexpected_failure(method: str, error: Exception) -> DomainError:
+    """The caller's answer to an exception no domain code raised, logged with an incident id.
+
+    A dependency outage is UNAVAILABLE and a write conflict ABORTED, so callers retry with the
+    same ids; anything else is a bug: INTERNAL, with no detail but the incident to quote.
+    """
+    incident = uuid.uuid4().hex[:12]
+    failure = classify_failure(error)
+    extra = {"method": method, "incident": incident}
+    if failure is Failure.BUG:
+        log.exception("internal error", extra=extra)
+        return DomainError(
+            f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
+        )
+    # Expected in an outage, so no traceback: one line per call, with what went wrong.
+    log.warning(failure.value, extra={**extra, "error": f"{type(error).__name__}: {error}"})
+    if failure is Failure.CONFLICT:
+        return Aborted(
+            f"the write conflicted with a concurrent one; retry the same request "
+            f"(incident {incident})",
+            reason="WRITE_CONFLICT",
+        )
+    return Unavailable(
+        f"a dependency of the service cannot be reached; retry the same request later "
+        f"(incident {incident})",
+        reason="DEPENDENCY_UNAVAILABLE",
+    )
 
 
 def _authorization(context: aio.ServicerContext) -> str | None:
