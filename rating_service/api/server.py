@@ -94,6 +94,7 @@ class RunningServer:
         await self.reservations.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+            self._metrics_http.server_close()  # shutdown() only stops the loop; free the port
         await self.pool.close()
         await self.engine.dispose()
 
@@ -232,5 +233,13 @@ def _start_metrics(address: str, registry: CollectorRegistry) -> tuple[int | Non
     if not address:
         return None, None
     host, _, port = address.rpartition(":")
-    http_server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    try:
+        http_server, _thread = start_http_server(
+            int(port), addr=host or "0.0.0.0", registry=registry
+        )
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot serve metrics on {address}: {exc}; set RATING_METRICS_ADDRESS to another "
+            "address, or to empty to turn metrics off"
+        ) from exc
     return int(http_server.server_address[1]), http_server
