@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -27,6 +28,15 @@ _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 ALL_ROLES = frozenset(Role)
+
+CUT_SHORT_SECONDS = 1.0
+"""How long RPCs cut short at the end of a drain have to send their UNAVAILABLE."""
+
+ARRIVALS_SETTLE_SECONDS = 0.25
+"""A drain ends only after this long without a new call, so calls received before it began
+have come through the server's queue (and been refused) rather than being cancelled by gRPC."""
+
+DRAIN_POLL_SECONDS = 0.01
 
 Behavior = TypeVar("Behavior", bound=Callable[..., Awaitable[Any]])
 
@@ -78,6 +88,38 @@ class EdgeInterceptor(aio.ServerInterceptor):
         self._keyring = keyring
         self._metrics = metrics
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._cut_short: set[asyncio.Task[Any]] = set()
+        self._refusing = False
+        self._last_arrival = 0.0
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Refuse new RPCs, wait up to the grace for those in flight, cut the rest short.
+
+        Runs before gRPC's own stop, which cancels every call it has received but not yet
+        handed to a handler (the aio server takes them one at a time, so a burst leaves
+        many): the caller would see CANCELLED, which it must not retry blindly. Here those
+        calls come through and are refused with UNAVAILABLE, which callers retry (on another
+        server) with the same ids; so are RPCs still running when the grace ends. The drain
+        ends once nothing is in flight and no call has arrived for a moment. Returns how many
+        RPCs were cut short.
+        """
+        loop = asyncio.get_running_loop()
+        self._refusing = True
+        deadline = loop.time() + grace_seconds
+        while loop.time() < deadline:
+            quiet = loop.time() - self._last_arrival >= ARRIVALS_SETTLE_SECONDS
+            if quiet and not self._in_flight:
+                break
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        # Only handlers still inside the edge: one that has returned is sending its answer.
+        late = set(self._in_flight)
+        for task in late:
+            self._cut_short.add(task)
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=CUT_SHORT_SECONDS)
+        return len(late)
 
     async def intercept_service(
         self,
@@ -117,7 +159,13 @@ class EdgeInterceptor(aio.ServerInterceptor):
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             failure: DomainError | None = None
+            task = asyncio.current_task()
+            assert task is not None  # a gRPC aio handler always runs in a task
+            self._in_flight.add(task)
+            self._last_arrival = asyncio.get_running_loop().time()
             try:
+                if self._refusing:
+                    raise _shutting_down()
                 caller = await self._keyring.authenticate(_authorization(context))
                 if not allowed:
                     raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
@@ -128,8 +176,15 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 failure = error
             except Exception as error:
                 failure = unexpected_failure(short, error)
+            except asyncio.CancelledError:
+                if task not in self._cut_short:
+                    raise  # the caller went away, or gRPC itself gave up: nobody to answer
+                task.uncancel()
+                failure = _shutting_down()
             finally:
                 latency_child.observe(time.perf_counter() - started)
+                self._in_flight.discard(task)
+                self._cut_short.discard(task)
             if failure is None:
                 requests.labels(short, "OK").inc()
                 return response
@@ -176,6 +231,12 @@ def unexpected_failure(method: str, error: Exception) -> DomainError:
         f"a dependency of the service cannot be reached; retry the same request later "
         f"(incident {incident})",
         reason="DEPENDENCY_UNAVAILABLE",
+    )
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down; retry the same request", reason="SHUTTING_DOWN"
     )
 
 

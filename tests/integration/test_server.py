@@ -11,6 +11,7 @@ import socket
 import sys
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rating_service.api.server import RunningServer, start_server
+from rating_service.client import RatingClient
 from rating_service.domain.auth import Role
 from rating_service.embedded import port_in_use
-from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
+from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc, rating_pb2, rating_pb2_grpc
 from rating_service.settings import Settings
-from rating_service.store.database import with_database
-from tests.conftest import TenantKeys, status_of
+from rating_service.store.database import asyncpg_dsn, with_database
+from tests.conftest import TenantKeys, eventually, status_of
+from tests.integration.billing import load_catalog, open_account
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -294,3 +297,87 @@ async def test_a_server_on_port_zero_starts_beside_a_running_stack_and_frees_its
         await running.stop(0.1)
     assert running.metrics_port not in listening_ports(os.getpid())
     assert running.port not in listening_ports(os.getpid())
+
+
+@pytest.mark.parametrize("commit_unblocked", ["within the grace", "after the grace"])
+async def test_sigterm_answers_every_debit_in_flight_and_loses_none(
+    database_url: str, acme: TenantKeys, commit_unblocked: str
+) -> None:
+    """200 debits on one contract wait in the group-commit queue when SIGTERM arrives."""
+    await load_catalog(database_url, acme.tenant_id)
+    async with serve_process(
+        RATING_DATABASE_URL=database_url, RATING_SHUTDOWN_GRACE_SECONDS="3"
+    ) as served:
+        async with RatingClient(
+            f"127.0.0.1:{served.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
+        ) as client:
+            account = await open_account(client, "cus-drain")
+            pool = await account.grant("1000", grant_id="g-drain")
+        dsn = asyncpg_dsn(database_url)
+        blocker = await asyncpg.connect(dsn)
+        observer = await asyncpg.connect(dsn)
+        try:
+            # Hold the pool's row lock, so the first batch blocks in its commit and the other
+            # debits queue up behind it in the engine: all in flight when SIGTERM arrives.
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute(
+                "SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", f"pool:{pool}"
+            )
+            async with aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+                stub = rating_pb2_grpc.RatingServiceStub(channel)
+
+                async def debit(n: int) -> tuple[str, str]:
+                    event_id = f"drain-{n}"
+                    request = rating_pb2.RateAndDebitRequest(
+                        event=account.event(event_id, "api.call")
+                    )
+                    try:
+                        await stub.RateAndDebit(
+                            request, metadata=acme.metadata(Role.RATER), timeout=30
+                        )
+                    except aio.AioRpcError as refused:
+                        return event_id, refused.code().name
+                    return event_id, "OK"
+
+                calls = [asyncio.create_task(debit(n)) for n in range(200)]
+
+                async def a_commit_waits_on_the_lock() -> bool:
+                    waiting = await observer.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                    return bool(waiting)
+
+                await eventually(a_commit_waits_on_the_lock)
+                served.process.send_signal(signal.SIGTERM)
+                await eventually(lambda: served.logged("draining"))
+                if commit_unblocked == "within the grace":
+                    await blocking.rollback()
+                async with asyncio.timeout(20):
+                    exit_code = await served.process.wait()
+                answers = dict(await asyncio.gather(*calls))
+            if commit_unblocked == "after the grace":
+                await blocking.rollback()
+            debited = {
+                row["event_id"]
+                for row in await observer.fetch(
+                    "SELECT event_id FROM rated_events WHERE tenant_id = $1", acme.tenant_id
+                )
+            }
+        finally:
+            await blocker.close()
+            await observer.close()
+    assert exit_code == 0, served.lines
+    # Never CANCELLED or INTERNAL: a caller either has its answer or is told to retry.
+    assert set(answers.values()) <= {"OK", "UNAVAILABLE"}, Counter(answers.values())
+    succeeded = {event_id for event_id, code in answers.items() if code == "OK"}
+    assert succeeded <= debited
+    if commit_unblocked == "within the grace":
+        # Everything that reached the engine before SIGTERM was answered with its debit.
+        assert len(succeeded) > 0
+        assert debited == succeeded
+    else:
+        # Cut short at the end of the grace: told to retry, and nothing half-done stayed.
+        assert succeeded == set() and debited == set()
+        assert any(line.get("msg") == "RPCs cut short by the drain" for line in served.lines)
