@@ -16,9 +16,13 @@ from rating_service.failpoints import Failpoints
 PREFIX = "RATING_"
 
 
-def _setting(default: Any, doc: str) -> Any:
-    """Declare a setting with its default and the one line the README's table shows."""
-    return field(default=default, metadata={"doc": doc})
+def _setting(default: Any, doc: str, *, empty_means_off: bool = False) -> Any:
+    """Declare a setting with its default and the one line the README's table shows.
+
+    An empty variable means "use the default", unless `empty_means_off`: then it is the
+    empty value, which turns the feature off.
+    """
+    return field(default=default, metadata={"doc": doc, "empty_means_off": empty_means_off})
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,9 @@ class Settings:
     temporal_namespace: str = _setting("default", "Temporal namespace")
     temporal_task_queue: str = _setting("rating", "task queue the worker polls")
     listen_address: str = _setting("127.0.0.1:50051", "gRPC listen address")
-    metrics_address: str = _setting("127.0.0.1:9464", "Prometheus /metrics listen address")
+    metrics_address: str = _setting(
+        "127.0.0.1:9464", "Prometheus /metrics listen address (empty: off)", empty_means_off=True
+    )
     tls_cert_file: Path | None = _setting(None, "server certificate (PEM); enables TLS")
     tls_key_file: Path | None = _setting(None, "server private key (PEM)")
     tls_client_ca_file: Path | None = _setting(
@@ -107,7 +113,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(env_name(f.name))
-            if raw is None or raw == "":
+            if raw is None or (raw == "" and not f.metadata["empty_means_off"]):
                 continue
             try:
                 values[f.name] = _PARSERS[_base_type(f.type)](raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -16,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from rating_service.api import limits
 from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
 from rating_service.domain.auth import Caller, Role
-from rating_service.domain.errors import DomainError, PermissionDenied
+from rating_service.domain.errors import Aborted, DomainError, PermissionDenied, Unavailable
+from rating_service.faults import Failure, classify_failure
 from rating_service.keyring import KeyRing
 
 log = logging.getLogger("rating.rpc")
@@ -27,6 +29,15 @@ _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 ALL_ROLES = frozenset(Role)
+
+CUT_SHORT_SECONDS = 1.0
+"""How long RPCs cut short at the end of a drain have to send their UNAVAILABLE."""
+
+ARRIVALS_SETTLE_SECONDS = 0.25
+"""A drain ends only after this long without a new call, so calls received before it began
+have come through the server's queue (and been refused) rather than being cancelled by gRPC."""
+
+DRAIN_POLL_SECONDS = 0.01
 
 Behavior = TypeVar("Behavior", bound=Callable[..., Awaitable[Any]])
 
@@ -79,6 +90,38 @@ class EdgeInterceptor(aio.ServerInterceptor):
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._cut_short: set[asyncio.Task[Any]] = set()
+        self._refusing = False
+        self._last_arrival = 0.0
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Refuse new RPCs, wait up to the grace for those in flight, cut the rest short.
+
+        Runs before gRPC's own stop, which cancels every call it has received but not yet
+        handed to a handler (the aio server takes them one at a time, so a burst leaves
+        many): the caller would see CANCELLED, which it must not retry blindly. Here those
+        calls come through and are refused with UNAVAILABLE, which callers retry (on another
+        server) with the same ids; so are RPCs still running when the grace ends. The drain
+        ends once nothing is in flight and no call has arrived for a moment. Returns how many
+        RPCs were cut short.
+        """
+        loop = asyncio.get_running_loop()
+        self._refusing = True
+        deadline = loop.time() + grace_seconds
+        while loop.time() < deadline:
+            quiet = loop.time() - self._last_arrival >= ARRIVALS_SETTLE_SECONDS
+            if quiet and not self._in_flight:
+                break
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        # Only handlers still inside the edge: one that has returned is sending its answer.
+        late = set(self._in_flight)
+        for task in late:
+            self._cut_short.add(task)
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=CUT_SHORT_SECONDS)
+        return len(late)
 
     async def intercept_service(
         self,
@@ -118,7 +161,13 @@ class EdgeInterceptor(aio.ServerInterceptor):
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             failure: DomainError | None = None
+            task = asyncio.current_task()
+            assert task is not None  # a gRPC aio handler always runs in a task
+            self._in_flight.add(task)
+            self._last_arrival = asyncio.get_running_loop().time()
             try:
+                if self._refusing:
+                    raise _shutting_down()
                 caller = await self._keyring.authenticate(_authorization(context))
                 if not allowed:
                     raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
@@ -128,15 +177,17 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 response = await behavior(request, context)
             except DomainError as error:
                 failure = error
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("internal error", extra={"method": short, "incident": incident})
-                failure = DomainError(
-                    f"internal error; quote incident {incident} to the operator",
-                    reason="INTERNAL",
-                )
+            except Exception as error:
+                failure = unexpected_failure(short, error)
+            except asyncio.CancelledError:
+                if task not in self._cut_short:
+                    raise  # the caller went away, or gRPC itself gave up: nobody to answer
+                task.uncancel()
+                failure = _shutting_down()
             finally:
                 latency_child.observe(time.perf_counter() - started)
+                self._in_flight.discard(task)
+                self._cut_short.discard(task)
             if failure is None:
                 requests.labels(short, "OK").inc()
                 return response
@@ -155,6 +206,41 @@ class EdgeInterceptor(aio.ServerInterceptor):
             )
 
         return guarded
+
+
+def unexpected_failure(method: str, error: Exception) -> DomainError:
+    """The caller's answer to an exception no domain code raised, logged with an incident id.
+
+    A dependency outage is UNAVAILABLE and a write conflict ABORTED, so callers retry with the
+    same ids; anything else is a bug: INTERNAL, with no detail but the incident to quote.
+    """
+    incident = uuid.uuid4().hex[:12]
+    failure = classify_failure(error)
+    extra = {"method": method, "incident": incident}
+    if failure is Failure.BUG:
+        log.exception("internal error", extra=extra)
+        return DomainError(
+            f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
+        )
+    # Expected in an outage, so no traceback: one line per call, with what went wrong.
+    log.warning(failure.value, extra={**extra, "error": f"{type(error).__name__}: {error}"})
+    if failure is Failure.CONFLICT:
+        return Aborted(
+            f"the write conflicted with a concurrent one; retry the same request "
+            f"(incident {incident})",
+            reason="WRITE_CONFLICT",
+        )
+    return Unavailable(
+        f"a dependency of the service cannot be reached; retry the same request later "
+        f"(incident {incident})",
+        reason="DEPENDENCY_UNAVAILABLE",
+    )
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down; retry the same request", reason="SHUTTING_DOWN"
+    )
 
 
 def _authorization(context: aio.ServicerContext) -> str | None:

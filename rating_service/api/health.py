@@ -50,7 +50,8 @@ class DatabaseHealth:
             serving = False
         if serving != self._serving:
             if serving and self._serving is False:
-                log.info("database reachable again; SERVING")
+                # As loud as the outage's warning, so a log filtered at WARNING shows its end.
+                log.warning("database reachable again; SERVING")
             self._serving = serving
             for name in self._names:
                 await self._servicer.set(name, SERVING if serving else NOT_SERVING)

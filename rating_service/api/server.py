@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rating_service.api.admin import AdminServicer
 from rating_service.api.catalog import CatalogServicer
 from rating_service.api.contracts import ContractServicer
-from rating_service.api.edge import EdgeInterceptor, RpcMetrics
+from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor, RpcMetrics
 from rating_service.api.health import DatabaseHealth
 from rating_service.api.invoices import InvoiceServicer
 from rating_service.api.ops import OpsServicer
@@ -58,6 +58,9 @@ from rating_service.store.tenants import TenantStore
 
 log = logging.getLogger("rating.server")
 
+POOL_CLOSE_SECONDS = 5.0
+"""How long the pool may wait for connections to come back at shutdown before it drops them."""
+
 SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
@@ -75,6 +78,7 @@ class RunningServer:
     server: aio.Server
     port: int
     metrics_port: int | None
+    edge: EdgeInterceptor
     health: DatabaseHealth
     health_servicer: HealthServicer
     engine: AsyncEngine
@@ -85,16 +89,29 @@ class RunningServer:
     _metrics_http: Any = None
 
     async def stop(self, grace_seconds: float) -> None:
-        """Report NOT_SERVING, let in-flight RPCs finish within the grace, then close."""
-        await self.health.stop()
-        await self.changes.stop()
+        """Drain, then release everything.
+
+        Health says NOT_SERVING and new RPCs are refused with UNAVAILABLE at once; RPCs in
+        flight get the grace to finish, and those still running then answer UNAVAILABLE too.
+        Only then does gRPC stop and do the loops the RPCs depend on stop: the debit committers
+        answer the RPCs waiting in the group-commit queue, and LISTEN/NOTIFY keeps their caches
+        live. The pools close last.
+        """
+        await self.health.stop()  # else its next poll could publish SERVING again
         await self.health_servicer.enter_graceful_shutdown()
-        await self.server.stop(grace_seconds)
+        cut_short = await self.edge.drain(grace_seconds)
+        if cut_short:
+            log.warning("RPCs cut short by the drain", extra={"rpcs": cut_short})
+        # Nothing of ours is in flight now; what gRPC may still cancel is health Watch
+        # streams and reflection.
+        await self.server.stop(CUT_SHORT_SECONDS)
         await self.debits.stop()
         await self.reservations.stop()
+        await self.changes.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
-        await self.pool.close()
+            self._metrics_http.server_close()  # shutdown() only stops the loop; free the port
+        await _close_pool(self.pool)
         await self.engine.dispose()
 
 
@@ -106,8 +123,9 @@ async def start_server(settings: Settings) -> RunningServer:
     tenants = TenantStore(engine)
     keyring = KeyRing(tenants, settings.auth_cache_seconds)
     registry = CollectorRegistry()
+    edge = EdgeInterceptor(keyring, RpcMetrics(registry), settings.max_message_bytes)
     server = aio.server(
-        interceptors=[EdgeInterceptor(keyring, RpcMetrics(registry), settings.max_message_bytes)],
+        interceptors=[edge],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             # The edge refuses what is over the limit with a reason; gRPC cuts off the absurd.
@@ -182,6 +200,7 @@ async def start_server(settings: Settings) -> RunningServer:
         server,
         port,
         metrics_port,
+        edge,
         health,
         health_servicer,
         engine,
@@ -206,6 +225,16 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await running.stop(settings.shutdown_grace_seconds)
         log.info("stopped")
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool, or terminate it if a connection is not released in time."""
+    try:
+        async with asyncio.timeout(POOL_CLOSE_SECONDS):
+            await pool.close()
+    except TimeoutError:
+        log.warning("database pool did not close in time; terminating its connections")
+        pool.terminate()
 
 
 def _bind(server: aio.Server, settings: Settings) -> int:
@@ -233,5 +262,13 @@ def _start_metrics(address: str, registry: CollectorRegistry) -> tuple[int | Non
     if not address:
         return None, None
     host, _, port = address.rpartition(":")
-    http_server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    try:
+        http_server, _thread = start_http_server(
+            int(port), addr=host or "0.0.0.0", registry=registry
+        )
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot serve metrics on {address}: {exc}; set RATING_METRICS_ADDRESS to another "
+            "address, or to empty to turn metrics off"
+        ) from exc
     return int(http_server.server_address[1]), http_server

@@ -33,6 +33,7 @@ from rating_service.domain.errors import (
     FailedPrecondition,
     Unavailable,
 )
+from rating_service.faults import Failure, classify_failure
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.transfers import Transfer
 from rating_service.pricing.meter import UsageEvent
@@ -41,7 +42,6 @@ from rating_service.rating.rate import PeriodLedger, PreparedEvent, prepare_even
 from rating_service.rating.rated_event import RatedEvent
 from rating_service.rating.reservations import RESERVATION_NOT_HELD, Reservations
 from rating_service.store.database import Connection
-from rating_service.store.faults import Fault, classify
 from rating_service.store.rating import (
     BatchWrite,
     RatingStore,
@@ -121,9 +121,11 @@ class DebitEngine:
         ]
 
     async def stop(self) -> None:
-        """Stop the committers once their current batch is done."""
+        """Stop the committers; events not yet answered are told to retry."""
         for task in self._tasks:
             await stop_task(task)
+        while not self._queue.empty():
+            _tell_to_retry([self._queue.get_nowait()])
 
     async def rate(
         self,
@@ -224,7 +226,11 @@ class DebitEngine:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            finally:
+                # Stopped mid-commit, the outcome is unknown: a retry with the same id finds it.
+                _tell_to_retry(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Commit a batch and answer it; split a refused batch until the culprit fails alone."""
@@ -232,7 +238,7 @@ class DebitEngine:
         if failure is None:
             return
         fault, error = failure
-        if fault is Fault.OUTAGE or len(batch) == 1:
+        if fault is Failure.OUTAGE or len(batch) == 1:
             answer = _failure_answer(fault, error)
             for pending in batch:
                 if not pending.future.done():
@@ -244,16 +250,16 @@ class DebitEngine:
         await self._commit(batch[:middle])
         await self._commit(batch[middle:])
 
-    async def _commit_with_retries(self, batch: list[_Pending]) -> tuple[Fault, Exception] | None:
+    async def _commit_with_retries(self, batch: list[_Pending]) -> tuple[Failure, Exception] | None:
         """Commit and answer a batch, retrying conflicts; else why it could not commit."""
         for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 answers, opened = await self._commit_once(batch)
             except DomainError as error:  # a rule broken by one of the events, not by all
-                return Fault.REFUSAL, error
+                return Failure.BUG, error
             except Exception as error:
-                fault = classify(error)
-                if fault is Fault.CONFLICT and attempt + 1 < CONFLICT_ATTEMPTS:
+                fault = classify_failure(error)
+                if fault is Failure.CONFLICT and attempt + 1 < CONFLICT_ATTEMPTS:
                     # Another writer (another server, a reservation sweep) holds what we need.
                     await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))
                     continue
@@ -431,25 +437,34 @@ def _answer_for(error: Exception) -> DomainError:
     """The answer for an event whose preparation failed outside the rules of rating."""
     if isinstance(error, DomainError):
         return error
-    fault = classify(error)
-    if fault is Fault.OUTAGE:
+    fault = classify_failure(error)
+    if fault is Failure.OUTAGE:
         return _unavailable()
     return _incident(error)
 
 
-def _failure_answer(fault: Fault, error: Exception) -> DomainError:
+def _failure_answer(fault: Failure, error: Exception) -> DomainError:
     """The answer of events whose batch could not commit: retryable, or the culprit's own."""
     if isinstance(error, DomainError):
         return error
-    if fault is Fault.OUTAGE:
+    if fault is Failure.OUTAGE:
         log.warning("database unreachable during a debit batch", extra={"error": repr(error)})
         return _unavailable()
-    if fault is Fault.CONFLICT:
+    if fault is Failure.CONFLICT:
         return Aborted(
             "the debit conflicted with a concurrent write; retry with the same event_id",
             reason="CONFLICT",
         )
     return _incident(error)
+
+
+def _tell_to_retry(batch: list[_Pending]) -> None:
+    """Answer the events of a batch still unanswered with a retryable refusal."""
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(
+                Unavailable("the server is shutting down; retry with the same event_id")
+            )
 
 
 def _unavailable() -> Unavailable:

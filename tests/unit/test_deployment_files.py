@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,19 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name, _, _ in documented_settings() if f"`{name}`" not in readme]
     assert not missing
+
+
+def test_the_readme_settings_table_shows_the_real_defaults() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = {
+        row.group(1): (row.group(2), row.group(3))
+        for row in re.finditer(
+            r"^\| `(RATING_\w+)` \|\s*([^|]*?)\s*\|\s*([^|]*?)\s*\|$", readme, re.M
+        )
+    }
+    shown = {name: table[name][0] for name, _, _ in documented_settings()}
+    assert shown == {name: default for name, default, _ in documented_settings()}
+    # The one setting whose empty value is not its default says so in both places.
+    docs = {name: doc for name, _, doc in documented_settings()}
+    assert "(empty: off)" in docs["RATING_METRICS_ADDRESS"]
+    assert "(empty: off)" in table["RATING_METRICS_ADDRESS"][1]

@@ -1,20 +1,16 @@
-"""The edge's request limits and the database fault classes, as tables (pure, no server)."""
+"""The edge's request limits, as tables (pure, no server)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import pytest
-from asyncpg import exceptions as pg
-from asyncpg.exceptions import _base as client
 from google.protobuf.message import Message
 
 from rating_service.api import limits
 from rating_service.domain.errors import InvalidArgument, ResourceExhausted
 from rating_service.domain.money import parse_decimal
 from rating_service.gen.rating.v1 import contract_pb2, ops_pb2, rating_pb2
-from rating_service.store.faults import Fault, classify
 
 
 def _event(**fields: Any) -> rating_pb2.UsageEvent:
@@ -96,34 +92,3 @@ def test_an_oversized_request_is_refused_with_a_reason_before_its_fields() -> No
 def test_decimals_take_ascii_digits_only(text: str) -> None:
     with pytest.raises(InvalidArgument):
         parse_decimal(text, "amount")
-
-
-@pytest.mark.parametrize(
-    ("error", "fault"),
-    [
-        (ConnectionRefusedError(), Fault.OUTAGE),
-        (TimeoutError(), Fault.OUTAGE),
-        (pg.CannotConnectNowError("starting up"), Fault.OUTAGE),
-        (pg.AdminShutdownError("terminating"), Fault.OUTAGE),
-        (pg.TooManyConnectionsError("too many"), Fault.OUTAGE),
-        (pg.ConnectionDoesNotExistError("gone"), Fault.OUTAGE),
-        (asyncpg.InterfaceError("connection is closed"), Fault.OUTAGE),
-        (asyncpg.InterfaceError("pool is closing"), Fault.OUTAGE),
-        (pg.DeadlockDetectedError("deadlock"), Fault.CONFLICT),
-        (pg.SerializationError("serialize"), Fault.CONFLICT),
-        (pg.UniqueViolationError("duplicate"), Fault.CONFLICT),
-        (pg.CharacterNotInRepertoireError("0x00"), Fault.REFUSAL),
-        (pg.ProgramLimitExceededError("index row size"), Fault.REFUSAL),
-        (pg.CheckViolationError("pool below zero"), Fault.REFUSAL),
-        (client.DataError("invalid input for query argument"), Fault.REFUSAL),
-        (
-            asyncpg.InterfaceError("cannot call Connection.fetch(): another operation"),
-            Fault.REFUSAL,
-        ),
-        (KeyError("a bug of ours"), Fault.REFUSAL),
-    ],
-)
-def test_database_failures_are_outages_conflicts_or_refusals(
-    error: BaseException, fault: Fault
-) -> None:
-    assert classify(error) is fault

@@ -32,6 +32,14 @@ def test_settings_read_and_type_every_variable() -> None:
     assert settings.temporal_task_queue == "rating"  # default kept
 
 
+def test_an_empty_metrics_address_turns_metrics_off() -> None:
+    assert Settings.from_env({}).metrics_address == "127.0.0.1:9464"
+    assert Settings.from_env({"RATING_METRICS_ADDRESS": ""}).metrics_address == ""
+    # Elsewhere an empty variable still means "the default" (an empty listen address is no use).
+    unset = Settings.from_env({"RATING_LISTEN_ADDRESS": "", "RATING_LOG_LEVEL": ""})
+    assert (unset.listen_address, unset.log_level) == ("127.0.0.1:50051", "INFO")
+
+
 @pytest.mark.parametrize(
     ("environ", "field"),
     [
