@@ -520,8 +520,11 @@ DB_DOCTORS: dict[str, tuple[str, str]] = {
     "a charged event debited twice (a second usage transfer, accounts kept consistent)": (
         """
         WITH victim AS (
-            SELECT * FROM transfers WHERE tenant_id = $1 AND code = 'usage'
-            ORDER BY seq LIMIT 1
+            SELECT t.* FROM transfers t JOIN accounts a ON a.account_id = t.debit_account_id
+            WHERE t.tenant_id = $1 AND t.code = 'usage'
+              -- a pool that can pay it again: its CHECK would refuse the doctoring otherwise
+              AND a.credits_posted - a.debits_posted - a.debits_pending >= t.amount
+            ORDER BY t.seq LIMIT 1
         ), copy AS (
             INSERT INTO transfers (tenant_id, transfer_id, debit_account_id, credit_account_id,
                 amount, flags, code, reference, memo)
