@@ -3,7 +3,7 @@
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: run demo test protos lint bench bench-invoices clean
+.PHONY: run demo test protos lint bench bench-invoices chaos clean
 
 run: .venv/.synced
 	$(UV) run rating dev
@@ -30,6 +30,12 @@ bench: .venv/.synced
 # events (a few minutes); options: `uv run python bench/invoice_bench.py --help`.
 bench-invoices: .venv/.synced
 	$(UV) run python bench/invoice_bench.py
+
+# Kill servers, PostgreSQL and the worker under journaled load, then check that nothing was lost
+# or doubled (one server, then three racing on the same ids; under ~10 minutes). Not a CI test;
+# options: `uv run python bench/chaos.py --help`.
+chaos: .venv/.synced
+	$(UV) run python bench/chaos.py
 
 .tools/bin/uv:
 	python3 -m venv .tools
