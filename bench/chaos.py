@@ -85,6 +85,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from rating_service.api.errors import decode_rich_status, error_info
+from rating_service.domain.encryption import new_key
 from rating_service.gen.rating.v1 import (
     contract_pb2,
     contract_pb2_grpc,
@@ -396,6 +397,10 @@ class Stack:
         return [*self.servers, self.worker]
 
 
+WEBHOOK_SECRET_KEYS = new_key("chaos")
+"""The key the stack's webhook signing secrets are sealed with, made for this run."""
+
+
 def stack_env(
     database_url: str, temporal_address: str, task_queue: str, opts: Options
 ) -> dict[str, str]:
@@ -418,8 +423,8 @@ def stack_env(
         "RATING_WEBHOOK_RETRY_INITIAL_SECONDS": "1",
         "RATING_WEBHOOK_RETRY_MAX_SECONDS": "5",
         "RATING_SETTLEMENT_POLL_SECONDS": "5",
-        # An empty value reads as unset (the default :9464): a free port instead.
         "RATING_METRICS_ADDRESS": "127.0.0.1:0",
+        "RATING_WEBHOOK_SECRET_KEYS": WEBHOOK_SECRET_KEYS,
     }
 
 
@@ -576,6 +581,7 @@ async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenan
     from rating_service.catalogs import Catalogs
     from rating_service.dev import EXAMPLE_CATALOG
     from rating_service.domain.auth import Caller, Role, issue_key
+    from rating_service.domain.encryption import EncryptionKeys
     from rating_service.notifications import NOTIFICATION_TOPICS, Notifications
     from rating_service.store.catalog import CatalogStore
     from rating_service.store.database import asyncpg_dsn, create_engine
@@ -595,7 +601,8 @@ async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenan
         await Catalogs(CatalogStore(engine)).apply(
             caller, read_catalog_file(EXAMPLE_CATALOG), dry_run=False
         )
-        added = await Notifications(pool).add_endpoint(
+        keys = EncryptionKeys.parse(WEBHOOK_SECRET_KEYS, "RATING_WEBHOOK_SECRET_KEYS")
+        added = await Notifications(pool, keys).add_endpoint(
             tenant.tenant_id, webhook_url, NOTIFICATION_TOPICS, "rating chaos"
         )
     finally:
