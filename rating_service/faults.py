@@ -10,13 +10,19 @@ caused it is told).
 from __future__ import annotations
 
 import enum
+import logging
 import socket
+import uuid
 from collections.abc import Iterator
 
 import asyncpg
 import sqlalchemy.exc
 from asyncpg.exceptions import _base as asyncpg_client
 from temporalio.service import RPCError, RPCStatusCode
+
+from rating_service.domain.errors import Aborted, DomainError, Unavailable
+
+log = logging.getLogger("rating.faults")
 
 
 class Failure(enum.Enum):
@@ -98,3 +104,39 @@ def _judge(error: BaseException) -> Failure | None:
         # code failed to open names it, and that is a bug or a deployment mistake.
         return Failure.OUTAGE if error.filename is None else Failure.BUG
     return None
+
+
+def unexpected_failure(method: str, error: Exception) -> DomainError:
+    """The caller's answer to an exception no domain code raised, logged with an incident id.
+
+    A dependency outage is UNAVAILABLE and a write conflict ABORTED, so callers retry with the
+    same ids; anything else is a bug: INTERNAL, with no detail but the incident to quote.
+    """
+    incident = uuid.uuid4().hex[:12]
+    failure = classify_failure(error)
+    extra = {"method": method, "incident": incident}
+    if failure is Failure.BUG:
+        log.error("internal error", exc_info=error, extra=extra)
+        return DomainError(
+            f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
+        )
+    # Expected in an outage, so no traceback: one line per call, with what went wrong.
+    log.warning(failure.value, extra={**extra, "error": f"{type(error).__name__}: {error}"})
+    if failure is Failure.CONFLICT:
+        return Aborted(
+            f"the write conflicted with a concurrent one; retry the same request "
+            f"(incident {incident})",
+            reason="WRITE_CONFLICT",
+        )
+    return Unavailable(
+        f"a dependency of the service cannot be reached; retry the same request later "
+        f"(incident {incident})",
+        reason="DEPENDENCY_UNAVAILABLE",
+    )
+
+
+def shutting_down() -> Unavailable:
+    """The answer to a call the server will not finish because it is stopping."""
+    return Unavailable(
+        "the server is shutting down; retry the same request", reason="SHUTTING_DOWN"
+    )

@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from rating_service.api import limits
 from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
 from rating_service.domain.auth import Caller, Role
-from rating_service.domain.errors import Aborted, DomainError, PermissionDenied, Unavailable
-from rating_service.faults import Failure, classify_failure
+from rating_service.domain.errors import DomainError, PermissionDenied
+from rating_service.faults import shutting_down, unexpected_failure
 from rating_service.keyring import KeyRing
 
 log = logging.getLogger("rating.rpc")
@@ -167,7 +166,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
             self._last_arrival = asyncio.get_running_loop().time()
             try:
                 if self._refusing:
-                    raise _shutting_down()
+                    raise shutting_down()
                 caller = await self._keyring.authenticate(_authorization(context))
                 if not allowed:
                     raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
@@ -183,7 +182,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 if task not in self._cut_short:
                     raise  # the caller went away, or gRPC itself gave up: nobody to answer
                 task.uncancel()
-                failure = _shutting_down()
+                failure = shutting_down()
             finally:
                 latency_child.observe(time.perf_counter() - started)
                 self._in_flight.discard(task)
@@ -206,41 +205,6 @@ class EdgeInterceptor(aio.ServerInterceptor):
             )
 
         return guarded
-
-
-def unexpected_failure(method: str, error: Exception) -> DomainError:
-    """The caller's answer to an exception no domain code raised, logged with an incident id.
-
-    A dependency outage is UNAVAILABLE and a write conflict ABORTED, so callers retry with the
-    same ids; anything else is a bug: INTERNAL, with no detail but the incident to quote.
-    """
-    incident = uuid.uuid4().hex[:12]
-    failure = classify_failure(error)
-    extra = {"method": method, "incident": incident}
-    if failure is Failure.BUG:
-        log.exception("internal error", extra=extra)
-        return DomainError(
-            f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
-        )
-    # Expected in an outage, so no traceback: one line per call, with what went wrong.
-    log.warning(failure.value, extra={**extra, "error": f"{type(error).__name__}: {error}"})
-    if failure is Failure.CONFLICT:
-        return Aborted(
-            f"the write conflicted with a concurrent one; retry the same request "
-            f"(incident {incident})",
-            reason="WRITE_CONFLICT",
-        )
-    return Unavailable(
-        f"a dependency of the service cannot be reached; retry the same request later "
-        f"(incident {incident})",
-        reason="DEPENDENCY_UNAVAILABLE",
-    )
-
-
-def _shutting_down() -> Unavailable:
-    return Unavailable(
-        "the server is shutting down; retry the same request", reason="SHUTTING_DOWN"
-    )
 
 
 def _authorization(context: aio.ServicerContext) -> str | None:

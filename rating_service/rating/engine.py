@@ -16,7 +16,6 @@ import asyncio
 import functools
 import logging
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,13 +26,11 @@ from rating_service.catalogs import Catalogs
 from rating_service.contracts.contract import LateUsage, billing_period_containing
 from rating_service.contracts.pools import Pool
 from rating_service.domain.errors import (
-    Aborted,
     AlreadyExists,
     DomainError,
     FailedPrecondition,
-    Unavailable,
 )
-from rating_service.faults import Failure, classify_failure
+from rating_service.faults import Failure, classify_failure, shutting_down, unexpected_failure
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.transfers import Transfer
 from rating_service.pricing.meter import UsageEvent
@@ -239,7 +236,7 @@ class DebitEngine:
             return
         fault, error = failure
         if fault is Failure.OUTAGE or len(batch) == 1:
-            answer = _failure_answer(fault, error)
+            answer = _answer_for(error)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(answer)
@@ -434,50 +431,17 @@ async def _after_twin(twin: _Pending, fingerprint: str, retry: Twin) -> Outcome:
 
 
 def _answer_for(error: Exception) -> DomainError:
-    """The answer for an event whose preparation failed outside the rules of rating."""
+    """The answer of an event that failed outside the rules of rating: its own, or retryable."""
     if isinstance(error, DomainError):
         return error
-    fault = classify_failure(error)
-    if fault is Failure.OUTAGE:
-        return _unavailable()
-    return _incident(error)
-
-
-def _failure_answer(fault: Failure, error: Exception) -> DomainError:
-    """The answer of events whose batch could not commit: retryable, or the culprit's own."""
-    if isinstance(error, DomainError):
-        return error
-    if fault is Failure.OUTAGE:
-        log.warning("database unreachable during a debit batch", extra={"error": repr(error)})
-        return _unavailable()
-    if fault is Failure.CONFLICT:
-        return Aborted(
-            "the debit conflicted with a concurrent write; retry with the same event_id",
-            reason="CONFLICT",
-        )
-    return _incident(error)
+    return unexpected_failure("debit", error)
 
 
 def _tell_to_retry(batch: list[_Pending]) -> None:
     """Answer the events of a batch still unanswered with a retryable refusal."""
     for pending in batch:
         if not pending.future.done():
-            pending.future.set_exception(
-                Unavailable("the server is shutting down; retry with the same event_id")
-            )
-
-
-def _unavailable() -> Unavailable:
-    return Unavailable("the database is unreachable; retry with the same event_id")
-
-
-def _incident(error: Exception) -> DomainError:
-    """An error nobody planned for: logged with an id the caller can quote, never detailed."""
-    incident = uuid.uuid4().hex[:12]
-    log.error("debit failed", exc_info=error, extra={"incident": incident})
-    return DomainError(
-        f"internal error; quote incident {incident} to the operator", reason="INTERNAL"
-    )
+            pending.future.set_exception(shutting_down())
 
 
 def _check_same_payload(stored: str, offered: str, event_id: str) -> None:

@@ -16,9 +16,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from rating_service.api.edge import unexpected_failure
 from rating_service.api.errors import status_code
-from rating_service.faults import Failure, classify_failure
+from rating_service.faults import Failure, classify_failure, unexpected_failure
 
 _DBAPI = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
 
