@@ -16,6 +16,7 @@ from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.temporal_runtime import block_runtime, in_block
 from workflows.registry import (
     SANDBOX,
     WORKFLOWS,
@@ -37,14 +38,17 @@ async def connect_temporal(settings: Settings) -> Client:
             "RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)"
         )
     try:
-        return await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            runtime=block_runtime(),  # a `rating` command's own, stopped before it exits
         )
     except RuntimeError as exc:
         raise _temporal_unavailable(
             f"cannot reach Temporal at {settings.temporal_address}: {exc}; "
             "check RATING_TEMPORAL_ADDRESS and that the server is up"
         ) from exc
+    return in_block(client)
 
 
 def _temporal_unavailable(description: str) -> FailedPrecondition:
