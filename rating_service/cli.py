@@ -25,6 +25,7 @@ from rating_service.settings import Settings
 if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.client import Client as TemporalClient
 
     from rating_service.billing.invoice import Invoice
     from rating_service.catalogs import Catalogs
@@ -932,31 +933,41 @@ async def _change_payment_method(
     tenant_name: str, contract_id: str, token: str
 ) -> tuple[Contract, list[str]]:
     """Save the method and signal each unpaid invoice's dunning; the invoices signalled."""
+    # Temporal first: a method saved that dunning never hears of leaves a suspended contract
+    # suspended, so without Temporal nothing is saved.
+    temporal = await _temporal_before(
+        "nothing was saved: the dunning of the contract's unpaid invoices must hear of a new"
+        " payment method through Temporal (or a suspended contract stays suspended)"
+    )
     async with _contract_admin(tenant_name) as (admin, caller):
         contract = await admin.change_payment_method(caller, contract_id, token)
     async with _invoicing(tenant_name) as (invoicing, tenant_id):
         unpaid = await invoicing.invoices.unpaid_invoice_ids(tenant_id, contract_id)
-    return contract, await _signal_dunning(tenant_id, unpaid, "payment_method_updated")
+    return contract, await _signal_dunning(temporal, tenant_id, unpaid, "payment_method_updated")
 
 
-async def _signal_dunning(tenant_id: str, invoice_ids: Sequence[str], signal: str) -> list[str]:
-    """Signal the dunning workflows of these invoices that are running; the invoices signalled.
+async def _temporal_before(unchanged: str) -> TemporalClient:
+    """Temporal, reached before a change that workflows must hear of; if not, say what did not
+    happen (`unchanged`) and how to point `rating` at Temporal."""
+    from rating_service.worker import connect_temporal
 
-    The change is already saved: a dunning workflow that misses the signal (no Temporal
-    configured) still sees it at its next scheduled retry.
-    """
+    try:
+        return await connect_temporal(_settings())
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.message}; {unchanged}") from exc
+
+
+async def _signal_dunning(
+    temporal: TemporalClient, tenant_id: str, invoice_ids: Sequence[str], signal: str
+) -> list[str]:
+    """Signal the dunning workflows of these invoices that are running; the invoices signalled."""
     from temporalio.service import RPCError
 
-    from rating_service.worker import connect_temporal
     from workflows.dunning import dunning_workflow_id
 
-    settings = _settings()
-    if not invoice_ids or not settings.temporal_address:
-        return []
-    client = await connect_temporal(settings)
     signalled = []
     for invoice_id in invoice_ids:
-        handle = client.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
+        handle = temporal.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
         try:
             await handle.signal(signal)
         except RPCError:
@@ -1145,32 +1156,36 @@ def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bo
     """
     actor = f"cli:{os.environ.get('USER', 'operator')}"
 
-    async def void(invoicing: Invoicing, tenant_id: str) -> Invoice:
-        return await invoicing.void(tenant_id, invoice_id, actor, reason)
+    async def void(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str | None]:
+        temporal = (
+            await _temporal_before("nothing was voided: its revision is issued by a workflow")
+            if regenerate
+            else None
+        )
+        voided = await invoicing.void(tenant_id, invoice_id, actor, reason)
+        if temporal is None:
+            return voided, None
+        return voided, await _start_revision(temporal, voided, voided.revision + 1)
 
-    voided: Invoice = _invoicing_call(tenant_name, void)
+    done: tuple[Invoice, str | None] = _invoicing_call(tenant_name, void)
+    voided, workflow_id = done
     click.echo(f"voided {voided.invoice_id} ({voided.number or 'a draft'})")
-    if regenerate:
-        revision = voided.revision + 1
-        workflow_id = _run(_start_revision, voided, revision)
-        click.echo(f"revision {revision} is being issued by workflow {workflow_id}")
+    if workflow_id is not None:
+        click.echo(f"revision {voided.revision + 1} is being issued by workflow {workflow_id}")
 
 
-async def _start_revision(voided: Invoice, revision: int) -> str:
+async def _start_revision(temporal: TemporalClient, voided: Invoice, revision: int) -> str:
     """Start the invoice workflow of the next revision of a voided invoice; its id."""
-    from rating_service.worker import connect_temporal
     from workflows.activities import InvoiceRequest
     from workflows.invoice import InvoiceWorkflow, invoice_workflow_id
 
-    settings = _settings()
-    client = await connect_temporal(settings)
     billing_date = voided.billing_date.isoformat()
     workflow_id = invoice_workflow_id(voided.tenant_id, voided.contract_id, billing_date, revision)
-    await client.start_workflow(
+    await temporal.start_workflow(
         InvoiceWorkflow.run,
         InvoiceRequest(voided.tenant_id, voided.contract_id, billing_date, revision),
         id=workflow_id,
-        task_queue=settings.temporal_task_queue,
+        task_queue=_settings().temporal_task_queue,
     )
     return workflow_id
 
@@ -1184,9 +1199,12 @@ def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
     actor = f"cli:{os.environ.get('USER', 'operator')}"
 
     async def pay(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str]:
+        temporal = await _temporal_before(
+            "nothing was recorded: the invoice's dunning must hear of a payment through Temporal"
+        )
         paid = await invoicing.record_payment(tenant_id, invoice_id, reference, actor)
         contract = await invoicing.contract_of(paid)
-        await _signal_dunning(tenant_id, [invoice_id], "invoice_paid")
+        await _signal_dunning(temporal, tenant_id, [invoice_id], "invoice_paid")
         return paid, str(contract.status)
 
     recorded: tuple[Invoice, str] = _invoicing_call(tenant_name, pay)

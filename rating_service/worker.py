@@ -35,7 +35,8 @@ async def connect_temporal(settings: Settings) -> Client:
     """
     if not settings.temporal_address:
         raise _temporal_unavailable(
-            "RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)"
+            "RATING_TEMPORAL_ADDRESS is not set: set it to the Temporal frontend's host:port"
+            " (`rating dev` runs one and prints its address)"
         )
     try:
         client = await Client.connect(
