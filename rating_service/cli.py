@@ -1093,7 +1093,7 @@ def invoices_show(invoice_id: str, tenant_name: str) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
 )
 def invoices_pdf(invoice_id: str, tenant_name: str, output: Path) -> None:
-    """Write an invoice's PDF to a file (rendering it first if it has not been yet)."""
+    """Write an invoice's PDF, showing its state now (paid, void, …), to a file."""
     _write_document(tenant_name, invoice_id, "pdf", output)
 
 
@@ -1104,30 +1104,26 @@ def invoices_pdf(invoice_id: str, tenant_name: str, output: Path) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
 )
 def invoices_html(invoice_id: str, tenant_name: str, output: Path) -> None:
-    """Write an invoice's HTML to a file (rendering it first if it has not been yet)."""
+    """Write an invoice's HTML, showing its state now (paid, void, …), to a file."""
     _write_document(tenant_name, invoice_id, "html", output)
 
 
 def _write_document(tenant_name: str, invoice_id: str, kind: str, output: Path) -> None:
-    """Write an invoice's stored document; one not rendered yet is rendered now, and kept."""
+    """Write an invoice's document as it is now; a draft's is rendered for a look, not kept."""
     from rating_service.billing.document import render_html, render_pdf
     from rating_service.billing.invoice import InvoiceState
 
     async def fetch(invoicing: Invoicing, tenant_id: str) -> tuple[str | bytes, str]:
-        stored = await invoicing.invoices.document(tenant_id, invoice_id, kind)
-        if stored is not None:
-            return stored, ""
         invoice = await invoicing.invoices.invoice(tenant_id, invoice_id)
         if invoice.state is InvoiceState.DRAFT:
             # A draft may still change: render it for a look, keep nothing.
             parties = await invoicing.parties(invoice)
             render = render_pdf if kind == "pdf" else render_html
             return render(invoice, parties), " (a draft, rendered now and not kept)"
-        # The render step of the invoice workflow, run early: it renders the same bytes.
-        await invoicing.render(tenant_id, invoice_id)
-        rendered = await invoicing.invoices.document(tenant_id, invoice_id, kind)
-        assert rendered is not None, "the invoice was just rendered"
-        return rendered, " (rendered now)"
+        kept = await invoicing.invoices.document(tenant_id, invoice_id, kind) is not None
+        # Not kept yet, or cleared by a change of state: rendered now as the API would, and kept.
+        body = await invoicing.document(tenant_id, invoice_id, kind)
+        return body, "" if kept else " (rendered now)"
 
     fetched: tuple[str | bytes, str] = _invoicing_call(tenant_name, fetch)
     body, note = fetched
