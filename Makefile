@@ -1,14 +1,15 @@
 # The two commands a newcomer needs: `make run` (the whole stack) and `make test` (everything CI runs).
-# uv comes from PyPI into .tools/ when it is not installed; node_modules holds the pinned buf CLI.
+# uv comes from PyPI into .tools/ when it is not installed; node_modules holds the pinned buf CLI,
+# which `make run` needs too: the `npx buf curl` calls `rating dev` prints use it.
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
 .PHONY: run demo test protos lint bench bench-invoices chaos clean
 
-run: .venv/.synced
+run: .venv/.synced node_modules/.installed
 	$(UV) run rating dev
 
-demo: .venv/.synced
+demo: .venv/.synced node_modules/.installed
 	$(UV) run rating dev --demo
 
 test: .venv/.synced node_modules/.installed

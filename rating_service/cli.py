@@ -25,6 +25,7 @@ from rating_service.settings import Settings
 if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.client import Client as TemporalClient
 
     from rating_service.billing.invoice import Invoice
     from rating_service.catalogs import Catalogs
@@ -63,8 +64,19 @@ def _database_url(settings: Settings) -> str:
 
 
 def _run(coroutine_function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a command's coroutine in an event loop of its own; every async command goes here.
+
+    Its Temporal clients are shut down inside the loop (see rating_service.temporal_runtime):
+    left to interpreter exit, they abort the process about one run in four.
+    """
+    from rating_service.temporal_runtime import temporal_runtime
+
+    async def command() -> T:
+        async with temporal_runtime():
+            return await coroutine_function(*args)
+
     try:
-        return asyncio.run(coroutine_function(*args))  # type: ignore[arg-type]
+        return asyncio.run(command())
     except DomainError as exc:
         raise click.ClickException(exc.message) from exc
 
@@ -927,31 +939,41 @@ async def _change_payment_method(
     tenant_name: str, contract_id: str, token: str
 ) -> tuple[Contract, list[str]]:
     """Save the method and signal each unpaid invoice's dunning; the invoices signalled."""
+    # Temporal first: a method saved that dunning never hears of leaves a suspended contract
+    # suspended, so without Temporal nothing is saved.
+    temporal = await _temporal_before(
+        "nothing was saved: the dunning of the contract's unpaid invoices must hear of a new"
+        " payment method through Temporal (or a suspended contract stays suspended)"
+    )
     async with _contract_admin(tenant_name) as (admin, caller):
         contract = await admin.change_payment_method(caller, contract_id, token)
     async with _invoicing(tenant_name) as (invoicing, tenant_id):
         unpaid = await invoicing.invoices.unpaid_invoice_ids(tenant_id, contract_id)
-    return contract, await _signal_dunning(tenant_id, unpaid, "payment_method_updated")
+    return contract, await _signal_dunning(temporal, tenant_id, unpaid, "payment_method_updated")
 
 
-async def _signal_dunning(tenant_id: str, invoice_ids: Sequence[str], signal: str) -> list[str]:
-    """Signal the dunning workflows of these invoices that are running; the invoices signalled.
+async def _temporal_before(unchanged: str) -> TemporalClient:
+    """Temporal, reached before a change that workflows must hear of; if not, say what did not
+    happen (`unchanged`) and how to point `rating` at Temporal."""
+    from rating_service.worker import connect_temporal
 
-    The change is already saved: a dunning workflow that misses the signal (no Temporal
-    configured) still sees it at its next scheduled retry.
-    """
+    try:
+        return await connect_temporal(_settings())
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.message}; {unchanged}") from exc
+
+
+async def _signal_dunning(
+    temporal: TemporalClient, tenant_id: str, invoice_ids: Sequence[str], signal: str
+) -> list[str]:
+    """Signal the dunning workflows of these invoices that are running; the invoices signalled."""
     from temporalio.service import RPCError
 
-    from rating_service.worker import connect_temporal
     from workflows.dunning import dunning_workflow_id
 
-    settings = _settings()
-    if not invoice_ids or not settings.temporal_address:
-        return []
-    client = await connect_temporal(settings)
     signalled = []
     for invoice_id in invoice_ids:
-        handle = client.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
+        handle = temporal.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
         try:
             await handle.signal(signal)
         except RPCError:
@@ -1077,7 +1099,7 @@ def invoices_show(invoice_id: str, tenant_name: str) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
 )
 def invoices_pdf(invoice_id: str, tenant_name: str, output: Path) -> None:
-    """Write an invoice's PDF to a file (rendering it first if it has not been yet)."""
+    """Write an invoice's PDF, showing its state now (paid, void, …), to a file."""
     _write_document(tenant_name, invoice_id, "pdf", output)
 
 
@@ -1088,30 +1110,26 @@ def invoices_pdf(invoice_id: str, tenant_name: str, output: Path) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File."
 )
 def invoices_html(invoice_id: str, tenant_name: str, output: Path) -> None:
-    """Write an invoice's HTML to a file (rendering it first if it has not been yet)."""
+    """Write an invoice's HTML, showing its state now (paid, void, …), to a file."""
     _write_document(tenant_name, invoice_id, "html", output)
 
 
 def _write_document(tenant_name: str, invoice_id: str, kind: str, output: Path) -> None:
-    """Write an invoice's stored document; one not rendered yet is rendered now, and kept."""
+    """Write an invoice's document as it is now; a draft's is rendered for a look, not kept."""
     from rating_service.billing.document import render_html, render_pdf
     from rating_service.billing.invoice import InvoiceState
 
     async def fetch(invoicing: Invoicing, tenant_id: str) -> tuple[str | bytes, str]:
-        stored = await invoicing.invoices.document(tenant_id, invoice_id, kind)
-        if stored is not None:
-            return stored, ""
         invoice = await invoicing.invoices.invoice(tenant_id, invoice_id)
         if invoice.state is InvoiceState.DRAFT:
             # A draft may still change: render it for a look, keep nothing.
             parties = await invoicing.parties(invoice)
             render = render_pdf if kind == "pdf" else render_html
             return render(invoice, parties), " (a draft, rendered now and not kept)"
-        # The render step of the invoice workflow, run early: it renders the same bytes.
-        await invoicing.render(tenant_id, invoice_id)
-        rendered = await invoicing.invoices.document(tenant_id, invoice_id, kind)
-        assert rendered is not None, "the invoice was just rendered"
-        return rendered, " (rendered now)"
+        kept = await invoicing.invoices.document(tenant_id, invoice_id, kind) is not None
+        # Not kept yet, or cleared by a change of state: rendered now as the API would, and kept.
+        body = await invoicing.document(tenant_id, invoice_id, kind)
+        return body, "" if kept else " (rendered now)"
 
     fetched: tuple[str | bytes, str] = _invoicing_call(tenant_name, fetch)
     body, note = fetched
@@ -1140,32 +1158,36 @@ def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bo
     """
     actor = f"cli:{os.environ.get('USER', 'operator')}"
 
-    async def void(invoicing: Invoicing, tenant_id: str) -> Invoice:
-        return await invoicing.void(tenant_id, invoice_id, actor, reason)
+    async def void(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str | None]:
+        temporal = (
+            await _temporal_before("nothing was voided: its revision is issued by a workflow")
+            if regenerate
+            else None
+        )
+        voided = await invoicing.void(tenant_id, invoice_id, actor, reason)
+        if temporal is None:
+            return voided, None
+        return voided, await _start_revision(temporal, voided, voided.revision + 1)
 
-    voided: Invoice = _invoicing_call(tenant_name, void)
+    done: tuple[Invoice, str | None] = _invoicing_call(tenant_name, void)
+    voided, workflow_id = done
     click.echo(f"voided {voided.invoice_id} ({voided.number or 'a draft'})")
-    if regenerate:
-        revision = voided.revision + 1
-        workflow_id = _run(_start_revision, voided, revision)
-        click.echo(f"revision {revision} is being issued by workflow {workflow_id}")
+    if workflow_id is not None:
+        click.echo(f"revision {voided.revision + 1} is being issued by workflow {workflow_id}")
 
 
-async def _start_revision(voided: Invoice, revision: int) -> str:
+async def _start_revision(temporal: TemporalClient, voided: Invoice, revision: int) -> str:
     """Start the invoice workflow of the next revision of a voided invoice; its id."""
-    from rating_service.worker import connect_temporal
     from workflows.activities import InvoiceRequest
     from workflows.invoice import InvoiceWorkflow, invoice_workflow_id
 
-    settings = _settings()
-    client = await connect_temporal(settings)
     billing_date = voided.billing_date.isoformat()
     workflow_id = invoice_workflow_id(voided.tenant_id, voided.contract_id, billing_date, revision)
-    await client.start_workflow(
+    await temporal.start_workflow(
         InvoiceWorkflow.run,
         InvoiceRequest(voided.tenant_id, voided.contract_id, billing_date, revision),
         id=workflow_id,
-        task_queue=settings.temporal_task_queue,
+        task_queue=_settings().temporal_task_queue,
     )
     return workflow_id
 
@@ -1179,9 +1201,12 @@ def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
     actor = f"cli:{os.environ.get('USER', 'operator')}"
 
     async def pay(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str]:
+        temporal = await _temporal_before(
+            "nothing was recorded: the invoice's dunning must hear of a payment through Temporal"
+        )
         paid = await invoicing.record_payment(tenant_id, invoice_id, reference, actor)
         contract = await invoicing.contract_of(paid)
-        await _signal_dunning(tenant_id, [invoice_id], "invoice_paid")
+        await _signal_dunning(temporal, tenant_id, [invoice_id], "invoice_paid")
         return paid, str(contract.status)
 
     recorded: tuple[Invoice, str] = _invoicing_call(tenant_name, pay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import sys
 from datetime import UTC, datetime
@@ -127,9 +128,7 @@ def start_demo(
     """Run `rating dev --demo`'s simulated traffic and live view against the stack just started."""
     from rating_service.demo import run_demo
 
-    host = settings.listen_address.rpartition(":")[0]
-    if host in ("", "0.0.0.0", "[::]"):  # listening everywhere: reach it on loopback
-        host = "127.0.0.1"
+    host = reachable_host(settings.listen_address)
     banner = f"gRPC {host}:{grpc_port}"
     if temporal is not None and temporal.ui_port is not None:
         banner += f" · Temporal UI http://127.0.0.1:{temporal.ui_port}"
@@ -241,6 +240,27 @@ def dev_webhook_secret_keys(key_file: Path) -> str:
     return key
 
 
+def reachable_host(listen_address: str) -> str:
+    """The host a client on this machine dials for a server listening on `listen_address`."""
+    host = listen_address.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]"):  # listening everywhere: reach it on loopback
+        return "127.0.0.1"
+    return host
+
+
+def rating_command() -> str:
+    """How a shell in this directory runs `rating`: the script `make run` started, or `rating`.
+
+    `uv run` puts .venv/bin on the PATH of `rating dev` only, not of the user's shell.
+    """
+    script = Path(sys.argv[0]).resolve()
+    if script.name != "rating":  # e.g. `python -m rating_service.cli dev`
+        return f"{shlex.quote(sys.executable)} -m rating_service.cli"
+    if script.is_relative_to(Path.cwd()):
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    return "rating"
+
+
 def _saved_token(key_file: Path) -> str | None:
     return key_file.read_text().strip() if key_file.exists() else None
 
@@ -259,8 +279,8 @@ def print_endpoints(
     temporal: TemporalDevServer | None,
     demo_key: str,
 ) -> None:
-    """Tell the user where everything is and how to make a first call."""
-    host = settings.listen_address.rpartition(":")[0] or "127.0.0.1"
+    """Tell the user where everything is and how to make a first call; each command as it runs."""
+    host = reachable_host(settings.listen_address)
     lines = [
         "",
         "The rating stack is up:",
@@ -302,6 +322,11 @@ def print_endpoints(
         ' "event_type": "llm.completion", "timestamp": "\'$(date -u +%FT%TZ)\'",'
         ' "properties": {"tokens": "1200", "model": "gpt-4o", "token_type": "input"}}}\' \\',
         f"    http://{host}:{grpc_port}/rating.v1.RatingService/RateAndDebit",
+        "",
+        "Operator commands (invoices, contracts, ops replays), from another shell here:",
+        f"  export RATING_DATABASE_URL={shlex.quote(settings.database_url or '')}",
+        f"  export RATING_TEMPORAL_ADDRESS={shlex.quote(settings.temporal_address or '')}",
+        f"  {rating_command()} invoices list --tenant {DEMO_TENANT}",
         "",
         "Press Ctrl-C to stop.",
     ]

@@ -88,7 +88,7 @@ UNANSWERED = "the gateway did not answer; the charge's outcome is unknown"
 """The message recorded for an attempt the gateway never answered."""
 
 INVOICE_NOT_RENDERED = "INVOICE_NOT_RENDERED"
-"""FailedPrecondition reason: the invoice's documents are not rendered yet."""
+"""FailedPrecondition reason: the invoice is a draft, whose documents are not rendered."""
 
 
 class Invoicing:
@@ -202,17 +202,28 @@ class Invoicing:
 
     async def render(self, tenant_id: str, invoice_id: str) -> None:
         """Render and keep the invoice's HTML and PDF (the same invoice renders the same)."""
-        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        await self._render(await self._invoices.invoice(tenant_id, invoice_id))
+
+    async def _render(self, invoice: Invoice) -> tuple[str, bytes]:
+        """The invoice's HTML and PDF as it is, kept unless its state changed meanwhile."""
         parties = await self.parties(invoice)
         # Laying out a PDF is pure CPU for tens of milliseconds: off the event loop, so the
         # worker's other activities and workflow tasks keep moving meanwhile.
         html, pdf = await asyncio.to_thread(_documents, invoice, parties)
-        await self._invoices.store_documents(tenant_id, invoice_id, html, pdf)
+        await self._invoices.store_documents(invoice, html, pdf)
+        return html, pdf
 
     async def document(self, tenant_id: str, invoice_id: str, kind: str) -> str | bytes:
-        """The invoice's stored HTML (`html`) or PDF (`pdf`); refused until it is rendered."""
+        """The invoice's HTML (`html`) or PDF (`pdf`) showing its state now; none for a draft.
+
+        Documents are kept once rendered; a change of state (paid, void, uncollectible) clears
+        them, and they are rendered again here, so a paid invoice's PDF never says "Amount due".
+        """
         body = await self._invoices.document(tenant_id, invoice_id, kind)
-        if body is None:
+        if body is not None:
+            return body
+        invoice = await self._invoices.invoice(tenant_id, invoice_id)
+        if invoice.state is InvoiceState.DRAFT:
             description = "not rendered yet: an invoice is rendered after it is finalized"
             raise FailedPrecondition(
                 f"invoice {invoice_id!r}: {description}",
@@ -222,7 +233,8 @@ class Invoicing:
                 ],
                 metadata={"invoice_id": invoice_id},
             )
-        return body
+        html, pdf = await self._render(invoice)
+        return pdf if kind == "pdf" else html
 
     async def payment_attempts(self, tenant_id: str, invoice_id: str) -> list[PaymentAttempt]:
         """Every attempt to collect one of the tenant's invoices (NotFound for another's)."""

@@ -17,6 +17,7 @@ from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.temporal_runtime import block_runtime, in_block
 from workflows.registry import (
     SANDBOX,
     WORKFLOWS,
@@ -36,11 +37,14 @@ async def connect_temporal(settings: Settings) -> Client:
     """
     if not settings.temporal_address:
         raise _temporal_unavailable(
-            "RATING_TEMPORAL_ADDRESS is not set (or run `rating dev` for a local stack)"
+            "RATING_TEMPORAL_ADDRESS is not set: set it to the Temporal frontend's host:port"
+            " (`rating dev` runs one and prints its address)"
         )
     try:
-        return await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            runtime=block_runtime(),  # a `rating` command's own, stopped before it exits
         )
     except RuntimeError as exc:
         raise Unavailable(
@@ -48,6 +52,7 @@ async def connect_temporal(settings: Settings) -> Client:
             "check RATING_TEMPORAL_ADDRESS and that the server is up",
             reason="TEMPORAL_UNAVAILABLE",
         ) from exc
+    return in_block(client)
 
 
 def _temporal_unavailable(description: str) -> FailedPrecondition:

@@ -45,7 +45,12 @@ async def check_histories(
     per_type: int = 20,
 ) -> DeterminismReport:
     """Replay the latest `per_type` histories of each workflow type against `workflows`."""
-    replayer = Replayer(workflows=list(workflows), workflow_runner=runner)
+    # The client's runtime, not the SDK's default: a CLI run shuts its runtime down on exit.
+    replayer = Replayer(
+        workflows=list(workflows),
+        workflow_runner=runner,
+        runtime=client.service_client.config.runtime,
+    )
     checked: dict[str, int] = {}
     failures: list[ReplayFailure] = []
     for definition in workflows:

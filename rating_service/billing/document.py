@@ -1,7 +1,9 @@
 """Invoice documents a customer receives: a self-contained HTML page and an A4 PDF.
 
-Both show the same content from the same `Invoice`: its parties, dates, lines with their tier
-breakdown, subtotals by kind, the total, the amount due and the balances left. Money is shown
+Both show the same content from the same `Invoice`: its parties, dates, status, lines with
+their tier breakdown, subtotals by kind, the total, the amount paid and the amount due, and the
+balances left. They show the invoice in its state: paid is marked PAID with the amount paid and
+nothing due, void is marked VOID with nothing due (as Stripe's invoice PDFs do). Money is shown
 as `USD 1,234.50`: the rounded line amounts the invoice holds, never re-rounded; tier amounts
 are exact and informational. Rendering is pure and deterministic: the same invoice gives the
 same bytes.
@@ -215,7 +217,8 @@ def _tier_rows(line: InvoiceLine, currency: Currency) -> Iterator[_Row]:
 
 
 def _totals(invoice: Invoice) -> list[tuple[str, str, bool]]:
-    """(label, amount, emphasised) rows: a subtotal per kind present, the total, what is due."""
+    """(label, amount, emphasised) rows: a subtotal per kind present, the total, what was paid
+    (once paid), what is due."""
     currency = invoice.currency
     present = {line.kind for line in invoice.lines}
     rows = [
@@ -225,6 +228,8 @@ def _totals(invoice: Invoice) -> list[tuple[str, str, bool]]:
     ]
     due = ZERO if invoice.state in _SETTLED else invoice.total
     rows.append(("Total", _money(invoice.total, currency), True))
+    if invoice.state is InvoiceState.PAID:
+        rows.append(("Amount paid", _money(invoice.total, currency), True))
     rows.append(("Amount due", _money(due, currency), True))
     return rows
 

@@ -242,15 +242,22 @@ class InvoiceStore:
             )
             return invoice
 
-    async def store_documents(self, tenant_id: str, invoice_id: str, html: str, pdf: bytes) -> None:
-        """Keep an invoice's rendered HTML and PDF."""
-        await self._pool.execute(
-            "UPDATE invoices SET html = $3, pdf = $4 WHERE tenant_id = $1 AND invoice_id = $2",
-            tenant_id,
-            invoice_id,
+    async def store_documents(self, invoice: Invoice, html: str, pdf: bytes) -> bool:
+        """Keep an invoice's HTML and PDF, rendered from `invoice`; False if it has changed since.
+
+        A state change clears the documents (see `_write_state`): documents of the state
+        before it, rendered meanwhile, are not kept over that.
+        """
+        stored = await self._pool.fetchval(
+            "UPDATE invoices SET html = $4, pdf = $5"
+            " WHERE tenant_id = $1 AND invoice_id = $2 AND state = $3 RETURNING true",
+            invoice.tenant_id,
+            invoice.invoice_id,
+            str(invoice.state),
             html,
             pdf,
         )
+        return bool(stored)
 
     async def invoice(self, tenant_id: str, invoice_id: str) -> Invoice:
         """One invoice of the tenant."""
@@ -295,7 +302,7 @@ class InvoiceStore:
         return [invoice_from_dict(_json(row["document"])) for row in rows]
 
     async def document(self, tenant_id: str, invoice_id: str, kind: str) -> str | bytes | None:
-        """An invoice's stored HTML (`html`) or PDF (`pdf`); None until it was rendered."""
+        """An invoice's stored HTML (`html`) or PDF (`pdf`); None until rendered in its state."""
         column = {"html": "html", "pdf": "pdf"}[kind]
         row = await self._pool.fetchrow(
             f"SELECT {column} AS body FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
@@ -436,7 +443,7 @@ class InvoiceStore:
             written_off = replace(invoice, state=InvoiceState.UNCOLLECTIBLE)
             # Money stays in the receivable: the invoice is still owed and may yet be paid.
             await conn.execute(
-                "UPDATE invoices SET state = $3, document = $4::jsonb"
+                "UPDATE invoices SET state = $3, document = $4::jsonb, html = NULL, pdf = NULL"
                 " WHERE tenant_id = $1 AND invoice_id = $2",
                 tenant_id,
                 invoice_id,
@@ -586,11 +593,15 @@ async def _locked(conn: Connection, tenant_id: str, invoice_id: str) -> Invoice 
 
 
 async def _write_state(conn: Connection, invoice: Invoice, **moments: datetime) -> None:
-    """Store an invoice's state, number and document, and the moment named by `moments`."""
+    """Store an invoice's state, number and document, and the moment named by `moments`.
+
+    Its rendered HTML and PDF showed the state before: they are cleared, and rendered again
+    from the new state when next read (`Invoicing.document`).
+    """
     (column, at), *_ = moments.items()
     await conn.execute(
-        f"UPDATE invoices SET state = $3, number = $4, document = $5::jsonb, {column} = $6"
-        " WHERE tenant_id = $1 AND invoice_id = $2",
+        f"UPDATE invoices SET state = $3, number = $4, document = $5::jsonb, {column} = $6,"
+        " html = NULL, pdf = NULL WHERE tenant_id = $1 AND invoice_id = $2",
         invoice.tenant_id,
         invoice.invoice_id,
         str(invoice.state),

@@ -15,10 +15,12 @@ from typing import Any
 
 import asyncpg
 import grpc
+from click.testing import CliRunner, Result
 from temporalio.client import Client, WorkflowHandle
 
 from rating_service.api.server import RunningServer
 from rating_service.billing.invoice import InvoiceState, invoice_id_for
+from rating_service.cli import main
 from rating_service.client import ContractSuspended
 from rating_service.invoicing import Collection
 from rating_service.ledger.accounts import receivable_account_id
@@ -248,8 +250,55 @@ async def test_a_new_payment_method_is_tried_at_once_not_at_the_scheduled_retry(
             ]
 
 
-async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_uncollectible(
+async def test_an_operator_cannot_pay_or_change_a_method_that_dunning_would_not_hear_of(
     settings: Settings, server: RunningServer, acme: TenantKeys
+) -> None:
+    # No Temporal configured: saving the method anyway would leave the suspended contract
+    # suspended (its dunning waits for a signal that never comes), and say nothing of it.
+    await load_fee_catalog(settings.database_url or "", acme.tenant_id)
+    async with admin_client(server, acme) as client:
+        contract = await open_billing_contract(
+            client,
+            "cus_no_temporal",
+            period_seconds=LONG_PERIOD,
+            periods=1,
+            payment_method="pm_decline",
+        )
+    async with open_invoicing(settings) as invoicing:
+        tenant, billing_date = acme.tenant_id, contract.term_start
+        await invoicing.close_period(tenant, contract.contract_id, billing_date)
+        draft = await invoicing.draft(tenant, contract.contract_id, billing_date)
+        assert draft is not None
+        await invoicing.finalize(tenant, draft.invoice_id)
+        await invoicing.give_up_collecting(tenant, draft.invoice_id, "test")
+    env = {"RATING_DATABASE_URL": settings.database_url or "", "RATING_TEMPORAL_ADDRESS": ""}
+
+    def rating(*args: str) -> Result:
+        return CliRunner().invoke(main, [*args, "--tenant", "acme"], env=env)
+
+    method = await asyncio.to_thread(
+        rating, "contracts", "payment-method", contract.contract_id, "--token", "pm_ok"
+    )
+    assert method.exit_code == 1, method.output
+    assert "RATING_TEMPORAL_ADDRESS is not set" in method.output
+    assert "nothing was saved" in method.output
+    paid = await asyncio.to_thread(rating, "invoices", "pay", draft.invoice_id, "--reference", "W")
+    assert paid.exit_code == 1, paid.output
+    assert "nothing was recorded" in paid.output
+    async with database(settings) as conn:
+        assert await _contract_status(conn, contract) == "suspended"
+        actions = await conn.fetch(
+            "SELECT action FROM audit_log WHERE subject = $1", contract.contract_id
+        )
+        assert "contract.payment_method" not in {row["action"] for row in actions}
+        state = await conn.fetchval(
+            "SELECT state FROM invoices WHERE invoice_id = $1", draft.invoice_id
+        )
+        assert state == "uncollectible"
+
+
+async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_uncollectible(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
     # No worker: the invoices are issued and given up on by calling the invoicing steps.
     await load_fee_catalog(settings.database_url or "", acme.tenant_id)
@@ -269,7 +318,10 @@ async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_unco
             given_up = await invoicing.give_up_collecting(tenant, draft.invoice_id, "test")
             assert given_up.state is InvoiceState.UNCOLLECTIBLE
             owed.append(given_up)
-    env = {"RATING_DATABASE_URL": settings.database_url or ""}
+    env = {
+        "RATING_DATABASE_URL": settings.database_url or "",
+        "RATING_TEMPORAL_ADDRESS": temporal_address,
+    }
     async with database(settings) as conn:
         assert await _contract_status(conn, contract) == "suspended"
         first = await run_cli(env, "invoices", "pay", owed[0].invoice_id, "--reference", "W-1")

@@ -263,6 +263,33 @@ def test_pdf_marks_a_void_invoice() -> None:
     assert "VOID" in text
 
 
+@pytest.mark.parametrize(
+    ("state", "status", "paid", "due"),
+    [
+        (InvoiceState.FINALIZED, "Finalized", None, "USD 11,188.42"),
+        (InvoiceState.UNCOLLECTIBLE, "Uncollectible", None, "USD 11,188.42"),
+        (InvoiceState.PAID, "Paid", "USD 11,188.42", "USD 0.00"),
+        (InvoiceState.VOID, "Void", None, "USD 0.00"),
+    ],
+)
+def test_both_documents_show_the_state_what_was_paid_and_what_is_due(
+    state: InvoiceState, status: str, paid: str | None, due: str
+) -> None:
+    # As a Stripe invoice: a paid one shows the amount paid and nothing due, a void one no debt.
+    invoice = replace(_invoice(), state=state)
+    page = render_html(invoice, PARTIES)
+    text = _pdf_text(render_pdf(invoice, PARTIES))
+    assert f"<tr><th>Status</th><td>{status}</td></tr>" in page
+    assert f"Status {status}" in text
+    if paid is None:
+        assert "Amount paid" not in page and "Amount paid" not in text
+    else:
+        assert f'<th>Amount paid</th><td class="num">{paid}</td>' in page
+        assert f"Amount paid {paid}" in text
+    assert f'<th>Amount due</th><td class="num">{due}</td>' in page
+    assert f"Amount due {due}" in text
+
+
 def test_a_long_invoice_flows_onto_more_pages() -> None:
     base = _invoice()
     lines = tuple(

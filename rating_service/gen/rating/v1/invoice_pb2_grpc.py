@@ -86,9 +86,9 @@ class InvoiceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetInvoiceDocument(self, request, context):
-        """The invoice's rendered HTML or PDF, as the customer receives it. An invoice is rendered
-        after it is finalized; before that the call is refused (FAILED_PRECONDITION,
-        INVOICE_NOT_RENDERED).
+        """The invoice's rendered HTML or PDF, as the customer receives it, showing its state now (a
+        paid one marked PAID with nothing due, a void one VOID). A draft has none: the call is
+        refused (FAILED_PRECONDITION, INVOICE_NOT_RENDERED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,9 +46,9 @@ class InvoiceServiceStub:
     page through with page_token.
     """
     GetInvoiceDocument: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.GetInvoiceDocumentRequest, _invoice_pb2.GetInvoiceDocumentResponse]
-    """The invoice's rendered HTML or PDF, as the customer receives it. An invoice is rendered
-    after it is finalized; before that the call is refused (FAILED_PRECONDITION,
-    INVOICE_NOT_RENDERED).
+    """The invoice's rendered HTML or PDF, as the customer receives it, showing its state now (a
+    paid one marked PAID with nothing due, a void one VOID). A draft has none: the call is
+    refused (FAILED_PRECONDITION, INVOICE_NOT_RENDERED).
     """
     ListPaymentAttempts: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.ListPaymentAttemptsRequest, _invoice_pb2.ListPaymentAttemptsResponse]
     """Every attempt to collect the invoice from the customer's payment method, in order."""
@@ -70,9 +70,9 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     page through with page_token.
     """
     GetInvoiceDocument: _aio.UnaryUnaryMultiCallable[_invoice_pb2.GetInvoiceDocumentRequest, _invoice_pb2.GetInvoiceDocumentResponse]  # type: ignore[assignment]
-    """The invoice's rendered HTML or PDF, as the customer receives it. An invoice is rendered
-    after it is finalized; before that the call is refused (FAILED_PRECONDITION,
-    INVOICE_NOT_RENDERED).
+    """The invoice's rendered HTML or PDF, as the customer receives it, showing its state now (a
+    paid one marked PAID with nothing due, a void one VOID). A draft has none: the call is
+    refused (FAILED_PRECONDITION, INVOICE_NOT_RENDERED).
     """
     ListPaymentAttempts: _aio.UnaryUnaryMultiCallable[_invoice_pb2.ListPaymentAttemptsRequest, _invoice_pb2.ListPaymentAttemptsResponse]  # type: ignore[assignment]
     """Every attempt to collect the invoice from the customer's payment method, in order."""
@@ -109,9 +109,9 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoice_pb2.GetInvoiceDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoice_pb2.GetInvoiceDocumentResponse, _abc.Awaitable[_invoice_pb2.GetInvoiceDocumentResponse]]:
-        """The invoice's rendered HTML or PDF, as the customer receives it. An invoice is rendered
-        after it is finalized; before that the call is refused (FAILED_PRECONDITION,
-        INVOICE_NOT_RENDERED).
+        """The invoice's rendered HTML or PDF, as the customer receives it, showing its state now (a
+        paid one marked PAID with nothing due, a void one VOID). A draft has none: the call is
+        refused (FAILED_PRECONDITION, INVOICE_NOT_RENDERED).
         """
 
     @_abc_1.abstractmethod
