@@ -16,13 +16,18 @@ from rating_service.failpoints import Failpoints
 PREFIX = "RATING_"
 
 
-def _setting(default: Any, doc: str, *, empty_means_off: bool = False) -> Any:
+def _setting(default: Any, doc: str, *, empty_means_off: bool = False, secret: bool = False) -> Any:
     """Declare a setting with its default and the one line the README's table shows.
 
     An empty variable means "use the default", unless `empty_means_off`: then it is the
-    empty value, which turns the feature off.
+    empty value, which turns the feature off. A `secret` is kept out of the settings' repr,
+    and so out of log lines and tracebacks.
     """
-    return field(default=default, metadata={"doc": doc, "empty_means_off": empty_means_off})
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"doc": doc, "empty_means_off": empty_means_off},
+    )
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,11 @@ class Settings:
     webhook_max_attempts: int = _setting(
         20, "attempts to deliver a notification to an endpoint before giving up (logged)"
     )
-    webhook_secret_keys: str = field(
-        default="",
-        repr=False,  # key material: kept out of log lines and tracebacks
-        metadata={
-            "doc": "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the"
-            " first encrypts, all decrypt (`rating webhooks new-key`; `rating dev` keeps its own)"
-        },
+    webhook_secret_keys: str = _setting(
+        "",
+        "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the first"
+        " encrypts, all decrypt (`rating webhooks new-key`; `rating dev` keeps its own)",
+        secret=True,
     )
     expiry_warning_seconds: float = _setting(
         7 * 86400.0, "how long before a credit pool expires its `expiry.warning` is sent"

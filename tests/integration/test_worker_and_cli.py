@@ -15,7 +15,7 @@ from grpc import aio
 
 from rating_service.api.server import RunningServer
 from rating_service.cli import main
-from rating_service.domain.errors import FailedPrecondition
+from rating_service.domain.errors import Unavailable
 from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
 from rating_service.settings import Settings
 from rating_service.worker import connect_temporal, run_worker
@@ -44,7 +44,8 @@ async def test_the_worker_connects_to_temporal_and_stops_on_request(
 
 async def test_the_worker_explains_an_unreachable_temporal(database_url: str) -> None:
     settings = Settings(database_url=database_url, temporal_address="127.0.0.1:1")
-    with pytest.raises(FailedPrecondition, match=r"cannot reach Temporal at 127\.0\.0\.1:1"):
+    # UNAVAILABLE, not FAILED_PRECONDITION: a Temporal that is down is worth a retry.
+    with pytest.raises(Unavailable, match=r"cannot reach Temporal at 127\.0\.0\.1:1"):
         await connect_temporal(settings)
 
 
