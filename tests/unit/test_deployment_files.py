@@ -21,10 +21,24 @@ import pytest
 import yaml
 
 from rating_service.cli import main as rating_cli
+from rating_service.domain.encryption import new_key
 from rating_service.settings import Settings, documented_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = "docker-compose.yml"
+PRODUCTION = "docker-compose.production.example.yml"
+
+PRODUCTION_ENV = {
+    "RATING_IMAGE": "registry.example.com/rating-service@sha256:" + "0" * 64,
+    "RATING_DATABASE_URL": "postgresql://rating:secret@db.internal:5432/rating",
+    "RATING_TEMPORAL_ADDRESS": "temporal.internal:7233",
+    "RATING_TEMPORAL_NAMESPACE": "rating",
+    "RATING_WEBHOOK_SECRET_KEYS": new_key("k1"),
+}
+"""What an operator provides to the production example (its `${VAR:?…}` variables)."""
+
+COMPOSE_ONLY_VARIABLES = {"RATING_IMAGE"}
+"""Variables the production example interpolates that are not settings of the service."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,7 +95,8 @@ def variables_in(value: Any) -> set[str]:
 
 
 def services(name: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = resolved(load(name), {})["services"]
+    env = PRODUCTION_ENV if name == PRODUCTION else {}
+    found: dict[str, dict[str, Any]] = resolved(load(name), env)["services"]
     return found
 
 
@@ -212,7 +227,7 @@ def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
 # Both compose files
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_every_rating_variable_is_a_real_setting_and_the_values_parse(name: str) -> None:
     known = {variable for variable, _, _ in documented_settings()}
     for service_name, service in rating_services(name).items():
@@ -221,10 +236,10 @@ def test_every_rating_variable_is_a_real_setting_and_the_values_parse(name: str)
         assert set(rating_vars) <= known, f"{service_name} sets unknown {set(rating_vars) - known}"
         Settings.from_env(rating_vars)  # refuses a value that does not parse
     unknown = {v for v in variables_in(load(name)) if v.startswith("RATING_")} - known
-    assert not unknown
+    assert unknown <= COMPOSE_ONLY_VARIABLES
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_every_command_is_a_rating_command_the_cli_really_has(name: str) -> None:
     rating = rating_services(name)
     assert set(rating) == {"migrate", "server", "worker"}
@@ -244,7 +259,7 @@ def test_the_command_checker_refuses_what_the_cli_does_not_have() -> None:
             check_rating_invocation(wrong)
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_migrations_run_once_and_gate_the_server_and_worker(name: str) -> None:
     found = services(name)
     for name_ in ("server", "worker"):
@@ -255,7 +270,7 @@ def test_migrations_run_once_and_gate_the_server_and_worker(name: str) -> None:
     assert found["migrate"].get("restart", "no") == "no"
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_migrate_retries_with_backoff_and_gives_up_in_the_end(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,7 +314,7 @@ def test_migrate_retries_with_backoff_and_gives_up_in_the_end(
     assert sum(waits) >= 30  # long enough to outlast a database that is still starting
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_dependencies_exist_and_wait_for_a_real_health_check(name: str) -> None:
     found = services(name)
     for service_name, service in found.items():
@@ -312,7 +327,7 @@ def test_dependencies_exist_and_wait_for_a_real_health_check(name: str) -> None:
                 assert check.get("test") and not check.get("disable"), dependency
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_the_server_drains_within_its_stop_grace_period(name: str) -> None:
     server = services(name)["server"]
     grace = Settings.from_env(environment(server)).shutdown_grace_seconds
@@ -321,7 +336,7 @@ def test_the_server_drains_within_its_stop_grace_period(name: str) -> None:
     assert services(name)["worker"]["restart"] in ("always", "unless-stopped")
 
 
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_the_server_listens_everywhere_in_its_container_and_checks_what_it_serves(
     name: str,
 ) -> None:
@@ -409,6 +424,54 @@ def test_no_secret_key_is_committed_in_the_local_stack() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The production example
+
+
+def test_the_production_example_runs_only_the_rating_services_from_a_pushed_image() -> None:
+    raw = load(PRODUCTION)
+    assert set(raw["services"]) == {"migrate", "server", "worker"}
+    for name, service in services(PRODUCTION).items():
+        assert "build" not in service, name
+        assert service["image"] == PRODUCTION_ENV["RATING_IMAGE"], name
+    with pytest.raises(KeyError, match="RATING_IMAGE"):
+        resolved(raw, {k: v for k, v in PRODUCTION_ENV.items() if k != "RATING_IMAGE"})
+
+
+def test_the_production_example_takes_every_secret_from_outside_the_file() -> None:
+    raw = load(PRODUCTION)
+    for name, service in raw["services"].items():
+        env = service["environment"]
+        assert env["RATING_DATABASE_URL"].startswith("${RATING_DATABASE_URL:?"), name
+        if "RATING_WEBHOOK_SECRET_KEYS" in env:
+            assert env["RATING_WEBHOOK_SECRET_KEYS"].startswith("${RATING_WEBHOOK_SECRET_KEYS:?")
+    # Every file a setting names is a secret mounted where the setting says.
+    declared = set(raw["secrets"])
+    for name, service in services(PRODUCTION).items():
+        mounted = {f"/run/secrets/{secret}" for secret in service.get("secrets", [])}
+        assert set(service.get("secrets", [])) <= declared, name
+        for variable, value in environment(service).items():
+            if variable.endswith(("_FILE", "ROOTCERT")) and value.startswith("/"):
+                assert value in mounted, f"{name}: {variable}={value} is not mounted"
+
+
+def test_the_production_server_serves_tls_and_every_service_has_resource_hints() -> None:
+    found = services(PRODUCTION)
+    settings = Settings.from_env(environment(found["server"]))
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    for name in ("server", "worker"):
+        resources = found[name]["deploy"]["resources"]
+        assert resources["limits"]["cpus"] and resources["limits"]["memory"], name
+        assert resources["reservations"]["memory"], name
+    for name, service in found.items():
+        env = environment(service)
+        assert env["PGSSLMODE"] == "verify-full", f"{name} would talk to PostgreSQL in clear"
+    # Metrics stay on the compose network; gRPC (TLS) is what the load balancer reaches.
+    assert {container for _, _, container in published(found["server"])} == {
+        port_of(settings.listen_address)
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # The image and its build context
 
 
@@ -463,7 +526,7 @@ def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
 
 
 def test_the_commands_the_files_and_readme_suggest_are_real() -> None:
-    texts = [(ROOT / name).read_text() for name in (LOCAL, "README.md")]
+    texts = [(ROOT / name).read_text() for name in (LOCAL, PRODUCTION, "README.md")]
     suggested = re.findall(
         r"docker compose(?: -f (\S+))? (?:exec|run --rm) ([\w-]+) rating([^\n`]*)", "\n".join(texts)
     )
@@ -490,11 +553,13 @@ def _compose_plugin() -> bool:
 
 
 @pytest.mark.skipif(not _compose_plugin(), reason="no `docker compose` plugin here")
-@pytest.mark.parametrize("name", [LOCAL])
+@pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_docker_compose_accepts_the_file(name: str) -> None:
+    env = {**os.environ, **(PRODUCTION_ENV if name == PRODUCTION else {})}
     done = subprocess.run(
         ["docker", "compose", "-f", name, "config", "--quiet"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
