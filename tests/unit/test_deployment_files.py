@@ -566,9 +566,3 @@ def test_docker_compose_accepts_the_file(name: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-
-
-def test_the_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name, _, _ in documented_settings() if f"`{name}`" not in readme]
-    assert not missing
