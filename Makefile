@@ -28,7 +28,7 @@ bench: .venv/.synced
 	$(UV) run python bench/rating_bench.py
 
 # Closing one period for 1,000 contracts through Temporal, and invoice latency at 10 vs 100,000
-# events (a few minutes); options: `uv run python bench/invoice_bench.py --help`.
+# events (about 7 minutes on 2 cores); options: `uv run python bench/invoice_bench.py --help`.
 bench-invoices: .venv/.synced
 	$(UV) run python bench/invoice_bench.py
 

@@ -54,7 +54,10 @@ class Settings:
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "`json` (one object per line) or `text`")
-    max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request accepted, in bytes")
+    max_message_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "largest request accepted, in bytes (larger: `RESOURCE_EXHAUSTED` / `MESSAGE_TOO_LARGE`)",
+    )
     max_concurrent_rpcs: int = _setting(1000, "RPCs in flight per server before new ones wait")
     shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
     health_check_interval_seconds: float = _setting(
@@ -67,9 +70,12 @@ class Settings:
         1.0, "how often expired reservation holds are released"
     )
     invoice_grace_seconds: float = _setting(
-        3600.0, "how long after a period ends late events are still rated into it"
+        3600.0,
+        "how long after a period ends late events are still rated into it, before its invoice",
     )
-    outbox_poll_seconds: float = _setting(1.0, "how often the worker delivers the outbox")
+    outbox_poll_seconds: float = _setting(
+        1.0, "how often the worker delivers the outbox (workflow starts, notifications)"
+    )
     gateway_timeout_seconds: float = _setting(
         5.0, "how long the simulated gateway's `pm_timeout` method takes to time out"
     )
@@ -86,12 +92,15 @@ class Settings:
         3600.0, "longest wait between two attempts to deliver a webhook"
     )
     webhook_max_attempts: int = _setting(
-        20, "attempts to deliver a notification to an endpoint before giving up (logged)"
+        20, "attempts to deliver a notification to an endpoint before giving up (each one logged)"
     )
     webhook_secret_keys: str = _setting(
         "",
         "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the first"
-        " encrypts, all decrypt (`rating webhooks new-key`; `rating dev` keeps its own)",
+        " encrypts, all decrypt. Needed by the worker, `rating webhooks` and `rating db"
+        " upgrade` once an endpoint exists; `rating webhooks new-key` makes one; unset under"
+        " `rating dev` means a key kept in `.rating/webhook-secret-keys`"
+        " ([rotation](docs/credit-lifecycle.md#webhook-secrets-at-rest))",
         secret=True,
     )
     expiry_warning_seconds: float = _setting(
@@ -103,7 +112,9 @@ class Settings:
     failpoints: str = _setting(
         "", "testing only: failpoints to arm, `name=times,…` (see rating_service/failpoints.py)"
     )
-    auth_cache_seconds: float = _setting(5.0, "how long a verified API key is trusted from memory")
+    auth_cache_seconds: float = _setting(
+        5.0, "how long a verified API key is trusted from memory (bounds revocation delay)"
+    )
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
     bench_baselines: bool = _setting(
         False, "serve BenchService (no-op and naive-debit baselines) for the benchmark"
