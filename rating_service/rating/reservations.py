@@ -26,6 +26,7 @@ from rating_service.domain.errors import (
     NotFound,
 )
 from rating_service.domain.money import EXACT_CONTEXT, exact_sum
+from rating_service.faults import Failure, classify_failure
 from rating_service.ledger.accounts import Account, pool_account_id, revenue_account_id
 from rating_service.ledger.idempotency import payload_fingerprint
 from rating_service.ledger.posting_rules import release_transfers
@@ -250,8 +251,13 @@ class Reservations:
                 released = await self.expire_due()
                 while released:
                     released = await self.expire_due()
-            except Exception:
-                log.exception("expiring reservations failed; will retry")
+            except Exception as error:
+                if classify_failure(error) is Failure.OUTAGE:  # expected in an outage: one line
+                    log.warning(
+                        "cannot expire reservations now; will retry", extra={"error": str(error)}
+                    )
+                else:
+                    log.exception("expiring reservations failed; will retry")
             await asyncio.sleep(interval_seconds)
 
     async def _release(
