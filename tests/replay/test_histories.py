@@ -1,28 +1,74 @@
 """Recorded workflow histories replay against the current code: a non-deterministic change fails.
 
 The histories in `histories/` were recorded from real runs on a Temporal server by the
-integration tests: every run of a workflow id, across continue-as-new.
-`RATING_RECORD_HISTORIES=1 make test` records them again; the frozen ones, recorded from older
-code, stay as they are. If a change to a workflow makes one fail here, it would break every
-workflow of that type already running in production: keep the old behaviour behind
+integration tests: every run of a workflow id, across continue-as-new, so the billing cycle's
+loop (its timer, signals, child invoice and continue-as-new) is replayed, not just its last
+run. `RATING_RECORD_HISTORIES=1 make test` records them again; the frozen ones, recorded from
+older code, stay as they are. If a change to a workflow makes one fail here, it would break
+every workflow of that type already running in production: keep the old behaviour behind
 `workflow.patched(...)` instead.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Replayer
 
 from tests.replay.recordings import Recording, load_all
+from workflows.determinism import workflow_type
 from workflows.registry import SANDBOX, WORKFLOWS
 
 TESTS = Path(__file__).parent.parent
 
 RECORDINGS = load_all()
+
+
+def unrecorded(workflows: Sequence[type], recordings: Iterable[Recording]) -> list[str]:
+    """The registered workflow types no whole recording ran (first run to closed last run)."""
+    whole = {recording.workflow_type for recording in recordings if recording.whole}
+    return [name for name in map(workflow_type, workflows) if name not in whole]
+
+
+def test_every_registered_workflow_has_a_whole_recorded_history() -> None:
+    missing = unrecorded(WORKFLOWS, RECORDINGS.values())
+    assert not missing, (
+        f"no whole recorded history of {missing}: call record_history in the integration test"
+        " that runs it, then RATING_RECORD_HISTORIES=1"
+    )
+
+
+@pytest.mark.parametrize("name", [workflow_type(w) for w in WORKFLOWS])
+def test_a_workflow_type_without_a_whole_recording_is_named(name: str) -> None:
+    others = [r for r in RECORDINGS.values() if r.workflow_type != name]
+    assert unrecorded(WORKFLOWS, others) == [name]
+
+
+def test_a_recording_without_its_first_or_last_run_is_not_whole() -> None:
+    cycle = RECORDINGS["billing_cancelled"]
+    assert cycle.whole and len(cycle.runs) > 2
+    assert not Recording(cycle.name, cycle.workflow_id, cycle.runs[1:]).whole
+    assert not Recording(cycle.name, cycle.workflow_id, cycle.runs[:-1]).whole
+    assert not Recording(cycle.name, cycle.workflow_id, cycle.runs[::2]).whole
+
+
+def test_the_billing_cycle_is_recorded_round_its_loop() -> None:
+    loop = {
+        EventType.EVENT_TYPE_TIMER_STARTED,  # the sleep to the period end
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,  # bill-now, cancel
+        EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,  # the invoice
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    }
+    cycles = [
+        r
+        for r in RECORDINGS.values()
+        if r.workflow_type == "ContractBilling" and r.whole and len(r.runs) > 1
+    ]
+    assert any(loop <= r.event_types for r in cycles), [r.name for r in cycles]
 
 
 def recorded_by_tests(tests: Path) -> set[str]:
