@@ -38,6 +38,14 @@ class DeterminismReport:
         return not self.failures
 
 
+def workflow_type(definition: type) -> str:
+    """The workflow type name a `@workflow.defn` class registers (what histories record)."""
+    # The SDK offers no public way to read a class's workflow type name.
+    defined = workflow._Definition.from_class(definition)
+    assert defined is not None and defined.name, f"{definition!r} is not a workflow"
+    return defined.name
+
+
 async def check_histories(
     client: Client,
     workflows: Sequence[type],
@@ -54,10 +62,7 @@ async def check_histories(
     checked: dict[str, int] = {}
     failures: list[ReplayFailure] = []
     for definition in workflows:
-        # The SDK offers no public way to read a class's workflow type name.
-        defined = workflow._Definition.from_class(definition)
-        assert defined is not None and defined.name, f"{definition!r} is not a workflow"
-        name = defined.name
+        name = workflow_type(definition)
         checked[name] = 0
         async for execution in client.list_workflows(f"WorkflowType = '{name}'", limit=per_type):
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import os
 import sys
 import uuid
@@ -12,13 +11,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from click.testing import CliRunner
 from google.protobuf import json_format
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from rating_service.api.server import RunningServer
@@ -35,6 +33,8 @@ from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.worker import connect_temporal, run_worker
 from tests.conftest import TenantKeys
 from tests.integration.billing import CATALOG
+from tests.replay import recordings
+from tests.replay.recordings import RecordedRun
 from workflows.billing import BillingSchedule, ContractBillingWorkflow
 
 PLATFORM_FEE = "12"
@@ -56,9 +56,6 @@ def _with_platform_fee(catalog: dict[str, Any]) -> dict[str, Any]:
 
 
 FEE_CATALOG = _with_platform_fee(CATALOG)
-
-HISTORIES = Path(__file__).parent.parent / "replay" / "histories"
-"""Recorded workflow histories, replayed against the current code by tests/replay."""
 
 
 async def _apply_catalog(database_url: str, tenant_id: str, catalog: dict[str, Any]) -> None:
@@ -256,14 +253,31 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def record_history(client: Client, workflow_id: str, name: str) -> WorkflowHistory:
-    """Fetch a workflow's history; with RATING_RECORD_HISTORIES=1 also keep it for replay tests."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
+async def workflow_runs(client: Client, workflow_id: str) -> list[RecordedRun]:
+    """Every run of the workflow id's latest chain, oldest first, each with its whole history.
+
+    Walked back from the latest run: a run started by continue-as-new (or a retry, or cron)
+    names the run it continues. A reset run starts a chain of its own.
+    """
+    runs: list[RecordedRun] = []
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        runs.append(RecordedRun(run_id, history))
+        run_id = runs[-1].continues
+    return runs[::-1]
+
+
+async def record_history(client: Client, workflow_id: str, name: str) -> list[RecordedRun]:
+    """Fetch every run of a closed workflow; with RATING_RECORD_HISTORIES=1 keep them for replay.
+
+    The replay tests replay each run, so the runs a cycle continued as new are checked too.
+    """
+    runs = await workflow_runs(client, workflow_id)
+    assert runs[-1].closed, f"{workflow_id} is still running: record it once it is over"
     if os.environ.get("RATING_RECORD_HISTORIES") == "1":
-        HISTORIES.mkdir(parents=True, exist_ok=True)
-        document = {"workflow_id": workflow_id, "history": history.to_json_dict()}
-        (HISTORIES / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
-    return history
+        recordings.save(name, runs)
+    return runs
 
 
 @asynccontextmanager

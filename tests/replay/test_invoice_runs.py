@@ -4,23 +4,19 @@ activities alike, and the error the failing step reported."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from temporalio.client import WorkflowHistory
 
+from tests.replay.recordings import load
 from workflows.failures import StepRun, invoice_key, summarise
 from workflows.invoice import INVOICE_STEPS
-
-HISTORIES = Path(__file__).parent / "histories"
 
 STEPS = list(INVOICE_STEPS)
 
 
 def recorded(name: str) -> WorkflowHistory:
-    document = json.loads((HISTORIES / f"{name}.json").read_text())
-    return WorkflowHistory.from_json(document["workflow_id"], document["history"])
+    """The recording's latest run (an invoice has one per chain; a reset starts another)."""
+    return load(name).last
 
 
 @pytest.mark.parametrize("name", ["invoice_paid", "invoice_paid_before_local_steps"])
