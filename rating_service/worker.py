@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from temporalio.client import Client
@@ -12,6 +14,7 @@ from temporalio.worker import Worker
 
 from rating_service.background import stop_task
 from rating_service.domain.errors import FailedPrecondition, PreconditionViolation, Unavailable
+from rating_service.faults import Failure, classify_failure
 from rating_service.notifications import Notifications, webhook_secret_keys
 from rating_service.outbox import OutboxDispatcher
 from rating_service.payments import SimulatedGateway
@@ -75,7 +78,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     delivering: asyncio.Task[None] | None = None
     try:
         # Refuse to start rather than fail every delivery: each stored secret needs its key.
-        await Notifications(pool, webhook_secret_keys(settings)).check_keys()
+        await _when_reachable(Notifications(pool, webhook_secret_keys(settings)).check_keys, stop)
         gateway = SimulatedGateway(
             pool, settings.gateway_timeout_seconds, settings.gateway_latency_seconds
         )
@@ -102,6 +105,22 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await stop_task(delivering)
         await pool.close()
         await engine.dispose()
+
+
+async def _when_reachable(check: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run a startup check, waiting out a database that is down or still starting."""
+    pause = 0.5
+    while not stop.is_set():
+        try:
+            await check()
+            return
+        except Exception as error:
+            if classify_failure(error) is not Failure.OUTAGE:
+                raise
+            log.warning("database unreachable; waiting to start", extra={"error": str(error)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        pause = min(pause * 2, 10.0)
 
 
 async def work(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc, rating_pb2, 
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.database import asyncpg_dsn, with_database
+from rating_service.worker import run_worker
 from tests.conftest import TenantKeys, eventually, make_tenant, status_of
 from tests.integration.billing import load_catalog, open_account
 
@@ -181,3 +182,27 @@ async def test_calls_answer_unavailable_while_postgres_is_down_and_heal_when_it_
             assert len((await keys()).keys) == 3
     finally:
         await running.stop(0.5)
+
+
+async def test_a_worker_waits_for_its_database_instead_of_exiting(
+    own_postgres: OwnPostgres, temporal_address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await own_postgres.stop()
+    settings = Settings(
+        database_url=own_postgres.url,
+        temporal_address=temporal_address,
+        temporal_task_queue="worker-waits",
+    )
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="rating.worker")
+    running = asyncio.create_task(run_worker(settings, stop))
+
+    def said(message: str) -> bool:
+        return any(r.getMessage() == message for r in caplog.records if r.name == "rating.worker")
+
+    await eventually(lambda: said("database unreachable; waiting to start"), timeout_seconds=20)
+    assert not running.done()  # it waits, it does not exit
+    await own_postgres.start()
+    await eventually(lambda: said("worker polling"), timeout_seconds=30)
+    stop.set()
+    await asyncio.wait_for(running, 30)
