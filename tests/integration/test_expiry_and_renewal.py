@@ -117,6 +117,8 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
                     contract_id=contract.contract_id,
                     kind="credit",
                     amount="5",
+                    # From the term start: the usage below is stamped by the term's clock.
+                    starts_at=_timestamp(start),
                     expires_at=_timestamp(expires_at),
                 ),
             )
@@ -257,6 +259,10 @@ async def test_a_renewal_creates_the_next_term_and_rolls_over_up_to_the_cap(
                 client, "cus_renews", period_seconds=3, periods=2, renewal=RENEWAL
             )
             old_id, term_end = contract.contract_id, contract.term_end
+            # Both usable for the whole term: a grant starts when it is made unless it says
+            # otherwise, and usage is drawn by its timestamp, so a pool starting "now" would
+            # miss usage stamped earlier in the term.
+            term_start = _timestamp(contract.term_start)
             commit = await client.call(
                 client.contracts.AddCommitment,
                 contract_pb2.AddCommitmentRequest(
@@ -265,24 +271,32 @@ async def test_a_renewal_creates_the_next_term_and_rolls_over_up_to_the_cap(
                     kind="prepaid_commit",
                     amount="10",
                     cost_basis="1",
+                    starts_at=term_start,
                     expires_at=_timestamp(term_end),
                 ),
             )
             free = await client.call(
                 client.contracts.AddCommitment,
                 contract_pb2.AddCommitmentRequest(
-                    grant_id="free", contract_id=old_id, kind="credit", amount="2"
+                    grant_id="free",
+                    contract_id=old_id,
+                    kind="credit",
+                    amount="2",
+                    starts_at=term_start,
                 ),
             )
             commit_id, free_id = commit.commitment.pool_id, free.commitment.pool_id
             # $1, from the free credit (free before paid): the commit's 10 stays unused.
-            await client.rate_and_debit(
+            # Stamped as it is sent, so it lands in the period that is open whenever that is.
+            used = await client.rate_and_debit(
                 event_id="used",
                 customer_id=contract.customer_id,
                 event_type="api.call",
                 properties={},
-                timestamp=contract.term_start + timedelta(seconds=1),
+                timestamp=datetime.now(UTC),
             )
+            assert (used.contract_id, D(used.overage)) == (old_id, D(0))
+            assert [(d.pool_id, D(d.amount)) for d in used.draws] == [(free_id, D(1))]
             renewal = temporal.get_workflow_handle(
                 renewal_workflow_id(acme.tenant_id, old_id), result_type=SettlementResult
             )
