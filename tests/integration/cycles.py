@@ -16,6 +16,9 @@ from typing import Any
 import asyncpg
 from click.testing import CliRunner
 from google.protobuf import json_format
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
@@ -31,7 +34,7 @@ from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.worker import connect_temporal, run_worker
-from tests.conftest import TenantKeys
+from tests.conftest import TenantKeys, eventually
 from tests.integration.billing import CATALOG
 from tests.replay import recordings
 from tests.replay.recordings import RecordedRun
@@ -90,12 +93,42 @@ def worker_settings(settings: Settings, temporal_address: str, **changes: object
     return replace(settings, **{**defaults, **changes})  # type: ignore[arg-type]
 
 
+async def worker_polls(temporal: Client, task_queue: str) -> bool:
+    """Whether a worker polls the task queue for workflow tasks (it is built and running)."""
+    described = await temporal.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=temporal.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return bool(described.pollers)
+
+
+WORKER_START_SECONDS = 60.0
+"""How long a worker may take to start polling: building it validates every workflow in the
+sandbox, which holds this process's event loop for seconds on a loaded machine."""
+
+
 @asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[None]:
-    """A worker (and its outbox dispatcher) running in this process until the block ends."""
+    """A worker (and its outbox dispatcher) running in this process until the block ends.
+
+    The block starts once the worker polls its task queue, so the worker's start (which holds
+    the event loop the test, its client and often its server share) is over before the test's
+    clock starts: no call made in the block waits out that start against its deadline.
+    """
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop))
+    temporal = await connect_temporal(settings)
+
+    async def polling() -> bool:
+        if task.done():
+            task.result()  # the worker failed to start: say why
+        return await worker_polls(temporal, settings.temporal_task_queue)
+
     try:
+        await eventually(polling, WORKER_START_SECONDS)
         yield
     finally:
         stop.set()
