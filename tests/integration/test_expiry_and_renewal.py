@@ -173,11 +173,11 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
             async with asyncio.timeout(30):  # the invoice, the hold's TTL, the reservation sweep
                 result = await expiry.result()
             assert (result.state, D(result.amount)) == ("expired", D(3))
-            history = await record_history(temporal, expiry.id, "credit_expiry")
+            *_, last_run = await record_history(temporal, expiry.id, "credit_expiry")
             # Invoiced, it still waited for the hold (read from its history, not caught in the
             # act: the hold's TTL leaves that window only seconds long), and the balance moved
             # only after the hold's release.
-            assert _expiry_states(history)[-2:] == ["holds_pending", "expired"]
+            assert _expiry_states(last_run.history)[-2:] == ["holds_pending", "expired"]
             assert await _last_seq(conn, "reservation:held") < await _last_seq(
                 conn, f"expiry:{pool_id}"
             )
