@@ -7,9 +7,11 @@ tiers and `images` per quality (standard 0.04, hd 0.08).
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from itertools import pairwise
 
 import pytest
@@ -26,7 +28,6 @@ from rating_service.billing.invoice import Invoice, InvoiceLine, LineKind, PoolB
 from rating_service.contracts import CommitmentKind, Contract, Multiply, Override, ReplacePrice
 from rating_service.domain.money import round_to_minor_unit
 from rating_service.pricing import FlatFee, Package
-from rating_service.pricing.proration import prorate
 from tests.unit.billing.builders import (
     T0,
     a_catalog,
@@ -798,13 +799,29 @@ def invoice_inputs(draw: st.DrawFn) -> InvoiceInputs:
     )
 
 
-def fee_for(fee: Decimal, period: tuple[datetime, datetime] | None) -> Decimal:
-    """A monthly fee for `period`, prorated by UTC day against its calendar month."""
+# A prorated fee that does not terminate (310 × 9/31) is kept to 20 places, rounded half up.
+HALF_A_UNIT_IN_THE_LAST_PLACE = Fraction(1, 2 * 10**20)
+
+
+def fee_for(fee: Decimal, period: tuple[datetime, datetime] | None) -> Fraction:
+    """A monthly fee for `period`: fee × its UTC days ÷ the days of its calendar month.
+
+    Worked out here from the rule (whole UTC days, half-open), exactly as a fraction, so the
+    composer's own proration is checked rather than reused.
+    """
     if period is None:
-        return D(0)
-    month_start = period[0].replace(day=1, hour=0)
-    month_end = (month_start + timedelta(days=32)).replace(day=1)
-    return prorate(fee, month_start, month_end, period[0], period[1])
+        return Fraction(0)
+    first, stop = (moment.astimezone(UTC).date() for moment in period)
+    days_in_month = calendar.monthrange(first.year, first.month)[1]
+    return Fraction(fee) * (stop - first).days / days_in_month
+
+
+def billed(invoice: Invoice, product_key: str) -> Fraction:
+    """What the invoice's fee lines of one product add up to, exactly."""
+    return sum(
+        (Fraction(line.exact_amount) for line in invoice.lines if line.product_key == product_key),
+        Fraction(0),
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -822,7 +839,11 @@ def test_exact_total_is_usage_less_credits_plus_charges(inputs: InvoiceInputs) -
     if when.arrears is not None:
         billed_usage = sum((u.amount for u in inputs.usage), D(0))
         billed_credit = sum((a for p, a in (inputs.drawn or {}).items() if p in known), D(0))
-    fees = fee_for(support.amount, when.arrears) + fee_for(platform.amount, when.advance)
+    support_fee = fee_for(support.amount, when.arrears)
+    platform_fee = fee_for(platform.amount, when.advance)
+    # Each fee line is its prorated fee, to within its last kept place.
+    assert abs(billed(invoice, "support") - support_fee) <= HALF_A_UNIT_IN_THE_LAST_PLACE
+    assert abs(billed(invoice, "platform") - platform_fee) <= HALF_A_UNIT_IN_THE_LAST_PLACE
     commits = D(0)
     if commit.starts_at <= when.at and "pc" not in inputs.billed_commitments:
         commits = commit.original_amount * commit.cost_basis
@@ -831,7 +852,9 @@ def test_exact_total_is_usage_less_credits_plus_charges(inputs: InvoiceInputs) -
         spent = sum((a for k, a in (inputs.term_usage or {}).items() if minimum.covers(k)), D(0))
         true_up = max(D(0), minimum.original_amount - spent)
 
-    assert invoice.exact_total == billed_usage - billed_credit + fees + commits + true_up
+    expected = Fraction(billed_usage - billed_credit + commits + true_up)
+    expected += support_fee + platform_fee
+    assert abs(Fraction(invoice.exact_total) - expected) <= 2 * HALF_A_UNIT_IN_THE_LAST_PLACE
     charges = [
         ln.exact_amount
         for ln in invoice.lines
