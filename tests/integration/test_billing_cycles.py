@@ -203,9 +203,10 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
         rows = await conn.fetch(
             "SELECT invoice_id, number, state, total FROM invoices ORDER BY billing_date"
         )
-        assert [(r["number"], r["state"]) for r in rows] == [
-            ("INV-000001", "paid"),
-            ("INV-000002", "paid"),
+        # Opening: the one period's fee in advance, 12; term end: one api.call at 1, no fee.
+        assert [(r["number"], r["state"], r["total"]) for r in rows] == [
+            ("INV-000001", "paid", D("12.00")),
+            ("INV-000002", "paid", D("1.00")),
         ]
         charges = await conn.fetch("SELECT reference, amount FROM simulated_charges")
         assert sorted((c["reference"], c["amount"]) for c in charges) == sorted(
@@ -219,7 +220,7 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
             "SELECT debits_posted FROM accounts WHERE account_id = $1",
             cash_account_id(contract.contract_id),
         )
-        assert cash == sum((r["total"] for r in rows), D(0))
+        assert cash == D("13.00")  # 12 + 1, each charged once
         assert all(report.clean for report in (await reconcile(conn)).values())
 
 
