@@ -56,9 +56,11 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         contract = await open_billing_contract(
             client, "cus_cycles", period_seconds=PERIOD, periods=3
         )
-        granted = await client.call(
-            client.contracts.AddCommitment, credit(contract.contract_id, "2.5")
-        )
+        # The credit starts with the term, so the first event draws it whatever the clock says
+        # (a pool is drawn only by events stamped after it starts).
+        welcome = credit(contract.contract_id, "2.5")
+        welcome.starts_at.FromDatetime(contract.term_start)
+        granted = await client.call(client.contracts.AddCommitment, welcome)
         pool_id = granted.commitment.pool_id
         handle = temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
@@ -70,7 +72,6 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
 
         await eventually(started, timeout_seconds=15)
         # Usage in the first two periods; the third has none and is still invoiced (at zero).
-        charges: dict[int, list[Decimal]] = {0: [], 1: []}
         for period, count in ((0, 3), (1, 2)):
             # Stamped inside the period, sent as it starts: well before it closes.
             moment = contract.term_start + timedelta(seconds=PERIOD * period + 0.2)
@@ -83,7 +84,7 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
                     properties={"tokens": "1500", "model": "large"},
                     timestamp=moment,
                 )
-                charges[period].append(D(reply.charge))
+                assert D(reply.charge) == D(15), reply  # 1,500 large tokens × 0.01
         assert await handle.result() == "ended"
         late = contract.term_start + timedelta(seconds=1)
         with pytest.raises(RatingRefused) as refused:
@@ -119,17 +120,28 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
         assert [i.billing_date for i in invoices] == dates
         assert [i.number for i in invoices] == [f"INV-00000{n}" for n in range(1, 5)]
         assert all(i.state is InvoiceState.PAID for i in invoices)
-        for k, invoice in enumerate(invoices):
-            usage = sum(charges.get(k - 1, []), D(0))
-            fee = D(PLATFORM_FEE) if k < 3 else D(0)  # in advance: none after the term
-            exact_credits = -sum(
-                (line.exact_amount for line in invoice.lines if line.kind is LineKind.CREDIT),
-                D(0),
+        # (usage, credits applied, fees, total) of each invoice, worked out by hand; an event
+        # is 1,500 large tokens × 0.01 = 15.00, the platform fee 12.00 a period in advance.
+        assert PLATFORM_FEE == "12"
+        expected = [
+            ("0.00", "0.00", "12.00", "12.00"),  # opening: the first period's fee
+            # 3 × 15 = 45; the 2.50 credit pays part of the first event; next period's fee:
+            # 45 − 2.50 + 12 = 54.50
+            ("45.00", "-2.50", "12.00", "54.50"),
+            ("30.00", "0.00", "12.00", "42.00"),  # 2 × 15 = 30; 30 + 12 = 42
+            ("0.00", "0.00", "0.00", "0.00"),  # term end: no usage, no fee after the term
+        ]
+        assert [
+            (
+                i.subtotal(LineKind.USAGE),
+                i.subtotal(LineKind.CREDIT),
+                i.subtotal(LineKind.FEE),
+                i.total,
             )
-            assert invoice.exact_total == usage + fee - exact_credits, invoice.invoice_id
-            assert invoice.total == sum((line.amount for line in invoice.lines), D(0))
-        # The credit paid for usage once, on one invoice (the first period's, unless the pool
-        # reached the rating caches only after that period's events).
+            for i in invoices
+        ] == [tuple(D(amount) for amount in row) for row in expected]
+        # Nothing here is fractional: each line is exact to the cent before rounding.
+        assert [i.exact_total for i in invoices] == [D(row[3]) for row in expected]
         credit_lines = [line for i in invoices for line in i.lines if line.kind is LineKind.CREDIT]
         assert [(line.key, line.amount) for line in credit_lines] == [
             (f"credit:{pool_id}", D("-2.50"))
@@ -138,17 +150,20 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
             charged = await conn.fetch(
                 "SELECT reference, amount FROM simulated_charges ORDER BY reference"
             )
+            # The gateway charged each invoice with something due, once: 12 + 54.50 + 42.
             assert sorted((r["reference"], r["amount"]) for r in charged) == sorted(
-                (i.invoice_id, i.total) for i in invoices if i.total > 0
+                [
+                    (invoices[0].invoice_id, D("12.00")),
+                    (invoices[1].invoice_id, D("54.50")),
+                    (invoices[2].invoice_id, D("42.00")),
+                ]
             )
             balances = {
                 row["account_id"]: row["debits_posted"] - row["credits_posted"]
                 for row in await conn.fetch("SELECT * FROM accounts")
             }
             assert balances[receivable_account_id(contract.contract_id)] == 0
-            assert balances[cash_account_id(contract.contract_id)] == sum(
-                (i.total for i in invoices), D(0)
-            )
+            assert balances[cash_account_id(contract.contract_id)] == D("108.50")  # 12+54.5+42
             assert all(report.clean for report in (await reconcile(conn)).values())
 
 
@@ -190,9 +205,10 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
         rows = await conn.fetch(
             "SELECT invoice_id, number, state, total FROM invoices ORDER BY billing_date"
         )
-        assert [(r["number"], r["state"]) for r in rows] == [
-            ("INV-000001", "paid"),
-            ("INV-000002", "paid"),
+        # Opening: the one period's fee in advance, 12; term end: one api.call at 1, no fee.
+        assert [(r["number"], r["state"], r["total"]) for r in rows] == [
+            ("INV-000001", "paid", D("12.00")),
+            ("INV-000002", "paid", D("1.00")),
         ]
         charges = await conn.fetch("SELECT reference, amount FROM simulated_charges")
         assert sorted((c["reference"], c["amount"]) for c in charges) == sorted(
@@ -206,7 +222,7 @@ async def test_a_worker_killed_mid_payment_leaves_one_invoice_one_number_one_cha
             "SELECT debits_posted FROM accounts WHERE account_id = $1",
             cash_account_id(contract.contract_id),
         )
-        assert cash == sum((r["total"] for r in rows), D(0))
+        assert cash == D("13.00")  # 12 + 1, each charged once
         assert all(report.clean for report in (await reconcile(conn)).values())
 
 

@@ -29,6 +29,7 @@ from rating_service.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc, rating_p
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys, eventually, status_of
 from tests.integration.cycles import (
+    PLATFORM_FEE,
     billing_stack,
     credit,
     load_fee_catalog,
@@ -37,6 +38,7 @@ from tests.integration.cycles import (
 )
 from workflows.billing import billing_workflow_id
 
+D = Decimal
 PERIOD = 3
 
 
@@ -111,9 +113,41 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
             "",
             False,
         )
-        assert {line.kind for line in preview.lines} == {"usage", "credit", "fee"}
-        assert any(line.tiers for line in preview.lines)
-        assert Decimal(preview.total) == sum(Decimal(line.amount) for line in preview.lines)
+        # Worked out by hand from the catalog (tests/integration/billing.py and cycles.py):
+        # arrears usage of the first period, the credit it drew, next period's fee in advance.
+        assert PLATFORM_FEE == "12"
+        # (kind, product, quantity, exact amount, amount rounded once)
+        assert [
+            (
+                line.kind,
+                line.product_key,
+                Decimal(line.quantity) if line.HasField("quantity") else None,
+                Decimal(line.exact_amount),
+                Decimal(line.amount),
+            )
+            for line in preview.lines
+        ] == [
+            # volume, tier 2 reached: 150 × 0.05
+            ("usage", "embeddings", D(150), D("7.5"), D("7.50")),
+            ("usage", "tokens", D(1500), D(15), D("15.00")),  # large: 1,500 × 0.01
+            ("usage", "tokens", D(700), D("0.7"), D("0.70")),  # small: 700 × 0.001
+            # the whole 2.50 credit, drawn by the first event
+            ("credit", "", None, D("-2.5"), D("-2.50")),
+            ("fee", "platform", D(1), D(12), D("12.00")),  # the second period's, in advance
+        ]
+        # All units at the tier reached (101 and up at 0.05), not 100 × 0.10 + 50 × 0.05 = 12.50.
+        assert [
+            (Decimal(tier.quantity), Decimal(tier.unit_price), Decimal(tier.amount))
+            for tier in preview.lines[0].tiers
+        ] == [(D(150), D("0.05"), D("7.5"))]
+        # 7.50 + 15.00 + 0.70 − 2.50 + 12.00 = 32.70
+        assert Decimal(preview.total) == D("32.70")
+        assert {s.kind: Decimal(s.amount) for s in preview.subtotals} == {
+            "usage": D("23.20"),  # 7.50 + 15.00 + 0.70
+            "credit": D("-2.50"),
+            "fee": D("12.00"),
+        }
+        assert [Decimal(b.balance) for b in preview.balances] == [D(0)]  # 2.50 − 2.50
 
         # No more usage: the invoice issued at the period end is the preview, line for line.
         async def issued(invoice_id: str) -> bool:
@@ -133,6 +167,8 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
 
         final_id = invoice_id_for(contract.contract_id, contract.term_end)
         await eventually(lambda: issued(final_id), timeout_seconds=15)
+        # No usage in the second period and no fee after the term: nothing to pay.
+        assert Decimal((await ops.invoice(final_id)).total) == 0
         handle = stack.temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )

@@ -7,11 +7,14 @@ import os
 import re
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from grpc import aio
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from rating_service.api.server import RunningServer
 from rating_service.cli import main
@@ -21,25 +24,50 @@ from rating_service.settings import Settings
 from rating_service.worker import connect_temporal, run_worker
 from tests.conftest import TenantKeys
 from workflows.billing import billing_workflow_id
+from workflows.credit_expiry import CreditExpiryInput, CreditExpiryWorkflow
 
 
-async def test_the_worker_connects_to_temporal_and_stops_on_request(
+async def test_the_worker_runs_a_workflow_and_its_activity_then_stops_on_request(
     temporal_address: str, database_url: str
 ) -> None:
     settings = Settings(
         database_url=database_url,
         temporal_address=temporal_address,
-        temporal_task_queue="test-worker",
+        # A queue of this test's own: no other worker on the shared server can take the task.
+        temporal_task_queue=f"test-worker-{uuid.uuid4().hex[:8]}",
     )
     client = await connect_temporal(settings)
-    assert await client.service_client.check_health()
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, stop))
-    await asyncio.sleep(0)
-    assert not worker.done()
-    stop.set()
-    async with asyncio.timeout(10):
-        await worker
+    try:
+        # The expiry of a pool of a contract this fresh database has never heard of: due at
+        # once (no warning, no timer), so the workflow goes straight to its `expire_pool`
+        # activity, which reads the database and refuses for good. Only a worker polling this
+        # queue, with the workflow and the activity registered and a database behind them,
+        # can produce that answer.
+        past = datetime(2020, 1, 1, tzinfo=UTC).isoformat()
+        handle = await client.start_workflow(
+            CreditExpiryWorkflow.run,
+            CreditExpiryInput("t_nobody", "ctr_nowhere", "pool_ghost", past, 0, 1),
+            id=f"worker-smoke-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.temporal_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            async with asyncio.timeout(30):
+                await handle.result()
+        activity_failure = failed.value.cause
+        assert isinstance(activity_failure, ActivityError)
+        assert activity_failure.activity_type == "expire_pool"
+        refusal = activity_failure.cause
+        assert isinstance(refusal, ApplicationError)
+        assert refusal.type == "CONTRACT_NOT_FOUND"
+        assert refusal.non_retryable
+        assert "ctr_nowhere" in refusal.message
+        assert not worker.done()  # it ran the workflow and is still polling
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await worker
 
 
 async def test_the_worker_explains_an_unreachable_temporal(database_url: str) -> None:

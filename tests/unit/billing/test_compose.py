@@ -7,9 +7,11 @@ tiers and `images` per quality (standard 0.04, hd 0.08).
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from itertools import pairwise
 
 import pytest
@@ -24,9 +26,7 @@ from rating_service.billing.compose import (
 )
 from rating_service.billing.invoice import Invoice, InvoiceLine, LineKind, PoolBalance, TierLine
 from rating_service.contracts import CommitmentKind, Contract, Multiply, Override, ReplacePrice
-from rating_service.domain.money import round_to_minor_unit
 from rating_service.pricing import FlatFee, Package
-from rating_service.pricing.proration import prorate
 from tests.unit.billing.builders import (
     T0,
     a_catalog,
@@ -43,6 +43,7 @@ D = Decimal
 PREPAID = CommitmentKind.PREPAID_COMMIT
 POSTPAID = CommitmentKind.POSTPAID_COMMIT
 SECOND = timedelta(seconds=1)
+CENT = Decimal("0.01")
 
 # Starts on 15 January (a 31-day month), anchor day 1, ends on 10 March.
 STUB = a_contract(term_start=utc(2025, 1, 15), term_end=utc(2025, 3, 10))
@@ -569,12 +570,16 @@ def test_no_fee_where_no_rate_card_version_is_in_force() -> None:
 @pytest.mark.parametrize(
     ("pool_starts", "cost_basis", "kind", "at", "billed", "expected"),
     [
-        (T0, "0.9", PREPAID, T0, False, "900"),  # 1000 × 0.9 on the opening date
-        (T0, "1", PREPAID, T0, False, "1000"),
-        (T0, "0.12345", PREPAID, T0, False, "123.450"),  # 1000 × 0.12345 → 123.45
+        # (exact, rounded): 1000 × 0.9 on the opening date
+        (T0, "0.9", PREPAID, T0, False, ("900", "900.00")),
+        (T0, "1", PREPAID, T0, False, ("1000", "1000.00")),
+        (T0, "0.12345", PREPAID, T0, False, ("123.450", "123.45")),  # 1000 × 0.12345
+        (T0, "0.123445", PREPAID, T0, False, ("123.445", "123.45")),  # half a cent: up
         (utc(2025, 1, 20), "0.9", PREPAID, T0, False, None),  # not started yet
-        (utc(2025, 1, 20), "0.9", PREPAID, utc(2025, 2, 1), False, "900"),  # first date after
-        (utc(2025, 2, 1), "0.9", PREPAID, utc(2025, 2, 1), False, "900"),  # starts on the date
+        # first date after it starts
+        (utc(2025, 1, 20), "0.9", PREPAID, utc(2025, 2, 1), False, ("900", "900.00")),
+        # starts on the date
+        (utc(2025, 2, 1), "0.9", PREPAID, utc(2025, 2, 1), False, ("900", "900.00")),
         (T0, "0.9", PREPAID, utc(2025, 2, 1), True, None),  # on a live invoice already
         (T0, "0", PREPAID, T0, False, None),  # a free commit costs nothing
         (T0, "1", CommitmentKind.CREDIT, T0, False, None),  # credits are not invoiced here
@@ -586,7 +591,7 @@ def test_prepaid_commit_lines(
     kind: CommitmentKind,
     at: datetime,
     billed: bool,
-    expected: str | None,
+    expected: tuple[str, str] | None,
 ) -> None:
     pool = a_pool("pc", "1000", kind=kind, cost_basis=cost_basis, starts_at=pool_starts)
     invoice = compose_invoice(
@@ -603,8 +608,7 @@ def test_prepaid_commit_lines(
         return
     [line] = commits
     assert (line.key, line.description) == ("commit:pc", "Prepaid commit pc")
-    assert line.exact_amount == D(expected)
-    assert line.amount == round_to_minor_unit(D(expected), "USD")
+    assert (line.exact_amount, str(line.amount)) == (D(expected[0]), expected[1])
     assert (line.quantity, line.unit_price) == (D(1000), D(cost_basis))
     assert (line.service_start, line.service_end) == (pool_starts, utc(2026, 1, 1))
 
@@ -627,17 +631,22 @@ ONE_QUARTER = a_contract(term_end=utc(2025, 4, 1))
 @pytest.mark.parametrize(
     ("scope", "term_usage", "expected"),
     [
-        (None, {"tokens": "300", "gpu-hours": "200"}, "500"),  # 1000 − 500
-        (frozenset({"tokens"}), {"tokens": "300", "gpu-hours": "200"}, "700"),  # only tokens count
-        (None, {"tokens": "999.995"}, "0.005"),  # rounds to 0.01
-        (None, {}, "1000"),  # nothing used: the whole commit
-        (None, None, "1000"),
+        # (exact, rounded): 1000 − 500
+        (None, {"tokens": "300", "gpu-hours": "200"}, ("500", "500.00")),
+        # only tokens count: 1000 − 300
+        (frozenset({"tokens"}), {"tokens": "300", "gpu-hours": "200"}, ("700", "700.00")),
+        (None, {"tokens": "999.995"}, ("0.005", "0.01")),  # half a cent rounds up
+        (None, {"tokens": "999.99501"}, ("0.00499", "0.00")),  # under half a cent: down
+        (None, {}, ("1000", "1000.00")),  # nothing used: the whole commit
+        (None, None, ("1000", "1000.00")),
         (None, {"tokens": "1000"}, None),  # met exactly: no true-up
         (None, {"tokens": "700", "gpu-hours": "800"}, None),  # exceeded: none, never negative
     ],
 )
 def test_postpaid_true_up_on_the_final_date(
-    scope: frozenset[str] | None, term_usage: Mapping[str, str] | None, expected: str | None
+    scope: frozenset[str] | None,
+    term_usage: Mapping[str, str] | None,
+    expected: tuple[str, str] | None,
 ) -> None:
     pool = a_pool("min", "1000", kind=POSTPAID, scope=scope)
     spent = None if term_usage is None else {k: D(v) for k, v in term_usage.items()}
@@ -650,8 +659,7 @@ def test_postpaid_true_up_on_the_final_date(
         return
     [line] = true_ups
     assert (line.key, line.description) == ("true_up:min", "Postpaid commit min true-up")
-    assert line.exact_amount == D(expected)
-    assert line.amount == round_to_minor_unit(D(expected), "USD")
+    assert (line.exact_amount, str(line.amount)) == (D(expected[0]), expected[1])
     assert (line.service_start, line.service_end) == (T0, utc(2025, 4, 1))
 
 
@@ -798,13 +806,29 @@ def invoice_inputs(draw: st.DrawFn) -> InvoiceInputs:
     )
 
 
-def fee_for(fee: Decimal, period: tuple[datetime, datetime] | None) -> Decimal:
-    """A monthly fee for `period`, prorated by UTC day against its calendar month."""
+# A prorated fee that does not terminate (310 × 9/31) is kept to 20 places, rounded half up.
+HALF_A_UNIT_IN_THE_LAST_PLACE = Fraction(1, 2 * 10**20)
+
+
+def fee_for(fee: Decimal, period: tuple[datetime, datetime] | None) -> Fraction:
+    """A monthly fee for `period`: fee × its UTC days ÷ the days of its calendar month.
+
+    Worked out here from the rule (whole UTC days, half-open), exactly as a fraction, so the
+    composer's own proration is checked rather than reused.
+    """
     if period is None:
-        return D(0)
-    month_start = period[0].replace(day=1, hour=0)
-    month_end = (month_start + timedelta(days=32)).replace(day=1)
-    return prorate(fee, month_start, month_end, period[0], period[1])
+        return Fraction(0)
+    first, stop = (moment.astimezone(UTC).date() for moment in period)
+    days_in_month = calendar.monthrange(first.year, first.month)[1]
+    return Fraction(fee) * (stop - first).days / days_in_month
+
+
+def billed(invoice: Invoice, product_key: str) -> Fraction:
+    """What the invoice's fee lines of one product add up to, exactly."""
+    return sum(
+        (Fraction(line.exact_amount) for line in invoice.lines if line.product_key == product_key),
+        Fraction(0),
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -822,7 +846,11 @@ def test_exact_total_is_usage_less_credits_plus_charges(inputs: InvoiceInputs) -
     if when.arrears is not None:
         billed_usage = sum((u.amount for u in inputs.usage), D(0))
         billed_credit = sum((a for p, a in (inputs.drawn or {}).items() if p in known), D(0))
-    fees = fee_for(support.amount, when.arrears) + fee_for(platform.amount, when.advance)
+    support_fee = fee_for(support.amount, when.arrears)
+    platform_fee = fee_for(platform.amount, when.advance)
+    # Each fee line is its prorated fee, to within its last kept place.
+    assert abs(billed(invoice, "support") - support_fee) <= HALF_A_UNIT_IN_THE_LAST_PLACE
+    assert abs(billed(invoice, "platform") - platform_fee) <= HALF_A_UNIT_IN_THE_LAST_PLACE
     commits = D(0)
     if commit.starts_at <= when.at and "pc" not in inputs.billed_commitments:
         commits = commit.original_amount * commit.cost_basis
@@ -831,16 +859,18 @@ def test_exact_total_is_usage_less_credits_plus_charges(inputs: InvoiceInputs) -
         spent = sum((a for k, a in (inputs.term_usage or {}).items() if minimum.covers(k)), D(0))
         true_up = max(D(0), minimum.original_amount - spent)
 
-    assert invoice.exact_total == billed_usage - billed_credit + fees + commits + true_up
+    expected = Fraction(billed_usage - billed_credit + commits + true_up)
+    expected += support_fee + platform_fee
+    assert abs(Fraction(invoice.exact_total) - expected) <= 2 * HALF_A_UNIT_IN_THE_LAST_PLACE
     charges = [
         ln.exact_amount
         for ln in invoice.lines
         if ln.kind in (LineKind.FEE, LineKind.COMMIT, LineKind.TRUE_UP)
     ]
     assert invoice.exact_total == billed_usage - billed_credit + sum(charges, D(0))
-    # Each line rounded once; the total is the sum of the rounded lines.
+    # Each line rounded once, to the cent, half up; the total is the sum of the rounded lines.
     for line in invoice.lines:
-        assert line.amount == round_to_minor_unit(line.exact_amount, "USD")
+        assert line.amount == line.exact_amount.quantize(CENT, ROUND_HALF_UP)
     assert invoice.total == sum((line.amount for line in invoice.lines), D(0))
     assert abs(invoice.total - invoice.exact_total) <= len(invoice.lines) * D("0.005")
 

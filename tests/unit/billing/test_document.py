@@ -254,8 +254,72 @@ def test_pdf_replaces_text_its_font_cannot_draw() -> None:
     assert '???? Globex -> "Ltd"' in text
 
 
-def test_pdf_is_deterministic() -> None:
-    assert render_pdf(_invoice(), PARTIES) == render_pdf(_invoice(), PARTIES)
+def test_pdf_reads_as_the_invoice_line_by_line() -> None:
+    lines = _pdf_text(render_pdf(_invoice(), PARTIES)).splitlines()
+    march = "2025-03-01 00:00 UTC - 2025-04-01 00:00 UTC"
+    assert lines == [
+        "Invoice INV-000042",
+        "From Bill to",
+        "Acme AI Ltd",
+        "1 Market Street",
+        "VAT GB123456789",
+        "Globex Corporation",
+        "Reference: PO-7731",
+        "Customer ID: cust_globex",
+        "Invoice number INV-000042",
+        "Issue date 2025-04-01 06:30 UTC",
+        "Billing date 2025-04-01 00:00 UTC",
+        f"Service period {march}",
+        "Contract c1",
+        "Currency USD",
+        "Status Finalized",
+        "Description Service period Quantity Unit price Amount",
+        # 2.375 rounded once, half up; the tiers keep every digit: 1,000,000 × 0.000002 = 2
+        # and 250,000 × 0.0000015 = 0.375.
+        f"GPT input tokens - us-east {march} 1,250,000 USD 2.38",
+        "    Tier 1 1,000,000 USD 0.000002 USD 2.00",
+        "    Tier 2 250,000 USD 0.0000015 USD 0.375",
+        # 3,000,000 × 0.000412345 = 1,237.035 → 1,237.04
+        f"GPT output tokens {march} 3,000,000 USD 0.000412345 USD 1,237.04",
+        f"Promotional credit pool_promo applied {march} USD -100.00",  # −100.004
+        f"Platform fee {march} 1 USD 49.00 USD 49.00",
+        "Prepaid commit pool_commit 2025-03-01 00:00 UTC - 2026-03-01 00:00 UTC"
+        " 10,000 USD 1.00 USD 10,000.00",
+        "Usage USD 1,239.42",  # 2.38 + 1,237.04
+        "Credits applied USD -100.00",
+        "Fees USD 49.00",
+        "Commits USD 10,000.00",
+        "Total USD 11,188.42",  # 1,239.42 − 100.00 + 49.00 + 10,000.00
+        "Amount due USD 11,188.42",
+        "Balances remaining",
+        "Balance Remaining Expires",
+        "Promotional credit pool_promo USD 400.00 no expiry",  # 399.996 shown to the cent
+        "Prepaid commit pool_commit USD 10,000.00 2026-03-01 00:00 UTC",
+        "Amounts are exact to the event and rounded once per line, half up.",
+        "Invoice INV-000042 - page 1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("invoice", "created"),
+    [
+        (_invoice(), "D:20250401063000Z"),  # issued 2025-04-01 06:30 UTC
+        # A draft has no issue date: its billing date stands in.
+        (
+            replace(_invoice(), state=InvoiceState.DRAFT, number=None, issued_at=None),
+            "D:20250401000000Z",
+        ),
+    ],
+    ids=["issued", "draft"],
+)
+def test_pdf_is_dated_by_the_invoice_not_the_clock(invoice: Invoice, created: str) -> None:
+    # A creation date read from the clock would change the bytes (and the /ID hash) on every
+    # render in a new second; pinned to the invoice, a re-render is byte for byte the same.
+    document = render_pdf(invoice, PARTIES)
+    metadata = PdfReader(io.BytesIO(document)).metadata
+    assert metadata is not None
+    assert str(metadata["/CreationDate"]) == created
+    assert render_pdf(invoice, PARTIES) == document
 
 
 def test_pdf_marks_a_void_invoice() -> None:

@@ -15,11 +15,9 @@ from rating_service.contracts import (
     RESERVATION_VOIDED,
     SPEND_CAP_EXCEEDED,
     Contract,
-    MovementAction,
     OveragePolicy,
     Pool,
     PoolDraw,
-    PoolMovement,
     Reservation,
     ReservationStatus,
     ReservationStep,
@@ -29,7 +27,12 @@ from rating_service.contracts import (
     expire,
     void,
 )
-from rating_service.domain.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
+from rating_service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+)
 from rating_service.ledger import IDEMPOTENCY_KEY_MISMATCH, TransferCode, TransferFlags
 from tests.unit.contracts.builders import a_contract, a_pool, at
 
@@ -275,7 +278,49 @@ def test_a_negative_capture_releases_and_credits_back() -> None:
     ]
 
 
-def test_reservation_values_are_checked() -> None:
-    with pytest.raises(Exception, match="captured_amount"):
-        Reservation("r", "ctr_1", "gpt", D(1), (), at(0), at(1), ReservationStatus.CAPTURED, None)
-    assert PoolMovement("a", MovementAction.HOLD, D(1)).amount == 1
+CAPTURED = ReservationStatus.CAPTURED
+AUTHORIZED = ReservationStatus.AUTHORIZED
+
+
+@pytest.mark.parametrize(
+    ("changes", "fields"),
+    [
+        ({"status": CAPTURED, "captured_amount": None}, ["captured_amount"]),
+        ({"status": AUTHORIZED, "captured_amount": D(1)}, ["captured_amount"]),
+        ({"expires_at": at(0)}, ["expires_at"]),  # not after authorized_at
+        ({"reservation_id": " "}, ["reservation_id"]),
+        ({"holds": (PoolDraw("a", D(0)),)}, ["holds[0]"]),
+        ({"estimate": D(-1), "product_key": ""}, ["product_key", "estimate"]),
+    ],
+    ids=[
+        "captured-without-amount",
+        "amount-without-capture",
+        "expires-first",
+        "blank-id",
+        "empty-hold",
+        "two-fields",
+    ],
+)
+def test_reservation_values_are_checked(changes: dict[str, object], fields: list[str]) -> None:
+    values: dict[str, object] = {
+        "reservation_id": "r",
+        "contract_id": "ctr_1",
+        "product_key": "gpt",
+        "estimate": D(1),
+        "holds": (PoolDraw("a", D(1)),),
+        "authorized_at": at(0),
+        "expires_at": at(1),
+        **changes,
+    }
+    with pytest.raises(InvalidArgument) as refused:
+        Reservation(**values)  # type: ignore[arg-type]
+    assert sorted(v.field for v in refused.value.violations) == sorted(fields)
+
+
+def test_a_captured_reservation_with_its_amount_is_accepted() -> None:
+    holds = (PoolDraw("a", D("1.5")), PoolDraw("b", D("0.25")))
+    reservation = Reservation(
+        "r", "ctr_1", "gpt", D(2), holds, at(0), at(1), CAPTURED, captured_amount=D("1.75")
+    )
+    assert reservation.held == D("1.75")  # 1.5 + 0.25
+    assert reservation.hold_parts == (("a", D("1.5")), ("b", D("0.25")))

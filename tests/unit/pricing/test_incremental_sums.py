@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +135,64 @@ def test_graduated_and_volume_agree_on_the_first_tier(
         assert Graduated(tiers).period_total(total) == Volume(tiers).period_total(total)
 
 
+# (value of the event, its charge), event after event in one period.
+TAKE_RATE_EVENTS = [
+    ("0", "1"),  # 0 × 0.2 + 0.30 = 0.30, lifted to the 1.00 minimum
+    ("3.55", "1.01"),  # 3.55 × 0.2 + 0.30 = 0.71 + 0.30
+    ("100", "20.30"),  # 100 × 0.2 + 0.30 = 20 + 0.30
+    ("1000", "50"),  # 1000 × 0.2 + 0.30 = 200.30, cut to the 50 maximum
+    ("2.5", "1"),  # 2.5 × 0.2 + 0.30 = 0.80, lifted to the minimum again
+]
+# 1 + 1.01 + 20.30 + 50 + 1 = 73.31; one price of the summed value, 1106.05, would be 50.
+TAKE_RATE_TOTAL = "73.31"
+
+SHARE_EVENTS = [
+    ("10", "0.35"),  # 10 × 0.035
+    ("0.01", "0.00035"),  # 0.01 × 0.035: kept exact, never rounded per event
+    ("123.456", "4.32096"),  # 123.456 × 0.035
+]
+# 0.35 + 0.00035 + 4.32096 = 4.67131
+SHARE_TOTAL = "4.67131"
+
+
+@pytest.mark.parametrize(
+    ("model", "events", "total"),
+    [
+        # 20% of the value + 0.30 per event, at least 1 and at most 50 per event.
+        (Percentage(D("0.2"), D("0.30"), D(1), D(50)), TAKE_RATE_EVENTS, TAKE_RATE_TOTAL),
+        # A plain 3.5% share: no fee, no bounds.
+        (Percentage(D("0.035")), SHARE_EVENTS, SHARE_TOTAL),
+    ],
+    ids=["take-rate-clamped", "plain-share"],
+)
+def test_percentage_charges_are_each_event_s_own_price_and_sum_to_the_period_total(
+    model: Percentage, events: list[tuple[str, str]], total: str
+) -> None:
+    period_to_date = D(0)
+    charged = D(0)
+    for value, price in events:
+        # What came before in the period must not change an event's charge.
+        charge = incremental_charge(model, period_to_date, D(value))
+        assert charge.amount == D(price), value
+        assert_explained(charge)
+        charged += charge.amount
+        period_to_date += D(value)
+    assert charged == D(total)
+    period_total = model.period_total([D(value) for value, _ in events])
+    assert period_total.amount == D(total)
+    assert_explained(period_total)
+
+
+def clamped_share(model: Percentage, value: Decimal) -> Decimal:
+    """The spec of one event's price, written out here: value × rate + fee, then the bounds."""
+    price = value * model.rate + model.fixed_fee
+    if model.minimum is not None:
+        price = max(price, model.minimum)
+    if model.maximum is not None:
+        price = min(price, model.maximum)
+    return price
+
+
 @PROPERTY
 @given(model=percentages(), values=events)
 def test_percentage_charges_sum_to_the_event_prices(
@@ -144,11 +203,12 @@ def test_percentage_charges_sum_to_the_event_prices(
     for value in values:
         charge = incremental_charge(model, period_to_date, value)
         assert_explained(charge)
-        assert charge == model.event_price(value)
+        assert charge.amount == clamped_share(model, value)
         charged += charge.amount
         period_to_date += value
-    assert charged == sum((model.event_price(value).amount for value in values), D(0))
-    assert charged == model.period_total(values).amount
+    expected = sum((clamped_share(model, value) for value in values), D(0))
+    assert charged == expected
+    assert model.period_total(values).amount == expected
     assert_explained(model.period_total(values))
 
 

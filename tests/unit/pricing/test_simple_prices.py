@@ -31,7 +31,8 @@ def test_per_unit_totals(quantity: str, total: str) -> None:
 
 def test_per_unit_charge_ignores_what_came_before() -> None:
     priced = TOKENS.incremental_charge(D(123_456_789), D(400))
-    # 400 × 0.0000025 = 0.001
+    # 400 × 0.0000025 = 0.001, as if nothing had come before
+    assert priced.amount == D("0.001")
     assert priced == TOKENS.period_total(D(400))
     assert priced.lines == (PriceLine(LineItem.UNITS, D(400), D("0.0000025"), D(0), D("0.001")),)
 
