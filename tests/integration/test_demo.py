@@ -54,11 +54,13 @@ FAST_PLAN = DemoPlan(
 
 
 def _story_told(demo: Demo) -> bool:
-    """An alert, a recharge, an invoice issued and paid, and the failing one replayed and paid."""
+    """A refusal, an alert, a recharge, an invoice issued and paid, the failing one replayed."""
     state = demo.state
     globex = next((a for a in state.accounts if a.customer.name == "globex"), None)
+    # Everything the test asserts, so a slow machine waits for it rather than fails.
     return (
-        globex is not None
+        any("INSUFFICIENT_CREDIT" in s.last_refusal for s in state.services.values())
+        and globex is not None
         and globex.recharges >= 1
         and any(i.state == "paid" for i in globex.invoices.values())
         and {"alert", "invoice"} <= {entry.kind for entry in state.feed}
