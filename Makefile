@@ -4,7 +4,7 @@
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: run demo test protos lint bench bench-invoices chaos clean
+.PHONY: run demo test ledger-long protos lint bench bench-invoices chaos clean
 
 run: .venv/.synced node_modules/.installed
 	$(UV) run rating dev
@@ -19,6 +19,12 @@ test: .venv/.synced node_modules/.installed
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 	$(UV) run pytest
+
+# The ledger state machine over the real API and PostgreSQL with 2,000 examples of 30 steps
+# instead of the 30 × 20 `make test` runs (tens of minutes on 2 cores); prints what it covered.
+# RATING_LEDGER_EXAMPLES=N changes the number of examples.
+ledger-long: .venv/.synced
+	RATING_LEDGER_PROFILE=long $(UV) run pytest tests/integration/test_ledger_api_state_machine.py -s
 
 protos: .venv/.synced
 	$(UV) run python tools/gen_protos.py

@@ -127,7 +127,9 @@ class Reservations:
             await self._store.lock_ids(conn, [(tenant_id, reservation_id)], RESERVATION_LOCK_SPACE)
             existing = await _hold_row(conn, tenant_id, reservation_id, lock="")
             if existing is not None:
-                if existing[1] != fingerprint:
+                # The TTL is not in the fingerprint (holds stored before it counted keep
+                # theirs), but the expiry it set is stored: another TTL is another payload.
+                if existing[1] != fingerprint or existing[0].expires_at != at + ttl:
                     raise _mismatch(reservation_id)
                 hold = existing[0]
                 current = await lock_accounts(conn, tenant_id, pool_accounts(hold))
