@@ -13,7 +13,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,7 +212,7 @@ def _requests(draw: st.DrawFn) -> tuple[str, Message]:
 
 
 @dataclass
-class Neighbour:
+class CalmTraffic:
     """Ordinary traffic of another tenant, every answer counted."""
 
     ok: int = 0
@@ -243,32 +243,24 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def clients(
-    server: RunningServer, acme: TenantKeys, globex: TenantKeys, database_url: str
-) -> AsyncIterator[tuple[RatingClient, RatingClient]]:
-    address = f"127.0.0.1:{server.port}"
-    async with (
-        RatingClient(address, acme.tokens[Role.ADMIN], timeout_seconds=10) as fuzzed,
-        RatingClient(address, globex.tokens[Role.ADMIN], timeout_seconds=10) as calm,
-    ):
-        for tenant, client, customer in ((acme, fuzzed, CUSTOMER), (globex, calm, NEIGHBOUR)):
-            await load_catalog(database_url, tenant.tenant_id)
-            account = await open_account(client, customer, overage_policy="arrears")
-            await account.grant("1000000", grant_id="plenty")
-        yield fuzzed, calm
+async def accounts(client: RatingClient, neighbour: RatingClient) -> None:
+    """The fuzzed customer and the calm one, each on a contract with plenty of credit."""
+    for rating, customer in ((client, CUSTOMER), (neighbour, NEIGHBOUR)):
+        account = await open_account(rating, customer, overage_policy="arrears")
+        await account.grant("1000000", grant_id="plenty")
 
 
 async def test_no_request_gets_internal_writes_when_refused_or_hurts_a_neighbour(
     server: RunningServer,
     acme: TenantKeys,
     database_url: str,
-    clients: tuple[RatingClient, RatingClient],
+    neighbour: RatingClient,
+    accounts: None,
 ) -> None:
-    _, calm = clients
     loop = asyncio.get_running_loop()
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
-    neighbour = Neighbour()
-    traffic = asyncio.create_task(neighbour.run(calm))
+    calm = CalmTraffic()
+    traffic = asyncio.create_task(calm.run(neighbour))
 
     def state() -> tuple[Any, ...]:
         """What the fuzzed tenant has written: rated events, transfers, holds, money moved."""
@@ -312,13 +304,13 @@ async def test_no_request_gets_internal_writes_when_refused_or_hurts_a_neighbour
     try:
         await asyncio.to_thread(one_request)
     finally:
-        neighbour.stop.set()
+        calm.stop.set()
         await traffic
         channel.close()
         await conn.close()
-    print("fuzzed answers:", dict(sorted(answers.items())), "neighbour ok:", neighbour.ok)
-    assert neighbour.failures == []
-    assert neighbour.ok > 0
+    print("fuzzed answers:", dict(sorted(answers.items())), "neighbour ok:", calm.ok)
+    assert calm.failures == []
+    assert calm.ok > 0
     await ledger_is_balanced(database_url)
 
 

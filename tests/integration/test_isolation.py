@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -24,24 +23,10 @@ from rating_service.pricing.meter import UsageEvent
 from rating_service.rating.engine import Outcome
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys
-from tests.integration.billing import Account, load_catalog, open_account
+from tests.integration.billing import Account, open_account
 from tests.integration.test_rate_and_debit import ledger_is_balanced
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def tenants(
-    server: RunningServer, acme: TenantKeys, globex: TenantKeys, database_url: str
-) -> AsyncIterator[tuple[RatingClient, RatingClient]]:
-    address = f"127.0.0.1:{server.port}"
-    async with (
-        RatingClient(address, acme.tokens[Role.ADMIN], timeout_seconds=10) as first,
-        RatingClient(address, globex.tokens[Role.ADMIN], timeout_seconds=10) as second,
-    ):
-        for tenant in (acme, globex):
-            await load_catalog(database_url, tenant.tenant_id)
-        yield first, second
 
 
 def _call(at: datetime | None = None) -> UsageEvent:
@@ -52,22 +37,22 @@ async def test_an_event_the_database_refuses_fails_alone_and_new_accounts_surviv
     server: RunningServer,
     acme: TenantKeys,
     globex: TenantKeys,
-    tenants: tuple[RatingClient, RatingClient],
+    client: RatingClient,
+    neighbour: RatingClient,
     database_url: str,
 ) -> None:
-    first, second = tenants
-    mine = await open_account(first, "cus-a")
+    mine = await open_account(client, "cus-a")
     await mine.grant("100", grant_id="g")
     # A fresh contract: its revenue and overage accounts are opened by its first batch.
-    theirs = await open_account(second, "cus-b")
+    theirs = await open_account(neighbour, "cus-b")
     pool = await theirs.grant("100", grant_id="g")
     # The engine trusts the edge; past it, a NUL byte is what PostgreSQL refuses to store.
     batch = server.debits.rate_in_order(
         acme.tenant_id,
         [("cus-a", "ok-1", _call()), ("cus-a", "bad\x00id", _call()), ("cus-a", "ok-2", _call())],
     )
-    neighbour = [server.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call()) for n in range(5)]
-    answers, others = await asyncio.gather(batch, asyncio.gather(*neighbour))
+    beside = [server.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call()) for n in range(5)]
+    answers, others = await asyncio.gather(batch, asyncio.gather(*beside))
     assert [type(a) for a in answers] == [Outcome, DomainError, Outcome]
     refused = answers[1]
     assert isinstance(refused, DomainError)
@@ -82,9 +67,9 @@ async def test_an_event_the_database_refuses_fails_alone_and_new_accounts_surviv
 
 
 async def test_the_same_event_id_twice_in_one_batch_debits_once_and_answers_both(
-    tenants: tuple[RatingClient, RatingClient],
+    client: RatingClient,
+    neighbour: RatingClient,
 ) -> None:
-    client, _ = tenants
     account = await open_account(client, "cus-twice")
     pool = await account.grant("10", grant_id="g")
     event = account.event("twice", "api.call")
@@ -101,9 +86,9 @@ async def test_the_same_event_id_twice_in_one_batch_debits_once_and_answers_both
 
 
 async def test_a_twin_with_another_payload_waits_for_the_first_and_is_rated_if_it_failed(
-    tenants: tuple[RatingClient, RatingClient],
+    client: RatingClient,
+    neighbour: RatingClient,
 ) -> None:
-    client, _ = tenants
     account = await open_account(client, "cus-twin")  # overage policy: block
     pool = await account.grant("5", grant_id="g")
     at = datetime.now(UTC)
@@ -126,10 +111,10 @@ async def test_two_servers_racing_on_the_same_ids_debit_each_once_and_never_fail
     settings: Settings,
     server: RunningServer,
     acme: TenantKeys,
-    tenants: tuple[RatingClient, RatingClient],
+    client: RatingClient,
+    neighbour: RatingClient,
     database_url: str,
 ) -> None:
-    client, _ = tenants
     account = await open_account(client, "cus-race")
     pool = await account.grant("1000", grant_id="g")
     other = await start_server(settings)
@@ -164,9 +149,8 @@ def _tokens(account: Account, event_id: str, tokens: str, at: datetime) -> ratin
 
 
 async def test_bad_input_is_refused_at_the_edge_naming_each_field(
-    settings: Settings, tenants: tuple[RatingClient, RatingClient]
+    settings: Settings, client: RatingClient
 ) -> None:
-    client, _ = tenants
     account = await open_account(client, "cus-edge")
     await account.grant("10", grant_id="g")
     bad = account.event("x" * 256, "api.call", note="a\x00b")

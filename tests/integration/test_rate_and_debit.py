@@ -6,13 +6,11 @@ import asyncio
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from rating_service.api.server import RunningServer
 from rating_service.client import (
     ContractSuspended,
     IdempotencyKeyMismatch,
@@ -29,18 +27,7 @@ from rating_service.gen.rating.v1 import rating_pb2
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys, eventually
-from tests.integration.billing import load_catalog, open_account
-
-
-@pytest.fixture
-async def client(
-    server: RunningServer, acme: TenantKeys, database_url: str
-) -> AsyncIterator[RatingClient]:
-    await load_catalog(database_url, acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as rating:
-        yield rating
+from tests.integration.billing import open_account
 
 
 async def ledger_is_balanced(database_url: str) -> None:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from rating_service.api.server import RunningServer
 from rating_service.client import IdempotencyKeyMismatch, RatingClient
-from rating_service.domain.auth import Role
-from tests.conftest import TenantKeys
-from tests.integration.billing import load_catalog, open_account
+from tests.integration.billing import open_account
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def client(
-    server: RunningServer, acme: TenantKeys, database_url: str
-) -> AsyncIterator[RatingClient]:
-    await load_catalog(database_url, acme.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN], timeout_seconds=10
-    ) as rating:
-        yield rating
 
 
 async def test_authorizing_again_with_another_ttl_is_refused_not_replayed(
