@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from rating_service.background import stop_task
 from rating_service.catalogs import Catalogs
 from rating_service.contracts.contract import LateUsage, billing_period_containing
@@ -255,7 +257,7 @@ class DebitEngine:
             except DomainError as error:  # a rule broken by one of the events, not by all
                 return Failure.BUG, error
             except Exception as error:
-                fault = classify_failure(error)
+                fault = Failure.CONFLICT if _twin_committed(error) else classify_failure(error)
                 if fault is Failure.CONFLICT and attempt + 1 < CONFLICT_ATTEMPTS:
                     # Another writer (another server, a reservation sweep) holds what we need.
                     await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))
@@ -281,8 +283,13 @@ class DebitEngine:
         opened: set[str] = set()
         async with self._store.pool.acquire() as conn, conn.transaction():
             keys = [(p.prepared.tenant_id, p.prepared.event_id) for p in batch]
-            # Another server rating the same ids waits here, then finds them stored.
-            await self._store.lock_ids(conn, keys)
+            periods = {
+                (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
+                for p in batch
+            }
+            locked = await self._store.lock_periods(conn, periods)
+            # Read after the lock: another server rating the same event (same contract, same
+            # period) has committed by now or waits for us, so either way we see its answer.
             stored = await self._store.stored_outcomes(conn, keys)
             fresh: list[_Pending] = []
             for pending, key in zip(batch, keys, strict=True):
@@ -294,7 +301,7 @@ class DebitEngine:
                 else:
                     answers.append((pending, Outcome(earlier.result, replay=True)))
             if fresh:
-                answers.extend(await self._rate_fresh(conn, fresh, opened))
+                answers.extend(await self._rate_fresh(conn, fresh, locked, opened))
         return answers, opened
 
     def _roll_forward_late_usage(
@@ -322,13 +329,17 @@ class DebitEngine:
         return moved
 
     async def _rate_fresh(
-        self, conn: Connection, fresh: list[_Pending], opened: set[str]
+        self,
+        conn: Connection,
+        fresh: list[_Pending],
+        locked: Mapping[tuple[str, datetime], PeriodLedger],
+        opened: set[str],
     ) -> list[tuple[_Pending, Outcome | DomainError]]:
         periods = {
             (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
             for p in fresh
         }
-        ledgers = await self._store.lock_periods(conn, periods)
+        ledgers = {key: locked[key] for key in periods}  # replays' periods are not rewritten
         moved = self._roll_forward_late_usage(fresh, ledgers)
         if moved:
             # Open periods start after closed ones, so locking them now keeps the lock order.
@@ -435,6 +446,19 @@ def _answer_for(error: Exception) -> DomainError:
     if isinstance(error, DomainError):
         return error
     return unexpected_failure("debit", error)
+
+
+def _twin_committed(error: Exception) -> bool:
+    """Whether another server committed an event of the batch first (on retry it is stored).
+
+    A twin of the same payload waits on the period lock and never gets here; one with another
+    payload may rate another contract, so only the event's keys catch it: its usage transfers
+    (posted first) or its rated event. A bug that breaks them fails the same way on every try.
+    """
+    return isinstance(error, asyncpg.UniqueViolationError) and error.constraint_name in (
+        "pk_transfers",
+        "pk_rated_events",
+    )
 
 
 def _tell_to_retry(batch: list[_Pending]) -> None:

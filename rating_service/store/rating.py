@@ -1,9 +1,10 @@
 """The hot path's SQL: customers' contracts and pools, and one transaction per debit batch.
 
-A batch transaction, for every event in it at once: find replays, lock the billing periods
-(the mutex for their usage counters and draws) and then the accounts, both in key order so
-concurrent batches on any number of servers never deadlock; then, after pure rating, write
-accounts, transfers, counters, draws, periods, rated events and outbox rows, and commit.
+A batch transaction, for every event in it at once: lock the billing periods (the mutex for
+their usage counters and draws, and for rating their events), find replays, then lock the
+accounts, periods and accounts each in key order so concurrent batches on any number of
+servers never deadlock; then, after pure rating, write accounts, transfers, counters, draws,
+periods, rated events and outbox rows, and commit.
 """
 
 from __future__ import annotations
@@ -34,11 +35,8 @@ from rating_service.store.ledger import account_from_row, open_accounts, post_tr
 
 ZERO = Decimal(0)
 
-EVENT_LOCK_SPACE = 0x52_41_54_45
-"""The advisory-lock key space of rated event ids ("RATE"), apart from every other lock."""
-
 RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
-"""The advisory-lock key space of reservation ids ("HOLD")."""
+"""The advisory-lock key space of reservation ids ("HOLD"), apart from every other lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +108,7 @@ class RatingStore:
             pools[row["contract_id"]].append(_pool(row))
         return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
 
-    async def lock_ids(
-        self, conn: Connection, keys: Iterable[tuple[str, str]], space: int = EVENT_LOCK_SPACE
-    ) -> None:
+    async def lock_ids(self, conn: Connection, keys: Iterable[tuple[str, str]], space: int) -> None:
         """Hold (tenant id, caller's id) keys until commit, so servers take each id in turn.
 
         Taken in hash order, before any other lock of the transaction, so two never wait on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -112,29 +113,47 @@ async def test_two_servers_racing_on_the_same_ids_debit_each_once_and_never_fail
     server: RunningServer,
     acme: TenantKeys,
     client: RatingClient,
-    neighbour: RatingClient,
     database_url: str,
 ) -> None:
     account = await open_account(client, "cus-race")
     pool = await account.grant("1000", grant_id="g")
+    # Another customer, another contract: twins of another payload meet only on the event key.
+    other_account = await open_account(client, "cus-race-other")
+    other_pool = await other_account.grant("1000", grant_id="g-other")
     other = await start_server(settings)
     try:
         async with RatingClient(
             f"127.0.0.1:{other.port}", acme.tokens[Role.RATER], timeout_seconds=10
         ) as second:
-            events = [account.event(f"race-{n}", "api.call") for n in range(150)]
+            same = [account.event(f"race-{n}", "api.call") for n in range(150)]
             answers = await asyncio.gather(
                 *(
                     rating.call(rating.rating.RateAndDebit, _request(event))
-                    for event in events
+                    for event in same
                     for rating in (client, second)
                 )
+            )
+            mine = [account.event(f"clash-{n}", "api.call") for n in range(50)]
+            theirs = [other_account.event(f"clash-{n}", "api.call") for n in range(50)]
+            clashes = await asyncio.gather(
+                *(
+                    rating.call(rating.rating.RateAndDebit, _request(event))
+                    for pair in zip(mine, theirs, strict=True)
+                    for rating, event in zip((client, second), pair, strict=True)
+                ),
+                return_exceptions=True,
             )
     finally:
         await other.stop(0.5)
     fresh = [a for a in answers if not a.replay]
     assert len(fresh) == 150 and len(answers) == 300
-    assert await account.balances() == {pool: Decimal(850)}
+    # Each clashing id is rated once, for whichever payload came first; the other is refused.
+    kinds = Counter(type(c).__name__ for c in clashes)
+    assert kinds == {"RateAndDebitResponse": 50, "IdempotencyKeyMismatch": 50}, [
+        repr(c) for c in clashes if type(c).__name__ == "RatingError"
+    ]
+    spent = (await account.balances())[pool] + (await other_account.balances())[other_pool]
+    assert spent == Decimal(2000 - 150 - 50)
     await ledger_is_balanced(database_url)
 
 
