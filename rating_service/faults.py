@@ -77,6 +77,11 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 def _judge(error: BaseException) -> Failure | None:
     """The meaning of this one exception, or None to look at its cause."""
+    if isinstance(error, asyncpg_client.InternalClientError):
+        # A connection an outage broke mid-operation trips asyncpg's own state machine
+        # ("cannot switch to state 15; another operation is in progress"): the connection is
+        # lost (the pool terminates it), and a retry on a new one is the answer.
+        return Failure.OUTAGE
     if isinstance(error, asyncpg_client.DataError):
         return Failure.BUG  # an argument asyncpg could not encode; its text is the caller's
     if isinstance(error, _POSTGRES_CONFLICTS):

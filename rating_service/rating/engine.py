@@ -281,7 +281,7 @@ class DebitEngine:
         """One transaction: the batch's answers, and the accounts it opened."""
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
         opened: set[str] = set()
-        async with self._store.pool.acquire() as conn, conn.transaction():
+        async with self._store.connection() as conn, conn.transaction():
             keys = [(p.prepared.tenant_id, p.prepared.event_id) for p in batch]
             periods = {
                 (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]

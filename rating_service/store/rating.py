@@ -10,7 +10,9 @@ periods, rated events and outbox rows, and commit.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +34,8 @@ from rating_service.rating.rate import Counter, PeriodLedger
 from rating_service.rating.rated_event import RatedEvent
 from rating_service.store.database import Connection
 from rating_service.store.ledger import account_from_row, open_accounts, post_transfers
+
+log = logging.getLogger("rating.store")
 
 ZERO = Decimal(0)
 
@@ -77,6 +81,24 @@ class RatingStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection whose failure to be reset afterwards does not undo what ran.
+
+        The pool terminates a connection it cannot reset (an outage broke it after the work
+        was done); the outcome of the transaction that ran on it is already decided.
+        """
+        conn = await self.pool.acquire()
+        try:
+            yield conn
+        finally:
+            try:
+                await self.pool.release(conn)
+            except Exception as error:
+                log.warning(
+                    "a connection could not be reset; terminated", extra={"error": repr(error)}
+                )
 
     async def customer_book(self, tenant_id: str, customer_id: str) -> CustomerBook:
         """The customer's contracts (oldest first) and their pools' terms."""

@@ -89,6 +89,8 @@ OUTAGE, CONFLICT, BUG = Failure.OUTAGE, Failure.CONFLICT, Failure.BUG
         # Conflicts that escaped their retry loop: the same request again is safe.
         (asyncpg.SerializationError("could not serialize access"), CONFLICT),
         (asyncpg.DeadlockDetectedError("deadlock detected"), CONFLICT),
+        # asyncpg tripping over a connection an outage broke: that connection is lost.
+        (asyncpg_client.InternalClientError("cannot switch to state 15"), OUTAGE),
         # A bug that re-raises an outage keeps the outage's meaning through `raise … from`.
         (caused_by(RuntimeError("loading the contract failed"), ConnectionRefusedError()), OUTAGE),
         # Temporal: only an unreachable frontend is an outage.
