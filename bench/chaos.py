@@ -363,12 +363,24 @@ class Postgres:
         psutil.wait_procs(alive, timeout=5)
         return pid
 
-    def restart(self) -> None:
-        """Start it again on the same data directory (crash recovery runs first)."""
+    def restart(self, attempts: int = 5) -> None:
+        """Start it again on the same data directory (crash recovery runs first).
+
+        `pg_ctl start` itself has been seen to die (SIGSEGV) right after a kill -9 on a
+        loaded machine; that is the tool, not the service under test, so it is tried again.
+        """
         from pgserver.postgres_server import PostgresServer
 
-        with PostgresServer._lock:
-            self._server.ensure_postgres_running()
+        for attempt in range(attempts):
+            try:
+                with PostgresServer._lock:
+                    self._server.ensure_postgres_running()
+                return
+            except subprocess.CalledProcessError as error:
+                if attempt + 1 == attempts:
+                    raise
+                print(f"  pg_ctl start failed ({error}); trying again", flush=True)
+                time.sleep(1.0)
 
     def stop(self) -> None:
         """Stop it politely."""
