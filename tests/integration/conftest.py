@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 from rating_service.api.server import RunningServer
 from rating_service.client import RatingClient
-from rating_service.domain.auth import Role
 from tests.conftest import TenantKeys
 from tests.integration.billing import load_catalog
-
-
-@asynccontextmanager
-async def admin_client(
-    server: RunningServer, tenant: TenantKeys, database_url: str
-) -> AsyncIterator[RatingClient]:
-    """An admin client of `tenant`, whose catalog is the test catalog."""
-    await load_catalog(database_url, tenant.tenant_id)
-    async with RatingClient(
-        f"127.0.0.1:{server.port}", tenant.tokens[Role.ADMIN], timeout_seconds=10
-    ) as rating:
-        yield rating
+from tests.integration.cycles import admin_client
 
 
 @pytest.fixture
 async def client(
     server: RunningServer, acme: TenantKeys, database_url: str
 ) -> AsyncIterator[RatingClient]:
-    """An admin client of tenant `acme`."""
-    async with admin_client(server, acme, database_url) as rating:
+    """An admin client of tenant `acme`, whose catalog is the test catalog."""
+    await load_catalog(database_url, acme.tenant_id)
+    async with admin_client(server, acme) as rating:
         yield rating
 
 
@@ -39,6 +27,7 @@ async def client(
 async def neighbour(
     server: RunningServer, globex: TenantKeys, database_url: str
 ) -> AsyncIterator[RatingClient]:
-    """An admin client of tenant `globex`, the other tenant of isolation tests."""
-    async with admin_client(server, globex, database_url) as rating:
+    """An admin client of tenant `globex`, the other tenant of isolation tests, same catalog."""
+    await load_catalog(database_url, globex.tenant_id)
+    async with admin_client(server, globex) as rating:
         yield rating
