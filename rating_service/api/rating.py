@@ -13,12 +13,7 @@ from rating_service.api.errors import status_code
 from rating_service.api.invoices import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.domain.auth import Role
-from rating_service.domain.errors import (
-    DomainError,
-    FieldViolation,
-    InvalidArgument,
-    ViolationCollector,
-)
+from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.domain.money import format_decimal, parse_decimal
 from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.invoicing import Invoicing
@@ -64,7 +59,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         for n, event in enumerate(request.events):
             try:
                 # The edge leaves each event's limits to us, so a bad one fails alone.
-                valid.append((n, _usage(event, f"events[{n}]", limits.violations(event))))
+                valid.append((n, _usage(event, f"events[{n}]", check_limits=True)))
             except DomainError as error:
                 outcomes[n] = error
         rated = await self._engine.rate_in_order(
@@ -233,12 +228,13 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
 
 
 def _usage(
-    event: rating_pb2.UsageEvent, path: str, beyond_limits: list[FieldViolation] | None = None
+    event: rating_pb2.UsageEvent, path: str, *, check_limits: bool = False
 ) -> tuple[str, str, UsageEvent]:
-    """(customer id, event id, usage event) from the wire, every missing or bad field named."""
-    violations = ViolationCollector()
-    for violation in beyond_limits or ():
-        violations.add(f"{path}.{violation.field}", violation.description)
+    """(customer id, event id, usage event) from the wire, every missing or bad field named.
+
+    `check_limits` for an event the edge did not check (one of a batch's).
+    """
+    violations = ViolationCollector(limits.violations(event, f"{path}.") if check_limits else [])
     for name in ("event_id", "customer_id", "event_type"):
         if not getattr(event, name):
             violations.add(f"{path}.{name}", "is required")

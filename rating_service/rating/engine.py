@@ -254,7 +254,9 @@ class DebitEngine:
         for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 answers, opened = await self._commit_once(batch)
-            except DomainError as error:  # a rule broken by one of the events, not by all
+            except DomainError as error:
+                # A rule one of the events broke outside the per-event checks: isolate it like
+                # any refusal, so the others still commit.
                 return Failure.BUG, error
             except Exception as error:
                 fault = Failure.CONFLICT if _twin_committed(error) else classify_failure(error)

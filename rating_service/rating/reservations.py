@@ -35,11 +35,7 @@ from rating_service.rating.books import ContractBooks
 from rating_service.rating.rate import contract_in_force
 from rating_service.store.database import Connection
 from rating_service.store.ledger import lock_accounts, post_transfers
-from rating_service.store.rating import (
-    RESERVATION_LOCK_SPACE,
-    RatingStore,
-    pools_with_balances,
-)
+from rating_service.store.rating import RatingStore, pools_with_balances
 
 log = logging.getLogger("rating.reservations")
 
@@ -124,7 +120,7 @@ class Reservations:
         start, end = billing_period_containing(contract, at)
         async with self._store.pool.acquire() as conn, conn.transaction():
             # A concurrent twin (here or on another server) waits, then finds this one stored.
-            await self._store.lock_ids(conn, [(tenant_id, reservation_id)], RESERVATION_LOCK_SPACE)
+            await self._store.lock_reservation_id(conn, tenant_id, reservation_id)
             existing = await _hold_row(conn, tenant_id, reservation_id, lock="")
             if existing is not None:
                 # The TTL is not in the fingerprint (holds stored before it counted keep

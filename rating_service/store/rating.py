@@ -2,9 +2,9 @@
 
 A batch transaction, for every event in it at once: lock the billing periods (the mutex for
 their usage counters and draws, and for rating their events), find replays, then lock the
-accounts, periods and accounts each in key order so concurrent batches on any number of
-servers never deadlock; then, after pure rating, write accounts, transfers, counters, draws,
-periods, rated events and outbox rows, and commit.
+accounts; periods and accounts are each locked in key order, so concurrent batches on any
+number of servers never deadlock. After pure rating it writes accounts, transfers, counters,
+draws, periods, rated events and outbox rows, and commits.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ log = logging.getLogger("rating.store")
 
 ZERO = Decimal(0)
 
-RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
+_RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
 """The advisory-lock key space of reservation ids ("HOLD"), apart from every other lock."""
 
 
@@ -130,19 +130,15 @@ class RatingStore:
             pools[row["contract_id"]].append(_pool(row))
         return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
 
-    async def lock_ids(self, conn: Connection, keys: Iterable[tuple[str, str]], space: int) -> None:
-        """Hold (tenant id, caller's id) keys until commit, so servers take each id in turn.
-
-        Taken in hash order, before any other lock of the transaction, so two never wait on
-        each other in a cycle; the second finds the first's work stored and replays it.
-        """
-        pairs = sorted(set(keys))
+    async def lock_reservation_id(
+        self, conn: Connection, tenant_id: str, reservation_id: str
+    ) -> None:
+        """Hold a reservation id until commit, so servers authorize each id one at a time."""
         await conn.execute(
-            "SELECT pg_advisory_xact_lock($3, h) FROM (SELECT DISTINCT hashtext(t || chr(31) || e)"
-            " AS h FROM unnest($1::text[], $2::text[]) AS k(t, e) ORDER BY h) AS held",
-            [t for t, _ in pairs],
-            [e for _, e in pairs],
-            space,
+            "SELECT pg_advisory_xact_lock($1, hashtext($2 || chr(31) || $3))",
+            _RESERVATION_LOCK_SPACE,
+            tenant_id,
+            reservation_id,
         )
 
     async def stored_outcomes(
