@@ -3,9 +3,10 @@ FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+COPY clients/python/pyproject.toml clients/python/README.md ./clients/python/
+RUN uv sync --frozen --no-dev --no-install-workspace
 COPY rating_service ./rating_service
-COPY workflows ./workflows
+COPY clients/python/rating_client ./clients/python/rating_client
 RUN uv sync --frozen --no-dev
 
 FROM python:3.11-slim

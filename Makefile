@@ -24,7 +24,7 @@ test: .venv/.synced node_modules/.installed
 # instead of the 30 × 20 `make test` runs (tens of minutes on 2 cores); prints what it covered.
 # RATING_LEDGER_EXAMPLES=N changes the number of examples.
 ledger-long: .venv/.synced
-	RATING_LEDGER_PROFILE=long $(UV) run pytest tests/integration/test_ledger_api_state_machine.py -s
+	RATING_LEDGER_PROFILE=long $(UV) run pytest tests/integration/api/test_ledger_api_state_machine.py -s
 
 protos: .venv/.synced
 	$(UV) run python tools/gen_protos.py

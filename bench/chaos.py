@@ -84,14 +84,14 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
-from rating_service.api.errors import decode_rich_status, error_info
-from rating_service.domain.encryption import new_key
-from rating_service.gen.rating.v1 import (
+from rating_client.errors import decode_rich_status, error_info
+from rating_client.gen.rating.v1 import (
     contract_pb2,
     contract_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
 )
+from rating_service.core.encryption import new_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANT = "chaos"
@@ -442,8 +442,8 @@ def stack_env(
 
 async def start_stack(workdir: Path, clock: Clock, replicas: int, opts: Options) -> Stack:
     """PostgreSQL, Temporal, migrations, then the servers and the worker."""
-    from rating_service.dev import ensure_database
-    from rating_service.embedded import TemporalDevServer, free_port
+    from rating_service.cli.dev import ensure_database
+    from rating_service.runtime.embedded import TemporalDevServer, free_port
     from rating_service.store import migrations
 
     postgres = Postgres(workdir / "pgdata")
@@ -589,15 +589,15 @@ class Tenant:
 
 async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenant:
     """Tenant and keys (bootstrap), example catalog, webhook endpoint, then contracts by API."""
-    from rating_service.catalog_files import read_catalog_file
-    from rating_service.catalogs import Catalogs
-    from rating_service.dev import EXAMPLE_CATALOG
-    from rating_service.domain.auth import Caller, Role, issue_key
-    from rating_service.domain.encryption import EncryptionKeys
-    from rating_service.notifications import NOTIFICATION_TOPICS, Notifications
+    from rating_service.cli.catalog_file import read_catalog_file
+    from rating_service.cli.dev import EXAMPLE_CATALOG
+    from rating_service.core.auth import Caller, Role, issue_key
+    from rating_service.core.encryption import EncryptionKeys
+    from rating_service.services.catalog import Catalogs
+    from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications
     from rating_service.store.catalog import CatalogStore
     from rating_service.store.database import asyncpg_dsn, create_engine
-    from rating_service.store.tenants import TenantStore
+    from rating_service.store.tenant import TenantStore
 
     engine = create_engine(stack.database_url, pool_size=1)
     pool = await asyncpg.create_pool(asyncpg_dsn(stack.database_url), min_size=1, max_size=2)
@@ -706,7 +706,7 @@ class WebhookReceiver:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        from rating_service.notifications import (
+        from rating_service.services.webhook import (
             EVENT_ID_HEADER,
             SIGNATURE_HEADER,
             InvalidSignature,

@@ -61,28 +61,28 @@ from rating_bench import (
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from rating_service.catalog_files import read_catalog_file
-from rating_service.catalogs import Catalogs
-from rating_service.contract_admin import ContractAdmin
-from rating_service.dev import EXAMPLE_CATALOG
-from rating_service.domain.auth import Caller, Role
-from rating_service.domain.errors import DomainError
-from rating_service.embedded import TemporalDevServer, free_port
-from rating_service.invoicing import Invoicing
+from rating_service.cli.catalog_file import read_catalog_file
+from rating_service.cli.dev import EXAMPLE_CATALOG
+from rating_service.cli.progress import step
+from rating_service.core.auth import Caller, Role
+from rating_service.core.errors import DomainError
+from rating_service.core.pricing.meter import UsageEvent
 from rating_service.payments import SimulatedGateway
-from rating_service.pricing.meter import UsageEvent
-from rating_service.progress import step
-from rating_service.rating.books import ContractBooks
-from rating_service.rating.engine import DebitEngine
-from rating_service.rating.reservations import Reservations
+from rating_service.runtime.embedded import TemporalDevServer, free_port
+from rating_service.runtime.worker import connect_temporal, run_worker
+from rating_service.services.catalog import Catalogs
+from rating_service.services.contract import ContractAdmin
+from rating_service.services.invoice import Invoicing
+from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.reservations import Reservations
 from rating_service.settings import Settings
+from rating_service.store.books import ContractBooks
 from rating_service.store.catalog import CatalogStore
-from rating_service.store.contracts import ContractStore
+from rating_service.store.contract import ContractStore
 from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.store.rating import RatingStore
-from rating_service.store.tenants import TenantStore
-from rating_service.worker import connect_temporal, run_worker
-from workflows.invoice import invoice_workflow_id
+from rating_service.store.tenant import TenantStore
+from rating_service.workflows.invoice import invoice_workflow_id
 
 TENANT_NAME = "invoice-bench"
 RATE_CARD = "list"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from rating_service.pricing import (
+from rating_service.core.pricing import (
     Graduated,
     Matrix,
     MatrixCell,

@@ -47,8 +47,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from loadgen import LoadResult, LoadSpec, RequestFactory, ZipfSampler, run_load
 
-from rating_service.gen.rating.v1 import bench_pb2, catalog_pb2, rating_pb2
-from rating_service.progress import step
+from rating_client.gen.rating.v1 import bench_pb2, catalog_pb2, rating_pb2
+from rating_service.cli.progress import step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOOP = "/rating.v1.BenchService/Noop"
@@ -204,12 +204,12 @@ async def open_funded_contracts(
     contract, ledger accounts, the grant's funding transfers, audit rows, NOTIFY), `parallel`
     customers at a time. Results are in the order of `customer_ids`.
     """
-    from rating_service.catalogs import Catalogs
-    from rating_service.contract_admin import ContractAdmin
-    from rating_service.domain.auth import Caller, Role
-    from rating_service.domain.money import format_decimal
+    from rating_service.core.auth import Caller, Role
+    from rating_service.core.money import format_decimal
+    from rating_service.services.catalog import Catalogs
+    from rating_service.services.contract import ContractAdmin
     from rating_service.store.catalog import CatalogStore
-    from rating_service.store.contracts import ContractStore
+    from rating_service.store.contract import ContractStore
     from rating_service.store.database import asyncpg_dsn, create_engine
 
     caller = Caller(tenant_id, "rating bench", Role.ADMIN)
@@ -280,7 +280,7 @@ async def open_naive_pool(database_url: str, tenant_id: str) -> SeededContract:
     The rating engine opens a contract's revenue accounts on first use; NaiveDebit only looks
     one up, so it is opened here.
     """
-    from rating_service.ledger.accounts import AccountKind, revenue_account_id
+    from rating_service.core.ledger.accounts import AccountKind, revenue_account_id
     from rating_service.store.database import asyncpg_dsn
     from rating_service.store.ledger import open_accounts
 
@@ -354,7 +354,7 @@ def postgres_server(workdir: Path) -> Iterator[tuple[str, bool]]:
     if configured:
         yield configured, False
         return
-    from rating_service.embedded import EmbeddedPostgres
+    from rating_service.runtime.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(workdir / "pgdata")
     with step("starting PostgreSQL (embedded)"), warnings.catch_warnings():
@@ -369,7 +369,7 @@ def postgres_server(workdir: Path) -> Iterator[tuple[str, bool]]:
 
 async def create_database(base_url: str) -> str:
     """A new, migrated database beside `base_url`'s; its URL."""
-    from rating_service.dev import ensure_database
+    from rating_service.cli.dev import ensure_database
     from rating_service.store import migrations
 
     database_url = await ensure_database(base_url, f"rating_bench_{secrets.token_hex(4)}")
@@ -395,10 +395,10 @@ async def prepare(database_url: str, workdir: Path, scenarios: Sequence[str]) ->
     """Tenant, keys, catalog and seeded contracts, using the helpers `rating dev` uses."""
     # Imported here, not at the top: the load-generator processes import this module to unpickle
     # the request factories, and need none of this.
-    from rating_service.dev import DEMO_TENANT, demo_api_key, load_example_catalog
-    from rating_service.domain.auth import Role, issue_key
+    from rating_service.cli.dev import DEMO_TENANT, demo_api_key, load_example_catalog
+    from rating_service.core.auth import Role, issue_key
     from rating_service.store.database import create_engine
-    from rating_service.store.tenants import TenantStore
+    from rating_service.store.tenant import TenantStore
 
     with step(f"preparing tenant {DEMO_TENANT!r} with an admin and a rater key"):
         await demo_api_key(database_url, workdir / "admin-api-key")
@@ -429,7 +429,7 @@ class ServerProcess:
     """The server under test, as a subprocess on its own port, logging to a file."""
 
     def __init__(self, database_url: str, workdir: Path) -> None:
-        from rating_service.embedded import free_port
+        from rating_service.runtime.embedded import free_port
 
         self.port = free_port()
         self.log_file = workdir / "server.log"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rating_service.domain.errors import DomainError, InvalidArgument
+from rating_service.core.errors import DomainError, InvalidArgument
 
 AFTER_NUMBER_ASSIGNED = "invoice.after_number_assigned"
 """Fails finalize after the gapless number and the ledger postings are committed."""

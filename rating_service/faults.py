@@ -20,7 +20,7 @@ import sqlalchemy.exc
 from asyncpg.exceptions import _base as asyncpg_client
 from temporalio.service import RPCError, RPCStatusCode
 
-from rating_service.domain.errors import Aborted, DomainError, Unavailable
+from rating_service.core.errors import Aborted, DomainError, Unavailable
 
 log = logging.getLogger("rating.faults")
 

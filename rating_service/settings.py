@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rating_service.domain.encryption import EncryptionKeys
-from rating_service.domain.errors import InvalidArgument
+from rating_service.core.encryption import EncryptionKeys
+from rating_service.core.errors import InvalidArgument
 from rating_service.failpoints import Failpoints
 
 PREFIX = "RATING_"

@@ -14,13 +14,13 @@ import pytest
 from grpc import aio
 
 from rating_service.api.server import RunningServer, start_server
-from rating_service.domain.auth import Role, issue_key
-from rating_service.domain.encryption import new_key
-from rating_service.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+from rating_service.core.auth import Role, issue_key
+from rating_service.core.encryption import new_key
+from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer, free_port
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.database import create_engine, with_database
-from rating_service.store.tenants import TenantStore
+from rating_service.store.tenant import TenantStore
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
@@ -169,7 +169,7 @@ async def eventually(
 
 def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     """(status code, ErrorInfo reason) of a failed call."""
-    from rating_service.api.errors import decode_rich_status, error_info
+    from rating_client.errors import decode_rich_status, error_info
 
     status = decode_rich_status(error.trailing_metadata())
     info = None if status is None else error_info(status)

@@ -12,8 +12,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-TARGET = ROOT / "rating_service" / "gen"
-# protoc writes `from rating.v1 import x_pb2`; the modules live under rating_service.gen.
+TARGET = ROOT / "clients" / "python" / "rating_client" / "gen"
+# protoc writes `from rating.v1 import x_pb2`; the modules live under rating_client.gen.
 _IMPORT = re.compile(r"^from rating\.v1 import", re.MULTILINE)
 _HEADER = "# Generated from protos/ by tools/gen_protos.py. Do not edit.\n"
 
@@ -40,7 +40,7 @@ def generate(target: Path) -> None:
     if status != 0:
         raise SystemExit(f"protoc failed with status {status}")
     for path in target.rglob("*.py*"):
-        text = _IMPORT.sub("from rating_service.gen.rating.v1 import", path.read_text())
+        text = _IMPORT.sub("from rating_client.gen.rating.v1 import", path.read_text())
         path.write_text(_HEADER + text)
     for package in [target, *(d for d in target.rglob("*") if d.is_dir())]:
         (package / "__init__.py").write_text(_HEADER)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from rating_service.billing.compose import InvoiceInputs, UsageTotal, compose_invoice
-from rating_service.billing.document import InvoiceParties, render_html, render_pdf
-from rating_service.billing.schedule import billing_date
-from rating_service.contracts.contract import contract_from_dict
-from rating_service.contracts.pools import pool_from_dict
-from rating_service.pricing.catalog import catalog_from_document
-from rating_service.pricing.matrix import Matrix
-from rating_service.pricing.percentage import Percentage
+from rating_service.core.billing.compose import InvoiceInputs, UsageTotal, compose_invoice
+from rating_service.core.billing.document import InvoiceParties, render_html, render_pdf
+from rating_service.core.billing.schedule import billing_date
+from rating_service.core.contracts.contract import contract_from_dict
+from rating_service.core.contracts.pools import pool_from_dict
+from rating_service.core.pricing.catalog import catalog_from_document
+from rating_service.core.pricing.matrix import Matrix
+from rating_service.core.pricing.percentage import Percentage
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "rating_service" / "examples" / "catalog.yaml"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from grpc import aio
 
+from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.wire import timestamp
-from rating_service.domain.auth import ApiKey, Role, Tenant
-from rating_service.domain.errors import InvalidArgument
-from rating_service.gen.rating.v1 import admin_pb2, admin_pb2_grpc
-from rating_service.keyring import KeyRing
-from rating_service.store.tenants import TenantStore
+from rating_service.core.auth import ApiKey, Role, Tenant
+from rating_service.core.errors import InvalidArgument
+from rating_service.services.auth import KeyRing
+from rating_service.store.tenant import TenantStore
 
 ROLES_TO_PROTO = {
     Role.RATER: admin_pb2.ROLE_RATER,

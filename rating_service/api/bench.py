@@ -13,16 +13,16 @@ from decimal import Decimal
 import asyncpg
 from grpc import aio
 
+from rating_client.gen.rating.v1 import bench_pb2, bench_pb2_grpc
 from rating_service.api.edge import allow, current_caller
-from rating_service.domain.auth import Role
-from rating_service.domain.errors import (
+from rating_service.core.auth import Role
+from rating_service.core.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
-from rating_service.domain.money import format_decimal, parse_decimal
-from rating_service.gen.rating.v1 import bench_pb2, bench_pb2_grpc
+from rating_service.core.money import format_decimal, parse_decimal
 
 DEBIT_POOL = """
 UPDATE accounts SET debits_posted = debits_posted + $1

@@ -8,20 +8,20 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from grpc import aio
 
+from rating_client.gen.rating.v1 import catalog_pb2, catalog_pb2_grpc
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.wire import requested_at, timestamp
-from rating_service.catalogs import Catalogs
-from rating_service.domain.auth import Role
-from rating_service.domain.errors import InvalidArgument, ViolationCollector
-from rating_service.domain.money import PricingUnit, format_decimal
-from rating_service.gen.rating.v1 import catalog_pb2, catalog_pb2_grpc
-from rating_service.pricing.breakdown import PriceLine
-from rating_service.pricing.matrix import Matrix
-from rating_service.pricing.meter import Product, product_to_dict
-from rating_service.pricing.quote import Quote, UsageLine, usage_line
-from rating_service.pricing.rate_card import RateCard, rate_card_to_dict
-from rating_service.rating.books import ContractBooks
-from rating_service.rating.rate import contract_in_force
+from rating_service.core.auth import Role
+from rating_service.core.errors import InvalidArgument, ViolationCollector
+from rating_service.core.money import PricingUnit, format_decimal
+from rating_service.core.pricing.breakdown import PriceLine
+from rating_service.core.pricing.matrix import Matrix
+from rating_service.core.pricing.meter import Product, product_to_dict
+from rating_service.core.pricing.quote import Quote, UsageLine, usage_line
+from rating_service.core.pricing.rate_card import RateCard, rate_card_to_dict
+from rating_service.core.rating.rate import contract_in_force
+from rating_service.services.catalog import Catalogs
+from rating_service.store.books import ContractBooks
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):

@@ -13,12 +13,13 @@ import grpc
 from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from rating_client.errors import STATUS_DETAILS_KEY
 from rating_service.api import limits
-from rating_service.api.errors import STATUS_DETAILS_KEY, rich_status, status_code
-from rating_service.domain.auth import Caller, Role
-from rating_service.domain.errors import DomainError, PermissionDenied
+from rating_service.api.errors import rich_status, status_code
+from rating_service.core.auth import Caller, Role
+from rating_service.core.errors import DomainError, PermissionDenied
 from rating_service.faults import shutting_down, unexpected_failure
-from rating_service.keyring import KeyRing
+from rating_service.services.auth import KeyRing
 
 log = logging.getLogger("rating.rpc")
 

@@ -6,9 +6,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from rating_service.domain import errors
-
-ERROR_DOMAIN = "rating.v1"
+from rating_client.errors import ERROR_DOMAIN
+from rating_service.core import errors
 
 STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -21,8 +20,6 @@ STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
-
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def status_code(error: errors.DomainError) -> grpc.StatusCode:
@@ -70,31 +67,3 @@ def rich_status(error: errors.DomainError) -> status_pb2.Status:
         packed.Pack(detail)  # type: ignore[arg-type]
         status.details.append(packed)
     return status
-
-
-def decode_rich_status(trailing_metadata: object) -> status_pb2.Status | None:
-    """The google.rpc.Status carried in a failed call's trailing metadata, if any."""
-    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
-        if key == STATUS_DETAILS_KEY:
-            return status_pb2.Status.FromString(value)
-    return None
-
-
-def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo detail of a status."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
-
-
-def field_violations(status: status_pb2.Status) -> dict[str, str]:
-    """field -> description for the BadRequest detail of a status."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return {v.field: v.description for v in bad.field_violations}
-    return {}

@@ -24,7 +24,7 @@ import re
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from rating_service.domain.errors import FieldViolation, ResourceExhausted, ViolationCollector
+from rating_service.core.errors import FieldViolation, ResourceExhausted, ViolationCollector
 
 MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 MAX_ID_LENGTH = 255

@@ -8,18 +8,18 @@ from datetime import timedelta
 import asyncpg
 from grpc import aio
 
+from rating_client.gen.rating.v1 import ops_pb2, ops_pb2_grpc
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.wire import requested_at, timestamp
-from rating_service.domain.auth import Role
-from rating_service.domain.errors import (
+from rating_service.core.auth import Role
+from rating_service.core.errors import (
     ViolationCollector,
 )
-from rating_service.gen.rating.v1 import ops_pb2, ops_pb2_grpc
+from rating_service.ops.failures import InvoiceRun
+from rating_service.ops.replay import InvoiceReplays, ReplayPlan
+from rating_service.runtime.worker import connect_temporal
 from rating_service.settings import Settings
-from rating_service.store.replays import Replay
-from rating_service.worker import connect_temporal
-from workflows.failures import InvoiceRun
-from workflows.replay import InvoiceReplays, ReplayPlan
+from rating_service.store.replay import Replay
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

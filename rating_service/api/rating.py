@@ -6,21 +6,21 @@ from datetime import UTC, datetime, timedelta
 
 from grpc import aio
 
+from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.api import limits
 from rating_service.api.catalog import price_line_message
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.errors import status_code
-from rating_service.api.invoices import invoice_message
+from rating_service.api.invoice import invoice_message
 from rating_service.api.wire import requested_at, timestamp
-from rating_service.domain.auth import Role
-from rating_service.domain.errors import DomainError, InvalidArgument, ViolationCollector
-from rating_service.domain.money import format_decimal, parse_decimal
-from rating_service.gen.rating.v1 import rating_pb2, rating_pb2_grpc
-from rating_service.invoicing import Invoicing
-from rating_service.pricing.meter import UsageEvent
-from rating_service.rating.engine import DebitEngine, Outcome
-from rating_service.rating.reservations import DEFAULT_TTL, Reservations
-from rating_service.rating.views import AccountViews
+from rating_service.core.auth import Role
+from rating_service.core.errors import DomainError, InvalidArgument, ViolationCollector
+from rating_service.core.money import format_decimal, parse_decimal
+from rating_service.core.pricing.meter import UsageEvent
+from rating_service.services.invoice import Invoicing
+from rating_service.services.rating.engine import DebitEngine, Outcome
+from rating_service.services.rating.reservations import DEFAULT_TTL, Reservations
+from rating_service.services.rating.views import AccountViews
 
 MAX_BATCH_EVENTS = 1000
 

@@ -18,17 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rating_service.api.admin import AdminServicer
-from rating_service.api.catalog import CatalogServicer
-from rating_service.api.contracts import ContractServicer
-from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor, RpcMetrics
-from rating_service.api.health import DatabaseHealth
-from rating_service.api.invoices import InvoiceServicer
-from rating_service.api.ops import OpsServicer
-from rating_service.api.rating import RatingServicer
-from rating_service.catalogs import Catalogs
-from rating_service.contract_admin import ContractAdmin
-from rating_service.gen.rating.v1 import (
+from rating_client.gen.rating.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     catalog_pb2,
@@ -42,19 +32,29 @@ from rating_service.gen.rating.v1 import (
     rating_pb2,
     rating_pb2_grpc,
 )
-from rating_service.invoicing import Invoicing
-from rating_service.keyring import KeyRing
-from rating_service.rating.books import ContractBooks
-from rating_service.rating.engine import DebitEngine
-from rating_service.rating.reservations import Reservations
-from rating_service.rating.views import AccountViews
+from rating_service.api.admin import AdminServicer
+from rating_service.api.catalog import CatalogServicer
+from rating_service.api.contract import ContractServicer
+from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor, RpcMetrics
+from rating_service.api.health import DatabaseHealth
+from rating_service.api.invoice import InvoiceServicer
+from rating_service.api.ops import OpsServicer
+from rating_service.api.rating import RatingServicer
+from rating_service.services.auth import KeyRing
+from rating_service.services.catalog import Catalogs
+from rating_service.services.contract import ContractAdmin
+from rating_service.services.invoice import Invoicing
+from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.reservations import Reservations
+from rating_service.services.rating.views import AccountViews
 from rating_service.settings import Settings
+from rating_service.store.books import ContractBooks
 from rating_service.store.catalog import CatalogStore
-from rating_service.store.contracts import ContractStore
+from rating_service.store.contract import ContractStore
 from rating_service.store.database import asyncpg_dsn, create_engine
-from rating_service.store.notifications import ChangeListener
+from rating_service.store.pg_notify import ChangeListener
 from rating_service.store.rating import RatingStore
-from rating_service.store.tenants import TenantStore
+from rating_service.store.tenant import TenantStore
 
 log = logging.getLogger("rating.server")
 
@@ -143,8 +143,8 @@ async def start_server(settings: Settings) -> RunningServer:
     changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, tenants), server)
     if settings.bench_baselines:
+        from rating_client.gen.rating.v1 import bench_pb2_grpc
         from rating_service.api.bench import BenchServicer
-        from rating_service.gen.rating.v1 import bench_pb2_grpc
 
         bench_pb2_grpc.add_BenchServiceServicer_to_server(BenchServicer(pool), server)
     rating_store = RatingStore(pool)

@@ -9,9 +9,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rating_service.pricing.catalog import Catalog, CatalogChange, ChangeKind
-from rating_service.pricing.meter import product_from_dict
-from rating_service.pricing.rate_card import RateCardHistory, rate_card_from_dict
+from rating_service.core.pricing.catalog import Catalog, CatalogChange, ChangeKind
+from rating_service.core.pricing.meter import product_from_dict
+from rating_service.core.pricing.rate_card import RateCardHistory, rate_card_from_dict
 from rating_service.store.schema import audit_log, catalog_revisions, products, rate_cards
 
 CATALOG_CHANNEL = "rating_catalog"

@@ -1,7 +1,7 @@
 """The ledger in PostgreSQL: lock accounts in a fixed order, apply transfers purely, write both.
 
 Every movement of money (usage, grants, top-ups, adjustments, holds) goes through
-`post_transfers`, so the journal rules (`rating_service.ledger.journal.apply_transfers`) are
+`post_transfers`, so the journal rules (`rating_service.core.ledger.journal.apply_transfers`) are
 checked in one place and the table CHECKs stand behind them. Raw asyncpg: this is on the hot path.
 """
 
@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from rating_service.ledger.accounts import DEFAULT_FLAGS, Account, AccountFlags, AccountKind
-from rating_service.ledger.invariants import DriftReport, recompute
-from rating_service.ledger.journal import apply_transfers
-from rating_service.ledger.transfers import Transfer, TransferCode, TransferFlags
+from rating_service.core.ledger.accounts import DEFAULT_FLAGS, Account, AccountFlags, AccountKind
+from rating_service.core.ledger.invariants import DriftReport, recompute
+from rating_service.core.ledger.journal import apply_transfers
+from rating_service.core.ledger.transfers import Transfer, TransferCode, TransferFlags
 from rating_service.store.database import Connection
 
 _ACCOUNT_COLUMNS = (

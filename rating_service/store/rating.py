@@ -20,18 +20,18 @@ from typing import Any
 
 import asyncpg
 
-from rating_service.contracts.contract import Contract, ContractStatus, contract_from_dict
-from rating_service.contracts.pools import CommitmentKind, Pool, pool_from_dict
-from rating_service.ledger.accounts import (
+from rating_service.core.contracts.contract import Contract, ContractStatus, contract_from_dict
+from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_from_dict
+from rating_service.core.ledger.accounts import (
     Account,
     AccountKind,
     overage_account_id,
     pool_account_id,
     revenue_account_id,
 )
-from rating_service.ledger.transfers import Transfer
-from rating_service.rating.rate import Counter, PeriodLedger
-from rating_service.rating.rated_event import RatedEvent
+from rating_service.core.ledger.transfers import Transfer
+from rating_service.core.rating.rate import Counter, PeriodLedger
+from rating_service.core.rating.rated_event import RatedEvent
 from rating_service.store.database import Connection
 from rating_service.store.ledger import account_from_row, open_accounts, post_transfers
 

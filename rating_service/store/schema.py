@@ -70,7 +70,7 @@ audit_log = Table(
     Index(None, "tenant_id", "at"),
 )
 
-# The catalog, kept in its documented mapping form (rating_service.pricing reads and writes it).
+# The catalog, kept in its documented mapping form (core.pricing reads and writes it).
 products = Table(
     "products",
     metadata,
@@ -403,7 +403,7 @@ webhook_endpoints = Table(
     Column("topics", ARRAY(Text)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("disabled_at", DateTime(timezone=True)),
-    # The signing secret sealed by `rating_service.domain.encryption` (migration 0007).
+    # The signing secret sealed by `rating_service.core.encryption` (migration 0007).
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("secret_key_id", Text, nullable=False),
     Index("ix_webhook_endpoints_tenant", "tenant_id"),

@@ -16,11 +16,11 @@ from decimal import Decimal
 
 import asyncpg
 
-from rating_service.contracts.contract import ContractStatus
-from rating_service.domain.errors import NotFound
-from rating_service.domain.money import exact_sum, format_decimal
-from rating_service.ledger.accounts import breakage_account_id, pool_account_id
-from rating_service.ledger.posting_rules import expiry_transfers
+from rating_service.core.contracts.contract import ContractStatus
+from rating_service.core.errors import NotFound
+from rating_service.core.ledger.accounts import breakage_account_id, pool_account_id
+from rating_service.core.ledger.posting_rules import expiry_transfers
+from rating_service.core.money import exact_sum, format_decimal
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
     AuditEntry,

@@ -9,10 +9,10 @@ from decimal import Decimal
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from rating_service.catalogs import Catalogs
-from rating_service.client import RatingClient, usage_event
-from rating_service.domain.auth import Caller, Role
-from rating_service.gen.rating.v1 import contract_pb2, rating_pb2
+from rating_client import RatingClient, usage_event
+from rating_client.gen.rating.v1 import contract_pb2, rating_pb2
+from rating_service.core.auth import Caller, Role
+from rating_service.services.catalog import Catalogs
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import create_engine
 

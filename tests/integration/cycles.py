@@ -22,23 +22,23 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
+from rating_client import RatingClient
+from rating_client.gen.rating.v1 import contract_pb2
 from rating_service.api.server import RunningServer
-from rating_service.catalogs import Catalogs
 from rating_service.cli import main
-from rating_service.client import RatingClient
-from rating_service.domain.auth import Caller, Role
-from rating_service.gen.rating.v1 import contract_pb2
-from rating_service.invoicing import Invoicing
+from rating_service.core.auth import Caller, Role
 from rating_service.payments import SimulatedGateway
+from rating_service.runtime.worker import connect_temporal, run_worker
+from rating_service.services.catalog import Catalogs
+from rating_service.services.invoice import Invoicing
 from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
-from rating_service.worker import connect_temporal, run_worker
+from rating_service.workflows.billing import BillingSchedule, ContractBillingWorkflow
 from tests.conftest import TenantKeys, eventually
 from tests.integration.billing import CATALOG
 from tests.replay import recordings
 from tests.replay.recordings import RecordedRun
-from workflows.billing import BillingSchedule, ContractBillingWorkflow
 
 PLATFORM_FEE = "12"
 """The platform fee per period, billed in advance."""

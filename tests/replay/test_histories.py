@@ -19,9 +19,9 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Replayer
 
+from rating_service.ops.determinism import workflow_type
+from rating_service.workflows.registry import SANDBOX, WORKFLOWS
 from tests.replay.recordings import Recording, load_all
-from workflows.determinism import workflow_type
-from workflows.registry import SANDBOX, WORKFLOWS
 
 TESTS = Path(__file__).parent.parent
 

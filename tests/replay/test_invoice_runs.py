@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from temporalio.client import WorkflowHistory
 
+from rating_service.ops.failures import StepRun, invoice_key, summarise
+from rating_service.workflows.invoice import INVOICE_STEPS
 from tests.replay.recordings import load
-from workflows.failures import StepRun, invoice_key, summarise
-from workflows.invoice import INVOICE_STEPS
 
 STEPS = list(INVOICE_STEPS)
 

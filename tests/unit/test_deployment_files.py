@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from rating_service.cli import main as rating_cli
-from rating_service.domain.encryption import new_key
+from rating_service.core.encryption import new_key
 from rating_service.settings import Settings, documented_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -488,11 +488,17 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
             copied += line.split()[1:-1]
-    assert {"pyproject.toml", "uv.lock", "rating_service", "workflows"} <= set(copied)
+    assert {"pyproject.toml", "uv.lock", "rating_service", "clients/python/rating_client"} <= set(
+        copied
+    )
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not docker_ignored(source), f"the Dockerfile copies {source}, which is ignored"
-    for kept in ("rating_service/cli.py", "rating_service/examples/catalog.yaml", "workflows"):
+    for kept in (
+        "rating_service/cli/__init__.py",
+        "rating_service/examples/catalog.yaml",
+        "clients/python/rating_client/client.py",
+    ):
         assert not docker_ignored(kept), kept
     for private in (
         ".rating/demo-api-key",
@@ -508,7 +514,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
         ".hypothesis/examples/x",
         ".mypy_cache/3.11/x.json",
         "rating_service/__pycache__/cli.cpython-311.pyc",
-        "workflows/billing/__pycache__/x.cpython-311.pyc",
+        "rating_service/workflows/billing/__pycache__/x.cpython-311.pyc",
         "rating_service/stray.pyc",
     ):
         assert docker_ignored(private), f"{private} would be sent to the Docker daemon"

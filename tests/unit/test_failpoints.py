@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rating_service.domain.errors import InvalidArgument
+from rating_service.core.errors import InvalidArgument
 from rating_service.failpoints import (
     AFTER_NUMBER_ASSIGNED,
     AFTER_PAYMENT_TAKEN,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rating_service.billing.schedule import next_billing_date
-from rating_service.contracts.contract import contract_from_dict
+from rating_service.core.billing.schedule import next_billing_date
+from rating_service.core.contracts.contract import contract_from_dict
 
 # bench/ holds scripts run by path (`python bench/invoice_bench.py`), not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

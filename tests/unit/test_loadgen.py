@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.message import Message
 
-from rating_service.gen.rating.v1 import bench_pb2
+from rating_client.gen.rating.v1 import bench_pb2
 
 # bench/ holds scripts run by path (`python bench/rating_bench.py`), not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rating_service import dev
-from rating_service.domain.encryption import new_key
-from rating_service.embedded import TemporalDevServer
+from rating_service.cli import dev
+from rating_service.core.encryption import new_key
+from rating_service.runtime.embedded import TemporalDevServer
 from rating_service.settings import Settings, documented_settings
 
 ROOT = Path(__file__).resolve().parents[2]

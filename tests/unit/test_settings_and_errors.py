@@ -8,8 +8,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from rating_service.api.errors import field_violations, rich_status, status_code
-from rating_service.domain import errors
+from rating_client.errors import field_violations
+from rating_service.api.errors import rich_status, status_code
+from rating_service.core import errors
 from rating_service.settings import Settings
 
 

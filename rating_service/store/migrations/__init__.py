@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from rating_service.domain.encryption import EncryptionKeys
+from rating_service.core.encryption import EncryptionKeys
 
 SCRIPTS = Path(__file__).resolve().parent
 

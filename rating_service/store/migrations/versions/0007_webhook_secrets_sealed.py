@@ -14,9 +14,9 @@ from __future__ import annotations
 from alembic import context, op
 from sqlalchemy import text
 
-from rating_service.domain.encryption import EncryptionKeys, Sealed
-from rating_service.domain.errors import FailedPrecondition
-from rating_service.store.webhooks import secret_context
+from rating_service.core.encryption import EncryptionKeys, Sealed
+from rating_service.core.errors import FailedPrecondition
+from rating_service.store.webhook import secret_context
 
 revision = "0007"
 down_revision = "0006"

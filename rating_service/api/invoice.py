@@ -1,0 +1,210 @@
+"""InvoiceService: invoices, their documents and payment attempts, as protos (read only)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from grpc import aio
+
+from rating_client.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc
+from rating_service.api.edge import allow, current_caller
+from rating_service.api.wire import timestamp
+from rating_service.core.auth import Role
+from rating_service.core.billing.invoice import Invoice, InvoiceLine, LineKind
+from rating_service.core.errors import InvalidArgument, ViolationCollector
+from rating_service.core.money import format_decimal
+from rating_service.services.invoice import Invoicing
+from rating_service.store.invoice import InvoicePosition, PaymentAttempt
+
+READERS = (Role.ADMIN, Role.OPS)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+CONTENT_TYPES = {"html": "text/html; charset=utf-8", "pdf": "application/pdf"}
+"""The document formats GetInvoiceDocument serves, and what each is on the wire."""
+
+
+class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
+    """Converts InvoiceService messages to invoicing reads and back."""
+
+    def __init__(self, invoicing: Invoicing) -> None:
+        self._invoicing = invoicing
+
+    @allow(*READERS)
+    async def GetInvoice(
+        self, request: invoice_pb2.GetInvoiceRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.GetInvoiceResponse:
+        _require_invoice_id(request.invoice_id)
+        found = await self._invoicing.invoices.invoice(
+            current_caller().tenant_id, request.invoice_id
+        )
+        return invoice_pb2.GetInvoiceResponse(invoice=invoice_message(found))
+
+    @allow(*READERS)
+    async def ListInvoices(
+        self, request: invoice_pb2.ListInvoicesRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.ListInvoicesResponse:
+        violations = ViolationCollector()
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            violations.add(
+                "page_size", f"must be 0 (meaning {DEFAULT_PAGE_SIZE}) to {MAX_PAGE_SIZE}"
+            )
+        after = _page_position(request.page_token, violations)
+        violations.raise_if_any()
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        # One more than the page holds tells whether another page follows.
+        found = await self._invoicing.invoices.invoices(
+            current_caller().tenant_id,
+            request.contract_id or None,
+            size + 1,
+            customer_id=request.customer_id or None,
+            after=after,
+        )
+        page = found[:size]
+        more = len(found) > size
+        return invoice_pb2.ListInvoicesResponse(
+            invoices=[invoice_message(i) for i in page],
+            next_page_token=_page_token(InvoicePosition.of(page[-1])) if more else "",
+        )
+
+    @allow(*READERS)
+    async def GetInvoiceDocument(
+        self, request: invoice_pb2.GetInvoiceDocumentRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.GetInvoiceDocumentResponse:
+        violations = ViolationCollector()
+        if not request.invoice_id:
+            violations.add("invoice_id", "is required")
+        if request.format not in CONTENT_TYPES:
+            violations.add("format", f'must be "html" or "pdf", not {request.format!r}')
+        violations.raise_if_any()
+        body = await self._invoicing.document(
+            current_caller().tenant_id, request.invoice_id, request.format
+        )
+        return invoice_pb2.GetInvoiceDocumentResponse(
+            content=body.encode() if isinstance(body, str) else body,
+            content_type=CONTENT_TYPES[request.format],
+        )
+
+    @allow(*READERS)
+    async def ListPaymentAttempts(
+        self, request: invoice_pb2.ListPaymentAttemptsRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.ListPaymentAttemptsResponse:
+        _require_invoice_id(request.invoice_id)
+        attempts = await self._invoicing.payment_attempts(
+            current_caller().tenant_id, request.invoice_id
+        )
+        return invoice_pb2.ListPaymentAttemptsResponse(
+            attempts=[payment_attempt_message(a) for a in attempts]
+        )
+
+
+def invoice_message(invoice: Invoice) -> invoice_pb2.Invoice:
+    """The wire form of an invoice (issued, draft or preview)."""
+    message = invoice_pb2.Invoice(
+        invoice_id=invoice.invoice_id,
+        number=invoice.number or "",
+        state=str(invoice.state),
+        contract_id=invoice.contract_id,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency.code,
+        billing_date=timestamp(invoice.billing_date),
+        period_start=timestamp(invoice.period_start),
+        period_end=timestamp(invoice.period_end),
+        revision=invoice.revision,
+        lines=[_line_message(line) for line in invoice.lines],
+        subtotals=[
+            invoice_pb2.InvoiceSubtotal(
+                kind=str(kind), amount=format_decimal(invoice.subtotal(kind))
+            )
+            for kind in _kinds_in_order(invoice)
+        ],
+        total=format_decimal(invoice.total),
+        exact_total=format_decimal(invoice.exact_total),
+    )
+    if invoice.issued_at is not None:
+        message.issued_at.CopyFrom(timestamp(invoice.issued_at))
+    for pool in invoice.balances:
+        balance = message.balances.add(
+            pool_id=pool.pool_id, description=pool.description, balance=format_decimal(pool.balance)
+        )
+        if pool.expires_at is not None:
+            balance.expires_at.CopyFrom(timestamp(pool.expires_at))
+    return message
+
+
+def payment_attempt_message(attempt: PaymentAttempt) -> invoice_pb2.PaymentAttempt:
+    """The wire form of a collection attempt."""
+    return invoice_pb2.PaymentAttempt(
+        attempt=attempt.attempt,
+        idempotency_key=attempt.idempotency_key,
+        amount=format_decimal(attempt.amount),
+        payment_method=attempt.payment_method,
+        status=attempt.status,
+        failure_code=attempt.failure_code or "",
+        gateway_reference=attempt.gateway_reference or "",
+        created_at=timestamp(attempt.created_at),
+        failure_message=attempt.failure_message or "",
+    )
+
+
+def _line_message(line: InvoiceLine) -> invoice_pb2.InvoiceLine:
+    message = invoice_pb2.InvoiceLine(
+        kind=str(line.kind),
+        key=line.key,
+        description=line.description,
+        service_start=timestamp(line.service_start),
+        service_end=timestamp(line.service_end),
+        amount=format_decimal(line.amount),
+        exact_amount=format_decimal(line.exact_amount),
+        events=line.events,
+        product_key=line.product_key,
+        tiers=[
+            invoice_pb2.InvoiceTier(
+                description=tier.description,
+                quantity=format_decimal(tier.quantity),
+                unit_price=format_decimal(tier.unit_price),
+                amount=format_decimal(tier.amount),
+            )
+            for tier in line.tiers
+        ],
+    )
+    if line.quantity is not None:
+        message.quantity = format_decimal(line.quantity)
+    if line.unit_price is not None:
+        message.unit_price = format_decimal(line.unit_price)
+    return message
+
+
+def _kinds_in_order(invoice: Invoice) -> list[LineKind]:
+    """The kinds of the invoice's lines, each once, in the order the lines first show them."""
+    return list(dict.fromkeys(line.kind for line in invoice.lines))
+
+
+def _require_invoice_id(invoice_id: str) -> None:
+    if not invoice_id:
+        raise InvalidArgument.of_field("invoice_id", "is required")
+
+
+def _page_token(position: InvoicePosition) -> str:
+    """An opaque token naming the last invoice of a page; the next page starts past it."""
+    fields = [position.billing_date.isoformat(), position.revision, position.invoice_id]
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+
+def _page_position(token: str, violations: ViolationCollector) -> InvoicePosition | None:
+    """The position a page token names (None: the first page); a bad token is a violation."""
+    if not token:
+        return None
+    try:
+        billing_date, revision, invoice_id = json.loads(base64.urlsafe_b64decode(token))
+        at = datetime.fromisoformat(billing_date)
+        if at.utcoffset() is None or not isinstance(revision, int):
+            raise ValueError(token)
+        return InvoicePosition(at, revision, str(invoice_id))
+    except (ValueError, TypeError, binascii.Error):
+        violations.add("page_token", "is not a token this server gave: list again without one")
+        return None

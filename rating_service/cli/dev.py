@@ -1,0 +1,334 @@
+"""`rating dev`: the whole stack on a laptop with one command, reusing its data between runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from rating_service.api.server import start_server
+from rating_service.cli.catalog_file import read_catalog_file
+from rating_service.cli.progress import step
+from rating_service.core.auth import Caller, Role, issue_key
+from rating_service.core.encryption import new_key
+from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
+from rating_service.runtime.worker import run_worker
+from rating_service.services.catalog import Catalogs
+from rating_service.services.contract import ContractAdmin
+from rating_service.services.webhook import webhook_secret_keys
+from rating_service.settings import Settings
+from rating_service.store import migrations
+from rating_service.store.catalog import CatalogStore
+from rating_service.store.contract import ContractStore
+from rating_service.store.database import asyncpg_dsn, create_engine, with_database
+from rating_service.store.tenant import TenantStore
+
+DEMO_TENANT = "demo"
+DEMO_CUSTOMER = "demo-customer"
+EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
+TEMPORAL_PORT = 7233
+TEMPORAL_UI_PORT = 8233
+WEBHOOK_KEY_FILE = "webhook-secret-keys"
+"""Under the data dir: the key sealing webhook secrets when RATING_WEBHOOK_SECRET_KEYS is unset."""
+
+
+DEMO_GRACE_SECONDS = 5.0
+"""Late-event window under `--demo`: its one-minute periods should close in seconds, not an hour."""
+
+
+async def run_dev(settings: Settings, demo: bool = False) -> None:
+    """Start PostgreSQL, Temporal, migrations, the demo tenant, the server and the worker.
+
+    With `demo`, also run `rating_service.cli.demo` against the stack until stopped.
+    """
+    data_dir = settings.data_dir.resolve()
+    postgres: EmbeddedPostgres | None = None
+    temporal: TemporalDevServer | None = None
+    print(f"rating dev — data in {data_dir}")
+    try:
+        database_url = settings.database_url
+        if not database_url:
+            postgres = EmbeddedPostgres(data_dir / "pgdata")
+            with step("starting PostgreSQL (embedded)"):
+                base_url = await asyncio.to_thread(postgres.start)
+                database_url = await ensure_database(base_url, "rating")
+        temporal_address = settings.temporal_address
+        if not temporal_address:
+            temporal = TemporalDevServer(
+                TEMPORAL_PORT, TEMPORAL_UI_PORT, data_dir / "temporal.db", data_dir / "temporal.log"
+            )
+            with step("starting the Temporal dev server"):
+                temporal_address = await asyncio.to_thread(temporal.start)
+        settings = settings.replace(database_url=database_url, temporal_address=temporal_address)
+        if demo:
+            settings = settings.replace(invoice_grace_seconds=DEMO_GRACE_SECONDS)
+            # The demo shows its failing invoice's step and error itself; the worker's
+            # traceback of that activity would tear through the live view.
+            logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+        if not settings.webhook_secret_keys:
+            keys = dev_webhook_secret_keys(data_dir / WEBHOOK_KEY_FILE)
+            settings = settings.replace(webhook_secret_keys=keys)
+        with step("migrating the database"):
+            await asyncio.to_thread(
+                migrations.upgrade, database_url, "head", webhook_secret_keys(settings)
+            )
+        with step(f"preparing the {DEMO_TENANT!r} tenant"):
+            demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
+        with step("loading the example catalog"):
+            await load_example_catalog(database_url)
+        with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
+            await open_demo_customer(database_url)
+        with step("starting the gRPC server"):
+            server = await start_server(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = asyncio.create_task(run_worker(settings, stop), name="worker")
+        print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
+        demo_run = (
+            start_demo(settings, server.port, temporal, data_dir, demo_key, stop) if demo else None
+        )
+        waiter = asyncio.create_task(stop.wait())
+        running = {worker, waiter} | ({demo_run} if demo_run is not None else set())
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        if demo_run is not None:
+            # The demo goes first: it is a client of the server and the worker.
+            await asyncio.wait({demo_run})
+        print("\nstopping …", flush=True)
+        await server.stop(settings.shutdown_grace_seconds)
+        await worker
+        demo_failure = None if demo_run is None else demo_run.exception()
+        if demo_failure is not None:
+            raise demo_failure
+    finally:
+        if temporal is not None:
+            await asyncio.to_thread(temporal.stop)
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+    print("stopped; data kept in", data_dir)
+
+
+def start_demo(
+    settings: Settings,
+    grpc_port: int,
+    temporal: TemporalDevServer | None,
+    data_dir: Path,
+    demo_key: str,
+    stop: asyncio.Event,
+) -> asyncio.Task[None]:
+    """Run `rating dev --demo`'s simulated traffic and live view against the stack just started."""
+    from rating_service.cli.demo import run_demo
+
+    host = reachable_host(settings.listen_address)
+    banner = f"gRPC {host}:{grpc_port}"
+    if temporal is not None and temporal.ui_port is not None:
+        banner += f" · Temporal UI http://127.0.0.1:{temporal.ui_port}"
+    banner += f" · admin key in {data_dir / 'demo-api-key'}"
+    return asyncio.create_task(
+        run_demo(settings, f"{host}:{grpc_port}", demo_key, stop, banner), name="demo"
+    )
+
+
+async def ensure_database(base_url: str, name: str) -> str:
+    """Create database `name` beside the server's `postgres` database if missing; its URL."""
+    conn = await asyncpg.connect(base_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(base_url, name)
+
+
+async def demo_api_key(database_url: str, key_file: Path) -> str:
+    """The demo tenant's admin key: created on the first run, kept in a local file for the next."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        store = TenantStore(engine)
+        tenant = await store.tenant_by_name(DEMO_TENANT)
+        saved = _saved_token(key_file)
+        if tenant is not None and saved is not None:
+            key = await store.key(saved.partition(".")[0])
+            if key is not None and key.active:
+                return saved
+        if tenant is None:
+            tenant = await store.create_tenant(DEMO_TENANT, actor="rating dev")
+        issued = issue_key(tenant.tenant_id, Role.ADMIN, "rating dev demo key", datetime.now(UTC))
+        await store.add_key(issued.key, actor="rating dev")
+        _save_token(key_file, issued.token)
+        return issued.token
+    finally:
+        await engine.dispose()
+
+
+async def load_example_catalog(database_url: str) -> None:
+    """Apply the example AI-provider catalog to the demo tenant (a no-op once it is there)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(DEMO_TENANT)
+        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+        document = read_catalog_file(EXAMPLE_CATALOG)
+        await Catalogs(CatalogStore(engine)).apply(caller, document, dry_run=False)
+    finally:
+        await engine.dispose()
+
+
+async def open_demo_customer(database_url: str) -> None:
+    """A demo customer on the list prices, with a $100 free credit (once; later runs keep it)."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        tenant = await TenantStore(engine).find(DEMO_TENANT)
+        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+        admin = ContractAdmin(ContractStore(pool), Catalogs(CatalogStore(engine)))
+        if await admin.contracts(caller, DEMO_CUSTOMER):
+            return
+        await admin.create_customer(caller, {"customer_id": DEMO_CUSTOMER, "name": "Demo Inc."})
+        contract = await admin.create_contract(
+            caller,
+            {
+                "customer_id": DEMO_CUSTOMER,
+                "term_start": datetime.now(UTC)
+                .replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                .isoformat(),
+                "billing_anchor": {"day": 1},
+                "billing_frequency": "monthly",
+                "invoice_currency": "USD",
+                "rate_card_key": "list",
+                "overage_policy": "arrears",
+                "payment_method": "pm_ok",  # the simulated gateway: every charge succeeds
+            },
+        )
+        await admin.add_commitment(
+            caller,
+            {
+                "grant_id": "demo-welcome-credit",
+                "contract_id": contract.contract_id,
+                "kind": "credit",
+                "amount": "100",
+            },
+        )
+    finally:
+        await engine.dispose()
+        await pool.close()
+
+
+def dev_webhook_secret_keys(key_file: Path) -> str:
+    """The local stack's webhook-secret key: made on the first run, kept for the next.
+
+    Kept beside the embedded database, since the secrets sealed in it open only with this key.
+    """
+    saved = _saved_token(key_file)
+    if saved:
+        return saved
+    key = new_key("dev")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # Created readable by its owner alone, never briefly by others.
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+def reachable_host(listen_address: str) -> str:
+    """The host a client on this machine dials for a server listening on `listen_address`."""
+    host = listen_address.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]"):  # listening everywhere: reach it on loopback
+        return "127.0.0.1"
+    return host
+
+
+def rating_command() -> str:
+    """How a shell in this directory runs `rating`: the script `make run` started, or `rating`.
+
+    `uv run` puts .venv/bin on the PATH of `rating dev` only, not of the user's shell.
+    """
+    script = Path(sys.argv[0]).resolve()
+    if script.name != "rating":  # e.g. `python -m rating_service.cli dev`
+        return f"{shlex.quote(sys.executable)} -m rating_service.cli"
+    if script.is_relative_to(Path.cwd()):
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    return "rating"
+
+
+def _saved_token(key_file: Path) -> str | None:
+    return key_file.read_text().strip() if key_file.exists() else None
+
+
+def _save_token(key_file: Path, token: str) -> None:
+    # Only the local dev stack keeps a key in clear, readable by its owner alone.
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(token + "\n")
+    os.chmod(key_file, 0o600)
+
+
+def print_endpoints(
+    settings: Settings,
+    grpc_port: int,
+    metrics_port: int | None,
+    temporal: TemporalDevServer | None,
+    demo_key: str,
+) -> None:
+    """Tell the user where everything is and how to make a first call; each command as it runs."""
+    host = reachable_host(settings.listen_address)
+    lines = [
+        "",
+        "The rating stack is up:",
+        f"  gRPC (rating.v1)   {host}:{grpc_port}   (reflection and grpc.health.v1 on)",
+    ]
+    if metrics_port is not None:
+        lines.append(f"  metrics            http://{host}:{metrics_port}/metrics")
+    lines.append(
+        f"  Temporal           {settings.temporal_address}  namespace "
+        f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}"
+    )
+    if temporal is not None and temporal.ui_port is not None:
+        lines.append(f"  Temporal UI        http://127.0.0.1:{temporal.ui_port}")
+    lines += [
+        f"  PostgreSQL         {settings.database_url}",
+        "",
+    ]
+    key_file = settings.data_dir / WEBHOOK_KEY_FILE
+    if _saved_token(key_file) == settings.webhook_secret_keys:
+        lines += [
+            "`rating webhooks …` on this stack needs the key that seals its webhook secrets:",
+            f"  export RATING_WEBHOOK_SECRET_KEYS=$(cat {key_file})",
+            "",
+        ]
+    lines += [
+        f"Demo tenant {DEMO_TENANT!r}, admin API key (keep it secret):",
+        f"  {demo_key}",
+        "",
+        "Try it:",
+        f"  export RATING_API_KEY={demo_key}",
+        "  npx buf curl --protocol grpc --http2-prior-knowledge \\",
+        '    -H "authorization: Bearer $RATING_API_KEY" \\',
+        f"    http://{host}:{grpc_port}/rating.v1.AdminService/WhoAmI",
+        "",
+        f"Rate and debit an LLM call of customer {DEMO_CUSTOMER!r}:",
+        "  npx buf curl --protocol grpc --http2-prior-knowledge \\",
+        '    -H "authorization: Bearer $RATING_API_KEY" \\',
+        f'    -d \'{{"event": {{"event_id": "req-1", "customer_id": "{DEMO_CUSTOMER}",'
+        ' "event_type": "llm.completion", "timestamp": "\'$(date -u +%FT%TZ)\'",'
+        ' "properties": {"tokens": "1200", "model": "gpt-4o", "token_type": "input"}}}\' \\',
+        f"    http://{host}:{grpc_port}/rating.v1.RatingService/RateAndDebit",
+        "",
+        "Operator commands (invoices, contracts, ops replays), from another shell here:",
+        f"  export RATING_DATABASE_URL={shlex.quote(settings.database_url or '')}",
+        f"  export RATING_TEMPORAL_ADDRESS={shlex.quote(settings.temporal_address or '')}",
+        f"  {rating_command()} invoices list --tenant {DEMO_TENANT}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+    sys.stdout.flush()

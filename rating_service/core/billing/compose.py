@@ -1,0 +1,375 @@
+"""Compose an invoice from a closed period: usage, fees, commits, credits applied, true-up.
+
+Usage is aggregated, never re-rated: a usage line's amount is the exact sum of its events'
+charges, read from the period counters, so the invoice costs the same for 10 events or 10
+million. Each line is rounded once, half up, to the currency's minor unit; the total is the
+sum of the rounded lines.
+
+Order of the lines: usage in arrears (by product, then matrix cell), credits and commits
+applied to that usage (negative), recurring fees (arrears for the closed period, then advance
+for the next), prepaid commits due, and at term end the postpaid true-up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
+from itertools import pairwise
+
+from rating_service.core.billing.invoice import (
+    Invoice,
+    InvoiceLine,
+    LineKind,
+    PoolBalance,
+    TierLine,
+    invoice_id_for,
+    rounded_line,
+)
+from rating_service.core.billing.schedule import BillingDate
+from rating_service.core.contracts.contract import Contract, nominal_billing_period
+from rating_service.core.contracts.overrides import effective_price
+from rating_service.core.contracts.pools import CommitmentKind, Pool
+from rating_service.core.errors import DomainError
+from rating_service.core.money import EXACT_CONTEXT, PricingUnit, exact_sum
+from rating_service.core.pricing.breakdown import LineItem, PriceLine
+from rating_service.core.pricing.catalog import Catalog
+from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
+from rating_service.core.pricing.matrix import Matrix
+from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_model import PriceModel
+from rating_service.core.pricing.proration import prorate, share_of
+
+ZERO = Decimal(0)
+_MICROSECOND = timedelta(microseconds=1)
+_ONE_DAY = timedelta(days=1)
+_JUST_BEFORE = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """A closed period's usage of one product (one matrix cell): Σ quantities and Σ charges."""
+
+    product_key: str
+    cell: tuple[str, ...]
+    quantity: Decimal
+    amount: Decimal
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceInputs:
+    """Everything an invoice is made from, read after its period was closed.
+
+    `drawn` is what each pool paid of the closed period's usage (the overage is the rest);
+    `pools` are the contract's pools now (for commits due and balances left);
+    `billed_commitments` the pools a live invoice already billed; `term_usage` the usage
+    charged per product over the whole term (read on the final date, for the true-up).
+    """
+
+    tenant_id: str
+    contract: Contract
+    date: BillingDate
+    catalog: Catalog
+    usage: tuple[UsageTotal, ...] = ()
+    drawn: Mapping[str, Decimal] | None = None
+    pools: tuple[Pool, ...] = ()
+    billed_commitments: frozenset[str] = frozenset()
+    term_usage: Mapping[str, Decimal] | None = None
+    revision: int = 0
+
+
+def compose_invoice(inputs: InvoiceInputs) -> Invoice:
+    """The draft invoice of a billing date, every line rounded once."""
+    contract, when = inputs.contract, inputs.date
+    currency = contract.invoice_currency
+    pools = {pool.pool_id: pool for pool in inputs.pools}
+    lines: list[InvoiceLine] = []
+    if when.arrears is not None:
+        lines.extend(_usage_lines(inputs, when.arrears))
+        for pool_id, amount in sorted((inputs.drawn or {}).items()):
+            if amount and pool_id in pools:
+                pool = pools[pool_id]
+                lines.append(
+                    rounded_line(
+                        currency,
+                        LineKind.CREDIT,
+                        f"credit:{pool_id}",
+                        f"{describe_pool(pool)} applied",
+                        when.arrears,
+                        -amount,
+                    )
+                )
+        lines.extend(_fee_lines(inputs, when.arrears, BillingTiming.IN_ARREARS))
+    if when.advance is not None:
+        lines.extend(_fee_lines(inputs, when.advance, BillingTiming.IN_ADVANCE))
+    lines.extend(_commit_lines(inputs))
+    if when.is_final:
+        lines.extend(_true_up_lines(inputs))
+    period = when.arrears or when.advance or (when.at, when.at)
+    return Invoice(
+        invoice_id_for(contract.contract_id, when.at, inputs.revision),
+        inputs.tenant_id,
+        contract.contract_id,
+        contract.customer_id,
+        currency,
+        when.at,
+        period[0],
+        period[1],
+        tuple(lines),
+        tuple(
+            PoolBalance(pool.pool_id, describe_pool(pool), pool.balance, pool.expires_at)
+            for pool in sorted(inputs.pools, key=lambda p: p.created_seq)
+            if pool.is_drawable
+        ),
+        inputs.revision,
+    )
+
+
+def describe_pool(pool: Pool) -> str:
+    """How a pool is named on an invoice."""
+    if pool.kind is CommitmentKind.PREPAID_COMMIT:
+        return f"Prepaid commit {pool.pool_id}"
+    if pool.kind is CommitmentKind.POSTPAID_COMMIT:
+        return f"Postpaid commit {pool.pool_id}"
+    return f"{'Promotional' if pool.is_free else 'Purchased'} credit {pool.pool_id}"
+
+
+def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> list[InvoiceLine]:
+    contract, catalog = inputs.contract, inputs.catalog
+    last_moment = period[1] - _JUST_BEFORE
+    lines = []
+    for usage in sorted(inputs.usage, key=lambda u: (u.product_key, u.cell)):
+        if not usage.events and not usage.amount:
+            continue
+        product = catalog.products.get(usage.product_key)
+        name = (product.name or product.key) if product is not None else usage.product_key
+        tiers = _breakdown(inputs, usage, last_moment)
+        lines.append(
+            rounded_line(
+                contract.invoice_currency,
+                LineKind.USAGE,
+                f"usage:{usage.product_key}:{json.dumps(list(usage.cell))}",
+                " · ".join((name, *usage.cell)),
+                period,
+                usage.amount,
+                product_key=usage.product_key,
+                quantity=usage.quantity,
+                unit_price=_single_unit_price(tiers, usage.quantity),
+                events=usage.events,
+                tiers=tiers,
+            )
+        )
+    return lines
+
+
+def _breakdown(inputs: InvoiceInputs, usage: UsageTotal, at: datetime) -> tuple[TierLine, ...]:
+    """The tiers that explain a usage line, when one price explains the whole period.
+
+    When prices changed during the period (a new rate card version, an override starting), the
+    period's amount is a sum over several prices and no single breakdown adds up to it: the line
+    then shows its quantity and amount only.
+    """
+    try:
+        priced = _price_at(inputs, usage.product_key, at)
+        if priced is None:
+            return ()
+        model, unit = priced
+        cell_model = model.price_of(usage.cell) if isinstance(model, Matrix) else model
+        if isinstance(cell_model, FlatFee | Percentage):
+            return ()  # a fee is its own line; a percentage prices each event's value
+        total = cell_model.period_total(usage.quantity)
+        tiers = tuple(_tier_line(line, unit) for line in total.lines)
+    except DomainError:
+        return ()
+    if unit.to_invoice_currency(total.amount) != usage.amount:
+        return ()
+    return tiers
+
+
+def _single_unit_price(tiers: tuple[TierLine, ...], quantity: Decimal) -> Decimal | None:
+    """The unit price that explains the whole line (quantity × it = amount), if one does.
+
+    A package's block price or a tier with a flat fee is a single breakdown line, yet no price
+    per unit of the line's quantity.
+    """
+    if len(tiers) != 1:
+        return None
+    only = tiers[0]
+    with localcontext(EXACT_CONTEXT):
+        explains = only.quantity == quantity and quantity * only.unit_price == only.amount
+    return only.unit_price if explains else None
+
+
+def _tier_line(line: PriceLine, unit: PricingUnit) -> TierLine:
+    if line.item is LineItem.TIER and line.tier is not None:
+        description = f"Tier {line.tier + 1}"
+    else:
+        description = line.item.replace("_", " ").capitalize()
+    amount = unit.to_invoice_currency(line.amount)
+    return TierLine(description, line.quantity, unit.to_invoice_currency(line.unit_price), amount)
+
+
+def _price_at(
+    inputs: InvoiceInputs, product_key: str, at: datetime
+) -> tuple[PriceModel, PricingUnit] | None:
+    """The contract's price of a product at `at` and its pricing unit, or None if unpriced."""
+    product = inputs.catalog.products.get(product_key)
+    history = inputs.catalog.rate_cards.get(inputs.contract.rate_card_key)
+    if product is None or history is None:
+        return None
+    try:
+        card = history.in_force_at(at)
+        base = card.price_of(product_key)
+    except DomainError:
+        return None
+    model = effective_price(base, product_key, product.tags, inputs.contract.overrides, at)
+    return model, card.pricing_unit
+
+
+def _fee_lines(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime], timing: BillingTiming
+) -> list[InvoiceLine]:
+    """A line per recurring fee and per stretch of the period one fee price was in force.
+
+    Proration divides by the whole billing period (not the one cut to the term), by UTC days,
+    or by the microsecond for periods shorter than a day.
+    """
+    contract = inputs.contract
+    nominal = nominal_billing_period(contract, period[0])
+    lines = []
+    for key in sorted(inputs.catalog.products):
+        for (start, end), fee in _fee_stretches(inputs, key, period, timing):
+            share = _prorated(fee, nominal, (start, end))
+            if not share:
+                continue
+            product = inputs.catalog.products[key]
+            partial = (start, end) != nominal
+            lines.append(
+                rounded_line(
+                    contract.invoice_currency,
+                    LineKind.FEE,
+                    f"fee:{key}:{start.isoformat()}",
+                    f"{product.name or key}{' (prorated)' if partial else ''}",
+                    (start, end),
+                    share,
+                    product_key=key,
+                    quantity=Decimal(1),
+                    unit_price=fee,
+                )
+            )
+    return lines
+
+
+def _fee_stretches(
+    inputs: InvoiceInputs,
+    product_key: str,
+    period: tuple[datetime, datetime],
+    timing: BillingTiming,
+) -> list[tuple[tuple[datetime, datetime], Decimal]]:
+    """The stretches of the period a fee of this timing was in force, and the fee in each.
+
+    Neighbouring stretches with the same fee are one: a price change elsewhere (another
+    product's override, a new rate card version keeping this fee) does not split the fee.
+    """
+    found: list[tuple[tuple[datetime, datetime], Decimal]] = []
+    for start, end in _stretches(inputs, period):
+        priced = _price_at(inputs, product_key, start)
+        if priced is None:
+            continue
+        model, unit = priced
+        if not isinstance(model, FlatFee) or model.timing is not timing:
+            continue
+        fee = unit.to_invoice_currency(model.amount)
+        if found and found[-1][0][1] == start and found[-1][1] == fee:
+            found[-1] = ((found[-1][0][0], end), fee)
+        else:
+            found.append(((start, end), fee))
+    return found
+
+
+def _stretches(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime]
+) -> list[tuple[datetime, datetime]]:
+    """The period cut wherever a price may change: rate card versions and overrides."""
+    history = inputs.catalog.rate_cards.get(inputs.contract.rate_card_key)
+    moments: set[datetime] = set()
+    for card in history.versions if history is not None else ():
+        moments.update((card.effective_from, card.effective_until or period[0]))
+    for override in inputs.contract.overrides:
+        moments.update((override.effective_from, override.effective_until or period[0]))
+    inside = sorted(m for m in moments if period[0] < m < period[1])
+    cuts = [period[0], *inside, period[1]]
+    return list(pairwise(cuts))
+
+
+def _prorated(
+    amount: Decimal, nominal: tuple[datetime, datetime], part: tuple[datetime, datetime]
+) -> Decimal:
+    if part == nominal:
+        return amount
+    if nominal[1] - nominal[0] >= _ONE_DAY:
+        return prorate(amount, nominal[0], nominal[1], part[0], part[1])
+    return share_of(
+        amount, (part[1] - part[0]) // _MICROSECOND, (nominal[1] - nominal[0]) // _MICROSECOND
+    )
+
+
+def _commit_lines(inputs: InvoiceInputs) -> list[InvoiceLine]:
+    """Prepaid commits that have started and are not on a live invoice yet: their paid part."""
+    lines = []
+    for pool in sorted(inputs.pools, key=lambda p: p.created_seq):
+        if pool.kind is not CommitmentKind.PREPAID_COMMIT:
+            continue
+        if pool.starts_at > inputs.date.at or pool.pool_id in inputs.billed_commitments:
+            continue
+        with localcontext(EXACT_CONTEXT):
+            price = pool.original_amount * pool.cost_basis
+        if not price:
+            continue
+        end = pool.expires_at or inputs.contract.term_end or pool.starts_at
+        lines.append(
+            rounded_line(
+                inputs.contract.invoice_currency,
+                LineKind.COMMIT,
+                f"commit:{pool.pool_id}",
+                describe_pool(pool),
+                (pool.starts_at, end),
+                price,
+                quantity=pool.original_amount,
+                unit_price=pool.cost_basis,
+            )
+        )
+    return lines
+
+
+def _true_up_lines(inputs: InvoiceInputs) -> list[InvoiceLine]:
+    """Each postpaid commit's shortfall: the minimum spend less the term's usage in its scope."""
+    contract = inputs.contract
+    spend = inputs.term_usage or {}
+    term = (contract.term_start, inputs.date.at)
+    lines = []
+    for pool in sorted(inputs.pools, key=lambda p: p.created_seq):
+        if pool.kind is not CommitmentKind.POSTPAID_COMMIT:
+            continue
+        used = exact_sum(
+            amount for key, amount in spend.items() if pool.scope is None or key in pool.scope
+        )
+        with localcontext(EXACT_CONTEXT):
+            shortfall = pool.original_amount - used
+        if shortfall <= 0:
+            continue
+        lines.append(
+            rounded_line(
+                contract.invoice_currency,
+                LineKind.TRUE_UP,
+                f"true_up:{pool.pool_id}",
+                f"{describe_pool(pool)} true-up",
+                term,
+                shortfall,
+                quantity=pool.original_amount,
+            )
+        )
+    return lines

@@ -1,0 +1,523 @@
+"""Customers and contracts: terms, billing periods, prices, limits, whether usage is accepted."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from rating_service.core.contracts.alerts import (
+    AlertThreshold,
+    threshold_from_dict,
+    threshold_to_dict,
+)
+from rating_service.core.contracts.allocation import OveragePolicy
+from rating_service.core.contracts.dict_form import DictReader, utc_timestamp
+from rating_service.core.contracts.lifecycle import (
+    DEFAULT_DUNNING,
+    AutoRecharge,
+    Renewal,
+    auto_recharge_from_dict,
+    auto_recharge_to_dict,
+    dunning_from_dict,
+    dunning_to_dict,
+    renewal_from_dict,
+    renewal_to_dict,
+)
+from rating_service.core.contracts.overrides import Override, override_from_dict, override_to_dict
+from rating_service.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PreconditionViolation,
+    ViolationCollector,
+)
+from rating_service.core.money import Currency, currency_of, format_decimal
+from rating_service.core.pricing.constraints import under_prefix
+
+T = TypeVar("T")
+
+CONTRACT_SUSPENDED = "CONTRACT_SUSPENDED"
+"""FailedPrecondition reason: the contract is suspended (e.g. after failed dunning)."""
+
+CONTRACT_ENDED = "CONTRACT_ENDED"
+"""FailedPrecondition reason: the contract has ended, or the event falls after its term."""
+
+CONTRACT_NOT_STARTED = "CONTRACT_NOT_STARTED"
+"""FailedPrecondition reason: the event falls before the contract's term starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """Who contracts are with; `external_ref` is the tenant's own id for them (a CRM id)."""
+
+    customer_id: str
+    tenant_id: str
+    name: str
+    external_ref: str = ""
+
+    def __post_init__(self) -> None:
+        violations = ViolationCollector()
+        for name in ("customer_id", "tenant_id", "name"):
+            _require_text(violations, name, getattr(self, name))
+        if not isinstance(self.external_ref, str):
+            violations.add("external_ref", "must be a string")
+        violations.raise_if_any("invalid customer")
+
+
+class BillingFrequency(StrEnum):
+    """How long a billing period is."""
+
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    ANNUAL = "annual"
+
+    @property
+    def months(self) -> int:
+        """Calendar months in one period."""
+        return {"monthly": 1, "quarterly": 3, "annual": 12}[self.value]
+
+
+class ContractStatus(StrEnum):
+    """Whether a contract accepts usage."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    ENDED = "ended"
+
+
+class LateUsage(StrEnum):
+    """What happens to an event that arrives after its billing period was closed."""
+
+    REFUSE = "refuse"
+    """Refused (FAILED_PRECONDITION, PERIOD_CLOSED): the caller must bill it another way."""
+    ROLL_FORWARD = "roll_forward"
+    """Rated into the period open now, at the prices of the event's own time."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingAnchor:
+    """Where billing periods start: a day of the month (1–31) and a time of day, in UTC.
+
+    A day past the end of a month (31 in April, 29–31 in February) means that month's last
+    day. The time is naive and read as UTC (an aware time must be UTC).
+    """
+
+    day: int
+    time: time = time(0, 0)
+
+    def __post_init__(self) -> None:
+        violations = ViolationCollector()
+        if isinstance(self.day, bool) or not isinstance(self.day, int) or not 1 <= self.day <= 31:
+            violations.add("day", f"must be a day of the month from 1 to 31, got {self.day!r}")
+        if not isinstance(self.time, time):
+            violations.add("time", "must be a time of day")
+        elif self.time.tzinfo is not None:
+            offset = self.time.utcoffset()
+            if offset is None or offset != timedelta(0):
+                violations.add("time", "is in UTC: give it without an offset, or with +00:00")
+        violations.raise_if_any("invalid billing anchor")
+        if isinstance(self.time, time) and self.time.tzinfo is not None:
+            object.__setattr__(self, "time", self.time.replace(tzinfo=None))
+
+
+MIN_BILLING_INTERVAL = timedelta(seconds=1)
+"""The shortest fixed billing period a contract may have."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """A customer's contract: term, billing cycle, currency, prices and the limits on usage.
+
+    `term_end` None is evergreen. `spend_cap` is per billing period in the invoice currency
+    (None = no cap). Overrides change the rate card's prices (see `overrides`); commitments
+    and their pools are kept apart (see `pools`), as they change with every debit.
+    `billing_interval`, when set, makes periods that fixed length counted from term start
+    instead of calendar periods on the anchor (trials, demos, tests with one-minute periods).
+    `payment_method` is the saved payment method's token at the gateway ("" = none: invoices
+    wait to be paid by other means). `late_usage` says what happens to an event whose period
+    was already closed for invoicing.
+    """
+
+    contract_id: str
+    customer_id: str
+    tenant_id: str
+    term_start: datetime
+    term_end: datetime | None
+    billing_anchor: BillingAnchor
+    billing_frequency: BillingFrequency
+    invoice_currency: Currency
+    rate_card_key: str
+    overage_policy: OveragePolicy
+    overrides: tuple[Override, ...] = ()
+    spend_cap: Decimal | None = None
+    alert_thresholds: tuple[AlertThreshold, ...] = ()
+    status: ContractStatus = ContractStatus.ACTIVE
+    billing_interval: timedelta | None = None
+    payment_method: str = ""
+    late_usage: LateUsage = LateUsage.REFUSE
+    auto_recharge: AutoRecharge | None = None
+    renewal: Renewal | None = None
+    dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
+
+    def __post_init__(self) -> None:
+        violations = ViolationCollector()
+        for name in ("contract_id", "customer_id", "tenant_id", "rate_card_key"):
+            _require_text(violations, name, getattr(self, name))
+        start = utc_timestamp(self.term_start, "term_start", violations)
+        end = (
+            None if self.term_end is None else utc_timestamp(self.term_end, "term_end", violations)
+        )
+        if start is not None and end is not None and end <= start:
+            violations.add("term_end", "must be after term_start")
+        if not isinstance(self.billing_anchor, BillingAnchor):
+            violations.add("billing_anchor", "must be a BillingAnchor")
+        if not isinstance(self.billing_frequency, BillingFrequency):
+            violations.add("billing_frequency", f"must be one of {', '.join(BillingFrequency)}")
+        if not isinstance(self.invoice_currency, Currency):
+            violations.add("invoice_currency", "must be a Currency")
+        if not isinstance(self.overage_policy, OveragePolicy):
+            violations.add("overage_policy", f"must be one of {', '.join(OveragePolicy)}")
+        if not isinstance(self.status, ContractStatus):
+            violations.add("status", f"must be one of {', '.join(ContractStatus)}")
+        interval = self.billing_interval
+        if interval is not None and (
+            not isinstance(interval, timedelta) or interval < MIN_BILLING_INTERVAL
+        ):
+            violations.add(
+                "billing_interval_seconds",
+                f"must be at least {MIN_BILLING_INTERVAL.total_seconds():.0f} seconds",
+            )
+        if not isinstance(self.payment_method, str):
+            violations.add("payment_method", "must be a string")
+        if not isinstance(self.late_usage, LateUsage):
+            violations.add("late_usage", f"must be one of {', '.join(LateUsage)}")
+        if self.auto_recharge is not None and not isinstance(self.auto_recharge, AutoRecharge):
+            violations.add("auto_recharge", "must be AutoRecharge settings")
+        if self.renewal is not None and not isinstance(self.renewal, Renewal):
+            violations.add("renewal", "must be Renewal terms")
+        elif self.renewal is not None and self.term_end is None:
+            violations.add("renewal", "an evergreen contract (no term_end) has no term to renew")
+        object.__setattr__(self, "dunning", tuple(self.dunning))
+        if not all(isinstance(step, timedelta) and step > timedelta(0) for step in self.dunning):
+            violations.add("dunning_retry_seconds", "must be durations of more than 0 seconds")
+        cap = self.spend_cap
+        if cap is not None and (not isinstance(cap, Decimal) or not cap.is_finite() or cap < 0):
+            violations.add("spend_cap", f"must be a finite Decimal ≥ 0, got {cap!r}")
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+        for index, override in enumerate(self.overrides):
+            if not isinstance(override, Override):
+                violations.add(f"overrides[{index}]", "must be an Override")
+        object.__setattr__(self, "alert_thresholds", tuple(self.alert_thresholds))
+        seen: dict[str, int] = {}
+        for index, threshold in enumerate(self.alert_thresholds):
+            path = f"alert_thresholds[{index}]"
+            if not isinstance(threshold, AlertThreshold):
+                violations.add(path, "must be an AlertThreshold")
+            elif threshold.threshold_id in seen:
+                violations.add(
+                    f"{path}.threshold_id",
+                    f"{threshold.threshold_id!r} is also alert_thresholds"
+                    f"[{seen[threshold.threshold_id]}]",
+                )
+            else:
+                seen[threshold.threshold_id] = index
+        violations.raise_if_any("invalid contract")
+        object.__setattr__(self, "term_start", start)
+        object.__setattr__(self, "term_end", end)
+
+    def covers(self, at: datetime) -> bool:
+        """True when `at` is within the term: term_start ≤ at < term_end."""
+        return self.term_start <= at and (self.term_end is None or at < self.term_end)
+
+
+def check_contract_accepts_usage(contract: Contract, at: datetime) -> None:
+    """Refuse usage on a suspended or ended contract, or outside its term (FailedPrecondition).
+
+    Reasons: CONTRACT_SUSPENDED, CONTRACT_ENDED (status ended, or `at` on or after term_end),
+    CONTRACT_NOT_STARTED (`at` before term_start).
+    """
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise InvalidArgument.of_field("at", "must be a timezone-aware datetime")
+    subject = f"contracts/{contract.contract_id}"
+    if contract.status is ContractStatus.SUSPENDED:
+        reason, description = CONTRACT_SUSPENDED, "the contract is suspended"
+    elif contract.status is ContractStatus.ENDED:
+        reason, description = CONTRACT_ENDED, "the contract has ended"
+    elif at < contract.term_start:
+        reason = CONTRACT_NOT_STARTED
+        description = f"the contract's term starts at {contract.term_start.isoformat()}"
+    elif contract.term_end is not None and at >= contract.term_end:
+        reason = CONTRACT_ENDED
+        description = f"the contract's term ended at {contract.term_end.isoformat()}"
+    else:
+        return
+    raise FailedPrecondition(
+        f"contract {contract.contract_id!r} does not accept usage at {at.isoformat()}:"
+        f" {description}",
+        reason=reason,
+        violations=[PreconditionViolation("CONTRACT_STATUS", subject, description)],
+        metadata={"contract_id": contract.contract_id},
+    )
+
+
+def billing_period_containing(contract: Contract, at: datetime) -> tuple[datetime, datetime]:
+    """The billing period [start, end) that holds `at`, in UTC, clipped to the contract's term.
+
+    Period boundaries fall on the anchor day (clamped to the month's last day) at the anchor
+    time, every 1, 3 or 12 months counted from the month the term starts in. The first and
+    last periods are cut to the term: a contract starting on the 15th with anchor day 1 has a
+    first period from the 15th to the 1st. With a `billing_interval`, periods are that long,
+    counted from term start.
+    """
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise InvalidArgument.of_field("at", "must be a timezone-aware datetime")
+    moment = at.astimezone(UTC)
+    if not contract.covers(moment):
+        raise InvalidArgument.of_field("at", f"{moment.isoformat()} is outside the contract's term")
+    start, end = nominal_billing_period(contract, moment)
+    start = max(start, contract.term_start)
+    if contract.term_end is not None:
+        end = min(end, contract.term_end)
+    return start, end
+
+
+def nominal_billing_period(contract: Contract, moment: datetime) -> tuple[datetime, datetime]:
+    """The whole billing period holding `moment`, not cut to the term (proration divides by it)."""
+    interval = contract.billing_interval
+    if interval is not None:
+        start = contract.term_start + interval * ((moment - contract.term_start) // interval)
+        return start, start + interval
+    step = contract.billing_frequency.months
+    first_month = _month_index(contract.term_start)
+    k = (_month_index(moment) - first_month) // step
+    start = _boundary(contract.billing_anchor, first_month + k * step)
+    if start > moment:
+        k -= 1
+        start = _boundary(contract.billing_anchor, first_month + k * step)
+    return start, _boundary(contract.billing_anchor, first_month + (k + 1) * step)
+
+
+def _month_index(moment: datetime) -> int:
+    return moment.year * 12 + moment.month - 1
+
+
+def _boundary(anchor: BillingAnchor, month_index: int) -> datetime:
+    year, month0 = divmod(month_index, 12)
+    month = month0 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return datetime.combine(datetime(year, month, day, tzinfo=UTC).date(), anchor.time, tzinfo=UTC)
+
+
+def _require_text(violations: ViolationCollector, path: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        violations.add(path, "must be a non-empty string")
+
+
+def customer_from_dict(data: Mapping[str, object], field_path: str = "") -> Customer:
+    """Build a customer from `{"customer_id", "tenant_id", "name", "external_ref"?}`."""
+    violations = ViolationCollector()
+    fields = DictReader(data, field_path, violations, "a customer")
+    customer_id = fields.text("customer_id")
+    tenant_id = fields.text("tenant_id")
+    name = fields.text("name")
+    external_ref = fields.optional_text("external_ref") or ""
+    fields.reject_unknown()
+    violations.raise_if_any("invalid customer")
+    return Customer(customer_id, tenant_id, name, external_ref)
+
+
+def customer_to_dict(customer: Customer) -> dict[str, object]:
+    """The plain-dict form of a customer."""
+    data: dict[str, object] = {
+        "customer_id": customer.customer_id,
+        "tenant_id": customer.tenant_id,
+        "name": customer.name,
+    }
+    if customer.external_ref:
+        data["external_ref"] = customer.external_ref
+    return data
+
+
+def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Contract:
+    """Build a contract from its plain-dict form, or raise naming every bad field.
+
+    Timestamps are ISO-8601 with an offset; `billing_anchor` is `{"day": 1..31, "time":
+    "HH:MM[:SS]"}` (UTC); `invoice_currency` an ISO 4217 code; `spend_cap` a decimal string or
+    null; `overrides` and `alert_thresholds` lists in their own dict forms.
+    """
+    violations = ViolationCollector()
+    fields = DictReader(data, field_path, violations, "a contract")
+    contract_id = fields.text("contract_id")
+    customer_id = fields.text("customer_id")
+    tenant_id = fields.text("tenant_id")
+    term_start = fields.timestamp("term_start")
+    term_end = fields.optional_timestamp("term_end")
+    anchor = _anchor_from_dict(
+        fields.raw("billing_anchor"), fields.at("billing_anchor"), violations
+    )
+    frequency = fields.choice("billing_frequency", BillingFrequency)
+    currency = _currency(fields)
+    rate_card_key = fields.text("rate_card_key")
+    overage_policy = fields.choice("overage_policy", OveragePolicy)
+    spend_cap = fields.optional_decimal("spend_cap")
+    status = fields.choice("status", ContractStatus, ContractStatus.ACTIVE)
+    overrides = _each(fields, "overrides", override_from_dict, violations)
+    thresholds = _each(fields, "alert_thresholds", threshold_from_dict, violations)
+    interval_seconds = fields.optional_integer("billing_interval_seconds")
+    payment_method = fields.optional_text("payment_method") or ""
+    late_usage = fields.choice("late_usage", LateUsage, LateUsage.REFUSE)
+    auto_recharge = _part(auto_recharge_from_dict, fields, "auto_recharge", violations)
+    renewal = _part(renewal_from_dict, fields, "renewal", violations)
+    dunning = (
+        _part(dunning_from_dict, fields, "dunning_retry_seconds", violations)
+        if fields.has("dunning_retry_seconds")
+        else DEFAULT_DUNNING
+    )
+    fields.reject_unknown()
+    violations.raise_if_any("invalid contract")
+    if (
+        term_start is None
+        or anchor is None
+        or frequency is None
+        or currency is None
+        or overage_policy is None
+        or status is None
+        or late_usage is None
+    ):  # each recorded a violation already
+        raise InvalidArgument.of_field(field_path or "contract", "is incomplete")
+    try:
+        return Contract(
+            contract_id,
+            customer_id,
+            tenant_id,
+            term_start,
+            term_end,
+            anchor,
+            frequency,
+            currency,
+            rate_card_key,
+            overage_policy,
+            tuple(overrides),
+            spend_cap,
+            tuple(thresholds),
+            status,
+            None if not interval_seconds else timedelta(seconds=interval_seconds),
+            payment_method,
+            late_usage,
+            auto_recharge,
+            renewal,
+            dunning or (),
+        )
+    except InvalidArgument as error:
+        raise under_prefix(error, field_path) from None
+
+
+def _part(
+    read: Callable[[Any, str], T], fields: DictReader, key: str, violations: ViolationCollector
+) -> T | None:
+    """Read one nested part of the contract, gathering its violations with the others."""
+    try:
+        return read(fields.raw(key), fields.at(key))
+    except InvalidArgument as error:
+        violations.violations.extend(error.violations)
+        return None
+
+
+def _currency(fields: DictReader) -> Currency | None:
+    code = fields.raw("invoice_currency")
+    try:
+        return currency_of(code if isinstance(code, str) else "", fields.at("invoice_currency"))
+    except InvalidArgument as error:
+        fields.violations.violations.extend(error.violations)
+        return None
+
+
+def _anchor_from_dict(
+    raw: object, path: str, violations: ViolationCollector
+) -> BillingAnchor | None:
+    fields = DictReader(raw, path, violations, "a billing anchor")
+    day = fields.integer("day")
+    raw_time = fields.raw("time")
+    at = time(0, 0)
+    if isinstance(raw_time, time):
+        at = raw_time
+    elif isinstance(raw_time, str):
+        try:
+            at = time.fromisoformat(raw_time)
+        except ValueError:
+            violations.add(fields.at("time"), f"{raw_time!r} is not a time of day (HH:MM:SS)")
+            return None
+    elif raw_time is not None:
+        violations.add(fields.at("time"), "must be a time of day (HH:MM:SS), in UTC")
+        return None
+    fields.reject_unknown()
+    if day is None:
+        return None
+    try:
+        return BillingAnchor(day, at)
+    except InvalidArgument as error:
+        violations.violations.extend(under_prefix(error, path).violations)
+        return None
+
+
+def _each(
+    fields: DictReader,
+    key: str,
+    build: Callable[[Mapping[str, object], str], T],
+    violations: ViolationCollector,
+) -> list[T]:
+    """Build every item of a list field, gathering all their violations."""
+    built: list[T] = []
+    for index, raw in enumerate(fields.sequence(key)):
+        path = fields.at(f"{key}[{index}]")
+        if not isinstance(raw, Mapping):
+            violations.add(path, f"must be a mapping, got {type(raw).__name__}")
+            continue
+        try:
+            built.append(build(raw, path))
+        except InvalidArgument as error:
+            violations.violations.extend(error.violations)
+    return built
+
+
+def contract_to_dict(contract: Contract) -> dict[str, object]:
+    """The plain-dict form of a contract; `contract_from_dict` reads it back to an equal one."""
+    data: dict[str, object] = {
+        "contract_id": contract.contract_id,
+        "customer_id": contract.customer_id,
+        "tenant_id": contract.tenant_id,
+        "term_start": contract.term_start.isoformat(),
+        "term_end": None if contract.term_end is None else contract.term_end.isoformat(),
+        "billing_anchor": {
+            "day": contract.billing_anchor.day,
+            "time": contract.billing_anchor.time.isoformat(),
+        },
+        "billing_frequency": str(contract.billing_frequency),
+        "invoice_currency": contract.invoice_currency.code,
+        "rate_card_key": contract.rate_card_key,
+        "overage_policy": str(contract.overage_policy),
+        "overrides": [override_to_dict(override) for override in contract.overrides],
+        "spend_cap": None if contract.spend_cap is None else format_decimal(contract.spend_cap),
+        "alert_thresholds": [
+            threshold_to_dict(threshold) for threshold in contract.alert_thresholds
+        ],
+        "status": str(contract.status),
+    }
+    # Optional terms are written only when set, so older documents read back unchanged.
+    if contract.billing_interval is not None:
+        data["billing_interval_seconds"] = int(contract.billing_interval.total_seconds())
+    if contract.payment_method:
+        data["payment_method"] = contract.payment_method
+    if contract.late_usage is not LateUsage.REFUSE:
+        data["late_usage"] = str(contract.late_usage)
+    if contract.auto_recharge is not None:
+        data["auto_recharge"] = auto_recharge_to_dict(contract.auto_recharge)
+    if contract.renewal is not None:
+        data["renewal"] = renewal_to_dict(contract.renewal)
+    if contract.dunning != DEFAULT_DUNNING:
+        data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
+    return data

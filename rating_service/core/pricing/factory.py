@@ -1,0 +1,322 @@
+"""Price models from plain dicts (a YAML catalog, a proto converted to a dict) and back.
+
+Every decimal is read with `parse_decimal` (decimal strings or ints, never floats) and every
+problem is reported at once, each under its field path (`tiers[1].up_to`, or
+`prices.tokens.cells[3].price.unit_price` when a prefix is given).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+
+from rating_service.core.errors import InvalidArgument, ViolationCollector
+from rating_service.core.money import format_decimal, parse_decimal
+from rating_service.core.pricing.breakdown import ZERO
+from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
+from rating_service.core.pricing.graduated import Graduated
+from rating_service.core.pricing.matrix import Matrix, MatrixCell
+from rating_service.core.pricing.package import Package
+from rating_service.core.pricing.per_unit import PerUnit
+from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_model import PRICE_MODELS, PriceModel
+from rating_service.core.pricing.tiers import Tier
+from rating_service.core.pricing.volume import Volume
+
+MODEL_NAMES: tuple[str, ...] = tuple(model.MODEL for model in PRICE_MODELS)
+"""The accepted values of a price dict's `model` field."""
+
+
+def build_price_model(data: Mapping[str, object], field_path: str = "") -> PriceModel:
+    """Build and validate a price model from its plain-dict form, or raise InvalidArgument.
+
+    `field_path` prefixes every reported field, so a catalog can say where the price sits.
+    """
+    violations = ViolationCollector()
+    model = _build(data, field_path, violations)
+    violations.raise_if_any("invalid price model")
+    if model is None:  # every failure records a violation first; this is only a guard
+        raise InvalidArgument.of_field(field_path or "model", "could not be built")
+    return model
+
+
+def price_model_to_dict(model: PriceModel) -> dict[str, object]:
+    """The plain-dict form of a price model; `build_price_model` reads it back to an equal model."""
+    if isinstance(model, PerUnit):
+        return {"model": model.MODEL, "unit_price": format_decimal(model.unit_price)}
+    if isinstance(model, FlatFee):
+        return {
+            "model": model.MODEL,
+            "amount": format_decimal(model.amount),
+            "timing": str(model.timing),
+        }
+    if isinstance(model, Graduated | Volume):
+        return {"model": model.MODEL, "tiers": [_tier_to_dict(tier) for tier in model.tiers]}
+    if isinstance(model, Package):
+        data: dict[str, object] = {
+            "model": model.MODEL,
+            "block_size": format_decimal(model.block_size),
+            "block_price": format_decimal(model.block_price),
+        }
+        if model.free_units:
+            data["free_units"] = format_decimal(model.free_units)
+        return data
+    if isinstance(model, Percentage):
+        data = {"model": model.MODEL, "rate": format_decimal(model.rate)}
+        if model.fixed_fee:
+            data["fixed_fee"] = format_decimal(model.fixed_fee)
+        if model.minimum is not None:
+            data["minimum"] = format_decimal(model.minimum)
+        if model.maximum is not None:
+            data["maximum"] = format_decimal(model.maximum)
+        return data
+    return {
+        "model": model.MODEL,
+        "dimensions": list(model.dimensions),
+        "cells": [
+            {
+                "match": dict(zip(model.dimensions, cell.values, strict=True)),
+                "price": price_model_to_dict(cell.price),
+            }
+            for cell in model.cells
+        ],
+    }
+
+
+def _tier_to_dict(tier: Tier) -> dict[str, object]:
+    data: dict[str, object] = {
+        "up_to": None if tier.up_to is None else format_decimal(tier.up_to),
+        "unit_price": format_decimal(tier.unit_price),
+    }
+    if tier.flat_fee:
+        data["flat_fee"] = format_decimal(tier.flat_fee)
+    return data
+
+
+def _join(prefix: str, key: str) -> str:
+    if not prefix:
+        return key
+    return f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
+
+
+def _as_dict_field(field: str) -> str:
+    # A matrix cell's `values` are written as its `match` mapping in the dict form.
+    return _CELL_VALUES.sub(r"\1.match", field)
+
+
+_CELL_VALUES = re.compile(r"^(cells\[\d+\])\.values$")
+
+
+class _Fields:
+    """Reads the fields of one dict, recording each problem under its path."""
+
+    def __init__(self, data: object, path: str, violations: ViolationCollector) -> None:
+        self.path = path
+        self.violations = violations
+        self.read: set[str] = set()
+        if isinstance(data, Mapping):
+            self.data: Mapping[object, object] = data
+        else:
+            violations.add(path or "price", f"must be a mapping, got {type(data).__name__}")
+            self.data = {}
+
+    def at(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def raw(self, key: str) -> object:
+        self.read.add(key)
+        return self.data.get(key)
+
+    def decimal(self, key: str, default: Decimal | None = None) -> Decimal | None:
+        """The field as a Decimal; absent means `default`, or a violation when there is none."""
+        value = self.raw(key)
+        if value is None:
+            if default is None:
+                self.violations.add(self.at(key), "is required")
+            return default
+        return self.parse(value, self.at(key))
+
+    def optional_decimal(self, key: str) -> Decimal | None:
+        value = self.raw(key)
+        return None if value is None else self.parse(value, self.at(key))
+
+    def parse(self, value: object, path: str) -> Decimal | None:
+        try:
+            return parse_decimal(value, path)
+        except InvalidArgument as error:
+            self.violations.violations.extend(error.violations)
+            return None
+
+    def sequence(self, key: str) -> Sequence[object]:
+        value = self.raw(key)
+        if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            return value
+        self.violations.add(
+            self.at(key),
+            "is required" if value is None else f"must be a list, got {type(value).__name__}",
+        )
+        return ()
+
+    def reject_unknown(self, what: str) -> None:
+        # A misspelt field (`unit_prise`) must not silently fall back to a default.
+        for key in self.data:
+            if key not in self.read:
+                self.violations.add(self.at(str(key)), f"is not a field of {what}")
+
+
+def _build(data: object, path: str, violations: ViolationCollector) -> PriceModel | None:
+    fields = _Fields(data, path, violations)
+    name = fields.raw("model")
+    builder = _BUILDERS.get(name) if isinstance(name, str) else None
+    if builder is None:
+        if isinstance(data, Mapping):
+            violations.add(
+                fields.at("model"),
+                ("is required" if name is None else f"{name!r} is not a price model")
+                + f"; expected one of {', '.join(MODEL_NAMES)}",
+            )
+        return None
+    before = len(violations.violations)
+    construct = builder(fields)
+    fields.reject_unknown(f"a {name} price")
+    if len(violations.violations) > before or construct is None:
+        return None
+    try:
+        return construct()
+    except InvalidArgument as error:
+        # The model validates meaning (order, signs, ranges) with paths relative to itself.
+        for violation in error.violations:
+            violations.add(_join(path, _as_dict_field(violation.field)), violation.description)
+        return None
+
+
+Construct = Callable[[], PriceModel]
+
+
+def _per_unit(fields: _Fields) -> Construct | None:
+    unit_price = fields.decimal("unit_price")
+    if unit_price is None:
+        return None
+    return lambda: PerUnit(unit_price)
+
+
+def _flat_fee(fields: _Fields) -> Construct | None:
+    amount = fields.decimal("amount")
+    timing_name = fields.raw("timing")
+    timing = BillingTiming.IN_ARREARS
+    if timing_name is not None:
+        try:
+            timing = BillingTiming(str(timing_name))
+        except ValueError:
+            fields.violations.add(
+                fields.at("timing"),
+                f"{timing_name!r} is not one of {', '.join(BillingTiming)}",
+            )
+            return None
+    if amount is None:
+        return None
+    return lambda: FlatFee(amount, timing)
+
+
+def _tiers(fields: _Fields) -> list[Tier] | None:
+    tiers: list[Tier] = []
+    complete = True
+    for index, raw in enumerate(fields.sequence("tiers")):
+        tier = _Fields(raw, fields.at(f"tiers[{index}]"), fields.violations)
+        up_to = tier.optional_decimal("up_to")
+        unit_price = tier.decimal("unit_price")
+        flat_fee = tier.decimal("flat_fee", ZERO)
+        tier.reject_unknown("a tier")
+        if unit_price is None or flat_fee is None:
+            complete = False
+            continue
+        tiers.append(Tier(up_to, unit_price, flat_fee))
+    return tiers if complete else None
+
+
+def _graduated(fields: _Fields) -> Construct | None:
+    tiers = _tiers(fields)
+    return None if tiers is None else lambda: Graduated(tuple(tiers))
+
+
+def _volume(fields: _Fields) -> Construct | None:
+    tiers = _tiers(fields)
+    return None if tiers is None else lambda: Volume(tuple(tiers))
+
+
+def _package(fields: _Fields) -> Construct | None:
+    block_size = fields.decimal("block_size")
+    block_price = fields.decimal("block_price")
+    free_units = fields.decimal("free_units", ZERO)
+    if block_size is None or block_price is None or free_units is None:
+        return None
+    return lambda: Package(block_size, block_price, free_units)
+
+
+def _percentage(fields: _Fields) -> Construct | None:
+    rate = fields.decimal("rate")
+    fixed_fee = fields.decimal("fixed_fee", ZERO)
+    minimum = fields.optional_decimal("minimum")
+    maximum = fields.optional_decimal("maximum")
+    if rate is None or fixed_fee is None:
+        return None
+    return lambda: Percentage(rate, fixed_fee, minimum, maximum)
+
+
+def _matrix(fields: _Fields) -> Construct | None:
+    dimensions: list[str] = []
+    for index, name in enumerate(fields.sequence("dimensions")):
+        if isinstance(name, str) and name:
+            dimensions.append(name)
+        else:
+            fields.violations.add(fields.at(f"dimensions[{index}]"), "must be a non-empty name")
+    cells: list[MatrixCell] = []
+    complete = True
+    for index, raw in enumerate(fields.sequence("cells")):
+        cell = _Fields(raw, fields.at(f"cells[{index}]"), fields.violations)
+        values = _cell_values(cell, dimensions)
+        price = _build(cell.raw("price"), cell.at("price"), fields.violations)
+        cell.reject_unknown("a matrix cell")
+        if values is None or price is None:
+            complete = False
+        elif isinstance(price, Matrix):
+            fields.violations.add(cell.at("price.model"), "a matrix cell cannot be a matrix")
+            complete = False
+        else:
+            cells.append(MatrixCell(values, price))
+    if not complete:
+        return None
+    return lambda: Matrix(tuple(dimensions), tuple(cells))
+
+
+def _cell_values(cell: _Fields, dimensions: Sequence[str]) -> tuple[str, ...] | None:
+    match = cell.raw("match")
+    if not isinstance(match, Mapping):
+        cell.violations.add(cell.at("match"), "must map each dimension to a value")
+        return None
+    values: list[str] = []
+    for name in dimensions:
+        value = match.get(name)
+        if isinstance(value, str) and value:
+            values.append(value)
+        else:
+            cell.violations.add(cell.at(f"match.{name}"), "must be a non-empty string")
+    for name in match:
+        if name not in dimensions:
+            cell.violations.add(
+                cell.at(f"match.{name}"),
+                f"is not a dimension of this matrix ({', '.join(dimensions)})",
+            )
+    return tuple(values) if len(values) == len(dimensions) == len(match) else None
+
+
+_BUILDERS: Mapping[str, Callable[[_Fields], Construct | None]] = {
+    PerUnit.MODEL: _per_unit,
+    FlatFee.MODEL: _flat_fee,
+    Graduated.MODEL: _graduated,
+    Volume.MODEL: _volume,
+    Package.MODEL: _package,
+    Percentage.MODEL: _percentage,
+    Matrix.MODEL: _matrix,
+}

@@ -1,0 +1,136 @@
+"""The outbox dispatcher: delivers rows written with their cause to Temporal, at least once.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED` (several workers share the work), handed to
+their topic's handler, and marked delivered in the same transaction. A crash or an outage of
+the database or Temporal leaves them undelivered, to be delivered again; handlers start
+workflows under ids derived from business keys, so a second delivery changes nothing.
+Topics without a handler stay in the outbox until one is registered
+(rating_service/workflows/registry.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from rating_service.workflows.billing import (
+    BillingCycleInput,
+    ContractBillingWorkflow,
+    billing_workflow_id,
+)
+
+log = logging.getLogger("rating.outbox")
+
+A = TypeVar("A")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row as a handler sees it; `dedupe_key` is its business key, unique."""
+
+    tenant_id: str
+    topic: str
+    dedupe_key: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+
+Handler = Callable[[OutboxRow], Awaitable[None]]
+"""Delivers one row (idempotently: a row may be delivered more than once)."""
+
+
+class OutboxDispatcher:
+    """Claims undelivered rows of the topics it handles, delivers them, marks them delivered."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        handlers: Mapping[str, Sequence[Handler]],
+        poll_seconds: float = 1.0,
+        batch_size: int = 100,
+    ) -> None:
+        self._pool = pool
+        self._handlers = dict(handlers)
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+
+    async def dispatch_once(self) -> int:
+        """Deliver one batch; the number of rows delivered."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT outbox_id, tenant_id, topic, dedupe_key, payload, created_at FROM outbox"
+                " WHERE delivered_at IS NULL AND topic = ANY($1::text[])"
+                " ORDER BY outbox_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                sorted(self._handlers),
+                self._batch_size,
+            )
+            for row in rows:
+                payload = row["payload"]
+                if isinstance(payload, str):
+                    payload = json.loads(payload)
+                claimed = OutboxRow(
+                    row["tenant_id"], row["topic"], row["dedupe_key"], payload, row["created_at"]
+                )
+                for handle in self._handlers[row["topic"]]:
+                    await handle(claimed)
+            if rows:
+                await conn.execute(
+                    "UPDATE outbox SET delivered_at = now() WHERE outbox_id = ANY($1::bigint[])",
+                    [row["outbox_id"] for row in rows],
+                )
+        return len(rows)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; any failure is logged and retried on the next poll."""
+        while True:
+            try:
+                while await self.dispatch_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # an outage must not end the loop
+                log.warning("outbox delivery failed; retrying", extra={"error": str(error)})
+            await asyncio.sleep(self._poll_seconds)
+
+
+async def start_once(
+    client: Client,
+    run: Callable[[Any, A], Awaitable[Any]],
+    argument: A,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+) -> None:
+    """Start a workflow under its business-key id; a redelivered row finds it and adds nothing."""
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            run, argument, id=workflow_id, task_queue=task_queue, id_reuse_policy=reuse
+        )
+
+
+def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
+    """Start a new contract's billing cycle (once: the id is the contract's)."""
+
+    async def start(row: OutboxRow) -> None:
+        tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
+        await start_once(
+            client,
+            ContractBillingWorkflow.run,
+            BillingCycleInput(tenant_id, contract_id, grace_seconds),
+            workflow_id=billing_workflow_id(tenant_id, contract_id),
+            task_queue=task_queue,
+        )
+
+    return start

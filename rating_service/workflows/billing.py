@@ -1,0 +1,169 @@
+"""ContractBillingWorkflow: one per contract, invoicing each billing date for the whole term.
+
+It asks for the next billing date (the term start, each period end, the term end), sleeps
+until that date plus the grace window for late events, runs the date's InvoiceWorkflow as a
+child, and continues as new, so its history stays short however long the contract lives.
+Signals: `amend` (the terms changed: recompute the next date), `cancel` (end the term now and
+issue the final invoice), `bill_now` (skip the rest of the grace window). Query: `schedule`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from rating_service.workflows.activities import (
+        BillingActivities,
+        BillingDateInfo,
+        ContractRef,
+        InvoiceRequest,
+        NextBillingDateRequest,
+    )
+    from rating_service.workflows.invoice import (
+        LOCAL_STEPS,
+        InvoiceWorkflow,
+        invoice_workflow_id,
+        run_step,
+    )
+
+
+@dataclass(frozen=True)
+class BillingCycleInput:
+    """The contract, its grace window, and the last billing date invoiced (ISO-8601)."""
+
+    tenant_id: str
+    contract_id: str
+    grace_seconds: float
+    last_billed: str | None = None
+
+
+@dataclass(frozen=True)
+class BillingSchedule:
+    """What the `schedule` query answers: the next billing date and what the cycle is doing."""
+
+    state: str
+    next_billing_date: str | None
+    bills_at: str | None
+    last_billed: str | None
+
+
+def billing_workflow_id(tenant_id: str, contract_id: str) -> str:
+    """The billing cycle's id, from the contract: starting it twice is harmless."""
+    return f"billing/{tenant_id}/{contract_id}"
+
+
+@workflow.defn(name="ContractBilling")
+class ContractBillingWorkflow:
+    """Invoice a contract on each billing date until its term is over."""
+
+    def __init__(self) -> None:
+        self._state = "starting"
+        self._next: BillingDateInfo | None = None
+        self._bills_at: datetime | None = None
+        self._last_billed: str | None = None
+        self._amended = False
+        self._cancel = False
+        self._bill_now = False
+        self._ending = False
+
+    @workflow.run
+    async def run(self, cycle: BillingCycleInput) -> str:
+        """Bill the next date, then continue as new; return "ended" after the final one."""
+        self._last_billed = cycle.last_billed
+        contract = ContractRef(cycle.tenant_id, cycle.contract_id)
+        local = workflow.patched(LOCAL_STEPS)
+        while True:
+            self._amended = False
+            self._next = await run_step(
+                BillingActivities.next_billing_date,
+                NextBillingDateRequest(cycle.tenant_id, cycle.contract_id, self._last_billed),
+                local=local,
+            )
+            if self._next is None:
+                self._state = "ended"
+                return "ended"
+            at = datetime.fromisoformat(self._next.at)
+            grace = (
+                timedelta(0) if self._next.is_opening else timedelta(seconds=cycle.grace_seconds)
+            )
+            self._bills_at = at + grace
+            self._state = "waiting"
+            await self._sleep_until(self._bills_at, at)
+            if self._cancel:
+                self._cancel = False
+                self._state = "cancelling"
+                await run_step(BillingActivities.end_contract, contract, local=local)
+                # The term now ends today: the next date is the final one, billed at once.
+                self._ending = True
+                continue
+            if self._amended:
+                continue
+            self._state = "invoicing"
+            await self._invoice(cycle, self._next.at)
+            workflow.continue_as_new(
+                BillingCycleInput(
+                    cycle.tenant_id, cycle.contract_id, cycle.grace_seconds, self._next.at
+                )
+            )
+
+    async def _sleep_until(self, bills_at: datetime, billing_date: datetime) -> None:
+        """Wait for the billing moment, or until a signal asks for something sooner."""
+        if self._ending:
+            return  # cancelled: the final date is the moment of cancellation, already here
+
+        def woken() -> bool:
+            due_now = self._bill_now and workflow.now() >= billing_date
+            return self._amended or self._cancel or due_now
+
+        remaining = (bills_at - workflow.now()).total_seconds()
+        if remaining <= 0 or woken():
+            return
+        with contextlib.suppress(TimeoutError):  # the moment came
+            await workflow.wait_condition(woken, timeout=remaining)
+
+    async def _invoice(self, cycle: BillingCycleInput, billing_date: str) -> None:
+        """Run the date's invoice; a failed invoice is left for ops and billing goes on."""
+        request = InvoiceRequest(cycle.tenant_id, cycle.contract_id, billing_date)
+        try:
+            await workflow.execute_child_workflow(
+                InvoiceWorkflow.run,
+                request,
+                id=invoice_workflow_id(cycle.tenant_id, cycle.contract_id, billing_date, 0),
+            )
+        except ChildWorkflowError as error:
+            workflow.logger.error(
+                "invoice of %s for %s failed; replay it with `rating ops`: %s",
+                cycle.contract_id,
+                billing_date,
+                error.cause,
+            )
+
+    @workflow.signal
+    def amend(self) -> None:
+        """The contract's terms changed: work out the next billing date again."""
+        self._amended = True
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """End the contract now and issue its final invoice at once (no grace window)."""
+        self._cancel = True
+
+    @workflow.signal
+    def bill_now(self) -> None:
+        """Invoice the period that has ended without waiting out the grace window."""
+        self._bill_now = True
+
+    @workflow.query
+    def schedule(self) -> BillingSchedule:
+        """The next billing date, when it will be billed, and what the cycle is doing."""
+        return BillingSchedule(
+            self._state,
+            None if self._next is None else self._next.at,
+            None if self._bills_at is None else self._bills_at.isoformat(),
+            self._last_billed,
+        )
