@@ -32,7 +32,7 @@ from rating_service.store.tenant import TenantStore
 
 DEMO_TENANT = "demo"
 DEMO_CUSTOMER = "demo-customer"
-EXAMPLE_CATALOG = Path(__file__).parent / "examples" / "catalog.yaml"
+EXAMPLE_CATALOG = Path(__file__).parent.parent / "examples" / "catalog.yaml"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 WEBHOOK_KEY_FILE = "webhook-secret-keys"

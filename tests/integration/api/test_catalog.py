@@ -21,7 +21,7 @@ from rating_service.core.auth import Role
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys, eventually, status_of
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "rating_service" / "examples" / "catalog.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "rating_service" / "examples" / "catalog.yaml"
 
 PRODUCT = {
     "key": "tokens",

@@ -21,7 +21,7 @@ from rating_service.core.pricing.catalog import (
 from rating_service.core.pricing.rate_card import rate_card_from_dict
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-EXAMPLE = Path(__file__).resolve().parents[2] / "rating_service" / "examples" / "catalog.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "rating_service" / "examples" / "catalog.yaml"
 
 TOKENS = {
     "key": "tokens",

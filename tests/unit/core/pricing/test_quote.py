@@ -15,7 +15,7 @@ from rating_service.core.pricing.quote import UsageLine, quote
 
 EXAMPLE = catalog_from_document(
     read_catalog_file(
-        Path(__file__).resolve().parents[2] / "rating_service" / "examples" / "catalog.yaml"
+        Path(__file__).resolve().parents[4] / "rating_service" / "examples" / "catalog.yaml"
     )
 )
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
