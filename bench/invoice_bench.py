@@ -69,7 +69,8 @@ from rating_service.core.errors import DomainError
 from rating_service.core.pricing.meter import UsageEvent
 from rating_service.payments import SimulatedGateway
 from rating_service.runtime.embedded import TemporalDevServer, free_port
-from rating_service.runtime.worker import connect_temporal, run_worker
+from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.worker import run_worker
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.invoice import Invoicing

@@ -13,10 +13,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from rating_service.api.server import RunningServer, start_server
 from rating_service.core.auth import Role, issue_key
 from rating_service.core.encryption import new_key
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.database import create_engine, with_database

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import asyncpg
 from grpc import aio
 
 from rating_client.gen.rating.v1 import ops_pb2, ops_pb2_grpc
@@ -17,8 +16,6 @@ from rating_service.core.errors import (
 )
 from rating_service.ops.failures import InvoiceRun
 from rating_service.ops.replay import InvoiceReplays, ReplayPlan
-from rating_service.runtime.worker import connect_temporal
-from rating_service.settings import Settings
 from rating_service.store.replay import Replay
 
 DEFAULT_LIMIT = 100
@@ -29,22 +26,9 @@ MAX_WAIT_SECONDS = 120
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
     """Converts OpsService messages to InvoiceReplays calls and back."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
-        self._settings = settings
-        self._pool = pool
-        self._replays: InvoiceReplays | None = None
-        self._connecting = asyncio.Lock()
-
-    async def _ops(self) -> InvoiceReplays:
-        """The replays, connected to Temporal on first use (the server starts without it)."""
-        async with self._connecting:
-            if self._replays is None:
-                self._replays = InvoiceReplays(
-                    await connect_temporal(self._settings),
-                    self._pool,
-                    self._settings.temporal_task_queue,
-                )
-        return self._replays
+    def __init__(self, invoice_replays: Callable[[], Awaitable[InvoiceReplays]]) -> None:
+        # Connected to Temporal on first use: the server starts without it.
+        self._ops = invoice_replays
 
     @allow(Role.OPS)
     async def ListFailedInvoices(

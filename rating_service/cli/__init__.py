@@ -89,7 +89,7 @@ def main() -> None:
 @main.command()
 def serve() -> None:
     """Run the gRPC server until SIGTERM (then drain gracefully)."""
-    from rating_service.api.server import serve as serve_forever
+    from rating_service.runtime.server import serve as serve_forever
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -521,7 +521,7 @@ def _short(text: str, width: int = 90) -> str:
 async def _invoice_replays(tenant_name: str) -> AsyncIterator[tuple[InvoiceReplays, str]]:
     """Ops replays (Temporal and the database) for a tenant named on the command line."""
     from rating_service.ops.replay import InvoiceReplays
-    from rating_service.runtime.worker import connect_temporal
+    from rating_service.runtime.temporal import connect_temporal
 
     settings = _settings()
     client = await connect_temporal(settings)
@@ -549,7 +549,7 @@ def ops_histories_check(per_type: int) -> None:
     (non-determinism) fails here instead of in production.
     """
     from rating_service.ops.determinism import DeterminismReport, check_histories
-    from rating_service.runtime.worker import connect_temporal
+    from rating_service.runtime.temporal import connect_temporal
     from rating_service.workflows.registry import SANDBOX, WORKFLOWS
 
     async def check() -> DeterminismReport:
@@ -898,7 +898,7 @@ async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> No
     """Send a signal to a contract's billing workflow, with an actionable error if it has none."""
     from temporalio.service import RPCError
 
-    from rating_service.runtime.worker import connect_temporal
+    from rating_service.runtime.temporal import connect_temporal
     from rating_service.store.database import create_engine
     from rating_service.store.tenant import TenantStore
     from rating_service.workflows.billing import billing_workflow_id
@@ -955,7 +955,7 @@ async def _change_payment_method(
 async def _temporal_before(unchanged: str) -> TemporalClient:
     """Temporal, reached before a change that workflows must hear of; if not, say what did not
     happen (`unchanged`) and how to point `rating` at Temporal."""
-    from rating_service.runtime.worker import connect_temporal
+    from rating_service.runtime.temporal import connect_temporal
 
     try:
         return await connect_temporal(_settings())

@@ -38,7 +38,7 @@ from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.invoice import invoice_id_for
 from rating_service.ops.failures import InvoiceRun, failed_invoices
 from rating_service.ops.replay import InvoiceReplays
-from rating_service.runtime.worker import connect_temporal
+from rating_service.runtime.temporal import connect_temporal
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.webhook import (

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import asyncpg
 
-from rating_service.api.server import start_server
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.progress import step
 from rating_service.core.auth import Caller, Role, issue_key
 from rating_service.core.encryption import new_key
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
+from rating_service.runtime.server import start_server
 from rating_service.runtime.worker import run_worker
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin

@@ -71,17 +71,20 @@ class InvoiceReplays:
         self,
         client: Client,
         pool: asyncpg.Pool,
+        invoices: InvoiceStore,
+        contracts: ContractStore,
+        log: ReplayLog,
         task_queue: str,
         *,
         stuck_after: timedelta = STUCK_AFTER,
     ) -> None:
         self._client = client
-        self._pool = pool
+        self._pool = pool  # for the advisory lock that makes one replay at a time per invoice
         self._task_queue = task_queue
         self._stuck_after = stuck_after
-        self._invoices = InvoiceStore(pool)
-        self._contracts = ContractStore(pool)
-        self.log = ReplayLog(pool)
+        self._invoices = invoices
+        self._contracts = contracts
+        self.log = log
 
     async def failed(
         self,

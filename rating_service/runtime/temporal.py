@@ -19,6 +19,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rating_service.core.errors import FailedPrecondition, PreconditionViolation, Unavailable
+from rating_service.settings import Settings
+
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.runtime import Runtime
@@ -115,3 +118,39 @@ def _release_frames(error: BaseException) -> None:
         seen.add(id(current))
         traceback.clear_frames(current.__traceback__)
         pending += [current.__cause__, current.__context__]
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """A Temporal client for the configured address and namespace, with an actionable error.
+
+    Refused with reason `TEMPORAL_UNAVAILABLE`: FAILED_PRECONDITION when no address is set,
+    UNAVAILABLE (so callers retry) when the server cannot be reached.
+    """
+    from temporalio.client import Client  # imported when used: most commands never need it
+
+    if not settings.temporal_address:
+        raise _temporal_unavailable(
+            "RATING_TEMPORAL_ADDRESS is not set: set it to the Temporal frontend's host:port"
+            " (`rating dev` runs one and prints its address)"
+        )
+    try:
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            runtime=block_runtime(),  # a `rating` command's own, stopped before it exits
+        )
+    except RuntimeError as exc:
+        raise Unavailable(
+            f"cannot reach Temporal at {settings.temporal_address}: {exc}; "
+            "check RATING_TEMPORAL_ADDRESS and that the server is up",
+            reason="TEMPORAL_UNAVAILABLE",
+        ) from exc
+    return in_block(client)
+
+
+def _temporal_unavailable(description: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        description,
+        reason="TEMPORAL_UNAVAILABLE",
+        violations=[PreconditionViolation("TEMPORAL", "temporal", description)],
+    )

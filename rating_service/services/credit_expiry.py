@@ -24,8 +24,6 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-import asyncpg
-
 from rating_service.core.billing.invoice import invoice_id_for
 from rating_service.core.contracts.expiry import settling_billing_date, waits_for_renewal
 from rating_service.core.errors import InvalidArgument
@@ -73,9 +71,14 @@ class ExpiryOutcome:
 class CreditExpiry:
     """Warns of and carries out pool expiries over the contract and settlement stores."""
 
-    def __init__(self, pool: asyncpg.Pool, clock: Callable[[], datetime] = utc_now) -> None:
-        self._contracts = ContractStore(pool)
-        self._settlement = SettlementStore(pool)
+    def __init__(
+        self,
+        contracts: ContractStore,
+        settlement: SettlementStore,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._contracts = contracts
+        self._settlement = settlement
         self._clock = clock
 
     async def warn(self, tenant_id: str, contract_id: str, pool_id: str) -> bool:

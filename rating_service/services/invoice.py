@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from rating_service.core.billing.compose import InvoiceInputs, compose_invoice
 from rating_service.core.billing.document import InvoiceParties, render_html, render_pdf
 from rating_service.core.billing.dunning import GATEWAY_TIMEOUT_CODE, PaymentFailure, next_retry_at
@@ -101,16 +98,18 @@ class Invoicing:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        engine: AsyncEngine,
+        contracts: ContractStore,
+        invoices: InvoiceStore,
+        catalogs: CatalogStore,
+        tenants: TenantStore,
         gateway: PaymentGateway | None = None,
         clock: Callable[[], datetime] = utc_now,
         failpoints: Failpoints | None = None,
     ) -> None:
-        self._contracts = ContractStore(pool)
-        self._invoices = InvoiceStore(pool)
-        self._catalogs = CatalogStore(engine)
-        self._tenants = TenantStore(engine)
+        self._contracts = contracts
+        self._invoices = invoices
+        self._catalogs = catalogs
+        self._tenants = tenants
         self._gateway = gateway
         self._clock = clock
         self._failpoints = failpoints or Failpoints()

@@ -8,13 +8,10 @@ what was done and never charges or grants twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rating_service.core.auth import Caller, Role
 from rating_service.core.contracts.contract import ContractStatus
@@ -27,9 +24,7 @@ from rating_service.payments.gateway import (
     PaymentGateway,
     UnknownPaymentMethod,
 )
-from rating_service.services.catalog import Catalogs, utc_now
 from rating_service.services.contract import ContractAdmin
-from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore, amend_contract, lock_contract
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
@@ -72,13 +67,13 @@ class AutoRecharging:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        engine: AsyncEngine,
+        contracts: ContractStore,
+        admin: ContractAdmin,
         gateway: PaymentGateway,
-        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
-        self._contracts = ContractStore(pool)
-        self._admin = ContractAdmin(self._contracts, Catalogs(CatalogStore(engine)), clock)
+        self._contracts = contracts
+        self._admin = admin
         self._gateway = gateway
 
     async def begin(self, tenant_id: str, contract_id: str, trigger: str) -> RechargePlan | None:

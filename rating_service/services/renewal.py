@@ -18,14 +18,11 @@ The steps of RenewalWorkflow, each idempotent on the contract (never on the work
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.invoice import invoice_id_for
@@ -37,9 +34,7 @@ from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotF
 from rating_service.core.ids import new_id
 from rating_service.core.ledger.posting_rules import rollover_transfers
 from rating_service.core.money import exact_sum, format_decimal
-from rating_service.services.catalog import Catalogs, utc_now
 from rating_service.services.contract import ContractAdmin
-from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import (
     CONTRACT_OVERLAP,
     Commitment,
@@ -118,13 +113,13 @@ class Renewals:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        engine: AsyncEngine,
-        clock: Callable[[], datetime] = utc_now,
+        contracts: ContractStore,
+        admin: ContractAdmin,
+        settlement: SettlementStore,
     ) -> None:
-        self._contracts = ContractStore(pool)
-        self._admin = ContractAdmin(self._contracts, Catalogs(CatalogStore(engine)), clock)
-        self._settlement = SettlementStore(pool)
+        self._contracts = contracts
+        self._admin = admin
+        self._settlement = settlement
 
     async def schedule(self, tenant_id: str, contract_id: str) -> RenewalSchedule | None:
         """When the term ends and notice is due; None for an evergreen contract."""

@@ -32,7 +32,6 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 
 from rating_service.core.encryption import EncryptionKeys
@@ -188,13 +187,12 @@ class Notifications:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        keys: EncryptionKeys,
+        store: WebhookStore,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = WebhookStore(pool, keys)
-        self._keys = keys
+        self._store = store
+        self._keys = store.keys
         self._transport = transport
         self._clock = clock
 

@@ -68,6 +68,11 @@ class WebhookStore:
         self._pool = pool
         self._keys = keys
 
+    @property
+    def keys(self) -> EncryptionKeys:
+        """The keys that seal and open the endpoints' signing secrets."""
+        return self._keys
+
     async def add_endpoint(
         self,
         tenant_id: str,

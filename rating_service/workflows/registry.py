@@ -4,24 +4,19 @@ outbox topics start workflows. Each lifecycle piece adds its lines here, and now
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from rating_service.core.billing.dunning import PAYMENT_FAILED
-from rating_service.failpoints import Failpoints
 from rating_service.outbox.dispatcher import Handler, start_billing
-from rating_service.payments.gateway import PaymentGateway
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import AUTO_RECHARGE
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
-from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications, webhook_secret_keys
+from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications
 from rating_service.settings import Settings
 from rating_service.store.contract import COMMITMENT_ADDED, CONTRACT_CREATED
 from rating_service.workflows.activities import BillingActivities
@@ -79,60 +74,57 @@ SANDBOX = SandboxedWorkflowRunner(
 """The workflow runner: Temporal's sandbox, passing the service's own modules through."""
 
 
-@dataclass(frozen=True)
-class WorkerDependencies:
-    """What activities and outbox handlers may use."""
+class WorkerServices(Protocol):
+    """The services activities act through; the composition root (`runtime.bootstrap`) has them."""
 
-    pool: asyncpg.Pool
-    engine: AsyncEngine
-    gateway: PaymentGateway
-    client: Client
-    settings: Settings
+    @property
+    def invoicing(self) -> Invoicing: ...
+    @property
+    def recharging(self) -> AutoRecharging: ...
+    @property
+    def notifications(self) -> Notifications: ...
+    @property
+    def credit_expiry(self) -> CreditExpiry: ...
+    @property
+    def renewals(self) -> Renewals: ...
 
 
-def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
-    """The activity callables, bound to the worker's dependencies."""
-    failpoints = Failpoints.parse(deps.settings.failpoints)
-    invoicing = Invoicing(deps.pool, deps.engine, deps.gateway, failpoints=failpoints)
-    recharging = AutoRecharging(deps.pool, deps.engine, deps.gateway)
-    notifying = NotificationActivities(Notifications(deps.pool, webhook_secret_keys(deps.settings)))
+def activities(services: WorkerServices) -> list[Callable[..., Any]]:
+    """The activity callables, bound to the worker's services."""
     return [
-        *BillingActivities(invoicing).all(),
-        *RechargeActivities(recharging).all(),
-        *notifying.all(),
-        *DunningActivities(invoicing).all(),
-        *ExpiryActivities(CreditExpiry(deps.pool)).all(),
-        *RenewalActivities(Renewals(deps.pool, deps.engine)).all(),
+        *BillingActivities(services.invoicing).all(),
+        *RechargeActivities(services.recharging).all(),
+        *NotificationActivities(services.notifications).all(),
+        *DunningActivities(services.invoicing).all(),
+        *ExpiryActivities(services.credit_expiry).all(),
+        *RenewalActivities(services.renewals).all(),
     ]
 
 
-def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
+def outbox_handlers(
+    client: Client, settings: Settings, notifications: Notifications
+) -> dict[str, list[Handler]]:
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
-    settings = deps.settings
     handlers: dict[str, list[Handler]] = {
         CONTRACT_CREATED: [
-            start_billing(
-                deps.client, settings.temporal_task_queue, settings.invoice_grace_seconds
-            ),
-            start_renewal(
-                deps.client, settings.temporal_task_queue, settings.settlement_poll_seconds
-            ),
+            start_billing(client, settings.temporal_task_queue, settings.invoice_grace_seconds),
+            start_renewal(client, settings.temporal_task_queue, settings.settlement_poll_seconds),
         ],
         COMMITMENT_ADDED: [
             start_expiry(
-                deps.client,
+                client,
                 settings.temporal_task_queue,
                 settings.expiry_warning_seconds,
                 settings.settlement_poll_seconds,
             )
         ],
-        AUTO_RECHARGE: [start_recharge(deps.client, settings.temporal_task_queue)],
-        PAYMENT_FAILED: [start_dunning(deps.client, settings.temporal_task_queue)],
+        AUTO_RECHARGE: [start_recharge(client, settings.temporal_task_queue)],
+        PAYMENT_FAILED: [start_dunning(client, settings.temporal_task_queue)],
     }
     notify = start_notifications(
-        deps.client,
+        client,
         settings.temporal_task_queue,
-        Notifications(deps.pool, webhook_secret_keys(deps.settings)),
+        notifications,
         DeliveryPolicy.from_settings(settings),
     )
     for topic in NOTIFICATION_TOPICS:  # a topic may start other workflows too: append

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from rating_client import RatingClient
-from rating_service.api.server import RunningServer
+from rating_service.runtime.server import RunningServer
 from tests.conftest import TenantKeys
 from tests.integration.billing import load_catalog
 from tests.integration.cycles import admin_client

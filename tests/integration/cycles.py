@@ -24,11 +24,12 @@ from temporalio.service import RPCError
 
 from rating_client import RatingClient
 from rating_client.gen.rating.v1 import contract_pb2
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.core.auth import Caller, Role
-from rating_service.payments import SimulatedGateway
-from rating_service.runtime.worker import connect_temporal, run_worker
+from rating_service.runtime.bootstrap import ProcessRole, bootstrap
+from rating_service.runtime.server import RunningServer
+from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.worker import run_worker
 from rating_service.services.catalog import Catalogs
 from rating_service.services.invoice import Invoicing
 from rating_service.settings import Settings
@@ -316,14 +317,8 @@ async def record_history(client: Client, workflow_id: str, name: str) -> list[Re
 @asynccontextmanager
 async def open_invoicing(settings: Settings) -> AsyncIterator[Invoicing]:
     """The invoicing service over the test's database, to read invoices as the worker wrote them."""
-    assert settings.database_url is not None
-    pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2)
-    engine = create_engine(settings.database_url, 2)
-    try:
-        yield Invoicing(pool, engine, SimulatedGateway(pool))
-    finally:
-        await pool.close()
-        await engine.dispose()
+    async with bootstrap(settings, ProcessRole.WORKER) as components:
+        yield components.invoicing
 
 
 def credit(contract_id: str, amount: str) -> contract_pb2.AddCommitmentRequest:

@@ -15,9 +15,9 @@ from grpc import aio
 
 from rating_client.errors import decode_rich_status, field_violations
 from rating_client.gen.rating.v1 import catalog_pb2, catalog_pb2_grpc
-from rating_service.api.server import RunningServer, start_server
 from rating_service.cli import main
 from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys, eventually, status_of
 
@@ -246,7 +246,9 @@ async def test_a_change_made_through_one_replica_reaches_the_cache_of_another(
             admin = acme.metadata(Role.ADMIN)
             writer = catalog_pb2_grpc.CatalogServiceStub(one)
             reader = catalog_pb2_grpc.CatalogServiceStub(two)
-            await eventually(lambda: first.changes.listening and second.changes.listening)
+            await eventually(
+                lambda: first.components.changes.listening and second.components.changes.listening
+            )
             empty = await reader.ListProducts(catalog_pb2.ListProductsRequest(), metadata=admin)
             assert list(empty.products) == []  # now cached on the second replica
             product = json_format.ParseDict(PRODUCT, catalog_pb2.Product())

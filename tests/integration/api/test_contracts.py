@@ -16,9 +16,9 @@ from grpc import aio
 
 from rating_client.errors import decode_rich_status, field_violations
 from rating_client.gen.rating.v1 import contract_pb2, contract_pb2_grpc
-from rating_service.api.server import RunningServer
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.core.auth import Caller, Role
+from rating_service.runtime.server import RunningServer
 from rating_service.services.catalog import Catalogs
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn
@@ -99,7 +99,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def apply_example_catalog(server: RunningServer, tenant: TenantKeys) -> None:
     caller = Caller(tenant.tenant_id, "test", Role.ADMIN)
     document = read_catalog_file(EXAMPLE)
-    await Catalogs(CatalogStore(server.engine)).apply(caller, document, dry_run=False)
+    await Catalogs(CatalogStore(server.components.engine)).apply(caller, document, dry_run=False)
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ from rating_client.gen.rating.v1 import (
     rating_pb2,
     rating_pb2_grpc,
 )
-from rating_service.api.server import RunningServer, start_server
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import free_port
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys

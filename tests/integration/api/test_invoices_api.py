@@ -22,10 +22,10 @@ from grpc import aio
 from rating_client import NotAllowed, NotFoundError, RatingClient, RatingError
 from rating_client.errors import decode_rich_status, field_violations
 from rating_client.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc, rating_pb2
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import invoice_id_for
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.workflows.billing import billing_workflow_id
 from tests.conftest import TenantKeys, eventually, status_of

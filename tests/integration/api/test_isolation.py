@@ -17,10 +17,10 @@ from rating_client import (
     RequestTooLarge,
 )
 from rating_client.gen.rating.v1 import rating_pb2
-from rating_service.api.server import RunningServer, start_server
 from rating_service.core.auth import Role
 from rating_service.core.errors import DomainError
 from rating_service.core.pricing.meter import UsageEvent
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.services.rating.engine import Outcome
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys
@@ -48,11 +48,14 @@ async def test_an_event_the_database_refuses_fails_alone_and_new_accounts_surviv
     theirs = await open_account(neighbour, "cus-b")
     pool = await theirs.grant("100", grant_id="g")
     # The engine trusts the edge; past it, a NUL byte is what PostgreSQL refuses to store.
-    batch = server.debits.rate_in_order(
+    batch = server.components.debits.rate_in_order(
         acme.tenant_id,
         [("cus-a", "ok-1", _call()), ("cus-a", "bad\x00id", _call()), ("cus-a", "ok-2", _call())],
     )
-    beside = [server.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call()) for n in range(5)]
+    beside = [
+        server.components.debits.rate(globex.tenant_id, "cus-b", f"b-{n}", _call())
+        for n in range(5)
+    ]
     answers, others = await asyncio.gather(batch, asyncio.gather(*beside))
     assert [type(a) for a in answers] == [Outcome, DomainError, Outcome]
     refused = answers[1]

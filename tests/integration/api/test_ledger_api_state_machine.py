@@ -54,8 +54,8 @@ from rating_client.gen.rating.v1 import (
     rating_pb2,
     rating_pb2_grpc,
 )
-from rating_service.api.server import RunningServer
 from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys
@@ -815,7 +815,7 @@ class LedgerApiMachine(RuleBasedStateMachine):
         """The server's sweep, run now: holds past their TTL are given back."""
         now = datetime.now(UTC)
         due = self.model.sweep(now)
-        released = self.world.db(self.world.server.reservations.expire_due(limit=10_000))
+        released = self.world.db(self.world.server.components.reservations.expire_due(limit=10_000))
         # Other examples' holds may be due too; ours all are released.
         assert released >= len(due)
         self.world.stats["sweep released"] += len(due)

@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rating_client import RatingClient
 from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc, rating_pb2, rating_pb2_grpc
-from rating_service.api.server import RunningServer, start_server
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import EmbeddedPostgres
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.runtime.worker import run_worker
 from rating_service.settings import Settings
 from rating_service.store import migrations

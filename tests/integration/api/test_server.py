@@ -27,9 +27,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rating_client import RatingClient
 from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc, rating_pb2, rating_pb2_grpc
-from rating_service.api.server import RunningServer, start_server
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import port_in_use
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, with_database
 from tests.conftest import TenantKeys, eventually, status_of

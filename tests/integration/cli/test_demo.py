@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import pytest
 
-from rating_service.api.server import RunningServer
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.demo import (
     CUSTOMERS,
@@ -32,6 +31,7 @@ from rating_service.cli.demo import (
 )
 from rating_service.cli.dev import EXAMPLE_CATALOG
 from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import billing_stack

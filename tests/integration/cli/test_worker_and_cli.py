@@ -17,10 +17,11 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.core.errors import Unavailable
-from rating_service.runtime.worker import connect_temporal, run_worker
+from rating_service.runtime.server import RunningServer
+from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.worker import run_worker
 from rating_service.settings import Settings
 from rating_service.workflows.billing import billing_workflow_id
 from rating_service.workflows.credit_expiry import CreditExpiryInput, CreditExpiryWorkflow

@@ -12,10 +12,10 @@ from temporalio import workflow
 from temporalio.client import WorkflowFailureError
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.ops.determinism import DeterminismReport, check_histories
 from rating_service.ops.failures import failed_invoices
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.workflows.activities import BillingActivities, InvoiceRequest
 from rating_service.workflows.billing import billing_workflow_id

@@ -18,15 +18,18 @@ from click.testing import CliRunner, Result
 
 from rating_client import NotAllowed, RatingClient, RatingRefused
 from rating_client.gen.rating.v1 import ops_pb2
-from rating_service.api.server import RunningServer, start_server
 from rating_service.cli import main
 from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import invoice_id_for
 from rating_service.failpoints import AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN
 from rating_service.ops.failures import InvoiceRun, failed_invoices
 from rating_service.ops.replay import InvoiceReplays
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
+from rating_service.store.contract import ContractStore
 from rating_service.store.database import asyncpg_dsn
+from rating_service.store.invoice import InvoiceStore
+from rating_service.store.replay import ReplayLog
 from rating_service.workflows.activities import InvoiceRequest
 from rating_service.workflows.invoice import InvoiceWorkflow, invoice_workflow_id
 from tests.conftest import TenantKeys, eventually
@@ -295,7 +298,13 @@ async def test_a_stuck_invoice_is_listed_and_only_a_reset_may_replay_it(
             asyncpg_dsn(settings.database_url or ""), min_size=1, max_size=2
         )
         replays = InvoiceReplays(
-            stack.temporal, pool, "nobody-polls-this", stuck_after=timedelta(0)
+            stack.temporal,
+            pool,
+            InvoiceStore(pool),
+            ContractStore(pool),
+            ReplayLog(pool),
+            "nobody-polls-this",
+            stuck_after=timedelta(0),
         )
         stuck: list[InvoiceRun] = []
 

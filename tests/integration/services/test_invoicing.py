@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from rating_service.api.server import RunningServer
 from rating_service.core.billing.invoice import INVOICE_STATE_CONFLICT, InvoiceState
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
 from rating_service.core.ledger.accounts import receivable_account_id
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
 from tests.conftest import TenantKeys

@@ -8,7 +8,6 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from rating_service.api.server import RunningServer
 from rating_service.core.billing.invoice import InvoiceState
 from rating_service.payments import (
     ChargeRequest,
@@ -16,9 +15,11 @@ from rating_service.payments import (
     SimulatedGateway,
     UnknownPaymentMethod,
 )
-from rating_service.services.invoice import Collection, Invoicing
+from rating_service.runtime.bootstrap import ProcessRole, bootstrap
+from rating_service.runtime.server import RunningServer
+from rating_service.services.invoice import Collection
 from rating_service.settings import Settings
-from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys
 from tests.integration.cycles import admin_client, load_fee_catalog, open_billing_contract
 
@@ -93,10 +94,8 @@ async def test_collecting_records_each_attempt_and_a_decline_leaves_the_invoice_
         contract = await open_billing_contract(
             client, "cus_pay", period_seconds=60, periods=2, payment_method="pm_fail_1"
         )
-    assert settings.database_url is not None
-    engine = create_engine(settings.database_url, 1)
-    try:
-        invoicing = Invoicing(pool, engine, SimulatedGateway(pool))
+    async with bootstrap(settings, ProcessRole.WORKER) as components:
+        invoicing = components.invoicing
         tenant = acme.tenant_id
         opening = await invoicing.draft(tenant, contract.contract_id, contract.term_start)
         assert opening is not None  # the first period's fee, in advance
@@ -122,5 +121,3 @@ async def test_collecting_records_each_attempt_and_a_decline_leaves_the_invoice_
             (2, "succeeded", D("12.00")),
         ]
         assert await pool.fetchval("SELECT count(*) FROM simulated_charges") == 2
-    finally:
-        await engine.dispose()

@@ -37,7 +37,8 @@ async def notifications_with(database_url: str, keys: str) -> AsyncIterator[Noti
     """The notifications service over the test's database, with these webhook-secret keys."""
     pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
     try:
-        yield Notifications(pool, EncryptionKeys.parse(keys, "RATING_WEBHOOK_SECRET_KEYS"))
+        keyring = EncryptionKeys.parse(keys, "RATING_WEBHOOK_SECRET_KEYS")
+        yield Notifications(WebhookStore(pool, keyring))
     finally:
         await pool.close()
 

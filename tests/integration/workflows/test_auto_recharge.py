@@ -9,8 +9,8 @@ import asyncpg
 
 from rating_client import RatingClient
 from rating_client.gen.rating.v1 import contract_pb2
-from rating_service.api.server import RunningServer
 from rating_service.core.ledger.accounts import cash_account_id
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
 from rating_service.workflows.recharge import recharge_workflow_id

@@ -13,11 +13,11 @@ from decimal import Decimal
 import pytest
 
 from rating_client import RatingRefused
-from rating_service.api.server import RunningServer
 from rating_service.core.billing.invoice import InvoiceState, LineKind
 from rating_service.core.errors import NotFound
 from rating_service.core.ledger.accounts import cash_account_id, receivable_account_id
-from rating_service.runtime.worker import connect_temporal
+from rating_service.runtime.server import RunningServer
+from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
 from rating_service.workflows.billing import (

@@ -19,8 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from rating_client import ContractSuspended
 from rating_client.gen.rating.v1 import contract_pb2
-from rating_service.api.server import RunningServer
 from rating_service.core.ledger.accounts import breakage_account_id
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile
 from rating_service.workflows.renewal import SettlementResult, renewal_workflow_id

@@ -19,10 +19,10 @@ from click.testing import CliRunner, Result
 from temporalio.client import Client, WorkflowHandle
 
 from rating_client import ContractSuspended
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.core.billing.invoice import InvoiceState, invoice_id_for
 from rating_service.core.ledger.accounts import receivable_account_id
+from rating_service.runtime.server import RunningServer
 from rating_service.services.invoice import Collection
 from rating_service.settings import Settings
 from rating_service.store.ledger import reconcile

@@ -22,13 +22,15 @@ from temporalio.client import WorkflowHandle, WorkflowHistory
 
 from rating_client import NotFoundError
 from rating_client.gen.rating.v1 import contract_pb2
-from rating_service.api.server import RunningServer
 from rating_service.core.ledger.accounts import breakage_account_id, pool_account_id
 from rating_service.outbox.dispatcher import OutboxRow
+from rating_service.runtime.server import RunningServer
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.settings import Settings
+from rating_service.store.contract import ContractStore
 from rating_service.store.database import asyncpg_dsn
 from rating_service.store.ledger import reconcile
+from rating_service.store.settlement import SettlementStore
 from rating_service.workflows.billing import ContractBillingWorkflow, billing_workflow_id
 from rating_service.workflows.credit_expiry import (
     CreditExpiryWorkflow,
@@ -204,7 +206,8 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
             asyncpg_dsn(settings.database_url or ""), min_size=1, max_size=2
         )
         try:
-            again = await CreditExpiry(pool).expire(acme.tenant_id, contract.contract_id, pool_id)
+            credit_expiry = CreditExpiry(ContractStore(pool), SettlementStore(pool))
+            again = await credit_expiry.expire(acme.tenant_id, contract.contract_id, pool_id)
         finally:
             await pool.close()
         assert (str(again.state), again.amount) == ("expired", D(3))

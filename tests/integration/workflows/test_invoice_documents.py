@@ -7,9 +7,9 @@ import io
 from pypdf import PdfReader
 
 from rating_client import RatingClient
-from rating_service.api.server import RunningServer
 from rating_service.core.billing.document import render_pdf
 from rating_service.core.billing.invoice import Invoice, InvoiceState
+from rating_service.runtime.server import RunningServer
 from rating_service.services.invoice import Invoicing
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys

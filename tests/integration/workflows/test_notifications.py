@@ -15,25 +15,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from click.testing import CliRunner
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from rating_service.api.server import RunningServer
 from rating_service.cli import main
 from rating_service.core.billing.invoice import InvoiceState
 from rating_service.outbox.dispatcher import OutboxRow
-from rating_service.runtime.worker import connect_temporal
+from rating_service.runtime.bootstrap import bootstrap
+from rating_service.runtime.server import RunningServer
+from rating_service.runtime.temporal import connect_temporal
 from rating_service.services.webhook import (
     DeliveryOutcome,
     InvalidSignature,
     NotificationEvent,
     Notifications,
     verify_signature,
-    webhook_secret_keys,
 )
 from rating_service.settings import Settings
-from rating_service.store.database import asyncpg_dsn
 from rating_service.workflows.billing import billing_workflow_id
 from rating_service.workflows.webhook import (
     DeliveryPolicy,
@@ -148,12 +146,8 @@ def refusing_port() -> Iterator[int]:
 @asynccontextmanager
 async def open_notifications(settings: Settings) -> AsyncIterator[Notifications]:
     """The notifications service over the test's database."""
-    assert settings.database_url is not None
-    pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2)
-    try:
-        yield Notifications(pool, webhook_secret_keys(settings))
-    finally:
-        await pool.close()
+    async with bootstrap(settings) as components:
+        yield components.notifications
 
 
 async def notification_result(temporal: Client, event_id: str) -> NotificationResult:

@@ -1,0 +1,122 @@
+"""`rating serve`: the API server built from the composition root, started, and drained."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1._async import HealthServicer
+
+from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor
+from rating_service.api.health import DatabaseHealth
+from rating_service.api.server import SERVICE_NAMES, bind, build_server, start_metrics
+from rating_service.ops.replay import InvoiceReplays
+from rating_service.runtime.bootstrap import Components, ProcessRole, open_components
+from rating_service.runtime.temporal import connect_temporal
+from rating_service.settings import Settings
+
+log = logging.getLogger("rating.server")
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns; `stop` drains it and releases everything."""
+
+    server: aio.Server
+    port: int
+    metrics_port: int | None
+    edge: EdgeInterceptor
+    health: DatabaseHealth
+    health_servicer: HealthServicer
+    components: Components
+    _metrics_http: Any = None
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Drain, then release everything.
+
+        Health says NOT_SERVING and new RPCs are refused with UNAVAILABLE at once; RPCs in
+        flight get the grace to finish, and those still running then answer UNAVAILABLE too.
+        Only then does gRPC stop and do the loops the RPCs depend on stop: the debit committers
+        answer the RPCs waiting in the group-commit queue, and LISTEN/NOTIFY keeps their caches
+        live. The pools close last.
+        """
+        await self.health.stop()  # else its next poll could publish SERVING again
+        await self.health_servicer.enter_graceful_shutdown()
+        cut_short = await self.edge.drain(grace_seconds)
+        if cut_short:
+            log.warning("RPCs cut short by the drain", extra={"rpcs": cut_short})
+        # Nothing of ours is in flight now; what gRPC may still cancel is health Watch
+        # streams and reflection.
+        await self.server.stop(CUT_SHORT_SECONDS)
+        await self.components.debits.stop()
+        await self.components.reservations.stop()
+        await self.components.changes.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()  # shutdown() only stops the loop; free the port
+        await self.components.close()
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    """Build, bind and start a server from settings; the database is reached lazily."""
+    components = await open_components(settings, ProcessRole.SERVER)
+    changes = components.changes
+    catalogs, books = components.catalogs, components.books
+    changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
+    changes.subscribe(books.channel, books.forget_payload, books.cache.forget_all)
+    replays: InvoiceReplays | None = None
+    connecting = asyncio.Lock()
+
+    async def invoice_replays() -> InvoiceReplays:
+        """Ops' replays, connected to Temporal on first use (the server starts without it)."""
+        nonlocal replays
+        async with connecting:
+            if replays is None:
+                replays = components.invoice_replays(await connect_temporal(settings))
+        return replays
+
+    built = build_server(settings, components, invoice_replays)
+    port = bind(built.server, settings)
+    metrics_port, metrics_http = start_metrics(settings.metrics_address, built.metrics)
+    await built.server.start()
+    health = DatabaseHealth(
+        components.engine, built.health, SERVICE_NAMES, settings.health_check_interval_seconds
+    )
+    await health.check_once()
+    health.start()
+    changes.start()
+    components.debits.start()
+    components.reservations.start_sweeping(settings.reservation_sweep_seconds)
+    log.info(
+        "serving",
+        extra={"address": settings.listen_address, "port": port, "metrics_port": metrics_port},
+    )
+    return RunningServer(
+        built.server,
+        port,
+        metrics_port,
+        built.edge,
+        health,
+        built.health,
+        components,
+        metrics_http,
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM / SIGINT (or `stop`), then drain gracefully."""
+    running = await start_server(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        await running.stop(settings.shutdown_grace_seconds)
+        log.info("stopped")
