@@ -18,6 +18,7 @@ test: .venv/.synced node_modules/.installed
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 	$(UV) run pytest
 
 # The ledger state machine over the real API and PostgreSQL with 2,000 examples of 30 steps

@@ -143,3 +143,40 @@ def test_the_sample_shows_what_rating_dev_prints_once_up(
     printed = capsys.readouterr().out.splitlines()[1:]  # its first line is blank
     assert sample[up:elided] == printed[: elided - up]
     assert sample[-1] == printed[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture: the table of where things live
+
+
+def architecture_paths() -> set[str]:
+    """Every path the README's architecture table names (loose modules beside their folder)."""
+    text = readme()
+    section = text[text.index("## Architecture") : text.index("## Configuration")]
+    paths: set[str] = set()
+    for row in re.findall(r"^\| (`[^|]+)\|", section, re.M):
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", row):
+            if "/" in name:
+                folder = name.rsplit("/", 1)[0] + "/" if not name.endswith("/") else ""
+                paths.add(name.rstrip("/"))
+            else:
+                paths.add(folder + name)
+    return paths
+
+
+def test_the_architecture_table_names_paths_that_exist() -> None:
+    missing = sorted(p for p in architecture_paths() if not (ROOT / p).exists())
+    assert not missing, f"README.md's architecture table names what is not there: {missing}"
+
+
+def test_the_architecture_table_names_every_part_of_the_package() -> None:
+    package = ROOT / "rating_service"
+    parts = {
+        f"rating_service/{p.name}"
+        for p in package.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists())
+        or (p.suffix == ".py" and p.name != "__init__.py")
+    }
+    unnamed = sorted(parts - architecture_paths())
+    assert not unnamed, f"README.md's architecture table does not say what these are: {unnamed}"
