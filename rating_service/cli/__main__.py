@@ -1,4 +1,4 @@
-"""`python -m rating_service.cli`: the `rating` command."""
+"""`python -m rating_service.cli`: the `rating` command, for when its script is not installed."""
 
 from rating_service.cli import main
 

@@ -126,7 +126,7 @@ def start_demo(
     stop: asyncio.Event,
 ) -> asyncio.Task[None]:
     """Run `rating dev --demo`'s simulated traffic and live view against the stack just started."""
-    from rating_service.cli.demo import run_demo
+    from rating_service.cli.demo.run import run_demo
 
     host = reachable_host(settings.listen_address)
     banner = f"gRPC {host}:{grpc_port}"

@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from rating_client import RatingClient
-from rating_service.api.server import RunningServer
+from rating_service.runtime.server import RunningServer
 from rating_service.core.auth import Role
 from tests.conftest import TenantKeys
 from tests.integration.billing import open_account

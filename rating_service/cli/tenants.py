@@ -1,0 +1,106 @@
+"""`rating tenants` and `rating keys`: tenants and their API keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from rating_service.cli.command_line import (
+    load_settings,
+    require_database_url,
+    run_async,
+    tenant_option,
+)
+from rating_service.core.auth import Role, issue_key
+
+
+@click.group()
+def tenants() -> None:
+    """Tenants (operator commands, straight to the database)."""
+
+
+@tenants.command("create")
+@click.argument("name")
+def tenants_create(name: str) -> None:
+    """Create a tenant and its first admin API key (the bootstrap of a fresh install)."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenant import TenantStore
+
+    async def create() -> None:
+        engine = create_engine(require_database_url(load_settings()), pool_size=1)
+        try:
+            store = TenantStore(engine)
+            tenant = await store.create_tenant(name, actor="cli")
+            issued = issue_key(tenant.tenant_id, Role.ADMIN, "bootstrap admin", datetime.now(UTC))
+            await store.add_key(issued.key, actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"tenant {tenant.tenant_id} ({tenant.name})")
+        click.echo(f"admin API key (shown once, keep it secret): {issued.token}")
+
+    run_async(create)
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """List the tenants."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenant import TenantStore
+
+    async def show() -> None:
+        engine = create_engine(require_database_url(load_settings()), pool_size=1)
+        try:
+            for tenant in await TenantStore(engine).list_tenants():
+                click.echo(f"{tenant.tenant_id}  {tenant.name}  {tenant.created_at:%Y-%m-%d}")
+        finally:
+            await engine.dispose()
+
+    run_async(show)
+
+
+@click.group()
+def keys() -> None:
+    """API keys (operator commands, straight to the database)."""
+
+
+@keys.command("create")
+@tenant_option
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
+def keys_create(tenant_name: str, role: str, name: str) -> None:
+    """Create an API key; its secret is printed once and stored only as a hash."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenant import TenantStore
+
+    async def create() -> None:
+        engine = create_engine(require_database_url(load_settings()), pool_size=1)
+        try:
+            store = TenantStore(engine)
+            tenant = await store.find(tenant_name)
+            issued = issue_key(tenant.tenant_id, Role(role), name, datetime.now(UTC))
+            await store.add_key(issued.key, actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"key {issued.key.key_id} ({role}) for tenant {tenant.name}")
+        click.echo(f"API key (shown once, keep it secret): {issued.token}")
+
+    run_async(create)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+    from rating_service.store.database import create_engine
+    from rating_service.store.tenant import TenantStore
+
+    async def revoke() -> None:
+        engine = create_engine(require_database_url(load_settings()), pool_size=1)
+        try:
+            key = await TenantStore(engine).revoke_key(key_id, datetime.now(UTC), actor="cli")
+        finally:
+            await engine.dispose()
+        click.echo(f"key {key.key_id} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+    run_async(revoke)
