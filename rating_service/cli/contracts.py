@@ -10,11 +10,11 @@ import click
 from rating_service.cli.command_line import (
     load_settings,
     parse_timestamp,
-    require_database_url,
     run_async,
     tenant_option,
 )
 from rating_service.cli.tenant_services import (
+    components,
     contract_admin_call,
     contract_admin_of,
     invoicing_of,
@@ -157,17 +157,11 @@ async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> No
     from temporalio.service import RPCError
 
     from rating_service.runtime.temporal import connect_temporal
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
     from rating_service.workflows.billing import billing_workflow_id
 
-    settings = load_settings()
-    engine = create_engine(require_database_url(settings), pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(tenant_name)
-    finally:
-        await engine.dispose()
-    client = await connect_temporal(settings)
+    async with components() as built:
+        tenant = await built.tenants.find(tenant_name)
+    client = await connect_temporal(load_settings())
     handle = client.get_workflow_handle(billing_workflow_id(tenant.tenant_id, contract_id))
     try:
         await handle.signal(signal)

@@ -17,17 +17,14 @@ from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.progress import step
 from rating_service.core.auth import Caller, Role, issue_key
 from rating_service.core.encryption import new_key
+from rating_service.runtime.bootstrap import Components, bootstrap
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.runtime.server import start_server
 from rating_service.runtime.worker import run_worker
-from rating_service.services.catalog import Catalogs
-from rating_service.services.contract import ContractAdmin
 from rating_service.services.webhook import webhook_secret_keys
 from rating_service.settings import Settings
 from rating_service.store import migrations
-from rating_service.store.catalog import CatalogStore
-from rating_service.store.contract import ContractStore
-from rating_service.store.database import asyncpg_dsn, create_engine, with_database
+from rating_service.store.database import with_database
 from rating_service.store.tenant import TenantStore
 
 DEMO_TENANT = "demo"
@@ -79,12 +76,13 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
             await asyncio.to_thread(
                 migrations.upgrade, database_url, "head", webhook_secret_keys(settings)
             )
-        with step(f"preparing the {DEMO_TENANT!r} tenant"):
-            demo_key = await demo_api_key(database_url, data_dir / "demo-api-key")
-        with step("loading the example catalog"):
-            await load_example_catalog(database_url)
-        with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
-            await open_demo_customer(database_url)
+        async with bootstrap(settings) as built:
+            with step(f"preparing the {DEMO_TENANT!r} tenant"):
+                demo_key = await demo_api_key(built.tenants, data_dir / "demo-api-key")
+            with step("loading the example catalog"):
+                await load_example_catalog(built)
+            with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
+                await open_demo_customer(built)
         with step("starting the gRPC server"):
             server = await start_server(settings)
         stop = asyncio.Event()
@@ -150,77 +148,62 @@ async def ensure_database(base_url: str, name: str) -> str:
     return with_database(base_url, name)
 
 
-async def demo_api_key(database_url: str, key_file: Path) -> str:
+async def demo_api_key(store: TenantStore, key_file: Path) -> str:
     """The demo tenant's admin key: created on the first run, kept in a local file for the next."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        store = TenantStore(engine)
-        tenant = await store.tenant_by_name(DEMO_TENANT)
-        saved = _saved_token(key_file)
-        if tenant is not None and saved is not None:
-            key = await store.key(saved.partition(".")[0])
-            if key is not None and key.active:
-                return saved
-        if tenant is None:
-            tenant = await store.create_tenant(DEMO_TENANT, actor="rating dev")
-        issued = issue_key(tenant.tenant_id, Role.ADMIN, "rating dev demo key", datetime.now(UTC))
-        await store.add_key(issued.key, actor="rating dev")
-        _save_token(key_file, issued.token)
-        return issued.token
-    finally:
-        await engine.dispose()
+    tenant = await store.tenant_by_name(DEMO_TENANT)
+    saved = _saved_token(key_file)
+    if tenant is not None and saved is not None:
+        key = await store.key(saved.partition(".")[0])
+        if key is not None and key.active:
+            return saved
+    if tenant is None:
+        tenant = await store.create_tenant(DEMO_TENANT, actor="rating dev")
+    issued = issue_key(tenant.tenant_id, Role.ADMIN, "rating dev demo key", datetime.now(UTC))
+    await store.add_key(issued.key, actor="rating dev")
+    _save_token(key_file, issued.token)
+    return issued.token
 
 
-async def load_example_catalog(database_url: str) -> None:
+async def load_example_catalog(built: Components) -> None:
     """Apply the example AI-provider catalog to the demo tenant (a no-op once it is there)."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(DEMO_TENANT)
-        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
-        document = read_catalog_file(EXAMPLE_CATALOG)
-        await Catalogs(CatalogStore(engine)).apply(caller, document, dry_run=False)
-    finally:
-        await engine.dispose()
+    tenant = await built.tenants.find(DEMO_TENANT)
+    caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+    document = read_catalog_file(EXAMPLE_CATALOG)
+    await built.catalogs.apply(caller, document, dry_run=False)
 
 
-async def open_demo_customer(database_url: str) -> None:
+async def open_demo_customer(built: Components) -> None:
     """A demo customer on the list prices, with a $100 free credit (once; later runs keep it)."""
-    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(DEMO_TENANT)
-        caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
-        admin = ContractAdmin(ContractStore(pool), Catalogs(CatalogStore(engine)))
-        if await admin.contracts(caller, DEMO_CUSTOMER):
-            return
-        await admin.create_customer(caller, {"customer_id": DEMO_CUSTOMER, "name": "Demo Inc."})
-        contract = await admin.create_contract(
-            caller,
-            {
-                "customer_id": DEMO_CUSTOMER,
-                "term_start": datetime.now(UTC)
-                .replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-                .isoformat(),
-                "billing_anchor": {"day": 1},
-                "billing_frequency": "monthly",
-                "invoice_currency": "USD",
-                "rate_card_key": "list",
-                "overage_policy": "arrears",
-                "payment_method": "pm_ok",  # the simulated gateway: every charge succeeds
-            },
-        )
-        await admin.add_commitment(
-            caller,
-            {
-                "grant_id": "demo-welcome-credit",
-                "contract_id": contract.contract_id,
-                "kind": "credit",
-                "amount": "100",
-            },
-        )
-    finally:
-        await engine.dispose()
-        await pool.close()
+    tenant = await built.tenants.find(DEMO_TENANT)
+    caller = Caller(tenant.tenant_id, "rating dev", Role.ADMIN)
+    admin = built.contract_admin
+    if await admin.contracts(caller, DEMO_CUSTOMER):
+        return
+    await admin.create_customer(caller, {"customer_id": DEMO_CUSTOMER, "name": "Demo Inc."})
+    contract = await admin.create_contract(
+        caller,
+        {
+            "customer_id": DEMO_CUSTOMER,
+            "term_start": datetime.now(UTC)
+            .replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            .isoformat(),
+            "billing_anchor": {"day": 1},
+            "billing_frequency": "monthly",
+            "invoice_currency": "USD",
+            "rate_card_key": "list",
+            "overage_policy": "arrears",
+            "payment_method": "pm_ok",  # the simulated gateway: every charge succeeds
+        },
+    )
+    await admin.add_commitment(
+        caller,
+        {
+            "grant_id": "demo-welcome-credit",
+            "contract_id": contract.contract_id,
+            "kind": "credit",
+            "amount": "100",
+        },
+    )
 
 
 def dev_webhook_secret_keys(key_file: Path) -> str:

@@ -19,7 +19,7 @@ from rating_service.cli.command_line import (
     run_async,
     tenant_option,
 )
-from rating_service.cli.tenant_services import database_of
+from rating_service.cli.tenant_services import tenant_components
 
 if TYPE_CHECKING:
     from rating_service.core.ledger.invariants import DriftReport
@@ -300,13 +300,11 @@ def _short(text: str, width: int = 90) -> str:
 @contextlib.asynccontextmanager
 async def _invoice_replays(tenant_name: str) -> AsyncIterator[tuple[InvoiceReplays, str]]:
     """Ops replays (Temporal and the database) for a tenant named on the command line."""
-    from rating_service.ops.replay import InvoiceReplays
     from rating_service.runtime.temporal import connect_temporal
 
-    settings = load_settings()
-    client = await connect_temporal(settings)
-    async with database_of(tenant_name) as (pool, _engine, tenant_id):
-        yield InvoiceReplays(client, pool, settings.temporal_task_queue), tenant_id
+    client = await connect_temporal(load_settings())
+    async with tenant_components(tenant_name) as (built, caller):
+        yield built.invoice_replays(client), caller.tenant_id
 
 
 @ops.group("histories")

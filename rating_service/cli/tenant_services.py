@@ -13,79 +13,52 @@ from rating_service.core.auth import Caller, Role
 from rating_service.core.errors import DomainError
 
 if TYPE_CHECKING:
-    import asyncpg
-    from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client as TemporalClient
 
+    from rating_service.runtime.bootstrap import Components
     from rating_service.services.catalog import Catalogs
     from rating_service.services.contract import ContractAdmin
     from rating_service.services.invoice import Invoicing
 
 
 @contextlib.asynccontextmanager
-async def database_of(
-    tenant_name: str,
-) -> AsyncIterator[tuple[asyncpg.Pool, AsyncEngine, str]]:
-    """The database (an asyncpg pool and an engine) and the id of the tenant named."""
-    import asyncpg
+async def components() -> AsyncIterator[Components]:
+    """The stores and services a command acts through, from the composition root."""
+    from rating_service.runtime.bootstrap import bootstrap
 
-    from rating_service.store.database import asyncpg_dsn, create_engine
-    from rating_service.store.tenant import TenantStore
+    settings = load_settings()
+    require_database_url(settings)  # the command's own advice, before any connection
+    async with bootstrap(settings) as built:
+        yield built
 
-    url = require_database_url(load_settings())
-    engine = create_engine(url, pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(tenant_name)
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-        try:
-            yield pool, engine, tenant.tenant_id
-        finally:
-            await pool.close()
-    finally:
-        await engine.dispose()
+
+@contextlib.asynccontextmanager
+async def tenant_components(tenant_name: str) -> AsyncIterator[tuple[Components, Caller]]:
+    """The services, and the operator acting for the tenant named on the command line."""
+    async with components() as built:
+        tenant = await built.tenants.find(tenant_name)
+        yield built, Caller(tenant.tenant_id, "cli", Role.ADMIN)
 
 
 @contextlib.asynccontextmanager
 async def invoicing_of(tenant_name: str) -> AsyncIterator[tuple[Invoicing, str]]:
-    """Invoicing over the database (no payment gateway) and the id of the tenant named."""
-    from rating_service.services.invoice import Invoicing
-
-    async with database_of(tenant_name) as (pool, engine, tenant_id):
-        yield Invoicing(pool, engine), tenant_id
+    """Invoicing (no payment gateway: the worker collects) and the id of the tenant named."""
+    async with tenant_components(tenant_name) as (built, caller):
+        yield built.invoicing, caller.tenant_id
 
 
 @contextlib.asynccontextmanager
 async def catalogs_of(tenant_name: str) -> AsyncIterator[tuple[Catalogs, Caller]]:
     """The catalogs of a tenant named on the command line, acting as the operator."""
-    from rating_service.services.catalog import Catalogs
-    from rating_service.store.catalog import CatalogStore
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
-
-    engine = create_engine(require_database_url(load_settings()), pool_size=1)
-    try:
-        tenant = await TenantStore(engine).find(tenant_name)
-        yield Catalogs(CatalogStore(engine)), Caller(tenant.tenant_id, "cli", Role.ADMIN)
-    finally:
-        await engine.dispose()
+    async with tenant_components(tenant_name) as (built, caller):
+        yield built.catalogs, caller
 
 
 @contextlib.asynccontextmanager
 async def contract_admin_of(tenant_name: str) -> AsyncIterator[tuple[ContractAdmin, Caller]]:
     """Contract administration of a tenant named on the command line, acting as the operator."""
-    import asyncpg
-
-    from rating_service.services.contract import ContractAdmin
-    from rating_service.store.contract import ContractStore
-    from rating_service.store.database import asyncpg_dsn
-
-    async with catalogs_of(tenant_name) as (catalogs, caller):
-        dsn = asyncpg_dsn(require_database_url(load_settings()))
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        try:
-            yield ContractAdmin(ContractStore(pool), catalogs), caller
-        finally:
-            await pool.close()
+    async with tenant_components(tenant_name) as (built, caller):
+        yield built.contract_admin, caller
 
 
 def contract_admin_call(

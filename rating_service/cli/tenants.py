@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 import click
 
 from rating_service.cli.command_line import (
-    load_settings,
-    require_database_url,
     run_async,
     tenant_option,
 )
+from rating_service.cli.tenant_services import components
 from rating_service.core.auth import Role, issue_key
 
 
@@ -24,18 +23,12 @@ def tenants() -> None:
 @click.argument("name")
 def tenants_create(name: str) -> None:
     """Create a tenant and its first admin API key (the bootstrap of a fresh install)."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
 
     async def create() -> None:
-        engine = create_engine(require_database_url(load_settings()), pool_size=1)
-        try:
-            store = TenantStore(engine)
-            tenant = await store.create_tenant(name, actor="cli")
+        async with components() as built:
+            tenant = await built.tenants.create_tenant(name, actor="cli")
             issued = issue_key(tenant.tenant_id, Role.ADMIN, "bootstrap admin", datetime.now(UTC))
-            await store.add_key(issued.key, actor="cli")
-        finally:
-            await engine.dispose()
+            await built.tenants.add_key(issued.key, actor="cli")
         click.echo(f"tenant {tenant.tenant_id} ({tenant.name})")
         click.echo(f"admin API key (shown once, keep it secret): {issued.token}")
 
@@ -45,16 +38,11 @@ def tenants_create(name: str) -> None:
 @tenants.command("list")
 def tenants_list() -> None:
     """List the tenants."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
 
     async def show() -> None:
-        engine = create_engine(require_database_url(load_settings()), pool_size=1)
-        try:
-            for tenant in await TenantStore(engine).list_tenants():
+        async with components() as built:
+            for tenant in await built.tenants.list_tenants():
                 click.echo(f"{tenant.tenant_id}  {tenant.name}  {tenant.created_at:%Y-%m-%d}")
-        finally:
-            await engine.dispose()
 
     run_async(show)
 
@@ -70,18 +58,12 @@ def keys() -> None:
 @click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
 def keys_create(tenant_name: str, role: str, name: str) -> None:
     """Create an API key; its secret is printed once and stored only as a hash."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
 
     async def create() -> None:
-        engine = create_engine(require_database_url(load_settings()), pool_size=1)
-        try:
-            store = TenantStore(engine)
-            tenant = await store.find(tenant_name)
+        async with components() as built:
+            tenant = await built.tenants.find(tenant_name)
             issued = issue_key(tenant.tenant_id, Role(role), name, datetime.now(UTC))
-            await store.add_key(issued.key, actor="cli")
-        finally:
-            await engine.dispose()
+            await built.tenants.add_key(issued.key, actor="cli")
         click.echo(f"key {issued.key.key_id} ({role}) for tenant {tenant.name}")
         click.echo(f"API key (shown once, keep it secret): {issued.token}")
 
@@ -92,15 +74,10 @@ def keys_create(tenant_name: str, role: str, name: str) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
 
     async def revoke() -> None:
-        engine = create_engine(require_database_url(load_settings()), pool_size=1)
-        try:
-            key = await TenantStore(engine).revoke_key(key_id, datetime.now(UTC), actor="cli")
-        finally:
-            await engine.dispose()
+        async with components() as built:
+            key = await built.tenants.revoke_key(key_id, datetime.now(UTC), actor="cli")
         click.echo(f"key {key.key_id} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
     run_async(revoke)

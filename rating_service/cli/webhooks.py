@@ -12,11 +12,10 @@ import click
 from rating_service.cli.command_line import (
     T,
     echo_table,
-    load_settings,
-    require_database_url,
     run_async,
     tenant_option,
 )
+from rating_service.cli.tenant_services import components, tenant_components
 
 if TYPE_CHECKING:
     from rating_service.services.webhook import NewEndpoint, Notifications
@@ -165,34 +164,19 @@ def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> N
 
 def _notifications_call(tenant_name: str, call: Callable[[Notifications, str], Awaitable[T]]) -> T:
     """Make one call on the notifications of the tenant named (resolved to its id)."""
-    from rating_service.store.database import create_engine
-    from rating_service.store.tenant import TenantStore
 
-    async def on_tenant(notifications: Notifications) -> T:
-        engine = create_engine(require_database_url(load_settings()), pool_size=1)
-        try:
-            tenant = await TenantStore(engine).find(tenant_name)
-        finally:
-            await engine.dispose()
-        return await call(notifications, tenant.tenant_id)
+    async def run() -> T:
+        async with tenant_components(tenant_name) as (built, caller):
+            return await call(built.notifications, caller.tenant_id)
 
-    return _run_on_notifications(on_tenant)
+    return run_async(run)
 
 
 def _run_on_notifications(call: Callable[[Notifications], Awaitable[T]]) -> T:
     """Make one call on the notifications service, with the configured webhook-secret keys."""
-    import asyncpg
-
-    from rating_service.services.webhook import Notifications, webhook_secret_keys
-    from rating_service.store.database import asyncpg_dsn
 
     async def run() -> T:
-        settings = load_settings()
-        url = require_database_url(settings)
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
-        try:
-            return await call(Notifications(pool, webhook_secret_keys(settings)))
-        finally:
-            await pool.close()
+        async with components() as built:
+            return await call(built.notifications)
 
     return run_async(run)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-import asyncpg
 from temporalio.client import Client
 
 from rating_client import RatingClient
@@ -31,8 +30,7 @@ class Operator:
     tenant_id: str
     admin: ContractAdmin
     temporal: Client
-    pool: asyncpg.Pool
-    task_queue: str
+    replays: InvoiceReplays
 
     async def failed_invoices(self, contract_id: str) -> list[InvoiceRun]:
         """The contract's failed invoice workflows, latest first."""
@@ -45,8 +43,7 @@ class Operator:
 
     async def replay(self, workflow_id: str) -> str:
         """Replay a failed invoice workflow (logged, audited); how it ended, and the detail."""
-        replays = InvoiceReplays(self.temporal, self.pool, self.task_queue)
-        record = await replays.replay(
+        record = await self.replays.replay(
             self.tenant_id, workflow_id, reason="demo: payment method fixed", actor=ACTOR
         )
         return f"{record.outcome} ({record.detail})" if record.detail else record.outcome

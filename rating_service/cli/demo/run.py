@@ -8,8 +8,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import asyncpg
-
 from rating_client import RatingClient
 from rating_client.gen.rating.v1 import admin_pb2
 from rating_service.cli.demo.accounts import open_accounts
@@ -20,14 +18,9 @@ from rating_service.cli.demo.state import DemoState
 from rating_service.cli.demo.terminal import Screen
 from rating_service.cli.demo.traffic import SERVICES, drive
 from rating_service.cli.demo.watch import watch_balances, watch_invoices
+from rating_service.runtime.bootstrap import bootstrap
 from rating_service.runtime.temporal import connect_temporal
-from rating_service.services.catalog import Catalogs
-from rating_service.services.contract import ContractAdmin
-from rating_service.services.webhook import Notifications, webhook_secret_keys
 from rating_service.settings import Settings
-from rating_service.store.catalog import CatalogStore
-from rating_service.store.contract import ContractStore
-from rating_service.store.database import asyncpg_dsn, create_engine
 
 
 class Demo:
@@ -47,7 +40,6 @@ class Demo:
         if not settings.database_url or not settings.temporal_address:
             raise ValueError("the demo needs the stack's database URL and Temporal address")
         self._settings = settings
-        self._database_url = settings.database_url
         self._target = target
         self._api_key = api_key
         # Fresh ids on every run, so a second demo on the same data starts clean.
@@ -57,33 +49,27 @@ class Demo:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the demo until `stop` is set; a loop that fails ends it with its error."""
-        pool = await asyncpg.create_pool(asyncpg_dsn(self._database_url), min_size=1, max_size=3)
-        engine = create_engine(self._database_url, pool_size=1)
         receiver = NotificationReceiver(self._on_notification)
         try:
-            async with RatingClient(self._target, self._api_key, timeout_seconds=10) as client:
+            async with (
+                bootstrap(self._settings) as built,
+                RatingClient(self._target, self._api_key, timeout_seconds=10) as client,
+            ):
                 who = await client.call(client.admin.WhoAmI, admin_pb2.WhoAmIRequest())
                 tenant_id = who.tenant.tenant_id
                 temporal = await connect_temporal(self._settings)
-                notifications = Notifications(pool, webhook_secret_keys(self._settings))
-                endpoint_id = await listen(notifications, tenant_id, receiver)
+                endpoint_id = await listen(built.notifications, tenant_id, receiver)
                 try:
                     await open_accounts(client, self.state, self._run_id, self._note)
                     operator = Operator(
-                        tenant_id,
-                        ContractAdmin(ContractStore(pool), Catalogs(CatalogStore(engine))),
-                        temporal,
-                        pool,
-                        self._settings.temporal_task_queue,
+                        tenant_id, built.contract_admin, temporal, built.invoice_replays(temporal)
                     )
                     await self._run_loops(client, operator, stop)
                 finally:
                     # The next run listens elsewhere: nothing should be sent here any more.
-                    await notifications.disable_endpoint(tenant_id, endpoint_id, ACTOR)
+                    await built.notifications.disable_endpoint(tenant_id, endpoint_id, ACTOR)
         finally:
             await receiver.close()
-            await engine.dispose()
-            await pool.close()
 
     async def _run_loops(
         self, client: RatingClient, operator: Operator, stop: asyncio.Event

@@ -22,8 +22,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from rating_client import RatingClient
-from rating_service.runtime.server import RunningServer
 from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer
 from tests.conftest import TenantKeys
 from tests.integration.billing import open_account
 

@@ -6,12 +6,12 @@ import asyncio
 import io
 from decimal import Decimal
 
-from rating_service.runtime.server import RunningServer
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.demo.plan import DemoPlan
 from rating_service.cli.demo.run import Demo
 from rating_service.cli.dev import EXAMPLE_CATALOG
 from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import billing_stack
