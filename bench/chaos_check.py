@@ -1,9 +1,9 @@
 """The chaos suite's checker: what a journal of attempts and the database say happened.
 
-`bench/chaos.py` writes one JSON line per attempt (the full request, the status code, and for
-every event in it the answer: code, reason, replay flag, charge, contract). Once the run is over
-and every unacknowledged event has been retried until it was answered, `check` reads that journal
-and the scenario's database and counts what went wrong:
+`bench/chaos_load.py` writes one JSON line per attempt (the full request, the status code, and
+for every event in it the answer: code, reason, replay flag, charge, contract). Once the run is
+over and every unacknowledged event has been retried until it was answered, `check` reads that
+journal and the scenario's database and counts what went wrong:
 
   lost        an event acknowledged as charged that the database does not have (no rated event,
               or less money moved than its charge), or one that never got a definitive answer;
@@ -107,7 +107,7 @@ class Journal:
 
 
 def read_journal(path: Path) -> Journal:
-    """Read a journal written by bench/chaos.py."""
+    """Read a journal written by bench/chaos_load.py."""
     return journal_of(json.loads(line) for line in path.read_text().splitlines() if line.strip())
 
 

@@ -61,6 +61,8 @@ class ProcessRole(StrEnum):
     """Runs workflows and activities: takes payments through the gateway."""
     COMMAND = "command"
     """One short-lived command (CLI, dev setup, demo, benchmark): few connections, no caches."""
+    SOLE_WRITER = "sole_writer"
+    """The database's only writer (a benchmark seeding it): caches kept without LISTEN/NOTIFY."""
 
 
 class Components:
@@ -77,7 +79,9 @@ class Components:
         """Plain asyncpg: the hot path, contracts, the ledger and invoices."""
 
     def _is_live(self) -> bool:
-        """Whether caches may trust themselves: only while LISTEN/NOTIFY is listening."""
+        """Whether caches may trust themselves: while LISTEN/NOTIFY is listening, or alone."""
+        if self.role is ProcessRole.SOLE_WRITER:
+            return True
         return self.role is ProcessRole.SERVER and self.changes.listening
 
     # Stores: data in, data out.

@@ -14,7 +14,9 @@ from rating_service.core.contracts.contract import contract_from_dict
 # bench/ holds scripts run by path (`python bench/invoice_bench.py`), not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from invoice_bench import Period, parse_args, percentile
+from invoice_bench import parse_args
+from invoice_contracts import Period
+from invoice_report import percentile
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -1,0 +1,120 @@
+"""The rating benchmark's report: one row per run, ratios to the baselines, the issue's targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loadgen import LoadResult
+
+# Targets from the issue, checked under the table.
+HOT_VS_NAIVE = 3.0
+SHARE_OF_CEILING = 0.6
+P99_AT_HALF_LOAD_MS = 25.0
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    scenario: str
+    result: LoadResult
+    others_cores: float | None
+    """CPU other processes on the machine took during the run, in cores."""
+
+
+def ratio(value: float, base: float | None) -> str:
+    """`0.62×`, or `–` without a base."""
+    return "–" if not base else f"{value / base:.2f}×"
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    """The report: one row per run, ratios against the closed-loop ceiling and naive."""
+    closed = {row.scenario: row.result for row in rows if row.result.spec.mode == "closed"}
+    ceiling = closed["ceiling"].throughput if "ceiling" in closed else None
+    naive = closed["naive"].throughput if "naive" in closed else None
+    header = (
+        "scenario",
+        "mode",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "vs ceiling",
+        "vs naive",
+        "others' CPU",
+    )
+    lines = []
+    for row in rows:
+        r = row.result
+        errors = ", ".join(f"{n} {code}" for code, n in r.errors.items()) or "0"
+        if r.missed:
+            errors += f" (+{r.missed} not sent)"
+        if r.late:
+            errors += f" ({r.late} sent late)"
+        is_closed = r.spec.mode == "closed"
+        lines.append(
+            (
+                row.scenario,
+                r.spec.label,
+                f"{r.throughput:,.0f}",
+                f"{r.p50_ms:.2f}",
+                f"{r.p99_ms:.2f}",
+                f"{r.max_ms:.1f}",
+                errors,
+                ratio(r.throughput, ceiling) if is_closed else "–",
+                ratio(r.throughput, naive) if is_closed else "–",
+                "?" if row.others_cores is None else f"{row.others_cores:.2f}",
+            )
+        )
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+    numeric = {2, 3, 4, 5, 7, 8, 9}
+
+    def format_row(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return "\n".join([format_row(header), rule, *(format_row(line) for line in lines)])
+
+
+def target_checks(rows: Sequence[Row], fraction: float) -> list[str]:
+    """The issue's targets that this run measured, each with ✓ or ✗."""
+    closed = {row.scenario: row.result for row in rows if row.result.spec.mode == "closed"}
+    opened = {row.scenario: row.result for row in rows if row.result.spec.mode == "open"}
+    checks = []
+
+    def check(name: str, value: float, target: float, unit: str, at_most: bool = False) -> None:
+        ok = value <= target if at_most else value >= target
+        sign = "≤" if at_most else "≥"
+        checks.append(f"  {'✓' if ok else '✗'} {name}: {value:.2f}{unit} ({sign} {target}{unit})")
+
+    ceiling = closed.get("ceiling")
+    naive = closed.get("naive")
+    hot = closed.get("hot")
+    zipf = closed.get("zipf")
+    if hot and naive and naive.throughput:
+        check("hot vs naive", hot.throughput / naive.throughput, HOT_VS_NAIVE, "×")
+    if hot and ceiling and ceiling.throughput:
+        check("hot vs ceiling", hot.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
+    if zipf and ceiling and ceiling.throughput:
+        check("zipf vs ceiling", zipf.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
+    for scenario, result in opened.items():
+        check(
+            f"{scenario} p99 at {fraction:g} × max throughput",
+            result.p99_ms,
+            P99_AT_HALF_LOAD_MS,
+            " ms",
+            at_most=True,
+        )
+    return checks

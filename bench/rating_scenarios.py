@@ -1,0 +1,152 @@
+"""The rating benchmark's scenarios: what each one sends, as request factories.
+
+The factories are pickled to every load-generator process, which imports this module to
+unpickle them, so it imports no more than they need.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from dataclasses import dataclass, field, replace
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from loadgen import RequestFactory, ZipfSampler
+
+from rating_client.gen.rating.v1 import bench_pb2, catalog_pb2, rating_pb2
+
+NOOP = "/rating.v1.BenchService/Noop"
+NAIVE_DEBIT = "/rating.v1.BenchService/NaiveDebit"
+QUOTE = "/rating.v1.CatalogService/Quote"
+RATE_AND_DEBIT = "/rating.v1.RatingService/RateAndDebit"
+
+ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf")
+ZIPF_EXPONENT = 1.1
+PRODUCT_KEY = "llm-tokens"
+DEBIT_AMOUNT = "0.00015"
+"""What one usage event costs: 1,000 gpt-4o-mini input tokens at $0.15 per 1M."""
+EVENT_PROPERTIES = {"tokens": "1000", "model": "gpt-4o-mini", "token_type": "input"}
+
+
+@dataclass(frozen=True)
+class NoopCall:
+    """BenchService.Noop."""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """The empty request."""
+        return NOOP, bench_pb2.NoopRequest()
+
+
+@dataclass(frozen=True)
+class NaiveDebitCall:
+    """BenchService.NaiveDebit of one pool, a new event id per call."""
+
+    pool_id: str
+    run: str = ""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """A debit of one event's price."""
+        return NAIVE_DEBIT, bench_pb2.NaiveDebitRequest(
+            pool_id=self.pool_id, amount=DEBIT_AMOUNT, event_id=f"{self.run}-{worker}-{index}"
+        )
+
+
+@dataclass(frozen=True)
+class QuoteCall:
+    """CatalogService.Quote of a realistic month: tokens, fine-tuning tiers, resolutions."""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """The README's example quote."""
+        return QUOTE, _quote_request()
+
+
+@functools.cache
+def _quote_request() -> catalog_pb2.QuoteRequest:
+    # Built once per process: every call sends the same lines, and building them is load-
+    # generator CPU taken from the server on a 2-core machine.
+    line = catalog_pb2.UsageLine
+    return catalog_pb2.QuoteRequest(
+        rate_card_key="list",
+        lines=[
+            line(
+                product_key=PRODUCT_KEY,
+                quantity="1200000",
+                dimensions={"model": "gpt-4o", "token_type": "input"},
+            ),
+            line(
+                product_key=PRODUCT_KEY,
+                quantity="300000",
+                dimensions={"model": "gpt-4o", "token_type": "output"},
+            ),
+            line(product_key="fine-tuning", quantity="120"),
+            line(product_key="support-resolutions", quantity="40"),
+        ],
+    )
+
+
+@dataclass
+class RateAndDebitCall:
+    """RatingService.RateAndDebit of one LLM completion, for one of `customer_ids`.
+
+    With one customer every event lands on the same contract (hot pool); with many and
+    `zipf_exponent` set, the customer is drawn from a Zipf distribution over them.
+    """
+
+    customer_ids: tuple[str, ...]
+    zipf_exponent: float | None = None
+    run: str = ""
+    _sampler: ZipfSampler | None = field(default=None, repr=False, compare=False)
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """A usage event with a unique id, stamped now."""
+        customer = self.customer_ids[self._pick(worker)]
+        timestamp = Timestamp()
+        timestamp.GetCurrentTime()
+        return RATE_AND_DEBIT, rating_pb2.RateAndDebitRequest(
+            event=rating_pb2.UsageEvent(
+                event_id=f"{self.run}-{worker}-{index}",
+                customer_id=customer,
+                event_type="llm.completion",
+                timestamp=timestamp,
+                properties=EVENT_PROPERTIES,
+            )
+        )
+
+    def _pick(self, worker: int) -> int:
+        if self.zipf_exponent is None:
+            return 0
+        if self._sampler is None:
+            # Built in the worker on first use (the CDF is not worth pickling); seeded per worker
+            # so processes do not draw the same sequence.
+            self._sampler = ZipfSampler(len(self.customer_ids), self.zipf_exponent, seed=worker)
+        return self._sampler.sample()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the scenarios need from the prepared database."""
+
+    tenant_id: str
+    rater_token: str
+    naive_pool_id: str
+    hot_customers: tuple[str, ...]
+    zipf_customers: tuple[str, ...]
+
+
+def factories(prepared: Prepared) -> dict[str, RequestFactory]:
+    """Each scenario's request factory."""
+    return {
+        "ceiling": NoopCall(),
+        "naive": NaiveDebitCall(prepared.naive_pool_id),
+        "quote": QuoteCall(),
+        "hot": RateAndDebitCall(prepared.hot_customers),
+        "zipf": RateAndDebitCall(prepared.zipf_customers, ZIPF_EXPONENT),
+    }
+
+
+def fresh(factory: RequestFactory) -> RequestFactory:
+    """The factory with a new run tag, so event ids never repeat across runs."""
+    if isinstance(factory, NaiveDebitCall | RateAndDebitCall):
+        return replace(factory, run=secrets.token_hex(4))
+    return factory
