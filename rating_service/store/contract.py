@@ -465,26 +465,20 @@ async def lock_contract_status(
     return ContractStatus(str(status))
 
 
-async def change_contract_status(
-    conn: Connection,
-    change: StatusChange,
-    *,
-    was: ContractStatus,
-    becomes: ContractStatus,
-    actor: str,
-) -> bool:
-    """Move a contract from `was` to `becomes` in the caller's transaction; False if not `was`.
+async def change_contract_status(conn: Connection, change: StatusChange, *, actor: str) -> bool:
+    """Move a contract from `change.was` to `change.becomes` in the caller's transaction.
 
-    Audited, written to the outbox on `change.topic`, and announced on `rating_contracts`, so
-    rating refuses (or accepts) the contract's usage from the moment the transaction commits.
+    False, and nothing written, when its status was not `change.was`. Audited, written to the
+    outbox on `change.topic`, and announced on `rating_contracts`, so rating refuses (or
+    accepts) the contract's usage from the moment the transaction commits.
     """
     customer_id = await conn.fetchval(
         "UPDATE contracts SET status = $4, updated_at = now()"
         " WHERE tenant_id = $1 AND contract_id = $2 AND status = $3 RETURNING customer_id",
         change.tenant_id,
         change.contract_id,
-        was.value,
-        becomes.value,
+        change.was.value,
+        change.becomes.value,
     )
     if customer_id is None:
         return False
