@@ -28,7 +28,11 @@ from rating_service.core.billing.dunning import (
 )
 from rating_service.core.billing.invoice import Invoice, InvoiceState, invoice_id_for
 from rating_service.core.billing.schedule import BillingDate, billing_date, next_billing_date
-from rating_service.core.contracts.contract import Contract, billing_period_containing
+from rating_service.core.contracts.contract import (
+    Contract,
+    billing_period_containing,
+    cancelled,
+)
 from rating_service.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -412,7 +416,9 @@ class Invoicing:
 
     async def end_contract(self, tenant_id: str, contract_id: str, actor: str) -> Contract:
         """Cancel a contract now: its term ends, and its final invoice comes next."""
-        return await self._contracts.end_contract(tenant_id, contract_id, self._clock(), actor)
+        return await self._contracts.end_contract(
+            tenant_id, contract_id, self._clock(), actor, cancelled
+        )
 
 
 def _failed(contract: Contract, recorded: PaymentAttempt) -> CollectionResult:

@@ -9,7 +9,7 @@ through `rating_service.store.ledger.post_transfers`. Raw asyncpg: the ledger fu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -216,28 +216,23 @@ class ContractStore:
             await notify_contracts_changed(conn, tenant_id, customer_id)
 
     async def end_contract(
-        self, tenant_id: str, contract_id: str, at: datetime, actor: str
+        self,
+        tenant_id: str,
+        contract_id: str,
+        at: datetime,
+        actor: str,
+        cancellation: Callable[[Contract, datetime], Contract | None],
     ) -> Contract:
-        """End a contract's term at `at` (cancellation): later usage is refused from then on.
+        """End a contract's term at `at` (a cancellation), as `cancellation` decides; audited.
 
-        A term already ending earlier is kept; the end cannot precede the term's start.
+        `cancellation` is given the contract as it is now, its row locked, and returns it with
+        its new term end, or None to keep it as it is.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             contract = await lock_contract(conn, tenant_id, contract_id)
-            if contract.term_end is not None and contract.term_end <= at:
+            ended = cancellation(contract, at)
+            if ended is None:
                 return contract
-            if at <= contract.term_start:
-                description = f"the term starts at {contract.term_start.isoformat()}"
-                raise FailedPrecondition(
-                    f"contract {contract_id!r} cannot end at {at.isoformat()}: {description}",
-                    reason="CONTRACT_NOT_STARTED",
-                    violations=[
-                        PreconditionViolation(
-                            "CONTRACT_TERM", f"contracts/{contract_id}", description
-                        )
-                    ],
-                )
-            ended = replace(contract, term_end=at)
             entry = AuditEntry(actor, "contract.end", contract_id, {"term_end": at.isoformat()})
             await amend_contract(conn, ended, entry)
             return ended
