@@ -32,15 +32,7 @@ from rating_service.core.errors import (
     NotFound,
     PreconditionViolation,
 )
-from rating_service.core.ledger.accounts import (
-    AccountKind,
-    adjustments_account_id,
-    breakage_account_id,
-    overage_account_id,
-    payments_clearing_account_id,
-    pool_account_id,
-    promotions_account_id,
-)
+from rating_service.core.ledger.accounts import AccountKind, contract_accounts, pool_account_id
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import format_decimal
 from rating_service.store.database import Connection
@@ -482,17 +474,6 @@ async def change_contract_status(conn: Connection, change: StatusChange, *, acto
     await write_outbox(conn, change.tenant_id, change.topic, change.dedupe_key, change.payload())
     await notify_contracts_changed(conn, change.tenant_id, str(customer_id))
     return True
-
-
-def contract_accounts(contract_id: str) -> list[tuple[str, AccountKind, str | None]]:
-    """The ledger accounts every contract has from its creation (revenue is per product)."""
-    return [
-        (overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None),
-        (payments_clearing_account_id(contract_id), AccountKind.PAYMENTS_CLEARING, None),
-        (promotions_account_id(contract_id), AccountKind.PROMOTIONS, None),
-        (adjustments_account_id(contract_id), AccountKind.ADJUSTMENTS, None),
-        (breakage_account_id(contract_id), AccountKind.BREAKAGE, None),
-    ]
 
 
 _LIVE_COMMITMENTS = (
