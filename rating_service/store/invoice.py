@@ -217,7 +217,7 @@ class InvoiceStore:
             )
             await post_transfers(conn, tenant_id, finalization_transfers(invoice))
             await _write_state(conn, invoice, issued_at=at)
-            if invoice.period_end == invoice.billing_date:  # it bills a period in arrears
+            if invoice.bills_period_in_arrears:
                 # By its start: a cancellation cuts a period short after its row was written.
                 await conn.execute(
                     "UPDATE contract_periods SET state = 'invoiced'"
