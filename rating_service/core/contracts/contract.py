@@ -16,7 +16,6 @@ from rating_service.core.contracts.alerts import (
     threshold_to_dict,
 )
 from rating_service.core.contracts.allocation import OveragePolicy
-from rating_service.core.contracts.dict_form import DictReader, utc_timestamp
 from rating_service.core.contracts.lifecycle import (
     DEFAULT_DUNNING,
     AutoRecharge,
@@ -29,6 +28,7 @@ from rating_service.core.contracts.lifecycle import (
     renewal_to_dict,
 )
 from rating_service.core.contracts.overrides import Override, override_from_dict, override_to_dict
+from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
     InvalidArgument,
