@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from rating_service.core.auth import Caller
 from rating_service.core.contracts.contract import Contract, Customer, contract_from_dict
-from rating_service.core.contracts.dict_form import DictReader
 from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_to_dict
+from rating_service.core.dict_form import DictReader
 from rating_service.core.errors import (
     FieldViolation,
     InvalidArgument,

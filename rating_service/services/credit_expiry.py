@@ -25,7 +25,11 @@ from decimal import Decimal
 from enum import StrEnum
 
 from rating_service.core.billing.invoice import invoice_id_for
-from rating_service.core.contracts.expiry import settling_billing_date, waits_for_renewal
+from rating_service.core.contracts.expiry import (
+    pool_expiry,
+    settling_billing_date,
+    waits_for_renewal,
+)
 from rating_service.core.errors import InvalidArgument
 from rating_service.core.money import format_decimal
 from rating_service.services.catalog import utc_now
@@ -114,7 +118,9 @@ class CreditExpiry:
             tenant_id, invoice_id_for(contract_id, billing_date)
         ):
             return ExpiryOutcome(ExpiryState.WAITING_FOR_INVOICE)
-        moved = await self._settlement.expire_pool(tenant_id, contract_id, pool_id, ACTOR)
+        moved = await self._settlement.expire_pool(
+            tenant_id, contract_id, pool_id, ACTOR, pool_expiry
+        )
         if moved.holds_pending:
             return ExpiryOutcome(ExpiryState.HOLDS_PENDING)
         if moved.amount:

@@ -16,10 +16,20 @@ from enum import StrEnum
 
 from rating_service.core.billing.compose import InvoiceInputs, compose_invoice
 from rating_service.core.billing.document import InvoiceParties, render_html, render_pdf
-from rating_service.core.billing.dunning import GATEWAY_TIMEOUT_CODE, PaymentFailure, next_retry_at
+from rating_service.core.billing.dunning import (
+    GATEWAY_TIMEOUT_CODE,
+    PaymentFailure,
+    next_retry_at,
+    reinstatement_on_payment,
+    suspension_on_write_off,
+)
 from rating_service.core.billing.invoice import Invoice, InvoiceState, invoice_id_for
 from rating_service.core.billing.schedule import BillingDate, billing_date, next_billing_date
-from rating_service.core.contracts.contract import Contract, billing_period_containing
+from rating_service.core.contracts.contract import (
+    Contract,
+    billing_period_containing,
+    cancelled,
+)
 from rating_service.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -261,7 +271,9 @@ class Invoicing:
         if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
             return CollectionResult(Collection.ALREADY_SETTLED)
         if invoice.total <= 0:
-            await self._invoices.paid(tenant_id, invoice_id, None, "", self._clock())
+            await self._invoices.paid(
+                tenant_id, invoice_id, None, "", self._clock(), reinstatement_on_payment
+            )
             return CollectionResult(Collection.NOTHING_DUE)
         contract = await self._contracts.contract(tenant_id, invoice.contract_id)
         if not contract.payment_method:
@@ -308,7 +320,12 @@ class Invoicing:
             )
         self._failpoints.hit(AFTER_PAYMENT_TAKEN)
         await self._invoices.paid(
-            tenant_id, invoice_id, key, outcome.gateway_reference, self._clock()
+            tenant_id,
+            invoice_id,
+            key,
+            outcome.gateway_reference,
+            self._clock(),
+            reinstatement_on_payment,
         )
         return CollectionResult(Collection.PAID)
 
@@ -376,7 +393,9 @@ class Invoicing:
 
     async def give_up_collecting(self, tenant_id: str, invoice_id: str, actor: str) -> Invoice:
         """Mark the invoice uncollectible and suspend its contract (rating refuses it then)."""
-        return await self._invoices.mark_uncollectible(tenant_id, invoice_id, self._clock(), actor)
+        return await self._invoices.mark_uncollectible(
+            tenant_id, invoice_id, self._clock(), actor, suspension_on_write_off
+        )
 
     async def record_payment(
         self, tenant_id: str, invoice_id: str, reference: str, actor: str
@@ -385,7 +404,7 @@ class Invoicing:
         if not reference.strip():
             raise InvalidArgument.of_field("reference", "say how it was paid (a wire reference)")
         return await self._invoices.record_payment(
-            tenant_id, invoice_id, reference, self._clock(), actor
+            tenant_id, invoice_id, reference, self._clock(), actor, reinstatement_on_payment
         )
 
     async def void(self, tenant_id: str, invoice_id: str, actor: str, reason: str) -> Invoice:
@@ -396,7 +415,9 @@ class Invoicing:
 
     async def end_contract(self, tenant_id: str, contract_id: str, actor: str) -> Contract:
         """Cancel a contract now: its term ends, and its final invoice comes next."""
-        return await self._contracts.end_contract(tenant_id, contract_id, self._clock(), actor)
+        return await self._contracts.end_contract(
+            tenant_id, contract_id, self._clock(), actor, cancelled
+        )
 
 
 def _failed(contract: Contract, recorded: PaymentAttempt) -> CollectionResult:

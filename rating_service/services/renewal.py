@@ -27,6 +27,7 @@ from enum import StrEnum
 from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.invoice import invoice_id_for
 from rating_service.core.contracts.contract import Contract, ContractStatus
+from rating_service.core.contracts.expiry import pool_expiry
 from rating_service.core.contracts.lifecycle import Renewal
 from rating_service.core.contracts.pools import CommitmentKind, Pool
 from rating_service.core.contracts.renewal import next_contract, renewed_contract_id, rollover
@@ -184,7 +185,9 @@ class Renewals:
             rolled_over = await self._roll_over(contract, next_contract_id, pools)
         expired: list[Decimal] = []
         for pool in pools:
-            moved = await self._settlement.expire_pool(tenant_id, contract_id, pool.pool_id, ACTOR)
+            moved = await self._settlement.expire_pool(
+                tenant_id, contract_id, pool.pool_id, ACTOR, pool_expiry
+            )
             if moved.holds_pending:
                 return TermSettlement(TermState.HOLDS_PENDING)
             expired.append(moved.amount)

@@ -9,7 +9,7 @@ through `rating_service.store.ledger.post_transfers`. Raw asyncpg: the ledger fu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -32,15 +32,7 @@ from rating_service.core.errors import (
     NotFound,
     PreconditionViolation,
 )
-from rating_service.core.ledger.accounts import (
-    AccountKind,
-    adjustments_account_id,
-    breakage_account_id,
-    overage_account_id,
-    payments_clearing_account_id,
-    pool_account_id,
-    promotions_account_id,
-)
+from rating_service.core.ledger.accounts import AccountKind, contract_accounts, pool_account_id
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import format_decimal
 from rating_service.store.database import Connection
@@ -216,28 +208,23 @@ class ContractStore:
             await notify_contracts_changed(conn, tenant_id, customer_id)
 
     async def end_contract(
-        self, tenant_id: str, contract_id: str, at: datetime, actor: str
+        self,
+        tenant_id: str,
+        contract_id: str,
+        at: datetime,
+        actor: str,
+        cancellation: Callable[[Contract, datetime], Contract | None],
     ) -> Contract:
-        """End a contract's term at `at` (cancellation): later usage is refused from then on.
+        """End a contract's term at `at` (a cancellation), as `cancellation` decides; audited.
 
-        A term already ending earlier is kept; the end cannot precede the term's start.
+        `cancellation` is given the contract as it is now, its row locked, and returns it with
+        its new term end, or None to keep it as it is.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             contract = await lock_contract(conn, tenant_id, contract_id)
-            if contract.term_end is not None and contract.term_end <= at:
+            ended = cancellation(contract, at)
+            if ended is None:
                 return contract
-            if at <= contract.term_start:
-                description = f"the term starts at {contract.term_start.isoformat()}"
-                raise FailedPrecondition(
-                    f"contract {contract_id!r} cannot end at {at.isoformat()}: {description}",
-                    reason="CONTRACT_NOT_STARTED",
-                    violations=[
-                        PreconditionViolation(
-                            "CONTRACT_TERM", f"contracts/{contract_id}", description
-                        )
-                    ],
-                )
-            ended = replace(contract, term_end=at)
             entry = AuditEntry(actor, "contract.end", contract_id, {"term_end": at.isoformat()})
             await amend_contract(conn, ended, entry)
             return ended
@@ -465,26 +452,20 @@ async def lock_contract_status(
     return ContractStatus(str(status))
 
 
-async def change_contract_status(
-    conn: Connection,
-    change: StatusChange,
-    *,
-    was: ContractStatus,
-    becomes: ContractStatus,
-    actor: str,
-) -> bool:
-    """Move a contract from `was` to `becomes` in the caller's transaction; False if not `was`.
+async def change_contract_status(conn: Connection, change: StatusChange, *, actor: str) -> bool:
+    """Move a contract from `change.was` to `change.becomes` in the caller's transaction.
 
-    Audited, written to the outbox on `change.topic`, and announced on `rating_contracts`, so
-    rating refuses (or accepts) the contract's usage from the moment the transaction commits.
+    False, and nothing written, when its status was not `change.was`. Audited, written to the
+    outbox on `change.topic`, and announced on `rating_contracts`, so rating refuses (or
+    accepts) the contract's usage from the moment the transaction commits.
     """
     customer_id = await conn.fetchval(
         "UPDATE contracts SET status = $4, updated_at = now()"
         " WHERE tenant_id = $1 AND contract_id = $2 AND status = $3 RETURNING customer_id",
         change.tenant_id,
         change.contract_id,
-        was.value,
-        becomes.value,
+        change.was.value,
+        change.becomes.value,
     )
     if customer_id is None:
         return False
@@ -493,17 +474,6 @@ async def change_contract_status(
     await write_outbox(conn, change.tenant_id, change.topic, change.dedupe_key, change.payload())
     await notify_contracts_changed(conn, change.tenant_id, str(customer_id))
     return True
-
-
-def contract_accounts(contract_id: str) -> list[tuple[str, AccountKind, str | None]]:
-    """The ledger accounts every contract has from its creation (revenue is per product)."""
-    return [
-        (overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None),
-        (payments_clearing_account_id(contract_id), AccountKind.PAYMENTS_CLEARING, None),
-        (promotions_account_id(contract_id), AccountKind.PROMOTIONS, None),
-        (adjustments_account_id(contract_id), AccountKind.ADJUSTMENTS, None),
-        (breakage_account_id(contract_id), AccountKind.BREAKAGE, None),
-    ]
 
 
 _LIVE_COMMITMENTS = (

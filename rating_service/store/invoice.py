@@ -18,11 +18,10 @@ import asyncpg
 
 from rating_service.core.billing.compose import UsageTotal
 from rating_service.core.billing.dunning import (
-    CONTRACT_REINSTATED_TOPIC,
-    CONTRACT_SUSPENDED_TOPIC,
     PAYMENT_FAILED,
+    ContractStanding,
     PaymentFailure,
-    StatusChange,
+    StandingRule,
 )
 from rating_service.core.billing.invoice import (
     Invoice,
@@ -38,7 +37,6 @@ from rating_service.core.billing.postings import (
     invoice_accounts,
     invoice_reference,
 )
-from rating_service.core.contracts.contract import ContractStatus
 from rating_service.core.errors import NotFound
 from rating_service.core.ledger.posting_rules import invoice_void_transfers, payment_transfers
 from rating_service.store.contract import change_contract_status, lock_contract_status
@@ -219,7 +217,7 @@ class InvoiceStore:
             )
             await post_transfers(conn, tenant_id, finalization_transfers(invoice))
             await _write_state(conn, invoice, issued_at=at)
-            if invoice.period_end == invoice.billing_date:  # it bills a period in arrears
+            if invoice.bills_period_in_arrears:
                 # By its start: a cancellation cuts a period short after its row was written.
                 await conn.execute(
                     "UPDATE contract_periods SET state = 'invoiced'"
@@ -386,11 +384,17 @@ class InvoiceStore:
                 )
 
     async def paid(
-        self, tenant_id: str, invoice_id: str, key: str | None, reference: str, at: datetime
+        self,
+        tenant_id: str,
+        invoice_id: str,
+        key: str | None,
+        reference: str,
+        at: datetime,
+        reinstatement: StandingRule,
     ) -> Invoice:
         """Mark an invoice paid and post the payment, once; `key` None: nothing was due.
 
-        Paying the last uncollectible invoice of a suspended contract reinstates it.
+        Its contract's status changes, in the same transaction, as `reinstatement` decides.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             invoice = await _locked(conn, tenant_id, invoice_id)
@@ -405,14 +409,21 @@ class InvoiceStore:
                     reference,
                 )
             payment = f"payment:{key or invoice_id}"
-            return await _settle(conn, invoice, payment, at, actor=f"gateway:{key or 'none'}")
+            actor = f"gateway:{key or 'none'}"
+            return await _settle(conn, invoice, payment, at, actor, reinstatement)
 
     async def record_payment(
-        self, tenant_id: str, invoice_id: str, reference: str, at: datetime, actor: str
+        self,
+        tenant_id: str,
+        invoice_id: str,
+        reference: str,
+        at: datetime,
+        actor: str,
+        reinstatement: StandingRule,
     ) -> Invoice:
         """Mark an invoice paid by other means (a wire, a cheque), audited; once.
 
-        It reinstates a suspended contract as a collected payment does.
+        Its contract's status changes as `reinstatement` decides, as for a collected payment.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             invoice = await _locked(conn, tenant_id, invoice_id)
@@ -420,18 +431,20 @@ class InvoiceStore:
                 raise _not_found(invoice_id)
             if invoice.state is InvoiceState.PAID:
                 return invoice
-            paid = await _settle(conn, invoice, f"payment:{invoice_id}:recorded", at, actor=actor)
+            payment = f"payment:{invoice_id}:recorded"
+            paid = await _settle(conn, invoice, payment, at, actor, reinstatement)
             details = {"reference": reference, "amount": str(invoice.total)}
             entry = AuditEntry(actor, "invoice.payment_recorded", invoice_id, details)
             await write_audit(conn, tenant_id, entry)
             return paid
 
     async def mark_uncollectible(
-        self, tenant_id: str, invoice_id: str, at: datetime, actor: str
+        self, tenant_id: str, invoice_id: str, at: datetime, actor: str, suspension: StandingRule
     ) -> Invoice:
-        """Give up collecting an invoice and suspend its contract, in one transaction.
+        """Give up collecting an invoice; its contract's status changes as `suspension` decides.
 
-        An invoice settled meanwhile (paid, void) is returned as it is, and nothing is suspended.
+        Both in one transaction. An invoice settled meanwhile (paid, void) is returned as it
+        is, and its contract is left alone.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             invoice = await _locked(conn, tenant_id, invoice_id)
@@ -453,16 +466,7 @@ class InvoiceStore:
             details = {"number": invoice.number, "total": str(invoice.total)}
             entry = AuditEntry(actor, "invoice.uncollectible", invoice_id, details)
             await write_audit(conn, tenant_id, entry)
-            suspension = StatusChange(
-                CONTRACT_SUSPENDED_TOPIC, tenant_id, invoice.contract_id, invoice_id, at
-            )
-            await change_contract_status(
-                conn,
-                suspension,
-                was=ContractStatus.ACTIVE,
-                becomes=ContractStatus.SUSPENDED,
-                actor=actor,
-            )
+            await _change_standing(conn, invoice, at, actor, suspension)
             return written_off
 
     async def unpaid_invoice_ids(self, tenant_id: str, contract_id: str) -> list[str]:
@@ -538,9 +542,14 @@ def _attempt(row: asyncpg.Record) -> PaymentAttempt:
 
 
 async def _settle(
-    conn: Connection, invoice: Invoice, payment: str, at: datetime, *, actor: str
+    conn: Connection,
+    invoice: Invoice,
+    payment: str,
+    at: datetime,
+    actor: str,
+    reinstatement: StandingRule,
 ) -> Invoice:
-    """Mark a locked invoice paid, post `payment`, and reinstate a contract it suspended."""
+    """Mark a locked invoice paid, post `payment`, and change its contract as decided."""
     if invoice.state is InvoiceState.PAID:
         return invoice
     check_move(invoice.invoice_id, invoice.state, InvoiceState.PAID)
@@ -554,33 +563,27 @@ async def _settle(
         )
     paid = replace(invoice, state=InvoiceState.PAID)
     await _write_state(conn, paid, paid_at=at)
-    if invoice.state is InvoiceState.UNCOLLECTIBLE:
-        await _reinstate(conn, invoice, at, actor)
+    await _change_standing(conn, invoice, at, actor, reinstatement)
     return paid
 
 
-async def _reinstate(conn: Connection, paid: Invoice, at: datetime, actor: str) -> None:
-    """Make the contract active again unless another invoice of it is still uncollectible."""
-    # The contract's row lock comes first: a suspension committing meanwhile for another
-    # invoice is then either seen below or made after this reinstatement, never lost.
-    status = await lock_contract_status(conn, paid.tenant_id, paid.contract_id)
-    if status is not ContractStatus.SUSPENDED:
-        return
-    still_owed = await conn.fetchval(
-        "SELECT count(*) FROM invoices WHERE tenant_id = $1 AND contract_id = $2"
-        " AND state = 'uncollectible' AND invoice_id <> $3",
-        paid.tenant_id,
-        paid.contract_id,
-        paid.invoice_id,
+async def _change_standing(
+    conn: Connection, before: Invoice, at: datetime, actor: str, rule: StandingRule
+) -> None:
+    """Write the contract status change `rule` decides for a change of invoice `before`."""
+    # The contract's row lock comes first: a write-off or payment of another of its invoices,
+    # committing meanwhile, is then either seen below or decided after this, never lost.
+    status = await lock_contract_status(conn, before.tenant_id, before.contract_id)
+    rows = await conn.fetch(
+        "SELECT invoice_id FROM invoices WHERE tenant_id = $1 AND contract_id = $2"
+        " AND state = 'uncollectible'",
+        before.tenant_id,
+        before.contract_id,
     )
-    if still_owed:
-        return
-    change = StatusChange(
-        CONTRACT_REINSTATED_TOPIC, paid.tenant_id, paid.contract_id, paid.invoice_id, at
-    )
-    await change_contract_status(
-        conn, change, was=ContractStatus.SUSPENDED, becomes=ContractStatus.ACTIVE, actor=actor
-    )
+    standing = ContractStanding(status, frozenset(str(row["invoice_id"]) for row in rows))
+    change = rule(before, standing, at)
+    if change is not None:
+        await change_contract_status(conn, change, actor=actor)
 
 
 async def _locked(conn: Connection, tenant_id: str, invoice_id: str) -> Invoice | None:

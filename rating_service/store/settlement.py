@@ -10,15 +10,15 @@ ledger functions it uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 import asyncpg
 
 from rating_service.core.contracts.contract import ContractStatus
+from rating_service.core.contracts.expiry import PoolExpiry
 from rating_service.core.errors import NotFound
-from rating_service.core.ledger.accounts import breakage_account_id, pool_account_id
+from rating_service.core.ledger.accounts import Account, breakage_account_id, pool_account_id
 from rating_service.core.ledger.posting_rules import expiry_transfers
 from rating_service.core.money import exact_sum, format_decimal
 from rating_service.store.database import Connection
@@ -57,19 +57,6 @@ def expiry_reference(pool_id: str) -> str:
     return f"expiry:{pool_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class PoolExpiry:
-    """What expiring a pool did: the amount now in breakage (0: nothing was left).
-
-    `replay` says an earlier attempt moved it; `holds_pending` that reservations still hold
-    part of the balance, so nothing moved yet.
-    """
-
-    amount: Decimal
-    replay: bool = False
-    holds_pending: bool = False
-
-
 class SettlementStore:
     """Expires pools, ends terms and writes their notices, over an asyncpg pool."""
 
@@ -103,9 +90,14 @@ class SettlementStore:
             await write_outbox(conn, tenant_id, topic, outbox_key(topic, tenant_id, key), payload)
 
     async def expire_pool(
-        self, tenant_id: str, contract_id: str, pool_id: str, actor: str
+        self,
+        tenant_id: str,
+        contract_id: str,
+        pool_id: str,
+        actor: str,
+        expiry: Callable[[Account], PoolExpiry],
     ) -> PoolExpiry:
-        """Move all of a pool's remaining balance to breakage, unless holds are pending.
+        """Move to breakage what `expiry` decides from the pool's locked account, once.
 
         The lock on the pool's account orders this after any debit in flight and before any
         that follows; the expiry's reference is checked under it, so the move happens once.
@@ -122,11 +114,10 @@ class SettlementStore:
             account = locked.get(account_id)
             if account is None:  # a postpaid commit: a minimum spend, no balance
                 return PoolExpiry(ZERO)
-            if account.debits_pending:
-                return PoolExpiry(ZERO, holds_pending=True)
-            amount = account.credit_balance
+            expired = expiry(account)
+            amount = expired.amount
             if not amount:
-                return PoolExpiry(ZERO)
+                return expired
             transfers = expiry_transfers(
                 reference=reference, contract_id=contract_id, pool_id=pool_id, amount=amount
             )
@@ -141,7 +132,7 @@ class SettlementStore:
             expired_key = outbox_key(CREDIT_EXPIRED, tenant_id, pool_id)
             await write_outbox(conn, tenant_id, CREDIT_EXPIRED, expired_key, details)
             await notify_contracts_changed(conn, tenant_id, customer_id)
-        return PoolExpiry(amount)
+        return expired
 
     async def end_term(
         self,

@@ -1,17 +1,22 @@
-"""Dunning: when to retry a failed invoice payment, and the events a failure announces.
+"""Dunning: when to retry a failed invoice payment, the events a failure announces, and when
+a contract is suspended and reinstated.
 
 Attempt 1 is the invoice workflow's; the contract's dunning schedule gives the wait after each
 failed attempt before the next one (`schedule[n - 1]` after attempt n), so a schedule of k
 delays allows k + 1 attempts. After the last one the invoice is uncollectible and the contract
-suspended; a later payment reinstates it. Attempt numbers are counted from the attempts the
-invoice has recorded, so a new workflow run resumes the schedule where the old one stopped.
+suspended; paying its last uncollectible invoice reinstates it. Attempt numbers are counted
+from the attempts the invoice has recorded, so a new workflow run resumes the schedule where
+the old one stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from rating_service.core.billing.invoice import Invoice, InvoiceState
+from rating_service.core.contracts.contract import ContractStatus
 
 PAYMENT_FAILED = "payment.failed"
 """Outbox topic of each failed collection attempt: starts dunning, and tells the customer."""
@@ -83,6 +88,16 @@ class StatusChange:
         """One notification per contract and the invoice that caused it."""
         return f"{self.topic}:{self.tenant_id}:{self.contract_id}:{self.invoice_id}"
 
+    @property
+    def was(self) -> ContractStatus:
+        """The status the contract leaves (it changes only from this one)."""
+        return _STATUS_MOVES[self.topic][0]
+
+    @property
+    def becomes(self) -> ContractStatus:
+        """The status the contract takes."""
+        return _STATUS_MOVES[self.topic][1]
+
     def payload(self) -> dict[str, object]:
         """The notification's body."""
         return {
@@ -90,3 +105,52 @@ class StatusChange:
             "invoice_id": self.invoice_id,
             "at": self.at.isoformat(),
         }
+
+
+_STATUS_MOVES: dict[str, tuple[ContractStatus, ContractStatus]] = {
+    CONTRACT_SUSPENDED_TOPIC: (ContractStatus.ACTIVE, ContractStatus.SUSPENDED),
+    CONTRACT_REINSTATED_TOPIC: (ContractStatus.SUSPENDED, ContractStatus.ACTIVE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContractStanding:
+    """A contract's status and its invoices written off, read under the contract's row lock."""
+
+    status: ContractStatus
+    uncollectible: frozenset[str]
+    """Ids of the contract's uncollectible invoices, as the deciding transaction sees them."""
+
+
+StandingRule = Callable[[Invoice, ContractStanding, datetime], StatusChange | None]
+"""Whether an invoice's change at a moment changes its contract's status, and how.
+
+It is given the invoice as it was before the change, and the contract's standing read in the
+transaction that changes the invoice; None leaves the contract as it is.
+"""
+
+
+def suspension_on_write_off(
+    invoice: Invoice, standing: ContractStanding, at: datetime
+) -> StatusChange | None:
+    """Writing an invoice off suspends its contract, if active: rating refuses its usage then."""
+    if standing.status is not ContractStatus.ACTIVE:
+        return None
+    return StatusChange(
+        CONTRACT_SUSPENDED_TOPIC, invoice.tenant_id, invoice.contract_id, invoice.invoice_id, at
+    )
+
+
+def reinstatement_on_payment(
+    invoice: Invoice, standing: ContractStanding, at: datetime
+) -> StatusChange | None:
+    """Paying a written-off invoice reinstates its suspended contract unless another is owed."""
+    if invoice.state is not InvoiceState.UNCOLLECTIBLE:
+        return None
+    if standing.status is not ContractStatus.SUSPENDED:
+        return None
+    if standing.uncollectible - {invoice.invoice_id}:
+        return None
+    return StatusChange(
+        CONTRACT_REINSTATED_TOPIC, invoice.tenant_id, invoice.contract_id, invoice.invoice_id, at
+    )

@@ -177,6 +177,11 @@ class Invoice:
         """The sum of the lines before rounding; total − exact_total is the rounding."""
         return exact_sum(line.exact_amount for line in self.lines)
 
+    @property
+    def bills_period_in_arrears(self) -> bool:
+        """True when its period is the one ending on its billing date, whose usage it bills."""
+        return self.period_end == self.billing_date
+
     def subtotal(self, *kinds: LineKind) -> Decimal:
         """The sum of the rounded lines of these kinds."""
         return exact_sum(line.amount for line in self.lines if line.kind in kinds)

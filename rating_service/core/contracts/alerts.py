@@ -28,8 +28,8 @@ from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
-from rating_service.core.contracts.dict_form import DictReader, utc_timestamp
 from rating_service.core.contracts.pools import CommitmentKind, Pool
+from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import exact_sum, format_decimal
 from rating_service.core.pricing.constraints import priced_exactly, under_prefix

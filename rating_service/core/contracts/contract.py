@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -16,7 +16,6 @@ from rating_service.core.contracts.alerts import (
     threshold_to_dict,
 )
 from rating_service.core.contracts.allocation import OveragePolicy
-from rating_service.core.contracts.dict_form import DictReader, utc_timestamp
 from rating_service.core.contracts.lifecycle import (
     DEFAULT_DUNNING,
     AutoRecharge,
@@ -29,6 +28,7 @@ from rating_service.core.contracts.lifecycle import (
     renewal_to_dict,
 )
 from rating_service.core.contracts.overrides import Override, override_from_dict, override_to_dict
+from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -262,6 +262,27 @@ def check_contract_accepts_usage(contract: Contract, at: datetime) -> None:
         violations=[PreconditionViolation("CONTRACT_STATUS", subject, description)],
         metadata={"contract_id": contract.contract_id},
     )
+
+
+def cancelled(contract: Contract, at: datetime) -> Contract | None:
+    """The contract cancelled at `at`: its term ends then; None when it ends by then already.
+
+    Refused (FailedPrecondition, CONTRACT_NOT_STARTED) unless `at` is after the term's start.
+    """
+    if contract.term_end is not None and contract.term_end <= at:
+        return None
+    if at <= contract.term_start:
+        description = f"the term starts at {contract.term_start.isoformat()}"
+        raise FailedPrecondition(
+            f"contract {contract.contract_id!r} cannot end at {at.isoformat()}: {description}",
+            reason=CONTRACT_NOT_STARTED,
+            violations=[
+                PreconditionViolation(
+                    "CONTRACT_TERM", f"contracts/{contract.contract_id}", description
+                )
+            ],
+        )
+    return replace(contract, term_end=at)
 
 
 def billing_period_containing(contract: Contract, at: datetime) -> tuple[datetime, datetime]:

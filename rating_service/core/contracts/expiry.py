@@ -9,7 +9,9 @@ that (`waits_for_renewal`). Whoever moves a pool's balance to breakage moves all
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from rating_service.core.contracts.contract import (
     Contract,
@@ -17,9 +19,35 @@ from rating_service.core.contracts.contract import (
     billing_period_containing,
 )
 from rating_service.core.contracts.pools import Pool
+from rating_service.core.ledger.accounts import Account
+
+ZERO = Decimal(0)
 
 JUST_BEFORE = timedelta(microseconds=1)
 """ε: a pool that expires at t was last usable at t − ε."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolExpiry:
+    """What expiring a pool did: the amount now in breakage (0: nothing was left).
+
+    `replay` says an earlier attempt moved it; `holds_pending` that reservations still hold
+    part of the balance, so nothing moved yet.
+    """
+
+    amount: Decimal
+    replay: bool = False
+    holds_pending: bool = False
+
+
+def pool_expiry(pool_account: Account) -> PoolExpiry:
+    """What expiring a pool moves to breakage: all of its balance, read under its lock.
+
+    Nothing while reservations hold part of it: a capture may still draw the held amount.
+    """
+    if pool_account.debits_pending:
+        return PoolExpiry(ZERO, holds_pending=True)
+    return PoolExpiry(pool_account.credit_balance)
 
 
 def settling_billing_date(contract: Contract, moment: datetime) -> datetime | None:

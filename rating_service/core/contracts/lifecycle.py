@@ -12,8 +12,8 @@ from datetime import timedelta
 from decimal import Decimal, localcontext
 
 from rating_service.core.contracts.alerts import AlertKind, AlertThreshold
-from rating_service.core.contracts.dict_form import DictReader
 from rating_service.core.contracts.pools import CommitmentKind
+from rating_service.core.dict_form import DictReader
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import EXACT_CONTEXT, format_decimal
 from rating_service.core.pricing.constraints import under_prefix

@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeAlias, TypeVar
 
-from rating_service.core.contracts.dict_form import (
+from rating_service.core.dict_form import (
     DictReader,
     join_path,
     utc_timestamp,

@@ -16,7 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import partial
 
-from rating_service.core.contracts.dict_form import DictReader, utc_timestamp
+from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
     InvalidArgument,

@@ -33,7 +33,6 @@ from rating_service.core.contracts.allocation import (
     check_spend_cap,
 )
 from rating_service.core.contracts.contract import Contract, check_contract_accepts_usage
-from rating_service.core.contracts.dict_form import utc_timestamp
 from rating_service.core.contracts.pools import (
     MovementAction,
     Pool,
@@ -41,6 +40,7 @@ from rating_service.core.contracts.pools import (
     apply_movements,
     draw_down_order,
 )
+from rating_service.core.dict_form import utc_timestamp
 from rating_service.core.errors import (
     AlreadyExists,
     FailedPrecondition,

@@ -171,3 +171,17 @@ def rounding_account_id(contract_id: str) -> str:
 def cash_account_id(contract_id: str) -> str:
     """The account receiving a contract's collected payments."""
     return f"cash:{contract_id}"
+
+
+def contract_accounts(contract_id: str) -> list[tuple[str, AccountKind, str | None]]:
+    """The accounts (id, kind, product) every contract has from its creation.
+
+    Revenue accounts are per product, opened when a product is first rated or invoiced.
+    """
+    return [
+        (overage_account_id(contract_id), AccountKind.OVERAGE_RECEIVABLE, None),
+        (payments_clearing_account_id(contract_id), AccountKind.PAYMENTS_CLEARING, None),
+        (promotions_account_id(contract_id), AccountKind.PROMOTIONS, None),
+        (adjustments_account_id(contract_id), AccountKind.ADJUSTMENTS, None),
+        (breakage_account_id(contract_id), AccountKind.BREAKAGE, None),
+    ]

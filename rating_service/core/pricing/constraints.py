@@ -6,6 +6,7 @@ from collections.abc import Callable
 from decimal import Decimal, DivisionImpossible, Inexact, Overflow, localcontext
 from typing import TypeVar
 
+from rating_service.core.dict_form import join_path
 from rating_service.core.errors import FieldViolation, InvalidArgument, ViolationCollector
 from rating_service.core.money import EXACT_CONTEXT, PRECISION
 
@@ -57,14 +58,8 @@ def under_prefix(error: InvalidArgument, prefix: str) -> InvalidArgument:
     if not prefix:
         return error
     violations = [
-        FieldViolation(_join(prefix, violation.field), violation.description)
+        FieldViolation(join_path(prefix, violation.field), violation.description)
         for violation in error.violations
     ] or [FieldViolation(prefix, error.message)]
     details = "; ".join(f"{violation.field}: {violation.description}" for violation in violations)
     return InvalidArgument(f"invalid {prefix}: {details}", violations, reason=error.reason)
-
-
-def _join(prefix: str, field: str) -> str:
-    if not field:
-        return prefix
-    return f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 
+from rating_service.core.dict_form import DictReader, join_path
 from rating_service.core.errors import InvalidArgument, ViolationCollector
-from rating_service.core.money import format_decimal, parse_decimal
+from rating_service.core.money import format_decimal
 from rating_service.core.pricing.breakdown import ZERO
 from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
 from rating_service.core.pricing.graduated import Graduated
@@ -94,12 +94,6 @@ def _tier_to_dict(tier: Tier) -> dict[str, object]:
     return data
 
 
-def _join(prefix: str, key: str) -> str:
-    if not prefix:
-        return key
-    return f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
-
-
 def _as_dict_field(field: str) -> str:
     # A matrix cell's `values` are written as its `match` mapping in the dict form.
     return _CELL_VALUES.sub(r"\1.match", field)
@@ -108,65 +102,8 @@ def _as_dict_field(field: str) -> str:
 _CELL_VALUES = re.compile(r"^(cells\[\d+\])\.values$")
 
 
-class _Fields:
-    """Reads the fields of one dict, recording each problem under its path."""
-
-    def __init__(self, data: object, path: str, violations: ViolationCollector) -> None:
-        self.path = path
-        self.violations = violations
-        self.read: set[str] = set()
-        if isinstance(data, Mapping):
-            self.data: Mapping[object, object] = data
-        else:
-            violations.add(path or "price", f"must be a mapping, got {type(data).__name__}")
-            self.data = {}
-
-    def at(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def raw(self, key: str) -> object:
-        self.read.add(key)
-        return self.data.get(key)
-
-    def decimal(self, key: str, default: Decimal | None = None) -> Decimal | None:
-        """The field as a Decimal; absent means `default`, or a violation when there is none."""
-        value = self.raw(key)
-        if value is None:
-            if default is None:
-                self.violations.add(self.at(key), "is required")
-            return default
-        return self.parse(value, self.at(key))
-
-    def optional_decimal(self, key: str) -> Decimal | None:
-        value = self.raw(key)
-        return None if value is None else self.parse(value, self.at(key))
-
-    def parse(self, value: object, path: str) -> Decimal | None:
-        try:
-            return parse_decimal(value, path)
-        except InvalidArgument as error:
-            self.violations.violations.extend(error.violations)
-            return None
-
-    def sequence(self, key: str) -> Sequence[object]:
-        value = self.raw(key)
-        if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-            return value
-        self.violations.add(
-            self.at(key),
-            "is required" if value is None else f"must be a list, got {type(value).__name__}",
-        )
-        return ()
-
-    def reject_unknown(self, what: str) -> None:
-        # A misspelt field (`unit_prise`) must not silently fall back to a default.
-        for key in self.data:
-            if key not in self.read:
-                self.violations.add(self.at(str(key)), f"is not a field of {what}")
-
-
 def _build(data: object, path: str, violations: ViolationCollector) -> PriceModel | None:
-    fields = _Fields(data, path, violations)
+    fields = DictReader(data, path, violations, "price")
     name = fields.raw("model")
     builder = _BUILDERS.get(name) if isinstance(name, str) else None
     if builder is None:
@@ -187,21 +124,21 @@ def _build(data: object, path: str, violations: ViolationCollector) -> PriceMode
     except InvalidArgument as error:
         # The model validates meaning (order, signs, ranges) with paths relative to itself.
         for violation in error.violations:
-            violations.add(_join(path, _as_dict_field(violation.field)), violation.description)
+            violations.add(join_path(path, _as_dict_field(violation.field)), violation.description)
         return None
 
 
 Construct = Callable[[], PriceModel]
 
 
-def _per_unit(fields: _Fields) -> Construct | None:
+def _per_unit(fields: DictReader) -> Construct | None:
     unit_price = fields.decimal("unit_price")
     if unit_price is None:
         return None
     return lambda: PerUnit(unit_price)
 
 
-def _flat_fee(fields: _Fields) -> Construct | None:
+def _flat_fee(fields: DictReader) -> Construct | None:
     amount = fields.decimal("amount")
     timing_name = fields.raw("timing")
     timing = BillingTiming.IN_ARREARS
@@ -219,15 +156,15 @@ def _flat_fee(fields: _Fields) -> Construct | None:
     return lambda: FlatFee(amount, timing)
 
 
-def _tiers(fields: _Fields) -> list[Tier] | None:
+def _tiers(fields: DictReader) -> list[Tier] | None:
     tiers: list[Tier] = []
     complete = True
-    for index, raw in enumerate(fields.sequence("tiers")):
-        tier = _Fields(raw, fields.at(f"tiers[{index}]"), fields.violations)
+    for index, raw in enumerate(fields.required_sequence("tiers")):
+        tier = DictReader(raw, fields.at(f"tiers[{index}]"), fields.violations, "a tier")
         up_to = tier.optional_decimal("up_to")
         unit_price = tier.decimal("unit_price")
         flat_fee = tier.decimal("flat_fee", ZERO)
-        tier.reject_unknown("a tier")
+        tier.reject_unknown()
         if unit_price is None or flat_fee is None:
             complete = False
             continue
@@ -235,17 +172,17 @@ def _tiers(fields: _Fields) -> list[Tier] | None:
     return tiers if complete else None
 
 
-def _graduated(fields: _Fields) -> Construct | None:
+def _graduated(fields: DictReader) -> Construct | None:
     tiers = _tiers(fields)
     return None if tiers is None else lambda: Graduated(tuple(tiers))
 
 
-def _volume(fields: _Fields) -> Construct | None:
+def _volume(fields: DictReader) -> Construct | None:
     tiers = _tiers(fields)
     return None if tiers is None else lambda: Volume(tuple(tiers))
 
 
-def _package(fields: _Fields) -> Construct | None:
+def _package(fields: DictReader) -> Construct | None:
     block_size = fields.decimal("block_size")
     block_price = fields.decimal("block_price")
     free_units = fields.decimal("free_units", ZERO)
@@ -254,7 +191,7 @@ def _package(fields: _Fields) -> Construct | None:
     return lambda: Package(block_size, block_price, free_units)
 
 
-def _percentage(fields: _Fields) -> Construct | None:
+def _percentage(fields: DictReader) -> Construct | None:
     rate = fields.decimal("rate")
     fixed_fee = fields.decimal("fixed_fee", ZERO)
     minimum = fields.optional_decimal("minimum")
@@ -264,20 +201,20 @@ def _percentage(fields: _Fields) -> Construct | None:
     return lambda: Percentage(rate, fixed_fee, minimum, maximum)
 
 
-def _matrix(fields: _Fields) -> Construct | None:
+def _matrix(fields: DictReader) -> Construct | None:
     dimensions: list[str] = []
-    for index, name in enumerate(fields.sequence("dimensions")):
+    for index, name in enumerate(fields.required_sequence("dimensions")):
         if isinstance(name, str) and name:
             dimensions.append(name)
         else:
             fields.violations.add(fields.at(f"dimensions[{index}]"), "must be a non-empty name")
     cells: list[MatrixCell] = []
     complete = True
-    for index, raw in enumerate(fields.sequence("cells")):
-        cell = _Fields(raw, fields.at(f"cells[{index}]"), fields.violations)
+    for index, raw in enumerate(fields.required_sequence("cells")):
+        cell = DictReader(raw, fields.at(f"cells[{index}]"), fields.violations, "a matrix cell")
         values = _cell_values(cell, dimensions)
         price = _build(cell.raw("price"), cell.at("price"), fields.violations)
-        cell.reject_unknown("a matrix cell")
+        cell.reject_unknown()
         if values is None or price is None:
             complete = False
         elif isinstance(price, Matrix):
@@ -290,7 +227,7 @@ def _matrix(fields: _Fields) -> Construct | None:
     return lambda: Matrix(tuple(dimensions), tuple(cells))
 
 
-def _cell_values(cell: _Fields, dimensions: Sequence[str]) -> tuple[str, ...] | None:
+def _cell_values(cell: DictReader, dimensions: Sequence[str]) -> tuple[str, ...] | None:
     match = cell.raw("match")
     if not isinstance(match, Mapping):
         cell.violations.add(cell.at("match"), "must map each dimension to a value")
@@ -311,7 +248,7 @@ def _cell_values(cell: _Fields, dimensions: Sequence[str]) -> tuple[str, ...] | 
     return tuple(values) if len(values) == len(dimensions) == len(match) else None
 
 
-_BUILDERS: Mapping[str, Callable[[_Fields], Construct | None]] = {
+_BUILDERS: Mapping[str, Callable[[DictReader], Construct | None]] = {
     PerUnit.MODEL: _per_unit,
     FlatFee.MODEL: _flat_fee,
     Graduated.MODEL: _graduated,

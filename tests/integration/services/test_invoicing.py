@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from rating_service.core.billing.dunning import reinstatement_on_payment
 from rating_service.core.billing.invoice import INVOICE_STATE_CONFLICT, InvoiceState
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
 from rating_service.core.ledger.accounts import receivable_account_id
@@ -71,7 +72,14 @@ async def test_finalize_is_idempotent_and_a_voided_invoice_is_replaced_by_a_revi
         reissued = await invoicing.finalize(tenant, redraft.invoice_id)
         assert (reissued.number, reissued.total) == ("INV-000002", D("13.00"))
         # Paid by other means (a bank transfer): a paid invoice is corrected by a credit.
-        await invoicing.invoices.paid(tenant, reissued.invoice_id, None, "wire", final.billing_date)
+        await invoicing.invoices.paid(
+            tenant,
+            reissued.invoice_id,
+            None,
+            "wire",
+            final.billing_date,
+            reinstatement_on_payment,
+        )
         with pytest.raises(FailedPrecondition) as refused:
             await invoicing.void(tenant, reissued.invoice_id, "ops@acme", "too late")
         assert refused.value.reason == INVOICE_STATE_CONFLICT

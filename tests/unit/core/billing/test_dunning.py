@@ -6,11 +6,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rating_service.core.billing.dunning import PaymentFailure, StatusChange, next_retry_at
+from rating_service.core.billing.dunning import (
+    ContractStanding,
+    PaymentFailure,
+    StatusChange,
+    next_retry_at,
+    reinstatement_on_payment,
+    suspension_on_write_off,
+)
+from rating_service.core.billing.invoice import Invoice, InvoiceState
+from rating_service.core.contracts.contract import ContractStatus
 from rating_service.core.contracts.lifecycle import DEFAULT_DUNNING
+from rating_service.core.money import currency_of
 
 DAY = timedelta(days=1)
 FAILED_AT = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+ACTIVE, SUSPENDED, ENDED = ContractStatus.ACTIVE, ContractStatus.SUSPENDED, ContractStatus.ENDED
 
 
 @pytest.mark.parametrize(
@@ -65,3 +76,72 @@ def test_a_suspension_is_announced_once_per_contract_and_invoice() -> None:
         "invoice_id": "inv_1",
         "at": "2026-03-01T09:30:00+00:00",
     }
+
+
+def an_invoice(state: InvoiceState, invoice_id: str = "inv_1") -> Invoice:
+    """Contract `ctr_1`'s invoice, numbered, in `state` (before the change being decided)."""
+    return Invoice(
+        invoice_id,
+        "t1",
+        "ctr_1",
+        "cus_1",
+        currency_of("USD"),
+        FAILED_AT,
+        FAILED_AT - 30 * DAY,
+        FAILED_AT,
+        (),
+        state=state,
+        number="INV-000001",
+    )
+
+
+def standing(status: ContractStatus, *uncollectible: str) -> ContractStanding:
+    return ContractStanding(status, frozenset(uncollectible))
+
+
+@pytest.mark.parametrize(
+    ("contract", "suspends"),
+    [
+        (standing(ACTIVE), True),
+        # Another invoice written off suspended it already: one suspension, by the first.
+        (standing(SUSPENDED, "inv_0"), False),
+        (standing(ENDED), False),  # an ended contract takes no usage anyway
+    ],
+)
+def test_writing_an_invoice_off_suspends_an_active_contract(
+    contract: ContractStanding, suspends: bool
+) -> None:
+    change = suspension_on_write_off(an_invoice(InvoiceState.FINALIZED), contract, FAILED_AT)
+    if not suspends:
+        assert change is None
+        return
+    assert change == StatusChange("contract.suspended", "t1", "ctr_1", "inv_1", FAILED_AT)
+    assert (change.was, change.becomes) == (ACTIVE, SUSPENDED)
+
+
+@pytest.mark.parametrize(
+    ("paid_was", "contract", "reinstates"),
+    [
+        # The invoice that suspended it, the only one owed: paid before or after the read.
+        (InvoiceState.UNCOLLECTIBLE, standing(SUSPENDED, "inv_1"), True),
+        (InvoiceState.UNCOLLECTIBLE, standing(SUSPENDED), True),
+        # Another invoice is still written off: the contract stays suspended until it is paid.
+        (InvoiceState.UNCOLLECTIBLE, standing(SUSPENDED, "inv_1", "inv_2"), False),
+        (InvoiceState.UNCOLLECTIBLE, standing(SUSPENDED, "inv_2"), False),
+        # Not suspended (an ended contract stays ended; an active one has nothing to undo).
+        (InvoiceState.UNCOLLECTIBLE, standing(ACTIVE, "inv_1"), False),
+        (InvoiceState.UNCOLLECTIBLE, standing(ENDED, "inv_1"), False),
+        # A payment in the course of collection was never written off: it reinstates nothing.
+        (InvoiceState.FINALIZED, standing(SUSPENDED), False),
+        (InvoiceState.FINALIZED, standing(ACTIVE), False),
+    ],
+)
+def test_paying_the_last_invoice_written_off_reinstates_a_suspended_contract(
+    paid_was: InvoiceState, contract: ContractStanding, reinstates: bool
+) -> None:
+    change = reinstatement_on_payment(an_invoice(paid_was), contract, FAILED_AT)
+    if not reinstates:
+        assert change is None
+        return
+    assert change == StatusChange("contract.reinstated", "t1", "ctr_1", "inv_1", FAILED_AT)
+    assert (change.was, change.becomes) == (SUSPENDED, ACTIVE)

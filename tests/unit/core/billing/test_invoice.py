@@ -192,3 +192,18 @@ def test_the_stored_dict_form_reads_back_the_same_invoice() -> None:
         stored = invoice_to_dict(invoice)
         assert stored["total"] == str(invoice.total)
         assert invoice_from_dict(stored) == invoice
+
+
+@pytest.mark.parametrize(
+    ("at", "in_arrears"),
+    [
+        (T0, False),  # the opening date bills the first period in advance: nothing closed yet
+        (utc(2025, 2, 1), True),  # January closes: its usage is billed, its row is invoiced
+        (utc(2025, 4, 1), True),  # the term end bills March in arrears, and nothing after
+    ],
+)
+def test_an_invoice_bills_a_period_in_arrears_when_the_period_ends_on_its_date(
+    at: datetime, in_arrears: bool
+) -> None:
+    contract = a_contract(term_end=utc(2025, 4, 1))
+    assert compose_invoice(inputs_on(contract, at)).bills_period_in_arrears is in_arrears

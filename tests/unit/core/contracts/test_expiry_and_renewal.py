@@ -10,7 +10,9 @@ import pytest
 
 from rating_service.core.contracts import CommitmentKind, ContractStatus, Pool, contract_from_dict
 from rating_service.core.contracts.expiry import (
+    PoolExpiry,
     ends_with_term,
+    pool_expiry,
     settling_billing_date,
     waits_for_renewal,
 )
@@ -23,6 +25,7 @@ from rating_service.core.contracts.renewal import (
     rollover,
 )
 from rating_service.core.errors import InvalidArgument
+from rating_service.core.ledger.accounts import AccountKind, open_account
 from rating_service.core.ledger.posting_rules import rollover_transfers
 from tests.unit.core.contracts.builders import T0, a_contract, a_pool, at
 from tests.unit.core.contracts.test_dict_forms import CONTRACT
@@ -73,6 +76,30 @@ def test_only_a_renewing_contract_holds_back_the_expiry_of_pools_that_end_with_i
     not_renewing = replace(renewing, renewal=Renewal(auto_renew=False))
     assert not waits_for_renewal(at_term_end, not_renewing)
     assert not ends_with_term(at_term_end, a_contract())  # evergreen: no term end
+
+
+@pytest.mark.parametrize(
+    ("credited", "debited", "held", "expected"),
+    [
+        ("100", "0", "0", PoolExpiry(D(100))),  # untouched: all of it goes
+        ("100", "37.25", "0", PoolExpiry(D("62.75"))),  # 100 − 37.25 drawn = 62.75 left
+        ("100", "100", "0", PoolExpiry(D(0))),  # used up: nothing moves
+        ("0.000001", "0", "0", PoolExpiry(D("0.000001"))),  # a fraction of a cent still goes
+        # A reservation holds part of it: nothing moves until it is captured or released.
+        ("100", "20", "30", PoolExpiry(D(0), holds_pending=True)),
+        ("100", "0", "0.01", PoolExpiry(D(0), holds_pending=True)),
+    ],
+)
+def test_an_expiry_moves_the_whole_balance_once_no_hold_is_pending(
+    credited: str, debited: str, held: str, expected: PoolExpiry
+) -> None:
+    account = replace(
+        open_account("pool:p", AccountKind.POOL, "USD"),
+        credits_posted=D(credited),
+        debits_posted=D(debited),
+        debits_pending=D(held),
+    )
+    assert pool_expiry(account) == expected
 
 
 def test_an_evergreen_contract_cannot_have_renewal_terms() -> None:

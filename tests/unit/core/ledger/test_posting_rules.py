@@ -20,6 +20,7 @@ from rating_service.core.ledger import (
     top_up_transfers,
     usage_transfers,
 )
+from rating_service.core.ledger.accounts import AccountKind, contract_accounts
 
 D = Decimal
 
@@ -138,3 +139,13 @@ def test_adjustments_need_a_reason_and_an_amount(amount: str, reason: str) -> No
             amount=D(amount),
             reason=reason,
         )
+
+
+def test_a_contract_opens_the_accounts_its_operations_post_to_but_no_revenue_yet() -> None:
+    assert contract_accounts("c") == [
+        ("overage:c", AccountKind.OVERAGE_RECEIVABLE, None),
+        ("payments:c", AccountKind.PAYMENTS_CLEARING, None),
+        ("promotions:c", AccountKind.PROMOTIONS, None),
+        ("adjustments:c", AccountKind.ADJUSTMENTS, None),
+        ("breakage:c", AccountKind.BREAKAGE, None),
+    ]

@@ -1,8 +1,9 @@
-"""Reading the plain-dict form of contracts, overrides, pools and alerts, field by field.
+"""Reading the plain-dict (wire) form of domain objects, field by field.
 
-Every problem is recorded under its field path (`overrides[2].effective_from`) so a caller sees
-them all at once; decimals go through `parse_decimal` (strings or ints, never floats) and
-timestamps must carry a UTC offset.
+Prices, contracts, overrides, pools, alerts and requests are read with one `DictReader`. Every
+problem is recorded under its field path (`overrides[2].effective_from`,
+`prices.tokens.cells[3].price.unit_price`) so a caller sees them all at once; decimals go
+through `parse_decimal` (strings or ints, never floats) and timestamps must carry a UTC offset.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def utc_timestamp(value: object, path: str, violations: ViolationCollector) -> d
 
 
 class DictReader:
-    """Reads the fields of one mapping, recording each problem under its path."""
+    """Reads the fields of one mapping, recording each problem under its path.
+
+    `what` names the shape in messages: a field not of it, or the mapping itself when it is
+    not one and has no path (at the top of a request).
+    """
 
     def __init__(self, data: object, path: str, violations: ViolationCollector, what: str) -> None:
         self.path = path
@@ -138,18 +143,28 @@ class DictReader:
 
     def sequence(self, key: str) -> Sequence[object]:
         """A list; absent means empty."""
-        value = self.raw(key)
-        if value is None:
+        if self.raw(key) is None:
             return ()
+        return self.required_sequence(key)
+
+    def required_sequence(self, key: str) -> Sequence[object]:
+        """A list that must be given (empty or not)."""
+        value = self.raw(key)
         if isinstance(value, Sequence) and not isinstance(value, str | bytes):
             return value
-        self.violations.add(self.at(key), f"must be a list, got {type(value).__name__}")
+        self.violations.add(
+            self.at(key),
+            "is required" if value is None else f"must be a list, got {type(value).__name__}",
+        )
         return ()
 
-    def reject_unknown(self) -> None:
-        """Record every field that is not one of the shape's (a typo must not pass silently)."""
+    def reject_unknown(self, what: str | None = None) -> None:
+        """Record every field that is not one of the shape's (a typo must not pass silently).
+
+        `what` names the shape when it is known only once read (a price, by its model).
+        """
         for key in sorted(str(key) for key in self.data if key not in self.read):
-            self.violations.add(self.at(key), f"is not a field of {self.what}")
+            self.violations.add(self.at(key), f"is not a field of {what or self.what}")
 
     def _parse(self, value: object, path: str) -> Decimal | None:
         try:
