@@ -593,8 +593,9 @@ async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenan
     from rating_service.cli.dev import EXAMPLE_CATALOG
     from rating_service.core.auth import Caller, Role, issue_key
     from rating_service.core.encryption import EncryptionKeys
+    from rating_service.outbox.topics import NOTIFICATION_TOPICS
     from rating_service.services.catalog import Catalogs
-    from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications
+    from rating_service.services.webhook import Notifications
     from rating_service.store.catalog import CatalogStore
     from rating_service.store.database import asyncpg_dsn, create_engine
     from rating_service.store.tenant import TenantStore

@@ -67,6 +67,7 @@ from rating_service.cli.progress import step
 from rating_service.core.auth import Caller, Role
 from rating_service.core.errors import DomainError
 from rating_service.core.pricing.meter import UsageEvent
+from rating_service.outbox.topics import Topic
 from rating_service.payments import SimulatedGateway
 from rating_service.runtime.embedded import TemporalDevServer, free_port
 from rating_service.runtime.worker import connect_temporal, run_worker
@@ -570,7 +571,8 @@ async def wait_until_waiting(
     query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'Invoice'"
     while True:
         undelivered = await conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE topic = 'contract.created' AND delivered_at IS NULL"
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND delivered_at IS NULL",
+            Topic.CONTRACT_CREATED,
         )
         if not undelivered:
             opening = (await temporal.count_workflows(query)).count

@@ -38,6 +38,7 @@ from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.invoice import invoice_id_for
 from rating_service.ops.failures import InvoiceRun, failed_invoices
 from rating_service.ops.replay import InvoiceReplays
+from rating_service.outbox.topics import Topic
 from rating_service.runtime.worker import connect_temporal
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
@@ -64,14 +65,14 @@ WEBHOOK_PATH = "/rating-dev-demo"
 """Path of the demo's local webhook endpoint; earlier runs' endpoints are found by it."""
 
 FEED_TOPICS = (
-    "alert",
-    "invoice.issued",
-    "payment.failed",
-    "recharge.succeeded",
-    "recharge.failed",
-    "auto_recharge.disabled",
-    "contract.suspended",
-    "contract.reinstated",
+    Topic.ALERT,
+    Topic.INVOICE_ISSUED,
+    Topic.PAYMENT_FAILED,
+    Topic.RECHARGE_SUCCEEDED,
+    Topic.RECHARGE_FAILED,
+    Topic.AUTO_RECHARGE_DISABLED,
+    Topic.CONTRACT_SUSPENDED,
+    Topic.CONTRACT_REINSTATED,
 )
 """The notifications the event feed shows."""
 
@@ -381,25 +382,25 @@ def describe_notification(
     if account is None:
         return None
     name = account.customer.name
-    if topic == "alert":
+    if topic == Topic.ALERT:
         if data.get("kind") == "balance_below":
             value, threshold = Decimal(data["value"]), Decimal(data["threshold"])
             return "alert", f"{name}: balance {money(value, 4)} fell below {money(threshold)}"
         return "alert", f"{name}: {data.get('kind')} alert at {data.get('value')}"
-    if topic == "invoice.issued":
+    if topic == Topic.INVOICE_ISSUED:
         total = Decimal(data["total"])
         return "invoice", f"{name}: period closed, {data['number']} issued for {money(total)}"
-    if topic == "payment.failed":
+    if topic == Topic.PAYMENT_FAILED:
         code = data.get("decline_code") or "failed"
         return "payment", f"{name}: payment of {data['invoice_id']} declined ({code})"
-    if topic == "recharge.succeeded":
+    if topic == Topic.RECHARGE_SUCCEEDED:
         amount = Decimal(data["amount"])
         return "recharge", f"{name}: auto-recharge charged {money(amount)}, credit granted"
-    if topic == "recharge.failed":
+    if topic == Topic.RECHARGE_FAILED:
         return "recharge", f"{name}: auto-recharge charge declined"
-    if topic == "auto_recharge.disabled":
+    if topic == Topic.AUTO_RECHARGE_DISABLED:
         return "recharge", f"{name}: auto-recharge switched off after its last failed charge"
-    if topic in ("contract.suspended", "contract.reinstated"):
+    if topic in (Topic.CONTRACT_SUSPENDED, Topic.CONTRACT_REINSTATED):
         return "contract", f"{name}: contract {topic.partition('.')[2]}"
     return None
 
@@ -833,9 +834,9 @@ class Demo:
         if described is None:
             return
         account = self.state.account(str(data.get("contract_id")))
-        if account is not None and topic == "recharge.succeeded":
+        if account is not None and topic == Topic.RECHARGE_SUCCEEDED:
             account.recharges += 1
-        if account is not None and topic == "invoice.issued":
+        if account is not None and topic == Topic.INVOICE_ISSUED:
             account.issued_notified.add(str(data.get("invoice_id")))
         self._note(*described)
 

@@ -5,7 +5,7 @@ their topic's handler, and marked delivered in the same transaction. A crash or 
 the database or Temporal leaves them undelivered, to be delivered again; handlers start
 workflows under ids derived from business keys, so a second delivery changes nothing.
 Topics without a handler stay in the outbox until one is registered
-(rating_service/workflows/registry.py).
+(rating_service/workflows/registry.py); every topic is defined in `rating_service.outbox.topics`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from rating_service.outbox.topics import ContractCreated, Topic
 from rating_service.workflows.billing import (
     BillingCycleInput,
     ContractBillingWorkflow,
@@ -33,6 +34,7 @@ from rating_service.workflows.billing import (
 log = logging.getLogger("rating.outbox")
 
 A = TypeVar("A")
+P = TypeVar("P", bound=Mapping[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +42,16 @@ class OutboxRow:
     """One outbox row as a handler sees it; `dedupe_key` is its business key, unique."""
 
     tenant_id: str
-    topic: str
+    topic: Topic
     dedupe_key: str
     payload: Mapping[str, Any]
     created_at: datetime
+
+    def payload_as(self, payload_type: type[P]) -> P:
+        """The payload, as the TypedDict its topic declares (another one raises TypeError)."""
+        if self.topic.payload_type is not payload_type:
+            raise TypeError(f"{self.topic} rows carry {self.topic.payload_type.__name__}")
+        return cast(P, self.payload)
 
 
 Handler = Callable[[OutboxRow], Awaitable[None]]
@@ -56,7 +64,7 @@ class OutboxDispatcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        handlers: Mapping[str, Sequence[Handler]],
+        handlers: Mapping[Topic, Sequence[Handler]],
         poll_seconds: float = 1.0,
         batch_size: int = 100,
     ) -> None:
@@ -79,10 +87,11 @@ class OutboxDispatcher:
                 payload = row["payload"]
                 if isinstance(payload, str):
                     payload = json.loads(payload)
+                topic = Topic(row["topic"])
                 claimed = OutboxRow(
-                    row["tenant_id"], row["topic"], row["dedupe_key"], payload, row["created_at"]
+                    row["tenant_id"], topic, row["dedupe_key"], payload, row["created_at"]
                 )
-                for handle in self._handlers[row["topic"]]:
+                for handle in self._handlers[topic]:
                     await handle(claimed)
             if rows:
                 await conn.execute(
@@ -124,7 +133,7 @@ def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Hand
     """Start a new contract's billing cycle (once: the id is the contract's)."""
 
     async def start(row: OutboxRow) -> None:
-        tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
+        tenant_id, contract_id = row.tenant_id, row.payload_as(ContractCreated)["contract_id"]
         await start_once(
             client,
             ContractBillingWorkflow.run,

@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg
 
-from rating_service.core.billing.dunning import StatusChange
 from rating_service.core.contracts.contract import (
     Contract,
     ContractStatus,
@@ -43,11 +42,11 @@ from rating_service.core.ledger.accounts import (
 )
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import format_decimal
+from rating_service.outbox.topics import CommitmentAdded, ContractCreated, StatusChange, Topic
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
     AuditEntry,
     notify_contracts_changed,
-    outbox_key,
     write_audit,
     write_outbox,
 )
@@ -66,12 +65,6 @@ ADD_COMMITMENT = "commitment.add"
 
 TOP_UP = "commitment.top_up"
 """Audit action of TopUp."""
-
-CONTRACT_CREATED = "contract.created"
-"""Outbox topic of a new contract: its billing cycle starts from it."""
-
-COMMITMENT_ADDED = "commitment.added"
-"""Outbox topic of a new pool (a grant, a top-up, a renewal's credit): its expiry starts from it."""
 
 PAYMENT_METHOD = "contract.payment_method"
 """Audit action of a new saved payment method."""
@@ -198,20 +191,19 @@ class ContractStore:
             )
             entry = AuditEntry(actor, "contract.create", contract.contract_id, definition)
             await write_audit(conn, tenant_id, entry)
-            # The outbox dispatcher starts the contract's billing cycle from this row.
+            # The outbox dispatcher starts the contract's billing cycle from this row. Its key
+            # has never named the tenant (contract ids are unique): rows written before agree.
             await write_outbox(
                 conn,
                 tenant_id,
-                CONTRACT_CREATED,
-                f"{CONTRACT_CREATED}:{contract.contract_id}",
-                {
-                    "tenant_id": tenant_id,
-                    "contract_id": contract.contract_id,
+                Topic.CONTRACT_CREATED,
+                f"{Topic.CONTRACT_CREATED.value}:{contract.contract_id}",
+                ContractCreated(
+                    tenant_id=tenant_id,
+                    contract_id=contract.contract_id,
                     # Only a contract with a term end has a renewal to run.
-                    "term_end": None
-                    if contract.term_end is None
-                    else contract.term_end.isoformat(),
-                },
+                    term_end=None if contract.term_end is None else contract.term_end.isoformat(),
+                ),
             )
             await notify_contracts_changed(conn, tenant_id, customer_id)
 
@@ -374,14 +366,14 @@ class ContractStore:
                 await write_outbox(
                     conn,
                     tenant_id,
-                    COMMITMENT_ADDED,
-                    outbox_key(COMMITMENT_ADDED, tenant_id, created.pool_id),
-                    {
-                        "contract_id": created.contract_id,
-                        "pool_id": created.pool_id,
-                        "kind": str(created.kind),
-                        "expires_at": None if expires_at is None else expires_at.isoformat(),
-                    },
+                    Topic.COMMITMENT_ADDED,
+                    Topic.COMMITMENT_ADDED.dedupe_key(tenant_id, created.pool_id),
+                    CommitmentAdded(
+                        contract_id=created.contract_id,
+                        pool_id=created.pool_id,
+                        kind=str(created.kind),
+                        expires_at=None if expires_at is None else expires_at.isoformat(),
+                    ),
                 )
                 await notify_contracts_changed(conn, tenant_id, customer_id)
         except _GrantTaken:

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from rating_service.core.contracts.pools import CommitmentKind
     from rating_service.core.money import format_decimal
     from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.topics import CommitmentAdded
     from rating_service.services.credit_expiry import CreditExpiry, ExpiryState
     from rating_service.workflows.activities import domain_errors_are_final
     from rating_service.workflows.invoice import STEP_TIMEOUT
@@ -161,19 +162,20 @@ def start_expiry(
     """Start a new pool's expiry, when it has one (once: the id is the pool's)."""
 
     async def start(row: OutboxRow) -> None:
-        expires_at = row.payload.get("expires_at")
+        added = row.payload_as(CommitmentAdded)
+        expires_at = added.get("expires_at")
         # A postpaid commit holds no balance: there is nothing to expire.
-        if expires_at is None or row.payload.get("kind") == CommitmentKind.POSTPAID_COMMIT:
+        if expires_at is None or added.get("kind") == CommitmentKind.POSTPAID_COMMIT:
             return
-        pool_id = str(row.payload["pool_id"])
+        pool_id = added["pool_id"]
         await start_once(
             client,
             CreditExpiryWorkflow.run,
             CreditExpiryInput(
                 row.tenant_id,
-                str(row.payload["contract_id"]),
+                added["contract_id"],
                 pool_id,
-                str(expires_at),
+                expires_at,
                 warning_seconds,
                 poll_seconds,
             ),

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.topics import PaymentFailed
     from rating_service.services.invoice import Invoicing
     from rating_service.workflows.activities import (
         BillingActivities,
@@ -300,7 +301,7 @@ def start_dunning(client: Client, task_queue: str) -> Handler:
     """Start dunning the invoice of a failed payment (once: the id is the invoice's)."""
 
     async def start(row: OutboxRow) -> None:
-        tenant_id, invoice_id = row.tenant_id, str(row.payload["invoice_id"])
+        tenant_id, invoice_id = row.tenant_id, row.payload_as(PaymentFailed)["invoice_id"]
         # Later failures of the same invoice come from the dunning workflow itself.
         await start_once(
             client,

@@ -12,18 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from rating_service.core.billing.dunning import PAYMENT_FAILED
 from rating_service.failpoints import Failpoints
 from rating_service.outbox.dispatcher import Handler, start_billing
+from rating_service.outbox.topics import NOTIFICATION_TOPICS, Topic
 from rating_service.payments.gateway import PaymentGateway
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
-from rating_service.services.rating.engine import AUTO_RECHARGE
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
-from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications, webhook_secret_keys
+from rating_service.services.webhook import Notifications, webhook_secret_keys
 from rating_service.settings import Settings
-from rating_service.store.contract import COMMITMENT_ADDED, CONTRACT_CREATED
 from rating_service.workflows.activities import BillingActivities
 from rating_service.workflows.billing import ContractBillingWorkflow
 from rating_service.workflows.credit_expiry import (
@@ -106,11 +104,11 @@ def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
     ]
 
 
-def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
+def outbox_handlers(deps: WorkerDependencies) -> dict[Topic, list[Handler]]:
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
     settings = deps.settings
-    handlers: dict[str, list[Handler]] = {
-        CONTRACT_CREATED: [
+    handlers: dict[Topic, list[Handler]] = {
+        Topic.CONTRACT_CREATED: [
             start_billing(
                 deps.client, settings.temporal_task_queue, settings.invoice_grace_seconds
             ),
@@ -118,7 +116,7 @@ def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
                 deps.client, settings.temporal_task_queue, settings.settlement_poll_seconds
             ),
         ],
-        COMMITMENT_ADDED: [
+        Topic.COMMITMENT_ADDED: [
             start_expiry(
                 deps.client,
                 settings.temporal_task_queue,
@@ -126,8 +124,8 @@ def outbox_handlers(deps: WorkerDependencies) -> dict[str, list[Handler]]:
                 settings.settlement_poll_seconds,
             )
         ],
-        AUTO_RECHARGE: [start_recharge(deps.client, settings.temporal_task_queue)],
-        PAYMENT_FAILED: [start_dunning(deps.client, settings.temporal_task_queue)],
+        Topic.AUTO_RECHARGE: [start_recharge(deps.client, settings.temporal_task_queue)],
+        Topic.PAYMENT_FAILED: [start_dunning(deps.client, settings.temporal_task_queue)],
     }
     notify = start_notifications(
         deps.client,

@@ -1,26 +1,18 @@
-"""Dunning: when to retry a failed invoice payment, and the events a failure announces.
+"""Dunning: when to retry a failed invoice payment.
 
 Attempt 1 is the invoice workflow's; the contract's dunning schedule gives the wait after each
 failed attempt before the next one (`schedule[n - 1]` after attempt n), so a schedule of k
 delays allows k + 1 attempts. After the last one the invoice is uncollectible and the contract
 suspended; a later payment reinstates it. Attempt numbers are counted from the attempts the
 invoice has recorded, so a new workflow run resumes the schedule where the old one stopped.
+What a failure announces is an outbox topic's (`PaymentFailure`, `StatusChange` in
+`rating_service.outbox.topics`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-PAYMENT_FAILED = "payment.failed"
-"""Outbox topic of each failed collection attempt: starts dunning, and tells the customer."""
-
-CONTRACT_SUSPENDED_TOPIC = "contract.suspended"
-"""Outbox topic of a contract suspended because an invoice became uncollectible."""
-
-CONTRACT_REINSTATED_TOPIC = "contract.reinstated"
-"""Outbox topic of a suspended contract made active again by a payment."""
 
 GATEWAY_TIMEOUT_CODE = "gateway_timeout"
 """Decline code recorded for an attempt the gateway never answered."""
@@ -35,58 +27,3 @@ def next_retry_at(
     if failed_attempt > len(schedule):
         return None
     return failed_at + schedule[failed_attempt - 1]
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentFailure:
-    """A failed collection attempt, as the `payment.failed` notification announces it."""
-
-    tenant_id: str
-    invoice_id: str
-    contract_id: str
-    attempt: int
-    decline_code: str
-    message: str
-    failed_at: datetime
-    next_retry_at: datetime | None
-
-    @property
-    def dedupe_key(self) -> str:
-        """One notification per invoice and attempt, however often the failure is recorded."""
-        return f"{PAYMENT_FAILED}:{self.tenant_id}:{self.invoice_id}:{self.attempt}"
-
-    def payload(self) -> dict[str, object]:
-        """The notification's body (timestamps ISO-8601; `next_retry_at` null after the last)."""
-        return {
-            "invoice_id": self.invoice_id,
-            "contract_id": self.contract_id,
-            "attempt": self.attempt,
-            "decline_code": self.decline_code,
-            "message": self.message,
-            "failed_at": self.failed_at.isoformat(),
-            "next_retry_at": None if self.next_retry_at is None else self.next_retry_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """A contract suspended or reinstated because of one invoice, announced on `topic`."""
-
-    topic: str
-    tenant_id: str
-    contract_id: str
-    invoice_id: str
-    at: datetime
-
-    @property
-    def dedupe_key(self) -> str:
-        """One notification per contract and the invoice that caused it."""
-        return f"{self.topic}:{self.tenant_id}:{self.contract_id}:{self.invoice_id}"
-
-    def payload(self) -> dict[str, object]:
-        """The notification's body."""
-        return {
-            "contract_id": self.contract_id,
-            "invoice_id": self.invoice_id,
-            "at": self.at.isoformat(),
-        }

@@ -1,4 +1,4 @@
-"""Dunning's retry times and the notifications a failure writes (pure)."""
+"""Dunning's retry times (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rating_service.core.billing.dunning import PaymentFailure, StatusChange, next_retry_at
+from rating_service.core.billing.dunning import next_retry_at
 from rating_service.core.contracts.lifecycle import DEFAULT_DUNNING
 
 DAY = timedelta(days=1)
@@ -37,31 +37,3 @@ def test_the_next_retry_follows_the_failed_attempt_by_its_delay(
 def test_attempts_are_numbered_from_one() -> None:
     with pytest.raises(ValueError, match="numbered from 1"):
         next_retry_at(DEFAULT_DUNNING, 0, FAILED_AT)
-
-
-def test_a_failure_is_announced_once_per_invoice_and_attempt() -> None:
-    failure = PaymentFailure(
-        "t1", "inv_1", "ctr_1", 2, "card_declined", "declined", FAILED_AT, FAILED_AT + 3 * DAY
-    )
-    assert failure.dedupe_key == "payment.failed:t1:inv_1:2"
-    assert failure.payload() == {
-        "invoice_id": "inv_1",
-        "contract_id": "ctr_1",
-        "attempt": 2,
-        "decline_code": "card_declined",
-        "message": "declined",
-        "failed_at": "2026-03-01T09:30:00+00:00",
-        "next_retry_at": "2026-03-04T09:30:00+00:00",
-    }
-    last = PaymentFailure("t1", "inv_1", "ctr_1", 5, "card_declined", "", FAILED_AT, None)
-    assert last.payload()["next_retry_at"] is None
-
-
-def test_a_suspension_is_announced_once_per_contract_and_invoice() -> None:
-    change = StatusChange("contract.suspended", "t1", "ctr_1", "inv_1", FAILED_AT)
-    assert change.dedupe_key == "contract.suspended:t1:ctr_1:inv_1"
-    assert change.payload() == {
-        "contract_id": "ctr_1",
-        "invoice_id": "inv_1",
-        "at": "2026-03-01T09:30:00+00:00",
-    }
