@@ -11,7 +11,6 @@ Topics without a handler stay in the outbox until one is registered
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,20 +19,11 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import asyncpg
-from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from rating_service.outbox.topics import ContractCreated, Topic
-from rating_service.workflows.billing import (
-    BillingCycleInput,
-    ContractBillingWorkflow,
-    billing_workflow_id,
-)
+from rating_service.outbox.topics import Topic
 
 log = logging.getLogger("rating.outbox")
 
-A = TypeVar("A")
 P = TypeVar("P", bound=Mapping[str, Any])
 
 
@@ -111,35 +101,3 @@ class OutboxDispatcher:
             except Exception as error:  # an outage must not end the loop
                 log.warning("outbox delivery failed; retrying", extra={"error": str(error)})
             await asyncio.sleep(self._poll_seconds)
-
-
-async def start_once(
-    client: Client,
-    run: Callable[[Any, A], Awaitable[Any]],
-    argument: A,
-    *,
-    workflow_id: str,
-    task_queue: str,
-    reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-) -> None:
-    """Start a workflow under its business-key id; a redelivered row finds it and adds nothing."""
-    with contextlib.suppress(WorkflowAlreadyStartedError):
-        await client.start_workflow(
-            run, argument, id=workflow_id, task_queue=task_queue, id_reuse_policy=reuse
-        )
-
-
-def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
-    """Start a new contract's billing cycle (once: the id is the contract's)."""
-
-    async def start(row: OutboxRow) -> None:
-        tenant_id, contract_id = row.tenant_id, row.payload_as(ContractCreated)["contract_id"]
-        await start_once(
-            client,
-            ContractBillingWorkflow.run,
-            BillingCycleInput(tenant_id, contract_id, grace_seconds),
-            workflow_id=billing_workflow_id(tenant_id, contract_id),
-            task_queue=task_queue,
-        )
-
-    return start

@@ -17,27 +17,21 @@ from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.core.contracts.pools import CommitmentKind
     from rating_service.core.money import format_decimal
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
     from rating_service.outbox.topics import CommitmentAdded
     from rating_service.services.credit_expiry import CreditExpiry, ExpiryState
-    from rating_service.workflows.activities import domain_errors_are_final
-    from rating_service.workflows.invoice import STEP_TIMEOUT
-
-SETTLEMENT_RETRIES = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=0,
-)
-"""An outage is waited out (these workflows live for months); a domain error fails at once."""
-
-POLLS_PER_RUN = 200
-"""Polls before continuing as new: a wait for a failed invoice may last weeks."""
+    from rating_service.workflows.common import (
+        POLLS_PER_RUN,
+        SETTLEMENT_RETRIES,
+        STEP_TIMEOUT,
+        domain_errors_are_final,
+        sleep_until,
+        start_once,
+    )
 
 
 @dataclass(frozen=True)
@@ -147,13 +141,6 @@ class CreditExpiryWorkflow:
                 break
             await workflow.sleep(expiry.poll_seconds)
         workflow.continue_as_new(replace(expiry, past_warning=True))
-
-
-async def sleep_until(moment: datetime) -> None:
-    """Sleep on a durable timer until `moment` (not at all when it has passed)."""
-    remaining = (moment - workflow.now()).total_seconds()
-    if remaining > 0:
-        await workflow.sleep(remaining)
 
 
 def start_expiry(

@@ -25,20 +25,21 @@ from temporalio.client import Client
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
     from rating_service.outbox.topics import PaymentFailed
     from rating_service.services.invoice import Invoicing
-    from rating_service.workflows.activities import (
-        BillingActivities,
-        CollectRequest,
-        CollectResult,
-        domain_errors_are_final,
-    )
-    from rating_service.workflows.invoice import (
+    from rating_service.workflows.common import (
         PAYMENT_RETRIES,
         PAYMENT_TIMEOUT,
         STEP_RETRIES,
         STEP_TIMEOUT,
+        domain_errors_are_final,
+        start_once,
+    )
+    from rating_service.workflows.invoice import (
+        CollectRequest,
+        CollectResult,
+        InvoiceActivities,
         payment_timed_out,
     )
 
@@ -237,7 +238,7 @@ class DunningWorkflow:
         collect = CollectRequest(request.tenant_id, request.invoice_id, attempt)
         try:
             result = await workflow.execute_activity_method(
-                BillingActivities.collect_payment,
+                InvoiceActivities.collect_payment,
                 collect,
                 start_to_close_timeout=PAYMENT_TIMEOUT,
                 retry_policy=PAYMENT_RETRIES,
@@ -247,7 +248,7 @@ class DunningWorkflow:
                 raise
             workflow.logger.warning("dunning attempt %d got no answer: %s", attempt, error.cause)
             result = await workflow.execute_activity_method(
-                BillingActivities.record_unanswered_payment,
+                InvoiceActivities.record_unanswered_payment,
                 collect,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRIES,

@@ -18,11 +18,15 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
     from rating_service.outbox.topics import AutoRechargeDue
     from rating_service.services.recharge import AutoRecharging, ChargeAttempt
-    from rating_service.workflows.activities import domain_errors_are_final
-    from rating_service.workflows.invoice import STEP_RETRIES, STEP_TIMEOUT
+    from rating_service.workflows.common import (
+        STEP_RETRIES,
+        STEP_TIMEOUT,
+        domain_errors_are_final,
+        start_once,
+    )
 
 CHARGE_TIMEOUT = timedelta(seconds=30)
 CHARGE_RETRIES = RetryPolicy(

@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from rating_service.failpoints import Failpoints
-from rating_service.outbox.dispatcher import Handler, start_billing
+from rating_service.outbox.dispatcher import Handler
 from rating_service.outbox.topics import NOTIFICATION_TOPICS, Topic
 from rating_service.payments.gateway import PaymentGateway
 from rating_service.services.credit_expiry import CreditExpiry
@@ -22,15 +22,18 @@ from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
 from rating_service.services.webhook import Notifications, webhook_secret_keys
 from rating_service.settings import Settings
-from rating_service.workflows.activities import BillingActivities
-from rating_service.workflows.billing import ContractBillingWorkflow
+from rating_service.workflows.billing import (
+    BillingActivities,
+    ContractBillingWorkflow,
+    start_billing,
+)
 from rating_service.workflows.credit_expiry import (
     CreditExpiryWorkflow,
     ExpiryActivities,
     start_expiry,
 )
 from rating_service.workflows.dunning import DunningActivities, DunningWorkflow, start_dunning
-from rating_service.workflows.invoice import InvoiceWorkflow
+from rating_service.workflows.invoice import InvoiceActivities, InvoiceWorkflow
 from rating_service.workflows.recharge import (
     AutoRechargeWorkflow,
     RechargeActivities,
@@ -96,6 +99,7 @@ def activities(deps: WorkerDependencies) -> list[Callable[..., Any]]:
     notifying = NotificationActivities(Notifications(deps.pool, webhook_secret_keys(deps.settings)))
     return [
         *BillingActivities(invoicing).all(),
+        *InvoiceActivities(invoicing).all(),
         *RechargeActivities(recharging).all(),
         *notifying.all(),
         *DunningActivities(invoicing).all(),

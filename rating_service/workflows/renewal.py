@@ -20,16 +20,18 @@ from temporalio.client import Client
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.core.money import format_decimal
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
     from rating_service.outbox.topics import ContractCreated
     from rating_service.services.renewal import Renewals, TermState
-    from rating_service.workflows.activities import ContractRef, domain_errors_are_final
-    from rating_service.workflows.credit_expiry import (
+    from rating_service.workflows.common import (
         POLLS_PER_RUN,
         SETTLEMENT_RETRIES,
+        STEP_TIMEOUT,
+        ContractRef,
+        domain_errors_are_final,
         sleep_until,
+        start_once,
     )
-    from rating_service.workflows.invoice import STEP_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ from rating_service.ops.failures import InvoiceRun, failed_invoices
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
-from rating_service.workflows.activities import InvoiceRequest
-from rating_service.workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+from rating_service.workflows.invoice import InvoiceRequest, InvoiceWorkflow, invoice_workflow_id
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     BillingContract,

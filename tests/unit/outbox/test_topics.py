@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def test_the_notifications_are_the_topics_webhook_receivers_know() -> None:
     ]
     starters = {Topic.CONTRACT_CREATED, Topic.COMMITMENT_ADDED, Topic.AUTO_RECHARGE}
     assert {topic for topic in Topic if not topic.is_notification} == starters
+
+
+def test_the_outbox_imports_only_the_standard_library_asyncpg_and_the_core() -> None:
+    allowed = ("rating_service.core", "rating_service.outbox", "asyncpg")
+    for path in (PACKAGE / "outbox").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                assert top in sys.stdlib_module_names or name.startswith(allowed), (path, name)
 
 
 def test_a_failure_is_announced_once_per_invoice_and_attempt() -> None:
