@@ -81,8 +81,8 @@ async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenan
     from rating_service.cli.catalog_file import read_catalog_file
     from rating_service.cli.dev import EXAMPLE_CATALOG
     from rating_service.core.auth import Caller, Role, issue_key
+    from rating_service.outbox.topics import NOTIFICATION_TOPICS
     from rating_service.runtime.bootstrap import bootstrap
-    from rating_service.services.webhook import NOTIFICATION_TOPICS
     from rating_service.settings import Settings
 
     settings = Settings(database_url=stack.database_url, webhook_secret_keys=WEBHOOK_SECRET_KEYS)

@@ -23,6 +23,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from rating_service.cli.progress import step
+from rating_service.outbox.topics import Topic
 from rating_service.runtime.bootstrap import ProcessRole, bootstrap
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
@@ -102,7 +103,8 @@ async def wait_until_waiting(
     query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'Invoice'"
     while True:
         undelivered = await conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE topic = 'contract.created' AND delivered_at IS NULL"
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND delivered_at IS NULL",
+            Topic.CONTRACT_CREATED,
         )
         if not undelivered:
             opening = (await temporal.count_workflows(query)).count

@@ -219,8 +219,11 @@ def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bo
 
 async def _start_revision(temporal: TemporalClient, voided: Invoice, revision: int) -> str:
     """Start the invoice workflow of the next revision of a voided invoice; its id."""
-    from rating_service.workflows.activities import InvoiceRequest
-    from rating_service.workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+    from rating_service.workflows.invoice import (
+        InvoiceRequest,
+        InvoiceWorkflow,
+        invoice_workflow_id,
+    )
 
     billing_date = voided.billing_date.isoformat()
     workflow_id = invoice_workflow_id(voided.tenant_id, voided.contract_id, billing_date, revision)

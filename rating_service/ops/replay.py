@@ -36,8 +36,7 @@ from rating_service.ops.failures import (
 from rating_service.store.contract import ContractStore
 from rating_service.store.invoice import InvoiceStore, PaymentAttempt, payment_key
 from rating_service.store.replay import Replay, ReplayLog, ReplayRequest
-from rating_service.workflows.activities import InvoiceRequest
-from rating_service.workflows.invoice import INVOICE_STEPS, InvoiceWorkflow
+from rating_service.workflows.invoice import INVOICE_STEPS, InvoiceRequest, InvoiceWorkflow
 
 MAX_BATCH = 1000
 """The most failed invoices one `--all` replays (narrow it by contract or time for more)."""

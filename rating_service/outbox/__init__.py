@@ -1,0 +1,1 @@
+"""The transactional outbox: every topic (`topics`) and the dispatcher that delivers its rows."""

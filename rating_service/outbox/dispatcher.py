@@ -5,34 +5,26 @@ their topic's handler, and marked delivered in the same transaction. A crash or 
 the database or Temporal leaves them undelivered, to be delivered again; handlers start
 workflows under ids derived from business keys, so a second delivery changes nothing.
 Topics without a handler stay in the outbox until one is registered
-(rating_service/workflows/registry.py).
+(rating_service/workflows/registry.py); every topic is defined in `rating_service.outbox.topics`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
-from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from rating_service.workflows.billing import (
-    BillingCycleInput,
-    ContractBillingWorkflow,
-    billing_workflow_id,
-)
+from rating_service.outbox.topics import Topic
 
 log = logging.getLogger("rating.outbox")
 
-A = TypeVar("A")
+P = TypeVar("P", bound=Mapping[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +32,16 @@ class OutboxRow:
     """One outbox row as a handler sees it; `dedupe_key` is its business key, unique."""
 
     tenant_id: str
-    topic: str
+    topic: Topic
     dedupe_key: str
     payload: Mapping[str, Any]
     created_at: datetime
+
+    def payload_as(self, payload_type: type[P]) -> P:
+        """The payload, as the TypedDict its topic declares (another one raises TypeError)."""
+        if self.topic.payload_type is not payload_type:
+            raise TypeError(f"{self.topic} rows carry {self.topic.payload_type.__name__}")
+        return cast(P, self.payload)
 
 
 Handler = Callable[[OutboxRow], Awaitable[None]]
@@ -56,7 +54,7 @@ class OutboxDispatcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        handlers: Mapping[str, Sequence[Handler]],
+        handlers: Mapping[Topic, Sequence[Handler]],
         poll_seconds: float = 1.0,
         batch_size: int = 100,
     ) -> None:
@@ -79,10 +77,11 @@ class OutboxDispatcher:
                 payload = row["payload"]
                 if isinstance(payload, str):
                     payload = json.loads(payload)
+                topic = Topic(row["topic"])
                 claimed = OutboxRow(
-                    row["tenant_id"], row["topic"], row["dedupe_key"], payload, row["created_at"]
+                    row["tenant_id"], topic, row["dedupe_key"], payload, row["created_at"]
                 )
-                for handle in self._handlers[row["topic"]]:
+                for handle in self._handlers[topic]:
                     await handle(claimed)
             if rows:
                 await conn.execute(
@@ -102,35 +101,3 @@ class OutboxDispatcher:
             except Exception as error:  # an outage must not end the loop
                 log.warning("outbox delivery failed; retrying", extra={"error": str(error)})
             await asyncio.sleep(self._poll_seconds)
-
-
-async def start_once(
-    client: Client,
-    run: Callable[[Any, A], Awaitable[Any]],
-    argument: A,
-    *,
-    workflow_id: str,
-    task_queue: str,
-    reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-) -> None:
-    """Start a workflow under its business-key id; a redelivered row finds it and adds nothing."""
-    with contextlib.suppress(WorkflowAlreadyStartedError):
-        await client.start_workflow(
-            run, argument, id=workflow_id, task_queue=task_queue, id_reuse_policy=reuse
-        )
-
-
-def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
-    """Start a new contract's billing cycle (once: the id is the contract's)."""
-
-    async def start(row: OutboxRow) -> None:
-        tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
-        await start_once(
-            client,
-            ContractBillingWorkflow.run,
-            BillingCycleInput(tenant_id, contract_id, grace_seconds),
-            workflow_id=billing_workflow_id(tenant_id, contract_id),
-            task_queue=task_queue,
-        )
-
-    return start

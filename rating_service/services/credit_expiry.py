@@ -32,9 +32,10 @@ from rating_service.core.contracts.expiry import (
 )
 from rating_service.core.errors import InvalidArgument
 from rating_service.core.money import format_decimal
+from rating_service.outbox.topics import ExpiryWarning, Topic
 from rating_service.services.catalog import utc_now
 from rating_service.store.contract import ContractStore
-from rating_service.store.settlement import EXPIRY_WARNING, SettlementStore
+from rating_service.store.settlement import SettlementStore
 
 ACTOR = "workflow:expiry"
 """Who the audit log names for what credit expiry does."""
@@ -92,14 +93,14 @@ class CreditExpiry:
             return False
         await self._settlement.notice(
             tenant_id,
-            EXPIRY_WARNING,
+            Topic.EXPIRY_WARNING,
             pool_id,
-            {
-                "contract_id": contract_id,
-                "pool_id": pool_id,
-                "expires_at": pool.expires_at.isoformat(),
-                "balance": format_decimal(pool.available),
-            },
+            ExpiryWarning(
+                contract_id=contract_id,
+                pool_id=pool_id,
+                expires_at=pool.expires_at.isoformat(),
+                balance=format_decimal(pool.available),
+            ),
         )
         return True
 

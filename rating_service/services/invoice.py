@@ -18,7 +18,6 @@ from rating_service.core.billing.compose import InvoiceInputs, compose_invoice
 from rating_service.core.billing.document import InvoiceParties, render_html, render_pdf
 from rating_service.core.billing.dunning import (
     GATEWAY_TIMEOUT_CODE,
-    PaymentFailure,
     next_retry_at,
     reinstatement_on_payment,
     suspension_on_write_off,
@@ -37,6 +36,7 @@ from rating_service.core.errors import (
 )
 from rating_service.core.rating.rate import contract_in_force
 from rating_service.failpoints import AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN, Failpoints
+from rating_service.outbox.topics import PaymentFailure
 from rating_service.payments.gateway import ChargeRequest, PaymentGateway, UnknownPaymentMethod
 from rating_service.services.catalog import utc_now
 from rating_service.store.catalog import CatalogStore

@@ -18,6 +18,13 @@ from rating_service.core.contracts.contract import ContractStatus
 from rating_service.core.errors import NotFound
 from rating_service.core.ledger.accounts import AccountKind, cash_account_id
 from rating_service.core.ledger.posting_rules import recharge_payment_transfers
+from rating_service.outbox.topics import (
+    AutoRechargeDisabled,
+    OutboxPayload,
+    RechargeFailed,
+    RechargeSucceeded,
+    Topic,
+)
 from rating_service.payments.gateway import (
     ChargeOutcome,
     ChargeRequest,
@@ -27,11 +34,7 @@ from rating_service.payments.gateway import (
 from rating_service.services.contract import ContractAdmin
 from rating_service.store.contract import ContractStore, amend_contract, lock_contract
 from rating_service.store.database import Connection
-from rating_service.store.effects import (
-    AuditEntry,
-    outbox_key,
-    write_outbox,
-)
+from rating_service.store.effects import AuditEntry, write_outbox
 from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
 
 ACTOR = "auto-recharge"
@@ -124,7 +127,6 @@ class AutoRecharging:
         except UnknownPaymentMethod as refused:
             # Charged nothing: a failed attempt like a decline, retried by the recharge policy.
             outcome = ChargeOutcome(False, decline_code=refused.code, message=str(refused))
-        payload = {"contract_id": contract.contract_id, "recharge_id": recharge_id}
         if not outcome.succeeded:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
@@ -138,9 +140,14 @@ class AutoRecharging:
                 await _notice(
                     conn,
                     tenant_id,
-                    "recharge.failed",
+                    Topic.RECHARGE_FAILED,
                     f"{recharge_id}:{attempt}",
-                    {**payload, "attempt": attempt, "decline_code": outcome.decline_code},
+                    RechargeFailed(
+                        contract_id=contract.contract_id,
+                        recharge_id=recharge_id,
+                        attempt=attempt,
+                        decline_code=outcome.decline_code,
+                    ),
                 )
             return ChargeAttempt(False, decline_code=outcome.decline_code)
         # Paid: the credit is granted under the recharge's id (a retry finds the same pool).
@@ -182,9 +189,14 @@ class AutoRecharging:
             await _notice(
                 conn,
                 tenant_id,
-                "recharge.succeeded",
+                Topic.RECHARGE_SUCCEEDED,
                 recharge_id,
-                {**payload, "pool_id": pool_id, "amount": str(row["amount"])},
+                RechargeSucceeded(
+                    contract_id=contract.contract_id,
+                    recharge_id=recharge_id,
+                    pool_id=pool_id,
+                    amount=str(row["amount"]),
+                ),
             )
         return ChargeAttempt(True, pool_id)
 
@@ -213,9 +225,9 @@ class AutoRecharging:
             await _notice(
                 conn,
                 tenant_id,
-                "auto_recharge.disabled",
+                Topic.AUTO_RECHARGE_DISABLED,
                 recharge_id,
-                {"contract_id": contract_id, "recharge_id": recharge_id},
+                AutoRechargeDisabled(contract_id=contract_id, recharge_id=recharge_id),
             )
 
     async def _recharge(self, tenant_id: str, recharge_id: str) -> asyncpg.Record:
@@ -231,7 +243,7 @@ class AutoRecharging:
 
 
 async def _notice(
-    conn: Connection, tenant_id: str, topic: str, key: str, payload: dict[str, object]
+    conn: Connection, tenant_id: str, topic: Topic, key: str, payload: OutboxPayload
 ) -> None:
     """A notification, in the same transaction as what it announces (delivered once per key)."""
-    await write_outbox(conn, tenant_id, topic, outbox_key(topic, tenant_id, key), payload)
+    await write_outbox(conn, tenant_id, topic, topic.dedupe_key(tenant_id, key), payload)

@@ -35,6 +35,7 @@ from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotF
 from rating_service.core.ids import new_id
 from rating_service.core.ledger.posting_rules import rollover_transfers
 from rating_service.core.money import exact_sum, format_decimal
+from rating_service.outbox.topics import RenewalUpcoming, TermEnded, Topic
 from rating_service.services.contract import ContractAdmin
 from rating_service.store.contract import (
     CONTRACT_OVERLAP,
@@ -42,12 +43,7 @@ from rating_service.store.contract import (
     ContractStore,
 )
 from rating_service.store.effects import AuditEntry
-from rating_service.store.settlement import (
-    CONTRACT_ENDED,
-    CONTRACT_RENEWED,
-    RENEWAL_UPCOMING,
-    SettlementStore,
-)
+from rating_service.store.settlement import SettlementStore
 
 ACTOR = "workflow:renewal"
 """Who the audit log names for what renewals do."""
@@ -152,14 +148,14 @@ class Renewals:
             await self._grant_renewal_commitments(contract.renewal, arranged)
         await self._settlement.notice(
             tenant_id,
-            RENEWAL_UPCOMING,
+            Topic.RENEWAL_UPCOMING,
             contract_id,
-            {
-                "contract_id": contract_id,
-                "term_end": None if contract.term_end is None else contract.term_end.isoformat(),
-                "renews": arranged is not None,
-                "next_contract_id": None if arranged is None else arranged.contract_id,
-            },
+            RenewalUpcoming(
+                contract_id=contract_id,
+                term_end=None if contract.term_end is None else contract.term_end.isoformat(),
+                renews=arranged is not None,
+                next_contract_id=None if arranged is None else arranged.contract_id,
+            ),
         )
         return RenewalNotice(arranged is not None, None if arranged is None else next_id)
 
@@ -196,14 +192,14 @@ class Renewals:
         await self._settlement.end_term(
             tenant_id,
             contract_id,
-            CONTRACT_RENEWED if renewed else CONTRACT_ENDED,
-            {
-                "contract_id": contract_id,
-                "term_end": contract.term_end.isoformat(),
-                "next_contract_id": next_contract_id,
-                "rolled_over": format_decimal(rolled_over),
-                "breakage": format_decimal(breakage),
-            },
+            Topic.CONTRACT_RENEWED if renewed else Topic.CONTRACT_ENDED,
+            TermEnded(
+                contract_id=contract_id,
+                term_end=contract.term_end.isoformat(),
+                next_contract_id=next_contract_id,
+                rolled_over=format_decimal(rolled_over),
+                breakage=format_decimal(breakage),
+            ),
             ACTOR,
         )
         return TermSettlement(

@@ -1,9 +1,9 @@
 """Notifications: outbox events sent to tenants' webhook endpoints, signed, every attempt logged.
 
-What goes out: the outbox topics in `NOTIFICATION_TOPICS`. Each notification is an HTTP POST of
-a JSON body `{"id", "topic", "tenant_id", "created_at", "data"}` (`data` is the outbox row's
-payload; `id` its business key, the same on every retry, so receivers drop duplicates by it),
-with the headers
+What goes out: the outbox topics that are notifications (`NOTIFICATION_TOPICS`, defined with
+every topic in `rating_service.outbox.topics`). Each notification is an HTTP POST of a JSON body
+`{"id", "topic", "tenant_id", "created_at", "data"}` (`data` is the outbox row's payload; `id`
+its business key, the same on every retry, so receivers drop duplicates by it), with the headers
 
     Rating-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of f"{t}.{raw body}" with the secret>
     Rating-Event-Id: <id>
@@ -37,25 +37,9 @@ import httpx
 from rating_service.core.encryption import EncryptionKeys
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
 from rating_service.core.ids import new_id
+from rating_service.outbox.topics import NOTIFICATION_TOPICS
 from rating_service.settings import Settings, env_name
 from rating_service.store.webhook import DeliveryAttempt, WebhookEndpoint, WebhookStore
-
-NOTIFICATION_TOPICS: tuple[str, ...] = (
-    "alert",
-    "invoice.issued",
-    "payment.failed",
-    "contract.suspended",
-    "contract.reinstated",
-    "expiry.warning",
-    "credit.expired",
-    "renewal.upcoming",
-    "contract.renewed",
-    "contract.ended",
-    "recharge.succeeded",
-    "recharge.failed",
-    "auto_recharge.disabled",
-)
-"""The outbox topics sent to webhook endpoints (an endpoint may take a subset)."""
 
 SIGNATURE_HEADER = "Rating-Signature"
 EVENT_ID_HEADER = "Rating-Event-Id"

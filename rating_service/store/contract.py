@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from rating_service.core.billing.dunning import StatusChange
+from rating_service.core.billing.dunning import StandingChange
 from rating_service.core.contracts.contract import (
     Contract,
     ContractStatus,
@@ -35,11 +35,11 @@ from rating_service.core.errors import (
 from rating_service.core.ledger.accounts import AccountKind, contract_accounts, pool_account_id
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import format_decimal
+from rating_service.outbox.topics import CommitmentAdded, ContractCreated, StatusChange, Topic
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
     AuditEntry,
     notify_contracts_changed,
-    outbox_key,
     write_audit,
     write_outbox,
 )
@@ -58,12 +58,6 @@ ADD_COMMITMENT = "commitment.add"
 
 TOP_UP = "commitment.top_up"
 """Audit action of TopUp."""
-
-CONTRACT_CREATED = "contract.created"
-"""Outbox topic of a new contract: its billing cycle starts from it."""
-
-COMMITMENT_ADDED = "commitment.added"
-"""Outbox topic of a new pool (a grant, a top-up, a renewal's credit): its expiry starts from it."""
 
 PAYMENT_METHOD = "contract.payment_method"
 """Audit action of a new saved payment method."""
@@ -190,20 +184,19 @@ class ContractStore:
             )
             entry = AuditEntry(actor, "contract.create", contract.contract_id, definition)
             await write_audit(conn, tenant_id, entry)
-            # The outbox dispatcher starts the contract's billing cycle from this row.
+            # The outbox dispatcher starts the contract's billing cycle from this row. Its key
+            # has never named the tenant (contract ids are unique): rows written before agree.
             await write_outbox(
                 conn,
                 tenant_id,
-                CONTRACT_CREATED,
-                f"{CONTRACT_CREATED}:{contract.contract_id}",
-                {
-                    "tenant_id": tenant_id,
-                    "contract_id": contract.contract_id,
+                Topic.CONTRACT_CREATED,
+                f"{Topic.CONTRACT_CREATED.value}:{contract.contract_id}",
+                ContractCreated(
+                    tenant_id=tenant_id,
+                    contract_id=contract.contract_id,
                     # Only a contract with a term end has a renewal to run.
-                    "term_end": None
-                    if contract.term_end is None
-                    else contract.term_end.isoformat(),
-                },
+                    term_end=None if contract.term_end is None else contract.term_end.isoformat(),
+                ),
             )
             await notify_contracts_changed(conn, tenant_id, customer_id)
 
@@ -361,14 +354,14 @@ class ContractStore:
                 await write_outbox(
                     conn,
                     tenant_id,
-                    COMMITMENT_ADDED,
-                    outbox_key(COMMITMENT_ADDED, tenant_id, created.pool_id),
-                    {
-                        "contract_id": created.contract_id,
-                        "pool_id": created.pool_id,
-                        "kind": str(created.kind),
-                        "expires_at": None if expires_at is None else expires_at.isoformat(),
-                    },
+                    Topic.COMMITMENT_ADDED,
+                    Topic.COMMITMENT_ADDED.dedupe_key(tenant_id, created.pool_id),
+                    CommitmentAdded(
+                        contract_id=created.contract_id,
+                        pool_id=created.pool_id,
+                        kind=str(created.kind),
+                        expires_at=None if expires_at is None else expires_at.isoformat(),
+                    ),
                 )
                 await notify_contracts_changed(conn, tenant_id, customer_id)
         except _GrantTaken:
@@ -452,12 +445,12 @@ async def lock_contract_status(
     return ContractStatus(str(status))
 
 
-async def change_contract_status(conn: Connection, change: StatusChange, *, actor: str) -> bool:
+async def change_contract_status(conn: Connection, change: StandingChange, *, actor: str) -> bool:
     """Move a contract from `change.was` to `change.becomes` in the caller's transaction.
 
     False, and nothing written, when its status was not `change.was`. Audited, written to the
-    outbox on `change.topic`, and announced on `rating_contracts`, so rating refuses (or
-    accepts) the contract's usage from the moment the transaction commits.
+    outbox (`contract.suspended` / `contract.reinstated`), and announced on `rating_contracts`,
+    so rating refuses (or accepts) the contract's usage from the moment the transaction commits.
     """
     customer_id = await conn.fetchval(
         "UPDATE contracts SET status = $4, updated_at = now()"
@@ -469,9 +462,12 @@ async def change_contract_status(conn: Connection, change: StatusChange, *, acto
     )
     if customer_id is None:
         return False
-    entry = AuditEntry(actor, change.topic, change.contract_id, change.payload())
+    announced = StatusChange.announcing(change)
+    entry = AuditEntry(actor, announced.topic, change.contract_id, announced.payload())
     await write_audit(conn, change.tenant_id, entry)
-    await write_outbox(conn, change.tenant_id, change.topic, change.dedupe_key, change.payload())
+    await write_outbox(
+        conn, change.tenant_id, announced.topic, announced.dedupe_key, announced.payload()
+    )
     await notify_contracts_changed(conn, change.tenant_id, str(customer_id))
     return True
 

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rating_service.outbox.topics import OutboxPayload, Topic
 from rating_service.store.database import Connection
 
 CONTRACTS_CHANNEL = "rating_contracts"
@@ -38,19 +39,17 @@ async def write_audit(conn: Connection, tenant_id: str, entry: AuditEntry) -> No
     )
 
 
-def outbox_key(topic: str, tenant_id: str, key: str) -> str:
-    """The usual dedupe key of an outbox row: one row per topic, tenant and business key."""
-    return f"{topic}:{tenant_id}:{key}"
-
-
 async def write_outbox(
     conn: Connection,
     tenant_id: str,
-    topic: str,
+    topic: Topic,
     dedupe_key: str,
-    payload: Mapping[str, object],
+    payload: OutboxPayload,
 ) -> None:
-    """An outbox row for the dispatcher; a second row under the same key is not written."""
+    """An outbox row for the dispatcher; a second row under the same key is not written.
+
+    The key is usually `topic.dedupe_key(tenant_id, business key)`.
+    """
     await conn.execute(
         "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
         " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",

@@ -17,12 +17,7 @@ from typing import Any
 import asyncpg
 
 from rating_service.core.billing.compose import UsageTotal
-from rating_service.core.billing.dunning import (
-    PAYMENT_FAILED,
-    ContractStanding,
-    PaymentFailure,
-    StandingRule,
-)
+from rating_service.core.billing.dunning import ContractStanding, StandingRule
 from rating_service.core.billing.invoice import (
     Invoice,
     InvoiceState,
@@ -39,13 +34,11 @@ from rating_service.core.billing.postings import (
 )
 from rating_service.core.errors import NotFound
 from rating_service.core.ledger.posting_rules import invoice_void_transfers, payment_transfers
+from rating_service.outbox.topics import InvoiceIssued, PaymentFailure, Topic
 from rating_service.store.contract import change_contract_status, lock_contract_status
 from rating_service.store.database import Connection
-from rating_service.store.effects import AuditEntry, outbox_key, write_audit, write_outbox
+from rating_service.store.effects import AuditEntry, write_audit, write_outbox
 from rating_service.store.ledger import open_accounts, post_transfers, transfers_by_reference
-
-INVOICE_ISSUED = "invoice.issued"
-"""Outbox topic of a finalized invoice (a notification)."""
 
 OVERAGE_DRAW = ""
 """The pool id under which period_draws keeps a period's overage."""
@@ -228,15 +221,15 @@ class InvoiceStore:
             await write_outbox(
                 conn,
                 tenant_id,
-                INVOICE_ISSUED,
-                outbox_key(INVOICE_ISSUED, tenant_id, invoice_id),
-                {
-                    "invoice_id": invoice_id,
-                    "contract_id": invoice.contract_id,
-                    "number": invoice.number,
-                    "total": str(invoice.total),
-                    "currency": invoice.currency.code,
-                },
+                Topic.INVOICE_ISSUED,
+                Topic.INVOICE_ISSUED.dedupe_key(tenant_id, invoice_id),
+                InvoiceIssued(
+                    invoice_id=invoice_id,
+                    contract_id=invoice.contract_id,
+                    number=invoice.number,
+                    total=str(invoice.total),
+                    currency=invoice.currency.code,
+                ),
             )
             return invoice
 
@@ -380,7 +373,11 @@ class InvoiceStore:
             )
             if recorded is not None:
                 await write_outbox(
-                    conn, failure.tenant_id, PAYMENT_FAILED, failure.dedupe_key, failure.payload()
+                    conn,
+                    failure.tenant_id,
+                    Topic.PAYMENT_FAILED,
+                    failure.dedupe_key,
+                    failure.payload(),
                 )
 
     async def paid(

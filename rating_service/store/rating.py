@@ -32,6 +32,7 @@ from rating_service.core.ledger.accounts import (
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.rating.rate import Counter, PeriodLedger
 from rating_service.core.rating.rated_event import RatedEvent
+from rating_service.outbox.topics import OutboxPayload, Topic
 from rating_service.store.database import Connection
 from rating_service.store.ledger import account_from_row, open_accounts, post_transfers
 
@@ -70,7 +71,7 @@ class BatchWrite:
     period_ends: dict[tuple[str, datetime], datetime]
     rated: list[tuple[str, str, RatedEvent, datetime]]
     """(tenant id, fingerprint, outcome, event time) per event rated in the batch."""
-    outbox: list[tuple[str, str, str, dict[str, Any]]]
+    outbox: list[tuple[str, Topic, str, OutboxPayload]]
     """(tenant id, topic, dedupe key, payload)."""
     captured: list[tuple[str, str]]
     """(tenant id, reservation id) of the reservations the batch captured."""

@@ -10,7 +10,7 @@ ledger functions it uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 
 import asyncpg
@@ -21,32 +21,17 @@ from rating_service.core.errors import NotFound
 from rating_service.core.ledger.accounts import Account, breakage_account_id, pool_account_id
 from rating_service.core.ledger.posting_rules import expiry_transfers
 from rating_service.core.money import exact_sum, format_decimal
+from rating_service.outbox.topics import CreditExpired, OutboxPayload, TermEnded, Topic
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
     AuditEntry,
     notify_contracts_changed,
-    outbox_key,
     write_audit,
     write_outbox,
 )
 from rating_service.store.ledger import lock_accounts, post_transfers, transfers_by_reference
 
 ZERO = Decimal(0)
-
-EXPIRY_WARNING = "expiry.warning"
-"""Outbox topic: a pool with balance expires soon."""
-
-CREDIT_EXPIRED = "credit.expired"
-"""Outbox topic: a pool's remaining balance went to breakage."""
-
-RENEWAL_UPCOMING = "renewal.upcoming"
-"""Outbox topic: a term ends soon, and whether it renews (and into which contract)."""
-
-CONTRACT_RENEWED = "contract.renewed"
-"""Outbox topic: a term ended and its next term took over (with what rolled over)."""
-
-CONTRACT_ENDED = "contract.ended"
-"""Outbox topic: a term ended without renewal."""
 
 EXPIRE_CREDIT = "credit.expire"
 """Audit action of a pool's balance moved to breakage."""
@@ -82,12 +67,10 @@ class SettlementStore:
         )
         return ZERO if balance is None else Decimal(balance)
 
-    async def notice(
-        self, tenant_id: str, topic: str, key: str, payload: Mapping[str, object]
-    ) -> None:
+    async def notice(self, tenant_id: str, topic: Topic, key: str, payload: OutboxPayload) -> None:
         """Write a notification to the outbox, once per topic and key."""
         async with self._pool.acquire() as conn:
-            await write_outbox(conn, tenant_id, topic, outbox_key(topic, tenant_id, key), payload)
+            await write_outbox(conn, tenant_id, topic, topic.dedupe_key(tenant_id, key), payload)
 
     async def expire_pool(
         self,
@@ -122,15 +105,13 @@ class SettlementStore:
                 reference=reference, contract_id=contract_id, pool_id=pool_id, amount=amount
             )
             await post_transfers(conn, tenant_id, transfers, locked)
-            details = {
-                "contract_id": contract_id,
-                "pool_id": pool_id,
-                "amount": format_decimal(amount),
-            }
+            details = CreditExpired(
+                contract_id=contract_id, pool_id=pool_id, amount=format_decimal(amount)
+            )
             customer_id = await _customer_of(conn, tenant_id, contract_id)
             await write_audit(conn, tenant_id, AuditEntry(actor, EXPIRE_CREDIT, pool_id, details))
-            expired_key = outbox_key(CREDIT_EXPIRED, tenant_id, pool_id)
-            await write_outbox(conn, tenant_id, CREDIT_EXPIRED, expired_key, details)
+            expired_key = Topic.CREDIT_EXPIRED.dedupe_key(tenant_id, pool_id)
+            await write_outbox(conn, tenant_id, Topic.CREDIT_EXPIRED, expired_key, details)
             await notify_contracts_changed(conn, tenant_id, customer_id)
         return expired
 
@@ -138,8 +119,8 @@ class SettlementStore:
         self,
         tenant_id: str,
         contract_id: str,
-        topic: str,
-        payload: Mapping[str, object],
+        topic: Topic,
+        payload: TermEnded,
         actor: str,
     ) -> bool:
         """Mark the contract `ended` and announce it on `topic`; False if it had ended already."""
@@ -166,7 +147,7 @@ class SettlementStore:
                 ContractStatus.ENDED.value,
             )
             await write_audit(conn, tenant_id, AuditEntry(actor, topic, contract_id, payload))
-            ended_key = outbox_key(topic, tenant_id, contract_id)
+            ended_key = topic.dedupe_key(tenant_id, contract_id)
             await write_outbox(conn, tenant_id, topic, ended_key, payload)
             await notify_contracts_changed(conn, tenant_id, str(row["customer_id"]))
         return True

@@ -5,31 +5,55 @@ until that date plus the grace window for late events, runs the date's InvoiceWo
 child, and continues as new, so its history stays short however long the contract lives.
 Signals: `amend` (the terms changed: recompute the next date), `cancel` (end the term now and
 issue the final invoice), `bill_now` (skip the rest of the grace window). Query: `schedule`.
+A new contract's `contract.created` outbox row starts it (`start_billing`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from temporalio import workflow
+from temporalio import activity, workflow
+from temporalio.client import Client
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.workflows.activities import (
-        BillingActivities,
-        BillingDateInfo,
+    from rating_service.core.billing.schedule import BillingDate
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
+    from rating_service.outbox.topics import ContractCreated
+    from rating_service.services.invoice import Invoicing
+    from rating_service.workflows.common import (
+        LOCAL_STEPS,
         ContractRef,
-        InvoiceRequest,
-        NextBillingDateRequest,
+        domain_errors_are_final,
+        run_step,
+        start_once,
     )
     from rating_service.workflows.invoice import (
-        LOCAL_STEPS,
+        InvoiceRequest,
         InvoiceWorkflow,
         invoice_workflow_id,
-        run_step,
     )
+
+
+@dataclass(frozen=True)
+class NextBillingDateRequest:
+    """Which billing date follows `after` (ISO-8601; None: the first one)."""
+
+    tenant_id: str
+    contract_id: str
+    after: str | None
+
+
+@dataclass(frozen=True)
+class BillingDateInfo:
+    """A billing date and whether it opens or ends the term."""
+
+    at: str
+    is_opening: bool
+    is_final: bool
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,35 @@ class BillingSchedule:
 def billing_workflow_id(tenant_id: str, contract_id: str) -> str:
     """The billing cycle's id, from the contract: starting it twice is harmless."""
     return f"billing/{tenant_id}/{contract_id}"
+
+
+class BillingActivities:
+    """The billing cycle's own activities, bound to one Invoicing (its invoices have theirs)."""
+
+    def __init__(self, invoicing: Invoicing) -> None:
+        self._invoicing = invoicing
+
+    @activity.defn(name="next_billing_date")
+    @domain_errors_are_final
+    async def next_billing_date(self, request: NextBillingDateRequest) -> BillingDateInfo | None:
+        """The contract's next billing date after the last one billed, or None past its term."""
+        after = None if request.after is None else datetime.fromisoformat(request.after)
+        found = await self._invoicing.next_billing_date(
+            request.tenant_id, request.contract_id, after
+        )
+        return None if found is None else _date_info(found)
+
+    @activity.defn(name="end_contract")
+    @domain_errors_are_final
+    async def end_contract(self, contract: ContractRef) -> None:
+        """End the contract's term now (a cancellation)."""
+        await self._invoicing.end_contract(
+            contract.tenant_id, contract.contract_id, "workflow:cancel"
+        )
+
+    def all(self) -> list[Callable[..., Awaitable[object]]]:
+        """Every activity, for the worker to register."""
+        return [self.next_billing_date, self.end_contract]
 
 
 @workflow.defn(name="ContractBilling")
@@ -167,3 +220,23 @@ class ContractBillingWorkflow:
             None if self._bills_at is None else self._bills_at.isoformat(),
             self._last_billed,
         )
+
+
+def start_billing(client: Client, task_queue: str, grace_seconds: float) -> Handler:
+    """Start a new contract's billing cycle (once: the id is the contract's)."""
+
+    async def start(row: OutboxRow) -> None:
+        tenant_id, contract_id = row.tenant_id, row.payload_as(ContractCreated)["contract_id"]
+        await start_once(
+            client,
+            ContractBillingWorkflow.run,
+            BillingCycleInput(tenant_id, contract_id, grace_seconds),
+            workflow_id=billing_workflow_id(tenant_id, contract_id),
+            task_queue=task_queue,
+        )
+
+    return start
+
+
+def _date_info(found: BillingDate) -> BillingDateInfo:
+    return BillingDateInfo(found.at.isoformat(), found.is_opening, found.is_final)

@@ -17,26 +17,21 @@ from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.core.contracts.pools import CommitmentKind
     from rating_service.core.money import format_decimal
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
+    from rating_service.outbox.topics import CommitmentAdded
     from rating_service.services.credit_expiry import CreditExpiry, ExpiryState
-    from rating_service.workflows.activities import domain_errors_are_final
-    from rating_service.workflows.invoice import STEP_TIMEOUT
-
-SETTLEMENT_RETRIES = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=0,
-)
-"""An outage is waited out (these workflows live for months); a domain error fails at once."""
-
-POLLS_PER_RUN = 200
-"""Polls before continuing as new: a wait for a failed invoice may last weeks."""
+    from rating_service.workflows.common import (
+        POLLS_PER_RUN,
+        SETTLEMENT_RETRIES,
+        STEP_TIMEOUT,
+        domain_errors_are_final,
+        sleep_until,
+        start_once,
+    )
 
 
 @dataclass(frozen=True)
@@ -148,32 +143,26 @@ class CreditExpiryWorkflow:
         workflow.continue_as_new(replace(expiry, past_warning=True))
 
 
-async def sleep_until(moment: datetime) -> None:
-    """Sleep on a durable timer until `moment` (not at all when it has passed)."""
-    remaining = (moment - workflow.now()).total_seconds()
-    if remaining > 0:
-        await workflow.sleep(remaining)
-
-
 def start_expiry(
     client: Client, task_queue: str, warning_seconds: float, poll_seconds: float
 ) -> Handler:
     """Start a new pool's expiry, when it has one (once: the id is the pool's)."""
 
     async def start(row: OutboxRow) -> None:
-        expires_at = row.payload.get("expires_at")
+        added = row.payload_as(CommitmentAdded)
+        expires_at = added.get("expires_at")
         # A postpaid commit holds no balance: there is nothing to expire.
-        if expires_at is None or row.payload.get("kind") == CommitmentKind.POSTPAID_COMMIT:
+        if expires_at is None or added.get("kind") == CommitmentKind.POSTPAID_COMMIT:
             return
-        pool_id = str(row.payload["pool_id"])
+        pool_id = added["pool_id"]
         await start_once(
             client,
             CreditExpiryWorkflow.run,
             CreditExpiryInput(
                 row.tenant_id,
-                str(row.payload["contract_id"]),
+                added["contract_id"],
                 pool_id,
-                str(expires_at),
+                expires_at,
                 warning_seconds,
                 poll_seconds,
             ),

@@ -25,19 +25,21 @@ from temporalio.client import Client
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
+    from rating_service.outbox.topics import PaymentFailed
     from rating_service.services.invoice import Invoicing
-    from rating_service.workflows.activities import (
-        BillingActivities,
-        CollectRequest,
-        CollectResult,
-        domain_errors_are_final,
-    )
-    from rating_service.workflows.invoice import (
+    from rating_service.workflows.common import (
         PAYMENT_RETRIES,
         PAYMENT_TIMEOUT,
         STEP_RETRIES,
         STEP_TIMEOUT,
+        domain_errors_are_final,
+        start_once,
+    )
+    from rating_service.workflows.invoice import (
+        CollectRequest,
+        CollectResult,
+        InvoiceActivities,
         payment_timed_out,
     )
 
@@ -236,7 +238,7 @@ class DunningWorkflow:
         collect = CollectRequest(request.tenant_id, request.invoice_id, attempt)
         try:
             result = await workflow.execute_activity_method(
-                BillingActivities.collect_payment,
+                InvoiceActivities.collect_payment,
                 collect,
                 start_to_close_timeout=PAYMENT_TIMEOUT,
                 retry_policy=PAYMENT_RETRIES,
@@ -246,7 +248,7 @@ class DunningWorkflow:
                 raise
             workflow.logger.warning("dunning attempt %d got no answer: %s", attempt, error.cause)
             result = await workflow.execute_activity_method(
-                BillingActivities.record_unanswered_payment,
+                InvoiceActivities.record_unanswered_payment,
                 collect,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRIES,
@@ -300,7 +302,7 @@ def start_dunning(client: Client, task_queue: str) -> Handler:
     """Start dunning the invoice of a failed payment (once: the id is the invoice's)."""
 
     async def start(row: OutboxRow) -> None:
-        tenant_id, invoice_id = row.tenant_id, str(row.payload["invoice_id"])
+        tenant_id, invoice_id = row.tenant_id, row.payload_as(PaymentFailed)["invoice_id"]
         # Later failures of the same invoice come from the dunning workflow itself.
         await start_once(
             client,

@@ -5,49 +5,78 @@ true-up; each line rounded once) → finalize (gapless number, ledger) → rende
 collect the first payment. Every step is an idempotent activity keyed by the contract and
 billing date, so this is what ops replay: a new run finds what the failed one did and carries
 on from there. The workflow id is derived from the same keys (see `invoice_workflow_id`).
+The activities are thin wrappers over `rating_service.services.invoice.Invoicing`; dunning
+collects with the same `collect_payment`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime
 
-from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio import activity, workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.workflows.activities import (
-        BillingActivities,
-        CollectRequest,
-        CollectResult,
-        InvoiceRequest,
+    from rating_service.core.billing.invoice import Invoice
+    from rating_service.services.invoice import CollectionResult, Invoicing
+    from rating_service.workflows.common import (
+        LOCAL_STEPS,
+        PAYMENT_RETRIES,
+        PAYMENT_TIMEOUT,
+        STEP_RETRIES,
+        STEP_TIMEOUT,
+        domain_errors_are_final,
+        run_step,
     )
-
-A = TypeVar("A")
-R = TypeVar("R")
-
-STEP_TIMEOUT = timedelta(minutes=2)
-STEP_RETRIES = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=8,
-)
-"""A step failing this many times fails the invoice loudly, for ops to look at and replay."""
-
-PAYMENT_TIMEOUT = timedelta(seconds=10)
-PAYMENT_RETRIES = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
-"""A gateway that keeps timing out leaves the invoice unpaid (for dunning), not failed."""
 
 RECORD_UNANSWERED_PAYMENT = "record-unanswered-payment"
 """Patch: a timed-out first attempt is recorded as failed, which starts dunning."""
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    """The invoice of a contract's billing date (ISO-8601), revision n."""
+
+    tenant_id: str
+    contract_id: str
+    billing_date: str
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    """An invoice as a workflow sees it."""
+
+    invoice_id: str
+    state: str
+    number: str | None
+    total: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class CollectRequest:
+    """Collection attempt `attempt` (1 first, then dunning's retries) of an invoice."""
+
+    tenant_id: str
+    invoice_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """What the attempt ended in (see `rating_service.services.invoice.Collection`).
+
+    After a failure, `next_retry_at` (ISO-8601) is when the contract's dunning schedule
+    retries; empty when the schedule is used up (or the attempt did not fail).
+    """
+
+    outcome: str
+    decline_code: str = ""
+    message: str = ""
+    next_retry_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,24 +105,73 @@ INVOICE_STEPS = (
 )
 """The steps in order, named by their activities: what `step` answers and ops may reset to."""
 
-LOCAL_STEPS = "local-steps"
-"""Patch id: the database steps run as local activities, in the worker that runs the workflow.
 
-They are short, idempotent database transactions: run locally, they skip a task queue round
-trip and a workflow task each, which halves what an invoice costs Temporal and the worker.
-Histories from before the patch replay with those steps as ordinary activities.
-"""
+class InvoiceActivities:
+    """The activities of the invoice workflow (and dunning's collection), bound to one Invoicing."""
 
+    def __init__(self, invoicing: Invoicing) -> None:
+        self._invoicing = invoicing
 
-async def run_step(step: Callable[[Any, A], Awaitable[R]], argument: A, *, local: bool) -> R:
-    """Run one idempotent database step: locally, or as a task (histories before LOCAL_STEPS)."""
-    if local:
-        return await workflow.execute_local_activity_method(
-            step, argument, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRIES
+    @activity.defn(name="close_period")
+    @domain_errors_are_final
+    async def close_period(self, request: InvoiceRequest) -> None:
+        """Close the period ending on the billing date: late events for it are refused."""
+        await self._invoicing.close_period(
+            request.tenant_id, request.contract_id, datetime.fromisoformat(request.billing_date)
         )
-    return await workflow.execute_activity_method(
-        step, argument, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRIES
-    )
+
+    @activity.defn(name="draft_invoice")
+    @domain_errors_are_final
+    async def draft_invoice(self, request: InvoiceRequest) -> InvoiceSummary | None:
+        """Compose and store the draft (None: an opening date with nothing due)."""
+        invoice = await self._invoicing.draft(
+            request.tenant_id,
+            request.contract_id,
+            datetime.fromisoformat(request.billing_date),
+            request.revision,
+        )
+        return None if invoice is None else _summary(invoice)
+
+    @activity.defn(name="finalize_invoice")
+    @domain_errors_are_final
+    async def finalize_invoice(self, request: CollectRequest) -> InvoiceSummary:
+        """Give the draft its gapless number and post it to the ledger."""
+        return _summary(await self._invoicing.finalize(request.tenant_id, request.invoice_id))
+
+    @activity.defn(name="render_invoice")
+    @domain_errors_are_final
+    async def render_invoice(self, request: CollectRequest) -> None:
+        """Render and store the invoice's HTML and PDF."""
+        await self._invoicing.render(request.tenant_id, request.invoice_id)
+
+    @activity.defn(name="collect_payment")
+    @domain_errors_are_final
+    async def collect_payment(self, request: CollectRequest) -> CollectResult:
+        """Charge the saved payment method, once per invoice and attempt number."""
+        result = await self._invoicing.collect(
+            request.tenant_id, request.invoice_id, request.attempt
+        )
+        return _collect_result(result)
+
+    @activity.defn(name="record_unanswered_payment")
+    @domain_errors_are_final
+    async def record_unanswered_payment(self, request: CollectRequest) -> CollectResult:
+        """Record an unanswered attempt as failed (its notification starts dunning)."""
+        result = await self._invoicing.collection_unanswered(
+            request.tenant_id, request.invoice_id, request.attempt
+        )
+        return _collect_result(result)
+
+    def all(self) -> list[Callable[..., Awaitable[object]]]:
+        """Every activity, for the worker to register."""
+        return [
+            self.close_period,
+            self.draft_invoice,
+            self.finalize_invoice,
+            self.render_invoice,
+            self.collect_payment,
+            self.record_unanswered_payment,
+        ]
 
 
 @workflow.defn(name="Invoice")
@@ -113,21 +191,21 @@ class InvoiceWorkflow:
         """Close, draft, finalize, render, collect."""
         local = workflow.patched(LOCAL_STEPS)
         self._step = "close_period"
-        await run_step(BillingActivities.close_period, request, local=local)
+        await run_step(InvoiceActivities.close_period, request, local=local)
         self._step = "draft_invoice"
-        draft = await run_step(BillingActivities.draft_invoice, request, local=local)
+        draft = await run_step(InvoiceActivities.draft_invoice, request, local=local)
         if draft is None:
             self._step = "done"
             return InvoiceResult(None, None, "skipped", "0", "nothing_due")
         invoice = CollectRequest(request.tenant_id, draft.invoice_id, attempt=1)
         self._step = "finalize_invoice"
-        final = await run_step(BillingActivities.finalize_invoice, invoice, local=local)
+        final = await run_step(InvoiceActivities.finalize_invoice, invoice, local=local)
         self._step = "render_invoice"
-        await run_step(BillingActivities.render_invoice, invoice, local=local)
+        await run_step(InvoiceActivities.render_invoice, invoice, local=local)
         self._step = "collect_payment"
         try:
             paid = await workflow.execute_activity_method(
-                BillingActivities.collect_payment,
+                InvoiceActivities.collect_payment,
                 invoice,
                 start_to_close_timeout=PAYMENT_TIMEOUT,
                 retry_policy=PAYMENT_RETRIES,
@@ -143,7 +221,7 @@ class InvoiceWorkflow:
                 # Recorded as a failure, whose `payment.failed` notification starts dunning,
                 # as a decline's does.
                 paid = await workflow.execute_activity_method(
-                    BillingActivities.record_unanswered_payment,
+                    InvoiceActivities.record_unanswered_payment,
                     invoice,
                     start_to_close_timeout=STEP_TIMEOUT,
                     retry_policy=STEP_RETRIES,
@@ -159,3 +237,23 @@ def payment_timed_out(error: ActivityError) -> bool:
     if isinstance(cause, TimeoutError):
         return True
     return isinstance(cause, ApplicationError) and cause.type == "GatewayTimeout"
+
+
+def _collect_result(result: CollectionResult) -> CollectResult:
+    retry = result.next_retry_at
+    return CollectResult(
+        str(result.outcome),
+        result.decline_code,
+        result.message,
+        "" if retry is None else retry.isoformat(),
+    )
+
+
+def _summary(invoice: Invoice) -> InvoiceSummary:
+    return InvoiceSummary(
+        invoice.invoice_id,
+        str(invoice.state),
+        invoice.number,
+        str(invoice.total),
+        invoice.currency.code,
+    )

@@ -18,10 +18,15 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
+    from rating_service.outbox.topics import AutoRechargeDue
     from rating_service.services.recharge import AutoRecharging, ChargeAttempt
-    from rating_service.workflows.activities import domain_errors_are_final
-    from rating_service.workflows.invoice import STEP_RETRIES, STEP_TIMEOUT
+    from rating_service.workflows.common import (
+        STEP_RETRIES,
+        STEP_TIMEOUT,
+        domain_errors_are_final,
+        start_once,
+    )
 
 CHARGE_TIMEOUT = timedelta(seconds=30)
 CHARGE_RETRIES = RetryPolicy(
@@ -142,11 +147,12 @@ def start_recharge(client: Client, task_queue: str) -> Handler:
     """Start the contract's recharge, unless one is in flight (then this crossing is absorbed)."""
 
     async def start(row: OutboxRow) -> None:
-        tenant_id, contract_id = row.tenant_id, str(row.payload["contract_id"])
+        due = row.payload_as(AutoRechargeDue)
+        tenant_id, contract_id = row.tenant_id, due["contract_id"]
         await start_once(
             client,
             AutoRechargeWorkflow.run,
-            RechargeRequest(tenant_id, contract_id, str(row.payload["event_id"])),
+            RechargeRequest(tenant_id, contract_id, due["event_id"]),
             workflow_id=recharge_workflow_id(tenant_id, contract_id),
             task_queue=task_queue,
             reuse=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

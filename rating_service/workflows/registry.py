@@ -9,25 +9,26 @@ from typing import Any, Protocol
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from rating_service.core.billing.dunning import PAYMENT_FAILED
-from rating_service.outbox.dispatcher import Handler, start_billing
+from rating_service.outbox.dispatcher import Handler
+from rating_service.outbox.topics import NOTIFICATION_TOPICS, Topic
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
-from rating_service.services.rating.engine import AUTO_RECHARGE
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
-from rating_service.services.webhook import NOTIFICATION_TOPICS, Notifications
+from rating_service.services.webhook import Notifications
 from rating_service.settings import Settings
-from rating_service.store.contract import COMMITMENT_ADDED, CONTRACT_CREATED
-from rating_service.workflows.activities import BillingActivities
-from rating_service.workflows.billing import ContractBillingWorkflow
+from rating_service.workflows.billing import (
+    BillingActivities,
+    ContractBillingWorkflow,
+    start_billing,
+)
 from rating_service.workflows.credit_expiry import (
     CreditExpiryWorkflow,
     ExpiryActivities,
     start_expiry,
 )
 from rating_service.workflows.dunning import DunningActivities, DunningWorkflow, start_dunning
-from rating_service.workflows.invoice import InvoiceWorkflow
+from rating_service.workflows.invoice import InvoiceActivities, InvoiceWorkflow
 from rating_service.workflows.recharge import (
     AutoRechargeWorkflow,
     RechargeActivities,
@@ -93,6 +94,7 @@ def activities(services: WorkerServices) -> list[Callable[..., Any]]:
     """The activity callables, bound to the worker's services."""
     return [
         *BillingActivities(services.invoicing).all(),
+        *InvoiceActivities(services.invoicing).all(),
         *RechargeActivities(services.recharging).all(),
         *NotificationActivities(services.notifications).all(),
         *DunningActivities(services.invoicing).all(),
@@ -103,14 +105,14 @@ def activities(services: WorkerServices) -> list[Callable[..., Any]]:
 
 def outbox_handlers(
     client: Client, settings: Settings, notifications: Notifications
-) -> dict[str, list[Handler]]:
+) -> dict[Topic, list[Handler]]:
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
-    handlers: dict[str, list[Handler]] = {
-        CONTRACT_CREATED: [
+    handlers: dict[Topic, list[Handler]] = {
+        Topic.CONTRACT_CREATED: [
             start_billing(client, settings.temporal_task_queue, settings.invoice_grace_seconds),
             start_renewal(client, settings.temporal_task_queue, settings.settlement_poll_seconds),
         ],
-        COMMITMENT_ADDED: [
+        Topic.COMMITMENT_ADDED: [
             start_expiry(
                 client,
                 settings.temporal_task_queue,
@@ -118,8 +120,8 @@ def outbox_handlers(
                 settings.settlement_poll_seconds,
             )
         ],
-        AUTO_RECHARGE: [start_recharge(client, settings.temporal_task_queue)],
-        PAYMENT_FAILED: [start_dunning(client, settings.temporal_task_queue)],
+        Topic.AUTO_RECHARGE: [start_recharge(client, settings.temporal_task_queue)],
+        Topic.PAYMENT_FAILED: [start_dunning(client, settings.temporal_task_queue)],
     }
     notify = start_notifications(
         client,

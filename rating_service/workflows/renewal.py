@@ -20,15 +20,18 @@ from temporalio.client import Client
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.core.money import format_decimal
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
+    from rating_service.outbox.topics import ContractCreated
     from rating_service.services.renewal import Renewals, TermState
-    from rating_service.workflows.activities import ContractRef, domain_errors_are_final
-    from rating_service.workflows.credit_expiry import (
+    from rating_service.workflows.common import (
         POLLS_PER_RUN,
         SETTLEMENT_RETRIES,
+        STEP_TIMEOUT,
+        ContractRef,
+        domain_errors_are_final,
         sleep_until,
+        start_once,
     )
-    from rating_service.workflows.invoice import STEP_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -197,9 +200,11 @@ def start_renewal(client: Client, task_queue: str, poll_seconds: float) -> Handl
     """Start a new contract's renewal when it has a term end (once: the id is the contract's)."""
 
     async def start(row: OutboxRow) -> None:
-        if row.payload.get("term_end") is None:
+        created = row.payload_as(ContractCreated)
+        # Rows written before renewals existed have no term end: nothing to renew either.
+        if created.get("term_end") is None:
             return  # evergreen: nothing ends, nothing renews
-        contract_id = str(row.payload["contract_id"])
+        contract_id = created["contract_id"]
         await start_once(
             client,
             RenewalWorkflow.run,

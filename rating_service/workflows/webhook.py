@@ -25,9 +25,10 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from rating_service.outbox.dispatcher import Handler, OutboxRow, start_once
+    from rating_service.outbox.dispatcher import Handler, OutboxRow
     from rating_service.services.webhook import DeliveryOutcome, NotificationEvent, Notifications
     from rating_service.settings import Settings
+    from rating_service.workflows.common import start_once
 
 ATTEMPT_MARGIN = timedelta(seconds=10)
 """An attempt's time beyond the HTTP timeout: reading the endpoint and logging the attempt."""

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from rating_service.cli.demo.plan import ACTOR
 from rating_service.cli.demo.state import DemoState, Note
 from rating_service.cli.demo.view import describe_notification
+from rating_service.outbox.topics import Topic
 from rating_service.services.webhook import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -24,14 +25,14 @@ WEBHOOK_PATH = "/rating-dev-demo"
 """Path of the demo's local webhook endpoint; earlier runs' endpoints are found by it."""
 
 FEED_TOPICS = (
-    "alert",
-    "invoice.issued",
-    "payment.failed",
-    "recharge.succeeded",
-    "recharge.failed",
-    "auto_recharge.disabled",
-    "contract.suspended",
-    "contract.reinstated",
+    Topic.ALERT,
+    Topic.INVOICE_ISSUED,
+    Topic.PAYMENT_FAILED,
+    Topic.RECHARGE_SUCCEEDED,
+    Topic.RECHARGE_FAILED,
+    Topic.AUTO_RECHARGE_DISABLED,
+    Topic.CONTRACT_SUSPENDED,
+    Topic.CONTRACT_REINSTATED,
 )
 """The notifications the event feed shows."""
 
@@ -117,8 +118,8 @@ def take_notification(state: DemoState, topic: str, data: dict[str, Any], note: 
     if described is None:
         return
     account = state.account(str(data.get("contract_id")))
-    if account is not None and topic == "recharge.succeeded":
+    if account is not None and topic == Topic.RECHARGE_SUCCEEDED:
         account.recharges += 1
-    if account is not None and topic == "invoice.issued":
+    if account is not None and topic == Topic.INVOICE_ISSUED:
         account.issued_notified.add(str(data.get("invoice_id")))
     note(*described)

@@ -8,6 +8,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from rating_service.cli.demo.state import DemoAccount, DemoState, FeedEntry
+from rating_service.outbox.topics import Topic
 
 
 def money(amount: Decimal, places: int = 2) -> str:
@@ -43,25 +44,25 @@ def describe_notification(
     if account is None:
         return None
     name = account.customer.name
-    if topic == "alert":
+    if topic == Topic.ALERT:
         if data.get("kind") == "balance_below":
             value, threshold = Decimal(data["value"]), Decimal(data["threshold"])
             return "alert", f"{name}: balance {money(value, 4)} fell below {money(threshold)}"
         return "alert", f"{name}: {data.get('kind')} alert at {data.get('value')}"
-    if topic == "invoice.issued":
+    if topic == Topic.INVOICE_ISSUED:
         total = Decimal(data["total"])
         return "invoice", f"{name}: period closed, {data['number']} issued for {money(total)}"
-    if topic == "payment.failed":
+    if topic == Topic.PAYMENT_FAILED:
         code = data.get("decline_code") or "failed"
         return "payment", f"{name}: payment of {data['invoice_id']} declined ({code})"
-    if topic == "recharge.succeeded":
+    if topic == Topic.RECHARGE_SUCCEEDED:
         amount = Decimal(data["amount"])
         return "recharge", f"{name}: auto-recharge charged {money(amount)}, credit granted"
-    if topic == "recharge.failed":
+    if topic == Topic.RECHARGE_FAILED:
         return "recharge", f"{name}: auto-recharge charge declined"
-    if topic == "auto_recharge.disabled":
+    if topic == Topic.AUTO_RECHARGE_DISABLED:
         return "recharge", f"{name}: auto-recharge switched off after its last failed charge"
-    if topic in ("contract.suspended", "contract.reinstated"):
+    if topic in (Topic.CONTRACT_SUSPENDED, Topic.CONTRACT_REINSTATED):
         return "contract", f"{name}: contract {topic.partition('.')[2]}"
     return None
 

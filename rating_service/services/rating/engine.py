@@ -19,7 +19,6 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -42,6 +41,7 @@ from rating_service.core.rating.rate import (
 )
 from rating_service.core.rating.rated_event import RatedEvent
 from rating_service.faults import Failure, classify_failure, shutting_down, unexpected_failure
+from rating_service.outbox.topics import Alert, AutoRechargeDue, OutboxPayload, Topic
 from rating_service.services.catalog import Catalogs
 from rating_service.services.rating.reservations import RESERVATION_NOT_HELD, Reservations
 from rating_service.store.books import ContractBooks
@@ -70,10 +70,6 @@ class Outcome:
 
     result: RatedEvent
     replay: bool
-
-
-AUTO_RECHARGE = "auto_recharge"
-"""Outbox topic: a contract's prepaid balance crossed below its auto-recharge threshold."""
 
 
 @dataclass(eq=False, slots=True)
@@ -374,7 +370,7 @@ class DebitEngine:
         transfers: dict[str, list[Transfer]] = {}
         captured: list[tuple[str, str]] = []
         rated: list[tuple[str, str, RatedEvent, datetime]] = []
-        outbox: list[tuple[str, str, str, dict[str, Any]]] = []
+        outbox: list[tuple[str, Topic, str, OutboxPayload]] = []
         for p in fresh:
             prepared = p.prepared
             contract_id = prepared.contract.contract_id
@@ -406,16 +402,16 @@ class DebitEngine:
             outbox.extend(
                 (
                     prepared.tenant_id,
-                    "alert",
-                    f"alert:{prepared.tenant_id}:{prepared.event_id}:{n}",
-                    {
-                        "contract_id": contract_id,
-                        "event_id": prepared.event_id,
-                        "kind": alert.kind,
-                        "subject": alert.subject,
-                        "threshold": str(alert.threshold),
-                        "value": str(alert.value),
-                    },
+                    Topic.ALERT,
+                    Topic.ALERT.dedupe_key(prepared.tenant_id, f"{prepared.event_id}:{n}"),
+                    Alert(
+                        contract_id=contract_id,
+                        event_id=prepared.event_id,
+                        kind=alert.kind,
+                        subject=alert.subject,
+                        threshold=str(alert.threshold),
+                        value=str(alert.value),
+                    ),
                 )
                 for n, alert in enumerate(outcome.result.alerts)
             )
@@ -423,9 +419,9 @@ class DebitEngine:
                 outbox.append(
                     (
                         prepared.tenant_id,
-                        AUTO_RECHARGE,
-                        f"{AUTO_RECHARGE}:{prepared.tenant_id}:{prepared.event_id}",
-                        {"contract_id": contract_id, "event_id": prepared.event_id},
+                        Topic.AUTO_RECHARGE,
+                        Topic.AUTO_RECHARGE.dedupe_key(prepared.tenant_id, prepared.event_id),
+                        AutoRechargeDue(contract_id=contract_id, event_id=prepared.event_id),
                     )
                 )
             answers.append((p, Outcome(outcome.result, replay=False)))

@@ -17,11 +17,11 @@ from rating_service.ops.determinism import DeterminismReport, check_histories
 from rating_service.ops.failures import failed_invoices
 from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
-from rating_service.workflows.activities import BillingActivities, InvoiceRequest
 from rating_service.workflows.billing import billing_workflow_id
+from rating_service.workflows.common import STEP_RETRIES, STEP_TIMEOUT
 from rating_service.workflows.invoice import (
-    STEP_RETRIES,
-    STEP_TIMEOUT,
+    InvoiceActivities,
+    InvoiceRequest,
     InvoiceWorkflow,
     invoice_workflow_id,
 )
@@ -38,7 +38,7 @@ class InvoiceDraftingFirst:
     async def run(self, request: InvoiceRequest) -> None:
         """Draft, then close: not what the recorded runs did."""
         await workflow.execute_local_activity_method(
-            BillingActivities.draft_invoice,
+            InvoiceActivities.draft_invoice,
             request,
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=STEP_RETRIES,

@@ -30,8 +30,7 @@ from rating_service.store.contract import ContractStore
 from rating_service.store.database import asyncpg_dsn
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.replay import ReplayLog
-from rating_service.workflows.activities import InvoiceRequest
-from rating_service.workflows.invoice import InvoiceWorkflow, invoice_workflow_id
+from rating_service.workflows.invoice import InvoiceRequest, InvoiceWorkflow, invoice_workflow_id
 from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     BillingContract,

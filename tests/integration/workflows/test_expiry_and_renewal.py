@@ -24,6 +24,7 @@ from rating_client import NotFoundError
 from rating_client.gen.rating.v1 import contract_pb2
 from rating_service.core.ledger.accounts import breakage_account_id, pool_account_id
 from rating_service.outbox.dispatcher import OutboxRow
+from rating_service.outbox.topics import Topic
 from rating_service.runtime.server import RunningServer
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.settings import Settings
@@ -196,7 +197,7 @@ async def test_a_credit_expires_once_after_its_period_is_invoiced_and_its_holds_
             await redeliver(
                 OutboxRow(
                     row["tenant_id"],
-                    row["topic"],
+                    Topic(row["topic"]),
                     row["dedupe_key"],
                     _payload(row),
                     row["created_at"],

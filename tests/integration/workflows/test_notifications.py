@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from rating_service.cli import main
 from rating_service.core.billing.invoice import InvoiceState
 from rating_service.outbox.dispatcher import OutboxRow
+from rating_service.outbox.topics import Topic
 from rating_service.runtime.bootstrap import bootstrap
 from rating_service.runtime.server import RunningServer
 from rating_service.runtime.temporal import connect_temporal
@@ -341,7 +342,11 @@ async def test_each_endpoint_gets_only_its_topics_and_a_disabled_one_nothing(
             handle = temporal.get_workflow_handle(notification_workflow_id(expiry))
             run_id = (await handle.describe()).run_id
             row = OutboxRow(
-                acme.tenant_id, "expiry.warning", expiry, {}, (await handle.describe()).start_time
+                acme.tenant_id,
+                Topic.EXPIRY_WARNING,
+                expiry,
+                {},
+                (await handle.describe()).start_time,
             )
             start = start_notifications(
                 temporal, config.temporal_task_queue, notifications, DeliveryPolicy(1, 1, 1, 1)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from rating_service.core.billing.compose import InvoiceInputs, UsageTotal
+from rating_service.core.billing.invoice import Invoice, InvoiceLine, LineKind
 from rating_service.core.billing.schedule import BillingDate, billing_date, next_billing_date
 from rating_service.core.contracts import (
     BillingAnchor,
@@ -221,3 +222,29 @@ def walk(contract: Contract, limit: int = 40) -> list[BillingDate]:
         dates.append(found)
         after = found.at
     return dates
+
+
+# ---------------------------------------------------------------- reading composed invoices
+
+PREPAID = CommitmentKind.PREPAID_COMMIT
+POSTPAID = CommitmentKind.POSTPAID_COMMIT
+
+# Starts on 15 January (a 31-day month), anchor day 1, ends on 10 March.
+STUB = a_contract(term_start=utc(2025, 1, 15), term_end=utc(2025, 3, 10))
+
+Row = tuple[str, str, str, str]
+
+
+def lines_of(invoice: Invoice, kind: LineKind) -> list[InvoiceLine]:
+    """The invoice's lines of one kind, in order."""
+    return [line for line in invoice.lines if line.kind is kind]
+
+
+def summary(lines: list[InvoiceLine]) -> list[tuple[str, str, Decimal, str]]:
+    """(key, description, exact amount, rounded amount as printed) of each line."""
+    return [(ln.key, ln.description, ln.exact_amount, str(ln.amount)) for ln in lines]
+
+
+def rows(expected: list[Row]) -> list[tuple[str, str, Decimal, str]]:
+    """Expected lines; exact amounts compare by value (20 places or fewer, same number)."""
+    return [(key, text, Decimal(exact), rounded) for key, text, exact, rounded in expected]

@@ -1,4 +1,4 @@
-"""Dunning's retry times and the notifications a failure writes (pure)."""
+"""Dunning's retry times (pure)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 
 from rating_service.core.billing.dunning import (
     ContractStanding,
-    PaymentFailure,
-    StatusChange,
+    StandingChange,
     next_retry_at,
     reinstatement_on_payment,
     suspension_on_write_off,
@@ -50,34 +49,6 @@ def test_attempts_are_numbered_from_one() -> None:
         next_retry_at(DEFAULT_DUNNING, 0, FAILED_AT)
 
 
-def test_a_failure_is_announced_once_per_invoice_and_attempt() -> None:
-    failure = PaymentFailure(
-        "t1", "inv_1", "ctr_1", 2, "card_declined", "declined", FAILED_AT, FAILED_AT + 3 * DAY
-    )
-    assert failure.dedupe_key == "payment.failed:t1:inv_1:2"
-    assert failure.payload() == {
-        "invoice_id": "inv_1",
-        "contract_id": "ctr_1",
-        "attempt": 2,
-        "decline_code": "card_declined",
-        "message": "declined",
-        "failed_at": "2026-03-01T09:30:00+00:00",
-        "next_retry_at": "2026-03-04T09:30:00+00:00",
-    }
-    last = PaymentFailure("t1", "inv_1", "ctr_1", 5, "card_declined", "", FAILED_AT, None)
-    assert last.payload()["next_retry_at"] is None
-
-
-def test_a_suspension_is_announced_once_per_contract_and_invoice() -> None:
-    change = StatusChange("contract.suspended", "t1", "ctr_1", "inv_1", FAILED_AT)
-    assert change.dedupe_key == "contract.suspended:t1:ctr_1:inv_1"
-    assert change.payload() == {
-        "contract_id": "ctr_1",
-        "invoice_id": "inv_1",
-        "at": "2026-03-01T09:30:00+00:00",
-    }
-
-
 def an_invoice(state: InvoiceState, invoice_id: str = "inv_1") -> Invoice:
     """Contract `ctr_1`'s invoice, numbered, in `state` (before the change being decided)."""
     return Invoice(
@@ -115,8 +86,7 @@ def test_writing_an_invoice_off_suspends_an_active_contract(
     if not suspends:
         assert change is None
         return
-    assert change == StatusChange("contract.suspended", "t1", "ctr_1", "inv_1", FAILED_AT)
-    assert (change.was, change.becomes) == (ACTIVE, SUSPENDED)
+    assert change == StandingChange("t1", "ctr_1", "inv_1", ACTIVE, SUSPENDED, FAILED_AT)
 
 
 @pytest.mark.parametrize(
@@ -143,5 +113,4 @@ def test_paying_the_last_invoice_written_off_reinstates_a_suspended_contract(
     if not reinstates:
         assert change is None
         return
-    assert change == StatusChange("contract.reinstated", "t1", "ctr_1", "inv_1", FAILED_AT)
-    assert (change.was, change.becomes) == (SUSPENDED, ACTIVE)
+    assert change == StandingChange("t1", "ctr_1", "inv_1", SUSPENDED, ACTIVE, FAILED_AT)
