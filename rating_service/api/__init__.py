@@ -1,0 +1,1 @@
+"""The gRPC adapters: servicers, the edge (auth, limits, errors, metrics), the server's assembly."""

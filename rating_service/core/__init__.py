@@ -1,0 +1,1 @@
+"""The pure domain: money, errors, auth; the pricing, contracts, ledger, billing, rating cores."""

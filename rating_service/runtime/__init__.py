@@ -1,0 +1,1 @@
+"""The process around the code: the composition root, the server and worker lifecycles, Temporal."""

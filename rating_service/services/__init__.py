@@ -1,0 +1,1 @@
+"""The use cases: rating, contracts, the catalog, invoices, recharge, renewal, expiry, webhooks."""

@@ -1,0 +1,1 @@
+"""Tables, migrations and repositories: data in, data out (the decisions are the core's)."""

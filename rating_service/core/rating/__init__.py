@@ -1,0 +1,1 @@
+"""Pure rating: an event resolved against its contract and priced, and what a rated event keeps."""

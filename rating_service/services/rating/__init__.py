@@ -1,0 +1,1 @@
+"""RateAndDebit: the group-commit engine, reservations, balances and usage as callers see them."""
