@@ -112,6 +112,10 @@ class Settings:
     failpoints: str = _setting(
         "", "testing only: failpoints to arm, `name=times,…` (see rating_service/failpoints.py)"
     )
+    contract_cache_customers: int = _setting(
+        100_000,
+        "customers whose contracts and pool terms a server keeps in memory (least recent out)",
+    )
     auth_cache_seconds: float = _setting(
         5.0, "how long a verified API key is trusted from memory (bounds revocation delay)"
     )

@@ -134,7 +134,9 @@ class Components:
     @cached_property
     def books(self) -> ContractBooks:
         """The contracts rating reads, cached while LISTEN/NOTIFY keeps them fresh."""
-        return ContractBooks(self.rating_store, is_live=self._is_live)
+        return ContractBooks(
+            self.rating_store, self._is_live, self.settings.contract_cache_customers
+        )
 
     # Services: the use cases.
 

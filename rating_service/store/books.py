@@ -14,9 +14,13 @@ class ContractBooks:
 
     channel = CONTRACTS_CHANNEL
 
-    def __init__(self, store: RatingStore, is_live: Callable[[], bool]) -> None:
+    def __init__(
+        self, store: RatingStore, is_live: Callable[[], bool], max_customers: int | None = None
+    ) -> None:
         self._store = store
-        self.cache: NotifiedCache[tuple[str, str], CustomerBook] = NotifiedCache(is_live)
+        self.cache: NotifiedCache[tuple[str, str], CustomerBook] = NotifiedCache(
+            is_live, max_customers
+        )
 
     async def book(self, tenant_id: str, customer_id: str) -> CustomerBook:
         """The customer's book."""

@@ -12,7 +12,7 @@ import asyncpg
 from rating_service.background import stop_task
 from rating_service.store.database import asyncpg_dsn
 
-log = logging.getLogger("rating.notifications")
+log = logging.getLogger("rating.pg_notify")
 
 
 class ChangeListener:
@@ -97,25 +97,37 @@ V = TypeVar("V")
 
 
 class NotifiedCache(Generic[K, V]):
-    """Values kept in memory only while a ChangeListener guarantees no change went unheard."""
+    """Values kept in memory only while a ChangeListener guarantees no change went unheard.
 
-    def __init__(self, is_live: Callable[[], bool]) -> None:
+    With `max_entries`, the least recently used value goes first once it is full, so memory is
+    bounded however many keys (customers) a replica serves.
+    """
+
+    def __init__(self, is_live: Callable[[], bool], max_entries: int | None = None) -> None:
         self._is_live = is_live
-        self._values: dict[K, V] = {}
+        self._max_entries = max_entries
+        self._values: dict[K, V] = {}  # in order of use, the least recent first
         self._forgotten = 0
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The cached value, or a fresh load (kept only while the change feed is live)."""
         if self._is_live():
-            cached = self._values.get(key)
+            cached = self._values.pop(key, None)
             if cached is not None:
+                self._values[key] = cached  # now the most recently used
                 return cached
         forgotten = self._forgotten
         value = await load()
         # A change heard while loading may be missing from what was read: serve it, keep it not.
         if self._is_live() and forgotten == self._forgotten:
             self._values[key] = value
+            if self._max_entries is not None and len(self._values) > self._max_entries:
+                del self._values[next(iter(self._values))]
         return value
+
+    def __len__(self) -> int:
+        """How many values are kept."""
+        return len(self._values)
 
     def forget(self, key: K) -> None:
         """Drop one value (it changed)."""
