@@ -96,7 +96,7 @@ async def prepare_tenant(stack: Stack, opts: Options, webhook_url: str) -> Tenan
         await store.add_key(rater.key, actor="rating chaos")
         caller = Caller(tenant.tenant_id, "rating chaos", Role.ADMIN)
         await built.catalogs.apply(caller, read_catalog_file(EXAMPLE_CATALOG), dry_run=False)
-        added = await built.notifications.add_endpoint(
+        added = await built.webhooks.add_endpoint(
             tenant.tenant_id, webhook_url, NOTIFICATION_TOPICS, "rating chaos"
         )
     start = datetime.now(UTC).replace(microsecond=0)

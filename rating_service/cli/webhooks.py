@@ -18,7 +18,7 @@ from rating_service.cli.command_line import (
 from rating_service.cli.tenant_services import components, tenant_components
 
 if TYPE_CHECKING:
-    from rating_service.services.webhook import NewEndpoint, Notifications
+    from rating_service.services.webhook import NewEndpoint, Webhooks
     from rating_service.store.webhook import DeliveryAttempt, WebhookEndpoint
 
 
@@ -117,7 +117,7 @@ def webhooks_new_key(key_id: str) -> None:
 def webhooks_reencrypt() -> None:
     """Re-encrypt every tenant's webhook secrets with the first RATING_WEBHOOK_SECRET_KEYS key."""
 
-    async def reseal(notifications: Notifications) -> tuple[dict[str, int], dict[str, int]]:
+    async def reseal(notifications: Webhooks) -> tuple[dict[str, int], dict[str, int]]:
         return await notifications.reseal_secrets(), await notifications.secrets_per_key()
 
     moved, per_key = _run_on_notifications(reseal)
@@ -162,21 +162,21 @@ def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> N
     echo_table(rows, right_aligned={4})
 
 
-def _notifications_call(tenant_name: str, call: Callable[[Notifications, str], Awaitable[T]]) -> T:
+def _notifications_call(tenant_name: str, call: Callable[[Webhooks, str], Awaitable[T]]) -> T:
     """Make one call on the notifications of the tenant named (resolved to its id)."""
 
     async def run() -> T:
         async with tenant_components(tenant_name) as (built, caller):
-            return await call(built.notifications, caller.tenant_id)
+            return await call(built.webhooks, caller.tenant_id)
 
     return run_async(run)
 
 
-def _run_on_notifications(call: Callable[[Notifications], Awaitable[T]]) -> T:
+def _run_on_notifications(call: Callable[[Webhooks], Awaitable[T]]) -> T:
     """Make one call on the notifications service, with the configured webhook-secret keys."""
 
     async def run() -> T:
         async with components() as built:
-            return await call(built.notifications)
+            return await call(built.webhooks)
 
     return run_async(run)

@@ -32,7 +32,7 @@ from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
-from rating_service.services.webhook import Notifications, webhook_secret_keys
+from rating_service.services.webhook import Webhooks, webhook_secret_keys
 from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
 from rating_service.store.catalog import CatalogStore
@@ -217,9 +217,9 @@ class Components:
         return CreditExpiry(self.contracts, self.settlement)
 
     @cached_property
-    def notifications(self) -> Notifications:
+    def webhooks(self) -> Webhooks:
         """Webhook endpoints and the delivery of notifications to them."""
-        return Notifications(self.webhook_store)
+        return Webhooks(self.webhook_store)
 
     def invoice_replays(self, temporal: Client) -> InvoiceReplays:
         """Ops' view of failed invoice workflows, and their replay, over `temporal`."""

@@ -28,10 +28,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with bootstrap(settings, ProcessRole.WORKER) as components:
         try:
             # Refuse to start rather than fail every delivery: each stored secret needs its key.
-            await _when_reachable(components.notifications.check_keys, stop)
+            await _when_reachable(components.webhooks.check_keys, stop)
             dispatcher = OutboxDispatcher(
                 components.pool,
-                outbox_handlers(client, settings, components.notifications),
+                outbox_handlers(client, settings, components.webhooks),
                 settings.outbox_poll_seconds,
             )
             worker = Worker(

@@ -1,4 +1,4 @@
-"""Notifications: outbox events sent to tenants' webhook endpoints, signed, every attempt logged.
+"""Webhooks: outbox events sent to tenants' webhook endpoints, signed, every attempt logged.
 
 What goes out: the outbox topics that are notifications (`NOTIFICATION_TOPICS`, defined with
 every topic in `rating_service.outbox.topics`). Each notification is an HTTP POST of a JSON body
@@ -132,7 +132,7 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
 
 
 class DeliveryOutcome(StrEnum):
-    """What one call to `Notifications.deliver` ended in."""
+    """What one call to `Webhooks.deliver` ended in."""
 
     DELIVERED = "delivered"
     ALREADY_DELIVERED = "already_delivered"
@@ -166,7 +166,7 @@ def webhook_secret_keys(settings: Settings) -> EncryptionKeys:
     return EncryptionKeys.parse(settings.webhook_secret_keys, source)
 
 
-class Notifications:
+class Webhooks:
     """Tenants' webhook endpoints, and sending notifications to them with every attempt logged."""
 
     def __init__(

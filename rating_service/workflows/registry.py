@@ -15,7 +15,7 @@ from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
-from rating_service.services.webhook import Notifications
+from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.workflows.billing import (
     BillingActivities,
@@ -83,7 +83,7 @@ class WorkerServices(Protocol):
     @property
     def recharging(self) -> AutoRecharging: ...
     @property
-    def notifications(self) -> Notifications: ...
+    def webhooks(self) -> Webhooks: ...
     @property
     def credit_expiry(self) -> CreditExpiry: ...
     @property
@@ -96,7 +96,7 @@ def activities(services: WorkerServices) -> list[Callable[..., Any]]:
         *BillingActivities(services.invoicing).all(),
         *InvoiceActivities(services.invoicing).all(),
         *RechargeActivities(services.recharging).all(),
-        *NotificationActivities(services.notifications).all(),
+        *NotificationActivities(services.webhooks).all(),
         *DunningActivities(services.invoicing).all(),
         *ExpiryActivities(services.credit_expiry).all(),
         *RenewalActivities(services.renewals).all(),
@@ -104,7 +104,7 @@ def activities(services: WorkerServices) -> list[Callable[..., Any]]:
 
 
 def outbox_handlers(
-    client: Client, settings: Settings, notifications: Notifications
+    client: Client, settings: Settings, webhooks: Webhooks
 ) -> dict[Topic, list[Handler]]:
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
     handlers: dict[Topic, list[Handler]] = {
@@ -126,7 +126,7 @@ def outbox_handlers(
     notify = start_notifications(
         client,
         settings.temporal_task_queue,
-        notifications,
+        webhooks,
         DeliveryPolicy.from_settings(settings),
     )
     for topic in NOTIFICATION_TOPICS:  # a topic may start other workflows too: append

@@ -26,7 +26,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from rating_service.outbox.dispatcher import Handler, OutboxRow
-    from rating_service.services.webhook import DeliveryOutcome, NotificationEvent, Notifications
+    from rating_service.services.webhook import DeliveryOutcome, NotificationEvent, Webhooks
     from rating_service.settings import Settings
     from rating_service.workflows.common import start_once
 
@@ -157,9 +157,9 @@ class NotificationWorkflow:
 
 
 class NotificationActivities:
-    """The notification activity, bound to one Notifications."""
+    """The notification activity, bound to one Webhooks."""
 
-    def __init__(self, notifications: Notifications) -> None:
+    def __init__(self, notifications: Webhooks) -> None:
         self._notifications = notifications
 
     @activity.defn(name="deliver_webhook")
@@ -181,7 +181,7 @@ class NotificationActivities:
 
 
 def start_notifications(
-    client: Client, task_queue: str, notifications: Notifications, policy: DeliveryPolicy
+    client: Client, task_queue: str, notifications: Webhooks, policy: DeliveryPolicy
 ) -> Handler:
     """Start an outbox row's notification workflow, if any endpoint of its tenant takes it."""
 

@@ -17,7 +17,7 @@ from rating_service.services.webhook import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     InvalidSignature,
-    Notifications,
+    Webhooks,
     verify_signature,
 )
 
@@ -97,9 +97,7 @@ class NotificationReceiver:
         return "204 No Content"
 
 
-async def listen(
-    notifications: Notifications, tenant_id: str, receiver: NotificationReceiver
-) -> str:
+async def listen(notifications: Webhooks, tenant_id: str, receiver: NotificationReceiver) -> str:
     """Start the webhook receiver and register it for the feed's topics; its endpoint id."""
     for endpoint in await notifications.endpoints(tenant_id):
         # An earlier run that was killed left its endpoint behind; nobody listens there.

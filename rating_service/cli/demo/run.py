@@ -58,7 +58,7 @@ class Demo:
                 who = await client.call(client.admin.WhoAmI, admin_pb2.WhoAmIRequest())
                 tenant_id = who.tenant.tenant_id
                 temporal = await connect_temporal(self._settings)
-                endpoint_id = await listen(built.notifications, tenant_id, receiver)
+                endpoint_id = await listen(built.webhooks, tenant_id, receiver)
                 try:
                     await open_accounts(client, self.state, self._run_id, self._note)
                     operator = Operator(
@@ -67,7 +67,7 @@ class Demo:
                     await self._run_loops(client, operator, stop)
                 finally:
                     # The next run listens elsewhere: nothing should be sent here any more.
-                    await built.notifications.disable_endpoint(tenant_id, endpoint_id, ACTOR)
+                    await built.webhooks.disable_endpoint(tenant_id, endpoint_id, ACTOR)
         finally:
             await receiver.close()
 

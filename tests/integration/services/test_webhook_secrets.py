@@ -20,7 +20,7 @@ from rating_service.cli import main
 from rating_service.core.encryption import EncryptionKeys, Sealed, new_key
 from rating_service.core.errors import FailedPrecondition
 from rating_service.runtime.worker import run_worker
-from rating_service.services.webhook import Notifications
+from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.store import migrations
 from rating_service.store.database import asyncpg_dsn, with_database
@@ -33,12 +33,12 @@ NEW = new_key("new")
 
 
 @asynccontextmanager
-async def notifications_with(database_url: str, keys: str) -> AsyncIterator[Notifications]:
+async def notifications_with(database_url: str, keys: str) -> AsyncIterator[Webhooks]:
     """The notifications service over the test's database, with these webhook-secret keys."""
     pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
     try:
         keyring = EncryptionKeys.parse(keys, "RATING_WEBHOOK_SECRET_KEYS")
-        yield Notifications(WebhookStore(pool, keyring))
+        yield Webhooks(WebhookStore(pool, keyring))
     finally:
         await pool.close()
 

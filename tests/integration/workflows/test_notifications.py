@@ -29,7 +29,7 @@ from rating_service.services.webhook import (
     DeliveryOutcome,
     InvalidSignature,
     NotificationEvent,
-    Notifications,
+    Webhooks,
     verify_signature,
 )
 from rating_service.settings import Settings
@@ -145,10 +145,10 @@ def refusing_port() -> Iterator[int]:
 
 
 @asynccontextmanager
-async def open_notifications(settings: Settings) -> AsyncIterator[Notifications]:
+async def open_notifications(settings: Settings) -> AsyncIterator[Webhooks]:
     """The notifications service over the test's database."""
     async with bootstrap(settings) as components:
-        yield components.notifications
+        yield components.webhooks
 
 
 async def notification_result(temporal: Client, event_id: str) -> NotificationResult:
