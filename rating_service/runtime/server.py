@@ -54,11 +54,10 @@ class RunningServer:
         await self.server.stop(CUT_SHORT_SECONDS)
         await self.components.debits.stop()
         await self.components.reservations.stop()
-        await self.components.changes.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()  # shutdown() only stops the loop; free the port
-        await self.components.close()
+        await self.components.close()  # LISTEN/NOTIFY, then the pools
 
 
 async def start_server(settings: Settings) -> RunningServer:
