@@ -41,7 +41,8 @@ ACCOUNTS_OF_POOL = """
 SELECT pools.account_id AS pool_account, revenue.account_id AS revenue_account
 FROM pools
 LEFT JOIN accounts AS revenue
-       ON revenue.contract_id = pools.contract_id AND revenue.kind = 'revenue'
+       ON revenue.tenant_id = pools.tenant_id AND revenue.contract_id = pools.contract_id
+      AND revenue.kind = 'revenue'
 WHERE pools.pool_id = $1 AND pools.tenant_id = $2 AND pools.account_id IS NOT NULL
 ORDER BY revenue.account_id
 LIMIT 1

@@ -235,7 +235,9 @@ class InvoiceReplays:
         """The replays as logged once their runs ended, or `wait` passed (waited together)."""
         await asyncio.gather(
             *(
-                self._await_outcome(r.replay_id, r.request.workflow_id, r.new_run, wait)
+                self._await_outcome(
+                    r.request.tenant_id, r.replay_id, r.request.workflow_id, r.new_run, wait
+                )
                 for r in replays
                 if r.outcome == "running" and r.new_run
             )
@@ -275,13 +277,15 @@ class InvoiceReplays:
                 )
                 new_run = response.run_id
         except (WorkflowAlreadyStartedError, RPCError) as error:
-            await self.log.ended(replay_id, "refused", f"Temporal refused it: {error}")
+            await self.log.ended(
+                run.key.tenant_id, replay_id, "refused", f"Temporal refused it: {error}"
+            )
             return None
-        await self.log.made(replay_id, new_run)
+        await self.log.made(run.key.tenant_id, replay_id, new_run)
         return new_run
 
     async def _await_outcome(
-        self, replay_id: int, workflow_id: str, new_run: str, wait: timedelta
+        self, tenant_id: str, replay_id: int, workflow_id: str, new_run: str, wait: timedelta
     ) -> None:
         """Log how the new run ended, if it ends within `wait` (else it stays running)."""
         handle = self._client.get_workflow_handle_for(
@@ -293,13 +297,13 @@ class InvoiceReplays:
         except TimeoutError:
             return
         except WorkflowFailureError as error:
-            await self.log.ended(replay_id, "failed", _cause(error))
+            await self.log.ended(tenant_id, replay_id, "failed", _cause(error))
             return
         if result.invoice_id is None:
             detail = "nothing was due: no invoice issued"
         else:
             detail = f"{result.number} {result.state}, payment {result.payment}"
-        await self.log.ended(replay_id, "completed", detail)
+        await self.log.ended(tenant_id, replay_id, "completed", detail)
 
     async def replays(
         self, tenant_id: str, workflow_id: str | None = None, limit: int = 100
@@ -310,7 +314,7 @@ class InvoiceReplays:
     async def _logged_refusal(self, plan: ReplayPlan, reason: str, actor: str) -> Replay:
         """Log a refused replay (asked for, not made) and return it."""
         replay_id = await self.log.started(_request(plan, reason, actor))
-        await self.log.ended(replay_id, "refused", plan.refusal)
+        await self.log.ended(plan.run.key.tenant_id, replay_id, "refused", plan.refusal)
         return await self._replay(plan.run.key.tenant_id, replay_id)
 
     async def _replay(self, tenant_id: str, replay_id: int) -> Replay:

@@ -85,7 +85,10 @@ class OutboxDispatcher:
                     await handle(claimed)
             if rows:
                 await conn.execute(
-                    "UPDATE outbox SET delivered_at = now() WHERE outbox_id = ANY($1::bigint[])",
+                    "UPDATE outbox o SET delivered_at = now()"
+                    " FROM unnest($1::text[], $2::bigint[]) AS k(t, id)"
+                    " WHERE o.tenant_id = k.t AND o.outbox_id = k.id",
+                    [row["tenant_id"] for row in rows],
                     [row["outbox_id"] for row in rows],
                 )
         return len(rows)

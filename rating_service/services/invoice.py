@@ -141,7 +141,7 @@ class Invoicing:
         contract = await self._contracts.contract(tenant_id, contract_id)
         arrears = billing_date(contract, at).arrears
         if arrears is not None:
-            await self._invoices.close_period(contract_id, arrears)
+            await self._invoices.close_period(tenant_id, contract_id, arrears)
 
     async def draft(
         self, tenant_id: str, contract_id: str, at: datetime, revision: int = 0
@@ -185,8 +185,10 @@ class Invoicing:
         commitments = await self._contracts.commitments(tenant_id, contract_id)
         period = None
         if when.arrears is not None:
-            period = await self._invoices.closed_period(contract_id, when.arrears[0])
-        term_usage = await self._invoices.term_usage(contract_id) if when.is_final else None
+            period = await self._invoices.closed_period(tenant_id, contract_id, when.arrears[0])
+        term_usage = (
+            await self._invoices.term_usage(tenant_id, contract_id) if when.is_final else None
+        )
         return compose_invoice(
             InvoiceInputs(
                 tenant_id,
@@ -197,7 +199,7 @@ class Invoicing:
                 drawn=period.drawn if period is not None else None,
                 pools=tuple(c.pool for c in commitments),
                 billed_commitments=await self._invoices.billed_commitments(
-                    contract_id, invoice_id_for(contract_id, when.at, revision)
+                    tenant_id, contract_id, invoice_id_for(contract_id, when.at, revision)
                 ),
                 term_usage=term_usage,
                 revision=revision,

@@ -475,7 +475,8 @@ async def change_contract_status(conn: Connection, change: StandingChange, *, ac
 _LIVE_COMMITMENTS = (
     "SELECT p.grant_id, p.created_seq, p.definition,"
     " a.credits_posted - a.debits_posted AS balance, a.debits_pending AS pending"
-    " FROM pools p LEFT JOIN accounts a ON a.account_id = p.account_id"
+    " FROM pools p LEFT JOIN accounts a"
+    " ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
 )
 
 

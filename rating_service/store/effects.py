@@ -46,13 +46,13 @@ async def write_outbox(
     dedupe_key: str,
     payload: OutboxPayload,
 ) -> None:
-    """An outbox row for the dispatcher; a second row under the same key is not written.
+    """An outbox row for the dispatcher; a second row under the tenant's same key is not written.
 
     The key is usually `topic.dedupe_key(tenant_id, business key)`.
     """
     await conn.execute(
         "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+        " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
         tenant_id,
         topic,
         dedupe_key,

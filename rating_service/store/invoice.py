@@ -89,33 +89,43 @@ class InvoiceStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def close_period(self, contract_id: str, period: tuple[datetime, datetime]) -> None:
+    async def close_period(
+        self, tenant_id: str, contract_id: str, period: tuple[datetime, datetime]
+    ) -> None:
         """Stop a period taking usage: late events for it are refused from now on.
 
         The row lock orders this after any debit batch holding the period, so the counters
         read next are final.
         """
         await self._pool.execute(
-            "INSERT INTO contract_periods AS p (contract_id, period_start, period_end, state)"
-            " VALUES ($1, $2, $3, 'closed') ON CONFLICT (contract_id, period_start)"
+            "INSERT INTO contract_periods AS p"
+            " (tenant_id, contract_id, period_start, period_end, state)"
+            " VALUES ($1, $2, $3, $4, 'closed')"
+            " ON CONFLICT (tenant_id, contract_id, period_start)"
             " DO UPDATE SET state = 'closed' WHERE p.state = 'open'",
+            tenant_id,
             contract_id,
             period[0],
             period[1],
         )
 
-    async def closed_period(self, contract_id: str, period_start: datetime) -> ClosedPeriod:
+    async def closed_period(
+        self, tenant_id: str, contract_id: str, period_start: datetime
+    ) -> ClosedPeriod:
         """A period's usage per product and cell, and what each pool (and overage) paid."""
         async with self._pool.acquire() as conn:
             counters = await conn.fetch(
                 "SELECT product_key, cell, quantity, amount, events FROM usage_counters"
-                " WHERE contract_id = $1 AND period_start = $2",
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3",
+                tenant_id,
                 contract_id,
                 period_start,
             )
             draws = await conn.fetch(
                 "SELECT pool_id, sum(amount) AS amount FROM period_draws"
-                " WHERE contract_id = $1 AND period_start = $2 GROUP BY pool_id",
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
+                " GROUP BY pool_id",
+                tenant_id,
                 contract_id,
                 period_start,
             )
@@ -133,22 +143,26 @@ class InvoiceStore:
             {row["pool_id"]: row["amount"] for row in draws if row["pool_id"] != OVERAGE_DRAW},
         )
 
-    async def term_usage(self, contract_id: str) -> dict[str, Decimal]:
+    async def term_usage(self, tenant_id: str, contract_id: str) -> dict[str, Decimal]:
         """Usage charged per product over the contract's whole term (for the true-up)."""
         rows = await self._pool.fetch(
             "SELECT product_key, sum(amount) AS amount FROM usage_counters"
-            " WHERE contract_id = $1 GROUP BY product_key",
+            " WHERE tenant_id = $1 AND contract_id = $2 GROUP BY product_key",
+            tenant_id,
             contract_id,
         )
         return {row["product_key"]: row["amount"] for row in rows}
 
-    async def billed_commitments(self, contract_id: str, other_than: str) -> frozenset[str]:
+    async def billed_commitments(
+        self, tenant_id: str, contract_id: str, other_than: str
+    ) -> frozenset[str]:
         """Pools whose commit a live (not void) invoice of the contract, other than one, bills."""
         rows = await self._pool.fetch(
             "SELECT line->>'key' AS key FROM invoices i,"
             " jsonb_array_elements(i.document->'lines') AS line"
-            " WHERE i.contract_id = $1 AND i.state <> 'void' AND line->>'kind' = $2"
-            " AND i.invoice_id <> $3",
+            " WHERE i.tenant_id = $1 AND i.contract_id = $2 AND i.state <> 'void'"
+            " AND line->>'kind' = $3 AND i.invoice_id <> $4",
+            tenant_id,
             contract_id,
             str(LineKind.COMMIT),
             other_than,
@@ -213,8 +227,9 @@ class InvoiceStore:
             if invoice.bills_period_in_arrears:
                 # By its start: a cancellation cuts a period short after its row was written.
                 await conn.execute(
-                    "UPDATE contract_periods SET state = 'invoiced'"
-                    " WHERE contract_id = $1 AND period_start = $2 AND state <> 'invoiced'",
+                    "UPDATE contract_periods SET state = 'invoiced' WHERE tenant_id = $1"
+                    " AND contract_id = $2 AND period_start = $3 AND state <> 'invoiced'",
+                    tenant_id,
                     invoice.contract_id,
                     invoice.period_start,
                 )

@@ -40,7 +40,7 @@ async def open_accounts(
         await conn.executemany(
             "INSERT INTO accounts (account_id, tenant_id, contract_id, kind, product_key,"
             " currency, flags) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (account_id) DO NOTHING",
+            " ON CONFLICT (tenant_id, account_id) DO NOTHING",
             rows,
         )
 
@@ -104,7 +104,7 @@ async def post_transfers(
         "WITH totals AS (UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,"
         " debits_pending = v.dq, credits_pending = v.cq"
         " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])"
-        " AS v(id, dp, cp, dq, cq) WHERE a.account_id = v.id RETURNING 1),"
+        " AS v(id, dp, cp, dq, cq) WHERE a.tenant_id = $6 AND a.account_id = v.id RETURNING 1),"
         " moved AS (INSERT INTO transfers (tenant_id, transfer_id, debit_account_id,"
         " credit_account_id, amount, flags, pending_id, code, reference, memo)"
         " SELECT $6, * FROM unnest($7::text[], $8::text[], $9::text[], $10::numeric[],"

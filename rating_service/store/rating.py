@@ -69,6 +69,8 @@ class BatchWrite:
     locked: dict[str, Account]
     periods: dict[tuple[str, datetime], PeriodLedger]
     period_ends: dict[tuple[str, datetime], datetime]
+    tenant_of: Mapping[str, str]
+    """contract id → its tenant id, for every contract in `periods`."""
     rated: list[tuple[str, str, RatedEvent, datetime]]
     """(tenant id, fingerprint, outcome, event time) per event rated in the batch."""
     outbox: list[tuple[str, Topic, str, OutboxPayload]]
@@ -113,8 +115,8 @@ class RatingStore:
             pool_rows = await conn.fetch(
                 "SELECT p.pool_id, p.contract_id, p.created_seq, p.definition,"
                 " a.credits_posted - a.debits_posted AS balance, a.debits_pending AS pending"
-                " FROM pools p JOIN contracts c USING (contract_id)"
-                " LEFT JOIN accounts a ON a.account_id = p.account_id"
+                " FROM pools p JOIN contracts c USING (tenant_id, contract_id)"
+                " LEFT JOIN accounts a ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
                 " WHERE c.tenant_id = $1 AND c.customer_id = $2 ORDER BY p.created_seq",
                 tenant_id,
                 customer_id,
@@ -163,17 +165,27 @@ class RatingStore:
         }
 
     async def lock_periods(
-        self, conn: Connection, periods: dict[tuple[str, datetime], datetime]
+        self,
+        conn: Connection,
+        tenant_of: Mapping[str, str],
+        periods: dict[tuple[str, datetime], datetime],
     ) -> dict[tuple[str, datetime], PeriodLedger]:
-        """Create-or-lock each (contract, period start) row in key order; read its ledger."""
+        """Create-or-lock each (contract, period start) row in key order; read its ledger.
+
+        `tenant_of` names each contract's tenant (every key of these tables leads with it).
+        """
         keys = sorted(periods)
+        tenants = [tenant_of[c] for c, _ in keys]
+        # Contract ids are unique across tenants, so (contract, start) order is a total order
+        # every writer shares, whatever tenants its batch mixes.
         rows = await conn.fetch(
-            "INSERT INTO contract_periods AS p (contract_id, period_start, period_end)"
-            " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
-            " ORDER BY 1, 2"
-            " ON CONFLICT (contract_id, period_start)"
+            "INSERT INTO contract_periods AS p (tenant_id, contract_id, period_start, period_end)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])"
+            " ORDER BY 2, 3"
+            " ON CONFLICT (tenant_id, contract_id, period_start)"
             " DO UPDATE SET period_end = p.period_end"
             " RETURNING contract_id, period_start, spend, state",
+            tenants,
             [c for c, _ in keys],
             [s for _, s in keys],
             [periods[k] for k in keys],
@@ -186,8 +198,9 @@ class RatingStore:
         counters = await conn.fetch(
             "SELECT u.contract_id, u.period_start, u.product_key, u.cell, u.quantity, u.amount,"
             " u.events FROM usage_counters u"
-            " JOIN unnest($1::text[], $2::timestamptz[]) AS k(c, s)"
-            " ON u.contract_id = k.c AND u.period_start = k.s",
+            " JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)"
+            " ON u.tenant_id = k.t AND u.contract_id = k.c AND u.period_start = k.s",
+            tenants,
             [c for c, _ in keys],
             [s for _, s in keys],
         )
@@ -198,8 +211,10 @@ class RatingStore:
             )
         draws = await conn.fetch(
             "SELECT d.contract_id, d.period_start, d.product_key, d.pool_id, d.amount"
-            " FROM period_draws d JOIN unnest($1::text[], $2::timestamptz[]) AS k(c, s)"
-            " ON d.contract_id = k.c AND d.period_start = k.s",
+            " FROM period_draws d"
+            " JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)"
+            " ON d.tenant_id = k.t AND d.contract_id = k.c AND d.period_start = k.s",
+            tenants,
             [c for c, _ in keys],
             [s for _, s in keys],
         )
@@ -237,21 +252,25 @@ class RatingStore:
                 opened.update(account for account, _, _ in missing)
         # Pools come from the contracts' books: a pool created after the book was read is
         # not drawn until the book refreshes, so it needs no lock now.
+        # (account, tenant) in account-id order: the order every writer locks accounts in.
         names = sorted(
-            {revenue_account_id(c, k) for c, keys in products.items() for k in keys}
-            | {overage_account_id(c) for c in products}
+            {(revenue_account_id(c, k), tenant_of[c]) for c, keys in products.items() for k in keys}
+            | {(overage_account_id(c), tenant_of[c]) for c in products}
             | {
-                pool_account_id(p.pool_id)
+                (pool_account_id(p.pool_id), tenant_of[c])
                 for c in products
                 for p in pools.get(c, ())
                 if p.kind is not CommitmentKind.POSTPAID_COMMIT
             }
         )
         rows = await conn.fetch(
-            "SELECT account_id, kind, currency, flags, debits_posted, credits_posted,"
-            " debits_pending, credits_pending FROM accounts"
-            " WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR UPDATE",
-            names,
+            "SELECT a.account_id, a.kind, a.currency, a.flags, a.debits_posted,"
+            " a.credits_posted, a.debits_pending, a.credits_pending FROM accounts a"
+            " JOIN unnest($1::text[], $2::text[]) AS k(t, id)"
+            " ON a.tenant_id = k.t AND a.account_id = k.id"
+            " ORDER BY a.account_id FOR UPDATE OF a",
+            [t for _, t in names],
+            [a for a, _ in names],
         )
         return {row["account_id"]: account_from_row(row) for row in rows}
 
@@ -259,18 +278,28 @@ class RatingStore:
         """Write what a batch rated; the caller commits."""
         for tenant_id, transfers in batch.tenant_transfers.items():
             await post_transfers(conn, tenant_id, transfers, batch.locked)
+        tenant_of = batch.tenant_of
         counter_rows = [
-            (contract_id, start, product, json.dumps(list(cell)), c.quantity, c.amount, c.events)
+            (
+                tenant_of[contract_id],
+                contract_id,
+                start,
+                product,
+                json.dumps(list(cell)),
+                c.quantity,
+                c.amount,
+                c.events,
+            )
             for (contract_id, start), ledger in batch.periods.items()
             for (product, cell), c in ledger.counters.items()
         ]
         draw_rows = [
-            (contract_id, start, product, source, amount)
+            (tenant_of[contract_id], contract_id, start, product, source, amount)
             for (contract_id, start), ledger in batch.periods.items()
             for (product, source), amount in ledger.draws.items()
         ]
         period_rows = [
-            (contract_id, start, ledger.spend, ledger.overage)
+            (tenant_of[contract_id], contract_id, start, ledger.spend, ledger.overage)
             for (contract_id, start), ledger in sorted(batch.periods.items())
         ]
         rated_rows = [
@@ -289,9 +318,9 @@ class RatingStore:
         # One statement, four tables: each round trip costs the hot path more than the work.
         await conn.execute(
             _WRITE_PERIODS_AND_EVENTS,
-            *_columns(counter_rows, 7),
-            *_columns(draw_rows, 5),
-            *_columns(period_rows, 4),
+            *_columns(counter_rows, 8),
+            *_columns(draw_rows, 6),
+            *_columns(period_rows, 5),
             *_columns(rated_rows, 8),
         )
         if batch.captured:
@@ -305,39 +334,40 @@ class RatingStore:
         if batch.outbox:
             await conn.executemany(
                 "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
                 [(t, topic, key, json.dumps(payload)) for t, topic, key, payload in batch.outbox],
             )
 
 
 _WRITE_PERIODS_AND_EVENTS = """
 WITH counters AS (
-    INSERT INTO usage_counters AS u (contract_id, period_start, product_key, cell, quantity,
-        amount, events)
-    SELECT c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e
-    FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::numeric[],
-        $6::numeric[], $7::bigint[]) AS v(c, s, p, cell, q, a, e)
-    ON CONFLICT (contract_id, period_start, product_key, cell) DO UPDATE
+    INSERT INTO usage_counters AS u (tenant_id, contract_id, period_start, product_key, cell,
+        quantity, amount, events)
+    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+        $6::numeric[], $7::numeric[], $8::bigint[]) AS v(t, c, s, p, cell, q, a, e)
+    ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell) DO UPDATE
     SET quantity = excluded.quantity, amount = excluded.amount, events = excluded.events
     RETURNING 1
 ), draws AS (
-    INSERT INTO period_draws (contract_id, period_start, product_key, pool_id, amount)
-    SELECT * FROM unnest($8::text[], $9::timestamptz[], $10::text[], $11::text[],
-        $12::numeric[])
-    ON CONFLICT (contract_id, period_start, product_key, pool_id)
+    INSERT INTO period_draws (tenant_id, contract_id, period_start, product_key, pool_id,
+        amount)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::timestamptz[], $12::text[],
+        $13::text[], $14::numeric[])
+    ON CONFLICT (tenant_id, contract_id, period_start, product_key, pool_id)
     DO UPDATE SET amount = excluded.amount
     RETURNING 1
 ), periods AS (
     UPDATE contract_periods p SET spend = v.spend, overage = v.overage
-    FROM unnest($13::text[], $14::timestamptz[], $15::numeric[], $16::numeric[])
-        AS v(c, s, spend, overage)
-    WHERE p.contract_id = v.c AND p.period_start = v.s
+    FROM unnest($15::text[], $16::text[], $17::timestamptz[], $18::numeric[], $19::numeric[])
+        AS v(t, c, s, spend, overage)
+    WHERE p.tenant_id = v.t AND p.contract_id = v.c AND p.period_start = v.s
     RETURNING 1
 ), rated AS (
     INSERT INTO rated_events (tenant_id, event_id, request_hash, contract_id, event_time,
         period_start, charge, result)
-    SELECT * FROM unnest($17::text[], $18::text[], $19::bytea[], $20::text[],
-        $21::timestamptz[], $22::timestamptz[], $23::numeric[], $24::jsonb[])
+    SELECT * FROM unnest($20::text[], $21::text[], $22::bytea[], $23::text[],
+        $24::timestamptz[], $25::timestamptz[], $26::numeric[], $27::jsonb[])
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),

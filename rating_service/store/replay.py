@@ -65,17 +65,21 @@ class ReplayLog:
         )
         return replay_id
 
-    async def made(self, replay_id: int, new_run: str) -> None:
+    async def made(self, tenant_id: str, replay_id: int, new_run: str) -> None:
         """The new run the replay started."""
         await self._pool.execute(
-            "UPDATE invoice_replays SET new_run = $2 WHERE replay_id = $1", replay_id, new_run
+            "UPDATE invoice_replays SET new_run = $3 WHERE tenant_id = $1 AND replay_id = $2",
+            tenant_id,
+            replay_id,
+            new_run,
         )
 
-    async def ended(self, replay_id: int, outcome: str, detail: str) -> None:
+    async def ended(self, tenant_id: str, replay_id: int, outcome: str, detail: str) -> None:
         """How a running replay ended (completed, failed, refused); once."""
         await self._pool.execute(
-            "UPDATE invoice_replays SET outcome = $2, detail = $3, finished_at = now()"
-            " WHERE replay_id = $1 AND outcome = 'running'",
+            "UPDATE invoice_replays SET outcome = $3, detail = $4, finished_at = now()"
+            " WHERE tenant_id = $1 AND replay_id = $2 AND outcome = 'running'",
+            tenant_id,
             replay_id,
             outcome,
             detail,

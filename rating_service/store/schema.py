@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -34,6 +35,19 @@ metadata = MetaData(
     }
 )
 
+
+def _contract_of(table: str) -> ForeignKeyConstraint:
+    """A row's contract, within the row's own tenant (the key a tenant shard can check)."""
+    return ForeignKeyConstraint(
+        ["tenant_id", "contract_id"],
+        ["contracts.tenant_id", "contracts.contract_id"],
+        name=f"fk_{table}_contract",
+    )
+
+
+# Every key of a tenant's table leads with tenant_id, so the tables can be sharded by tenant
+# (docs/scaling.md); the global tables are tenants, api_keys and simulated_charges
+# (tests/integration/store/test_tenant_keys.py says why).
 tenants = Table(
     "tenants",
     metadata,
@@ -60,13 +74,14 @@ api_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("audit_id", BigInteger, Identity(), primary_key=True),
+    Column("audit_id", BigInteger, Identity(), nullable=False),
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
     Column("actor", Text, nullable=False),
     Column("action", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("details", JSONB, nullable=False, server_default="{}"),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "audit_id", name="pk_audit_log"),
     Index(None, "tenant_id", "at"),
 )
 
@@ -127,7 +142,7 @@ customers = Table(
 contracts = Table(
     "contracts",
     metadata,
-    Column("contract_id", Text, primary_key=True),
+    Column("contract_id", Text, nullable=False),
     Column("tenant_id", Text, nullable=False),
     Column("customer_id", Text, nullable=False),
     Column("term_start", DateTime(timezone=True), nullable=False),
@@ -141,15 +156,16 @@ contracts = Table(
         ["customers.tenant_id", "customers.customer_id"],
         name="fk_contracts_customer",
     ),
+    PrimaryKeyConstraint("tenant_id", "contract_id", name="pk_contracts"),
     Index("ix_contracts_customer", "tenant_id", "customer_id", "term_start"),
 )
 
 accounts = Table(
     "accounts",
     metadata,
-    Column("account_id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False),
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
-    Column("contract_id", Text, ForeignKey("contracts.contract_id")),
+    Column("contract_id", Text),
     Column("kind", Text, nullable=False),
     Column("product_key", Text),
     Column("currency", Text, nullable=False),
@@ -159,8 +175,11 @@ accounts = Table(
     Column("debits_pending", Numeric, nullable=False, server_default="0"),
     Column("credits_pending", Numeric, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "account_id", name="pk_accounts"),
+    _contract_of("accounts"),
     Index(
         "uq_accounts_contract_kind_product",
+        "tenant_id",
         "contract_id",
         "kind",
         func.coalesce(text("product_key"), text("''")),
@@ -179,10 +198,10 @@ accounts = Table(
 pools = Table(
     "pools",
     metadata,
-    Column("pool_id", Text, primary_key=True),
-    Column("account_id", Text, ForeignKey("accounts.account_id"), unique=True),
+    Column("pool_id", Text, nullable=False),
+    Column("account_id", Text),
     Column("tenant_id", Text, nullable=False),
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("contract_id", Text, nullable=False),
     Column("grant_id", Text, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),
     Column("kind", Text, nullable=False),
@@ -195,7 +214,15 @@ pools = Table(
     Column("original_amount", Numeric, nullable=False),
     Column("definition", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "pool_id", name="pk_pools"),
     UniqueConstraint("tenant_id", "grant_id", name="uq_pools_grant"),
+    UniqueConstraint("tenant_id", "account_id", name="uq_pools_account_id"),
+    _contract_of("pools"),
+    ForeignKeyConstraint(
+        ["tenant_id", "account_id"],
+        ["accounts.tenant_id", "accounts.account_id"],
+        name="fk_pools_account",
+    ),
     Index("ix_pools_contract", "contract_id"),
 )
 
@@ -205,8 +232,8 @@ transfers = Table(
     Column("tenant_id", Text, primary_key=True),
     Column("transfer_id", Text, primary_key=True),
     Column("seq", BigInteger, Identity(always=True), nullable=False),
-    Column("debit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
-    Column("credit_account_id", Text, ForeignKey("accounts.account_id"), nullable=False),
+    Column("debit_account_id", Text, nullable=False),
+    Column("credit_account_id", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("flags", Integer, nullable=False, server_default="0"),
     Column("pending_id", Text),
@@ -218,6 +245,16 @@ transfers = Table(
         ["tenant_id", "pending_id"],
         ["transfers.tenant_id", "transfers.transfer_id"],
         name="fk_transfers_pending",
+    ),
+    ForeignKeyConstraint(
+        ["tenant_id", "debit_account_id"],
+        ["accounts.tenant_id", "accounts.account_id"],
+        name="fk_transfers_debit_account",
+    ),
+    ForeignKeyConstraint(
+        ["tenant_id", "credit_account_id"],
+        ["accounts.tenant_id", "accounts.account_id"],
+        name="fk_transfers_credit_account",
     ),
     Index("ix_transfers_debit", "debit_account_id"),
     Index("ix_transfers_credit", "credit_account_id"),
@@ -242,42 +279,58 @@ rated_events = Table(
 usage_counters = Table(
     "usage_counters",
     metadata,
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
-    Column("period_start", DateTime(timezone=True), primary_key=True),
-    Column("product_key", Text, primary_key=True),
-    Column("cell", ARRAY(Text), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("product_key", Text, nullable=False),
+    Column("cell", ARRAY(Text), nullable=False),
     Column("quantity", Numeric, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("events", BigInteger, nullable=False),
+    PrimaryKeyConstraint(
+        "tenant_id", "contract_id", "period_start", "product_key", "cell", name="pk_usage_counters"
+    ),
+    _contract_of("usage_counters"),
 )
 
 period_draws = Table(
     "period_draws",
     metadata,
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
-    Column("period_start", DateTime(timezone=True), primary_key=True),
-    Column("product_key", Text, primary_key=True),
-    Column("pool_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("product_key", Text, nullable=False),
+    Column("pool_id", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
+    PrimaryKeyConstraint(
+        "tenant_id", "contract_id", "period_start", "product_key", "pool_id", name="pk_period_draws"
+    ),
+    _contract_of("period_draws"),
 )
 
 contract_periods = Table(
     "contract_periods",
     metadata,
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
-    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
     Column("period_end", DateTime(timezone=True), nullable=False),
     Column("spend", Numeric, nullable=False, server_default="0"),
     Column("overage", Numeric, nullable=False, server_default="0"),
     Column("state", Text, nullable=False, server_default="open"),
+    PrimaryKeyConstraint("tenant_id", "contract_id", "period_start", name="pk_contract_periods"),
+    _contract_of("contract_periods"),
 )
 
 fired_alerts = Table(
     "fired_alerts",
     metadata,
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), primary_key=True),
-    Column("alert_key", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("alert_key", Text, nullable=False),
     Column("fired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "contract_id", "alert_key", name="pk_fired_alerts"),
+    _contract_of("fired_alerts"),
 )
 
 reservations = Table(
@@ -285,7 +338,7 @@ reservations = Table(
     metadata,
     Column("tenant_id", Text, primary_key=True),
     Column("reservation_id", Text, primary_key=True),
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("contract_id", Text, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),
     Column("product_key", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
@@ -294,19 +347,23 @@ reservations = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True)),
+    _contract_of("reservations"),
     Index("ix_reservations_expiry", "expires_at", postgresql_where=text("state = 'held'")),
 )
 
 outbox = Table(
     "outbox",
     metadata,
-    Column("outbox_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("outbox_id", BigInteger, Identity(always=True), nullable=False),
     Column("tenant_id", Text, nullable=False),
     Column("topic", Text, nullable=False),
-    Column("dedupe_key", Text, nullable=False, unique=True),
+    Column("dedupe_key", Text, nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delivered_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("tenant_id", "outbox_id", name="pk_outbox"),
+    # Per tenant: a dedupe key names its tenant (Topic.dedupe_key) or an id unique on its own.
+    UniqueConstraint("tenant_id", "dedupe_key", name="uq_outbox_dedupe_key"),
     Index("ix_outbox_pending", "outbox_id", postgresql_where=text("delivered_at IS NULL")),
 )
 
@@ -317,7 +374,7 @@ invoices = Table(
     metadata,
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
     Column("invoice_id", Text, primary_key=True),
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("contract_id", Text, nullable=False),
     Column("customer_id", Text, nullable=False),
     Column("billing_date", DateTime(timezone=True), nullable=False),
     Column("revision", Integer, nullable=False),
@@ -335,9 +392,13 @@ invoices = Table(
     Column("paid_at", DateTime(timezone=True)),
     Column("voided_at", DateTime(timezone=True)),
     UniqueConstraint("tenant_id", "number", name="uq_invoices_number"),
-    UniqueConstraint("contract_id", "billing_date", "revision", name="uq_invoices_revision"),
+    UniqueConstraint(
+        "tenant_id", "contract_id", "billing_date", "revision", name="uq_invoices_revision"
+    ),
+    _contract_of("invoices"),
     Index(
         "uq_invoices_live",
+        "tenant_id",
         "contract_id",
         "billing_date",
         unique=True,
@@ -397,7 +458,7 @@ simulated_charges = Table(
 webhook_endpoints = Table(
     "webhook_endpoints",
     metadata,
-    Column("endpoint_id", Text, primary_key=True),
+    Column("endpoint_id", Text, nullable=False),
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
     Column("url", Text, nullable=False),
     Column("topics", ARRAY(Text)),
@@ -406,15 +467,16 @@ webhook_endpoints = Table(
     # The signing secret sealed by `rating_service.core.encryption` (migration 0007).
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("secret_key_id", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "endpoint_id", name="pk_webhook_endpoints"),
     Index("ix_webhook_endpoints_tenant", "tenant_id"),
 )
 
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
-    Column("delivery_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("delivery_id", BigInteger, Identity(always=True), nullable=False),
     Column("tenant_id", Text, nullable=False),
-    Column("endpoint_id", Text, ForeignKey("webhook_endpoints.endpoint_id"), nullable=False),
+    Column("endpoint_id", Text, nullable=False),
     Column("event_id", Text, nullable=False),
     Column("topic", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -422,6 +484,12 @@ webhook_deliveries = Table(
     Column("error", Text),
     Column("succeeded", Boolean, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "delivery_id", name="pk_webhook_deliveries"),
+    ForeignKeyConstraint(
+        ["tenant_id", "endpoint_id"],
+        ["webhook_endpoints.tenant_id", "webhook_endpoints.endpoint_id"],
+        name="fk_webhook_deliveries_endpoint",
+    ),
     Index("ix_webhook_deliveries_event", "tenant_id", "event_id"),
 )
 
@@ -430,7 +498,7 @@ recharges = Table(
     metadata,
     Column("tenant_id", Text, primary_key=True),
     Column("recharge_id", Text, primary_key=True),
-    Column("contract_id", Text, ForeignKey("contracts.contract_id"), nullable=False),
+    Column("contract_id", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("state", Text, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -438,6 +506,7 @@ recharges = Table(
     Column("failure_code", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("settled_at", DateTime(timezone=True)),
+    _contract_of("recharges"),
     Index("ix_recharges_contract", "contract_id", "created_at"),
 )
 
@@ -446,7 +515,7 @@ recharges = Table(
 invoice_replays = Table(
     "invoice_replays",
     metadata,
-    Column("replay_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("replay_id", BigInteger, Identity(always=True), nullable=False),
     Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
     Column("workflow_id", Text, nullable=False),
     Column("contract_id", Text, nullable=False),
@@ -463,6 +532,7 @@ invoice_replays = Table(
     Column("outcome", Text, nullable=False),
     Column("detail", Text, nullable=False, server_default=""),
     Column("finished_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("tenant_id", "replay_id", name="pk_invoice_replays"),
     Index("ix_invoice_replays_workflow", "tenant_id", "workflow_id"),
     Index("ix_invoice_replays_requested", "tenant_id", "requested_at"),
 )

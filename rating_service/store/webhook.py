@@ -176,10 +176,11 @@ class WebhookStore:
         moved: dict[str, int] = {}
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
-                # Endpoint order, so two operators resealing at once wait rather than deadlock.
+                # Key order, so two operators resealing at once wait rather than deadlock.
                 rows = await conn.fetch(
-                    "SELECT endpoint_id, secret_ciphertext, secret_key_id FROM webhook_endpoints"
-                    " WHERE secret_key_id <> $1 ORDER BY endpoint_id LIMIT $2 FOR UPDATE",
+                    "SELECT tenant_id, endpoint_id, secret_ciphertext, secret_key_id"
+                    " FROM webhook_endpoints WHERE secret_key_id <> $1"
+                    " ORDER BY tenant_id, endpoint_id LIMIT $2 FOR UPDATE",
                     current,
                     batch_size,
                 )
@@ -187,8 +188,9 @@ class WebhookStore:
                     old = Sealed(row["secret_key_id"], row["secret_ciphertext"])
                     new = self._keys.reseal(old, secret_context(row["endpoint_id"]))
                     await conn.execute(
-                        "UPDATE webhook_endpoints SET secret_ciphertext = $2, secret_key_id = $3"
-                        " WHERE endpoint_id = $1",
+                        "UPDATE webhook_endpoints SET secret_ciphertext = $3, secret_key_id = $4"
+                        " WHERE tenant_id = $1 AND endpoint_id = $2",
+                        row["tenant_id"],
                         row["endpoint_id"],
                         new.ciphertext,
                         new.key_id,

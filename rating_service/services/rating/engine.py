@@ -290,7 +290,7 @@ class DebitEngine:
                 (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
                 for p in batch
             }
-            locked = await self._store.lock_periods(conn, periods)
+            locked = await self._store.lock_periods(conn, _tenants_of(batch), periods)
             # Read after the lock: another server rating the same event (same contract, same
             # period) has committed by now or waits for us, so either way we see its answer.
             stored = await self._store.stored_outcomes(conn, keys)
@@ -343,13 +343,13 @@ class DebitEngine:
             for p in fresh
         }
         ledgers = {key: locked[key] for key in periods}  # replays' periods are not rewritten
+        tenant_of = _tenants_of(fresh)
         moved = self._roll_forward_late_usage(fresh, ledgers)
         if moved:
             # Open periods start after closed ones, so locking them now keeps the lock order.
-            ledgers.update(await self._store.lock_periods(conn, moved))
+            ledgers.update(await self._store.lock_periods(conn, tenant_of, moved))
             periods.update(moved)
         products: dict[str, set[str]] = {}
-        tenant_of: dict[str, str] = {}
         currencies: dict[str, str] = {}
         terms: dict[str, tuple[Pool, ...]] = {}
         for p in fresh:
@@ -357,7 +357,6 @@ class DebitEngine:
             products.setdefault(contract.contract_id, set()).update(
                 m.product.key for m in p.prepared.measured
             )
-            tenant_of[contract.contract_id] = p.prepared.tenant_id
             currencies[contract.contract_id] = contract.invoice_currency.code
             if contract.contract_id not in terms:
                 book = await self._books.book(p.prepared.tenant_id, contract.customer_id)
@@ -427,9 +426,14 @@ class DebitEngine:
             answers.append((p, Outcome(outcome.result, replay=False)))
         await self._store.write_batch(
             conn,
-            BatchWrite(transfers, accounts, ledgers, periods, rated, outbox, captured),
+            BatchWrite(transfers, accounts, ledgers, periods, tenant_of, rated, outbox, captured),
         )
         return answers
+
+
+def _tenants_of(batch: list[_Pending]) -> dict[str, str]:
+    """contract id → tenant id of the batch's events (the store keys every row by both)."""
+    return {p.prepared.contract.contract_id: p.prepared.tenant_id for p in batch}
 
 
 async def _after_twin(twin: _Pending, fingerprint: str, retry: Twin) -> Outcome:

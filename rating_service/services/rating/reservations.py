@@ -130,7 +130,9 @@ class Reservations:
                 hold = existing[0]
                 current = await lock_accounts(conn, tenant_id, pool_accounts(hold))
                 return hold, True, _balances(hold, current)
-            ledgers = await self._store.lock_periods(conn, {(contract.contract_id, start): end})
+            ledgers = await self._store.lock_periods(
+                conn, {contract.contract_id: tenant_id}, {(contract.contract_id, start): end}
+            )
             accounts = await self._store.lock_contract_accounts(
                 conn,
                 {contract.contract_id: tenant_id},

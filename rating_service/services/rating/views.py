@@ -75,7 +75,9 @@ class AccountViews:
         start, _ = billing_period_containing(contract, at)
         async with self._store.pool.acquire() as conn:
             overage = await conn.fetchval(
-                "SELECT overage FROM contract_periods WHERE contract_id = $1 AND period_start = $2",
+                "SELECT overage FROM contract_periods"
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3",
+                tenant_id,
                 contract.contract_id,
                 start,
             )
@@ -95,7 +97,9 @@ class AccountViews:
         async with self._store.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT product_key, cell, quantity, amount FROM usage_counters"
-                " WHERE contract_id = $1 AND period_start = $2 ORDER BY product_key, cell",
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
+                " ORDER BY product_key, cell",
+                tenant_id,
                 contract.contract_id,
                 start,
             )
