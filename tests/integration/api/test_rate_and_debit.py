@@ -23,14 +23,14 @@ from rating_client import (
     RatingRefused,
     SpendCapExceeded,
 )
-from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
+from rating_client.gen.rating.v1 import contract_pb2, contract_pb2_grpc, rating_pb2, rating_pb2_grpc
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import free_port
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from tests.conftest import TenantKeys, eventually, status_of
 from tests.integration.api.serving import ServeProcess, separate_channel, serve_process
-from tests.integration.billing import open_account
+from tests.integration.billing import Account, open_account
 
 
 async def ledger_is_balanced(database_url: str) -> None:
@@ -450,6 +450,61 @@ async def test_an_event_sent_to_two_processes_at_once_is_debited_once(
     rated = await _count(database_url, "SELECT count(*) FROM rated_events")
     assert rated == 20
     await ledger_is_balanced(database_url)
+
+
+async def test_a_channel_reads_its_own_changes_on_a_port_of_two_processes(
+    acme: TenantKeys, database_url: str, client: RatingClient
+) -> None:
+    """Refused for want of credit, granted, then debited at once: each on one connection."""
+    accounts = [await open_account(client, f"cus-own-{n}") for n in range(8)]
+    async with serve_process(
+        RATING_DATABASE_URL=database_url, RATING_SERVER_PROCESSES="2"
+    ) as served:
+        channels = [separate_channel(served.port) for _ in accounts]
+        try:
+
+            async def refused_granted_debited(account: Account, channel: aio.Channel) -> object:
+                rating = rating_pb2_grpc.RatingServiceStub(channel)
+                rater = acme.metadata(Role.RATER)
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await rating.RateAndDebit(
+                        rating_pb2.RateAndDebitRequest(
+                            event=account.event(f"{account.customer_id}-before", "api.call")
+                        ),
+                        metadata=rater,
+                        timeout=30,
+                    )
+                # The process serving this connection has the pool-less contract in memory now.
+                assert status_of(refused.value)[1] == "INSUFFICIENT_CREDIT"
+                await contract_pb2_grpc.ContractServiceStub(channel).AddCommitment(
+                    contract_pb2.AddCommitmentRequest(
+                        grant_id=f"g-{account.customer_id}",
+                        contract_id=account.contract_id,
+                        kind="credit",
+                        amount="5",
+                    ),
+                    metadata=acme.metadata(Role.ADMIN),
+                    timeout=30,
+                )
+                answer = await rating.RateAndDebit(
+                    rating_pb2.RateAndDebitRequest(
+                        event=account.event(f"{account.customer_id}-after", "api.call")
+                    ),
+                    metadata=rater,
+                    timeout=30,
+                )
+                return [d.amount for d in answer.draws]
+
+            draws = await asyncio.gather(
+                *(refused_granted_debited(a, c) for a, c in zip(accounts, channels, strict=True))
+            )
+        finally:
+            await asyncio.gather(*(channel.close(None) for channel in channels))
+        assert await served.terminate() == 0, served.lines
+        await eventually(served.every_server_process_stopped)
+    assert draws == [["1"]] * len(accounts)
+    handled = handled_by(served)
+    assert len(handled) == 2 and all(handled.values()), handled
 
 
 def handled_by(served: ServeProcess) -> dict[int, int]:
