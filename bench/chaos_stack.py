@@ -228,6 +228,9 @@ def stack_env(
         "RATING_SETTLEMENT_POLL_SECONDS": "5",
         "RATING_METRICS_ADDRESS": "127.0.0.1:0",
         "RATING_WEBHOOK_SECRET_KEYS": WEBHOOK_SECRET_KEYS,
+        # One process per server, so that kill -9 takes a whole server down at once (the
+        # processes of a supervised server would drain, and hold the port while they do).
+        "RATING_SERVER_PROCESSES": "1",
     }
 
 

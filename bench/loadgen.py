@@ -1,9 +1,13 @@
 """A multi-process gRPC load generator: closed loop at fixed concurrency, open loop at a fixed rate.
 
-Each worker is a spawned process with its own asyncio loop and grpc.aio channel, so the client
-side is not held to one core by the GIL. What to call is a picklable *request factory*: it builds
-(method path, request message) from the worker number and the call's index in that worker, so
-a scenario can spread calls over contracts, make event ids unique, and so on.
+Each worker is a spawned process with its own asyncio loop and grpc.aio channel(s), so the client
+side is not held to one core by the GIL. A worker's calls go over `connections` TCP connections:
+a server of several processes on one port (SO_REUSEPORT) spreads connections, not calls, so
+one connection would reach one of its processes only.
+
+What to call is a picklable *request factory*: it builds (method path, request message) from
+the worker number and the call's index in that worker, so a scenario can spread calls over
+contracts, make event ids unique, and so on.
 
 Closed loop: every in-flight slot sends its next call as soon as the previous one answers.
 Open loop: calls leave on a fixed schedule whatever the answers, and latency is measured from the
@@ -130,10 +134,12 @@ class LoadSpec:
     processes: int = 1
     timeout_seconds: float = 10.0
     """Deadline of each call; a call past it counts as a DEADLINE_EXCEEDED error."""
+    connections: int = 1
+    """TCP connections per worker, each call on the next one in turn."""
 
     def __post_init__(self) -> None:
-        if self.processes < 1 or self.concurrency < 1:
-            raise ValueError("processes and concurrency must be at least 1")
+        if self.processes < 1 or self.concurrency < 1 or self.connections < 1:
+            raise ValueError("processes, concurrency and connections must be at least 1")
         if self.mode == "open" and self.rate <= 0:
             raise ValueError("an open-loop run needs a rate above 0")
 
@@ -353,9 +359,13 @@ async def _worker(
     ready: multiprocessing.Queue[int],
     start: multiprocessing.Queue[float],
 ) -> WorkerResult:
-    async with aio.insecure_channel(spec.target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), timeout=30)
-        caller = _Caller(spec, worker, channel)
+    # Channels of one process to one target share a connection unless each has its own pool.
+    options = [("grpc.use_local_subchannel_pool", 1)] if spec.connections > 1 else []
+    channels = [aio.insecure_channel(spec.target, options=options) for _ in range(spec.connections)]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        caller = _Caller(spec, worker, channels)
         # Build one request before the clock starts so imports and caches are warm.
         spec.factory.build(worker, -1)
         # Everything alive now (modules, channel, stubs) lives for the whole run: frozen, it is
@@ -370,34 +380,37 @@ async def _worker(
         else:
             await caller.open_loop(start_at)
         return caller.result
+    finally:
+        await asyncio.gather(*(channel.close(None) for channel in channels))
 
 
 class _Caller:
     """One worker's calls and what it measured of them."""
 
-    def __init__(self, spec: LoadSpec, worker: int, channel: aio.Channel) -> None:
+    def __init__(self, spec: LoadSpec, worker: int, channels: list[aio.Channel]) -> None:
         self.spec = spec
         self.worker = worker
-        self.channel = channel
+        self.channels = channels
         self.result = WorkerResult()
-        self._methods: dict[str, Any] = {}
+        self._methods: dict[tuple[str, int], Any] = {}
         self._index = itertools.count()
 
-    def _method(self, path: str) -> Any:
-        found = self._methods.get(path)
+    def _method(self, path: str, connection: int) -> Any:
+        found = self._methods.get((path, connection))
         if found is None:
             # Answers stay serialized bytes: decoding them is work the server did not cause.
-            found = self.channel.unary_unary(
+            found = self.channels[connection].unary_unary(
                 path, request_serializer=_serialize, response_deserializer=None
             )
-            self._methods[path] = found
+            self._methods[(path, connection)] = found
         return found
 
     async def _call(self) -> str:
-        """Send the next call; its status code name."""
-        path, request = self.spec.factory.build(self.worker, next(self._index))
+        """Send the next call, on the next connection in turn; its status code name."""
+        index = next(self._index)
+        path, request = self.spec.factory.build(self.worker, index)
         try:
-            await self._method(path)(
+            await self._method(path, index % len(self.channels))(
                 request, metadata=self.spec.metadata, timeout=self.spec.timeout_seconds
             )
         except aio.AioRpcError as error:

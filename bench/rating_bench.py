@@ -6,7 +6,8 @@ It starts PostgreSQL (embedded, in a temporary directory, or a fresh database be
 RATING_DATABASE_URL), migrates it, prepares a tenant with an admin and a rater key, loads the
 example catalog, opens the contracts and pools the scenarios debit (through the same contract
 administration code AdminService uses), starts the server as a subprocess (`rating serve` with
-RATING_BENCH_BASELINES=true) and drives it with bench/loadgen.py:
+RATING_BENCH_BASELINES=true, `--server-processes` of it on one port, by default the server's own
+default) and drives it with bench/loadgen.py over `--connections` per load-generator process:
 
   ceiling  BenchService.Noop: the server stack and the load generator around no work.
   naive    BenchService.NaiveDebit on one pool: a transaction per request (UPDATE + INSERT).
@@ -62,6 +63,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--processes", type=int, default=1, help="load-generator processes (each one asyncio loop)"
     )
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="TCP connections per load-generator process (server processes share a port by"
+        " connection: fewer connections than server processes leave some of them idle)",
+    )
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=None,
+        help="server processes on the port (RATING_SERVER_PROCESSES; default: the server's"
+        " own default, one per CPU core; 0 too)",
+    )
+    parser.add_argument(
         "--scenarios",
         default=",".join(ALL_SCENARIOS),
         help=f"comma-separated, of {', '.join(ALL_SCENARIOS)} (hot and zipf need RateAndDebit)",
@@ -84,6 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.scenarios = [s for s in ALL_SCENARIOS if s in scenarios]
     if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.processes < 1:
         parser.error("--duration > 0, --warmup ≥ 0, --concurrency ≥ 1 and --processes ≥ 1")
+    if args.connections < 1 or (args.server_processes is not None and args.server_processes < 0):
+        parser.error("--connections ≥ 1 and --server-processes ≥ 0")
     return args
 
 
@@ -105,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
         server: ServerProcess | None = None
         try:
             prepared = asyncio.run(prepare(database_url, workdir, scenarios))
-            server = start_server(database_url, workdir, prepared)
+            server = start_server(database_url, workdir, prepared, args.server_processes)
             check_rate_and_debit(server, prepared, scenarios)
             roots = [server.process.pid]
             postmaster = postmaster_pid(workdir / "pgdata")
@@ -114,9 +131,10 @@ def run(args: argparse.Namespace) -> None:
             others = OthersCpu(roots)
             rows = measure_all(args, server.address, prepared, scenarios, others)
             print(
-                f"\nserver: rating serve; load generator: {args.processes} process(es),"
-                f" closed loop c={args.concurrency}, {args.duration:g}s measured after"
-                f" {args.warmup:g}s warm-up\n"
+                f"\nserver: rating serve, {server.processes} process(es) on one port;"
+                f" load generator: {args.processes} process(es) × {args.connections}"
+                f" connection(s), closed loop c={args.concurrency}, {args.duration:g}s measured"
+                f" after {args.warmup:g}s warm-up\n"
             )
             print(render_table(rows))
             noisy = [r for r in rows if r.others_cores is not None and r.others_cores > NOISY_CORES]

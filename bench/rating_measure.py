@@ -51,6 +51,7 @@ def measure_all(
         "duration_seconds": args.duration,
         "warmup_seconds": args.warmup,
         "processes": args.processes,
+        "connections": args.connections,
     }
     rows = [
         measure(

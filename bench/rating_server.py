@@ -22,8 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class ServerProcess:
     """The server under test, as a subprocess on its own port, logging to a file."""
 
-    def __init__(self, database_url: str, workdir: Path) -> None:
+    def __init__(self, database_url: str, workdir: Path, processes: int | None = None) -> None:
         from rating_service.runtime.embedded import free_port
+        from rating_service.runtime.supervisor import server_process_count
+        from rating_service.settings import Settings
 
         self.port = free_port()
         self.log_file = workdir / "server.log"
@@ -38,6 +40,10 @@ class ServerProcess:
             "RATING_LOG_LEVEL": "WARNING",
             "RATING_SHUTDOWN_GRACE_SECONDS": "2",
         }
+        if processes is not None:
+            env["RATING_SERVER_PROCESSES"] = str(processes)
+        self.processes = server_process_count(Settings.from_env(env))
+        """Server processes on the port (the server's default: one per core it may use)."""
         command = [sys.executable, "-m", "rating_service.cli", "serve"]
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -99,10 +105,12 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def start_server(database_url: str, workdir: Path, prepared: Prepared) -> ServerProcess:
-    """Start `rating serve` and make sure it serves the baselines."""
+def start_server(
+    database_url: str, workdir: Path, prepared: Prepared, processes: int | None = None
+) -> ServerProcess:
+    """Start `rating serve` (`processes` of it; None: its default) and check the baselines."""
     with step("starting the server (rating serve)"):
-        server = ServerProcess(database_url, workdir)
+        server = ServerProcess(database_url, workdir, processes)
         asyncio.run(server.wait_serving())
     code, details = asyncio.run(call_once(server.address, prepared.rater_token, NoopCall()))
     if code != "OK":

@@ -58,7 +58,14 @@ class Settings:
         4 * 1024 * 1024,
         "largest request accepted, in bytes (larger: `RESOURCE_EXHAUSTED` / `MESSAGE_TOO_LARGE`)",
     )
-    max_concurrent_rpcs: int = _setting(1000, "RPCs in flight per server before new ones wait")
+    max_concurrent_rpcs: int = _setting(
+        1000, "RPCs in flight per server process before new ones wait"
+    )
+    server_processes: int = _setting(
+        0,
+        "`rating serve` processes sharing the listen port (SO_REUSEPORT), each with its own"
+        " database pool; 0: one per CPU core the server may use (affinity and cgroup limit)",
+    )
     shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
     health_check_interval_seconds: float = _setting(
         2.0, "how often the server checks that the database answers"
@@ -156,12 +163,24 @@ class Settings:
         if self.log_format not in ("json", "text"):
             raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
         # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.
+        if self.server_processes < 0:
+            raise InvalidArgument.of_field(
+                env_name("server_processes"), "must be 0 (one per core) or more"
+            )
         if self.webhook_max_attempts < 1:
             raise InvalidArgument.of_field(env_name("webhook_max_attempts"), "must be at least 1")
         try:
             EncryptionKeys.parse(self.webhook_secret_keys)
         except ValueError as exc:
             raise InvalidArgument.of_field(env_name("webhook_secret_keys"), str(exc)) from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The `RATING_*` variables that `from_env` reads back as these settings (unset: None)."""
+        return {
+            env_name(f.name): str(value)
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) is not None
+        }
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (used by `rating dev` and tests)."""

@@ -94,6 +94,8 @@ class EdgeInterceptor(aio.ServerInterceptor):
         self._cut_short: set[asyncio.Task[Any]] = set()
         self._refusing = False
         self._last_arrival = 0.0
+        self.handled = 0
+        """RPCs of our services handled so far (the `stopped` log line says how many)."""
 
     async def drain(self, grace_seconds: float) -> int:
         """Refuse new RPCs, wait up to the grace for those in flight, cut the rest short.
@@ -186,6 +188,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 failure = shutting_down()
             finally:
                 latency_child.observe(time.perf_counter() - started)
+                self.handled += 1
                 self._in_flight.discard(task)
                 self._cut_short.discard(task)
             if failure is None:

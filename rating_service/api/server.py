@@ -1,11 +1,11 @@
-"""The gRPC server: every servicer behind the edge, health, reflection, binding and metrics."""
+"""The gRPC server: every servicer behind the edge, health, reflection and binding."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import grpc
@@ -13,7 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from rating_client.gen.rating.v1 import (
     admin_pb2,
@@ -97,8 +97,14 @@ def build_server(
     settings: Settings,
     services: ApiServices,
     invoice_replays: Callable[[], Awaitable[InvoiceReplays]],
+    *,
+    shared_port: bool = False,
 ) -> GrpcServer:
-    """Every servicer behind the edge (auth, limits, errors, metrics), health and reflection."""
+    """Every servicer behind the edge (auth, limits, errors, metrics), health and reflection.
+
+    A `shared_port` server binds with SO_REUSEPORT, beside the other processes of one
+    `rating serve --processes N`; any other server refuses a port already in use.
+    """
     metrics = CollectorRegistry()
     edge = EdgeInterceptor(services.keyring, RpcMetrics(metrics), settings.max_message_bytes)
     server = aio.server(
@@ -108,7 +114,9 @@ def build_server(
             # The edge refuses what is over the limit with a reason; gRPC cuts off the absurd.
             ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # gRPC would share a port in use by default: a second server on the same port
+            # would then take half its connections instead of failing to start.
+            ("grpc.so_reuseport", 1 if shared_port else 0),
         ],
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
@@ -167,20 +175,3 @@ def bind(server: aio.Server, settings: Settings) -> int:
 
 def _read(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
-
-
-def start_metrics(address: str, registry: CollectorRegistry) -> tuple[int | None, Any]:
-    """Serve /metrics on `host:port` (port 0 picks one; an empty address turns metrics off)."""
-    if not address:
-        return None, None
-    host, _, port = address.rpartition(":")
-    try:
-        http_server, _thread = start_http_server(
-            int(port), addr=host or "0.0.0.0", registry=registry
-        )
-    except OSError as exc:
-        raise SystemExit(
-            f"cannot serve metrics on {address}: {exc}; set RATING_METRICS_ADDRESS to another "
-            "address, or to empty to turn metrics off"
-        ) from exc
-    return int(http_server.server_address[1]), http_server

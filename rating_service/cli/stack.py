@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -12,13 +13,42 @@ from rating_service.runtime.logs import configure_logging
 
 
 @click.command()
-def serve() -> None:
-    """Run the gRPC server until SIGTERM (then drain gracefully)."""
-    from rating_service.runtime.server import serve as serve_forever
+@click.option(
+    "--processes",
+    type=click.IntRange(min=0),
+    help="Server processes sharing the listen port (default: RATING_SERVER_PROCESSES;"
+    " 0: one per CPU core).",
+)
+@click.option(
+    "--supervisor-socket",
+    type=int,
+    hidden=True,
+    help="Internal: run as one process of several, reporting on this inherited socket.",
+)
+def serve(processes: int | None, supervisor_socket: int | None) -> None:
+    """Run the gRPC server until SIGTERM (then drain gracefully).
+
+    With several processes, this one supervises them (rating_service/runtime/supervisor.py).
+    """
+    # The supervisor imports no gRPC server, so that it starts its processes at once.
+    from rating_service.runtime.supervisor import SupervisorLink, server_process_count, supervise
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    run_async(serve_forever, settings)
+    if processes is not None:
+        settings = settings.replace(server_processes=processes)
+    supervisor = None if supervisor_socket is None else SupervisorLink(supervisor_socket)
+    count = 1 if supervisor is not None else server_process_count(settings)
+    if count > 1:
+        configure_logging(settings.log_level, settings.log_format, with_pid=True)
+        # It runs no gRPC and never reaches Temporal: a plain event loop.
+        sys.exit(asyncio.run(supervise(settings, count)))
+    from rating_service.runtime.server import serve as serve_forever
+
+    configure_logging(settings.log_level, settings.log_format, with_pid=supervisor is not None)
+    if supervisor is None:
+        run_async(serve_forever, settings)  # one process, exactly as before processes existed
+    else:
+        run_async(serve_forever, settings, None, supervisor)
 
 
 @click.command()

@@ -12,7 +12,11 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as JSON with its `extra` fields at the top level."""
+    """Formats a record as JSON with its `extra` fields at the top level (and `pid` if asked)."""
+
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self._with_pid = with_pid
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line for the record."""
@@ -22,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._with_pid:
+            entry["pid"] = record.process
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -30,13 +36,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Send the process's logs to stderr in the configured format."""
+def configure_logging(level: str, fmt: str, *, with_pid: bool = False) -> None:
+    """Send the process's logs to stderr in the configured format.
+
+    `with_pid` names the process on every line: several server processes share one stderr.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(with_pid))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        pid = " [%(process)d]" if with_pid else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)-7s %(name)s{pid}: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -13,9 +13,11 @@ from grpc_health.v1._async import HealthServicer
 
 from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor
 from rating_service.api.health import DatabaseHealth
-from rating_service.api.server import SERVICE_NAMES, bind, build_server, start_metrics
+from rating_service.api.metrics import start_metrics
+from rating_service.api.server import SERVICE_NAMES, bind, build_server
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.runtime.bootstrap import Components, ProcessRole, open_components
+from rating_service.runtime.supervisor import SupervisorLink
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
 
@@ -60,8 +62,11 @@ class RunningServer:
         await self.components.close()  # LISTEN/NOTIFY, then the pools
 
 
-async def start_server(settings: Settings) -> RunningServer:
-    """Build, bind and start a server from settings; the database is reached lazily."""
+async def start_server(settings: Settings, *, shared_port: bool = False) -> RunningServer:
+    """Build, bind and start a server from settings; the database is reached lazily.
+
+    A `shared_port` server is one process of several on the port (`runtime.supervisor`).
+    """
     components = await open_components(settings, ProcessRole.SERVER)
     changes = components.changes
     catalogs, books = components.catalogs, components.books
@@ -78,7 +83,7 @@ async def start_server(settings: Settings) -> RunningServer:
                 replays = components.invoice_replays(await connect_temporal(settings))
         return replays
 
-    built = build_server(settings, components, invoice_replays)
+    built = build_server(settings, components, invoice_replays, shared_port=shared_port)
     port = bind(built.server, settings)
     metrics_port, metrics_http = start_metrics(settings.metrics_address, built.metrics)
     await built.server.start()
@@ -91,7 +96,8 @@ async def start_server(settings: Settings) -> RunningServer:
     components.debits.start()
     components.reservations.start_sweeping(settings.reservation_sweep_seconds)
     log.info(
-        "serving",
+        # "serving" is the whole server's word: with several processes, the supervisor says it.
+        "server process serving" if shared_port else "serving",
         extra={"address": settings.listen_address, "port": port, "metrics_port": metrics_port},
     )
     return RunningServer(
@@ -106,16 +112,40 @@ async def start_server(settings: Settings) -> RunningServer:
     )
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM / SIGINT (or `stop`), then drain gracefully."""
-    running = await start_server(settings)
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    supervisor: SupervisorLink | None = None,
+) -> None:
+    """Run until SIGTERM / SIGINT (or `stop`), then drain gracefully.
+
+    Under a `supervisor` (one of several processes on the port), it tells it when it serves,
+    and drains as well when the supervisor is gone, however that ended.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    running = await start_server(settings, shared_port=supervisor is not None)
+    watching = (
+        None if supervisor is None else asyncio.create_task(_stop_when_gone(supervisor, stop))
+    )
     try:
         await stop.wait()
     finally:
+        if watching is not None:
+            watching.cancel()
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await running.stop(settings.shutdown_grace_seconds)
-        log.info("stopped")
+        log.info("stopped", extra={"rpcs_handled": running.edge.handled})
+
+
+async def _stop_when_gone(supervisor: SupervisorLink, stop: asyncio.Event) -> None:
+    """Say we serve, then stop once the supervisor is gone (a process left alone drains)."""
+    try:
+        await supervisor.serving()
+        await supervisor.gone()
+    except OSError:
+        pass  # gone before it heard us
+    log.warning("the supervisor is gone; draining")
+    stop.set()

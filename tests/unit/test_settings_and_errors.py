@@ -41,6 +41,24 @@ def test_an_empty_metrics_address_turns_metrics_off() -> None:
     assert (unset.listen_address, unset.log_level) == ("127.0.0.1:50051", "INFO")
 
 
+def test_settings_written_to_the_environment_read_back_the_same() -> None:
+    """What a supervisor hands its server processes: every setting, None ones left unset."""
+    settings = Settings(
+        database_url="postgresql://u@h/db",
+        metrics_address="",
+        tls_cert_file=Path("/c.pem"),
+        tls_key_file=Path("/k.pem"),
+        shutdown_grace_seconds=2.5,
+        server_processes=1,
+        bench_baselines=True,
+    )
+    environ = settings.to_env()
+    assert "RATING_TLS_CLIENT_CA_FILE" not in environ
+    assert environ["RATING_METRICS_ADDRESS"] == ""
+    assert Settings.from_env(environ) == settings
+    assert Settings.from_env(Settings().to_env()) == Settings()
+
+
 @pytest.mark.parametrize(
     ("environ", "field"),
     [
@@ -48,6 +66,7 @@ def test_an_empty_metrics_address_turns_metrics_off() -> None:
         ({"RATING_TLS_CERT_FILE": "/c.pem"}, "RATING_TLS_KEY_FILE"),
         ({"RATING_TLS_CLIENT_CA_FILE": "/ca.pem"}, "RATING_TLS_CLIENT_CA_FILE"),
         ({"RATING_LOG_FORMAT": "xml"}, "RATING_LOG_FORMAT"),
+        ({"RATING_SERVER_PROCESSES": "-1"}, "RATING_SERVER_PROCESSES"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], field: str) -> None:

@@ -9,7 +9,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import grpc
 import pytest
+from grpc import aio
 
 from rating_client import (
     ContractSuspended,
@@ -21,13 +23,14 @@ from rating_client import (
     RatingRefused,
     SpendCapExceeded,
 )
-from rating_client.gen.rating.v1 import rating_pb2
+from rating_client.gen.rating.v1 import contract_pb2, contract_pb2_grpc, rating_pb2, rating_pb2_grpc
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import free_port
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
-from tests.conftest import TenantKeys, eventually
-from tests.integration.billing import open_account
+from tests.conftest import TenantKeys, eventually, status_of
+from tests.integration.api.serving import ServeProcess, separate_channel, serve_process
+from tests.integration.billing import Account, open_account
 
 
 async def ledger_is_balanced(database_url: str) -> None:
@@ -328,6 +331,8 @@ async def test_two_server_processes_on_one_database_never_overdraw(
         "RATING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "RATING_METRICS_ADDRESS": "",
         "RATING_LOG_LEVEL": "WARNING",
+        # Two servers apart, each one process; one port served by two: the tests below.
+        "RATING_SERVER_PROCESSES": "1",
     }
     other = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "rating_service.cli", "serve", env=env
@@ -359,6 +364,169 @@ async def test_two_server_processes_on_one_database_never_overdraw(
     finally:
         other.terminate()
         await other.wait()
+
+
+async def test_one_port_served_by_two_processes_never_overdraws(
+    acme: TenantKeys, database_url: str, client: RatingClient
+) -> None:
+    """200 debits of a 60-credit pool over 16 connections to `rating serve --processes 2`."""
+    account = await open_account(client, "cus-port")
+    pool = await account.grant("60", grant_id="g-port")
+    async with serve_process(
+        RATING_DATABASE_URL=database_url, RATING_SERVER_PROCESSES="2"
+    ) as served:
+        channels = [separate_channel(served.port) for _ in range(16)]
+        try:
+
+            async def debit(n: int) -> object:
+                stub = rating_pb2_grpc.RatingServiceStub(channels[n % len(channels)])
+                request = rating_pb2.RateAndDebitRequest(
+                    event=account.event(f"port-{n}", "api.call")
+                )
+                try:
+                    await stub.RateAndDebit(request, metadata=acme.metadata(Role.RATER), timeout=30)
+                except aio.AioRpcError as refused:
+                    return status_of(refused)
+                return "OK"
+
+            answers = await asyncio.gather(*(debit(n) for n in range(200)))
+        finally:
+            await asyncio.gather(*(channel.close(None) for channel in channels))
+        assert await served.terminate() == 0, served.lines
+        await eventually(served.every_server_process_stopped)
+    assert Counter(answers) == {
+        "OK": 60,
+        (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_CREDIT"): 140,
+    }
+    assert await account.balances() == {pool: Decimal(0)}
+    await ledger_is_balanced(database_url)
+    # The debits were not all served by one process: both of them rated some.
+    handled = handled_by(served)
+    assert len(handled) == 2 and all(handled.values()), handled
+
+
+async def test_an_event_sent_to_two_processes_at_once_is_debited_once(
+    acme: TenantKeys, database_url: str, client: RatingClient
+) -> None:
+    """Each of 20 events goes at once over each of 8 connections to both processes of a port."""
+    account = await open_account(client, "cus-twice")
+    pool = await account.grant("100", grant_id="g-twice")
+    events = [account.event(f"twice-{n}", "api.call") for n in range(20)]
+    async with serve_process(
+        RATING_DATABASE_URL=database_url, RATING_SERVER_PROCESSES="2"
+    ) as served:
+        channels = [separate_channel(served.port) for _ in range(8)]
+        try:
+
+            async def send(
+                event: rating_pb2.UsageEvent, channel: aio.Channel
+            ) -> rating_pb2.RateAndDebitResponse:
+                stub = rating_pb2_grpc.RatingServiceStub(channel)
+                return await stub.RateAndDebit(
+                    rating_pb2.RateAndDebitRequest(event=event),
+                    metadata=acme.metadata(Role.RATER),
+                    timeout=30,
+                )
+
+            answers = await asyncio.gather(
+                *(send(event, channel) for event in events for channel in channels)
+            )
+        finally:
+            await asyncio.gather(*(channel.close(None) for channel in channels))
+        assert await served.terminate() == 0, served.lines
+        await eventually(served.every_server_process_stopped)
+    # Every event went over every connection, so with both processes serving some of the
+    # connections, every event reached both processes.
+    handled = handled_by(served)
+    assert len(handled) == 2 and all(handled.values()), handled
+    assert sum(handled.values()) == 160
+    for event in events:
+        mine = [a for a in answers if a.event_id == event.event_id]
+        assert len(mine) == 8
+        # Rated once; every other answer is the stored one, replayed.
+        assert sum(not a.replay for a in mine) == 1
+        assert len({_as_first(a).SerializeToString(deterministic=True) for a in mine}) == 1
+    assert await account.balances() == {pool: Decimal(80)}
+    rated = await _count(database_url, "SELECT count(*) FROM rated_events")
+    assert rated == 20
+    await ledger_is_balanced(database_url)
+
+
+async def test_a_channel_reads_its_own_changes_on_a_port_of_two_processes(
+    acme: TenantKeys, database_url: str, client: RatingClient
+) -> None:
+    """Refused for want of credit, granted, then debited at once: each on one connection."""
+    accounts = [await open_account(client, f"cus-own-{n}") for n in range(8)]
+    async with serve_process(
+        RATING_DATABASE_URL=database_url, RATING_SERVER_PROCESSES="2"
+    ) as served:
+        channels = [separate_channel(served.port) for _ in accounts]
+        try:
+
+            async def refused_granted_debited(account: Account, channel: aio.Channel) -> object:
+                rating = rating_pb2_grpc.RatingServiceStub(channel)
+                rater = acme.metadata(Role.RATER)
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await rating.RateAndDebit(
+                        rating_pb2.RateAndDebitRequest(
+                            event=account.event(f"{account.customer_id}-before", "api.call")
+                        ),
+                        metadata=rater,
+                        timeout=30,
+                    )
+                # The process serving this connection has the pool-less contract in memory now.
+                assert status_of(refused.value)[1] == "INSUFFICIENT_CREDIT"
+                await contract_pb2_grpc.ContractServiceStub(channel).AddCommitment(
+                    contract_pb2.AddCommitmentRequest(
+                        grant_id=f"g-{account.customer_id}",
+                        contract_id=account.contract_id,
+                        kind="credit",
+                        amount="5",
+                    ),
+                    metadata=acme.metadata(Role.ADMIN),
+                    timeout=30,
+                )
+                answer = await rating.RateAndDebit(
+                    rating_pb2.RateAndDebitRequest(
+                        event=account.event(f"{account.customer_id}-after", "api.call")
+                    ),
+                    metadata=rater,
+                    timeout=30,
+                )
+                return [d.amount for d in answer.draws]
+
+            draws = await asyncio.gather(
+                *(refused_granted_debited(a, c) for a, c in zip(accounts, channels, strict=True))
+            )
+        finally:
+            await asyncio.gather(*(channel.close(None) for channel in channels))
+        assert await served.terminate() == 0, served.lines
+        await eventually(served.every_server_process_stopped)
+    assert draws == [["1"]] * len(accounts)
+    handled = handled_by(served)
+    assert len(handled) == 2 and all(handled.values()), handled
+
+
+def handled_by(served: ServeProcess) -> dict[int, int]:
+    """RPCs each server process handled, from its `stopped` log line."""
+    return {pid: served.logged_by(pid, "stopped")[0]["rpcs_handled"] for pid in served.server_pids}
+
+
+def _as_first(answer: rating_pb2.RateAndDebitResponse) -> rating_pb2.RateAndDebitResponse:
+    first = rating_pb2.RateAndDebitResponse()
+    first.CopyFrom(answer)
+    first.replay = False
+    return first
+
+
+async def _count(database_url: str, query: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
 
 
 async def eventually_serving(rating: RatingClient) -> None:

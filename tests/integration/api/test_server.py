@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import socket
-import sys
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import grpc
@@ -33,6 +27,12 @@ from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn, with_database
 from tests.conftest import TenantKeys, eventually, status_of
+from tests.integration.api.serving import (
+    listening_ports,
+    listening_ports_of_tree,
+    separate_channel,
+    serve_process,
+)
 from tests.integration.billing import load_catalog, open_account
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -152,94 +152,6 @@ async def test_metrics_count_requests_by_method_and_code(
     assert 'rating_grpc_request_seconds_count{method="WhoAmI"} 2.0' in body
 
 
-@dataclass
-class ServeProcess:
-    """A `rating serve` child process: its gRPC port and the log lines it wrote so far."""
-
-    process: asyncio.subprocess.Process
-    port: int
-    serving: dict[str, Any]
-    lines: list[dict[str, Any]]
-
-    def logged(self, message: str) -> bool:
-        """Whether the process has logged `message` yet."""
-        return any(line.get("msg") == message for line in self.lines)
-
-    async def terminate(self, timeout_seconds: float = 30.0) -> int:
-        """SIGTERM it and wait for it to exit; its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(timeout_seconds):
-            return await self.process.wait()
-
-
-@asynccontextmanager
-async def serve_process(**env: str) -> AsyncIterator[ServeProcess]:
-    """`rating serve` on a port the OS picks (read from its `serving` log), metrics off."""
-    environment = {
-        **os.environ,
-        "RATING_LISTEN_ADDRESS": "127.0.0.1:0",
-        "RATING_METRICS_ADDRESS": "",
-        "RATING_LOG_FORMAT": "json",
-        "RATING_LOG_LEVEL": "INFO",
-        **env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rating_service.cli",
-        "serve",
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    output = process.stdout
-    lines: list[dict[str, Any]] = []
-    serving: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def read() -> None:
-        # Read to the end, so a chatty server never blocks on a full pipe.
-        async for raw in output:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = {"text": raw.decode(errors="replace")}
-            lines.append(entry)
-            if entry.get("msg") == "serving" and not serving.done():
-                serving.set_result(entry)
-        if not serving.done():
-            serving.set_exception(AssertionError(f"rating serve exited early: {lines}"))
-
-    reader = asyncio.create_task(read())
-    try:
-        async with asyncio.timeout(30):
-            entry = await serving
-        yield ServeProcess(process, int(entry["port"]), entry, lines)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await reader
-
-
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process `pid` listens on (Linux: its socket fds against /proc/net/tcp)."""
-    sockets = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):  # an fd closed while we look
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                sockets.add(target[len("socket:[") : -1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and inode in sockets:  # 0A: LISTEN
-                ports.add(int(local.rsplit(":", 1)[1], 16))
-    return ports
-
-
 @pytest.fixture
 def default_ports_taken() -> Iterator[None]:
     """Something listens on the default gRPC and metrics ports, as a running `make run` does."""
@@ -264,15 +176,102 @@ def default_ports_taken() -> Iterator[None]:
 DEFAULT_PORTS = (50051, 9464)
 
 
-async def test_rating_serve_drains_and_exits_cleanly_on_sigterm(database_url: str) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_rating_serve_drains_and_exits_cleanly_on_sigterm(
+    database_url: str, processes: int
+) -> None:
     async with serve_process(
-        RATING_DATABASE_URL=database_url, RATING_SHUTDOWN_GRACE_SECONDS="1"
+        RATING_DATABASE_URL=database_url,
+        RATING_SHUTDOWN_GRACE_SECONDS="1",
+        RATING_SERVER_PROCESSES=str(processes),
     ) as served:
         async with aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
             await wait_for_health(health_pb2_grpc.HealthStub(channel), SERVING)
+        assert len(served.server_pids) == processes
         assert await served.terminate() == 0, served.lines
         assert served.logged("draining")
         assert served.logged("stopped")
+        # Each server process drained, not only the supervisor that was signalled.
+        await eventually(served.every_server_process_stopped)
+        assert all(served.logged_by(pid, "draining") for pid in served.server_pids)
+
+
+async def test_a_server_process_that_dies_is_noticed_and_the_others_drain(
+    database_url: str,
+) -> None:
+    async with serve_process(
+        RATING_DATABASE_URL=database_url,
+        RATING_SHUTDOWN_GRACE_SECONDS="1",
+        RATING_SERVER_PROCESSES="2",
+    ) as served:
+        killed, survivor = served.server_pids
+        os.kill(killed, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            exit_code = await served.process.wait()
+        await eventually(lambda: bool(served.logged_by(survivor, "stopped")))
+    assert exit_code == 1, served.lines
+    [noticed] = [
+        line
+        for line in served.lines
+        if line.get("msg") == "server process ended unexpectedly; draining the others"
+    ]
+    assert (noticed["pid"], noticed["exit_code"]) == (killed, -signal.SIGKILL)
+    assert served.logged_by(survivor, "draining")
+
+
+async def test_the_metrics_of_every_server_process_add_up_on_one_port(
+    database_url: str, acme: TenantKeys, tmp_path: Path
+) -> None:
+    async with serve_process(
+        RATING_DATABASE_URL=database_url,
+        RATING_SERVER_PROCESSES="2",
+        RATING_METRICS_ADDRESS="127.0.0.1:0",
+        TMPDIR=str(tmp_path),  # where the supervisor keeps the processes' metrics
+    ) as served:
+        [directory] = await asyncio.to_thread(lambda: list(tmp_path.glob("rating-metrics-*")))
+        assert listening_ports_of_tree(served.process.pid) == {
+            served.port,
+            served.serving["metrics_port"],
+        }
+        channels = [separate_channel(served.port) for _ in range(16)]
+        try:
+            await asyncio.gather(
+                *(
+                    admin_pb2_grpc.AdminServiceStub(channel).WhoAmI(
+                        admin_pb2.WhoAmIRequest(), metadata=acme.metadata(Role.RATER)
+                    )
+                    for channel in channels
+                    for _ in range(3)
+                )
+            )
+        finally:
+            await asyncio.gather(*(channel.close(None) for channel in channels))
+        url = f"http://127.0.0.1:{served.serving['metrics_port']}/metrics"
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+        assert await served.terminate() == 0, served.lines
+        await eventually(served.every_server_process_stopped)
+    handled = {
+        pid: served.logged_by(pid, "stopped")[0]["rpcs_handled"] for pid in served.server_pids
+    }
+    # Both processes served some of the 48 calls, and /metrics counts all 48 of them.
+    assert len(handled) == 2 and all(handled.values()), handled
+    assert sum(handled.values()) == 48
+    assert sample(body, "rating_grpc_requests_total", method="WhoAmI", code="OK") == 48
+    assert sample(body, "rating_grpc_request_seconds_count", method="WhoAmI") == 48
+    assert not directory.exists()
+
+
+def sample(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    raise AssertionError(f"no {name}{labels} in:\n{exposition}")
 
 
 async def test_an_empty_metrics_address_opens_no_port_beside_a_running_stack(
@@ -280,7 +279,8 @@ async def test_an_empty_metrics_address_opens_no_port_beside_a_running_stack(
 ) -> None:
     async with serve_process(RATING_DATABASE_URL=database_url, RATING_METRICS_ADDRESS="") as served:
         assert served.serving["metrics_port"] is None
-        assert listening_ports(served.process.pid) == {served.port}
+        # Every process of the server: one, or a supervisor and those it started.
+        assert listening_ports_of_tree(served.process.pid) == {served.port}
         assert served.port not in DEFAULT_PORTS
         assert await served.terminate() == 0, served.lines
 
