@@ -59,6 +59,11 @@ class Settings:
         "largest request accepted, in bytes (larger: `RESOURCE_EXHAUSTED` / `MESSAGE_TOO_LARGE`)",
     )
     max_concurrent_rpcs: int = _setting(1000, "RPCs in flight per server before new ones wait")
+    stream_window: int = _setting(
+        256,
+        "events in flight per `StreamRateAndDebit` stream; the server reads no more of it"
+        " until answers free the window",
+    )
     shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
     health_check_interval_seconds: float = _setting(
         2.0, "how often the server checks that the database answers"
@@ -152,6 +157,8 @@ class Settings:
         if self.log_format not in ("json", "text"):
             raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
         # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.
+        if self.stream_window < 1:
+            raise InvalidArgument.of_field(env_name("stream_window"), "must be at least 1")
         if self.webhook_max_attempts < 1:
             raise InvalidArgument.of_field(env_name("webhook_max_attempts"), "must be at least 1")
         try:

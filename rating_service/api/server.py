@@ -100,7 +100,9 @@ def build_server(
 ) -> GrpcServer:
     """Every servicer behind the edge (auth, limits, errors, metrics), health and reflection."""
     metrics = CollectorRegistry()
-    edge = EdgeInterceptor(services.keyring, RpcMetrics(metrics), settings.max_message_bytes)
+    edge = EdgeInterceptor(
+        services.keyring, RpcMetrics(metrics), settings.max_message_bytes, settings.stream_window
+    )
     server = aio.server(
         interceptors=[edge],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -127,7 +129,11 @@ def build_server(
     )
     rating_pb2_grpc.add_RatingServiceServicer_to_server(
         RatingServicer(
-            services.debits, services.account_views, services.reservations, services.invoicing
+            services.debits,
+            services.account_views,
+            services.reservations,
+            services.invoicing,
+            settings.max_message_bytes,
         ),
         server,
     )
