@@ -296,7 +296,7 @@ class _Streamed:
         try:
             if isinstance(self.answer, DomainError):
                 raise self.answer
-            response.response.CopyFrom(rated_message(await self.answer))
+            rated_message(await self.answer, response.response)
         except DomainError as error:
             response.error.CopyFrom(rich_status(error))
         except Exception as error:
@@ -334,19 +334,21 @@ def _usage(
     return event.customer_id, event.event_id, usage
 
 
-def rated_message(outcome: Outcome) -> rating_pb2.RateAndDebitResponse:
-    """The wire form of a rated event."""
+def rated_message(
+    outcome: Outcome, response: rating_pb2.RateAndDebitResponse | None = None
+) -> rating_pb2.RateAndDebitResponse:
+    """The wire form of a rated event, written into `response` if given (no copy of it made)."""
     result = outcome.result
-    response = rating_pb2.RateAndDebitResponse(
-        event_id=result.event_id,
-        replay=outcome.replay,
-        contract_id=result.contract_id,
-        invoice_currency=result.invoice_currency,
-        charge=format_decimal(result.charge),
-        overage=format_decimal(result.overage),
-        period_start=timestamp(result.period_start),
-        period_end=timestamp(result.period_end),
-    )
+    if response is None:
+        response = rating_pb2.RateAndDebitResponse()
+    response.event_id = result.event_id
+    response.replay = outcome.replay
+    response.contract_id = result.contract_id
+    response.invoice_currency = result.invoice_currency
+    response.charge = format_decimal(result.charge)
+    response.overage = format_decimal(result.overage)
+    response.period_start.CopyFrom(timestamp(result.period_start))
+    response.period_end.CopyFrom(timestamp(result.period_end))
     for line in result.lines:
         response.lines.add(
             product_key=line.product_key,
