@@ -10,6 +10,9 @@ the worker number and the call's index in that worker, so a scenario can spread 
 contracts, make event ids unique, and so on.
 
 Closed loop: every in-flight slot sends its next call as soon as the previous one answers.
+Streams (a bidirectional method, `stream_window` > 0): each slot is one stream that keeps up to
+`stream_window` requests unanswered, sending the next as soon as an answer frees room; every
+answer counts as one completed call, its latency from the request's send.
 Open loop: calls leave on a fixed schedule whatever the answers, and latency is measured from the
 *scheduled* send time, so a server that stalls is charged for the whole queue it causes (no
 coordinated omission). A call due while the in-flight cap is reached is not sent and is counted as
@@ -33,6 +36,7 @@ import queue
 import random
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -53,7 +57,12 @@ Metadata = tuple[tuple[str, str], ...]
 
 
 class RequestFactory(Protocol):
-    """Builds the call number `index` of worker `worker`; must be picklable (it is sent to it)."""
+    """Builds the call number `index` of worker `worker`; must be picklable (it is sent to it).
+
+    A factory may also have `answer_code(raw: bytes) -> str`: the status code name an answer
+    that came back OK carries inside it (a batch item's or a streamed event's error), "OK" if
+    none; such answers count as errors.
+    """
 
     def build(self, worker: int, index: int) -> tuple[str, Message]:
         """(full method path, e.g. "/rating.v1.BenchService/Noop", request message)."""
@@ -136,16 +145,23 @@ class LoadSpec:
     """Deadline of each call; a call past it counts as a DEADLINE_EXCEEDED error."""
     connections: int = 1
     """TCP connections per worker, each call on the next one in turn."""
+    stream_window: int = 0
+    """A streaming method: requests unanswered per stream (`concurrency` is then streams in
+    total); 0 for unary calls."""
 
     def __post_init__(self) -> None:
         if self.processes < 1 or self.concurrency < 1 or self.connections < 1:
             raise ValueError("processes, concurrency and connections must be at least 1")
         if self.mode == "open" and self.rate <= 0:
             raise ValueError("an open-loop run needs a rate above 0")
+        if self.stream_window and self.mode != "closed":
+            raise ValueError("streams run closed loop only")
 
     @property
     def label(self) -> str:
-        """`closed c=64` or `open r=1500/s`."""
+        """`closed c=64`, `streams 4×256` or `open r=1500/s`."""
+        if self.stream_window:
+            return f"streams {self.concurrency}×{self.stream_window}"
         if self.mode == "closed":
             return f"closed c={self.concurrency}"
         return f"open r={self.rate:.0f}/s"
@@ -410,12 +426,16 @@ class _Caller:
         index = next(self._index)
         path, request = self.spec.factory.build(self.worker, index)
         try:
-            await self._method(path, index % len(self.channels))(
+            answer = await self._method(path, index % len(self.channels))(
                 request, metadata=self.spec.metadata, timeout=self.spec.timeout_seconds
             )
         except aio.AioRpcError as error:
             return str(error.code().name)
-        return "OK"
+        return self._answer_code(answer)
+
+    def _answer_code(self, answer: bytes) -> str:
+        code: Callable[[bytes], str] | None = getattr(self.spec.factory, "answer_code", None)
+        return "OK" if code is None else code(answer)
 
     def _count(self, code: str, latency: float) -> None:
         if code == "OK":
@@ -430,6 +450,9 @@ class _Caller:
         measure_from = start_at + self.spec.warmup_seconds
         end = measure_from + self.spec.duration_seconds
         await _sleep_until(start_at)
+        if self.spec.stream_window:
+            await asyncio.gather(*(self._stream(measure_from, end, n) for n in range(slots)))
+            return
 
         async def slot() -> None:
             while time.monotonic() < end:
@@ -440,6 +463,42 @@ class _Caller:
                     self._count(code, done - sent)
 
         await asyncio.gather(*(slot() for _ in range(slots)))
+
+    async def _stream(self, measure_from: float, end: float, slot: int) -> None:
+        """One stream: up to the window unanswered, the next request sent as an answer comes."""
+        path, _ = self.spec.factory.build(self.worker, -1)
+        method = self.channels[slot % len(self.channels)].stream_stream(
+            path, request_serializer=_serialize, response_deserializer=None
+        )
+        # No request iterator: requests are written as the window allows.
+        call = method(metadata=self.spec.metadata, timeout=end - time.monotonic() + 30)  # type: ignore[call-arg]
+        room = asyncio.Semaphore(self.spec.stream_window)
+        sent_at: deque[float] = deque()
+
+        async def send() -> None:
+            await call.initial_metadata()  # the server has accepted the stream
+            try:
+                while time.monotonic() < end:
+                    await room.acquire()
+                    _, request = self.spec.factory.build(self.worker, next(self._index))
+                    sent_at.append(time.monotonic())
+                    await call.write(request)
+                await call.done_writing()
+            except (aio.AioRpcError, asyncio.InvalidStateError):
+                return  # the stream ended; reading it says how
+
+        sender = asyncio.create_task(send())
+        try:
+            async for answer in call:
+                room.release()
+                done = time.monotonic()
+                sent = sent_at.popleft()
+                if measure_from <= done <= end:
+                    self._count(self._answer_code(answer), done - sent)
+        except aio.AioRpcError as error:
+            self.result.errors[error.code().name] = self.result.errors.get(error.code().name, 0) + 1
+        finally:
+            sender.cancel()
 
     async def open_loop(self, start_at: float) -> None:
         """Send on schedule whatever the answers; latency counts from the scheduled time."""

@@ -1,6 +1,6 @@
 """End-to-end benchmark: the rating server under load, beside its baselines, in one run.
 
-Run with `uv run python bench/rating_bench.py [--scenarios ceiling,naive,quote,hot,zipf]`.
+Run with `uv run python bench/rating_bench.py [--scenarios ceiling,naive,quote,hot,zipf,...]`.
 
 It starts PostgreSQL (embedded, in a temporary directory, or a fresh database beside
 RATING_DATABASE_URL), migrates it, prepares a tenant with an admin and a rater key, loads the
@@ -14,10 +14,15 @@ default) and drives it with bench/loadgen.py over `--connections` per load-gener
   quote    CatalogService.Quote of four lines priced against the example rate card.
   hot      RatingService.RateAndDebit, every event on one contract.
   zipf     RatingService.RateAndDebit over 10,000 contracts, Zipf-distributed (s = 1.1).
+  stream   RatingService.StreamRateAndDebit on the hot contract: a few streams (--streams),
+           each keeping the server's window of events (256) unanswered; events/s.
+  batch100 RatingService.BatchRateAndDebit of 100 events on the hot contract; events/s.
 
 Each scenario runs closed loop at a fixed concurrency (its maximum throughput), then open loop at
-a fraction (default ½) of that throughput, where the p99 target applies. One table is printed at
-the end with the ratios to the ceiling and to naive, and the issue's targets checked below it.
+a fraction (default ½) of that throughput, where the p99 target applies (stream and batch100,
+measured in events/s, run closed loop only). One table is printed at the end with the ratios to
+the ceiling and to naive, the events/s of hot, batch100 and stream side by side, and the
+issue's targets checked below it.
 
 Beside this entry point: rating_scenarios (what each scenario sends), rating_seeding (tenant and
 contracts), rating_server (the server under test), rating_measure (the runs), rating_report (the
@@ -36,7 +41,7 @@ from pathlib import Path
 from bench_cpu import OthersCpu
 from bench_database import create_database, drop_database, postgres_server, postmaster_pid
 from rating_measure import measure_all
-from rating_report import render_table, target_checks
+from rating_report import render_event_rates, render_table, target_checks
 from rating_scenarios import ALL_SCENARIOS
 from rating_seeding import prepare
 from rating_server import ServerProcess, check_rate_and_debit, start_server
@@ -77,6 +82,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " own default, one per CPU core; 0 too)",
     )
     parser.add_argument(
+        "--streams", type=int, default=4, help="stream: streams in total, each a window deep"
+    )
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=8, help="batch100: batches in flight in total"
+    )
+    parser.add_argument(
         "--scenarios",
         default=",".join(ALL_SCENARIOS),
         help=f"comma-separated, of {', '.join(ALL_SCENARIOS)} (hot and zipf need RateAndDebit)",
@@ -101,6 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--duration > 0, --warmup ≥ 0, --concurrency ≥ 1 and --processes ≥ 1")
     if args.connections < 1 or (args.server_processes is not None and args.server_processes < 0):
         parser.error("--connections ≥ 1 and --server-processes ≥ 0")
+    if args.streams < args.processes or args.batch_concurrency < args.processes:
+        parser.error("--streams and --batch-concurrency need one per load-generator process")
     return args
 
 
@@ -137,6 +150,9 @@ def run(args: argparse.Namespace) -> None:
                 f" after {args.warmup:g}s warm-up\n"
             )
             print(render_table(rows))
+            events = render_event_rates(rows)
+            if events:
+                print("\n" + events)
             noisy = [r for r in rows if r.others_cores is not None and r.others_cores > NOISY_CORES]
             if noisy:
                 worst = max(r.others_cores or 0.0 for r in noisy)

@@ -9,7 +9,14 @@ from typing import Any
 from bench_cpu import OthersCpu
 from loadgen import LoadSpec, run_load
 from rating_report import Row
-from rating_scenarios import Prepared, factories, fresh
+from rating_scenarios import (
+    EVENT_THROUGHPUT,
+    STREAM_WINDOW,
+    Prepared,
+    events_per_call,
+    factories,
+    fresh,
+)
 
 
 def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
@@ -23,8 +30,10 @@ def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
     others.start()
     result = run_load(spec, progress)
     others_cores = others.cores()
+    per_call = events_per_call(scenario)
+    events = f" ({result.throughput * per_call:,.0f} events/s)" if per_call > 1 else ""
     print(
-        f"    {scenario} {spec.label}: {result.throughput:,.0f} calls/s, "
+        f"    {scenario} {spec.label}: {result.throughput:,.0f} calls/s{events}, "
         f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
         f"errors {result.error_count}"
         + (f", {result.missed} not sent (in-flight cap)" if result.missed else "")
@@ -32,7 +41,7 @@ def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
         + ("" if others_cores is None else f"; other processes used {others_cores:.2f} cores"),
         flush=True,
     )
-    return Row(scenario, result, others_cores)
+    return Row(scenario, result, others_cores, per_call)
 
 
 def measure_all(
@@ -53,12 +62,19 @@ def measure_all(
         "processes": args.processes,
         "connections": args.connections,
     }
+
+    def closed_loop(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+        """How hard a scenario is driven: calls in flight, or streams and their window."""
+        if scenario == "stream":
+            return {**common, "concurrency": args.streams, "stream_window": STREAM_WINDOW}
+        if scenario == "batch100":
+            return {**common, "concurrency": args.batch_concurrency}
+        return {**common, "concurrency": args.concurrency}
+
     rows = [
         measure(
             scenario,
-            LoadSpec(
-                factory=fresh(made[scenario]), mode="closed", concurrency=args.concurrency, **common
-            ),
+            LoadSpec(factory=fresh(made[scenario]), mode="closed", **closed_loop(scenario, args)),
             others,
         )
         for scenario in scenarios
@@ -66,7 +82,7 @@ def measure_all(
     if args.open_loop_fraction > 0:
         for row in list(rows):
             rate = row.result.throughput * args.open_loop_fraction
-            if rate <= 0:
+            if rate <= 0 or row.scenario in EVENT_THROUGHPUT:
                 continue
             spec = LoadSpec(
                 factory=fresh(made[row.scenario]),

@@ -11,6 +11,7 @@ from loadgen import LoadResult
 HOT_VS_NAIVE = 3.0
 SHARE_OF_CEILING = 0.6
 P99_AT_HALF_LOAD_MS = 25.0
+STREAM_VS_HOT_EVENTS = 5.0
 
 
 @dataclass
@@ -21,6 +22,13 @@ class Row:
     result: LoadResult
     others_cores: float | None
     """CPU other processes on the machine took during the run, in cores."""
+    events_per_call: int = 1
+    """Usage events one call rates (a batch's size; a streamed request is one)."""
+
+    @property
+    def events_per_second(self) -> float:
+        """Usage events rated per second."""
+        return self.result.throughput * self.events_per_call
 
 
 def ratio(value: float, base: float | None) -> str:
@@ -109,6 +117,11 @@ def target_checks(rows: Sequence[Row], fraction: float) -> list[str]:
         check("hot vs ceiling", hot.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
     if zipf and ceiling and ceiling.throughput:
         check("zipf vs ceiling", zipf.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
+    events = event_rates(rows)
+    if "stream" in events and events.get("hot"):
+        check(
+            "stream vs hot, events/s", events["stream"] / events["hot"], STREAM_VS_HOT_EVENTS, "×"
+        )
     for scenario, result in opened.items():
         check(
             f"{scenario} p99 at {fraction:g} × max throughput",
@@ -118,3 +131,37 @@ def target_checks(rows: Sequence[Row], fraction: float) -> list[str]:
             at_most=True,
         )
     return checks
+
+
+EVENT_SCENARIOS = {
+    "hot": "RateAndDebit, one call per event",
+    "batch100": "BatchRateAndDebit of 100 events",
+    "stream": "StreamRateAndDebit",
+}
+
+
+def event_rates(rows: Sequence[Row]) -> dict[str, float]:
+    """Closed-loop events/s of the scenarios that rate the hot contract."""
+    return {
+        row.scenario: row.events_per_second
+        for row in rows
+        if row.result.spec.mode == "closed" and row.scenario in EVENT_SCENARIOS
+    }
+
+
+def render_event_rates(rows: Sequence[Row]) -> str:
+    """Events/s on the hot contract by each way of sending them, beside single calls."""
+    rates = event_rates(rows)
+    if len(rates) < 2:
+        return ""
+    hot = rates.get("hot")
+    width = max(len(EVENT_SCENARIOS[s]) + len(s) + 3 for s in rates)
+    lines = ["events/s on the hot contract (closed loop):"]
+    for scenario in EVENT_SCENARIOS:
+        if scenario in rates:
+            name = f"{scenario} ({EVENT_SCENARIOS[scenario]})"
+            lines.append(
+                f"  {name:<{width}} {rates[scenario]:>10,.0f}"
+                + ("" if scenario == "hot" else f"  {ratio(rates[scenario], hot)} hot")
+            )
+    return "\n".join(lines)

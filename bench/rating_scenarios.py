@@ -10,6 +10,7 @@ import functools
 import secrets
 from dataclasses import dataclass, field, replace
 
+import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from loadgen import RequestFactory, ZipfSampler
@@ -20,8 +21,16 @@ NOOP = "/rating.v1.BenchService/Noop"
 NAIVE_DEBIT = "/rating.v1.BenchService/NaiveDebit"
 QUOTE = "/rating.v1.CatalogService/Quote"
 RATE_AND_DEBIT = "/rating.v1.RatingService/RateAndDebit"
+BATCH_RATE_AND_DEBIT = "/rating.v1.RatingService/BatchRateAndDebit"
+STREAM_RATE_AND_DEBIT = "/rating.v1.RatingService/StreamRateAndDebit"
 
-ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf")
+ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf", "stream", "batch100")
+ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100"})
+EVENT_THROUGHPUT = frozenset({"stream", "batch100"})
+"""Scenarios measured in events per second, closed loop only (no latency target applies)."""
+BATCH_EVENTS = 100
+STREAM_WINDOW = 256
+"""Events unanswered per stream: the server's default window (RATING_STREAM_WINDOW)."""
 ZIPF_EXPONENT = 1.1
 PRODUCT_KEY = "llm-tokens"
 DEBIT_AMOUNT = "0.00015"
@@ -101,16 +110,8 @@ class RateAndDebitCall:
     def build(self, worker: int, index: int) -> tuple[str, Message]:
         """A usage event with a unique id, stamped now."""
         customer = self.customer_ids[self._pick(worker)]
-        timestamp = Timestamp()
-        timestamp.GetCurrentTime()
         return RATE_AND_DEBIT, rating_pb2.RateAndDebitRequest(
-            event=rating_pb2.UsageEvent(
-                event_id=f"{self.run}-{worker}-{index}",
-                customer_id=customer,
-                event_type="llm.completion",
-                timestamp=timestamp,
-                properties=EVENT_PROPERTIES,
-            )
+            event=_usage_event(f"{self.run}-{worker}-{index}", customer)
         )
 
     def _pick(self, worker: int) -> int:
@@ -121,6 +122,68 @@ class RateAndDebitCall:
             # so processes do not draw the same sequence.
             self._sampler = ZipfSampler(len(self.customer_ids), self.zipf_exponent, seed=worker)
         return self._sampler.sample()
+
+
+@dataclass(frozen=True)
+class BatchRateAndDebitCall:
+    """RatingService.BatchRateAndDebit of `events` LLM completions on the hot contract."""
+
+    customer_id: str
+    events: int = BATCH_EVENTS
+    run: str = ""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """A batch of usage events with unique ids, stamped now."""
+        ids = (f"{self.run}-{worker}-{index}-{n}" for n in range(self.events))
+        return BATCH_RATE_AND_DEBIT, rating_pb2.BatchRateAndDebitRequest(
+            events=[_usage_event(event_id, self.customer_id) for event_id in ids]
+        )
+
+    def answer_code(self, answer: bytes) -> str:
+        """The first refused item's status code: the batch's events/s counts whole batches."""
+        reply = rating_pb2.BatchRateAndDebitResponse.FromString(answer)
+        for result in reply.results:
+            if result.HasField("error"):
+                return _code_name(result.error.code)
+        return "OK"
+
+
+@dataclass(frozen=True)
+class StreamRateAndDebitCall:
+    """RatingService.StreamRateAndDebit: one LLM completion per request, on the hot contract."""
+
+    customer_id: str
+    run: str = ""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """One streamed usage event with a unique id, stamped now."""
+        return STREAM_RATE_AND_DEBIT, rating_pb2.StreamRateAndDebitRequest(
+            event=_usage_event(f"{self.run}-{worker}-{index}", self.customer_id)
+        )
+
+    def answer_code(self, answer: bytes) -> str:
+        """The event's error code, or OK."""
+        reply = rating_pb2.StreamRateAndDebitResponse.FromString(answer)
+        return _code_name(reply.error.code) if reply.HasField("error") else "OK"
+
+
+def _usage_event(event_id: str, customer_id: str) -> rating_pb2.UsageEvent:
+    timestamp = Timestamp()
+    timestamp.GetCurrentTime()
+    return rating_pb2.UsageEvent(
+        event_id=event_id,
+        customer_id=customer_id,
+        event_type="llm.completion",
+        timestamp=timestamp,
+        properties=EVENT_PROPERTIES,
+    )
+
+
+def _code_name(code: int) -> str:
+    return _CODE_NAMES.get(code, str(code))
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -142,11 +205,25 @@ def factories(prepared: Prepared) -> dict[str, RequestFactory]:
         "quote": QuoteCall(),
         "hot": RateAndDebitCall(prepared.hot_customers),
         "zipf": RateAndDebitCall(prepared.zipf_customers, ZIPF_EXPONENT),
+        "stream": StreamRateAndDebitCall(_first(prepared.hot_customers)),
+        "batch100": BatchRateAndDebitCall(_first(prepared.hot_customers)),
     }
+
+
+def events_per_call(scenario: str) -> int:
+    """Usage events one call of the scenario rates (a streamed request is one)."""
+    return BATCH_EVENTS if scenario == "batch100" else 1
+
+
+def _first(customers: tuple[str, ...]) -> str:
+    return customers[0] if customers else ""
 
 
 def fresh(factory: RequestFactory) -> RequestFactory:
     """The factory with a new run tag, so event ids never repeat across runs."""
-    if isinstance(factory, NaiveDebitCall | RateAndDebitCall):
+    if isinstance(
+        factory,
+        NaiveDebitCall | RateAndDebitCall | BatchRateAndDebitCall | StreamRateAndDebitCall,
+    ):
         return replace(factory, run=secrets.token_hex(4))
     return factory

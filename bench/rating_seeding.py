@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 from bench_database import keep_session
-from rating_scenarios import PRODUCT_KEY, Prepared
+from rating_scenarios import ON_THE_HOT_CONTRACT, PRODUCT_KEY, Prepared
 
 from rating_service.cli.progress import step
 
@@ -193,7 +193,7 @@ async def prepare(database_url: str, workdir: Path, scenarios: Sequence[str]) ->
         naive = await open_naive_pool(database_url, tenant.tenant_id)
     hot: list[str] = []
     zipf: list[str] = []
-    if "hot" in scenarios:
+    if ON_THE_HOT_CONTRACT & set(scenarios):
         with step("opening the hot contract"):
             hot = await seed_contracts(database_url, tenant.tenant_id, 1)
     if "zipf" in scenarios:

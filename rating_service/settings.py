@@ -66,6 +66,11 @@ class Settings:
         "`rating serve` processes sharing the listen port (SO_REUSEPORT), each with its own"
         " database pool; 0: one per CPU core the server may use (affinity and cgroup limit)",
     )
+    stream_window: int = _setting(
+        256,
+        "events in flight per `StreamRateAndDebit` stream; the server reads no more of it"
+        " until answers free the window",
+    )
     shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
     health_check_interval_seconds: float = _setting(
         2.0, "how often the server checks that the database answers"
@@ -167,6 +172,8 @@ class Settings:
             raise InvalidArgument.of_field(
                 env_name("server_processes"), "must be 0 (one per core) or more"
             )
+        if self.stream_window < 1:
+            raise InvalidArgument.of_field(env_name("stream_window"), "must be at least 1")
         if self.webhook_max_attempts < 1:
             raise InvalidArgument.of_field(env_name("webhook_max_attempts"), "must be at least 1")
         try:

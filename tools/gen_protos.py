@@ -23,7 +23,9 @@ def generate(target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    # Ours only: the copies of googleapis' protos under protos/google/ are there for imports;
+    # their Python modules come from googleapis-common-protos.
+    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "rating").rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
     status = protoc.main(
         [

@@ -14,7 +14,8 @@ every request, wherever it sits in the message:
   itself cuts off what is over twice that, without details).
 
 Decimal strings are checked where they are read (`domain.money.parse_decimal`). The events of
-a BatchRateAndDebit are checked one by one, so that one bad event fails alone.
+a BatchRateAndDebit, and the messages of a StreamRateAndDebit, are checked one by one by their
+servicer, so that one bad event fails alone.
 """
 
 from __future__ import annotations

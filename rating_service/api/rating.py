@@ -1,7 +1,9 @@
-"""RatingService: RateAndDebit and its batch form, balances, usage and the invoice preview."""
+"""RatingService: RateAndDebit, its batch and stream forms, balances, usage, invoice preview."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 
 from grpc import aio
@@ -10,13 +12,15 @@ from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.api import limits
 from rating_service.api.catalog import price_line_message
 from rating_service.api.edge import allow, current_caller
-from rating_service.api.errors import status_code
+from rating_service.api.errors import rich_status, status_code
 from rating_service.api.invoice import invoice_message
 from rating_service.api.wire import requested_at, timestamp
+from rating_service.background import stop_task
 from rating_service.core.auth import Role
 from rating_service.core.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal, parse_decimal
 from rating_service.core.pricing.meter import UsageEvent
+from rating_service.faults import unexpected_failure
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine, Outcome
 from rating_service.services.rating.reservations import DEFAULT_TTL, Reservations
@@ -34,11 +38,13 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         views: AccountViews,
         reservations: Reservations,
         invoicing: Invoicing,
+        max_message_bytes: int,
     ) -> None:
         self._engine = engine
         self._views = views
         self._reservations = reservations
         self._invoicing = invoicing
+        self._max_message_bytes = max_message_bytes
 
     @allow(Role.RATER, Role.ADMIN)
     async def RateAndDebit(
@@ -80,6 +86,50 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                     )
                 )
         return response
+
+    @allow(Role.RATER, Role.ADMIN)
+    async def StreamRateAndDebit(
+        self,
+        request_iterator: AsyncIterator[rating_pb2.StreamRateAndDebitRequest],
+        context: aio.ServicerContext,
+    ) -> AsyncIterator[rating_pb2.StreamRateAndDebitResponse]:
+        tenant_id = current_caller().tenant_id
+        # Events are submitted as they are read, so they are debited in stream order and share
+        # group commits; answers go out in the same order. The edge's window bounds this queue.
+        answers: asyncio.Queue[_Streamed | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                position = 0
+                async for request in request_iterator:
+                    answer = await self._submit(tenant_id, request)
+                    answers.put_nowait(_Streamed(position, request.event.event_id, answer))
+                    position += 1
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read(), name="stream-reader")
+        try:
+            while (streamed := await answers.get()) is not None:
+                yield await streamed.message()
+            await reader  # a failure to read ends the stream
+        finally:
+            await stop_task(reader)
+            while not answers.empty():  # the stream was cut short: nobody awaits these now
+                left = answers.get_nowait()
+                if left is not None:
+                    left.forget()
+
+    async def _submit(
+        self, tenant_id: str, request: rating_pb2.StreamRateAndDebitRequest
+    ) -> Awaitable[Outcome] | DomainError:
+        """Check one streamed event as the edge and RateAndDebit would, and queue it."""
+        try:
+            limits.check(request, self._max_message_bytes)
+            customer_id, event_id, usage = _usage(request.event, "event")
+        except DomainError as error:
+            return error
+        return await self._engine.submit(tenant_id, customer_id, event_id, usage)
 
     @allow(Role.RATER, Role.ADMIN)
     async def Authorize(
@@ -227,6 +277,43 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         )
 
 
+class _Streamed:
+    """A streamed event on its way: where it was in the stream, and its answer to come."""
+
+    __slots__ = ("answer", "event_id", "position")
+
+    def __init__(self, position: int, event_id: str, answer: Awaitable[Outcome] | DomainError):
+        self.position = position
+        self.event_id = event_id
+        self.answer = answer
+
+    async def message(self) -> rating_pb2.StreamRateAndDebitResponse:
+        """The event's answer on the wire: RateAndDebit's response, or the status it would fail
+        with."""
+        response = rating_pb2.StreamRateAndDebitResponse(
+            event_id=self.event_id, position=self.position
+        )
+        try:
+            if isinstance(self.answer, DomainError):
+                raise self.answer
+            rated_message(await self.answer, response.response)
+        except DomainError as error:
+            response.error.CopyFrom(rich_status(error))
+        except Exception as error:
+            response.error.CopyFrom(rich_status(unexpected_failure("StreamRateAndDebit", error)))
+        return response
+
+    def forget(self) -> None:
+        """Let the answer arrive with no one to take it (its event is debited or not, as usual)."""
+        if isinstance(self.answer, asyncio.Future):
+            self.answer.add_done_callback(_retrieved)
+
+
+def _retrieved(answer: asyncio.Future[Outcome]) -> None:
+    if not answer.cancelled():
+        answer.exception()  # marks a refusal as retrieved: nobody is there to be told
+
+
 def _usage(
     event: rating_pb2.UsageEvent, path: str, *, check_limits: bool = False
 ) -> tuple[str, str, UsageEvent]:
@@ -247,19 +334,21 @@ def _usage(
     return event.customer_id, event.event_id, usage
 
 
-def rated_message(outcome: Outcome) -> rating_pb2.RateAndDebitResponse:
-    """The wire form of a rated event."""
+def rated_message(
+    outcome: Outcome, response: rating_pb2.RateAndDebitResponse | None = None
+) -> rating_pb2.RateAndDebitResponse:
+    """The wire form of a rated event, written into `response` if given (no copy of it made)."""
     result = outcome.result
-    response = rating_pb2.RateAndDebitResponse(
-        event_id=result.event_id,
-        replay=outcome.replay,
-        contract_id=result.contract_id,
-        invoice_currency=result.invoice_currency,
-        charge=format_decimal(result.charge),
-        overage=format_decimal(result.overage),
-        period_start=timestamp(result.period_start),
-        period_end=timestamp(result.period_end),
-    )
+    if response is None:
+        response = rating_pb2.RateAndDebitResponse()
+    response.event_id = result.event_id
+    response.replay = outcome.replay
+    response.contract_id = result.contract_id
+    response.invoice_currency = result.invoice_currency
+    response.charge = format_decimal(result.charge)
+    response.overage = format_decimal(result.overage)
+    response.period_start.CopyFrom(timestamp(result.period_start))
+    response.period_end.CopyFrom(timestamp(result.period_end))
     for line in result.lines:
         response.lines.add(
             product_key=line.product_key,

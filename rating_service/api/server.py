@@ -106,7 +106,9 @@ def build_server(
     `rating serve --processes N`; any other server refuses a port already in use.
     """
     metrics = CollectorRegistry()
-    edge = EdgeInterceptor(services.keyring, RpcMetrics(metrics), settings.max_message_bytes)
+    edge = EdgeInterceptor(
+        services.keyring, RpcMetrics(metrics), settings.max_message_bytes, settings.stream_window
+    )
     server = aio.server(
         interceptors=[edge],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -135,7 +137,11 @@ def build_server(
     )
     rating_pb2_grpc.add_RatingServiceServicer_to_server(
         RatingServicer(
-            services.debits, services.account_views, services.reservations, services.invoicing
+            services.debits,
+            services.account_views,
+            services.reservations,
+            services.invoicing,
+            settings.max_message_bytes,
         ),
         server,
     )

@@ -6,7 +6,9 @@ import math
 import pickle
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -20,6 +22,7 @@ from loadgen import (
     BUCKET_SECONDS,
     FunctionFactory,
     LatencyHistogram,
+    LoadSpec,
     WorkerResult,
     ZipfSampler,
     merge_results,
@@ -226,3 +229,32 @@ def test_function_factory_survives_pickling_and_builds_per_call() -> None:
     assert path == "/rating.v1.BenchService/NaiveDebit"
     assert isinstance(request, bench_pb2.NaiveDebitRequest)
     assert (request.pool_id, request.event_id) == ("pool_1", "1-7")
+
+
+# --- streams and events per call ----------------------------------------------------------------
+
+
+def test_streams_run_closed_loop_only_and_say_their_shape() -> None:
+    common: dict[str, Any] = {"target": "x", "factory": None, "metadata": ()}
+    spec = LoadSpec(mode="closed", concurrency=4, stream_window=256, **common)
+    assert spec.label == "streams 4×256"
+    with pytest.raises(ValueError, match="closed loop only"):
+        LoadSpec(mode="open", concurrency=4, rate=100, stream_window=256, **common)
+
+
+def test_event_rates_put_batches_and_streams_beside_single_calls() -> None:
+    from rating_report import Row, event_rates, render_event_rates, target_checks
+
+    def row(scenario: str, completed: int, per_call: int) -> Row:
+        spec = LoadSpec(target="x", factory=None, metadata=(), mode="closed", concurrency=1)  # type: ignore[arg-type]
+        spec = replace(spec, duration_seconds=2.0)
+        result = merge_results(spec, [WorkerResult(completed=completed)])
+        return Row(scenario, result, None, per_call)
+
+    # hot: 1,000 calls in 2 s = 500 events/s; batch100: 30 calls × 100 in 2 s = 1,500;
+    # stream: 6,000 events in 2 s = 3,000, 6× hot.
+    rows = [row("hot", 1000, 1), row("batch100", 30, 100), row("stream", 6000, 1)]
+    assert event_rates(rows) == {"hot": 500.0, "batch100": 1500.0, "stream": 3000.0}
+    rendered = render_event_rates(rows)
+    assert "3.00× hot" in rendered and "6.00× hot" in rendered
+    assert "  ✓ stream vs hot, events/s: 6.00× (≥ 5.0×)" in target_checks(rows, 0.5)

@@ -14,9 +14,11 @@ from rating_client.errors import (
     SpendCapExceeded,
     Unavailable,
 )
+from rating_client.streaming import EventResult
 
 __all__ = [
     "ContractSuspended",
+    "EventResult",
     "IdempotencyKeyMismatch",
     "InsufficientCredit",
     "InvalidRequest",

@@ -11,13 +11,27 @@ idempotent on them — and turns the server's status details into typed exceptio
             properties={"tokens": "1200", "model": "gpt-4o", "token_type": "input"},
         )
         print(answer.charge, [(d.pool_id, d.amount) for d in answer.draws])
+
+High-volume callers stream instead: one result per event, none raised.
+
+        async for result in rating.stream_rate_and_debit(events):
+            if not result.ok:
+                log.warning("not rated", event_id=result.event_id, error=result.answer)
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -39,6 +53,7 @@ from rating_client.gen.rating.v1 import (
     rating_pb2,
     rating_pb2_grpc,
 )
+from rating_client.streaming import DEFAULT_WINDOW, EventResult, EventStream
 
 T = TypeVar("T")
 
@@ -120,6 +135,36 @@ class RatingClient:
             event=usage_event(event_id, customer_id, event_type, properties, timestamp)
         )
         return await self.idempotent(self.rating.RateAndDebit, request)
+
+    def stream_rate_and_debit(
+        self,
+        events: AsyncIterable[rating_pb2.UsageEvent] | Iterable[rating_pb2.UsageEvent],
+        *,
+        window: int = DEFAULT_WINDOW,
+    ) -> AsyncIterator[EventResult]:
+        """Rate many events on one stream: each event's result, the answer or its typed error.
+
+        Each event is answered as `rate_and_debit` would answer it, and a refusal is a result,
+        not raised, so one bad event does not end the loop. Events are taken from `events` as
+        the stream has room (at most `window` unanswered). Results come in the order of the
+        events but for one answered UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED, which is sent
+        again (same id) up to the client's attempts and comes when answered; `position` is its
+        index in `events`. An event unanswered for the client's timeout, a lost connection or a
+        server draining opens a new stream that sends every unanswered event again (the
+        server's idempotency makes it safe). Raises only what ends the stream for good: a
+        refused key or role, or a transient failure past every attempt (the events with no
+        result yet are then unknown: send them again with the same ids).
+        """
+        stream = EventStream(
+            # No request iterator: EventStream writes the events itself.
+            lambda: self.rating.StreamRateAndDebit(metadata=self._metadata),  # type: ignore[call-arg]
+            events,
+            timeout_seconds=self._timeout,
+            attempts=self._attempts,
+            backoff_seconds=self._backoff,
+            window=window,
+        )
+        return stream.results()
 
     async def authorize(
         self,

@@ -108,16 +108,28 @@ _BY_CODE: dict[grpc.StatusCode, type[RatingError]] = {
 def typed_error(error: aio.AioRpcError) -> RatingError:
     """The typed exception for a failed call."""
     status = decode_rich_status(error.trailing_metadata())
+    return _typed(error.code(), error.details() or "", status)
+
+
+def status_error(status: status_pb2.Status) -> RatingError:
+    """The typed exception for a google.rpc.Status, such as a streamed event's error."""
+    return _typed(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, status)
+
+
+def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> RatingError:
     info = None if status is None else error_info(status)
     reason = "" if info is None else info.reason
-    cls = _BY_REASON.get(reason) or _BY_CODE.get(error.code(), RatingError)
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, RatingError)
     return cls(
-        error.code(),
+        code,
         reason,
-        error.details() or "",
+        message,
         {} if status is None else field_violations(status),
         {} if info is None else dict(info.metadata),
     )
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def decode_rich_status(trailing_metadata: object) -> status_pb2.Status | None:

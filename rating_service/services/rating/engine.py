@@ -169,6 +169,27 @@ class DebitEngine:
                 results.append(_answer_for(error))
         return results
 
+    async def submit(
+        self, tenant_id: str, customer_id: str, event_id: str, event: UsageEvent
+    ) -> Awaitable[Outcome]:
+        """Queue one event behind every event submitted before it; await the result to answer it.
+
+        For a caller that feeds events one at a time (a stream): each is resolved and queued
+        before this returns, so successive submits are debited in the order made, sharing group
+        commits, while their answers are awaited elsewhere. A refusal is raised by the awaitable.
+        An event whose id is in flight already is answered here, after its twin: rated afresh
+        after a refused twin, it is still debited before the events submitted after it.
+        """
+        try:
+            ready = await self._prepare(tenant_id, customer_id, event_id, event)
+            if not isinstance(ready, Outcome | _Pending):
+                ready = await ready()
+        except Exception as error:
+            return _settled(_answer_for(error))
+        if isinstance(ready, Outcome):
+            return _settled(ready)
+        return self._enqueue(ready)
+
     async def _prepare(
         self,
         tenant_id: str,
@@ -446,6 +467,16 @@ async def _after_twin(twin: _Pending, fingerprint: str, retry: Twin) -> Outcome:
         return await retry()  # another payload was refused and stored nothing: rate this one
     _check_same_payload(twin.prepared.fingerprint, fingerprint, twin.prepared.event_id)
     return Outcome(outcome.result, replay=True)
+
+
+def _settled(answer: Outcome | DomainError) -> asyncio.Future[Outcome]:
+    """An answer known already, as the awaitable `submit` returns."""
+    future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    if isinstance(answer, Outcome):
+        future.set_result(answer)
+    else:
+        future.set_exception(answer)
+    return future
 
 
 def _answer_for(error: Exception) -> DomainError:

@@ -157,13 +157,14 @@ def _events(draw: st.DrawFn) -> rating_pb2.UsageEvent:
 
 
 @st.composite
-def _requests(draw: st.DrawFn) -> tuple[str, Message]:
-    """(RPC name, request) for any RatingService RPC."""
+def _requests(draw: st.DrawFn) -> tuple[str, Message | list[Message]]:
+    """(RPC name, request, or a stream's requests) for any RatingService RPC."""
     rpc = draw(
         st.sampled_from(
             [
                 "RateAndDebit",
                 "BatchRateAndDebit",
+                "StreamRateAndDebit",
                 "Authorize",
                 "Capture",
                 "Void",
@@ -178,6 +179,11 @@ def _requests(draw: st.DrawFn) -> tuple[str, Message]:
         request = rating_pb2.RateAndDebitRequest(event=draw(_events()))
     elif rpc == "BatchRateAndDebit":
         request = rating_pb2.BatchRateAndDebitRequest(events=draw(st.lists(_events(), max_size=8)))
+    elif rpc == "StreamRateAndDebit":
+        return rpc, [
+            rating_pb2.StreamRateAndDebitRequest(event=event)
+            for event in draw(st.lists(_events(), max_size=8))
+        ]
     elif rpc == "Authorize":
         request = rating_pb2.AuthorizeRequest(
             reservation_id=draw(_mostly(_holds, _ids)),
@@ -278,12 +284,16 @@ async def test_no_request_gets_internal_writes_when_refused_or_hurts_a_neighbour
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(_requests())
-    def one_request(call: tuple[str, Message]) -> None:
+    def one_request(call: tuple[str, Message | list[Message]]) -> None:
         rpc, request = call
         method: Callable[..., Any] = getattr(stub, rpc)
         before = state()
+        reply: Any
         try:
-            reply = method(request, metadata=metadata, timeout=20)
+            if isinstance(request, list):  # a stream: every answer, until it ends
+                reply = list(method(iter(request), metadata=metadata, timeout=20))
+            else:
+                reply = method(request, metadata=metadata, timeout=20)
         except grpc.RpcError as error:
             answers[f"{rpc} {error.code().name}"] += 1
             assert error.code() not in NEVER, f"{rpc} answered {error.code()}: {error.details()}"
@@ -291,13 +301,14 @@ async def test_no_request_gets_internal_writes_when_refused_or_hurts_a_neighbour
             assert state() == before, f"a refused {rpc} wrote something"
             return
         answers[f"{rpc} OK"] += 1
-        if rpc == "BatchRateAndDebit":
-            codes = [r.error.code for r in reply.results if r.WhichOneof("result") == "error"]
-            assert not NEVER_CODES & set(codes), f"a batch item answered {codes}"
+        if rpc in ("BatchRateAndDebit", "StreamRateAndDebit"):
+            results = reply if isinstance(request, list) else reply.results
+            if isinstance(request, list):
+                assert len(results) == len(request), "a streamed event went unanswered"
+            codes = [r.error.code for r in results if r.WhichOneof("result") == "error"]
+            assert not NEVER_CODES & set(codes), f"a {rpc} item answered {codes}"
             fresh = sum(
-                1
-                for r in reply.results
-                if r.WhichOneof("result") == "response" and not r.response.replay
+                1 for r in results if r.WhichOneof("result") == "response" and not r.response.replay
             )
             assert state()[0] == before[0] + fresh, "rated events ≠ fresh answers"
 
@@ -401,6 +412,14 @@ def _message(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
     return st.fixed_dictionaries({}, optional=optional).map(lambda values: cls(**values))
 
 
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _raw(answer: bytes) -> bytes:
+    return answer
+
+
 @pytest.fixture
 def any_service_settings(settings: Settings) -> Settings:
     """Temporal at a port where nothing listens: ops RPCs must say UNAVAILABLE, not fail."""
@@ -423,15 +442,23 @@ async def test_no_rpc_of_any_service_answers_internal(
     @given(st.data())
     def one_request(data: st.DataObject) -> None:
         method = data.draw(st.sampled_from(METHODS), label="method")
-        request = data.draw(_message(method.input_type), label="request")
         role = data.draw(st.sampled_from(sorted(Role)), label="role")
-        call = channel.unary_unary(
-            f"/{method.containing_service.full_name}/{method.name}",
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=lambda raw: raw,
-        )
+        path = f"/{method.containing_service.full_name}/{method.name}"
         try:
-            call(request, metadata=acme.metadata(role), timeout=20)
+            if method.client_streaming:
+                requests = data.draw(st.lists(_message(method.input_type), max_size=3))
+                stream = channel.stream_stream(path, _serialize, _raw)
+                replies = list(stream(iter(requests), metadata=acme.metadata(role), timeout=20))
+                # Each answer of a stream may carry an event's error: never INTERNAL either.
+                output = message_factory.GetMessageClass(method.output_type)
+                for raw in replies:
+                    reply: Any = output.FromString(raw)
+                    if "error" in reply.DESCRIPTOR.fields_by_name and reply.HasField("error"):
+                        assert reply.error.code not in NEVER_CODES, reply.error.message
+            else:
+                request = data.draw(_message(method.input_type), label="request")
+                call = channel.unary_unary(path, _serialize, _raw)
+                call(request, metadata=acme.metadata(role), timeout=20)
         except grpc.RpcError as error:
             answers[f"{method.name} {error.code().name}"] += 1
             assert error.code() not in NEVER, f"{method.name}: {error.details()}"

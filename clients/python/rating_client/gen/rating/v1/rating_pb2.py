@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from rating_client.gen.rating.v1 import catalog_pb2 as rating_dot_v1_dot_catalog__pb2
 from rating_client.gen.rating.v1 import invoice_pb2 as rating_dot_v1_dot_invoice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rating/v1/rating.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rating/v1/catalog.proto\x1a\x17rating/v1/invoice.proto\"\xe4\x01\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\nproperties\x18\x05 \x03(\x0b\x32%.rating.v1.UsageEvent.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x13RateAndDebitRequest\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.rating.v1.UsageEvent\"\xfe\x01\n\nChargeLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.ChargeLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\"\n\x1a\x61mount_in_invoice_currency\x18\x05 \x01(\t\x12\'\n\tbreakdown\x18\x06 \x03(\x0b\x32\x14.rating.v1.PriceLine\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x08PoolDraw\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"B\n\x0bPoolBalance\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tremaining\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\t\"M\n\nFiredAlert\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\"\x85\x03\n\x14RateAndDebitResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x18\n\x10invoice_currency\x18\x04 \x01(\t\x12\x0e\n\x06\x63harge\x18\x05 \x01(\t\x12$\n\x05lines\x18\x06 \x03(\x0b\x32\x15.rating.v1.ChargeLine\x12\"\n\x05\x64raws\x18\x07 \x03(\x0b\x32\x13.rating.v1.PoolDraw\x12\x0f\n\x07overage\x18\x08 \x01(\t\x12(\n\x08\x62\x61lances\x18\t \x03(\x0b\x32\x16.rating.v1.PoolBalance\x12%\n\x06\x61lerts\x18\n \x03(\x0b\x32\x15.rating.v1.FiredAlert\x12\x30\n\x0cperiod_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x18\x42\x61tchRateAndDebitRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.rating.v1.UsageEvent\"|\n\x0f\x42\x61tchItemResult\x12\x33\n\x08response\x18\x01 \x01(\x0b\x32\x1f.rating.v1.RateAndDebitResponseH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.rating.v1.BatchItemErrorH\x00\x42\x08\n\x06result\"?\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x19\x42\x61tchRateAndDebitResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rating.v1.BatchItemResult\"\xa8\x01\n\x10\x41uthorizeRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0bproduct_key\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x05\"\xba\x01\n\x11\x41uthorizeResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08\x12\"\n\x05holds\x18\x03 \x03(\x0b\x32\x13.rating.v1.PoolDraw\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x62\x61lances\x18\x05 \x03(\x0b\x32\x16.rating.v1.PoolBalance\"N\n\x0e\x43\x61ptureRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.rating.v1.UsageEvent\"k\n\x0f\x43\x61ptureResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12.\n\x05\x64\x65\x62it\x18\x02 \x01(\x0b\x32\x1f.rating.v1.RateAndDebitResponse\x12\x10\n\x08released\x18\x03 \x01(\t\"%\n\x0bVoidRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"H\n\x0cVoidResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\t\x12\x0e\n\x06replay\x18\x03 \x01(\x08\"\xf5\x01\n\x08PoolView\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\r\n\x05scope\x18\x04 \x03(\t\x12\x10\n\x08original\x18\x05 \x01(\t\x12\x11\n\tremaining\x18\x06 \x01(\t\x12\x0f\n\x07pending\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncost_basis\x18\n \x01(\t\"Q\n\x12GetBalancesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x13GetBalancesResponse\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10invoice_currency\x18\x02 \x01(\t\x12\"\n\x05pools\x18\x03 \x03(\x0b\x32\x13.rating.v1.PoolView\x12\x11\n\tavailable\x18\x04 \x01(\t\x12\x0f\n\x07overage\x18\x05 \x01(\t\"\xe1\x01\n\x08UsageRow\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x37\n\ndimensions\x18\x02 \x03(\x0b\x32#.rating.v1.UsageRow.DimensionsEntry\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x19\n\x11\x66orecast_quantity\x18\x05 \x01(\t\x12\x17\n\x0f\x66orecast_amount\x18\x06 \x01(\t\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0fGetUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\x10GetUsageResponse\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10invoice_currency\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04rows\x18\x05 \x03(\x0b\x32\x13.rating.v1.UsageRow\x12\r\n\x05total\x18\x06 \x01(\t\x12\x16\n\x0e\x66orecast_total\x18\x07 \x01(\t\"A\n\x15PreviewInvoiceRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x02 \x01(\t\"=\n\x16PreviewInvoiceResponse\x12#\n\x07invoice\x18\x01 \x01(\x0b\x32\x12.rating.v1.Invoice2\xed\x04\n\rRatingService\x12O\n\x0cRateAndDebit\x12\x1e.rating.v1.RateAndDebitRequest\x1a\x1f.rating.v1.RateAndDebitResponse\x12^\n\x11\x42\x61tchRateAndDebit\x12#.rating.v1.BatchRateAndDebitRequest\x1a$.rating.v1.BatchRateAndDebitResponse\x12\x46\n\tAuthorize\x12\x1b.rating.v1.AuthorizeRequest\x1a\x1c.rating.v1.AuthorizeResponse\x12@\n\x07\x43\x61pture\x12\x19.rating.v1.CaptureRequest\x1a\x1a.rating.v1.CaptureResponse\x12\x37\n\x04Void\x12\x16.rating.v1.VoidRequest\x1a\x17.rating.v1.VoidResponse\x12L\n\x0bGetBalances\x12\x1d.rating.v1.GetBalancesRequest\x1a\x1e.rating.v1.GetBalancesResponse\x12\x43\n\x08GetUsage\x12\x1a.rating.v1.GetUsageRequest\x1a\x1b.rating.v1.GetUsageResponse\x12U\n\x0ePreviewInvoice\x12 .rating.v1.PreviewInvoiceRequest\x1a!.rating.v1.PreviewInvoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rating/v1/rating.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17rating/v1/catalog.proto\x1a\x17rating/v1/invoice.proto\"\xe4\x01\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\nproperties\x18\x05 \x03(\x0b\x32%.rating.v1.UsageEvent.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x13RateAndDebitRequest\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.rating.v1.UsageEvent\"\xfe\x01\n\nChargeLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.ChargeLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\"\n\x1a\x61mount_in_invoice_currency\x18\x05 \x01(\t\x12\'\n\tbreakdown\x18\x06 \x03(\x0b\x32\x14.rating.v1.PriceLine\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x08PoolDraw\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"B\n\x0bPoolBalance\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tremaining\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\t\"M\n\nFiredAlert\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\"\x85\x03\n\x14RateAndDebitResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x18\n\x10invoice_currency\x18\x04 \x01(\t\x12\x0e\n\x06\x63harge\x18\x05 \x01(\t\x12$\n\x05lines\x18\x06 \x03(\x0b\x32\x15.rating.v1.ChargeLine\x12\"\n\x05\x64raws\x18\x07 \x03(\x0b\x32\x13.rating.v1.PoolDraw\x12\x0f\n\x07overage\x18\x08 \x01(\t\x12(\n\x08\x62\x61lances\x18\t \x03(\x0b\x32\x16.rating.v1.PoolBalance\x12%\n\x06\x61lerts\x18\n \x03(\x0b\x32\x15.rating.v1.FiredAlert\x12\x30\n\x0cperiod_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x18\x42\x61tchRateAndDebitRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.rating.v1.UsageEvent\"|\n\x0f\x42\x61tchItemResult\x12\x33\n\x08response\x18\x01 \x01(\x0b\x32\x1f.rating.v1.RateAndDebitResponseH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.rating.v1.BatchItemErrorH\x00\x42\x08\n\x06result\"?\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x19\x42\x61tchRateAndDebitResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rating.v1.BatchItemResult\"A\n\x19StreamRateAndDebitRequest\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.rating.v1.UsageEvent\"\xa4\x01\n\x1aStreamRateAndDebitResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x33\n\x08response\x18\x03 \x01(\x0b\x32\x1f.rating.v1.RateAndDebitResponseH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\xa8\x01\n\x10\x41uthorizeRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0bproduct_key\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x05\"\xba\x01\n\x11\x41uthorizeResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08\x12\"\n\x05holds\x18\x03 \x03(\x0b\x32\x13.rating.v1.PoolDraw\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x62\x61lances\x18\x05 \x03(\x0b\x32\x16.rating.v1.PoolBalance\"N\n\x0e\x43\x61ptureRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.rating.v1.UsageEvent\"k\n\x0f\x43\x61ptureResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12.\n\x05\x64\x65\x62it\x18\x02 \x01(\x0b\x32\x1f.rating.v1.RateAndDebitResponse\x12\x10\n\x08released\x18\x03 \x01(\t\"%\n\x0bVoidRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"H\n\x0cVoidResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\t\x12\x0e\n\x06replay\x18\x03 \x01(\x08\"\xf5\x01\n\x08PoolView\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\r\n\x05scope\x18\x04 \x03(\t\x12\x10\n\x08original\x18\x05 \x01(\t\x12\x11\n\tremaining\x18\x06 \x01(\t\x12\x0f\n\x07pending\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncost_basis\x18\n \x01(\t\"Q\n\x12GetBalancesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x13GetBalancesResponse\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10invoice_currency\x18\x02 \x01(\t\x12\"\n\x05pools\x18\x03 \x03(\x0b\x32\x13.rating.v1.PoolView\x12\x11\n\tavailable\x18\x04 \x01(\t\x12\x0f\n\x07overage\x18\x05 \x01(\t\"\xe1\x01\n\x08UsageRow\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x37\n\ndimensions\x18\x02 \x03(\x0b\x32#.rating.v1.UsageRow.DimensionsEntry\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x19\n\x11\x66orecast_quantity\x18\x05 \x01(\t\x12\x17\n\x0f\x66orecast_amount\x18\x06 \x01(\t\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0fGetUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\x10GetUsageResponse\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10invoice_currency\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04rows\x18\x05 \x03(\x0b\x32\x13.rating.v1.UsageRow\x12\r\n\x05total\x18\x06 \x01(\t\x12\x16\n\x0e\x66orecast_total\x18\x07 \x01(\t\"A\n\x15PreviewInvoiceRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x02 \x01(\t\"=\n\x16PreviewInvoiceResponse\x12#\n\x07invoice\x18\x01 \x01(\x0b\x32\x12.rating.v1.Invoice2\xd4\x05\n\rRatingService\x12O\n\x0cRateAndDebit\x12\x1e.rating.v1.RateAndDebitRequest\x1a\x1f.rating.v1.RateAndDebitResponse\x12^\n\x11\x42\x61tchRateAndDebit\x12#.rating.v1.BatchRateAndDebitRequest\x1a$.rating.v1.BatchRateAndDebitResponse\x12\x65\n\x12StreamRateAndDebit\x12$.rating.v1.StreamRateAndDebitRequest\x1a%.rating.v1.StreamRateAndDebitResponse(\x01\x30\x01\x12\x46\n\tAuthorize\x12\x1b.rating.v1.AuthorizeRequest\x1a\x1c.rating.v1.AuthorizeResponse\x12@\n\x07\x43\x61pture\x12\x19.rating.v1.CaptureRequest\x1a\x1a.rating.v1.CaptureResponse\x12\x37\n\x04Void\x12\x16.rating.v1.VoidRequest\x1a\x17.rating.v1.VoidResponse\x12L\n\x0bGetBalances\x12\x1d.rating.v1.GetBalancesRequest\x1a\x1e.rating.v1.GetBalancesResponse\x12\x43\n\x08GetUsage\x12\x1a.rating.v1.GetUsageRequest\x1a\x1b.rating.v1.GetUsageResponse\x12U\n\x0ePreviewInvoice\x12 .rating.v1.PreviewInvoiceRequest\x1a!.rating.v1.PreviewInvoiceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,62 +42,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHARGELINE_DIMENSIONSENTRY']._serialized_options = b'8\001'
   _globals['_USAGEROW_DIMENSIONSENTRY']._loaded_options = None
   _globals['_USAGEROW_DIMENSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_USAGEEVENT']._serialized_start=121
-  _globals['_USAGEEVENT']._serialized_end=349
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=300
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=349
-  _globals['_RATEANDDEBITREQUEST']._serialized_start=351
-  _globals['_RATEANDDEBITREQUEST']._serialized_end=410
-  _globals['_CHARGELINE']._serialized_start=413
-  _globals['_CHARGELINE']._serialized_end=667
-  _globals['_CHARGELINE_DIMENSIONSENTRY']._serialized_start=618
-  _globals['_CHARGELINE_DIMENSIONSENTRY']._serialized_end=667
-  _globals['_POOLDRAW']._serialized_start=669
-  _globals['_POOLDRAW']._serialized_end=712
-  _globals['_POOLBALANCE']._serialized_start=714
-  _globals['_POOLBALANCE']._serialized_end=780
-  _globals['_FIREDALERT']._serialized_start=782
-  _globals['_FIREDALERT']._serialized_end=859
-  _globals['_RATEANDDEBITRESPONSE']._serialized_start=862
-  _globals['_RATEANDDEBITRESPONSE']._serialized_end=1251
-  _globals['_BATCHRATEANDDEBITREQUEST']._serialized_start=1253
-  _globals['_BATCHRATEANDDEBITREQUEST']._serialized_end=1318
-  _globals['_BATCHITEMRESULT']._serialized_start=1320
-  _globals['_BATCHITEMRESULT']._serialized_end=1444
-  _globals['_BATCHITEMERROR']._serialized_start=1446
-  _globals['_BATCHITEMERROR']._serialized_end=1509
-  _globals['_BATCHRATEANDDEBITRESPONSE']._serialized_start=1511
-  _globals['_BATCHRATEANDDEBITRESPONSE']._serialized_end=1583
-  _globals['_AUTHORIZEREQUEST']._serialized_start=1586
-  _globals['_AUTHORIZEREQUEST']._serialized_end=1754
-  _globals['_AUTHORIZERESPONSE']._serialized_start=1757
-  _globals['_AUTHORIZERESPONSE']._serialized_end=1943
-  _globals['_CAPTUREREQUEST']._serialized_start=1945
-  _globals['_CAPTUREREQUEST']._serialized_end=2023
-  _globals['_CAPTURERESPONSE']._serialized_start=2025
-  _globals['_CAPTURERESPONSE']._serialized_end=2132
-  _globals['_VOIDREQUEST']._serialized_start=2134
-  _globals['_VOIDREQUEST']._serialized_end=2171
-  _globals['_VOIDRESPONSE']._serialized_start=2173
-  _globals['_VOIDRESPONSE']._serialized_end=2245
-  _globals['_POOLVIEW']._serialized_start=2248
-  _globals['_POOLVIEW']._serialized_end=2493
-  _globals['_GETBALANCESREQUEST']._serialized_start=2495
-  _globals['_GETBALANCESREQUEST']._serialized_end=2576
-  _globals['_GETBALANCESRESPONSE']._serialized_start=2579
-  _globals['_GETBALANCESRESPONSE']._serialized_end=2719
-  _globals['_USAGEROW']._serialized_start=2722
-  _globals['_USAGEROW']._serialized_end=2947
-  _globals['_USAGEROW_DIMENSIONSENTRY']._serialized_start=618
-  _globals['_USAGEROW_DIMENSIONSENTRY']._serialized_end=667
-  _globals['_GETUSAGEREQUEST']._serialized_start=2949
-  _globals['_GETUSAGEREQUEST']._serialized_end=3027
-  _globals['_GETUSAGERESPONSE']._serialized_start=3030
-  _globals['_GETUSAGERESPONSE']._serialized_end=3267
-  _globals['_PREVIEWINVOICEREQUEST']._serialized_start=3269
-  _globals['_PREVIEWINVOICEREQUEST']._serialized_end=3334
-  _globals['_PREVIEWINVOICERESPONSE']._serialized_start=3336
-  _globals['_PREVIEWINVOICERESPONSE']._serialized_end=3397
-  _globals['_RATINGSERVICE']._serialized_start=3400
-  _globals['_RATINGSERVICE']._serialized_end=4021
+  _globals['_USAGEEVENT']._serialized_start=146
+  _globals['_USAGEEVENT']._serialized_end=374
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=325
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=374
+  _globals['_RATEANDDEBITREQUEST']._serialized_start=376
+  _globals['_RATEANDDEBITREQUEST']._serialized_end=435
+  _globals['_CHARGELINE']._serialized_start=438
+  _globals['_CHARGELINE']._serialized_end=692
+  _globals['_CHARGELINE_DIMENSIONSENTRY']._serialized_start=643
+  _globals['_CHARGELINE_DIMENSIONSENTRY']._serialized_end=692
+  _globals['_POOLDRAW']._serialized_start=694
+  _globals['_POOLDRAW']._serialized_end=737
+  _globals['_POOLBALANCE']._serialized_start=739
+  _globals['_POOLBALANCE']._serialized_end=805
+  _globals['_FIREDALERT']._serialized_start=807
+  _globals['_FIREDALERT']._serialized_end=884
+  _globals['_RATEANDDEBITRESPONSE']._serialized_start=887
+  _globals['_RATEANDDEBITRESPONSE']._serialized_end=1276
+  _globals['_BATCHRATEANDDEBITREQUEST']._serialized_start=1278
+  _globals['_BATCHRATEANDDEBITREQUEST']._serialized_end=1343
+  _globals['_BATCHITEMRESULT']._serialized_start=1345
+  _globals['_BATCHITEMRESULT']._serialized_end=1469
+  _globals['_BATCHITEMERROR']._serialized_start=1471
+  _globals['_BATCHITEMERROR']._serialized_end=1534
+  _globals['_BATCHRATEANDDEBITRESPONSE']._serialized_start=1536
+  _globals['_BATCHRATEANDDEBITRESPONSE']._serialized_end=1608
+  _globals['_STREAMRATEANDDEBITREQUEST']._serialized_start=1610
+  _globals['_STREAMRATEANDDEBITREQUEST']._serialized_end=1675
+  _globals['_STREAMRATEANDDEBITRESPONSE']._serialized_start=1678
+  _globals['_STREAMRATEANDDEBITRESPONSE']._serialized_end=1842
+  _globals['_AUTHORIZEREQUEST']._serialized_start=1845
+  _globals['_AUTHORIZEREQUEST']._serialized_end=2013
+  _globals['_AUTHORIZERESPONSE']._serialized_start=2016
+  _globals['_AUTHORIZERESPONSE']._serialized_end=2202
+  _globals['_CAPTUREREQUEST']._serialized_start=2204
+  _globals['_CAPTUREREQUEST']._serialized_end=2282
+  _globals['_CAPTURERESPONSE']._serialized_start=2284
+  _globals['_CAPTURERESPONSE']._serialized_end=2391
+  _globals['_VOIDREQUEST']._serialized_start=2393
+  _globals['_VOIDREQUEST']._serialized_end=2430
+  _globals['_VOIDRESPONSE']._serialized_start=2432
+  _globals['_VOIDRESPONSE']._serialized_end=2504
+  _globals['_POOLVIEW']._serialized_start=2507
+  _globals['_POOLVIEW']._serialized_end=2752
+  _globals['_GETBALANCESREQUEST']._serialized_start=2754
+  _globals['_GETBALANCESREQUEST']._serialized_end=2835
+  _globals['_GETBALANCESRESPONSE']._serialized_start=2838
+  _globals['_GETBALANCESRESPONSE']._serialized_end=2978
+  _globals['_USAGEROW']._serialized_start=2981
+  _globals['_USAGEROW']._serialized_end=3206
+  _globals['_USAGEROW_DIMENSIONSENTRY']._serialized_start=643
+  _globals['_USAGEROW_DIMENSIONSENTRY']._serialized_end=692
+  _globals['_GETUSAGEREQUEST']._serialized_start=3208
+  _globals['_GETUSAGEREQUEST']._serialized_end=3286
+  _globals['_GETUSAGERESPONSE']._serialized_start=3289
+  _globals['_GETUSAGERESPONSE']._serialized_end=3526
+  _globals['_PREVIEWINVOICEREQUEST']._serialized_start=3528
+  _globals['_PREVIEWINVOICEREQUEST']._serialized_end=3593
+  _globals['_PREVIEWINVOICERESPONSE']._serialized_start=3595
+  _globals['_PREVIEWINVOICERESPONSE']._serialized_end=3656
+  _globals['_RATINGSERVICE']._serialized_start=3659
+  _globals['_RATINGSERVICE']._serialized_end=4383
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from rating_client.gen.rating.v1 import catalog_pb2 as _catalog_pb2
 from rating_client.gen.rating.v1 import invoice_pb2 as _invoice_pb2
 import builtins as _builtins
@@ -405,6 +406,70 @@ class BatchRateAndDebitResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchRateAndDebitResponse: _TypeAlias = BatchRateAndDebitResponse  # noqa: Y015
+
+@_typing.final
+class StreamRateAndDebitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___UsageEvent:
+        """The same event RateAndDebit takes, checked the same way."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___UsageEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRateAndDebitRequest: _TypeAlias = StreamRateAndDebitRequest  # noqa: Y015
+
+@_typing.final
+class StreamRateAndDebitResponse(_message.Message):
+    """The answer to one streamed event: what RateAndDebit would have answered, or its error."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The event's id, as sent."""
+    position: _builtins.int
+    """The request's position in this stream, from 0; responses come in this order."""
+    @_builtins.property
+    def response(self) -> Global___RateAndDebitResponse:
+        """The RateAndDebit answer (replay true when the event was rated before)."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The status RateAndDebit would have failed with: its code, message and details
+        (ErrorInfo with reason and metadata; BadRequest naming the fields under `event.`).
+        """
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        response: Global___RateAndDebitResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response", b"response", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event_id", b"event_id", "position", b"position", "response", b"response", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___StreamRateAndDebitResponse: _TypeAlias = StreamRateAndDebitResponse  # noqa: Y015
 
 @_typing.final
 class AuthorizeRequest(_message.Message):

@@ -48,6 +48,11 @@ class RatingServiceStub:
                 request_serializer=rating_dot_v1_dot_rating__pb2.BatchRateAndDebitRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_rating__pb2.BatchRateAndDebitResponse.FromString,
                 _registered_method=True)
+        self.StreamRateAndDebit = channel.stream_stream(
+                '/rating.v1.RatingService/StreamRateAndDebit',
+                request_serializer=rating_dot_v1_dot_rating__pb2.StreamRateAndDebitRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_rating__pb2.StreamRateAndDebitResponse.FromString,
+                _registered_method=True)
         self.Authorize = channel.unary_unary(
                 '/rating.v1.RatingService/Authorize',
                 request_serializer=rating_dot_v1_dot_rating__pb2.AuthorizeRequest.SerializeToString,
@@ -95,6 +100,25 @@ class RatingServiceServicer:
 
     def BatchRateAndDebit(self, request, context):
         """Up to 1,000 events, each with its own result; one bad event does not fail the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRateAndDebit(self, request_iterator, context):
+        """Events in, one result per event out, for high-volume callers: each event is answered
+        exactly as RateAndDebit would answer it (same idempotency on event_id, same replays, same
+        errors), and a refused event fails alone while the stream goes on. Events are debited in
+        the order they are sent, sharing group commits with every other caller's, and answered in
+        that same order: the n-th response answers the n-th request (it carries the event_id and
+        the position too). At most RATING_STREAM_WINDOW events (default 256) are in flight per
+        stream: the server reads no further until answers free the window, so a fast producer
+        is held back by gRPC flow control instead of growing the server's memory. The stream
+        itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
+        PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
+        read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+        The server sends its response headers as soon as it has accepted the stream; a client
+        that waits for them before writing gets a refusal's status intact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +180,11 @@ def add_RatingServiceServicer_to_server(servicer, server):
                     servicer.BatchRateAndDebit,
                     request_deserializer=rating_dot_v1_dot_rating__pb2.BatchRateAndDebitRequest.FromString,
                     response_serializer=rating_dot_v1_dot_rating__pb2.BatchRateAndDebitResponse.SerializeToString,
+            ),
+            'StreamRateAndDebit': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamRateAndDebit,
+                    request_deserializer=rating_dot_v1_dot_rating__pb2.StreamRateAndDebitRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_rating__pb2.StreamRateAndDebitResponse.SerializeToString,
             ),
             'Authorize': grpc.unary_unary_rpc_method_handler(
                     servicer.Authorize,
@@ -245,6 +274,33 @@ class RatingService:
             '/rating.v1.RatingService/BatchRateAndDebit',
             rating_dot_v1_dot_rating__pb2.BatchRateAndDebitRequest.SerializeToString,
             rating_dot_v1_dot_rating__pb2.BatchRateAndDebitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRateAndDebit(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rating.v1.RatingService/StreamRateAndDebit',
+            rating_dot_v1_dot_rating__pb2.StreamRateAndDebitRequest.SerializeToString,
+            rating_dot_v1_dot_rating__pb2.StreamRateAndDebitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,21 @@ class RatingServiceStub:
     """Prices one usage event and debits the contract's pools; replays return the first answer."""
     BatchRateAndDebit: _grpc.UnaryUnaryMultiCallable[_rating_pb2.BatchRateAndDebitRequest, _rating_pb2.BatchRateAndDebitResponse]
     """Up to 1,000 events, each with its own result; one bad event does not fail the rest."""
+    StreamRateAndDebit: _grpc.StreamStreamMultiCallable[_rating_pb2.StreamRateAndDebitRequest, _rating_pb2.StreamRateAndDebitResponse]
+    """Events in, one result per event out, for high-volume callers: each event is answered
+    exactly as RateAndDebit would answer it (same idempotency on event_id, same replays, same
+    errors), and a refused event fails alone while the stream goes on. Events are debited in
+    the order they are sent, sharing group commits with every other caller's, and answered in
+    that same order: the n-th response answers the n-th request (it carries the event_id and
+    the position too). At most RATING_STREAM_WINDOW events (default 256) are in flight per
+    stream: the server reads no further until answers free the window, so a fast producer
+    is held back by gRPC flow control instead of growing the server's memory. The stream
+    itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
+    PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
+    read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+    The server sends its response headers as soon as it has accepted the stream; a client
+    that waits for them before writing gets a refusal's status intact.
+    """
     Authorize: _grpc.UnaryUnaryMultiCallable[_rating_pb2.AuthorizeRequest, _rating_pb2.AuthorizeResponse]
     """Holds an estimated amount on the pools (e.g. before a streaming LLM call), with a TTL."""
     Capture: _grpc.UnaryUnaryMultiCallable[_rating_pb2.CaptureRequest, _rating_pb2.CaptureResponse]
@@ -69,6 +84,21 @@ class RatingServiceAsyncStub(RatingServiceStub):
     """Prices one usage event and debits the contract's pools; replays return the first answer."""
     BatchRateAndDebit: _aio.UnaryUnaryMultiCallable[_rating_pb2.BatchRateAndDebitRequest, _rating_pb2.BatchRateAndDebitResponse]  # type: ignore[assignment]
     """Up to 1,000 events, each with its own result; one bad event does not fail the rest."""
+    StreamRateAndDebit: _aio.StreamStreamMultiCallable[_rating_pb2.StreamRateAndDebitRequest, _rating_pb2.StreamRateAndDebitResponse]  # type: ignore[assignment]
+    """Events in, one result per event out, for high-volume callers: each event is answered
+    exactly as RateAndDebit would answer it (same idempotency on event_id, same replays, same
+    errors), and a refused event fails alone while the stream goes on. Events are debited in
+    the order they are sent, sharing group commits with every other caller's, and answered in
+    that same order: the n-th response answers the n-th request (it carries the event_id and
+    the position too). At most RATING_STREAM_WINDOW events (default 256) are in flight per
+    stream: the server reads no further until answers free the window, so a fast producer
+    is held back by gRPC flow control instead of growing the server's memory. The stream
+    itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
+    PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
+    read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+    The server sends its response headers as soon as it has accepted the stream; a client
+    that waits for them before writing gets a refusal's status intact.
+    """
     Authorize: _aio.UnaryUnaryMultiCallable[_rating_pb2.AuthorizeRequest, _rating_pb2.AuthorizeResponse]  # type: ignore[assignment]
     """Holds an estimated amount on the pools (e.g. before a streaming LLM call), with a TTL."""
     Capture: _aio.UnaryUnaryMultiCallable[_rating_pb2.CaptureRequest, _rating_pb2.CaptureResponse]  # type: ignore[assignment]
@@ -106,6 +136,27 @@ class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rating_pb2.BatchRateAndDebitResponse, _abc.Awaitable[_rating_pb2.BatchRateAndDebitResponse]]:
         """Up to 1,000 events, each with its own result; one bad event does not fail the rest."""
+
+    @_abc_1.abstractmethod
+    def StreamRateAndDebit(
+        self,
+        request_iterator: _MaybeAsyncIterator[_rating_pb2.StreamRateAndDebitRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_rating_pb2.StreamRateAndDebitResponse], _abc.AsyncIterator[_rating_pb2.StreamRateAndDebitResponse]]:
+        """Events in, one result per event out, for high-volume callers: each event is answered
+        exactly as RateAndDebit would answer it (same idempotency on event_id, same replays, same
+        errors), and a refused event fails alone while the stream goes on. Events are debited in
+        the order they are sent, sharing group commits with every other caller's, and answered in
+        that same order: the n-th response answers the n-th request (it carries the event_id and
+        the position too). At most RATING_STREAM_WINDOW events (default 256) are in flight per
+        stream: the server reads no further until answers free the window, so a fast producer
+        is held back by gRPC flow control instead of growing the server's memory. The stream
+        itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
+        PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
+        read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+        The server sends its response headers as soon as it has accepted the stream; a client
+        that waits for them before writing gets a refusal's status intact.
+        """
 
     @_abc_1.abstractmethod
     def Authorize(
