@@ -1,4 +1,4 @@
-"""CPU taken by the parts of a benchmark's stack, and by everything else, during a run (/proc)."""
+"""CPU (and memory) taken by the parts of a benchmark's stack, and by everything else (/proc)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,33 @@ def tree_ticks(roots: Sequence[int]) -> int:
         tree |= children
         grew = bool(children)
     return sum(spent[pid] for pid in tree)
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants (a server and its processes), in bytes."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rpartition(")")[2].split()[1])
+            except OSError:
+                continue  # exited meanwhile
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    resident = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        resident += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return resident
 
 
 class OthersCpu:

@@ -38,15 +38,24 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_cpu import OthersCpu
+import sql_hot_row
+from bench_cpu import OthersCpu, tree_rss_bytes
 from bench_database import create_database, drop_database, postgres_server, postmaster_pid
+from book_memory import bytes_per_book
 from rating_measure import measure_all
-from rating_report import render_event_rates, render_table, target_checks
+from rating_report import (
+    render_event_rates,
+    render_memory,
+    render_sql_hot_row,
+    render_table,
+    target_checks,
+)
 from rating_scenarios import ALL_SCENARIOS
 from rating_seeding import prepare
 from rating_server import ServerProcess, check_rate_and_debit, start_server
 
 from rating_service.cli.progress import step
+from rating_service.settings import Settings
 
 NOISY_CORES = 0.15
 """Other processes using more CPU than this during a run make its figures suspect."""
@@ -142,7 +151,11 @@ def run(args: argparse.Namespace) -> None:
             if postmaster is not None:
                 roots.append(postmaster)
             others = OthersCpu(roots)
+            resident_before = tree_rss_bytes(server.process.pid)
             rows = measure_all(args, server.address, prepared, scenarios, others)
+            resident_after = tree_rss_bytes(server.process.pid)
+            with step("the one-row SQL debit loop (pgbench), 1 and 32 clients"):
+                baseline = asyncio.run(sql_hot_row.measure(database_url, (1, 32), args.duration))
             print(
                 f"\nserver: rating serve, {server.processes} process(es) on one port;"
                 f" load generator: {args.processes} process(es) × {args.connections}"
@@ -153,6 +166,12 @@ def run(args: argparse.Namespace) -> None:
             events = render_event_rates(rows)
             if events:
                 print("\n" + events)
+            print("\n" + render_sql_hot_row(rows, baseline))
+            sample = prepared.zipf_customers[:2001] or prepared.hot_customers
+            with step(f"the memory of {len(sample):,} customers' cached books"):
+                per_book = asyncio.run(bytes_per_book(database_url, prepared.tenant_id, sample))
+            cache_bound = Settings().contract_cache_customers
+            print("\n" + render_memory(resident_before, resident_after, per_book, cache_bound))
             noisy = [r for r in rows if r.others_cores is not None and r.others_cores > NOISY_CORES]
             if noisy:
                 worst = max(r.others_cores or 0.0 for r in noisy)
@@ -160,7 +179,7 @@ def run(args: argparse.Namespace) -> None:
                     f"\n⚠ other processes used up to {worst:.2f} of the {os.cpu_count()} cores"
                     f" during {len(noisy)} of the runs: those figures understate this stack"
                 )
-            checks = target_checks(rows, args.open_loop_fraction)
+            checks = target_checks(rows, args.open_loop_fraction, baseline)
             if checks:
                 print("\ntargets:\n" + "\n".join(checks))
         finally:
