@@ -89,6 +89,11 @@ class Settings:
         3600.0,
         "how long after a period ends late events are still rated into it, before its invoice",
     )
+    billing_dates_per_run: int = _setting(
+        12,
+        "billing dates a contract's billing workflow bills before it continues as new (a new"
+        " contract's workflow; one that runs keeps its own)",
+    )
     outbox_poll_seconds: float = _setting(
         1.0, "how often the worker delivers the outbox (workflow starts, notifications)"
     )
@@ -171,6 +176,7 @@ class Settings:
         # for its own (sticky) queue.
         sticky = 2 if self.worker_cached_workflows else 1
         least = {
+            "billing_dates_per_run": 1,
             "worker_cached_workflows": 0,
             "worker_workflow_tasks": sticky,
             "worker_activities": 1,

@@ -55,6 +55,7 @@ def test_an_empty_metrics_address_turns_metrics_off() -> None:
         ({"RATING_TLS_CERT_FILE": "/c.pem"}, "RATING_TLS_KEY_FILE"),
         ({"RATING_TLS_CLIENT_CA_FILE": "/ca.pem"}, "RATING_TLS_CLIENT_CA_FILE"),
         ({"RATING_LOG_FORMAT": "xml"}, "RATING_LOG_FORMAT"),
+        ({"RATING_BILLING_DATES_PER_RUN": "0"}, "RATING_BILLING_DATES_PER_RUN"),
         ({"RATING_WORKER_CACHED_WORKFLOWS": "-1"}, "RATING_WORKER_CACHED_WORKFLOWS"),
         ({"RATING_WORKER_LOCAL_ACTIVITIES": "0"}, "RATING_WORKER_LOCAL_ACTIVITIES"),
         # A worker that caches workflows needs two slots: one for its sticky queue.
