@@ -23,7 +23,9 @@ beside its usage lines and the opening invoices (nothing due in advance) are ski
               its history.
   baseline    N more contracts' period invoices made by calling Invoicing in a loop, one at a
               time, without Temporal: close + draft + finalize (the database work, the floor),
-              then render + collect (all five steps); the throughput run is set against both.
+              then collect (every step the workflow runs); the throughput run is set against
+              both. Then each invoice's HTML and PDF are rendered, as issuing one used to do
+              (documents are rendered on first read now), to show what that cost.
 
 One table is printed at the end, and the issue's targets checked below it.
 
@@ -123,7 +125,11 @@ async def run_phases(
             f"\nthroughput run: T = {throughput.lead_seconds:.0f}s after the first contract was"
             f" opened, every billing workflow waiting {throughput.slack_seconds:.0f}s before"
             f" T + grace ({args.grace:g}s); CPU from T + grace to the last payment:"
-            f" {format_cores(throughput.cores)}"
+            f" {format_cores(throughput.cores)}; per invoice: "
+            + ", ".join(
+                f"{name} {ms:.0f} ms" for name, ms in throughput.cpu_ms_per_invoice().items()
+            )
+            + f" of CPU; the worker's process peaked at {throughput.worker_peak_mib:,.0f} MiB"
         )
         others = throughput.cores.get("other processes", 0.0)
         if others > NOISY_CORES:

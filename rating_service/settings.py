@@ -43,6 +43,22 @@ class Settings:
     )
     temporal_namespace: str = _setting("default", "Temporal namespace")
     temporal_task_queue: str = _setting("rating", "task queue the worker polls")
+    worker_cached_workflows: int = _setting(
+        1000,
+        "workflow runs the worker keeps in memory between their tasks; a run not kept is"
+        " replayed from its history when its next task comes",
+    )
+    worker_workflow_tasks: int = _setting(100, "workflow tasks the worker runs at once")
+    worker_activities: int = _setting(100, "activities the worker runs at once")
+    worker_local_activities: int = _setting(
+        100, "local activities (the invoice's database steps) the worker runs at once"
+    )
+    worker_workflow_task_pollers: int = _setting(
+        5, "workflow task polls the worker keeps open on Temporal at once"
+    )
+    worker_activity_task_pollers: int = _setting(
+        5, "activity task polls the worker keeps open on Temporal at once"
+    )
     listen_address: str = _setting("127.0.0.1:50051", "gRPC listen address")
     metrics_address: str = _setting(
         "127.0.0.1:9464", "Prometheus /metrics listen address (empty: off)", empty_means_off=True
@@ -84,6 +100,11 @@ class Settings:
     invoice_grace_seconds: float = _setting(
         3600.0,
         "how long after a period ends late events are still rated into it, before its invoice",
+    )
+    billing_dates_per_run: int = _setting(
+        12,
+        "billing dates a contract's billing workflow bills before it continues as new (a new"
+        " contract's workflow; one that runs keeps its own)",
     )
     outbox_poll_seconds: float = _setting(
         1.0, "how often the worker delivers the outbox (workflow starts, notifications)"
@@ -167,6 +188,21 @@ class Settings:
         Failpoints.parse(self.failpoints)  # a typo is refused at start, not at the first hit
         if self.log_format not in ("json", "text"):
             raise InvalidArgument.of_field(env_name("log_format"), "must be `json` or `text`")
+        # A worker that caches workflows takes two workflow task slots and polls at least: one
+        # for its own (sticky) queue.
+        sticky = 2 if self.worker_cached_workflows else 1
+        least = {
+            "billing_dates_per_run": 1,
+            "worker_cached_workflows": 0,
+            "worker_workflow_tasks": sticky,
+            "worker_activities": 1,
+            "worker_local_activities": 1,
+            "worker_workflow_task_pollers": sticky,
+            "worker_activity_task_pollers": 1,
+        }
+        for name, minimum in least.items():
+            if getattr(self, name) < minimum:
+                raise InvalidArgument.of_field(env_name(name), f"must be at least {minimum}")
         # Temporal reads 0 attempts as "retry forever": an endpoint down must not mean that.
         if self.server_processes < 0:
             raise InvalidArgument.of_field(

@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from rating_service.background import stop_task
 from rating_service.faults import Failure, classify_failure
@@ -40,6 +40,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 workflows=list(WORKFLOWS),
                 activities=activities(components),
                 workflow_runner=SANDBOX,
+                max_cached_workflows=settings.worker_cached_workflows,
+                max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
+                max_concurrent_activities=settings.worker_activities,
+                max_concurrent_local_activities=settings.worker_local_activities,
+                workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(
+                    settings.worker_workflow_task_pollers
+                ),
+                activity_task_poller_behavior=PollerBehaviorSimpleMaximum(
+                    settings.worker_activity_task_pollers
+                ),
             )
             log.info(
                 "worker polling",

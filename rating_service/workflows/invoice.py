@@ -1,12 +1,13 @@
 """InvoiceWorkflow: one invoice of a contract's billing date, from closing the period to payment.
 
 Close the period → draft (usage aggregated from the period counters, fees, commits, credits,
-true-up; each line rounded once) → finalize (gapless number, ledger) → render (HTML, PDF) →
-collect the first payment. Every step is an idempotent activity keyed by the contract and
-billing date, so this is what ops replay: a new run finds what the failed one did and carries
-on from there. The workflow id is derived from the same keys (see `invoice_workflow_id`).
-The activities are thin wrappers over `rating_service.services.invoice.Invoicing`; dunning
-collects with the same `collect_payment`.
+true-up; each line rounded once) → finalize (gapless number, ledger) → collect the first
+payment. Its HTML and PDF are rendered when first read (runs from before the
+DOCUMENTS_ON_READ patch rendered them before collecting). Every step is an idempotent
+activity keyed by the contract and billing date, so this is what ops replay: a new run finds
+what the failed one did and carries on from there. The workflow id is derived from the same
+keys (see `invoice_workflow_id`). The activities are thin wrappers over
+`rating_service.services.invoice.Invoicing`; dunning collects with the same `collect_payment`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ with workflow.unsafe.imports_passed_through():
 
 RECORD_UNANSWERED_PAYMENT = "record-unanswered-payment"
 """Patch: a timed-out first attempt is recorded as failed, which starts dunning."""
+
+DOCUMENTS_ON_READ = "documents-on-read"
+"""Patch: the invoice has no render step; its documents are rendered when first read.
+
+Rendered at issue, they were thrown away a moment later by the payment (a change of state
+clears them, see `Invoicing.document`), and laying out the PDF was the largest part of what
+an invoice cost the worker. Histories from before the patch replay with the render step.
+"""
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ INVOICE_STEPS = (
     "render_invoice",
     "collect_payment",
 )
-"""The steps in order, named by their activities: what `step` answers and ops may reset to."""
+"""The steps in order, named by their activities: what `step` answers and ops may reset to
+(`render_invoice` only in runs from before the DOCUMENTS_ON_READ patch)."""
 
 
 class InvoiceActivities:
@@ -188,8 +198,10 @@ class InvoiceWorkflow:
 
     @workflow.run
     async def run(self, request: InvoiceRequest) -> InvoiceResult:
-        """Close, draft, finalize, render, collect."""
-        local = workflow.patched(LOCAL_STEPS)
+        """Close, draft, finalize, collect (and render, in histories before the patch)."""
+        # A newer patch implies the older ones: their markers are spared in new histories.
+        on_read = workflow.patched(DOCUMENTS_ON_READ)
+        local = on_read or workflow.patched(LOCAL_STEPS)
         self._step = "close_period"
         await run_step(InvoiceActivities.close_period, request, local=local)
         self._step = "draft_invoice"
@@ -200,10 +212,12 @@ class InvoiceWorkflow:
         invoice = CollectRequest(request.tenant_id, draft.invoice_id, attempt=1)
         self._step = "finalize_invoice"
         final = await run_step(InvoiceActivities.finalize_invoice, invoice, local=local)
-        self._step = "render_invoice"
-        await run_step(InvoiceActivities.render_invoice, invoice, local=local)
+        if not on_read:
+            self._step = "render_invoice"
+            await run_step(InvoiceActivities.render_invoice, invoice, local=local)
         self._step = "collect_payment"
         try:
+            # An ordinary activity: it waits on the gateway, for up to PAYMENT_TIMEOUT a try.
             paid = await workflow.execute_activity_method(
                 InvoiceActivities.collect_payment,
                 invoice,
@@ -217,7 +231,7 @@ class InvoiceWorkflow:
             # for dunning, whose next attempt asks again under a new key.
             workflow.logger.warning("payment collection gave up: %s", error.cause)
             paid = CollectResult("gateway_timeout", "timeout", str(error.cause))
-            if workflow.patched(RECORD_UNANSWERED_PAYMENT):
+            if on_read or workflow.patched(RECORD_UNANSWERED_PAYMENT):
                 # Recorded as a failure, whose `payment.failed` notification starts dunning,
                 # as a decline's does.
                 paid = await workflow.execute_activity_method(

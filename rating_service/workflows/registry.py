@@ -109,7 +109,12 @@ def outbox_handlers(
     """Outbox topic → what delivering a row of it does (each idempotent on business keys)."""
     handlers: dict[Topic, list[Handler]] = {
         Topic.CONTRACT_CREATED: [
-            start_billing(client, settings.temporal_task_queue, settings.invoice_grace_seconds),
+            start_billing(
+                client,
+                settings.temporal_task_queue,
+                settings.invoice_grace_seconds,
+                settings.billing_dates_per_run,
+            ),
             start_renewal(client, settings.temporal_task_queue, settings.settlement_poll_seconds),
         ],
         Topic.COMMITMENT_ADDED: [

@@ -7,7 +7,7 @@ import copy
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from click.testing import CliRunner
 from google.protobuf import json_format
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
@@ -312,6 +312,11 @@ async def record_history(client: Client, workflow_id: str, name: str) -> list[Re
     if os.environ.get("RATING_RECORD_HISTORIES") == "1":
         recordings.save(name, runs)
     return runs
+
+
+def event_count(runs: Sequence[RecordedRun], kind: EventType.ValueType) -> int:
+    """How many events of a kind the runs recorded."""
+    return sum(event.event_type == kind for run in runs for event in run.history.events)
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from invoice_bench import parse_args
 from invoice_contracts import Period
-from invoice_report import percentile
+from invoice_report import Baseline, Throughput, percentile
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -76,3 +76,27 @@ def test_defaults_are_the_issue_s_figures_and_phases_run_in_their_order() -> Non
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
+
+
+def test_cpu_per_invoice_is_each_parts_cores_times_the_run_over_its_invoices() -> None:
+    run = Throughput(
+        contracts=200,
+        lead_seconds=54.0,
+        slack_seconds=10.0,
+        seconds=20.0,
+        issued=[],
+        paid=[],
+        cores={"worker": 0.9, "Temporal": 0.5, "other processes": 1.2},
+        worker_peak_mib=300.0,
+    )
+    # worker: 0.9 cores × 20 s / 200 invoices = 0.09 s = 90 ms; Temporal 0.5 × 20 / 200 = 50 ms.
+    # Other processes' CPU is not what an invoice costs: left out.
+    assert run.cpu_ms_per_invoice() == pytest.approx({"worker": 90.0, "Temporal": 50.0})
+    assert run.per_second == 10.0
+
+
+def test_the_loop_baseline_sets_the_workflows_steps_apart_from_rendering() -> None:
+    loop = Baseline(contracts=100, core_seconds=1.0, collect_seconds=0.25, render_seconds=4.0)
+    assert loop.core_per_second == 100.0  # 100 invoices / 1 s
+    assert loop.all_per_second == 80.0  # 100 / (1 + 0.25) s
+    assert loop.render_ms == 40.0  # 4 s / 100 invoices

@@ -33,6 +33,13 @@ def test_settings_read_and_type_every_variable() -> None:
     assert settings.temporal_task_queue == "rating"  # default kept
 
 
+def test_a_worker_without_a_cache_may_run_one_workflow_task_at_a_time() -> None:
+    settings = Settings.from_env(
+        {"RATING_WORKER_CACHED_WORKFLOWS": "0", "RATING_WORKER_WORKFLOW_TASKS": "1"}
+    )
+    assert (settings.worker_cached_workflows, settings.worker_workflow_tasks) == (0, 1)
+
+
 def test_an_empty_metrics_address_turns_metrics_off() -> None:
     assert Settings.from_env({}).metrics_address == "127.0.0.1:9464"
     assert Settings.from_env({"RATING_METRICS_ADDRESS": ""}).metrics_address == ""
@@ -67,6 +74,11 @@ def test_settings_written_to_the_environment_read_back_the_same() -> None:
         ({"RATING_TLS_CLIENT_CA_FILE": "/ca.pem"}, "RATING_TLS_CLIENT_CA_FILE"),
         ({"RATING_LOG_FORMAT": "xml"}, "RATING_LOG_FORMAT"),
         ({"RATING_SERVER_PROCESSES": "-1"}, "RATING_SERVER_PROCESSES"),
+        ({"RATING_BILLING_DATES_PER_RUN": "0"}, "RATING_BILLING_DATES_PER_RUN"),
+        ({"RATING_WORKER_CACHED_WORKFLOWS": "-1"}, "RATING_WORKER_CACHED_WORKFLOWS"),
+        ({"RATING_WORKER_LOCAL_ACTIVITIES": "0"}, "RATING_WORKER_LOCAL_ACTIVITIES"),
+        # A worker that caches workflows needs two slots: one for its sticky queue.
+        ({"RATING_WORKER_WORKFLOW_TASKS": "1"}, "RATING_WORKER_WORKFLOW_TASKS"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], field: str) -> None:

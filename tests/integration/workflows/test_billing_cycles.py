@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 
 from rating_client import RatingRefused
 from rating_service.core.billing.invoice import InvoiceState, LineKind
 from rating_service.core.errors import NotFound
 from rating_service.core.ledger.accounts import cash_account_id, receivable_account_id
+from rating_service.ops.failures import summarise
 from rating_service.runtime.server import RunningServer
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
@@ -35,6 +37,7 @@ from tests.integration.cycles import (
     billing_waits_for,
     credit,
     database,
+    event_count,
     load_fee_catalog,
     open_billing_contract,
     open_invoicing,
@@ -55,7 +58,10 @@ SIGNAL_PERIOD = 6
 async def test_a_contract_is_billed_every_period_to_the_cent(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
-    async with billing_stack(settings, temporal_address, server, acme) as stack:
+    # Three dates a run: the cycle continues as new once, before its fourth and final date.
+    async with billing_stack(
+        settings, temporal_address, server, acme, billing_dates_per_run=3
+    ) as stack:
         client, temporal = stack.client, stack.temporal
         contract = await open_billing_contract(
             client, "cus_cycles", period_seconds=PERIOD, periods=3
@@ -100,19 +106,26 @@ async def test_a_contract_is_billed_every_period_to_the_cent(
                 timestamp=late,
             )
         assert refused.value.reason == "PERIOD_CLOSED"
-        await record_history(
-            temporal,
-            invoice_workflow_id(
-                acme.tenant_id,
-                contract.contract_id,
-                (contract.term_start + timedelta(seconds=PERIOD)).isoformat(),
-                0,
-            ),
-            "invoice_paid",
+        paid_invoice = invoice_workflow_id(
+            acme.tenant_id,
+            contract.contract_id,
+            (contract.term_start + timedelta(seconds=PERIOD)).isoformat(),
+            0,
         )
-        await record_history(
+        cycle = await record_history(
             temporal, billing_workflow_id(acme.tenant_id, contract.contract_id), "billing_final"
         )
+        # Opening, two period ends in the first run; the term end in the second.
+        invoiced = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        assert [event_count([run], invoiced) for run in cycle] == [3, 1]
+        [invoice] = await record_history(temporal, paid_invoice, "invoice_paid")
+        # No render step: its documents are rendered when first read.
+        assert [step.step for step in summarise(invoice.history)[0]] == [
+            "close_period",
+            "draft_invoice",
+            "finalize_invoice",
+            "collect_payment",
+        ]
 
     async with open_invoicing(settings) as invoicing:
         invoices = sorted(
@@ -236,8 +249,15 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
     settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
     # A grace window far longer than the test: only `bill-now` can invoice the first period.
+    # Three dates a run: the run that was told to bill now goes on to the next period (whose
+    # grace window it must wait out), and continues as new after the cancellation's invoice.
     async with billing_stack(
-        settings, temporal_address, server, acme, invoice_grace_seconds=600.0
+        settings,
+        temporal_address,
+        server,
+        acme,
+        invoice_grace_seconds=600.0,
+        billing_dates_per_run=3,
     ) as stack:
         client, temporal = stack.client, stack.temporal
         # No payment method: invoices stay finalized (unpaid), so one can be voided.
@@ -262,11 +282,16 @@ async def test_operators_bill_now_cancel_and_reissue_through_the_cli(
         await stack.run_cli("contracts", "bill-now", contract.contract_id)
         second_end = first_end + period
         await eventually(lambda: billing_waits_for(handle, second_end), timeout_seconds=15)
+        schedule = await handle.query(ContractBillingWorkflow.schedule)
+        assert schedule.bills_at == (second_end + timedelta(seconds=600)).isoformat()
+        assert schedule.last_billed == first_end.isoformat()
         assert datetime.now(UTC) < second_end, "the cancellation must cut the second period"
         await stack.run_cli("contracts", "cancel", contract.contract_id)
         async with asyncio.timeout(30):
             assert await handle.result() == "ended"
-        await record_history(temporal, handle.id, "billing_cancelled")
+        cycle = await record_history(temporal, handle.id, "billing_cancelled")
+        invoiced = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        assert [event_count([run], invoiced) for run in cycle] == [3, 0]
 
         async with open_invoicing(settings) as invoicing:
             invoices = sorted(
