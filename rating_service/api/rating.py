@@ -288,8 +288,7 @@ class _Streamed:
         self.answer = answer
 
     async def message(self) -> rating_pb2.StreamRateAndDebitResponse:
-        """The event's answer on the wire: RateAndDebit's response, or the status it would fail
-        with."""
+        """The answer on the wire: RateAndDebit's response, or the status it would fail with."""
         response = rating_pb2.StreamRateAndDebitResponse(
             event_id=self.event_id, position=self.position
         )

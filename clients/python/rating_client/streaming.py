@@ -13,7 +13,6 @@ every event not yet answered is sent again, which the server's idempotency makes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -88,8 +87,7 @@ class EventStream:
         self._pauses: set[asyncio.Task[None]] = set()
 
     async def results(self) -> AsyncIterator[EventResult]:
-        """Each event's result, in the order answered (which is the order sent, but for events
-        sent again after a retryable answer)."""
+        """Each event's result, in the order answered: the order sent, but for events resent."""
         loop = asyncio.get_running_loop()
         feeder = asyncio.create_task(self._take_events())
         feeder.add_done_callback(self._caller_failed)
@@ -138,11 +136,10 @@ class EventStream:
                     raise error
                 await asyncio.sleep(random.uniform(0, self._backoff * 2 ** (failed - 1)))
         finally:
+            # Not awaited: what the caller's events raised has been raised above (`_interrupted`).
             feeder.cancel()
             for pause in list(self._pauses):
                 pause.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feeder
 
     async def _take_events(self) -> None:
         """Take the caller's events while the window has room, each queued to be sent."""
