@@ -44,9 +44,9 @@ class Settings:
     temporal_namespace: str = _setting("default", "Temporal namespace")
     temporal_task_queue: str = _setting("rating", "task queue the worker polls")
     worker_cached_workflows: int = _setting(
-        1000,
-        "workflow runs the worker keeps in memory between their tasks; a run not kept is"
-        " replayed from its history when its next task comes",
+        4000,
+        "workflow runs the worker keeps in memory between their tasks (about 0.1 MB each); a"
+        " run not kept is replayed from its history when its next task comes",
     )
     worker_workflow_tasks: int = _setting(100, "workflow tasks the worker runs at once")
     worker_activities: int = _setting(100, "activities the worker runs at once")
