@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -25,7 +26,7 @@ from rating_client.errors import STATUS_DETAILS_KEY, error_info
 from rating_service.api import limits
 from rating_service.api.errors import rich_status, status_code
 from rating_service.core.auth import Caller, Role
-from rating_service.core.errors import DomainError, PermissionDenied
+from rating_service.core.errors import DomainError, InvalidArgument, PermissionDenied
 from rating_service.faults import shutting_down, unexpected_failure
 from rating_service.services.auth import KeyRing
 
@@ -46,6 +47,9 @@ ARRIVALS_SETTLE_SECONDS = 0.25
 have come through the server's queue (and been refused) rather than being cancelled by gRPC."""
 
 DRAIN_POLL_SECONDS = 0.01
+
+MALFORMED_STREAM = "MALFORMED_STREAM"
+"""A stream carried bytes that parse as no request: it ends INVALID_ARGUMENT."""
 
 STREAM_WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -126,6 +130,7 @@ class RequestWindow:
         self._size = size
         self._in_flight = in_flight
         self._latency = latency
+        self._read = 0
         self._read_at: deque[float] = deque()
         """When each unanswered request was read, oldest first (answers come in order)."""
         self._room = asyncio.Event()
@@ -146,6 +151,12 @@ class RequestWindow:
         assert reader is not None  # read by a task: the servicer's
         try:
             request = await anext(self._requests)
+        except DecodeError as error:
+            # Bytes that are no request at all: the stream itself is malformed, not one event.
+            raise InvalidArgument(
+                f"request {self._read + 1} of the stream cannot be parsed: {error}",
+                reason=MALFORMED_STREAM,
+            ) from None
         except asyncio.CancelledError:
             if not self.drained:
                 raise  # the caller went away, or gRPC gave up
@@ -155,6 +166,7 @@ class RequestWindow:
             raise StopAsyncIteration from None
         finally:
             self._reading = None
+        self._read += 1
         self._read_at.append(time.perf_counter())
         self._in_flight.observe(len(self._read_at))
         return request

@@ -545,3 +545,33 @@ async def test_the_client_resends_what_a_draining_server_left_to_another_server(
     assert await account.balances() == {pool: Decimal(1000 - total)}
     assert len(await _rated_event_ids(database_url)) == total
     await ledger_is_balanced(database_url)
+
+
+def _as_sent(raw: bytes) -> bytes:
+    return raw
+
+
+async def test_bytes_that_are_no_request_end_the_stream_after_what_came_before(
+    server: RunningServer, client: RatingClient, acme: TenantKeys
+) -> None:
+    account = await open_account(client, "cus-garbled")
+    await account.grant("10", grant_id="g")
+    good = rating_pb2.StreamRateAndDebitRequest(event=account.event("g-1", "api.call"))
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stream = channel.stream_stream(
+            "/rating.v1.RatingService/StreamRateAndDebit", _as_sent, _as_sent
+        )
+        call = stream(
+            iter([good.SerializeToString(), b"\xff\xff\xff"]),
+            metadata=acme.metadata(Role.RATER),
+            timeout=10,
+        )
+        answers: list[bytes] = []
+        with pytest.raises(aio.AioRpcError) as ended:
+            async for answer in call:
+                answers.append(answer)
+    # The event read before is answered; the stream then ends as malformed, not as a bug.
+    [first] = [rating_pb2.StreamRateAndDebitResponse.FromString(raw) for raw in answers]
+    assert first.HasField("response")
+    code, reason = status_of(ended.value)
+    assert (code.name, reason) == ("INVALID_ARGUMENT", "MALFORMED_STREAM")

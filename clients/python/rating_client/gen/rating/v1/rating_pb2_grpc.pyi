@@ -51,8 +51,9 @@ class RatingServiceStub:
     stream: the server reads no further until answers free the window, so a fast producer
     is held back by gRPC flow control instead of growing the server's memory. The stream
     itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
-    PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
-    read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+    PERMISSION_DENIED, INVALID_ARGUMENT / MALFORMED_STREAM for bytes that parse as no request,
+    or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it read is answered
+    first; resend the unanswered ones, with the same ids, on a new stream).
     The server sends its response headers as soon as it has accepted the stream; a client
     that waits for them before writing gets a refusal's status intact.
     """
@@ -94,8 +95,9 @@ class RatingServiceAsyncStub(RatingServiceStub):
     stream: the server reads no further until answers free the window, so a fast producer
     is held back by gRPC flow control instead of growing the server's memory. The stream
     itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
-    PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
-    read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+    PERMISSION_DENIED, INVALID_ARGUMENT / MALFORMED_STREAM for bytes that parse as no request,
+    or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it read is answered
+    first; resend the unanswered ones, with the same ids, on a new stream).
     The server sends its response headers as soon as it has accepted the stream; a client
     that waits for them before writing gets a refusal's status intact.
     """
@@ -152,8 +154,9 @@ class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
         stream: the server reads no further until answers free the window, so a fast producer
         is held back by gRPC flow control instead of growing the server's memory. The stream
         itself ends with an error only for what concerns all of it: UNAUTHENTICATED,
-        PERMISSION_DENIED, or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it
-        read is answered first; resend the unanswered ones, with the same ids, on a new stream).
+        PERMISSION_DENIED, INVALID_ARGUMENT / MALFORMED_STREAM for bytes that parse as no request,
+        or UNAVAILABLE / SHUTTING_DOWN when the server drains (every event it read is answered
+        first; resend the unanswered ones, with the same ids, on a new stream).
         The server sends its response headers as soon as it has accepted the stream; a client
         that waits for them before writing gets a refusal's status intact.
         """
