@@ -36,7 +36,7 @@ from rating_client import (
     RatingError,
     usage_event,
 )
-from rating_client.errors import status_error
+from rating_client.errors import RETRYABLE, status_error
 from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.core.auth import Role
 from rating_service.runtime.server import RunningServer, start_server
@@ -302,7 +302,8 @@ async def test_a_stream_answers_exactly_as_rate_and_debit_calls_one_after_anothe
 
     async def example(
         steps: list[tuple[int, str, str, str]], policy: str, grant: str, cap: str | None
-    ) -> None:
+    ) -> bool:
+        """Whether the example compared (False: a transient refusal made it moot)."""
         tag = f"p{next(examples)}"
         by_calls, by_stream = await _twin_accounts(client, tag, policy, grant, cap)
         at = datetime.now(UTC)  # after the grants: their pools have started
@@ -311,18 +312,32 @@ async def test_a_stream_answers_exactly_as_rate_and_debit_calls_one_after_anothe
             for step in steps
         ]
         events = [_plan_event(step, by_stream.customer_id, at) for step in steps]
-        streamed = [r async for r in client.stream_rate_and_debit(events)]
-        assert [r.position for r in streamed] == list(range(len(steps)))
+        # The stub itself, not the client: the server's answers, with no retries in between.
+        answers = await _stream(client, events)
+        assert [a.position for a in answers] == list(range(len(steps)))
+        streamed = [_streamed(a) for a in answers]
+        # A dependency's hiccup on a busy machine (a deadline, an outage) is not an answer
+        # to compare; the client retries those.
+        transient = {code.name for code in RETRYABLE}
+        if any(a.get("code") in transient for a in unary + streamed):
+            return False
         pools = [next(iter(await account.balances())) for account in (by_calls, by_stream)]
-        assert _normalised([_described(r.answer) for r in streamed], by_stream, pools[1]) == (
-            _normalised(unary, by_calls, pools[0])
-        )
+        assert _normalised(streamed, by_stream, pools[1]) == _normalised(unary, by_calls, pools[0])
         assert await by_stream.balances() == {pools[1]: (await by_calls.balances())[pools[0]]}
+        return True
 
     @hypothesis.settings(
         max_examples=EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    # Found by this property: a refused event's twin, rated afresh, must keep its place (the
+    # last call then finds the pool empty, as it does when calls come one after another).
+    @hypothesis.example(
+        steps=[(1, "embedding", "60", "a"), (1, "call", "1", "a"), (0, "call", "1", "a")],
+        policy="block",
+        grant="1",
+        cap=None,
     )
     @given(
         steps=st.lists(_steps(), min_size=1, max_size=12),
@@ -333,7 +348,8 @@ async def test_a_stream_answers_exactly_as_rate_and_debit_calls_one_after_anothe
     def property_(
         steps: list[tuple[int, str, str, str]], policy: str, grant: str, cap: str | None
     ) -> None:
-        asyncio.run_coroutine_threadsafe(example(steps, policy, grant, cap), loop).result(120)
+        compared = asyncio.run_coroutine_threadsafe(example(steps, policy, grant, cap), loop)
+        hypothesis.assume(compared.result(120))
 
     await asyncio.to_thread(property_)
 
