@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rating/v1/catalog.proto\x12\trating.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x13\n\x06\x65quals\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06one_of\x18\x03 \x03(\tB\t\n\x07_equals\"\x91\x01\n\x05Meter\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x1e\n\x11quantity_property\x18\x02 \x01(\tH\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.rating.v1.PropertyFilter\x12\x12\n\ndimensions\x18\x04 \x03(\tB\x14\n\x12_quantity_property\"S\n\x07Product\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x05meter\x18\x03 \x01(\x0b\x32\x10.rating.v1.Meter\x12\x0c\n\x04tags\x18\x04 \x03(\t\"p\n\x0bPricingUnit\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustom_unit\x18\x02 \x01(\t\x12\x18\n\x10invoice_currency\x18\x03 \x01(\t\x12 \n\x18rate_to_invoice_currency\x18\x04 \x01(\t\"\xb8\x02\n\x08RateCard\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65\x66\x66\x65\x63tive_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0cpricing_unit\x18\x05 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12/\n\x06prices\x18\x06 \x03(\x0b\x32\x1f.rating.v1.RateCard.PricesEntry\x1a\x46\n\x0bPricesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\";\n\x14\x43reateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\";\n\x14UpdateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\" \n\x11GetProductRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"\x15\n\x13ListProductsRequest\"<\n\x14ListProductsResponse\x12$\n\x08products\x18\x01 \x03(\x0b\x32\x12.rating.v1.Product\"?\n\x15\x43reateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"@\n\x16\x43reateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"?\n\x15UpdateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"e\n\x16UpdateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\x12#\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x13.rating.v1.RateCard\"!\n\x12GetRateCardRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"<\n\x13GetRateCardResponse\x12%\n\x08versions\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"\x16\n\x14ListRateCardsRequest\"@\n\x15ListRateCardsResponse\x12\'\n\nrate_cards\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"\x9f\x01\n\tUsageLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x38\n\ndimensions\x18\x03 \x03(\x0b\x32$.rating.v1.UsageLine.DimensionsEntry\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x0cQuoteRequest\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x04 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\"\xd8\x01\n\tPriceLine\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\t\x12\x10\n\x08\x66lat_fee\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x11\n\x04tier\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12,\n\x04\x63\x65ll\x18\x07 \x03(\x0b\x32\x1e.rating.v1.PriceLine.CellEntry\x1a+\n\tCellEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_tier\"\xda\x01\n\nQuotedLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.QuotedLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\'\n\tbreakdown\x18\x05 \x03(\x0b\x32\x14.rating.v1.PriceLine\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\rQuoteResponse\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12\x19\n\x11rate_card_version\x18\x02 \x01(\x05\x12,\n\x0cpricing_unit\x18\x03 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.rating.v1.QuotedLine\x12\r\n\x05total\x18\x05 \x01(\t\x12!\n\x19total_in_invoice_currency\x18\x06 \x01(\t\x12\x18\n\x10invoice_currency\x18\x07 \x01(\t2\xe0\x05\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.rating.v1.CreateProductRequest\x1a .rating.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.rating.v1.UpdateProductRequest\x1a .rating.v1.UpdateProductResponse\x12I\n\nGetProduct\x12\x1c.rating.v1.GetProductRequest\x1a\x1d.rating.v1.GetProductResponse\x12O\n\x0cListProducts\x12\x1e.rating.v1.ListProductsRequest\x1a\x1f.rating.v1.ListProductsResponse\x12U\n\x0e\x43reateRateCard\x12 .rating.v1.CreateRateCardRequest\x1a!.rating.v1.CreateRateCardResponse\x12U\n\x0eUpdateRateCard\x12 .rating.v1.UpdateRateCardRequest\x1a!.rating.v1.UpdateRateCardResponse\x12L\n\x0bGetRateCard\x12\x1d.rating.v1.GetRateCardRequest\x1a\x1e.rating.v1.GetRateCardResponse\x12R\n\rListRateCards\x12\x1f.rating.v1.ListRateCardsRequest\x1a .rating.v1.ListRateCardsResponse\x12:\n\x05Quote\x12\x17.rating.v1.QuoteRequest\x1a\x18.rating.v1.QuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rating/v1/catalog.proto\x12\trating.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x13\n\x06\x65quals\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06one_of\x18\x03 \x03(\tB\t\n\x07_equals\"\x91\x01\n\x05Meter\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x1e\n\x11quantity_property\x18\x02 \x01(\tH\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.rating.v1.PropertyFilter\x12\x12\n\ndimensions\x18\x04 \x03(\tB\x14\n\x12_quantity_property\"S\n\x07Product\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x05meter\x18\x03 \x01(\x0b\x32\x10.rating.v1.Meter\x12\x0c\n\x04tags\x18\x04 \x03(\t\"p\n\x0bPricingUnit\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustom_unit\x18\x02 \x01(\t\x12\x18\n\x10invoice_currency\x18\x03 \x01(\t\x12 \n\x18rate_to_invoice_currency\x18\x04 \x01(\t\"\xb8\x02\n\x08RateCard\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65\x66\x66\x65\x63tive_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0cpricing_unit\x18\x05 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12/\n\x06prices\x18\x06 \x03(\x0b\x32\x1f.rating.v1.RateCard.PricesEntry\x1a\x46\n\x0bPricesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\";\n\x14\x43reateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\";\n\x14UpdateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\" \n\x11GetProductRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListProductsResponse\x12$\n\x08products\x18\x01 \x03(\x0b\x32\x12.rating.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15\x43reateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"@\n\x16\x43reateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"?\n\x15UpdateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"e\n\x16UpdateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\x12#\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x13.rating.v1.RateCard\"!\n\x12GetRateCardRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"<\n\x13GetRateCardResponse\x12%\n\x08versions\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"=\n\x14ListRateCardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x15ListRateCardsResponse\x12\'\n\nrate_cards\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9f\x01\n\tUsageLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x38\n\ndimensions\x18\x03 \x03(\x0b\x32$.rating.v1.UsageLine.DimensionsEntry\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x0cQuoteRequest\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x04 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\"\xd8\x01\n\tPriceLine\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\t\x12\x10\n\x08\x66lat_fee\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x11\n\x04tier\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12,\n\x04\x63\x65ll\x18\x07 \x03(\x0b\x32\x1e.rating.v1.PriceLine.CellEntry\x1a+\n\tCellEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_tier\"\xda\x01\n\nQuotedLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.QuotedLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\'\n\tbreakdown\x18\x05 \x03(\x0b\x32\x14.rating.v1.PriceLine\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\rQuoteResponse\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12\x19\n\x11rate_card_version\x18\x02 \x01(\x05\x12,\n\x0cpricing_unit\x18\x03 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.rating.v1.QuotedLine\x12\r\n\x05total\x18\x05 \x01(\t\x12!\n\x19total_in_invoice_currency\x18\x06 \x01(\t\x12\x18\n\x10invoice_currency\x18\x07 \x01(\t2\xe0\x05\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.rating.v1.CreateProductRequest\x1a .rating.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.rating.v1.UpdateProductRequest\x1a .rating.v1.UpdateProductResponse\x12I\n\nGetProduct\x12\x1c.rating.v1.GetProductRequest\x1a\x1d.rating.v1.GetProductResponse\x12O\n\x0cListProducts\x12\x1e.rating.v1.ListProductsRequest\x1a\x1f.rating.v1.ListProductsResponse\x12U\n\x0e\x43reateRateCard\x12 .rating.v1.CreateRateCardRequest\x1a!.rating.v1.CreateRateCardResponse\x12U\n\x0eUpdateRateCard\x12 .rating.v1.UpdateRateCardRequest\x1a!.rating.v1.UpdateRateCardResponse\x12L\n\x0bGetRateCard\x12\x1d.rating.v1.GetRateCardRequest\x1a\x1e.rating.v1.GetRateCardResponse\x12R\n\rListRateCards\x12\x1f.rating.v1.ListRateCardsRequest\x1a .rating.v1.ListRateCardsResponse\x12:\n\x05Quote\x12\x17.rating.v1.QuoteRequest\x1a\x18.rating.v1.QuoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,41 +67,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTRESPONSE']._serialized_start=1127
   _globals['_GETPRODUCTRESPONSE']._serialized_end=1184
   _globals['_LISTPRODUCTSREQUEST']._serialized_start=1186
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1207
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1209
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1269
-  _globals['_CREATERATECARDREQUEST']._serialized_start=1271
-  _globals['_CREATERATECARDREQUEST']._serialized_end=1334
-  _globals['_CREATERATECARDRESPONSE']._serialized_start=1336
-  _globals['_CREATERATECARDRESPONSE']._serialized_end=1400
-  _globals['_UPDATERATECARDREQUEST']._serialized_start=1402
-  _globals['_UPDATERATECARDREQUEST']._serialized_end=1465
-  _globals['_UPDATERATECARDRESPONSE']._serialized_start=1467
-  _globals['_UPDATERATECARDRESPONSE']._serialized_end=1568
-  _globals['_GETRATECARDREQUEST']._serialized_start=1570
-  _globals['_GETRATECARDREQUEST']._serialized_end=1603
-  _globals['_GETRATECARDRESPONSE']._serialized_start=1605
-  _globals['_GETRATECARDRESPONSE']._serialized_end=1665
-  _globals['_LISTRATECARDSREQUEST']._serialized_start=1667
-  _globals['_LISTRATECARDSREQUEST']._serialized_end=1689
-  _globals['_LISTRATECARDSRESPONSE']._serialized_start=1691
-  _globals['_LISTRATECARDSRESPONSE']._serialized_end=1755
-  _globals['_USAGELINE']._serialized_start=1758
-  _globals['_USAGELINE']._serialized_end=1917
-  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_start=1868
-  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_end=1917
-  _globals['_QUOTEREQUEST']._serialized_start=1920
-  _globals['_QUOTEREQUEST']._serialized_end=2101
-  _globals['_PRICELINE']._serialized_start=2104
-  _globals['_PRICELINE']._serialized_end=2320
-  _globals['_PRICELINE_CELLENTRY']._serialized_start=2268
-  _globals['_PRICELINE_CELLENTRY']._serialized_end=2311
-  _globals['_QUOTEDLINE']._serialized_start=2323
-  _globals['_QUOTEDLINE']._serialized_end=2541
-  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_start=1868
-  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_end=1917
-  _globals['_QUOTERESPONSE']._serialized_start=2544
-  _globals['_QUOTERESPONSE']._serialized_end=2769
-  _globals['_CATALOGSERVICE']._serialized_start=2772
-  _globals['_CATALOGSERVICE']._serialized_end=3508
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1246
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1248
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1333
+  _globals['_CREATERATECARDREQUEST']._serialized_start=1335
+  _globals['_CREATERATECARDREQUEST']._serialized_end=1398
+  _globals['_CREATERATECARDRESPONSE']._serialized_start=1400
+  _globals['_CREATERATECARDRESPONSE']._serialized_end=1464
+  _globals['_UPDATERATECARDREQUEST']._serialized_start=1466
+  _globals['_UPDATERATECARDREQUEST']._serialized_end=1529
+  _globals['_UPDATERATECARDRESPONSE']._serialized_start=1531
+  _globals['_UPDATERATECARDRESPONSE']._serialized_end=1632
+  _globals['_GETRATECARDREQUEST']._serialized_start=1634
+  _globals['_GETRATECARDREQUEST']._serialized_end=1667
+  _globals['_GETRATECARDRESPONSE']._serialized_start=1669
+  _globals['_GETRATECARDRESPONSE']._serialized_end=1729
+  _globals['_LISTRATECARDSREQUEST']._serialized_start=1731
+  _globals['_LISTRATECARDSREQUEST']._serialized_end=1792
+  _globals['_LISTRATECARDSRESPONSE']._serialized_start=1794
+  _globals['_LISTRATECARDSRESPONSE']._serialized_end=1883
+  _globals['_USAGELINE']._serialized_start=1886
+  _globals['_USAGELINE']._serialized_end=2045
+  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_start=1996
+  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_end=2045
+  _globals['_QUOTEREQUEST']._serialized_start=2048
+  _globals['_QUOTEREQUEST']._serialized_end=2229
+  _globals['_PRICELINE']._serialized_start=2232
+  _globals['_PRICELINE']._serialized_end=2448
+  _globals['_PRICELINE_CELLENTRY']._serialized_start=2396
+  _globals['_PRICELINE_CELLENTRY']._serialized_end=2439
+  _globals['_QUOTEDLINE']._serialized_start=2451
+  _globals['_QUOTEDLINE']._serialized_end=2669
+  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_start=1996
+  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_end=2045
+  _globals['_QUOTERESPONSE']._serialized_start=2672
+  _globals['_QUOTERESPONSE']._serialized_end=2897
+  _globals['_CATALOGSERVICE']._serialized_start=2900
+  _globals['_CATALOGSERVICE']._serialized_end=3636
 # @@protoc_insertion_point(module_scope)
