@@ -276,7 +276,10 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         else:
-            return handler
+            # A server-streaming or client-streaming method has no guard: served unguarded it
+            # would skip authentication, so it is not served at all (UNIMPLEMENTED).
+            log.error("no guard for the kind of method %s: not served", method)
+            return None  # type: ignore[return-value]
         self._wrapped[method] = wrapped
         return wrapped
 
