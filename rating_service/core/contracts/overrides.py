@@ -51,7 +51,7 @@ from rating_service.core.pricing import (
 )
 from rating_service.core.pricing.constraints import priced_exactly, under_prefix
 from rating_service.core.pricing.matrix import CellPriceModel
-from rating_service.core.pricing.price_model import PRICE_MODELS
+from rating_service.core.pricing.price_model import PRICE_TYPES
 from rating_service.core.pricing.tiers import check_tiers
 
 OVERRIDE_DOES_NOT_FIT = "OVERRIDE_DOES_NOT_FIT"
@@ -68,7 +68,7 @@ class ReplacePrice:
     price: PriceModel
 
     def __post_init__(self) -> None:
-        if not isinstance(self.price, PRICE_MODELS):
+        if not isinstance(self.price, PRICE_TYPES):
             raise InvalidArgument.of_field(
                 "price", f"must be a price model, got {type(self.price).__name__}"
             )
