@@ -274,7 +274,7 @@ def _percentage(fields: DictReader) -> Construct | None:
     return lambda: Percentage(rate, fixed_fee, minimum, maximum, free_events or None, free_value)
 
 
-def _whole_number(fields: DictReader, name: str) -> int | None | bool:
+def _whole_number(fields: DictReader, name: str) -> int | bool | None:
     """A whole number given as an int or a decimal string; None if absent, False if bad."""
     value = fields.raw(name)
     if value is None:

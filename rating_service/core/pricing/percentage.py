@@ -87,7 +87,9 @@ class Percentage:
         """
         require_quantity(period_to_date, "period_to_date")
         require_quantity(quantity, "quantity")
-        return priced_exactly(lambda: self._after_allowance(quantity, period_to_date, events_before))
+        return priced_exactly(
+            lambda: self._after_allowance(quantity, period_to_date, events_before)
+        )
 
     @property
     def has_allowance(self) -> bool:

@@ -17,7 +17,10 @@ PriceModel: TypeAlias = CellPriceModel | Matrix
 """Any price model: per unit, flat fee, graduated, volume, package, percentage or matrix, and
 any of them but a flat fee or matrix with period terms (`PriceWithTerms`)."""
 
-PRICE_MODELS: tuple[type[PerUnit | FlatFee | Graduated | Volume | Package | Matrix | Percentage], ...] = (
+ModelClass: TypeAlias = type[PerUnit | FlatFee | Graduated | Volume | Package | Matrix | Percentage]
+"""A price model class, naming itself in its `MODEL` class attribute."""
+
+PRICE_MODELS: tuple[ModelClass, ...] = (
     PerUnit,
     FlatFee,
     Graduated,

@@ -18,7 +18,8 @@ class Volume:
 
     Crossing into a cheaper tier re-prices every earlier unit, so an incremental charge can be
     negative: a credit back. A tier sold in blocks prices the period's whole quantity in
-    started blocks of its size. Tier boundaries are described in `rating_service.core.pricing.tiers`.
+    started blocks of its size. Tier boundaries are described in
+    `rating_service.core.pricing.tiers`.
     """
 
     MODEL: ClassVar[str] = "volume"
