@@ -235,7 +235,11 @@ def _tiers(fields: DictReader) -> list[Tier] | None:
             unit_price = tier.decimal("unit_price")
         flat_fee = tier.decimal("flat_fee", ZERO)
         tier.reject_unknown()
-        if unit_price is None or flat_fee is None or (tier.has("block_size") and not block_size):
+        if (
+            unit_price is None
+            or flat_fee is None
+            or (tier.has("block_size") and block_size is None)
+        ):
             complete = False
             continue
         tiers.append(Tier(up_to, unit_price, flat_fee, block_size))
