@@ -6,12 +6,13 @@ priced as each test says; usage totals are what the events were charged (Σ T(c 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
-from rating_service.core.billing.compose import compose_invoice
+from rating_service.core.billing.compose import UsageTotal, compose_invoice
 from rating_service.core.billing.invoice import Invoice, LineKind, TierLine
 from rating_service.core.billing.postings import finalization_transfers
 from rating_service.core.ledger.accounts import overage_account_id, revenue_account_id
@@ -19,6 +20,7 @@ from rating_service.core.pricing.catalog import Catalog, catalog_from_document
 from tests.unit.core.billing.builders import PRODUCTS, a_contract, inputs_on, usage, utc
 
 D = Decimal
+JAN_1 = utc(2025, 1, 1)
 FEB_1 = utc(2025, 2, 1)
 FEE_TIERS = [
     {"up_to": "10", "unit_price": "1", "flat_fee": "20"},
@@ -26,7 +28,7 @@ FEE_TIERS = [
 ]
 
 
-def catalog_pricing(**prices: dict[str, object]) -> Catalog:
+def catalog_pricing(**prices: Mapping[str, object]) -> Catalog:
     """A catalog whose only rate card prices just these products."""
     card = {
         "key": "standard",
@@ -56,9 +58,12 @@ FEE_AT_ZERO = catalog_pricing(
 )
 
 
-def january(catalog: Catalog, *totals: object, term_start: datetime = utc(2025, 1, 1)) -> Invoice:
+def january(
+    catalog: Catalog, *totals: UsageTotal, term_start: datetime = JAN_1
+) -> Invoice:
+    """The invoice of 1 February: January in arrears."""
     contract = a_contract(term_start=term_start)
-    return compose_invoice(inputs_on(contract, FEB_1, catalog=catalog, usage_totals=totals))  # type: ignore[arg-type]
+    return compose_invoice(inputs_on(contract, FEB_1, catalog=catalog, usage_totals=totals))
 
 
 def kinds_and_amounts(invoice: Invoice) -> list[tuple[LineKind, str, Decimal]]:
