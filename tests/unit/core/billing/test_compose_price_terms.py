@@ -58,9 +58,7 @@ FEE_AT_ZERO = catalog_pricing(
 )
 
 
-def january(
-    catalog: Catalog, *totals: UsageTotal, term_start: datetime = JAN_1
-) -> Invoice:
+def january(catalog: Catalog, *totals: UsageTotal, term_start: datetime = JAN_1) -> Invoice:
     """The invoice of 1 February: January in arrears."""
     contract = a_contract(term_start=term_start)
     return compose_invoice(inputs_on(contract, FEB_1, catalog=catalog, usage_totals=totals))
