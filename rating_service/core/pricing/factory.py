@@ -279,12 +279,18 @@ def _percentage(fields: DictReader) -> Construct | None:
 
 
 def _whole_number(fields: DictReader, name: str) -> int | bool | None:
-    """A whole number given as an int or a decimal string; None if absent, False if bad."""
+    """A whole number given as an int or a decimal string; None if absent, False if bad.
+
+    A count, unlike a price, survives a binary float: a wire Struct carries every number as
+    one, so a whole float (2.0) is read as the count it holds.
+    """
     value = fields.raw(name)
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         number: Decimal | None = Decimal(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = Decimal(int(value))
     else:
         number = fields.decimal(name)
     if number is None or number != number.to_integral_value() or number < 0:

@@ -120,14 +120,16 @@ def test_the_allowance_round_trips_through_the_dict_form() -> None:
     model = build_price_model(document)
     assert model == take_rate(2, "150")
     assert price_model_to_dict(model) == document
-    # A wire Struct carries numbers as strings here; a whole-number string is read too.
+    # A whole-number string is read too, and so is the float a wire Struct turns 2 into.
     assert build_price_model({**document, "free_events": "2"}) == model
+    assert build_price_model({**document, "free_events": 2.0}) == model
 
 
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
         ({"free_events": "1.5"}, "free_events"),
+        ({"free_events": 1.5}, "free_events"),
         ({"free_events": -1}, "free_events"),
         ({"free_value": "-1"}, "free_value"),
         ({"free_units": "10"}, "free_units"),  # a percentage counts value, not units
