@@ -30,6 +30,7 @@ products:
   - {key: calls, name: API calls, meter: {event_type: api.call}}
   - {key: deals, name: Deals, meter: {event_type: deal.closed, quantity_property: value}}
   - {key: frames, name: Frames, meter: {event_type: video.rendered, quantity_property: frames}}
+  - {key: gpu, name: GPU hours, meter: {event_type: gpu.used, quantity_property: hours}}
   - {key: seats, name: Seats, meter: {event_type: seat.used, quantity_property: hours}}
   - {key: storage, name: Storage, meter: {event_type: storage.used, quantity_property: gb}}
 rate_cards:
@@ -51,6 +52,8 @@ rate_cards:
         free_value: "150"
       # Whole blocks of 10 frames at $3; a part-used block is free.
       frames: {model: package, block_size: "10", block_price: "3", rounding: down}
+      # The first $10 of each period free, then $0.50 a GPU hour.
+      gpu: {model: per_unit, unit_price: "0.5", free_amount: "10"}
       # 10 GB at $1 with a $20 first-tier fee owed even at zero usage, then blocks of 100 GB
       # at $5; at least $50 a period.
       storage:
@@ -140,6 +143,15 @@ async def test_free_units_caps_blocks_allowances_and_the_fee_at_zero_through_the
         assert (await charge(client, customer, "f1", "video.rendered", frames="25"))[0] == D(6)
         assert (await charge(client, customer, "f2", "video.rendered", frames="4"))[0] == D(0)
         assert (await charge(client, customer, "f3", "video.rendered", frames="1"))[0] == D(3)
+        # GPU hours: 19 × 0.5 = 9.50 is all free; 30 hours = 15, less the free 10 = 5.
+        assert await charge(client, customer, "g1", "gpu.used", hours="19") == (
+            D(0),
+            ["units", "free_amount"],
+        )
+        assert await charge(client, customer, "g2", "gpu.used", hours="11") == (
+            D(5),
+            ["units", "free_amount"],  # 5.50 − 0.50 of free amount left
+        )
         # Storage: the first tier's fee is the period's, so events charge units and blocks only.
         assert await charge(client, customer, "s1", "storage.used", gb="5") == (
             D(5),
@@ -159,21 +171,22 @@ async def test_free_units_caps_blocks_allowances_and_the_fee_at_zero_through_the
             ("discount", "maximum_spend:calls:[]", D(-1)),
             ("usage", "usage:deals:[]", D("30.5")),  # 0 + 10.5 + 20
             ("usage", "usage:frames:[]", D(9)),  # 6 + 0 + 3
+            ("usage", "usage:gpu:[]", D(5)),
             ("usage", "usage:storage:[]", D(20)),  # 5 + 5 + 10
             # Storage spent 20 + the 20 fee = 40 of its 50 minimum.
             ("minimum_spend", "minimum_spend:storage:[]", D(10)),
             ("fee", "first_tier_fee:storage:[]", D(20)),
         ]
-        # 6 − 1 + 30.5 + 9 + 20 + 10 + 20
-        assert D(preview.total) == D("94.5")
-        storage = preview.lines[4]
+        # 6 − 1 + 30.5 + 9 + 5 + 20 + 10 + 20
+        assert D(preview.total) == D("99.5")
+        storage = preview.lines[5]
         assert [(tier.description, D(tier.amount)) for tier in storage.tiers] == [
             ("Tier 1", D(30)),  # 10 × 1 + 20
             ("Tier blocks", D(10)),  # 2 blocks × 5
             ("First tier fee", D(-20)),
         ]
         assert {s.kind: D(s.amount) for s in preview.subtotals} == {
-            "usage": D("65.50"),
+            "usage": D("70.50"),
             "discount": D("-1.00"),
             "minimum_spend": D("10.00"),
             "fee": D("20.00"),
@@ -294,3 +307,54 @@ async def test_bad_price_terms_are_refused_at_the_edge_naming_the_field(
         }
         listed = await client.call(client.catalog.ListRateCards, catalog_pb2.ListRateCardsRequest())
         assert sorted({card.key for card in listed.rate_cards}) == ["list", "prorated"]
+
+
+async def test_terms_written_over_the_wire_read_back_and_quote(shapes: RatingClient) -> None:
+    async with shapes as client:
+        card = {
+            "key": "wire",
+            "effective_from": "2026-01-01T00:00:00Z",
+            "pricing_unit": {"currency": "USD"},
+            "prices": {
+                # A Struct carries the count as a number (2.0) and the options as booleans.
+                "deals": {"model": "percentage", "rate": "0.2", "free_events": 2},
+                "storage": {
+                    "model": "volume",
+                    "tiers": [
+                        {"up_to": "10", "unit_price": "1", "flat_fee": "20"},
+                        {"up_to": None, "block_size": "100", "block_price": "5"},
+                    ],
+                    "first_tier_fee_at_zero": True,
+                    "prorated": False,
+                },
+            },
+        }
+        created = await client.call(
+            client.catalog.CreateRateCard,
+            catalog_pb2.CreateRateCardRequest(
+                rate_card=json_format.ParseDict(card, catalog_pb2.RateCard())
+            ),
+        )
+        prices = json_format.MessageToDict(created.rate_card)["prices"]
+        assert prices["deals"]["free_events"] == 2
+        assert prices["storage"]["first_tier_fee_at_zero"] is True
+        assert "prorated" not in prices["storage"]  # false is the default, not written
+        quoted = await client.call(
+            client.catalog.Quote,
+            catalog_pb2.QuoteRequest(
+                rate_card_key="wire",
+                at=created.rate_card.effective_from,
+                lines=[
+                    catalog_pb2.UsageLine(product_key="deals", quantity="100"),  # third: 20
+                    catalog_pb2.UsageLine(product_key="storage", quantity="150"),
+                ],
+                period_to_date=[
+                    catalog_pb2.UsageLine(product_key="deals", quantity="50"),
+                    catalog_pb2.UsageLine(product_key="deals", quantity="50"),
+                ],
+            ),
+        )
+        # Volume: 150 GB in tier 2 = 2 blocks × 5 = T(150) = 10, but the period already owes
+        # T(0) = the tier-1 fee of 20, so the usage is charged 10 − 20: a credit back.
+        assert [D(line.amount) for line in quoted.lines] == [D(20), D(-10)]
+        assert [(p.kind, D(p.amount)) for p in quoted.period_lines] == [("first_tier_fee", D(20))]
