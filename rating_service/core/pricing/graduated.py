@@ -64,6 +64,10 @@ class Graduated:
         require_quantity(quantity, "quantity")
         return priced_exactly(lambda: self._lines_between(period_to_date, quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        return self._total(quantity)
+
     def _total(self, quantity: Decimal) -> Decimal:
         if not quantity:
             return ZERO

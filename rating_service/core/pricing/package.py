@@ -55,6 +55,10 @@ class Package:
         require_quantity(quantity, "quantity")
         return priced_exactly(lambda: self._delta(period_to_date, quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        return self._blocks(quantity) * self.block_price
+
     def _blocks(self, quantity: Decimal) -> Decimal:
         billable = quantity - self.free_units
         if billable <= 0:

@@ -204,26 +204,23 @@ class PriceWithTerms:
 
     # T(q) and its parts; every amount below is in the exact context (priced_exactly).
 
-    def _model_price(self, billable: Decimal) -> Decimal:
-        model = self.model
+    def _parts(self, quantity: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+        """(P(q') with the fee at zero, the part the free amount pays, the part capped).
+
+        T(q) is the first less the other two.
+        """
+        model, terms = self.model, self.terms
         assert not isinstance(model, Percentage)
-        price = model.period_total(billable).amount if billable else ZERO
-        if self.terms.first_tier_fee_at_zero and isinstance(model, Graduated | Volume):
-            return price_at_zero_convention(model, billable, price)
-        return price
+        billable = billable_units(quantity, terms.free_units)
+        price = model.price_at(billable)
+        if terms.first_tier_fee_at_zero and isinstance(model, Graduated | Volume):
+            price = price_at_zero_convention(model, billable, price)
+        after_free = after_free_amount(price, terms.free_amount)
+        return price, price - after_free, after_free - capped_at(after_free, terms.maximum_spend)
 
     def _total(self, quantity: Decimal) -> Decimal:
-        terms = self.terms
-        price = self._model_price(billable_units(quantity, terms.free_units))
-        return capped_at(after_free_amount(price, terms.free_amount), terms.maximum_spend)
-
-    def _adjustments(self, quantity: Decimal) -> tuple[Decimal, Decimal, Decimal]:
-        """(P(q') with the fee at zero, the part the free amount pays, the part capped)."""
-        terms = self.terms
-        price = self._model_price(billable_units(quantity, terms.free_units))
-        after_free = after_free_amount(price, terms.free_amount)
-        capped = capped_at(after_free, terms.maximum_spend)
-        return price, price - after_free, after_free - capped
+        price, freed, capped = self._parts(quantity)
+        return price - freed - capped
 
     def _explained_total(self, quantity: Decimal) -> PricedAmount:
         model, terms = self.model, self.terms
@@ -238,9 +235,9 @@ class PriceWithTerms:
             fee = first_tier_fee(model)
             if fee:
                 lines.append(PriceLine(LineItem.FIRST_TIER_FEE, ZERO, ZERO, fee, fee, 0))
-        _, freed, capped = self._adjustments(quantity)
+        price, freed, capped = self._parts(quantity)
         lines.extend(_adjustment_lines(freed, capped))
-        return PricedAmount(self._total(quantity), tuple(lines))
+        return PricedAmount(price - freed - capped, tuple(lines))
 
     def _delta(self, before: Decimal, quantity: Decimal) -> PricedAmount:
         if not quantity:
@@ -254,10 +251,11 @@ class PriceWithTerms:
         free = quantity - (billable_after - billable_before)
         if free:
             lines.append(PriceLine(LineItem.FREE_UNITS, free, ZERO, ZERO, ZERO))
+        amount = ZERO
         if billable_after != billable_before:
-            lines.extend(
-                model.incremental_charge(billable_before, billable_after - billable_before).lines
-            )
+            charged = model.incremental_charge(billable_before, billable_after - billable_before)
+            lines.extend(charged.lines)
+            amount = charged.amount
             if (
                 not billable_before
                 and terms.first_tier_fee_at_zero
@@ -266,13 +264,16 @@ class PriceWithTerms:
                 fee = first_tier_fee(model)
                 if fee:  # billed with the period already, so the event gives it back
                     lines.append(PriceLine(LineItem.FIRST_TIER_FEE, ZERO, ZERO, -fee, -fee, 0))
-        if terms.free_amount or terms.maximum_spend is not None:
-            _, freed_before, capped_before = self._adjustments(before)
-            _, freed_after, capped_after = self._adjustments(after)
-            lines.extend(
-                _adjustment_lines(freed_after - freed_before, capped_after - capped_before)
-            )
-        return PricedAmount(self._total(after) - self._total(before), tuple(lines))
+                    amount -= fee
+        if not terms.free_amount and terms.maximum_spend is None:
+            return PricedAmount(amount, tuple(lines))  # nothing comes off the model's price
+        price_before, freed_before, capped_before = self._parts(before)
+        price_after, freed_after, capped_after = self._parts(after)
+        lines.extend(_adjustment_lines(freed_after - freed_before, capped_after - capped_before))
+        amount = (price_after - freed_after - capped_after) - (
+            price_before - freed_before - capped_before
+        )
+        return PricedAmount(amount, tuple(lines))
 
 
 def _adjustment_lines(freed: Decimal, capped: Decimal) -> list[PriceLine]:

@@ -50,6 +50,13 @@ class Volume:
         require_quantity(quantity, "quantity")
         return priced_exactly(lambda: self._delta(period_to_date, quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        if not quantity:
+            return ZERO
+        tier = self.tiers[tier_index(self._bounds, quantity)]
+        return tier.units_of_sale(quantity) * tier.unit_price + tier.flat_fee
+
     def _reached(self, quantity: Decimal) -> PricedAmount:
         if not quantity:
             return NOTHING
