@@ -1,5 +1,9 @@
 """Price models from plain dicts (a YAML catalog, a proto converted to a dict) and back.
 
+A price mapping holds its model's keys and, for every model but a flat fee and a matrix, the
+period terms (`free_units`, `free_amount`, `minimum_spend`, `maximum_spend`, `prorated`,
+`first_tier_fee_at_zero`); a price with terms is a `PriceWithTerms`.
+
 Every decimal is read with `parse_decimal` (decimal strings or ints, never floats) and every
 problem is reported at once, each under its field path (`tiers[1].up_to`, or
 `prices.tokens.cells[3].price.unit_price` when a prefix is given).

@@ -32,7 +32,6 @@ from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
 from rating_service.core.pricing.prorated_tiers import prorated_quantity
 from rating_service.core.pricing.spend_limits import capped_at
-from rating_service.core.pricing.tiers import Tier
 from rating_service.core.pricing.volume import Volume
 
 TermedModel: TypeAlias = PerUnit | Graduated | Volume | Package | Percentage
@@ -283,14 +282,3 @@ def _adjustment_lines(freed: Decimal, capped: Decimal) -> list[PriceLine]:
     if capped:
         lines.append(PriceLine(LineItem.MAXIMUM_SPEND, ZERO, ZERO, -capped, -capped))
     return lines
-
-
-def with_terms(model: TermedModel, terms: PeriodTerms) -> TermedModel | PriceWithTerms:
-    """The model alone when the terms change nothing, else the model with its terms."""
-    return model if terms.is_plain else PriceWithTerms(model, terms)
-
-
-def tiers_of(model: object) -> tuple[Tier, ...] | None:
-    """The tiers of a graduated or volume price (with or without terms), else None."""
-    inner = model.model if isinstance(model, PriceWithTerms) else model
-    return inner.tiers if isinstance(inner, Graduated | Volume) else None
