@@ -192,6 +192,9 @@ class PriceWithTerms:
                     for tier in model.tiers
                 )
                 model = Graduated(tiers) if isinstance(model, Graduated) else Volume(tiers)
+            elif isinstance(model, Package):
+                # A package keeps its free units itself; they are per period like the others.
+                model = replace(model, free_units=cut(model.free_units))
             terms = replace(
                 terms,
                 free_units=cut(terms.free_units),

@@ -11,6 +11,7 @@ from rating_service.core.pricing import (
     Graduated,
     Matrix,
     MatrixCell,
+    Package,
     PerUnit,
     Tier,
     Volume,
@@ -77,6 +78,22 @@ def test_a_contract_ending_mid_period_is_prorated_too() -> None:
     cut = price_for_period(volume, JUNE, (JUNE[0], datetime(2025, 6, 11, tzinfo=UTC)))
     assert isinstance(cut, PriceWithTerms)
     assert cut.model == Volume((Tier(D("33.33333333333333333333"), D(1)), Tier(None, D("0.5"))))
+
+
+@pytest.mark.parametrize(
+    ("quantity", "total"),
+    [
+        ("50", "0"),  # the package's own 100 free units, halved
+        ("50.5", "5"),  # a started block of 1000
+        ("1050", "5"),
+        ("1050.5", "10"),
+    ],
+)
+def test_a_prorated_package_halves_its_free_units(quantity: str, total: str) -> None:
+    package = PriceWithTerms(Package(D(1000), D(5), D(100)), PeriodTerms(prorated=True))
+    half = price_for_period(package, JUNE, (datetime(2025, 6, 16, tzinfo=UTC), JUNE[1]))
+    assert isinstance(half, PriceWithTerms)
+    assert half.period_total(D(quantity)).amount == D(total)
 
 
 def test_prices_not_marked_prorated_are_never_cut() -> None:
