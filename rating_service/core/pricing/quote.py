@@ -12,9 +12,12 @@ from rating_service.core.money import EXACT_CONTEXT, parse_decimal
 from rating_service.core.pricing.breakdown import PricedAmount
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
+from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
 from rating_service.core.pricing.price_model import PriceModel
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.rate_card import RateCard
+from rating_service.core.pricing.spend_limits import minimum_top_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,34 @@ class QuotedLine:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodLine:
+    """What a price's period terms would add on the invoice if the period ended with this usage.
+
+    `kind` is `first_tier_fee` (owed at zero usage) or `minimum_spend` (the top-up).
+    """
+
+    product_key: str
+    cell: tuple[str, ...]
+    kind: str
+    amount: Decimal
+
+
+FIRST_TIER_FEE = "first_tier_fee"
+MINIMUM_SPEND = "minimum_spend"
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
-    """The rate card version used, the priced lines and their exact total in its pricing unit."""
+    """The rate card version used, the priced lines and their exact total in its pricing unit.
+
+    `period_lines` are the invoice lines the quoted prices' period terms would add for a period
+    holding exactly the period-to-date usage and the quoted lines; they are not in `total`.
+    """
 
     rate_card: RateCard
     lines: tuple[QuotedLine, ...]
     total: Decimal
+    period_lines: tuple[PeriodLine, ...] = ()
 
     @property
     def total_in_invoice_currency(self) -> Decimal:
@@ -75,7 +100,9 @@ def quote(
 ) -> Quote:
     """Price `lines` in order as P(c + x) − P(c), c starting at `period_to_date` per cell.
 
-    `adjust` applies a contract's terms to each list price (the default quotes list prices).
+    Each period-to-date line counts as one event of the period (a percentage's free events
+    count them). `adjust` applies a contract's terms to each list price (the default quotes
+    list prices).
     """
     history = catalog.rate_cards.get(rate_card_key)
     if history is None:
@@ -91,22 +118,48 @@ def quote(
     def price(product_key: str) -> PriceModel:
         return adjust(catalog.products[product_key], card.price_of(product_key))
 
-    for line in period_to_date:
-        model = price(line.product_key)
-        key = (line.product_key, usage_cell(model, line.dimensions))
-        used[key] = used.get(key, Decimal(0)) + line.quantity
+    events: dict[tuple[str, tuple[str, ...]], int] = {}
+    # What each cell's events are charged over the period (period-to-date lines included).
+    spent: dict[tuple[str, tuple[str, ...]], Decimal] = {}
+    prices: dict[tuple[str, tuple[str, ...]], PriceModel] = {}
     quoted = []
     with localcontext(EXACT_CONTEXT):
         total = Decimal(0)
-        for line in lines:
+        for is_quoted, line in [(False, x) for x in period_to_date] + [(True, x) for x in lines]:
             model = price(line.product_key)
             key = (line.product_key, usage_cell(model, line.dimensions))
+            prices[key] = model
             before = used.get(key, Decimal(0))
-            priced = incremental_charge(model, before, line.quantity, line.dimensions)
+            priced = incremental_charge(
+                model, before, line.quantity, line.dimensions, events.get(key, 0)
+            )
             used[key] = before + line.quantity
-            quoted.append(QuotedLine(line, priced))
-            total += priced.amount
-    return Quote(card, tuple(quoted), total)
+            events[key] = events.get(key, 0) + 1
+            spent[key] = spent.get(key, Decimal(0)) + priced.amount
+            if is_quoted:
+                quoted.append(QuotedLine(line, priced))
+                total += priced.amount
+        period_lines = _period_lines(prices, spent)
+    return Quote(card, tuple(quoted), total, period_lines)
+
+
+def _period_lines(
+    prices: Mapping[tuple[str, tuple[str, ...]], PriceModel],
+    spent: Mapping[tuple[str, tuple[str, ...]], Decimal],
+) -> tuple[PeriodLine, ...]:
+    """The first-tier fees and minimum top-ups of the cells the quote touched."""
+    found = []
+    for (product_key, cell), model in sorted(prices.items()):
+        price = model.price_of(cell) if isinstance(model, Matrix) else model
+        if not isinstance(price, PriceWithTerms):
+            continue
+        fee = price.period_fee()
+        if fee:
+            found.append(PeriodLine(product_key, cell, FIRST_TIER_FEE, fee))
+        top_up = minimum_top_up(fee + spent[(product_key, cell)], price.terms.minimum_spend)
+        if top_up:
+            found.append(PeriodLine(product_key, cell, MINIMUM_SPEND, top_up))
+    return tuple(found)
 
 
 def _check_dimensions(

@@ -30,7 +30,7 @@ from rating_service.core.money import (
 from rating_service.core.pricing.factory import build_price_model, price_model_to_dict
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
-from rating_service.core.pricing.price_model import PRICE_MODELS, PriceModel
+from rating_service.core.pricing.price_model import PRICE_TYPES, PriceModel
 
 NO_RATE_CARD_IN_FORCE = "NO_RATE_CARD_IN_FORCE"
 """FailedPrecondition reason: no version of the rate card covers the event's timestamp."""
@@ -74,7 +74,7 @@ class RateCard:
                     violations.add(
                         f"prices.{product_key}", "product keys must be non-empty strings"
                     )
-                elif not isinstance(model, PRICE_MODELS):
+                elif not isinstance(model, PRICE_TYPES):
                     violations.add(
                         f"prices.{product_key}",
                         f"must be a price model, got {type(model).__name__}",

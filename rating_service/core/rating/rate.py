@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 
-from rating_service.core.contracts.contract import Contract, billing_period_containing
+from rating_service.core.contracts.contract import (
+    Contract,
+    billing_period_containing,
+    nominal_billing_period,
+)
 from rating_service.core.contracts.debit import invoice_currency_charge, plan_debit
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -23,6 +27,7 @@ from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product, UsageEvent
+from rating_service.core.pricing.period_price import is_prorated, price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.rate_card import RateCard
 from rating_service.core.rating.rated_event import ChargeLine, FiredAlert, RatedEvent
@@ -128,12 +133,16 @@ def prepare_event(
     if history is None:
         raise NotFound(f"no rate card {contract.rate_card_key!r}", reason="RATE_CARD_NOT_FOUND")
     card = history.in_force_at(at)
+    period = billing_period_containing(contract, at)
     measured = []
     for product in sorted(products, key=lambda p: p.key):
         measurement = product.meter.measure(event)
         if measurement is None:  # filtered out: e.g. a conversation that was not resolved
             continue
         model = contract.prices.price(card.price_of(product.key), product.key, product.tags, at)
+        # A prorated price shrinks to the part of the period the contract is active.
+        if is_prorated(model):
+            model = price_for_period(model, nominal_billing_period(contract, at), period)
         cell = usage_cell(model, measurement.dimensions)
         measured.append(
             Measured(product, measurement.quantity, measurement.dimensions, model, card, cell)
@@ -144,7 +153,7 @@ def prepare_event(
         fingerprint,
         contract,
         at,
-        billing_period_containing(contract, at),
+        period,
         tuple(measured),
     )
 
@@ -177,7 +186,9 @@ def rate_prepared(
         for m in prepared.measured:
             key = (m.product.key, m.cell)
             before = counters.get(key) or period.counters.get(key) or Counter()
-            priced = incremental_charge(m.model, before.quantity, m.quantity, m.dimensions)
+            priced = incremental_charge(
+                m.model, before.quantity, m.quantity, m.dimensions, before.events
+            )
             charge = invoice_currency_charge(priced.amount, m.card.pricing_unit, contract)
 
             def drawn(source: str, product: str = m.product.key) -> Decimal:

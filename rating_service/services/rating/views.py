@@ -12,6 +12,7 @@ from rating_service.core.money import ROUNDING_CONTEXT, exact_sum
 from rating_service.core.pricing.incremental import incremental_charge
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.rating.rate import contract_in_force
 from rating_service.services.catalog import Catalogs
 from rating_service.store.books import ContractBooks
@@ -116,7 +117,9 @@ class AccountViews:
             dimensions = dict(zip(names, cell, strict=False))
             quantity, amount = row["quantity"], row["amount"]
             forecast_quantity = _forecast(quantity, share)
-            if isinstance(model, Percentage):  # priced per event, not by the period's total
+            if isinstance(model, Percentage) or (
+                isinstance(model, PriceWithTerms) and model.prices_each_event
+            ):  # priced per event, not by the period's total
                 forecast_amount = _forecast(amount, share)
             else:
                 priced = incremental_charge(model, ZERO, forecast_quantity, dimensions).amount

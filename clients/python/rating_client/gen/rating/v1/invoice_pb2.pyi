@@ -137,7 +137,9 @@ class InvoiceLine(_message.Message):
     TIERS_FIELD_NUMBER: _builtins.int
     PRODUCT_KEY_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """usage, fee, commit, credit or true_up."""
+    """usage, discount (usage above a price's maximum spend), minimum_spend (top-up), fee,
+    commit, credit or true_up.
+    """
     key: _builtins.str
     """Unique within the invoice, e.g. `usage:tokens:["large"]`, `credit:<pool_id>`."""
     description: _builtins.str
@@ -276,7 +278,7 @@ class InvoiceSubtotal(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """usage, fee, commit, credit or true_up."""
+    """usage, discount, minimum_spend, fee, commit, credit or true_up."""
     amount: _builtins.str
     """Sum of the rounded amounts of the lines of that kind."""
     def __init__(
