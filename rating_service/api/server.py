@@ -28,6 +28,8 @@ from rating_client.gen.rating.v1 import (
     ops_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
+    webhook_pb2,
+    webhook_pb2_grpc,
 )
 from rating_service.api.admin import AdminServicer
 from rating_service.api.catalog import CatalogServicer
@@ -36,6 +38,7 @@ from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.invoice import InvoiceServicer
 from rating_service.api.ops import OpsServicer
 from rating_service.api.rating import RatingServicer
+from rating_service.api.webhook import WebhookServicer
 from rating_service.ops.actions import OperatorActions
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
@@ -45,6 +48,7 @@ from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
+from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
 from rating_service.store.tenant import TenantStore
@@ -56,6 +60,7 @@ SERVICE_NAMES = [
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
     ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
+    webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 ]
 
 
@@ -82,6 +87,8 @@ class ApiServices(Protocol):
     def reservations(self) -> Reservations: ...
     @property
     def invoicing(self) -> Invoicing: ...
+    @property
+    def webhooks(self) -> Webhooks: ...
 
 
 @dataclass
@@ -151,6 +158,9 @@ def build_server(
         InvoiceServicer(services.invoicing, actions), server
     )
     ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
+    webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
+        WebhookServicer(services.webhooks), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -39,6 +39,7 @@ from rating_client.gen.rating.v1 import (
     ops_pb2,
     rating_pb2,
     rating_pb2_grpc,
+    webhook_pb2,
 )
 from rating_service.core.auth import Role
 from rating_service.runtime.embedded import free_port
@@ -348,6 +349,7 @@ SERVICES = [
         (invoice_pb2.DESCRIPTOR, "InvoiceService"),
         (ops_pb2.DESCRIPTOR, "OpsService"),
         (rating_pb2.DESCRIPTOR, "RatingService"),
+        (webhook_pb2.DESCRIPTOR, "WebhookService"),
     )
 ]
 METHODS = [method for service in SERVICES for method in service.methods]
