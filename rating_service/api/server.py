@@ -159,7 +159,7 @@ def build_server(
     )
     ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
-        WebhookServicer(services.webhooks), server
+        WebhookServicer(services.webhooks, actions), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

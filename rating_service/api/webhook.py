@@ -10,6 +10,7 @@ from rating_service.api.pages import Page
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import Role
 from rating_service.core.errors import InvalidArgument, ViolationCollector
+from rating_service.ops.actions import OperatorActions
 from rating_service.services.webhook import Webhooks
 from rating_service.store.webhook import DeliveryAttempt, WebhookEndpoint
 
@@ -21,8 +22,9 @@ MAX_DELIVERIES = 1000
 class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     """Converts WebhookService messages to Webhooks calls and back."""
 
-    def __init__(self, webhooks: Webhooks) -> None:
+    def __init__(self, webhooks: Webhooks, actions: OperatorActions) -> None:
         self._webhooks = webhooks
+        self._actions = actions
 
     @allow(Role.ADMIN)
     async def CreateWebhookEndpoint(
@@ -81,6 +83,20 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         return webhook_pb2.ListWebhookDeliveriesResponse(
             deliveries=[delivery_message(a) for a in attempts]
         )
+
+    @allow(*READERS)
+    async def RedeliverWebhook(
+        self, request: webhook_pb2.RedeliverWebhookRequest, context: aio.ServicerContext
+    ) -> webhook_pb2.RedeliverWebhookResponse:
+        violations = ViolationCollector()
+        for name in ("event_id", "endpoint_id", "request_id"):
+            if not getattr(request, name):
+                violations.add(name, "is required")
+        violations.raise_if_any()
+        workflow_id = await self._actions.redeliver(
+            current_caller(), request.event_id, request.endpoint_id, request.request_id
+        )
+        return webhook_pb2.RedeliverWebhookResponse(workflow_id=workflow_id)
 
 
 def endpoint_message(endpoint: WebhookEndpoint) -> webhook_pb2.WebhookEndpoint:

@@ -1,5 +1,5 @@
 """Operator actions that workflows must hear of: void and reissue, record a payment, a new
-payment method, cancel or bill now.
+payment method, cancel or bill now, redeliver a notification.
 
 Each changes the database through the services and tells Temporal, in the order that keeps the
 two agreeing: Temporal is reached first, so an action that workflows would never hear of is
@@ -26,9 +26,16 @@ from rating_service.core.contracts.contract import Contract
 from rating_service.core.errors import FailedPrecondition
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.invoice import Invoicing
+from rating_service.services.webhook import Webhooks
 from rating_service.workflows.billing import ContractBillingWorkflow, billing_workflow_id
 from rating_service.workflows.dunning import dunning_workflow_id
 from rating_service.workflows.invoice import InvoiceRequest, InvoiceWorkflow, invoice_workflow_id
+from rating_service.workflows.webhook import (
+    DeliveryPolicy,
+    NotificationInput,
+    NotificationWorkflow,
+    redelivery_workflow_id,
+)
 
 NO_BILLING_CYCLE = "NO_BILLING_CYCLE"
 """FailedPrecondition reason: the contract has no running billing workflow to signal."""
@@ -65,13 +72,17 @@ class OperatorActions:
         self,
         invoicing: Invoicing,
         admin: ContractAdmin,
+        webhooks: Webhooks,
         temporal: Callable[[], Awaitable[Client]],
         task_queue: str,
+        delivery: DeliveryPolicy,
     ) -> None:
         self._invoicing = invoicing
         self._admin = admin
+        self._webhooks = webhooks
         self._temporal = temporal
         self._task_queue = task_queue
+        self._delivery = delivery
 
     async def void_invoice(
         self, caller: Caller, invoice_id: str, reason: str, *, regenerate: bool, actor: str
@@ -112,6 +123,33 @@ class OperatorActions:
     async def bill_now(self, caller: Caller, contract_id: str) -> None:
         """Invoice a period that has ended without waiting out its grace window."""
         await self._signal_billing(caller, contract_id, ContractBillingWorkflow.bill_now)
+
+    async def redeliver(
+        self, caller: Caller, event_id: str, endpoint_id: str, request_id: str
+    ) -> str:
+        """Send a notification to an endpoint again, even if it had it; the workflow's id.
+
+        The same request id is the same redelivery: asked twice, it is sent once.
+        """
+        event = await self._webhooks.raised(caller.tenant_id, event_id)
+        endpoint = await self._webhooks.endpoint(caller.tenant_id, endpoint_id)
+        if not endpoint.enabled:
+            raise FailedPrecondition(
+                f"webhook endpoint {endpoint_id!r} is disabled: nothing is sent to it",
+                reason="WEBHOOK_ENDPOINT_DISABLED",
+                metadata={"endpoint_id": endpoint_id},
+            )
+        temporal = await self._temporal()
+        workflow_id = redelivery_workflow_id(event_id, endpoint_id, request_id)
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await temporal.start_workflow(
+                NotificationWorkflow.run,
+                NotificationInput(event, [endpoint_id], self._delivery, again=True),
+                id=workflow_id,
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        return workflow_id
 
     async def _signal_billing(
         self, caller: Caller, contract_id: str, signal: Callable[[ContractBillingWorkflow], None]

@@ -46,6 +46,7 @@ from rating_service.store.replay import ReplayLog
 from rating_service.store.settlement import SettlementStore
 from rating_service.store.tenant import TenantStore
 from rating_service.store.webhook import WebhookStore
+from rating_service.workflows.webhook import DeliveryPolicy
 
 log = logging.getLogger("rating.bootstrap")
 
@@ -225,7 +226,12 @@ class Components:
     def operator_actions(self, temporal: Callable[[], Awaitable[Client]]) -> OperatorActions:
         """Operator actions on invoices and contracts, telling workflows through `temporal`."""
         return OperatorActions(
-            self.invoicing, self.contract_admin, temporal, self.settings.temporal_task_queue
+            self.invoicing,
+            self.contract_admin,
+            self.webhooks,
+            temporal,
+            self.settings.temporal_task_queue,
+            DeliveryPolicy.from_settings(self.settings),
         )
 
     def invoice_replays(self, temporal: Client) -> InvoiceReplays:

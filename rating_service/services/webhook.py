@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from rating_service.core.encryption import EncryptionKeys
-from rating_service.core.errors import FailedPrecondition, InvalidArgument
+from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from rating_service.core.ids import new_id
 from rating_service.outbox.topics import NOTIFICATION_TOPICS
 from rating_service.settings import Settings, env_name
@@ -241,6 +241,30 @@ class Webhooks:
         """Re-encrypt every secret under the current (first) key; how many moved, per old key."""
         return await self._store.reseal_secrets()
 
+    async def raised(self, tenant_id: str, event_id: str) -> NotificationEvent:
+        """A notification the tenant's outbox raised, as its endpoints were sent it."""
+        found = await self._store.raised(tenant_id, event_id)
+        if found is None or found.topic not in NOTIFICATION_TOPICS:
+            raise NotFound(
+                f"no notification {event_id!r}: `ListWebhookDeliveries` names them",
+                reason="NOTIFICATION_NOT_FOUND",
+                metadata={"event_id": event_id},
+            )
+        return NotificationEvent(
+            event_id, tenant_id, found.topic, found.created_at.isoformat(), found.data
+        )
+
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
+        """One of the tenant's endpoints (NotFound for another tenant's)."""
+        for endpoint in await self._store.endpoints(tenant_id):
+            if endpoint.endpoint_id == endpoint_id:
+                return endpoint
+        raise NotFound(
+            f"no webhook endpoint {endpoint_id!r}",
+            reason="WEBHOOK_ENDPOINT_NOT_FOUND",
+            metadata={"endpoint_id": endpoint_id},
+        )
+
     async def subscribers(self, tenant_id: str, topic: str) -> list[str]:
         """The ids of the tenant's enabled endpoints that take notifications of `topic`."""
         return await self._store.subscribed_endpoint_ids(tenant_id, topic)
@@ -252,18 +276,25 @@ class Webhooks:
         return await self._store.attempts(tenant_id, event_id, limit)
 
     async def deliver(
-        self, event: NotificationEvent, endpoint_id: str, attempt: int, timeout_seconds: float
+        self,
+        event: NotificationEvent,
+        endpoint_id: str,
+        attempt: int,
+        timeout_seconds: float,
+        *,
+        again: bool = False,
     ) -> DeliveryResult:
         """POST the signed notification to one endpoint, once, and log the attempt.
 
         Not sent when the endpoint has been disabled, or has already had it (a retried activity
-        or an ops reset of the workflow delivers at most once more than needed, never forever).
+        or an ops reset of the workflow delivers at most once more than needed, never forever)
+        unless it is sent `again` on purpose (a redelivery an operator asked for).
         """
         tenant_id = event.tenant_id
         target = await self._store.delivery_target(tenant_id, endpoint_id)
         if target is None:
             return DeliveryResult(DeliveryOutcome.ENDPOINT_DISABLED)
-        if await self._store.was_delivered(tenant_id, event.event_id, endpoint_id):
+        if not again and await self._store.was_delivered(tenant_id, event.event_id, endpoint_id):
             return DeliveryResult(DeliveryOutcome.ALREADY_DELIVERED)
         body = event.body()
         headers = {

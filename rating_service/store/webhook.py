@@ -10,9 +10,11 @@ Signing secrets are stored sealed (`rating_service.core.encryption`), never in p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -59,6 +61,15 @@ class DeliveryAttempt:
     succeeded: bool
     at: datetime | None = None
     """When it was logged (None before it is)."""
+
+
+@dataclass(frozen=True)
+class RaisedNotification:
+    """What an outbox row raised: its topic, when, and its payload."""
+
+    topic: str
+    created_at: datetime
+    data: dict[str, Any]
 
 
 class WebhookStore:
@@ -144,6 +155,20 @@ class WebhookStore:
             topic,
         )
         return [row["endpoint_id"] for row in rows]
+
+    async def raised(self, tenant_id: str, event_id: str) -> RaisedNotification | None:
+        """The outbox row a notification was raised by (its id is the row's dedupe key)."""
+        row = await self._pool.fetchrow(
+            "SELECT topic, payload, created_at FROM outbox"
+            " WHERE tenant_id = $1 AND dedupe_key = $2",
+            tenant_id,
+            event_id,
+        )
+        if row is None:
+            return None
+        payload = row["payload"]
+        data = json.loads(payload) if isinstance(payload, str) else dict(payload)
+        return RaisedNotification(row["topic"], row["created_at"], data)
 
     async def delivery_target(self, tenant_id: str, endpoint_id: str) -> DeliveryTarget | None:
         """The URL and secret of an enabled endpoint; None once it is disabled (or unknown)."""

@@ -73,6 +73,8 @@ class NotificationInput:
     event: NotificationEvent
     endpoint_ids: list[str]
     policy: DeliveryPolicy
+    again: bool = False
+    """A redelivery an operator asked for: sent even to endpoints that had it."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class WebhookDeliveryRequest:
     event: NotificationEvent
     endpoint_id: str
     timeout_seconds: float
+    again: bool = False
+    """Send even if the endpoint had it (an operator's redelivery)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,11 @@ def notification_workflow_id(event_id: str) -> str:
     return f"notify/{event_id}"
 
 
+def redelivery_workflow_id(event_id: str, endpoint_id: str, request_id: str) -> str:
+    """A redelivery's workflow id: the same request twice is one redelivery."""
+    return f"notify/{event_id}/again/{endpoint_id}/{request_id}"
+
+
 @workflow.defn(name="Notification")
 class NotificationWorkflow:
     """Deliver one notification to every endpoint it is for; complete whatever they answer."""
@@ -133,7 +142,9 @@ class NotificationWorkflow:
         try:
             done = await workflow.execute_activity_method(
                 NotificationActivities.deliver_webhook,
-                WebhookDeliveryRequest(notification.event, endpoint_id, policy.timeout_seconds),
+                WebhookDeliveryRequest(
+                    notification.event, endpoint_id, policy.timeout_seconds, notification.again
+                ),
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds) + ATTEMPT_MARGIN,
                 retry_policy=policy.retry_policy(),
             )
@@ -167,7 +178,11 @@ class NotificationActivities:
         """Send the event to the endpoint once; a failed attempt is logged, then raised to retry."""
         attempt = activity.info().attempt
         result = await self._notifications.deliver(
-            request.event, request.endpoint_id, attempt, request.timeout_seconds
+            request.event,
+            request.endpoint_id,
+            attempt,
+            request.timeout_seconds,
+            again=request.again,
         )
         if result.outcome is DeliveryOutcome.FAILED:
             raise ApplicationError(

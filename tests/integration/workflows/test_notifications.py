@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import grpc
+import pytest
 from click.testing import CliRunner
+from grpc import aio
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from rating_client.gen.rating.v1 import webhook_pb2, webhook_pb2_grpc
 from rating_service.cli import main
+from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import InvoiceState
 from rating_service.outbox.dispatcher import OutboxRow
 from rating_service.outbox.topics import Topic
 from rating_service.runtime.bootstrap import bootstrap
-from rating_service.runtime.server import RunningServer
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.services.webhook import (
     DeliveryOutcome,
@@ -42,7 +47,7 @@ from rating_service.workflows.webhook import (
     notification_workflow_id,
     start_notifications,
 )
-from tests.conftest import WEBHOOK_SECRET_KEYS, TenantKeys, eventually
+from tests.conftest import WEBHOOK_SECRET_KEYS, TenantKeys, eventually, status_of
 from tests.integration.billing import CATALOG, open_account
 from tests.integration.cycles import (
     billing_stack,
@@ -436,3 +441,59 @@ async def test_an_endpoint_that_is_down_does_not_delay_invoices(
     assert attempts and not any(a.succeeded for a in attempts)
     assert all("ConnectError" in (a.error or "") for a in attempts)
     assert statuses == [WorkflowExecutionStatus.RUNNING] * len(events)
+
+
+async def test_an_operator_redelivers_a_delivered_notification_once_per_request(
+    settings: Settings, temporal_address: str, acme: TenantKeys, globex: TenantKeys
+) -> None:
+    config = worker_settings(settings, temporal_address, **FAST_RETRIES)
+    temporal = await connect_temporal(config)
+    async with receiving() as receiver, open_notifications(settings) as notifications:
+        added = await notifications.add_endpoint(acme.tenant_id, receiver.url("/hooks"), [], "test")
+        receiver.secrets["/hooks"] = added.secret
+        endpoint_id = added.endpoint.endpoint_id
+        event_id = await write_outbox(settings, acme.tenant_id, "expiry.warning", "expiry:r:p1")
+        running = await start_server(config)
+        try:
+            async with (
+                running_worker(config),
+                aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+            ):
+                await notification_result(temporal, event_id)
+                stub = webhook_pb2_grpc.WebhookServiceStub(channel)
+                ops = acme.metadata(Role.OPS)
+                again = webhook_pb2.RedeliverWebhookRequest(
+                    event_id=event_id, endpoint_id=endpoint_id, request_id="lost-it"
+                )
+                first = await stub.RedeliverWebhook(again, metadata=ops)
+                second = await stub.RedeliverWebhook(again, metadata=ops)  # the same request
+                assert first.workflow_id == second.workflow_id
+                async with asyncio.timeout(15):
+                    result = await temporal.get_workflow_handle(first.workflow_id).result()
+                assert result["endpoints"][0]["outcome"] == "delivered"
+                redeliver = webhook_pb2.RedeliverWebhookRequest
+                for wrong, metadata, reason in (
+                    (
+                        redeliver(event_id="nope", endpoint_id=endpoint_id, request_id="x"),
+                        ops,
+                        "NOTIFICATION_NOT_FOUND",
+                    ),
+                    (
+                        redeliver(event_id=event_id, endpoint_id="whe_nope", request_id="x"),
+                        ops,
+                        "WEBHOOK_ENDPOINT_NOT_FOUND",
+                    ),
+                    (again, globex.metadata(Role.OPS), "NOTIFICATION_NOT_FOUND"),
+                ):
+                    with pytest.raises(aio.AioRpcError) as refused:
+                        await stub.RedeliverWebhook(wrong, metadata=metadata)
+                    assert status_of(refused.value) == (grpc.StatusCode.NOT_FOUND, reason)
+        finally:
+            await running.stop(0.5)
+        attempts = await notifications.attempts(acme.tenant_id, event_id)
+
+    # The first delivery and the redelivery, byte for byte the same notification, both logged.
+    first_sent, resent = receiver.at("/hooks")
+    assert resent.body == first_sent.body and resent.verified
+    assert resent.headers["rating-event-id"] == event_id
+    assert [(a.endpoint_id, a.succeeded) for a in attempts] == [(endpoint_id, True)] * 2

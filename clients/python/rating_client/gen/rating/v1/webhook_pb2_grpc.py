@@ -61,6 +61,11 @@ class WebhookServiceStub:
                 request_serializer=rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.RedeliverWebhook = channel.unary_unary(
+                '/rating.v1.WebhookService/RedeliverWebhook',
+                request_serializer=rating_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
@@ -102,6 +107,15 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeliverWebhook(self, request, context):
+        """Sends a notification to one endpoint again, even if it had it (its receiver lost it),
+        with the same body and event id, retried like the first; every attempt is logged. The same
+        request_id is the same redelivery: sent once however often it is asked. Admin and ops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +138,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RedeliverWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverWebhook,
+                    request_deserializer=rating_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -240,6 +259,33 @@ class WebhookService:
             '/rating.v1.WebhookService/ListWebhookDeliveries',
             rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             rating_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.WebhookService/RedeliverWebhook',
+            rating_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.SerializeToString,
+            rating_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class WebhookServiceStub:
     """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]
     """The latest delivery attempts (of one notification, if given), oldest of them first."""
+    RedeliverWebhook: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.RedeliverWebhookRequest, _webhook_pb2.RedeliverWebhookResponse]
+    """Sends a notification to one endpoint again, even if it had it (its receiver lost it),
+    with the same body and event id, retried like the first; every attempt is logged. The same
+    request_id is the same redelivery: sent once however often it is asked. Admin and ops.
+    """
 
 @_typing.type_check_only
 class WebhookServiceAsyncStub(WebhookServiceStub):
@@ -76,6 +81,11 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """The latest delivery attempts (of one notification, if given), oldest of them first."""
+    RedeliverWebhook: _aio.UnaryUnaryMultiCallable[_webhook_pb2.RedeliverWebhookRequest, _webhook_pb2.RedeliverWebhookResponse]  # type: ignore[assignment]
+    """Sends a notification to one endpoint again, even if it had it (its receiver lost it),
+    with the same body and event id, retried like the first; every attempt is logged. The same
+    request_id is the same redelivery: sent once however often it is asked. Admin and ops.
+    """
 
 class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     """A tenant's webhook endpoints and the log of every delivery attempt to them.
@@ -121,5 +131,16 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_webhook_pb2.ListWebhookDeliveriesResponse]]:
         """The latest delivery attempts (of one notification, if given), oldest of them first."""
+
+    @_abc_1.abstractmethod
+    def RedeliverWebhook(
+        self,
+        request: _webhook_pb2.RedeliverWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.RedeliverWebhookResponse, _abc.Awaitable[_webhook_pb2.RedeliverWebhookResponse]]:
+        """Sends a notification to one endpoint again, even if it had it (its receiver lost it),
+        with the same body and event id, retried like the first; every attempt is logged. The same
+        request_id is the same redelivery: sent once however often it is asked. Admin and ops.
+        """
 
 def add_WebhookServiceServicer_to_server(servicer: WebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
