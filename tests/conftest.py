@@ -174,3 +174,16 @@ def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     status = decode_rich_status(error.trailing_metadata())
     info = None if status is None else error_info(status)
     return error.code(), "" if info is None else info.reason
+
+
+async def refusal(call: Awaitable[object]) -> tuple[str, str, set[str]]:
+    """(status code name, ErrorInfo reason, fields named in BadRequest) of a call that fails."""
+    from rating_client.errors import decode_rich_status, field_violations
+
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        code, reason = status_of(error)
+        status = decode_rich_status(error.trailing_metadata())
+        return code.name, reason, set() if status is None else set(field_violations(status))
+    raise AssertionError("the call was expected to be refused, and succeeded")

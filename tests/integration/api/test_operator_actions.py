@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import pytest
 from grpc import aio
 
-from rating_client.errors import decode_rich_status, error_info, field_violations
 from rating_client.gen.rating.v1 import (
     contract_pb2,
     contract_pb2_grpc,
@@ -25,7 +22,7 @@ from rating_service.core.errors import NotFound
 from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
 from rating_service.workflows.billing import billing_workflow_id
-from tests.conftest import TenantKeys, eventually
+from tests.conftest import TenantKeys, eventually, refusal
 from tests.integration.cycles import (
     BillingStack,
     billing_stack,
@@ -52,16 +49,6 @@ async def operator_stack(
                 yield stack, channel
         finally:
             await running.stop(0.5)
-
-
-async def refusal(call: Any) -> tuple[str, str, set[str]]:
-    """(status code, ErrorInfo reason, fields named) of a refused call."""
-    with pytest.raises(aio.AioRpcError) as refused:
-        await call
-    status = decode_rich_status(refused.value.trailing_metadata())
-    info = None if status is None else error_info(status)
-    fields = set() if status is None else set(field_violations(status))
-    return refused.value.code().name, "" if info is None else info.reason, fields
 
 
 async def test_void_and_reissue_and_record_a_payment_through_the_api(

@@ -3,25 +3,11 @@ each refused to the wrong role and the wrong tenant, and changing nothing on bad
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 from grpc import aio
 
-from rating_client.errors import decode_rich_status, error_info, field_violations
 from rating_client.gen.rating.v1 import webhook_pb2, webhook_pb2_grpc
 from rating_service.core.auth import Role
-from tests.conftest import TenantKeys
-
-
-async def refusal(call: Any) -> tuple[str, str, set[str]]:
-    """(status code, ErrorInfo reason, fields named) of a refused call."""
-    with pytest.raises(aio.AioRpcError) as refused:
-        await call
-    status = decode_rich_status(refused.value.trailing_metadata())
-    info = None if status is None else error_info(status)
-    fields = set() if status is None else set(field_violations(status))
-    return refused.value.code().name, "" if info is None else info.reason, fields
+from tests.conftest import TenantKeys, refusal
 
 
 async def test_endpoints_and_their_log_through_the_api(
