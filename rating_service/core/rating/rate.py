@@ -20,13 +20,20 @@ from rating_service.core.contracts.pools import Pool
 from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import EXACT_CONTEXT, exact_sum
+from rating_service.core.pricing.aggregation import Aggregation, MeterStep, TimeUnit, aggregate
+from rating_service.core.pricing.breakdown import PricedAmount, PriceLine
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product, UsageEvent
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.rate_card import RateCard
-from rating_service.core.rating.rated_event import ChargeLine, FiredAlert, RatedEvent
+from rating_service.core.rating.rated_event import (
+    ChargeLine,
+    FiredAlert,
+    MeterChange,
+    RatedEvent,
+)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """Events stamped further ahead than this are refused (DESIGN.md §5: clocks drift, not more)."""
@@ -50,6 +57,9 @@ class Measured:
     model: PriceModel
     card: RateCard
     cell: tuple[str, ...]
+    """The matrix cell, then the window's label for a windowed meter."""
+    mark: str | None = None
+    """The event's entry key where the meter remembers entries (a distinct value, a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,10 @@ class PeriodLedger:
     counters: dict[tuple[str, tuple[str, ...]], Counter] = field(default_factory=dict)
     draws: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     """(product, pool id or OVERAGE) → net amount this period."""
+    entries: dict[tuple[str, tuple[str, ...]], dict[str, Decimal]] = field(default_factory=dict)
+    """(product, cell) → the aggregation entries known around this batch's events' marks."""
+    new_entries: dict[tuple[str, tuple[str, ...], str], Decimal] = field(default_factory=dict)
+    """(product, cell, entry key) → value, the entries this batch remembers."""
 
     @property
     def overage(self) -> Decimal:
@@ -138,8 +152,18 @@ def prepare_event(
             card.price_of(product.key), product.key, product.tags, contract.overrides, at
         )
         cell = usage_cell(model, measurement.dimensions)
+        if product.meter.window is not None:
+            cell = (*cell, product.meter.window.label(at))
         measured.append(
-            Measured(product, measurement.quantity, measurement.dimensions, model, card, cell)
+            Measured(
+                product,
+                measurement.quantity,
+                measurement.dimensions,
+                model,
+                card,
+                cell,
+                measurement.mark,
+            )
         )
     return PreparedEvent(
         tenant_id,
@@ -170,6 +194,7 @@ def rate_prepared(
     spend = period.spend
     counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
     draws: dict[tuple[str, str], Decimal] = {}
+    entries: dict[tuple[str, tuple[str, ...], str], Decimal] = {}
     lines: list[ChargeLine] = []
     transfers: list[Transfer] = []
     alerts: list[FiredAlert] = []
@@ -180,7 +205,23 @@ def rate_prepared(
         for m in prepared.measured:
             key = (m.product.key, m.cell)
             before = counters.get(key) or period.counters.get(key) or Counter()
-            priced = incremental_charge(m.model, before.quantity, m.quantity, m.dimensions)
+            meter = m.product.meter
+            change: MeterChange | None = None
+            if meter.corrections or meter.aggregated_by not in _PLAIN:
+                step = _aggregate(m, before.quantity, period, entries, prepared.period[1])
+                priced = _repriced(m, before.quantity, step.quantity_after)
+                change = MeterChange(
+                    str(meter.aggregated_by),
+                    m.cell[-1] if meter.window is not None else "",
+                    before.quantity,
+                    step.quantity_after,
+                    step.note,
+                )
+                after = step.quantity_after
+                entries.update(((m.product.key, m.cell, k), v) for k, v in step.entries)
+            else:
+                priced = incremental_charge(m.model, before.quantity, m.quantity, m.dimensions)
+                after = before.quantity + m.quantity
             charge = invoice_currency_charge(priced.amount, m.card.pricing_unit, contract)
 
             def drawn(source: str, product: str = m.product.key) -> Decimal:
@@ -199,9 +240,7 @@ def rate_prepared(
             )
             working.update((p.pool_id, p) for p in plan.pools_after)
             spend = plan.period_spend_after
-            counters[key] = Counter(
-                before.quantity + m.quantity, before.amount + charge, before.events + 1
-            )
+            counters[key] = Counter(after, before.amount + charge, before.events + 1)
             for pool_id, amount in plan.allocation.parts:
                 draws[(m.product.key, pool_id)] = drawn(pool_id) + amount
                 event_draws[pool_id] = event_draws.get(pool_id, ZERO) + amount
@@ -222,12 +261,16 @@ def rate_prepared(
                     charge,
                     priced.lines,
                     m.model.dimensions if isinstance(m.model, Matrix) else (),
+                    change,
                 )
             )
         total = exact_sum(line.amount_in_invoice_currency for line in lines)
     period.spend = spend
     period.counters.update(counters)
     period.draws.update(draws)
+    for (product, cell, mark), value in entries.items():
+        period.entries.setdefault((product, cell), {})[mark] = value
+    period.new_entries.update(entries)
     touched = sorted(event_draws)
     result = RatedEvent(
         prepared.event_id,
@@ -243,6 +286,58 @@ def rate_prepared(
         prepared.period[1],
     )
     return Rated(result, tuple(transfers), working, recharge_due)
+
+
+_PLAIN = (Aggregation.SUM, Aggregation.COUNT)
+"""Aggregations whose event adds its own quantity (the fast path, unchanged)."""
+
+
+def _aggregate(
+    m: Measured,
+    before: Decimal,
+    period: PeriodLedger,
+    pending: Mapping[tuple[str, tuple[str, ...], str], Decimal],
+    period_end: datetime,
+) -> MeterStep:
+    """The event's step on its counter, seeing the entries stored and those of this event."""
+    meter = m.product.meter
+    known: Mapping[str, Decimal] = period.entries.get((m.product.key, m.cell), {})
+    mine = {k: v for (p, c, k), v in pending.items() if p == m.product.key and c == m.cell}
+    if mine:
+        known = {**known, **mine}
+    return aggregate(
+        meter.aggregated_by,
+        before,
+        m.quantity,
+        m.mark,
+        known,
+        period_end,
+        meter.time_unit or TimeUnit.HOUR,
+    )
+
+
+def _repriced(m: Measured, before: Decimal, after: Decimal) -> PricedAmount:
+    """P(after) − P(before), also when the quantity went down (a correction, a gauge falling)."""
+    if after >= before:
+        with localcontext(EXACT_CONTEXT):
+            return incremental_charge(m.model, before, after - before, m.dimensions)
+    with localcontext(EXACT_CONTEXT):
+        back = incremental_charge(m.model, after, before - after, m.dimensions)
+    return PricedAmount(
+        -back.amount,
+        tuple(
+            PriceLine(
+                line.item,
+                -line.quantity,
+                line.unit_price,
+                -line.flat_fee,
+                -line.amount,
+                line.tier,
+                line.cell,
+            )
+            for line in back.lines
+        ),
+    )
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:
