@@ -223,6 +223,36 @@ class RatingStore:
             ledger.draws[(row["product_key"], row["pool_id"])] = row["amount"]
         return ledgers
 
+    async def load_entries(
+        self,
+        conn: Connection,
+        ledgers: Mapping[tuple[str, datetime], PeriodLedger],
+        marks: Iterable[tuple[str, str, datetime, str, tuple[str, ...], str]],
+    ) -> None:
+        """Read into each ledger the stored entries next to each mark: at-or-before and after.
+
+        Marks are (tenant, contract, period start, product, cell, entry key); the periods must
+        be locked already, so the entries cannot change under us. The entry at or before a mark
+        and the first after it are all an aggregation needs to place the mark (a distinct value
+        is found by equality; a reading between its neighbours in time).
+        """
+        wanted = sorted(set(marks))
+        if not wanted:
+            return
+        rows = await conn.fetch(
+            _ENTRIES_AROUND,
+            [w[0] for w in wanted],
+            [w[1] for w in wanted],
+            [w[2] for w in wanted],
+            [w[3] for w in wanted],
+            [json.dumps(list(w[4])) for w in wanted],
+            [w[5] for w in wanted],
+        )
+        for row in rows:
+            ledger = ledgers[(row["contract_id"], row["period_start"])]
+            known = ledger.entries.setdefault((row["product_key"], tuple(row["cell"])), {})
+            known[row["entry_key"]] = row["value"]
+
     async def lock_contract_accounts(
         self,
         conn: Connection,
@@ -302,6 +332,11 @@ class RatingStore:
             (tenant_of[contract_id], contract_id, start, ledger.spend, ledger.overage)
             for (contract_id, start), ledger in sorted(batch.periods.items())
         ]
+        entry_rows = [
+            (tenant_of[contract_id], contract_id, start, product, json.dumps(list(cell)), key, v)
+            for (contract_id, start), ledger in batch.periods.items()
+            for (product, cell, key), v in ledger.new_entries.items()
+        ]
         rated_rows = [
             (
                 tenant_id,
@@ -322,6 +357,7 @@ class RatingStore:
             *_columns(draw_rows, 6),
             *_columns(period_rows, 5),
             *_columns(rated_rows, 8),
+            *_columns(entry_rows, 7),
         )
         if batch.captured:
             await conn.execute(
@@ -369,9 +405,39 @@ WITH counters AS (
     SELECT * FROM unnest($20::text[], $21::text[], $22::bytea[], $23::text[],
         $24::timestamptz[], $25::timestamptz[], $26::numeric[], $27::jsonb[])
     RETURNING 1
+), entries AS (
+    INSERT INTO aggregation_entries AS e (tenant_id, contract_id, period_start, product_key,
+        cell, entry_key, value)
+    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), k, v
+    FROM unnest($28::text[], $29::text[], $30::timestamptz[], $31::text[], $32::text[],
+        $33::text[], $34::numeric[]) AS v(t, c, s, p, cell, k, v)
+    ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell, entry_key)
+    DO UPDATE SET value = excluded.value
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),
-    (SELECT count(*) FROM periods), (SELECT count(*) FROM rated)
+    (SELECT count(*) FROM periods), (SELECT count(*) FROM rated),
+    (SELECT count(*) FROM entries)
+"""
+
+_ENTRIES_AROUND = """
+SELECT k.c AS contract_id, k.s AS period_start, k.p AS product_key, k.cell, e.entry_key, e.value
+FROM (
+    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)) AS cell, mark
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+        AS v(t, c, s, p, cell, mark)
+) k
+CROSS JOIN LATERAL (
+    (SELECT entry_key, value FROM aggregation_entries a
+     WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s
+       AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key <= k.mark
+     ORDER BY a.entry_key DESC LIMIT 1)
+    UNION ALL
+    (SELECT entry_key, value FROM aggregation_entries a
+     WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s
+       AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key > k.mark
+     ORDER BY a.entry_key LIMIT 1)
+) e
 """
 
 

@@ -370,6 +370,19 @@ class DebitEngine:
             # Open periods start after closed ones, so locking them now keeps the lock order.
             ledgers.update(await self._store.lock_periods(conn, tenant_of, moved))
             periods.update(moved)
+        # Meters that remember entries (distinct values, readings) read those next to the
+        # batch's marks, under the period locks just taken.
+        await self._store.load_entries(
+            conn,
+            ledgers,
+            (
+                (p.prepared.tenant_id, p.prepared.contract.contract_id, p.prepared.period[0])
+                + (m.product.key, m.cell, m.mark)
+                for p in fresh
+                for m in p.prepared.measured
+                if m.mark is not None
+            ),
+        )
         products: dict[str, set[str]] = {}
         currencies: dict[str, str] = {}
         terms: dict[str, tuple[Pool, ...]] = {}
