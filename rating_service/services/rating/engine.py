@@ -376,8 +376,14 @@ class DebitEngine:
             conn,
             ledgers,
             (
-                (p.prepared.tenant_id, p.prepared.contract.contract_id, p.prepared.period[0])
-                + (m.product.key, m.cell, m.mark)
+                (
+                    p.prepared.tenant_id,
+                    p.prepared.contract.contract_id,
+                    p.prepared.period[0],
+                    m.product.key,
+                    m.cell,
+                    m.mark,
+                )
                 for p in fresh
                 for m in p.prepared.measured
                 if m.mark is not None

@@ -86,7 +86,7 @@ class StoredPeriod:
 
     counters: dict[tuple[str, tuple[str, ...]], Counter] = field(default_factory=dict)
     entries: dict[tuple[str, tuple[str, ...]], dict[str, Decimal]] = field(default_factory=dict)
-    spend: Decimal = D(0)
+    spend: Decimal = Decimal(0)
     draws: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def rate(self, event_type: str, hours: float, **properties: str) -> Rated:
