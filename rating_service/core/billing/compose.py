@@ -177,7 +177,10 @@ def _breakdown(inputs: InvoiceInputs, usage: UsageTotal, at: datetime) -> tuple[
         if priced is None:
             return ()
         model, unit = priced
-        cell_model = model.price_of(usage.cell) if isinstance(model, Matrix) else model
+        product = inputs.catalog.products.get(usage.product_key)
+        # A windowed meter's cell ends with its window's label, after the matrix cell.
+        cell = usage.cell[:-1] if product is not None and product.meter.window else usage.cell
+        cell_model = model.price_of(cell) if isinstance(model, Matrix) else model
         if isinstance(cell_model, FlatFee | Percentage):
             return ()  # a fee is its own line; a percentage prices each event's value
         total = cell_model.period_total(usage.quantity)

@@ -21,7 +21,7 @@ from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotF
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import EXACT_CONTEXT, exact_sum
 from rating_service.core.pricing.aggregation import Aggregation, MeterStep, TimeUnit, aggregate
-from rating_service.core.pricing.breakdown import PricedAmount, PriceLine
+from rating_service.core.pricing.breakdown import PricedAmount, negated
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
@@ -318,26 +318,10 @@ def _aggregate(
 
 def _repriced(m: Measured, before: Decimal, after: Decimal) -> PricedAmount:
     """P(after) − P(before), also when the quantity went down (a correction, a gauge falling)."""
-    if after >= before:
-        with localcontext(EXACT_CONTEXT):
-            return incremental_charge(m.model, before, after - before, m.dimensions)
     with localcontext(EXACT_CONTEXT):
-        back = incremental_charge(m.model, after, before - after, m.dimensions)
-    return PricedAmount(
-        -back.amount,
-        tuple(
-            PriceLine(
-                line.item,
-                -line.quantity,
-                line.unit_price,
-                -line.flat_fee,
-                -line.amount,
-                line.tier,
-                line.cell,
-            )
-            for line in back.lines
-        ),
-    )
+        if after >= before:
+            return incremental_charge(m.model, before, after - before, m.dimensions)
+        return negated(incremental_charge(m.model, after, before - after, m.dimensions))
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:

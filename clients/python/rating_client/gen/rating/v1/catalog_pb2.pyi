@@ -732,6 +732,7 @@ class QuotedLine(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     BREAKDOWN_FIELD_NUMBER: _builtins.int
+    METER_FIELD_NUMBER: _builtins.int
     product_key: _builtins.str
     quantity: _builtins.str
     amount: _builtins.str
@@ -740,6 +741,10 @@ class QuotedLine(_message.Message):
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceLine]: ...
+    @_builtins.property
+    def meter(self) -> Global___MeterChange:
+        """How the line moved the period's aggregated quantity (the meter's Q) that the price applies to."""
+
     def __init__(
         self,
         *,
@@ -748,14 +753,53 @@ class QuotedLine(_message.Message):
         dimensions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         amount: _builtins.str = ...,
         breakdown: _abc.Iterable[Global___PriceLine] | None = ...,
+        meter: Global___MeterChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meter", b"meter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "breakdown", b"breakdown", "dimensions", b"dimensions", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "breakdown", b"breakdown", "dimensions", b"dimensions", "meter", b"meter", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuotedLine: _TypeAlias = QuotedLine  # noqa: Y015
+
+@_typing.final
+class MeterChange(_message.Message):
+    """How one event (or quote line) moved the period's aggregated quantity Q: it is charged
+    P(after) - P(before). For a windowed meter, Q is the window's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    aggregation: _builtins.str
+    """sum, count, max, unique_count, latest or time_weighted_sum."""
+    window: _builtins.str
+    """The window the event counted in (e.g. "2026-12-03", "2026-12-03T14:00Z"); empty for the period."""
+    before: _builtins.str
+    after: _builtins.str
+    note: _builtins.str
+    """Why Q moved as it did when that is not plain, e.g. "value already counted this period"."""
+    def __init__(
+        self,
+        *,
+        aggregation: _builtins.str = ...,
+        window: _builtins.str = ...,
+        before: _builtins.str = ...,
+        after: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "aggregation", b"aggregation", "before", b"before", "note", b"note", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeterChange: _TypeAlias = MeterChange  # noqa: Y015
 
 @_typing.final
 class QuoteResponse(_message.Message):
