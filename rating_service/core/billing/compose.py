@@ -34,6 +34,7 @@ from rating_service.core.contracts.overrides import effective_price
 from rating_service.core.contracts.pools import CommitmentKind, Pool
 from rating_service.core.errors import DomainError
 from rating_service.core.money import EXACT_CONTEXT, PricingUnit, exact_sum
+from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.breakdown import LineItem, PriceLine
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
@@ -137,6 +138,15 @@ def describe_pool(pool: Pool) -> str:
     return f"{'Promotional' if pool.is_free else 'Purchased'} credit {pool.pool_id}"
 
 
+AGGREGATION_LABELS = {
+    Aggregation.MAX: "peak",
+    Aggregation.UNIQUE_COUNT: "distinct",
+    Aggregation.LATEST: "last reading",
+    Aggregation.TIME_WEIGHTED_SUM: "time-weighted",
+}
+"""How an invoice line names the quantity of a meter that does not simply add events up."""
+
+
 def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> list[InvoiceLine]:
     contract, catalog = inputs.contract, inputs.catalog
     last_moment = period[1] - _JUST_BEFORE
@@ -146,6 +156,8 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
             continue
         product = catalog.products.get(usage.product_key)
         name = (product.name or product.key) if product is not None else usage.product_key
+        if product is not None and product.meter.aggregated_by in AGGREGATION_LABELS:
+            name = f"{name} ({AGGREGATION_LABELS[product.meter.aggregated_by]})"
         tiers = _breakdown(inputs, usage, last_moment)
         lines.append(
             rounded_line(

@@ -133,13 +133,14 @@ def aggregate(
     value: Decimal,
     mark: str | None,
     known: Mapping[str, Decimal],
-    period_end: datetime,
+    period: tuple[datetime, datetime],
     time_unit: TimeUnit = TimeUnit.HOUR,
 ) -> MeterStep:
     """Q after one event of `value`, given Q = `before` and the known entries of its counter.
 
     `mark` is the event's entry key (`distinct_key` or `reading_key`); `known` holds every entry
     the store found around it (at least the entries just before and just after the mark).
+    A reading from before the period (a late one rolled forward) holds from its start.
     """
     with localcontext(EXACT_CONTEXT):
         if aggregation is Aggregation.SUM:
@@ -167,7 +168,7 @@ def aggregate(
                     note=f"older than the reading at {min(later)}: the latest value stands",
                 )
             return MeterStep(value, ((mark, value),))
-        return _time_weighted(before, value, mark, known, later, period_end, time_unit)
+        return _time_weighted(before, value, mark, known, later, period, time_unit)
 
 
 def _time_weighted(
@@ -176,13 +177,14 @@ def _time_weighted(
     mark: str,
     known: Mapping[str, Decimal],
     later: list[str],
-    period_end: datetime,
+    period: tuple[datetime, datetime],
     time_unit: TimeUnit,
 ) -> MeterStep:
     earlier = [key for key in known if key <= mark]
     in_force = known[max(earlier)] if earlier else ZERO
-    until = reading_time(min(later)) if later else period_end
-    seconds = Decimal((until - reading_time(mark)) // _MICROSECOND) / Decimal(1_000_000)
+    until = reading_time(min(later)) if later else period[1]
+    since = max(reading_time(mark), period[0])
+    seconds = Decimal(max(until - since, timedelta(0)) // _MICROSECOND) / Decimal(1_000_000)
     with localcontext(ROUNDING_CONTEXT):
         area = ((value - in_force) * seconds / time_unit.seconds).quantize(AREA_PLACES)
     with localcontext(EXACT_CONTEXT):

@@ -73,6 +73,8 @@ class PreparedEvent:
     at: datetime
     period: tuple[datetime, datetime]
     measured: tuple[Measured, ...]
+    invoiced_period: tuple[datetime, datetime] | None = None
+    """The closed period the event fell in, when it was rolled forward into `period`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +179,15 @@ def prepare_event(
 
 
 def rate_prepared(
-    prepared: PreparedEvent, pools: Mapping[str, Pool], period: PeriodLedger
+    prepared: PreparedEvent,
+    pools: Mapping[str, Pool],
+    period: PeriodLedger,
+    invoiced: PeriodLedger | None = None,
 ) -> Rated:
     """Price and plan the event on the locked state; on success, `period` is updated in place.
+
+    `invoiced` is the closed period of an event rolled forward into `period` (its
+    `invoiced_period`): a correction is priced on that period's final quantity.
 
     A refusal raises and leaves `period` as it was (every line is planned before any is kept).
     """
@@ -204,20 +212,29 @@ def rate_prepared(
     with localcontext(EXACT_CONTEXT):
         for m in prepared.measured:
             key = (m.product.key, m.cell)
-            before = counters.get(key) or period.counters.get(key) or Counter()
             meter = m.product.meter
+            base, label = ZERO, ""
+            if invoiced is not None and meter.corrections and m.quantity < 0:
+                # A correction of an invoiced period: priced on that period's final quantity
+                # (the difference it would have made there), booked in its own cell here, so
+                # the next invoice shows it as a line and repeated corrections stop at zero.
+                assert prepared.invoiced_period is not None
+                label = f"correction of {prepared.invoiced_period[0].isoformat()}"
+                base = invoiced.counters.get(key, Counter()).quantity
+                key = (m.product.key, (*m.cell, label))
+            before = counters.get(key) or period.counters.get(key) or Counter()
             change: MeterChange | None = None
             if meter.corrections or meter.aggregated_by not in _PLAIN:
-                step = _aggregate(m, before.quantity, period, entries, prepared.period[1])
-                priced = _repriced(m, before.quantity, step.quantity_after)
+                step = _aggregate(m, base + before.quantity, period, entries, prepared.period)
+                priced = _repriced(m, base + before.quantity, step.quantity_after)
                 change = MeterChange(
                     str(meter.aggregated_by),
                     m.cell[-1] if meter.window is not None else "",
-                    before.quantity,
+                    base + before.quantity,
                     step.quantity_after,
-                    step.note,
+                    "; ".join(filter(None, (label, step.note))),
                 )
-                after = step.quantity_after
+                after = step.quantity_after - base
                 entries.update(((m.product.key, m.cell, k), v) for k, v in step.entries)
             else:
                 priced = incremental_charge(m.model, before.quantity, m.quantity, m.dimensions)
@@ -297,7 +314,7 @@ def _aggregate(
     before: Decimal,
     period: PeriodLedger,
     pending: Mapping[tuple[str, tuple[str, ...], str], Decimal],
-    period_end: datetime,
+    period_bounds: tuple[datetime, datetime],
 ) -> MeterStep:
     """The event's step on its counter, seeing the entries stored and those of this event."""
     meter = m.product.meter
@@ -311,7 +328,7 @@ def _aggregate(
         m.quantity,
         m.mark,
         known,
-        period_end,
+        period_bounds,
         meter.time_unit or TimeUnit.HOUR,
     )
 

@@ -347,7 +347,7 @@ class DebitEngine:
             if not contract.covers(now):
                 continue
             period = billing_period_containing(contract, now)
-            pending.prepared = replace(prepared, period=period)
+            pending.prepared = replace(prepared, period=period, invoiced_period=prepared.period)
             if (contract.contract_id, period[0]) not in ledgers:
                 moved[(contract.contract_id, period[0])] = period[1]
         return moved
@@ -427,8 +427,12 @@ class DebitEngine:
                         )
                     hold = await self._reservations.held(conn, prepared.tenant_id, p.capture)
                     released, available = hold.release(), hold.released_from(available)
+                invoiced = prepared.invoiced_period
                 outcome = rate_prepared(
-                    prepared, available, ledgers[(contract_id, prepared.period[0])]
+                    prepared,
+                    available,
+                    ledgers[(contract_id, prepared.period[0])],
+                    None if invoiced is None else ledgers.get((contract_id, invoiced[0])),
                 )
             except DomainError as error:
                 answers.append((p, error))

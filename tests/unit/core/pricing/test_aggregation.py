@@ -24,6 +24,7 @@ from rating_service.core.pricing.window import Window
 D = Decimal
 START = datetime(2026, 12, 1, tzinfo=UTC)
 END = START + timedelta(hours=720)
+PERIOD = (START, END)
 
 
 def hour(h: float) -> str:
@@ -62,6 +63,8 @@ def hour(h: float) -> str:
         (Aggregation.TIME_WEIGHTED_SUM, "715", "4", hour(5), {hour(5): "1"}, "2860"),
         # a late reading between two: 1 from 0, 0 from 10; 5 at hour 4: +(5 − 1) × 6 = 24
         (Aggregation.TIME_WEIGHTED_SUM, "10", "5", hour(4), {hour(0): "1", hour(10): "0"}, "34"),
+        # a reading from before the period (rolled forward) holds from the period's start
+        (Aggregation.TIME_WEIGHTED_SUM, "0", "1", hour(-5), {hour(10): "0"}, "10"),
     ],
 )
 def test_each_aggregation_moves_the_period_quantity_as_computed_by_hand(
@@ -73,7 +76,7 @@ def test_each_aggregation_moves_the_period_quantity_as_computed_by_hand(
     after: str,
 ) -> None:
     step = aggregate(
-        aggregation, D(before), D(value), mark, {k: D(v) for k, v in known.items()}, END
+        aggregation, D(before), D(value), mark, {k: D(v) for k, v in known.items()}, PERIOD
     )
     assert step.quantity_after == D(after)
 
@@ -81,22 +84,22 @@ def test_each_aggregation_moves_the_period_quantity_as_computed_by_hand(
 def test_a_time_weighted_sum_counts_in_its_unit_to_twelve_places() -> None:
     # 1 GPU for the last second of the period: 1/3600 h = 0.000277777777777… → 12 places
     last_second = reading_key(END - timedelta(seconds=1))
-    hours = aggregate(Aggregation.TIME_WEIGHTED_SUM, D(0), D(1), last_second, {}, END)
+    hours = aggregate(Aggregation.TIME_WEIGHTED_SUM, D(0), D(1), last_second, {}, PERIOD)
     assert hours.quantity_after == D("0.000277777778")
     seconds = aggregate(
-        Aggregation.TIME_WEIGHTED_SUM, D(0), D(1), last_second, {}, END, TimeUnit.SECOND
+        Aggregation.TIME_WEIGHTED_SUM, D(0), D(1), last_second, {}, PERIOD, TimeUnit.SECOND
     )
     assert seconds.quantity_after == D(1)
 
 
 def test_what_each_step_remembers_and_says() -> None:
-    repeat = aggregate(Aggregation.UNIQUE_COUNT, D(1), D(1), "u1", {"u1": D(1)}, END)
+    repeat = aggregate(Aggregation.UNIQUE_COUNT, D(1), D(1), "u1", {"u1": D(1)}, PERIOD)
     assert (repeat.entries, repeat.note) == ((), "value already counted this period")
-    new = aggregate(Aggregation.UNIQUE_COUNT, D(1), D(1), "u2", {"u1": D(1)}, END)
+    new = aggregate(Aggregation.UNIQUE_COUNT, D(1), D(1), "u2", {"u1": D(1)}, PERIOD)
     assert new.entries == (("u2", D(1)),)
-    late = aggregate(Aggregation.LATEST, D(5), D(9), hour(1), {hour(2): D(5)}, END)
+    late = aggregate(Aggregation.LATEST, D(5), D(9), hour(1), {hour(2): D(5)}, PERIOD)
     assert late.entries == () and "older than the reading at" in late.note
-    assert aggregate(Aggregation.SUM, D(1), D(-2), None, {}, END).note == (
+    assert aggregate(Aggregation.SUM, D(1), D(-2), None, {}, PERIOD).note == (
         "correction of -2 limited to the period's total 1"
     )
 

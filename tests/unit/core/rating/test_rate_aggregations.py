@@ -9,7 +9,7 @@ A Hypothesis property then checks that any sequence of events charges exactly P(
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -274,3 +274,39 @@ def test_any_readings_charge_the_price_of_the_aggregate(events: list[tuple[int, 
         "gpu.instance": graduated(D(area)),
         "job.done": graduated(jobs),
     }
+
+
+def test_a_correction_of_an_invoiced_period_goes_to_the_next_invoice() -> None:
+    # January was invoiced with 8 job-seconds (P = 16); corrections of it arrive in February.
+    january, february = (
+        (START, datetime(2025, 2, 1, tzinfo=UTC)),
+        (
+            datetime(2025, 2, 1, tzinfo=UTC),
+            datetime(2025, 3, 1, tzinfo=UTC),
+        ),
+    )
+    invoiced = PeriodLedger(D(16), "closed", {("jobs", ()): Counter(D(8), D(16), 1)})
+    open_period = PeriodLedger(D(0), "open")
+    cell = ("jobs", ("correction of 2025-01-01T00:00:00+00:00",))
+    charges = []
+    for n, seconds in enumerate(("-3", "-9", "-1")):
+        event = UsageEvent("job.done", START + timedelta(days=3), {"seconds": seconds})
+        prepared = prepare_event(
+            catalog(),
+            [a_contract()],
+            "tnt_1",
+            f"c{n}",
+            "fp",
+            event,
+            datetime(2025, 2, 2, tzinfo=UTC),
+        )
+        assert prepared.period == january
+        moved = replace(prepared, period=february, invoiced_period=january)
+        rated = rate_prepared(moved, {}, open_period, invoiced)
+        charges.append(rated.result.charge)
+        [line] = rated.result.lines
+        assert line.meter is not None and line.meter.note.startswith("correction of 2025-01-01")
+    # 8 → 5: P(5) − P(8) = 10 − 16; 5 → 0 (−9 limited to −5): −10; at 0 already: 0
+    assert charges == [D(-6), D(-10), D(0)]
+    assert open_period.counters == {cell: Counter(D(-8), D(-16), 3)}
+    assert invoiced.counters[("jobs", ())] == Counter(D(8), D(16), 1)  # the invoice stands
