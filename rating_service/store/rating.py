@@ -240,7 +240,7 @@ class RatingStore:
         if not wanted:
             return
         rows = await conn.fetch(
-            _ENTRIES_AROUND,
+            ENTRIES_AROUND,
             [w[0] for w in wanted],
             [w[1] for w in wanted],
             [w[2] for w in wanted],
@@ -420,7 +420,7 @@ SELECT (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),
     (SELECT count(*) FROM entries)
 """
 
-_ENTRIES_AROUND = """
+ENTRIES_AROUND = """
 SELECT k.c AS contract_id, k.s AS period_start, k.p AS product_key, k.cell, e.entry_key, e.value
 FROM (
     SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)) AS cell, mark

@@ -24,8 +24,10 @@ from rating_service.runtime.server import RunningServer
 from rating_service.services.catalog import Catalogs
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.store.rating import ENTRIES_AROUND
 from tests.conftest import TenantKeys
 from tests.integration.cycles import BillingContract, admin_client, open_billing_contract
+from tests.integration.services.test_tenant_keyed_statements import generic_plan, plan_nodes
 
 D = Decimal
 EXAMPLE = Path(__file__).resolve().parents[3] / "rating_service" / "examples" / "meters.yaml"
@@ -203,6 +205,7 @@ async def test_a_replay_repeats_the_answer_and_remembers_nothing_twice(
     finally:
         await conn.close()
     assert [r["entry_key"] for r in rows] == ["ann", "bob"]
+    assert counter is not None
     assert (counter["quantity"], counter["amount"], counter["events"]) == (D(2), D(4), 3)
 
 
@@ -219,3 +222,18 @@ async def test_a_gauge_value_must_be_a_number_and_not_negative(meters: RatingCli
             )
         assert refused.value.code.name == "INVALID_ARGUMENT"
         assert says in str(refused.value)
+
+
+async def test_the_entries_read_probes_their_key_by_its_leading_column(database_url: str) -> None:
+    # What test_tenant_keyed_statements checks of every hot-path statement, for this one.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+        nodes = list(plan_nodes(await generic_plan(conn, ENTRIES_AROUND)))
+    finally:
+        await conn.close()
+    probes = [n for n in nodes if n.get("Relation Name") == "aggregation_entries"]
+    assert len(probes) == 2  # the entry at or before the mark, and the one after
+    for node in probes:
+        assert node["Node Type"].startswith("Index"), node
+        assert "(tenant_id = " in node["Index Cond"], node
