@@ -8,7 +8,9 @@ checked in one place and the table CHECKs stand behind them. Raw asyncpg: this i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -89,44 +91,93 @@ async def post_transfers(
     All or nothing: a transfer that breaks a balance rule raises FailedPrecondition before
     anything is written. Returns the accounts after the transfers.
     """
-    if not transfers:
-        return dict(locked or {})
-    names = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
+    posting = await balance_transfers(conn, tenant_id, transfers, locked)
+    if transfers:
+        await conn.execute(_WRITE_POSTINGS, *posting_columns([posting]))
+    return posting.accounts
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A tenant's transfers checked against its locked accounts, and the accounts after them."""
+
+    tenant_id: str
+    transfers: Sequence[Transfer]
+    accounts: dict[str, Account]
+    """Every account locked for the posting, as the transfers leave it."""
+    changed: tuple[Account, ...]
+    """The accounts the transfers move, in account-id order."""
+
+
+async def balance_transfers(
+    conn: Connection,
+    tenant_id: str,
+    transfers: Sequence[Transfer],
+    locked: Mapping[str, Account] | None = None,
+) -> Posting:
+    """Check transfers by the journal rules and compute the accounts after them; write nothing.
+
+    Accounts missing from `locked` are locked now; a transfer that breaks a balance rule raises
+    FailedPrecondition. The hot path writes the posting with the rest of its batch
+    (`posting_columns`), everyone else through `post_transfers`.
+    """
     accounts = dict(locked) if locked is not None else {}
+    if not transfers:
+        return Posting(tenant_id, (), accounts, ())
+    names = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
     missing = names - set(accounts)
     if missing:
         accounts.update(await lock_accounts(conn, tenant_id, missing))
     pending = await open_pending(conn, tenant_id, (t.pending_id for t in transfers if t.pending_id))
     after = apply_transfers(accounts, transfers, pending)
-    changed = [after[name] for name in sorted(names)]
-    # One statement for both tables: this runs once per debit batch on the hot path.
-    await conn.execute(
-        "WITH totals AS (UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,"
-        " debits_pending = v.dq, credits_pending = v.cq"
-        " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])"
-        " AS v(id, dp, cp, dq, cq) WHERE a.tenant_id = $6 AND a.account_id = v.id RETURNING 1),"
-        " moved AS (INSERT INTO transfers (tenant_id, transfer_id, debit_account_id,"
-        " credit_account_id, amount, flags, pending_id, code, reference, memo)"
-        " SELECT $6, * FROM unnest($7::text[], $8::text[], $9::text[], $10::numeric[],"
-        " $11::int[], $12::text[], $13::text[], $14::text[], $15::text[]) RETURNING 1)"
-        " SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved)",
-        [a.account_id for a in changed],
-        [a.debits_posted for a in changed],
-        [a.credits_posted for a in changed],
-        [a.debits_pending for a in changed],
-        [a.credits_pending for a in changed],
-        tenant_id,
-        [t.transfer_id for t in transfers],
-        [t.debit_account_id for t in transfers],
-        [t.credit_account_id for t in transfers],
-        [t.amount for t in transfers],
-        [t.flags.value for t in transfers],
-        [t.pending_id for t in transfers],
-        [t.code.value for t in transfers],
-        [t.reference for t in transfers],
-        [t.memo for t in transfers],
-    )
-    return after
+    return Posting(tenant_id, transfers, after, tuple(after[name] for name in sorted(names)))
+
+
+def posting_columns(postings: Iterable[Posting]) -> list[list[Any]]:
+    """Postings as the 16 arrays `WRITE_POSTINGS_CTES` takes ($1–$16): accounts, then transfers."""
+    postings = list(postings)
+    changed = [(p.tenant_id, a) for p in postings for a in p.changed]
+    moved = [(p.tenant_id, t) for p in postings for t in p.transfers]
+    return [
+        [t for t, _ in changed],
+        [a.account_id for _, a in changed],
+        [a.debits_posted for _, a in changed],
+        [a.credits_posted for _, a in changed],
+        [a.debits_pending for _, a in changed],
+        [a.credits_pending for _, a in changed],
+        [t for t, _ in moved],
+        [m.transfer_id for _, m in moved],
+        [m.debit_account_id for _, m in moved],
+        [m.credit_account_id for _, m in moved],
+        [m.amount for _, m in moved],
+        [m.flags.value for _, m in moved],
+        [m.pending_id for _, m in moved],
+        [m.code.value for _, m in moved],
+        [m.reference for _, m in moved],
+        [m.memo for _, m in moved],
+    ]
+
+
+WRITE_POSTINGS_CTES = """
+totals AS (
+    UPDATE accounts a SET debits_posted = v.dp, credits_posted = v.cp,
+        debits_pending = v.dq, credits_pending = v.cq
+    FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
+        $6::numeric[]) AS v(t, id, dp, cp, dq, cq)
+    WHERE a.tenant_id = v.t AND a.account_id = v.id
+    RETURNING 1
+), moved AS (
+    INSERT INTO transfers (tenant_id, transfer_id, debit_account_id, credit_account_id, amount,
+        flags, pending_id, code, reference, memo)
+    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[],
+        $12::int[], $13::text[], $14::text[], $15::text[], $16::text[])
+    RETURNING 1
+)"""
+"""Account totals and transfers ($1–$16, as `posting_columns` gives them) as two CTEs."""
+
+_WRITE_POSTINGS = (
+    f"WITH {WRITE_POSTINGS_CTES} SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved)"
+)
 
 
 async def transfers_by_reference(

@@ -1,10 +1,11 @@
 """The hot path's SQL: customers' contracts and pools, and one transaction per debit batch.
 
-A batch transaction, for every event in it at once: lock the billing periods (the mutex for
-their usage counters and draws, and for rating their events), find replays, then lock the
-accounts; periods and accounts are each locked in key order, so concurrent batches on any
-number of servers never deadlock. After pure rating it writes accounts, transfers, counters,
-draws, periods, rated events and outbox rows, and commits.
+A batch transaction, for every event in it at once, in five round trips: begin; lock the
+billing periods (the mutex for their usage counters and draws, and for rating their events);
+in one statement read their counters and draws, find replays and lock the accounts; after
+pure rating, write accounts, transfers, counters, draws, periods, rated events, outbox rows
+and captured reservations in one statement; commit. Periods and accounts are each locked in
+key order, periods first, so concurrent batches on any number of servers never deadlock.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rating_service.core.contracts.contract import Contract, ContractStatus, con
 from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_from_dict
 from rating_service.core.ledger.accounts import (
     Account,
+    AccountFlags,
     AccountKind,
     overage_account_id,
     pool_account_id,
@@ -34,7 +36,12 @@ from rating_service.core.rating.rate import Counter, PeriodLedger
 from rating_service.core.rating.rated_event import RatedEvent
 from rating_service.outbox.topics import OutboxPayload, Topic
 from rating_service.store.database import Connection
-from rating_service.store.ledger import account_from_row, open_accounts, post_transfers
+from rating_service.store.ledger import (
+    WRITE_POSTINGS_CTES,
+    balance_transfers,
+    open_accounts,
+    posting_columns,
+)
 
 log = logging.getLogger("rating.store")
 
@@ -42,6 +49,11 @@ ZERO = Decimal(0)
 
 _RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
 """The advisory-lock key space of reservation ids ("HOLD"), apart from every other lock."""
+
+
+EntryMark = tuple[str, str, datetime, str, tuple[str, ...], str]
+"""Where an event falls among its meter's entries: (tenant, contract, period start, product,
+cell, entry key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +180,16 @@ class RatingStore:
         self,
         conn: Connection,
         tenant_of: Mapping[str, str],
-        periods: dict[tuple[str, datetime], datetime],
+        periods: Mapping[tuple[str, datetime], datetime],
     ) -> dict[tuple[str, datetime], PeriodLedger]:
-        """Create-or-lock each (contract, period start) row in key order; read its ledger.
+        """Create-or-lock each (contract, period start) row in key order; its spend and state.
 
+        The ledgers come back without their counters and draws: `read_locked` reads those in
+        a later statement, whose snapshot is taken after these locks are held (a read in this
+        statement could miss what the lock's previous holder committed while we waited).
         `tenant_of` names each contract's tenant (every key of these tables leads with it).
         """
         keys = sorted(periods)
-        tenants = [tenant_of[c] for c, _ in keys]
         # Contract ids are unique across tenants, so (contract, start) order is a total order
         # every writer shares, whatever tenants its batch mixes.
         rows = await conn.fetch(
@@ -185,88 +199,85 @@ class RatingStore:
             " ON CONFLICT (tenant_id, contract_id, period_start)"
             " DO UPDATE SET period_end = p.period_end"
             " RETURNING contract_id, period_start, spend, state",
-            tenants,
+            [tenant_of[c] for c, _ in keys],
             [c for c, _ in keys],
             [s for _, s in keys],
             [periods[k] for k in keys],
         )
-        ledgers = {
+        return {
             (row["contract_id"], row["period_start"]): PeriodLedger(row["spend"], row["state"])
             for row in rows
         }
-        # The period rows are locked, so their counters and draws cannot change under us.
-        counters = await conn.fetch(
-            "SELECT u.contract_id, u.period_start, u.product_key, u.cell, u.quantity, u.amount,"
-            " u.events FROM usage_counters u"
-            " JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)"
-            " ON u.tenant_id = k.t AND u.contract_id = k.c AND u.period_start = k.s",
-            tenants,
-            [c for c, _ in keys],
-            [s for _, s in keys],
-        )
-        for row in counters:
-            ledger = ledgers[(row["contract_id"], row["period_start"])]
-            ledger.counters[(row["product_key"], tuple(row["cell"]))] = Counter(
-                row["quantity"], row["amount"], row["events"]
-            )
-        draws = await conn.fetch(
-            "SELECT d.contract_id, d.period_start, d.product_key, d.pool_id, d.amount"
-            " FROM period_draws d"
-            " JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)"
-            " ON d.tenant_id = k.t AND d.contract_id = k.c AND d.period_start = k.s",
-            tenants,
-            [c for c, _ in keys],
-            [s for _, s in keys],
-        )
-        for row in draws:
-            ledger = ledgers[(row["contract_id"], row["period_start"])]
-            ledger.draws[(row["product_key"], row["pool_id"])] = row["amount"]
-        return ledgers
 
-    async def load_entries(
+    async def read_locked(
         self,
         conn: Connection,
+        tenant_of: Mapping[str, str],
         ledgers: Mapping[tuple[str, datetime], PeriodLedger],
-        marks: Iterable[tuple[str, str, datetime, str, tuple[str, ...], str]],
-    ) -> None:
-        """Read into each ledger the stored entries next to each mark: at-or-before and after.
+        events: Iterable[tuple[str, str]],
+        accounts: Sequence[tuple[str, str]],
+        marks: Iterable[EntryMark] = (),
+    ) -> tuple[dict[tuple[str, str], StoredOutcome], dict[str, Account]]:
+        """Under the period locks, in one statement: counters, draws, entries, replays; lock
+        accounts.
 
-        Marks are (tenant, contract, period start, product, cell, entry key); the periods must
-        be locked already, so the entries cannot change under us. The entry at or before a mark
-        and the first after it are all an aggregation needs to place the mark (a distinct value
-        is found by equality; a reading between its neighbours in time).
+        Fills the counters, draws and aggregation entries of `ledgers` in place (for entries,
+        the stored one at or before each of `marks` and the first after it: all an aggregation
+        needs to place the mark); returns the stored outcomes among (tenant, event id)
+        `events`, and `accounts` ((account id, tenant) in account-id order, as
+        `contract_accounts` gives them) locked and read.
         """
+        periods = sorted(ledgers)
+        pairs = sorted(set(events))
         wanted = sorted(set(marks))
-        if not wanted:
-            return
-        rows = await conn.fetch(
-            ENTRIES_AROUND,
-            [w[0] for w in wanted],
-            [w[1] for w in wanted],
-            [w[2] for w in wanted],
-            [w[3] for w in wanted],
-            [json.dumps(list(w[4])) for w in wanted],
-            [w[5] for w in wanted],
+        row = await conn.fetchrow(
+            _READ_LOCKED,
+            [tenant_of[c] for c, _ in periods],
+            [c for c, _ in periods],
+            [s for _, s in periods],
+            [t for t, _ in pairs],
+            [e for _, e in pairs],
+            [t for _, t in accounts],
+            [a for a, _ in accounts],
+            *_columns([(*w[:4], json.dumps(list(w[4])), w[5]) for w in wanted], 6),
         )
-        for row in rows:
-            ledger = ledgers[(row["contract_id"], row["period_start"])]
-            known = ledger.entries.setdefault((row["product_key"], tuple(row["cell"])), {})
-            known[row["entry_key"]] = row["value"]
+        assert row is not None
+        for contract_id, start, product, cell, quantity, amount, count in row["counters"]:
+            ledgers[(contract_id, start)].counters[(product, tuple(cell))] = Counter(
+                quantity, amount, count
+            )
+        for contract_id, start, product, cell, entry_key, value in row["entries"]:
+            known = ledgers[(contract_id, start)].entries.setdefault((product, tuple(cell)), {})
+            known[entry_key] = value
+        for contract_id, start, product, pool_id, amount in row["draws"]:
+            ledgers[(contract_id, start)].draws[(product, pool_id)] = amount
+        stored = {
+            (tenant_id, event_id): StoredOutcome(
+                bytes(request_hash).decode(), RatedEvent.from_json(_json(result))
+            )
+            for tenant_id, event_id, request_hash, result in row["stored"]
+        }
+        locked = {
+            account_id: Account(
+                account_id, AccountKind(kind), currency, AccountFlags(flags), *totals
+            )
+            for account_id, kind, currency, flags, *totals in row["accounts"]
+        }
+        return stored, locked
 
-    async def lock_contract_accounts(
+    async def open_contract_accounts(
         self,
         conn: Connection,
-        tenant_of: dict[str, str],
-        products: dict[str, set[str]],
-        currencies: dict[str, str],
+        tenant_of: Mapping[str, str],
+        products: Mapping[str, set[str]],
+        currencies: Mapping[str, str],
         known: set[str],
-        pools: Mapping[str, Sequence[Pool]],
         opened: set[str],
-    ) -> dict[str, Account]:
-        """Lock every account the contracts' events may move: pools, overage and revenue.
+    ) -> None:
+        """Open the revenue and overage accounts of the contracts' products not in `known`.
 
-        Revenue and overage accounts not in `known` are opened (added to `opened`), so a warm
-        server spends no round trip here; the caller learns them once the transaction commits.
+        Those opened are added to `opened`, so a warm server spends no round trip here; the
+        caller learns them once the transaction commits.
         """
         for contract_id, keys in products.items():
             wanted: list[tuple[str, AccountKind, str | None]] = [
@@ -280,34 +291,30 @@ class RatingStore:
                     conn, tenant_of[contract_id], contract_id, missing, currencies[contract_id]
                 )
                 opened.update(account for account, _, _ in missing)
-        # Pools come from the contracts' books: a pool created after the book was read is
-        # not drawn until the book refreshes, so it needs no lock now.
-        # (account, tenant) in account-id order: the order every writer locks accounts in.
-        names = sorted(
-            {(revenue_account_id(c, k), tenant_of[c]) for c, keys in products.items() for k in keys}
-            | {(overage_account_id(c), tenant_of[c]) for c in products}
-            | {
-                (pool_account_id(p.pool_id), tenant_of[c])
-                for c in products
-                for p in pools.get(c, ())
-                if p.kind is not CommitmentKind.POSTPAID_COMMIT
-            }
+
+    async def lock_contract_accounts(
+        self,
+        conn: Connection,
+        tenant_of: dict[str, str],
+        products: dict[str, set[str]],
+        currencies: dict[str, str],
+        known: set[str],
+        pools: Mapping[str, Sequence[Pool]],
+        opened: set[str],
+    ) -> dict[str, Account]:
+        """Open what is missing of, then lock, every account the contracts' events may move."""
+        await self.open_contract_accounts(conn, tenant_of, products, currencies, known, opened)
+        _, locked = await self.read_locked(
+            conn, tenant_of, {}, (), contract_accounts(tenant_of, products, pools)
         )
-        rows = await conn.fetch(
-            "SELECT a.account_id, a.kind, a.currency, a.flags, a.debits_posted,"
-            " a.credits_posted, a.debits_pending, a.credits_pending FROM accounts a"
-            " JOIN unnest($1::text[], $2::text[]) AS k(t, id)"
-            " ON a.tenant_id = k.t AND a.account_id = k.id"
-            " ORDER BY a.account_id FOR UPDATE OF a",
-            [t for _, t in names],
-            [a for a, _ in names],
-        )
-        return {row["account_id"]: account_from_row(row) for row in rows}
+        return locked
 
     async def write_batch(self, conn: Connection, batch: BatchWrite) -> None:
-        """Write what a batch rated; the caller commits."""
-        for tenant_id, transfers in batch.tenant_transfers.items():
-            await post_transfers(conn, tenant_id, transfers, batch.locked)
+        """Write what a batch rated, in one statement; the caller commits."""
+        postings = [
+            await balance_transfers(conn, tenant_id, transfers, batch.locked)
+            for tenant_id, transfers in batch.tenant_transfers.items()
+        ]
         tenant_of = batch.tenant_of
         counter_rows = [
             (
@@ -350,95 +357,161 @@ class RatingStore:
             )
             for tenant_id, fingerprint, result, at in batch.rated
         ]
-        # One statement, four tables: each round trip costs the hot path more than the work.
+        outbox_rows = [
+            (tenant_id, topic.value, key, json.dumps(payload))
+            for tenant_id, topic, key, payload in batch.outbox
+        ]
+        # One statement, every table: each round trip costs the hot path more than the work.
         await conn.execute(
-            _WRITE_PERIODS_AND_EVENTS,
+            _WRITE_BATCH,
+            *posting_columns(postings),
             *_columns(counter_rows, 8),
             *_columns(draw_rows, 6),
             *_columns(period_rows, 5),
             *_columns(rated_rows, 8),
+            *_columns(outbox_rows, 4),
+            *_columns(batch.captured, 2),
             *_columns(entry_rows, 7),
         )
-        if batch.captured:
-            await conn.execute(
-                "UPDATE reservations r SET state = 'captured', resolved_at = now()"
-                " FROM unnest($1::text[], $2::text[]) AS k(t, id)"
-                " WHERE r.tenant_id = k.t AND r.reservation_id = k.id",
-                [t for t, _ in batch.captured],
-                [r for _, r in batch.captured],
-            )
-        if batch.outbox:
-            await conn.executemany(
-                "INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)"
-                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
-                [(t, topic, key, json.dumps(payload)) for t, topic, key, payload in batch.outbox],
-            )
 
 
-_WRITE_PERIODS_AND_EVENTS = """
-WITH counters AS (
+def contract_accounts(
+    tenant_of: Mapping[str, str],
+    products: Mapping[str, set[str]],
+    pools: Mapping[str, Sequence[Pool]],
+) -> list[tuple[str, str]]:
+    """(account id, tenant) of every account the contracts' events may move, in id order.
+
+    Account-id order is the order every writer locks accounts in. Pools come from the
+    contracts' books: a pool created after the book was read is not drawn until the book
+    refreshes, so it needs no lock now.
+    """
+    return sorted(
+        {(revenue_account_id(c, k), tenant_of[c]) for c, keys in products.items() for k in keys}
+        | {(overage_account_id(c), tenant_of[c]) for c in products}
+        | {
+            (pool_account_id(p.pool_id), tenant_of[c])
+            for c in products
+            for p in pools.get(c, ())
+            if p.kind is not CommitmentKind.POSTPAID_COMMIT
+        }
+    )
+
+
+def entries_near_marks(first: int) -> str:
+    """The aggregation entries at or before each mark and just after it, as an ARRAY of rows.
+
+    Its parameters, from `$first`: the marks' tenants, contracts, period starts, products,
+    cells (JSON text arrays) and entry keys. Each is two probes of the entries' key.
+    """
+    t, c, s, p, cell, mark = (f"${n}" for n in range(first, first + 6))
+    near = (
+        "SELECT entry_key, value FROM aggregation_entries a"
+        " WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s"
+        " AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key {} k.mark"
+        " ORDER BY a.entry_key {} LIMIT 1"
+    )
+    return f"""ARRAY(
+        SELECT ROW(k.c, k.s, k.p, k.cell, e.entry_key, e.value)
+        FROM (
+            SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)) AS cell, mark
+            FROM unnest({t}::text[], {c}::text[], {s}::timestamptz[], {p}::text[],
+                {cell}::text[], {mark}::text[]) AS v(t, c, s, p, cell, mark)
+        ) k
+        CROSS JOIN LATERAL (
+            ({near.format("<=", "DESC")}) UNION ALL ({near.format(">", "ASC")})
+        ) e
+    )"""
+
+
+_READ_LOCKED = f"""
+WITH periods AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)
+), locked AS MATERIALIZED (
+    SELECT a.account_id, a.kind, a.currency, a.flags, a.debits_posted, a.credits_posted,
+        a.debits_pending, a.credits_pending
+    FROM accounts a JOIN unnest($6::text[], $7::text[]) AS k(t, id)
+        ON a.tenant_id = k.t AND a.account_id = k.id
+    ORDER BY a.account_id FOR UPDATE OF a
+)
+SELECT
+    ARRAY(SELECT ROW(u.contract_id, u.period_start, u.product_key, u.cell, u.quantity, u.amount,
+            u.events)
+        FROM usage_counters u JOIN periods k
+            ON u.tenant_id = k.t AND u.contract_id = k.c AND u.period_start = k.s) AS counters,
+    ARRAY(SELECT ROW(d.contract_id, d.period_start, d.product_key, d.pool_id, d.amount)
+        FROM period_draws d JOIN periods k
+            ON d.tenant_id = k.t AND d.contract_id = k.c AND d.period_start = k.s) AS draws,
+    ARRAY(SELECT ROW(r.tenant_id, r.event_id, r.request_hash, r.result)
+        FROM rated_events r JOIN unnest($4::text[], $5::text[]) AS k(t, e)
+            ON r.tenant_id = k.t AND r.event_id = k.e) AS stored,
+    ARRAY(SELECT ROW(locked.*) FROM locked) AS accounts,
+    {entries_near_marks(8)} AS entries
+"""
+"""Counters and draws of locked periods ($1–$3), stored outcomes ($4–$5), accounts to lock
+($6–$7), aggregation entries next to marks ($8–$13). Under READ COMMITTED the statement's
+snapshot is taken after the period locks, so it sees whatever their previous holders
+committed; `FOR UPDATE` reads each account as its latest committed version, whenever its lock
+is granted."""
+
+_WRITE_BATCH = f"""
+WITH {WRITE_POSTINGS_CTES}, counters AS (
     INSERT INTO usage_counters AS u (tenant_id, contract_id, period_start, product_key, cell,
         quantity, amount, events)
     SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-        $6::numeric[], $7::numeric[], $8::bigint[]) AS v(t, c, s, p, cell, q, a, e)
+    FROM unnest($17::text[], $18::text[], $19::timestamptz[], $20::text[], $21::text[],
+        $22::numeric[], $23::numeric[], $24::bigint[]) AS v(t, c, s, p, cell, q, a, e)
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell) DO UPDATE
     SET quantity = excluded.quantity, amount = excluded.amount, events = excluded.events
     RETURNING 1
 ), draws AS (
     INSERT INTO period_draws (tenant_id, contract_id, period_start, product_key, pool_id,
         amount)
-    SELECT * FROM unnest($9::text[], $10::text[], $11::timestamptz[], $12::text[],
-        $13::text[], $14::numeric[])
+    SELECT * FROM unnest($25::text[], $26::text[], $27::timestamptz[], $28::text[],
+        $29::text[], $30::numeric[])
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, pool_id)
     DO UPDATE SET amount = excluded.amount
     RETURNING 1
 ), periods AS (
     UPDATE contract_periods p SET spend = v.spend, overage = v.overage
-    FROM unnest($15::text[], $16::text[], $17::timestamptz[], $18::numeric[], $19::numeric[])
+    FROM unnest($31::text[], $32::text[], $33::timestamptz[], $34::numeric[], $35::numeric[])
         AS v(t, c, s, spend, overage)
     WHERE p.tenant_id = v.t AND p.contract_id = v.c AND p.period_start = v.s
     RETURNING 1
 ), rated AS (
     INSERT INTO rated_events (tenant_id, event_id, request_hash, contract_id, event_time,
         period_start, charge, result)
-    SELECT * FROM unnest($20::text[], $21::text[], $22::bytea[], $23::text[],
-        $24::timestamptz[], $25::timestamptz[], $26::numeric[], $27::jsonb[])
+    SELECT * FROM unnest($36::text[], $37::text[], $38::bytea[], $39::text[],
+        $40::timestamptz[], $41::timestamptz[], $42::numeric[], $43::jsonb[])
+    RETURNING 1
+), announced AS (
+    INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)
+    SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::jsonb[])
+    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+    RETURNING 1
+), captured AS (
+    UPDATE reservations r SET state = 'captured', resolved_at = now()
+    FROM unnest($48::text[], $49::text[]) AS k(t, id)
+    WHERE r.tenant_id = k.t AND r.reservation_id = k.id
     RETURNING 1
 ), entries AS (
     INSERT INTO aggregation_entries AS e (tenant_id, contract_id, period_start, product_key,
         cell, entry_key, value)
     SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), k, v
-    FROM unnest($28::text[], $29::text[], $30::timestamptz[], $31::text[], $32::text[],
-        $33::text[], $34::numeric[]) AS v(t, c, s, p, cell, k, v)
+    FROM unnest($50::text[], $51::text[], $52::timestamptz[], $53::text[], $54::text[],
+        $55::text[], $56::numeric[]) AS v(t, c, s, p, cell, k, v)
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell, entry_key)
     DO UPDATE SET value = excluded.value
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),
+SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved),
+    (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),
     (SELECT count(*) FROM periods), (SELECT count(*) FROM rated),
+    (SELECT count(*) FROM announced), (SELECT count(*) FROM captured),
     (SELECT count(*) FROM entries)
 """
-
-ENTRIES_AROUND = """
-SELECT k.c AS contract_id, k.s AS period_start, k.p AS product_key, k.cell, e.entry_key, e.value
-FROM (
-    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)) AS cell, mark
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
-        AS v(t, c, s, p, cell, mark)
-) k
-CROSS JOIN LATERAL (
-    (SELECT entry_key, value FROM aggregation_entries a
-     WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s
-       AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key <= k.mark
-     ORDER BY a.entry_key DESC LIMIT 1)
-    UNION ALL
-    (SELECT entry_key, value FROM aggregation_entries a
-     WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s
-       AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key > k.mark
-     ORDER BY a.entry_key LIMIT 1)
-) e
-"""
+"""Everything a batch writes, in one round trip: postings ($1–$16), counters, draws,
+periods, rated events, outbox rows, captured reservations and aggregation entries."""
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

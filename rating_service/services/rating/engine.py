@@ -30,6 +30,7 @@ from rating_service.core.errors import (
     DomainError,
     FailedPrecondition,
 )
+from rating_service.core.ledger.accounts import Account
 from rating_service.core.ledger.idempotency import payload_fingerprint
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.pricing.meter import UsageEvent
@@ -48,8 +49,10 @@ from rating_service.store.books import ContractBooks
 from rating_service.store.database import Connection
 from rating_service.store.rating import (
     BatchWrite,
+    EntryMark,
     RatingStore,
     StoredOutcome,
+    contract_accounts,
     pools_with_balances,
 )
 
@@ -302,19 +305,46 @@ class DebitEngine:
     async def _commit_once(
         self, batch: list[_Pending]
     ) -> tuple[list[tuple[_Pending, Outcome | DomainError]], set[str]]:
-        """One transaction: the batch's answers, and the accounts it opened."""
+        """One transaction of five round trips: begin, lock, read, write, commit.
+
+        Returns the batch's answers and the accounts it opened.
+        """
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
         opened: set[str] = set()
+        tenant_of = _tenants_of(batch)
         async with self._store.connection() as conn, conn.transaction():
+            ledgers = await self._store.lock_periods(conn, tenant_of, _periods_of(batch))
+            moved = self._roll_forward_late_usage(batch, ledgers)
+            if moved:
+                # Open periods start after closed ones, so locking them now keeps the lock order.
+                ledgers.update(await self._store.lock_periods(conn, tenant_of, moved))
+            products: dict[str, set[str]] = {}
+            currencies: dict[str, str] = {}
+            terms: dict[str, tuple[Pool, ...]] = {}
+            for p in batch:
+                contract = p.prepared.contract
+                products.setdefault(contract.contract_id, set()).update(
+                    m.product.key for m in p.prepared.measured
+                )
+                currencies[contract.contract_id] = contract.invoice_currency.code
+                if contract.contract_id not in terms:
+                    book = await self._books.book(p.prepared.tenant_id, contract.customer_id)
+                    terms[contract.contract_id] = book.pools.get(contract.contract_id, ())
+            await self._store.open_contract_accounts(
+                conn, tenant_of, products, currencies, self._known_accounts, opened
+            )
             keys = [(p.prepared.tenant_id, p.prepared.event_id) for p in batch]
-            periods = {
-                (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
-                for p in batch
-            }
-            locked = await self._store.lock_periods(conn, _tenants_of(batch), periods)
-            # Read after the lock: another server rating the same event (same contract, same
-            # period) has committed by now or waits for us, so either way we see its answer.
-            stored = await self._store.stored_outcomes(conn, keys)
+            # Read under the period locks: another server rating the same event (same
+            # contract, same period) has committed by now or waits for us, so either way we
+            # see its answer.
+            stored, accounts = await self._store.read_locked(
+                conn,
+                tenant_of,
+                ledgers,
+                keys,
+                contract_accounts(tenant_of, products, terms),
+                _marks_of(batch),
+            )
             fresh: list[_Pending] = []
             for pending, key in zip(batch, keys, strict=True):
                 earlier = stored.get(key)
@@ -325,11 +355,11 @@ class DebitEngine:
                 else:
                     answers.append((pending, Outcome(earlier.result, replay=True)))
             if fresh:
-                answers.extend(await self._rate_fresh(conn, fresh, locked, opened))
+                answers.extend(await self._rate_fresh(conn, fresh, ledgers, accounts, terms))
         return answers, opened
 
     def _roll_forward_late_usage(
-        self, fresh: list[_Pending], ledgers: Mapping[tuple[str, datetime], PeriodLedger]
+        self, batch: list[_Pending], ledgers: Mapping[tuple[str, datetime], PeriodLedger]
     ) -> dict[tuple[str, datetime], datetime]:
         """Move late events of closed periods into the open one, where the contract says so.
 
@@ -338,7 +368,7 @@ class DebitEngine:
         """
         moved: dict[tuple[str, datetime], datetime] = {}
         now = self._clock()
-        for pending in fresh:
+        for pending in batch:
             prepared = pending.prepared
             contract = prepared.contract
             ledger = ledgers[(contract.contract_id, prepared.period[0])]
@@ -357,53 +387,11 @@ class DebitEngine:
         conn: Connection,
         fresh: list[_Pending],
         locked: Mapping[tuple[str, datetime], PeriodLedger],
-        opened: set[str],
+        accounts: dict[str, Account],
+        terms: Mapping[str, tuple[Pool, ...]],
     ) -> list[tuple[_Pending, Outcome | DomainError]]:
-        periods = {
-            (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1]
-            for p in fresh
-        }
+        periods = _periods_of(fresh)
         ledgers = {key: locked[key] for key in periods}  # replays' periods are not rewritten
-        tenant_of = _tenants_of(fresh)
-        moved = self._roll_forward_late_usage(fresh, ledgers)
-        if moved:
-            # Open periods start after closed ones, so locking them now keeps the lock order.
-            ledgers.update(await self._store.lock_periods(conn, tenant_of, moved))
-            periods.update(moved)
-        # Meters that remember entries (distinct values, readings) read those next to the
-        # batch's marks, under the period locks just taken.
-        await self._store.load_entries(
-            conn,
-            ledgers,
-            (
-                (
-                    p.prepared.tenant_id,
-                    p.prepared.contract.contract_id,
-                    p.prepared.period[0],
-                    m.product.key,
-                    m.cell,
-                    m.mark,
-                )
-                for p in fresh
-                for m in p.prepared.measured
-                if m.mark is not None
-            ),
-        )
-        products: dict[str, set[str]] = {}
-        currencies: dict[str, str] = {}
-        terms: dict[str, tuple[Pool, ...]] = {}
-        for p in fresh:
-            contract = p.prepared.contract
-            products.setdefault(contract.contract_id, set()).update(
-                m.product.key for m in p.prepared.measured
-            )
-            currencies[contract.contract_id] = contract.invoice_currency.code
-            if contract.contract_id not in terms:
-                book = await self._books.book(p.prepared.tenant_id, contract.customer_id)
-                terms[contract.contract_id] = book.pools.get(contract.contract_id, ())
-        accounts = await self._store.lock_contract_accounts(
-            conn, tenant_of, products, currencies, self._known_accounts, terms, opened
-        )
         pools: dict[str, dict[str, Pool]] = {}
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
         transfers: dict[str, list[Transfer]] = {}
@@ -432,7 +420,7 @@ class DebitEngine:
                     prepared,
                     available,
                     ledgers[(contract_id, prepared.period[0])],
-                    None if invoiced is None else ledgers.get((contract_id, invoiced[0])),
+                    None if invoiced is None else locked.get((contract_id, invoiced[0])),
                 )
             except DomainError as error:
                 answers.append((p, error))
@@ -470,9 +458,35 @@ class DebitEngine:
             answers.append((p, Outcome(outcome.result, replay=False)))
         await self._store.write_batch(
             conn,
-            BatchWrite(transfers, accounts, ledgers, periods, tenant_of, rated, outbox, captured),
+            BatchWrite(
+                transfers, accounts, ledgers, periods, _tenants_of(fresh), rated, outbox, captured
+            ),
         )
         return answers
+
+
+def _periods_of(batch: list[_Pending]) -> dict[tuple[str, datetime], datetime]:
+    """(contract id, period start) → period end of the batch's events."""
+    return {
+        (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1] for p in batch
+    }
+
+
+def _marks_of(batch: list[_Pending]) -> list[EntryMark]:
+    """Where the batch's events fall among their meters' entries (distinct values, readings)."""
+    return [
+        (
+            p.prepared.tenant_id,
+            p.prepared.contract.contract_id,
+            p.prepared.period[0],
+            m.product.key,
+            m.cell,
+            m.mark,
+        )
+        for p in batch
+        for m in p.prepared.measured
+        if m.mark is not None
+    ]
 
 
 def _tenants_of(batch: list[_Pending]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from rating_service.runtime.server import RunningServer
 from rating_service.services.catalog import Catalogs
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
-from rating_service.store.rating import ENTRIES_AROUND
+from rating_service.store.rating import entries_near_marks
 from tests.conftest import TenantKeys
 from tests.integration.cycles import BillingContract, admin_client, open_billing_contract
 from tests.integration.services.test_tenant_keyed_statements import generic_plan, plan_nodes
@@ -229,7 +229,7 @@ async def test_the_entries_read_probes_their_key_by_its_leading_column(database_
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         await conn.execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
-        nodes = list(plan_nodes(await generic_plan(conn, ENTRIES_AROUND)))
+        nodes = list(plan_nodes(await generic_plan(conn, f"SELECT {entries_near_marks(1)}")))
     finally:
         await conn.close()
     probes = [n for n in nodes if n.get("Relation Name") == "aggregation_entries"]
