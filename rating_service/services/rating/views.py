@@ -120,9 +120,11 @@ class AccountViews:
             dimensions = dict(zip(names, cell, strict=False))
             quantity, amount = row["quantity"], row["amount"]
             forecast_quantity = _forecast(quantity, share)
-            if product.meter.window is not None or product.meter.aggregated_by in _SETTLED:
-                # A peak, a gauge, an integral charged to the period's end or a past window
-                # does not grow with time elapsed: what is charged now is the forecast.
+            settled = product.meter.window is not None or product.meter.aggregated_by in _SETTLED
+            if settled or quantity < 0:
+                # A peak, a gauge, an integral charged to the period's end, a past window or a
+                # correction of an invoiced period does not grow with time elapsed: what is
+                # charged now is the forecast.
                 forecast_quantity, forecast_amount = quantity, amount
             elif isinstance(model, Percentage):  # priced per event, not by the period's total
                 forecast_amount = _forecast(amount, share)

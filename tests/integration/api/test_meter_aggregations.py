@@ -17,7 +17,7 @@ import pytest
 
 from rating_client import RatingClient
 from rating_client.errors import RatingError
-from rating_client.gen.rating.v1 import catalog_pb2
+from rating_client.gen.rating.v1 import catalog_pb2, rating_pb2
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.core.auth import Caller, Role
 from rating_service.runtime.server import RunningServer
@@ -143,6 +143,16 @@ async def test_each_aggregation_is_rated_quoted_and_invoiced_as_computed_by_hand
     }
     tiers = next(line.tiers for line in preview.lines if line.product_key == "gpu-peak")
     assert [(t.quantity, t.amount) for t in tiers] == [("10", "20.00"), ("2", "2.00")]
+
+    # GetUsage: a peak, a gauge, an integral to the period's end and a day's peak are
+    # forecast as they stand; only the additive meters grow with the time left.
+    usage = await meters.call(
+        meters.rating.GetUsage, rating_pb2.GetUsageRequest(customer_id=contract.customer_id)
+    )
+    forecast = {row.product_key: (row.quantity, row.forecast_quantity) for row in usage.rows}
+    for product in ("gpu-peak", "stored-gb", "gpu-hours", "daily-peak-sessions"):
+        assert forecast[product][0] == forecast[product][1], product
+    assert D(forecast["active-users"][1]) > D(forecast["active-users"][0])  # 2 in half the hour
 
     # Quote: the aggregated quantity on top of what the period holds (the caller says what).
     quoted = await meters.call(

@@ -195,6 +195,11 @@ async def test_a_correction_of_an_invoiced_period_is_booked_in_the_open_one(
         (first, "fine-tune-seconds", [], D(8), D(16), 1),  # the invoice stands
         (second, "fine-tune-seconds", [label], D(-8), D(-16), 3),
     ]
+    # GetUsage: a correction does not grow with the period: its forecast is what it is now.
+    usage = await components.account_views.usage(tenant, "cus-state", datetime.now(UTC))
+    [row] = usage.rows
+    assert (row.quantity, row.amount) == (row.forecast_quantity, row.forecast_amount)
+    assert (row.quantity, row.amount) == (D(-8), D(-16))
     preview = await components.invoicing.preview(tenant, contract_id)
     [line] = [line for line in preview.lines if line.product_key == "fine-tune-seconds"]
     assert (line.description, line.quantity, line.amount) == (

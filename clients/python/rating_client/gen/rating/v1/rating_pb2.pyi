@@ -793,7 +793,9 @@ class UsageRow(_message.Message):
     amount: _builtins.str
     """In the invoice currency, exact."""
     forecast_quantity: _builtins.str
-    """Linear forecast to the period end at the period-to-date rate."""
+    """Linear forecast to the period end at the period-to-date rate; a max, latest or
+    time-weighted meter, a window, or a correction is forecast as it stands.
+    """
     forecast_amount: _builtins.str
     @_builtins.property
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
