@@ -7,6 +7,7 @@ The catalog is `rating_service/examples/meters.yaml` (graduated: 2.00 a unit up 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from click.testing import CliRunner, Result
+from google.protobuf import json_format
 
 from rating_client import RatingClient
 from rating_client.errors import RatingError
 from rating_client.gen.rating.v1 import catalog_pb2, rating_pb2
+from rating_service.cli import main
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.core.auth import Caller, Role
 from rating_service.runtime.server import RunningServer
@@ -247,3 +251,51 @@ async def test_the_entries_read_probes_their_key_by_its_leading_column(database_
     for node in probes:
         assert node["Node Type"].startswith("Index"), node
         assert "(tenant_id = " in node["Index Cond"], node
+
+
+async def test_rating_catalog_apply_takes_every_meter_key_and_exports_it_back(
+    database_url: str, acme: TenantKeys, server: RunningServer, tmp_path: Path
+) -> None:
+    env = {"RATING_DATABASE_URL": database_url}
+
+    async def rating(*args: str) -> Result:
+        return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
+
+    first = await rating("catalog", "apply", str(EXAMPLE), "--tenant", "acme")
+    assert first.exit_code == 0, first.output
+    assert "7 changed" in first.output  # six products, one rate card version
+    again = await rating("catalog", "apply", str(EXAMPLE), "--tenant", "acme")
+    assert again.output.strip() == "catalog already up to date"
+    exported = await rating("catalog", "export", "--tenant", "acme")
+    for line in (
+        "aggregation: max",
+        "aggregation: unique_count",
+        "unique_property: user_id",
+        "aggregation: latest",
+        "aggregation: time_weighted_sum",
+        "time_unit: hour",
+        "corrections: true",
+        "window: day",
+    ):
+        assert line in exported.output, line
+    # Over gRPC, the Meter message carries the same keys; a bad one is refused naming the field.
+    async with admin_client(server, acme) as client:
+        reply = await client.call(
+            client.catalog.GetProduct, catalog_pb2.GetProductRequest(key="gpu-hours")
+        )
+        meter = reply.product.meter
+        assert (meter.aggregation, meter.quantity_property, meter.time_unit) == (
+            "time_weighted_sum",
+            "gpus",
+            "hour",
+        )
+        bad = json_format.ParseDict(
+            {"key": "bad", "meter": {"event_type": "x", "aggregation": "median"}},
+            catalog_pb2.Product(),
+        )
+        with pytest.raises(RatingError) as refused:
+            await client.call(
+                client.catalog.CreateProduct, catalog_pb2.CreateProductRequest(product=bad)
+            )
+    assert refused.value.code.name == "INVALID_ARGUMENT"
+    assert "product.meter.aggregation" in refused.value.fields, refused.value.fields
