@@ -150,10 +150,10 @@ async def test_each_aggregation_is_rated_quoted_and_invoiced_as_computed_by_hand
 
     # GetUsage: a peak, a gauge, an integral to the period's end and a day's peak are
     # forecast as they stand; only the additive meters grow with the time left.
-    usage = await meters.call(
+    to_date = await meters.call(
         meters.rating.GetUsage, rating_pb2.GetUsageRequest(customer_id=contract.customer_id)
     )
-    forecast = {row.product_key: (row.quantity, row.forecast_quantity) for row in usage.rows}
+    forecast = {row.product_key: (row.quantity, row.forecast_quantity) for row in to_date.rows}
     for product in ("gpu-peak", "stored-gb", "gpu-hours", "daily-peak-sessions"):
         assert forecast[product][0] == forecast[product][1], product
     assert D(forecast["active-users"][1]) > D(forecast["active-users"][0])  # 2 in half the hour
