@@ -224,7 +224,7 @@ def rate_prepared(
                 key = (m.product.key, (*m.cell, label))
             before = counters.get(key) or period.counters.get(key) or Counter()
             change: MeterChange | None = None
-            if meter.corrections or meter.aggregated_by not in _PLAIN:
+            if meter.corrections or meter.window or meter.aggregated_by not in _PLAIN:
                 step = _aggregate(m, base + before.quantity, period, entries, prepared.period)
                 priced = _repriced(m, base + before.quantity, step.quantity_after)
                 change = MeterChange(

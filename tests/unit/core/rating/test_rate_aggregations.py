@@ -59,6 +59,7 @@ PRODUCTS: dict[str, dict[str, object]] = {
         "window": "day",
     },
     "daily-calls": {"event_type": "call.made", "window": "day"},
+    "calls": {"event_type": "api.call"},
 }
 
 
@@ -223,8 +224,15 @@ def test_the_charge_line_explains_the_meter_step() -> None:
     assert line.meter.note == "not above the period's maximum 6"
     [down] = period.rate("job.done", 1, seconds="-2").result.lines
     assert down.meter is not None and down.meter.after == D(0)
-    [plain] = StoredPeriod().rate("call.made", 1).result.lines
-    assert plain.meter is None  # a plain count explains itself
+    [daily] = StoredPeriod().rate("call.made", 25).result.lines
+    assert daily.meter is not None
+    assert (daily.meter.aggregation, daily.meter.window, daily.meter.after) == (
+        "count",
+        "2025-01-02",
+        D(1),
+    )
+    [plain] = StoredPeriod().rate("api.call", 1).result.lines
+    assert plain.meter is None  # a plain count over the period explains itself
 
 
 def test_a_negative_value_is_refused_without_corrections() -> None:
