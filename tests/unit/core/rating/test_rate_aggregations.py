@@ -261,6 +261,7 @@ def test_any_readings_charge_the_price_of_the_aggregate(events: list[tuple[int, 
             ("storage.gb", {"gb": str(value)}),
             ("gpu.instance", {"gpus": str(value)}),
             ("job.done", {"seconds": str(value - 7)}),
+            ("session.concurrent", {"sessions": str(value)}),
         ):
             charge = period.rate(event_type, hours, **properties).result.charge
             totals[event_type] = totals.get(event_type, D(0)) + charge
@@ -281,6 +282,14 @@ def test_any_readings_charge_the_price_of_the_aggregate(events: list[tuple[int, 
         "storage.gb": graduated(D(gauge[-1][1])),
         "gpu.instance": graduated(D(area)),
         "job.done": graduated(jobs),
+        # each day's peak priced on its own, the days added up
+        "session.concurrent": sum(
+            (
+                graduated(D(max(v for h, v in events if h // 24 == day)))
+                for day in {h // 24 for h, _ in events}
+            ),
+            D(0),
+        ),
     }
 
 
