@@ -30,7 +30,12 @@ from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.store.rating import entries_near_marks
 from tests.conftest import TenantKeys
-from tests.integration.cycles import BillingContract, admin_client, open_billing_contract
+from tests.integration.cycles import (
+    BillingContract,
+    admin_client,
+    credit,
+    open_billing_contract,
+)
 from tests.integration.services.test_tenant_keyed_statements import generic_plan, plan_nodes
 
 D = Decimal
@@ -299,3 +304,23 @@ async def test_rating_catalog_apply_takes_every_meter_key_and_exports_it_back(
             )
     assert refused.value.code.name == "INVALID_ARGUMENT"
     assert "product.meter.aggregation" in refused.value.fields, refused.value.fields
+
+
+async def test_a_correction_gives_back_to_the_pool_it_drew_from(meters: RatingClient) -> None:
+    contract = await an_hour_long_period(meters, "cus-refund")
+    await meters.call(meters.contracts.AddCommitment, credit(contract.contract_id, "100"))
+
+    async def job(event_id: str, seconds: str) -> tuple[Decimal, Decimal]:
+        answer = await meters.rate_and_debit(
+            event_id=event_id,
+            customer_id=contract.customer_id,
+            event_type="finetune.job",
+            properties={"seconds": seconds},  # stamped now: the credit starts now
+        )
+        [pool] = (await meters.balances(contract.customer_id)).pools
+        return D(answer.charge), D(pool.remaining)
+
+    assert await job("j1", "12") == (D(22), D(78))  # 20 + 2
+    assert await job("j1-refund", "-4") == (D(-6), D(84))  # P(8) − P(12) = 16 − 22
+    assert await job("j1-refund-2", "-20") == (D(-16), D(100))  # 8 left: back to the start
+    assert await job("j1-refund-3", "-1") == (D(0), D(100))  # nothing more to give back
