@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 from rating_service.core.auth import Caller
 from rating_service.core.contracts.contract import Contract
-from rating_service.core.contracts.overrides import effective_price
 from rating_service.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from rating_service.core.pricing.catalog import (
     Catalog,
@@ -158,7 +157,7 @@ class Catalogs:
             )
 
         def on_contract(product: Product, model: PriceModel) -> PriceModel:
-            return effective_price(model, product.key, product.tags, contract.overrides, moment)
+            return contract.prices.price(model, product.key, product.tags, moment)
 
         return quote(catalog, contract.rate_card_key, moment, lines, period_to_date, on_contract)
 

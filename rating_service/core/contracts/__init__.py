@@ -49,6 +49,7 @@ from rating_service.core.contracts.debit import (
 )
 from rating_service.core.contracts.overrides import (
     OVERRIDE_DOES_NOT_FIT,
+    EffectivePrices,
     Multiply,
     Override,
     OverrideAction,
@@ -111,6 +112,7 @@ __all__ = [
     "ContractStatus",
     "Customer",
     "DebitPlan",
+    "EffectivePrices",
     "MovementAction",
     "Multiply",
     "OveragePolicy",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -27,7 +27,12 @@ from rating_service.core.contracts.lifecycle import (
     renewal_from_dict,
     renewal_to_dict,
 )
-from rating_service.core.contracts.overrides import Override, override_from_dict, override_to_dict
+from rating_service.core.contracts.overrides import (
+    EffectivePrices,
+    Override,
+    override_from_dict,
+    override_to_dict,
+)
 from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
@@ -162,6 +167,8 @@ class Contract:
     auto_recharge: AutoRecharge | None = None
     renewal: Renewal | None = None
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
+    prices: EffectivePrices = field(init=False, repr=False, compare=False)
+    """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -228,6 +235,7 @@ class Contract:
         violations.raise_if_any("invalid contract")
         object.__setattr__(self, "term_start", start)
         object.__setattr__(self, "term_end", end)
+        object.__setattr__(self, "prices", EffectivePrices(self.overrides))
 
     def covers(self, at: datetime) -> bool:
         """True when `at` is within the term: term_start ≤ at < term_end."""

@@ -216,6 +216,42 @@ def effective_price(
     return model
 
 
+class EffectivePrices:
+    """A contract's effective prices, each built once per base price and overrides in force.
+
+    Building a changed price validates it through the pricing value objects (tens of µs), and
+    rating needs it for every event: the result depends only on the base model and which of
+    the contract's overrides are in force, so it is kept per that pair. A base model is kept
+    alive by its entry, so its id cannot be reused by another model while the entry stands.
+    """
+
+    __slots__ = ("_built", "_overrides")
+
+    def __init__(self, overrides: Sequence[Override]) -> None:
+        self._overrides = tuple(overrides)
+        self._built: dict[tuple[int, str, tuple[int, ...]], tuple[PriceModel, PriceModel]] = {}
+
+    def price(
+        self, base_model: PriceModel, product_key: str, product_tags: Iterable[str], at: datetime
+    ) -> PriceModel:
+        """`effective_price` of the base model for this contract's overrides, at `at`."""
+        chosen = overrides_in_force(product_key, product_tags, self._overrides, at)
+        if not chosen:
+            return base_model
+        key = (id(base_model), product_key, tuple(id(o) for o in chosen))
+        built = self._built.get(key)
+        if built is None or built[0] is not base_model:
+            if len(self._built) >= _MAX_BUILT_PRICES:
+                self._built.clear()  # rate cards changed many times under a long-lived contract
+            built = (base_model, effective_price(base_model, product_key, product_tags, chosen, at))
+            self._built[key] = built
+        return built[1]
+
+
+_MAX_BUILT_PRICES = 1024
+"""Built prices kept per contract: far more than its products × rate-card versions."""
+
+
 def _latest(overrides: Sequence[Override], kind: type[A]) -> A | None:
     found: tuple[datetime, int, A] | None = None
     for position, override in enumerate(overrides):

@@ -15,7 +15,6 @@ from decimal import Decimal, localcontext
 
 from rating_service.core.contracts.contract import Contract, billing_period_containing
 from rating_service.core.contracts.debit import invoice_currency_charge, plan_debit
-from rating_service.core.contracts.overrides import effective_price
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from rating_service.core.ledger.transfers import Transfer
@@ -150,9 +149,7 @@ def prepare_event(
         measurement = product.meter.measure(event)
         if measurement is None:  # filtered out: e.g. a conversation that was not resolved
             continue
-        model = effective_price(
-            card.price_of(product.key), product.key, product.tags, contract.overrides, at
-        )
+        model = contract.prices.price(card.price_of(product.key), product.key, product.tags, at)
         cell = usage_cell(model, measurement.dimensions)
         if product.meter.window is not None:
             cell = (*cell, product.meter.window.label(at))

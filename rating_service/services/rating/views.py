@@ -7,7 +7,6 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 
 from rating_service.core.contracts.contract import Contract, billing_period_containing
-from rating_service.core.contracts.overrides import effective_price
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.money import ROUNDING_CONTEXT, exact_sum
 from rating_service.core.pricing.aggregation import Aggregation
@@ -112,9 +111,7 @@ class AccountViews:
         usage_rows = []
         for row in rows:
             product = catalog.products[row["product_key"]]
-            model = effective_price(
-                card.price_of(product.key), product.key, product.tags, contract.overrides, at
-            )
+            model = contract.prices.price(card.price_of(product.key), product.key, product.tags, at)
             cell = tuple(row["cell"])
             names = model.dimensions if isinstance(model, Matrix) else ()
             dimensions = dict(zip(names, cell, strict=False))

@@ -9,6 +9,7 @@ import pytest
 
 from rating_service.core.contracts import (
     OVERRIDE_DOES_NOT_FIT,
+    EffectivePrices,
     Multiply,
     Override,
     OverrideAction,
@@ -296,3 +297,16 @@ def test_dict_errors_name_the_field(data: dict[str, object], field: str) -> None
     with pytest.raises(InvalidArgument) as refused:
         override_from_dict(data, "overrides[0]")
     assert field in [violation.field for violation in refused.value.violations]
+
+
+def test_a_contract_builds_each_effective_price_once_for_the_overrides_in_force() -> None:
+    half = for_gpt(Multiply(D("0.5")), at(10), at(20))
+    prices = EffectivePrices([half, for_llm(Multiply(D("0.8")))])
+    first = prices.price(BASE, "gpt", {"llm"}, at(10))
+    assert first == effective_price(BASE, "gpt", {"llm"}, [half], at(10)) == PerUnit(D("0.001"))
+    assert prices.price(BASE, "gpt", {"llm"}, at(15)) is first  # built once, kept
+    # Another moment with other overrides in force, another base price: built afresh.
+    assert prices.price(BASE, "gpt", {"llm"}, at(20)) == PerUnit(D("0.0016"))
+    new_card = PerUnit(D("0.004"))
+    assert prices.price(new_card, "gpt", {"llm"}, at(15)) == PerUnit(D("0.002"))
+    assert prices.price(BASE, "text-only", {"text"}, at(15)) is BASE  # nothing in force
