@@ -2,12 +2,16 @@
 FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /app
+# Bytecode compiled now: at run time /app belongs to root and the service user cannot write it,
+# so every process would otherwise compile every module again at start.
+ENV UV_COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock README.md ./
 COPY clients/python/pyproject.toml clients/python/README.md ./clients/python/
 RUN uv sync --frozen --no-dev --no-install-workspace
 COPY rating_service ./rating_service
 COPY clients/python/rating_client ./clients/python/rating_client
 RUN uv sync --frozen --no-dev
+RUN .venv/bin/python -m compileall -q rating_service clients/python/rating_client
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 rating

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def tree_ticks(roots: Sequence[int]) -> int:
@@ -57,6 +57,26 @@ def tree_rss_bytes(root: int) -> int:
         except OSError:
             continue
     return resident
+
+
+class TreeCpu:
+    """CPU-seconds that named process trees (the server's, the database's) used since `start`."""
+
+    def __init__(self, roots: Mapping[str, int]) -> None:
+        self.roots = dict(roots)
+        self._start: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self._start = {name: tree_ticks([pid]) for name, pid in self.roots.items()}
+
+    def seconds(self) -> dict[str, float]:
+        """CPU-seconds of each tree since `start`."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        return {
+            name: (tree_ticks([pid]) - self._start.get(name, 0)) / ticks
+            for name, pid in self.roots.items()
+        }
 
 
 class OthersCpu:

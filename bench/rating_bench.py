@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import sql_hot_row
-from bench_cpu import OthersCpu, tree_rss_bytes
+from bench_cpu import OthersCpu, TreeCpu, tree_rss_bytes
 from bench_database import create_database, drop_database, postgres_server, postmaster_pid
 from book_memory import bytes_per_book
 from rating_measure import measure_all
@@ -151,8 +151,12 @@ def run(args: argparse.Namespace) -> None:
             if postmaster is not None:
                 roots.append(postmaster)
             others = OthersCpu(roots)
+            stack = TreeCpu(
+                {"server": server.process.pid}
+                | ({} if postmaster is None else {"database": postmaster})
+            )
             resident_before = tree_rss_bytes(server.process.pid)
-            rows = measure_all(args, server.address, prepared, scenarios, others)
+            rows = measure_all(args, server.address, prepared, scenarios, others, stack)
             resident_after = tree_rss_bytes(server.process.pid)
             with step("the one-row SQL debit loop (pgbench), 1 and 32 clients"):
                 baseline = asyncio.run(sql_hot_row.measure(database_url, (1, 32), args.duration))

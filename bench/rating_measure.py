@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from bench_cpu import OthersCpu
+from bench_cpu import OthersCpu, TreeCpu
 from loadgen import LoadSpec, run_load
 from rating_report import Row
 from rating_scenarios import (
@@ -19,7 +19,7 @@ from rating_scenarios import (
 )
 
 
-def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
+def measure(scenario: str, spec: LoadSpec, others: OthersCpu, stack: TreeCpu) -> Row:
     """Run one spec, printing progress and the outcome."""
     total = spec.warmup_seconds + spec.duration_seconds
     print(f"  ▶ {scenario:<8} {spec.label:<16} ({total:.0f}s) …", flush=True)
@@ -28,7 +28,9 @@ def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
         print(f"      {scenario} {spec.label}: {elapsed:.0f}s / {total:.0f}s", flush=True)
 
     others.start()
+    stack.start()
     result = run_load(spec, progress)
+    spent = stack.seconds()
     others_cores = others.cores()
     per_call = events_per_call(scenario)
     events = f" ({result.throughput * per_call:,.0f} events/s)" if per_call > 1 else ""
@@ -41,7 +43,7 @@ def measure(scenario: str, spec: LoadSpec, others: OthersCpu) -> Row:
         + ("" if others_cores is None else f"; other processes used {others_cores:.2f} cores"),
         flush=True,
     )
-    return Row(scenario, result, others_cores, per_call)
+    return Row(scenario, result, others_cores, per_call, spent)
 
 
 def measure_all(
@@ -50,6 +52,7 @@ def measure_all(
     prepared: Prepared,
     scenarios: Sequence[str],
     others: OthersCpu,
+    stack: TreeCpu,
 ) -> list[Row]:
     """Closed-loop runs of every scenario, then open-loop runs at a fraction of each maximum."""
     metadata = (("authorization", f"Bearer {prepared.rater_token}"),)
@@ -76,6 +79,7 @@ def measure_all(
             scenario,
             LoadSpec(factory=fresh(made[scenario]), mode="closed", **closed_loop(scenario, args)),
             others,
+            stack,
         )
         for scenario in scenarios
     ]
@@ -91,5 +95,5 @@ def measure_all(
                 rate=rate,
                 **common,
             )
-            rows.append(measure(row.scenario, spec, others))
+            rows.append(measure(row.scenario, spec, others, stack))
     return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loadgen import LoadResult
 from sql_hot_row import HotRowResult
@@ -25,6 +25,16 @@ class Row:
     """CPU other processes on the machine took during the run, in cores."""
     events_per_call: int = 1
     """Usage events one call rates (a batch's size; a streamed request is one)."""
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU-seconds each part of the stack ("server", "database") used over the run."""
+
+    def cpu_us_per_event(self, part: str) -> str:
+        """A part's CPU per rated event, in µs (warm-up included, at the measured rate)."""
+        spec = self.result.spec
+        events = self.events_per_second * (spec.warmup_seconds + spec.duration_seconds)
+        if part not in self.cpu_seconds or events <= 0:
+            return "?"
+        return f"{self.cpu_seconds[part] / events * 1e6:,.0f}"
 
     @property
     def events_per_second(self) -> float:
@@ -52,6 +62,8 @@ def render_table(rows: Sequence[Row]) -> str:
         "errors",
         "vs ceiling",
         "vs naive",
+        "server µs/event",
+        "db µs/event",
         "others' CPU",
     )
     lines = []
@@ -74,11 +86,13 @@ def render_table(rows: Sequence[Row]) -> str:
                 errors,
                 ratio(r.throughput, ceiling) if is_closed else "–",
                 ratio(r.throughput, naive) if is_closed else "–",
+                row.cpu_us_per_event("server"),
+                row.cpu_us_per_event("database"),
                 "?" if row.others_cores is None else f"{row.others_cores:.2f}",
             )
         )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
-    numeric = {2, 3, 4, 5, 7, 8, 9}
+    numeric = {2, 3, 4, 5, 7, 8, 9, 10, 11}
 
     def format_row(cells: Sequence[str]) -> str:
         padded = [

@@ -87,6 +87,11 @@ class Settings:
         "events in flight per `StreamRateAndDebit` stream; the server reads no more of it"
         " until answers free the window",
     )
+    gc_threshold: int = _setting(
+        50_000,
+        "allocations between collections of the youngest generation in server and worker"
+        " processes, which also freeze what startup built (0: Python's default, 700)",
+    )
     shutdown_grace_seconds: float = _setting(10.0, "drain time for in-flight RPCs on SIGTERM")
     health_check_interval_seconds: float = _setting(
         2.0, "how often the server checks that the database answers"
@@ -208,6 +213,8 @@ class Settings:
             raise InvalidArgument.of_field(
                 env_name("server_processes"), "must be 0 (one per core) or more"
             )
+        if self.gc_threshold < 0:
+            raise InvalidArgument.of_field(env_name("gc_threshold"), "must be 0 (default) or more")
         if self.stream_window < 1:
             raise InvalidArgument.of_field(env_name("stream_window"), "must be at least 1")
         if self.webhook_max_attempts < 1:

@@ -6,9 +6,10 @@ from grpc import aio
 
 from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.pages import Page
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import ApiKey, Role, Tenant
-from rating_service.core.errors import InvalidArgument
+from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.services.auth import KeyRing
 from rating_service.store.tenant import TenantStore
 
@@ -51,8 +52,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: aio.ServicerContext
     ) -> admin_pb2.ListApiKeysResponse:
-        keys = await self._keyring.keys(current_caller(), request.include_revoked)
-        return admin_pb2.ListApiKeysResponse(keys=[key_message(k) for k in keys])
+        violations = ViolationCollector()
+        page = Page.read(request.page_size, request.page_token, (str,), violations)
+        violations.raise_if_any()
+        found = await self._keyring.keys(
+            current_caller(),
+            request.include_revoked,
+            after=None if page.after is None else str(page.after[0]),
+            limit=page.limit,
+        )
+        keys, token = page.cut(found, lambda key: (key.key_id,))
+        return admin_pb2.ListApiKeysResponse(
+            keys=[key_message(k) for k in keys], next_page_token=token
+        )
 
     @allow(Role.ADMIN)
     async def RevokeApiKey(

@@ -10,6 +10,7 @@ from grpc import aio
 
 from rating_client.gen.rating.v1 import catalog_pb2, catalog_pb2_grpc
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.pages import Page
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.core.auth import Role
 from rating_service.core.errors import InvalidArgument, ViolationCollector
@@ -57,9 +58,15 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: aio.ServicerContext
     ) -> catalog_pb2.ListProductsResponse:
+        violations = ViolationCollector()
+        page = Page.read(request.page_size, request.page_token, (str,), violations)
+        violations.raise_if_any()
         catalog = await self._catalogs.catalog(current_caller().tenant_id)
+        products, token = page.of_sorted(
+            [catalog.products[k] for k in sorted(catalog.products)], lambda p: (p.key,)
+        )
         return catalog_pb2.ListProductsResponse(
-            products=[product_message(catalog.products[k]) for k in sorted(catalog.products)]
+            products=[product_message(p) for p in products], next_page_token=token
         )
 
     @allow(Role.ADMIN)
@@ -94,13 +101,16 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListRateCards(
         self, request: catalog_pb2.ListRateCardsRequest, context: aio.ServicerContext
     ) -> catalog_pb2.ListRateCardsResponse:
+        violations = ViolationCollector()
+        page = Page.read(request.page_size, request.page_token, (str, int), violations)
+        violations.raise_if_any()
         catalog = await self._catalogs.catalog(current_caller().tenant_id)
+        cards, token = page.of_sorted(
+            [card for key in sorted(catalog.rate_cards) for card in catalog.versions(key)],
+            lambda card: (card.key, card.version),
+        )
         return catalog_pb2.ListRateCardsResponse(
-            rate_cards=[
-                rate_card_message(card)
-                for key in sorted(catalog.rate_cards)
-                for card in catalog.versions(key)
-            ]
+            rate_cards=[rate_card_message(card) for card in cards], next_page_token=token
         )
 
     @allow(Role.ADMIN, Role.OPS, Role.RATER)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -9,12 +10,14 @@ from grpc import aio
 
 from rating_client.gen.rating.v1 import contract_pb2, contract_pb2_grpc
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.pages import Page, Position
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import Role
 from rating_service.core.contracts.contract import Contract, Customer, contract_to_dict
+from rating_service.core.errors import ViolationCollector
 from rating_service.core.money import format_decimal
 from rating_service.services.contract import ContractAdmin, Outcome
-from rating_service.store.contract import Commitment
+from rating_service.store.contract import Commitment, ContractPosition
 
 READERS = (Role.ADMIN, Role.OPS, Role.RATER)
 
@@ -43,8 +46,18 @@ class ContractServicer(contract_pb2_grpc.ContractServiceServicer):
     async def ListCustomers(
         self, request: contract_pb2.ListCustomersRequest, context: aio.ServicerContext
     ) -> contract_pb2.ListCustomersResponse:
-        found = await self._admin.customers(current_caller())
-        return contract_pb2.ListCustomersResponse(customers=[customer_message(c) for c in found])
+        violations = ViolationCollector()
+        page = Page.read(request.page_size, request.page_token, (str,), violations)
+        violations.raise_if_any()
+        found = await self._admin.customers(
+            current_caller(),
+            after=None if page.after is None else str(page.after[0]),
+            limit=page.limit,
+        )
+        customers, token = page.cut(found, lambda customer: (customer.customer_id,))
+        return contract_pb2.ListCustomersResponse(
+            customers=[customer_message(c) for c in customers], next_page_token=token
+        )
 
     @allow(Role.ADMIN)
     async def CreateContract(
@@ -67,8 +80,19 @@ class ContractServicer(contract_pb2_grpc.ContractServiceServicer):
     async def ListContracts(
         self, request: contract_pb2.ListContractsRequest, context: aio.ServicerContext
     ) -> contract_pb2.ListContractsResponse:
-        found = await self._admin.contracts(current_caller(), request.customer_id or None)
-        return contract_pb2.ListContractsResponse(contracts=[contract_message(c) for c in found])
+        violations = ViolationCollector()
+        page = Page.read(request.page_size, request.page_token, (str, datetime, str), violations)
+        violations.raise_if_any()
+        found = await self._admin.contracts(
+            current_caller(),
+            request.customer_id or None,
+            after=None if page.after is None else _contract_position(page.after),
+            limit=page.limit,
+        )
+        contracts, token = page.cut(found, lambda c: (c.customer_id, c.term_start, c.contract_id))
+        return contract_pb2.ListContractsResponse(
+            contracts=[contract_message(c) for c in contracts], next_page_token=token
+        )
 
     @allow(Role.ADMIN)
     async def AddCommitment(
@@ -133,3 +157,10 @@ def commitment_message(commitment: Commitment) -> contract_pb2.Commitment:
     if pool.expires_at is not None:
         message.expires_at.CopyFrom(timestamp(pool.expires_at))
     return message
+
+
+def _contract_position(position: Position) -> ContractPosition:
+    """The contract position a page token names (its shape was checked by `Page.read`)."""
+    customer_id, term_start, contract_id = position
+    assert isinstance(term_start, datetime)
+    return (str(customer_id), term_start, str(contract_id))

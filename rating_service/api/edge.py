@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -50,6 +51,17 @@ DRAIN_POLL_SECONDS = 0.01
 
 MALFORMED_STREAM = "MALFORMED_STREAM"
 """A stream carried bytes that parse as no request: it ends INVALID_ARGUMENT."""
+
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+"""A unary call's bytes parse as no request of its method: INVALID_ARGUMENT."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What a unary call carried when its bytes were no request: answered by the guard."""
+
+    error: str
+
 
 STREAM_WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -253,7 +265,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
             behavior: Callable[[Any, aio.ServicerContext], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._guard(method, behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         elif handler.stream_stream is not None:
@@ -264,7 +276,10 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         else:
-            return handler
+            # A server-streaming or client-streaming method has no guard: served unguarded it
+            # would skip authentication, so it is not served at all (UNIMPLEMENTED).
+            log.error("no guard for the kind of method %s: not served", method)
+            return None  # type: ignore[return-value]
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -290,6 +305,11 @@ class EdgeInterceptor(aio.ServerInterceptor):
                 if not allowed:
                     raise PermissionDenied(f"{short} is not open to any role", reason="NO_POLICY")
                 caller.require(allowed)
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(
+                        f"the request cannot be parsed as {short}'s: {request.error}",
+                        reason=MALFORMED_REQUEST,
+                    )
                 limits.check(request, self._max_message_bytes)
                 _caller.set(caller)
                 response = await behavior(request, context)
@@ -396,6 +416,24 @@ class EdgeInterceptor(aio.ServerInterceptor):
             failure.message,
             trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
         )
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A request deserializer that hands bytes which are no request to the guard to answer.
+
+    grpc-python answers a deserializer's exception itself, with UNKNOWN and no details, before
+    any authentication: the guard answers INVALID_ARGUMENT MALFORMED_REQUEST instead, after it.
+    """
+    if deserialize is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:
+            return Undecodable(str(error) or type(error).__name__)
+
+    return tolerant
 
 
 def _answer_failure(answer: Any) -> tuple[str, str] | None:

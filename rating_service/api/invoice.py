@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 
 from grpc import aio
 
 from rating_client.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.pages import Page, Position
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import Invoice, InvoiceLine, LineKind
@@ -21,8 +19,6 @@ from rating_service.store.invoice import InvoicePosition, PaymentAttempt
 
 READERS = (Role.ADMIN, Role.OPS)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 CONTENT_TYPES = {"html": "text/html; charset=utf-8", "pdf": "application/pdf"}
 """The document formats GetInvoiceDocument serves, and what each is on the wire."""
@@ -49,26 +45,19 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         self, request: invoice_pb2.ListInvoicesRequest, context: aio.ServicerContext
     ) -> invoice_pb2.ListInvoicesResponse:
         violations = ViolationCollector()
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            violations.add(
-                "page_size", f"must be 0 (meaning {DEFAULT_PAGE_SIZE}) to {MAX_PAGE_SIZE}"
-            )
-        after = _page_position(request.page_token, violations)
+        page = Page.read(request.page_size, request.page_token, (datetime, int, str), violations)
         violations.raise_if_any()
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        # One more than the page holds tells whether another page follows.
+        after = None if page.after is None else _invoice_position(page.after)
         found = await self._invoicing.invoices.invoices(
             current_caller().tenant_id,
             request.contract_id or None,
-            size + 1,
+            page.limit,
             customer_id=request.customer_id or None,
             after=after,
         )
-        page = found[:size]
-        more = len(found) > size
+        invoices, token = page.cut(found, _position_of)
         return invoice_pb2.ListInvoicesResponse(
-            invoices=[invoice_message(i) for i in page],
-            next_page_token=_page_token(InvoicePosition.of(page[-1])) if more else "",
+            invoices=[invoice_message(i) for i in invoices], next_page_token=token
         )
 
     @allow(*READERS)
@@ -93,12 +82,17 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
     async def ListPaymentAttempts(
         self, request: invoice_pb2.ListPaymentAttemptsRequest, context: aio.ServicerContext
     ) -> invoice_pb2.ListPaymentAttemptsResponse:
-        _require_invoice_id(request.invoice_id)
-        attempts = await self._invoicing.payment_attempts(
+        violations = ViolationCollector()
+        if not request.invoice_id:
+            violations.add("invoice_id", "is required")
+        page = Page.read(request.page_size, request.page_token, (int,), violations)
+        violations.raise_if_any()
+        found = await self._invoicing.payment_attempts(
             current_caller().tenant_id, request.invoice_id
         )
+        attempts, token = page.of_sorted(found, lambda attempt: (attempt.attempt,))
         return invoice_pb2.ListPaymentAttemptsResponse(
-            attempts=[payment_attempt_message(a) for a in attempts]
+            attempts=[payment_attempt_message(a) for a in attempts], next_page_token=token
         )
 
 
@@ -189,22 +183,13 @@ def _require_invoice_id(invoice_id: str) -> None:
         raise InvalidArgument.of_field("invoice_id", "is required")
 
 
-def _page_token(position: InvoicePosition) -> str:
-    """An opaque token naming the last invoice of a page; the next page starts past it."""
-    fields = [position.billing_date.isoformat(), position.revision, position.invoice_id]
-    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+def _position_of(invoice: Invoice) -> Position:
+    """An invoice's place in a listing: latest billing date first, then highest revision."""
+    return (invoice.billing_date, invoice.revision, invoice.invoice_id)
 
 
-def _page_position(token: str, violations: ViolationCollector) -> InvoicePosition | None:
-    """The position a page token names (None: the first page); a bad token is a violation."""
-    if not token:
-        return None
-    try:
-        billing_date, revision, invoice_id = json.loads(base64.urlsafe_b64decode(token))
-        at = datetime.fromisoformat(billing_date)
-        if at.utcoffset() is None or not isinstance(revision, int):
-            raise ValueError(token)
-        return InvoicePosition(at, revision, str(invoice_id))
-    except (ValueError, TypeError, binascii.Error):
-        violations.add("page_token", "is not a token this server gave: list again without one")
-        return None
+def _invoice_position(position: Position) -> InvoicePosition:
+    """The invoice position a page token names (its shape was checked by `Page.read`)."""
+    billing_date, revision, invoice_id = position
+    assert isinstance(billing_date, datetime) and isinstance(revision, int)
+    return InvoicePosition(billing_date, revision, str(invoice_id))

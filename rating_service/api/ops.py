@@ -9,6 +9,7 @@ from grpc import aio
 
 from rating_client.gen.rating.v1 import ops_pb2, ops_pb2_grpc
 from rating_service.api.edge import allow, current_caller
+from rating_service.api.pages import Page
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.core.auth import Role
 from rating_service.core.errors import (
@@ -107,12 +108,26 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
         self, request: ops_pb2.ListReplaysRequest, context: aio.ServicerContext
     ) -> ops_pb2.ListReplaysResponse:
         violations = ViolationCollector()
-        limit = _limit(request.limit, violations)
-        violations.raise_if_any()
-        replays = await (await self._ops()).replays(
-            current_caller().tenant_id, request.workflow_id or None, limit
+        page = Page.read(
+            request.limit,
+            request.page_token,
+            (int,),
+            violations,
+            size_field="limit",
+            default_size=DEFAULT_LIMIT,
+            max_size=MAX_LIMIT,
         )
-        return ops_pb2.ListReplaysResponse(replays=[replay_message(r) for r in replays])
+        violations.raise_if_any()
+        (before,) = page.after or (None,)
+        assert before is None or isinstance(before, int)  # the shape Page.read checked
+        found = await (await self._ops()).replays(
+            current_caller().tenant_id, request.workflow_id or None, page.limit, before=before
+        )
+        # Latest first: the next page holds the replays older than the last one listed.
+        replays, token = page.cut(found, lambda replay: (replay.replay_id,))
+        return ops_pb2.ListReplaysResponse(
+            replays=[replay_message(r) for r in replays], next_page_token=token
+        )
 
 
 def _limit(limit: int, violations: ViolationCollector) -> int:

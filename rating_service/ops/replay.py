@@ -306,10 +306,16 @@ class InvoiceReplays:
         await self.log.ended(tenant_id, replay_id, "completed", detail)
 
     async def replays(
-        self, tenant_id: str, workflow_id: str | None = None, limit: int = 100
+        self,
+        tenant_id: str,
+        workflow_id: str | None = None,
+        limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[Replay]:
         """The replay log (latest first); replays still running are brought up to date."""
-        return await self.settle(await self.log.replays(tenant_id, workflow_id, limit), _NO_WAIT)
+        logged = await self.log.replays(tenant_id, workflow_id, limit, before=before)
+        return await self.settle(logged, _NO_WAIT)
 
     async def _logged_refusal(self, plan: ReplayPlan, reason: str, actor: str) -> Replay:
         """Log a refused replay (asked for, not made) and return it."""

@@ -17,6 +17,7 @@ from rating_service.api.metrics import start_metrics
 from rating_service.api.server import SERVICE_NAMES, bind, build_server
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.runtime.bootstrap import Components, ProcessRole, open_components
+from rating_service.runtime.garbage import collect_garbage_less_often
 from rating_service.runtime.supervisor import SupervisorLink
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
@@ -127,6 +128,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = await start_server(settings, shared_port=supervisor is not None)
+    collect_garbage_less_often(settings.gc_threshold)
     watching = (
         None if supervisor is None else asyncio.create_task(_stop_when_gone(supervisor, stop))
     )

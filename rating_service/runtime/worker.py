@@ -14,6 +14,7 @@ from rating_service.background import stop_task
 from rating_service.faults import Failure, classify_failure
 from rating_service.outbox.dispatcher import OutboxDispatcher
 from rating_service.runtime.bootstrap import ProcessRole, bootstrap
+from rating_service.runtime.garbage import collect_garbage_less_often
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
 from rating_service.workflows.registry import SANDBOX, WORKFLOWS, activities, outbox_handlers
@@ -51,6 +52,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     settings.worker_activity_task_pollers
                 ),
             )
+            collect_garbage_less_often(settings.gc_threshold)
             log.info(
                 "worker polling",
                 extra={

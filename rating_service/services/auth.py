@@ -109,9 +109,18 @@ class KeyRing:
         await self._store.add_key(issued.key, actor=caller.key_id)
         return issued
 
-    async def keys(self, caller: Caller, include_revoked: bool) -> list[ApiKey]:
-        """The caller's tenant's keys."""
-        return await self._store.list_keys(caller.tenant_id, include_revoked)
+    async def keys(
+        self,
+        caller: Caller,
+        include_revoked: bool,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[ApiKey]:
+        """The caller's tenant's keys by id, from past `after` (at most `limit`)."""
+        return await self._store.list_keys(
+            caller.tenant_id, include_revoked, after=after, limit=limit
+        )
 
     async def revoke(self, caller: Caller, key_id: str) -> ApiKey:
         """Revoke one of the caller's tenant's keys (idempotent)."""

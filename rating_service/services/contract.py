@@ -38,6 +38,7 @@ from rating_service.store.contract import (
     ADD_COMMITMENT,
     TOP_UP,
     Commitment,
+    ContractPosition,
     ContractStore,
     StoredGrant,
 )
@@ -135,9 +136,11 @@ class ContractAdmin:
         """One customer of the caller's tenant."""
         return await self._store.customer(caller.tenant_id, customer_id)
 
-    async def customers(self, caller: Caller) -> list[Customer]:
-        """The caller's tenant's customers."""
-        return await self._store.customers(caller.tenant_id)
+    async def customers(
+        self, caller: Caller, *, after: str | None = None, limit: int | None = None
+    ) -> list[Customer]:
+        """The caller's tenant's customers by id, from past `after` (at most `limit`)."""
+        return await self._store.customers(caller.tenant_id, after=after, limit=limit)
 
     async def create_contract(self, caller: Caller, terms: Mapping[str, object]) -> Contract:
         """Create an active contract from its terms (the request's `contract` field)."""
@@ -160,9 +163,16 @@ class ContractAdmin:
         contract = await self._store.contract(caller.tenant_id, contract_id)
         return contract, await self._store.commitments(caller.tenant_id, contract_id)
 
-    async def contracts(self, caller: Caller, customer_id: str | None) -> list[Contract]:
-        """The tenant's contracts, or one customer's."""
-        return await self._store.contracts(caller.tenant_id, customer_id)
+    async def contracts(
+        self,
+        caller: Caller,
+        customer_id: str | None,
+        *,
+        after: ContractPosition | None = None,
+        limit: int | None = None,
+    ) -> list[Contract]:
+        """The tenant's contracts, or one customer's, from past `after` (at most `limit`)."""
+        return await self._store.contracts(caller.tenant_id, customer_id, after=after, limit=limit)
 
     async def change_payment_method(
         self, caller: Caller, contract_id: str, payment_method: str

@@ -63,6 +63,10 @@ PAYMENT_METHOD = "contract.payment_method"
 """Audit action of a new saved payment method."""
 
 
+ContractPosition = tuple[str, datetime, str]
+"""Where a contract sits in a listing: (customer id, term start, contract id)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Commitment:
     """A commitment's pool and what created it (the reference its ledger transfers carry)."""
@@ -123,12 +127,16 @@ class ContractStore:
             raise _customer_not_found(customer_id)
         return _customer(row)
 
-    async def customers(self, tenant_id: str) -> list[Customer]:
-        """The tenant's customers, ordered by id."""
+    async def customers(
+        self, tenant_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Customer]:
+        """The tenant's customers, ordered by id, from past `after` (at most `limit`)."""
         rows = await self._pool.fetch(
             "SELECT tenant_id, customer_id, name FROM customers WHERE tenant_id = $1"
-            " ORDER BY customer_id",
+            " AND ($2::text IS NULL OR customer_id > $2) ORDER BY customer_id LIMIT $3",
             tenant_id,
+            after,
+            limit,
         )
         return [_customer(row) for row in rows]
 
@@ -246,14 +254,27 @@ class ContractStore:
             raise _contract_not_found(contract_id)
         return _contract(row)
 
-    async def contracts(self, tenant_id: str, customer_id: str | None) -> list[Contract]:
-        """The tenant's contracts (of one customer, if given), by customer then term start."""
+    async def contracts(
+        self,
+        tenant_id: str,
+        customer_id: str | None,
+        *,
+        after: ContractPosition | None = None,
+        limit: int | None = None,
+    ) -> list[Contract]:
+        """The tenant's contracts (of one customer, if given), by customer, term start and id.
+
+        From past `after`, at most `limit`.
+        """
         rows = await self._pool.fetch(
             "SELECT status, definition FROM contracts"
             " WHERE tenant_id = $1 AND ($2::text IS NULL OR customer_id = $2)"
-            " ORDER BY customer_id, term_start",
+            " AND ($3::text IS NULL OR (customer_id, term_start, contract_id) > ($3, $4, $5))"
+            " ORDER BY customer_id, term_start, contract_id LIMIT $6",
             tenant_id,
             customer_id,
+            *(after or (None, None, None)),
+            limit,
         )
         return [_contract(row) for row in rows]
 

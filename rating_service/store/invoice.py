@@ -215,6 +215,17 @@ class InvoiceStore:
                 tenant_id,
             )
             invoice = draft.finalized(format_invoice_number(sequence), at)
+            if invoice.bills_period_in_arrears:
+                # The period row before the accounts, the order the debit path locks them in,
+                # so a late event for this period never deadlocks with its finalization.
+                # By its start: a cancellation cuts a period short after its row was written.
+                await conn.execute(
+                    "UPDATE contract_periods SET state = 'invoiced' WHERE tenant_id = $1"
+                    " AND contract_id = $2 AND period_start = $3 AND state <> 'invoiced'",
+                    tenant_id,
+                    invoice.contract_id,
+                    invoice.period_start,
+                )
             await open_accounts(
                 conn,
                 tenant_id,
@@ -224,15 +235,6 @@ class InvoiceStore:
             )
             await post_transfers(conn, tenant_id, finalization_transfers(invoice))
             await _write_state(conn, invoice, issued_at=at)
-            if invoice.bills_period_in_arrears:
-                # By its start: a cancellation cuts a period short after its row was written.
-                await conn.execute(
-                    "UPDATE contract_periods SET state = 'invoiced' WHERE tenant_id = $1"
-                    " AND contract_id = $2 AND period_start = $3 AND state <> 'invoiced'",
-                    tenant_id,
-                    invoice.contract_id,
-                    invoice.period_start,
-                )
             await write_outbox(
                 conn,
                 tenant_id,

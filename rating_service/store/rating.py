@@ -527,11 +527,7 @@ def pools_with_balances(pools: Sequence[Pool], accounts: dict[str, Account]) -> 
         if account is None or pool.kind is CommitmentKind.POSTPAID_COMMIT:
             current[pool.pool_id] = pool
             continue
-        current[pool.pool_id] = replace(
-            pool,
-            balance=account.credit_balance,
-            pending=account.debits_pending,
-        )
+        current[pool.pool_id] = pool.holding(account.credit_balance, account.debits_pending)
     return current
 
 

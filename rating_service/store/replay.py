@@ -93,15 +93,21 @@ class ReplayLog:
         return None if row is None else _replay(row)
 
     async def replays(
-        self, tenant_id: str, workflow_id: str | None = None, limit: int = 100
+        self,
+        tenant_id: str,
+        workflow_id: str | None = None,
+        limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[Replay]:
-        """The tenant's replays (of one workflow, if given), latest first."""
+        """The tenant's replays (of one workflow, if given), latest first, older than `before`."""
         rows = await self._pool.fetch(
             f"{_REPLAYS} WHERE tenant_id = $1 AND ($2::text IS NULL OR workflow_id = $2)"
-            " ORDER BY replay_id DESC LIMIT $3",
+            " AND ($4::bigint IS NULL OR replay_id < $4) ORDER BY replay_id DESC LIMIT $3",
             tenant_id,
             workflow_id,
             limit,
+            before,
         )
         return [_replay(row) for row in rows]
 

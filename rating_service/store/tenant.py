@@ -100,13 +100,22 @@ class TenantStore:
             ).one_or_none()
         return None if row is None else _key(row)
 
-    async def list_keys(self, tenant_id: str, include_revoked: bool) -> list[ApiKey]:
-        """The tenant's keys, oldest first."""
+    async def list_keys(
+        self,
+        tenant_id: str,
+        include_revoked: bool,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[ApiKey]:
+        """The tenant's keys by id, from past `after` (at most `limit`)."""
         query = select(api_keys).where(api_keys.c.tenant_id == tenant_id)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
+        if after is not None:
+            query = query.where(api_keys.c.key_id > after)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query.order_by(api_keys.c.key_id))).all()
+            rows = (await conn.execute(query.order_by(api_keys.c.key_id).limit(limit))).all()
         return [_key(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: datetime, actor: str) -> ApiKey:

@@ -39,6 +39,14 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
+CANCEL_OUTLIVES_INVOICE = "cancel-outlives-invoice"
+"""Patch: a cancel signalled while a date is being invoiced still cancels, after that invoice.
+
+Before it, the flags were reset after each invoice, so a cancel that arrived during one was
+dropped (and one that arrived before a continue-as-new did not reach the new run). Histories
+from before the patch replay on the old path.
+"""
+
 SEVERAL_DATES_PER_RUN = "several-dates-per-run"
 """Patch: a run bills up to `DATES_PER_RUN` dates before it continues as new, not one.
 
@@ -82,6 +90,8 @@ class BillingCycleInput:
     grace_seconds: float
     last_billed: str | None = None
     dates_per_run: int = DATES_PER_RUN
+    cancel_requested: bool = False
+    """A cancel the previous run was signalled while it invoiced: this run cancels first."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ class ContractBillingWorkflow:
     async def run(self, cycle: BillingCycleInput) -> str:
         """Bill the next dates, then continue as new; return "ended" after the final one."""
         self._last_billed = cycle.last_billed
+        self._cancel = self._cancel or cycle.cancel_requested
         contract = ContractRef(cycle.tenant_id, cycle.contract_id)
         # A newer patch implies the older one: its marker is spared in new histories.
         several = workflow.patched(SEVERAL_DATES_PER_RUN)
@@ -180,11 +191,16 @@ class ContractBillingWorkflow:
             self._state = "invoicing"
             await self._invoice(cycle, self._next.at)
             billed += 1
+            # A cancel signalled during the invoice is for the contract, not for that date.
+            cancel = self._cancel and workflow.patched(CANCEL_OUTLIVES_INVOICE)
             if not several or billed >= cycle.dates_per_run:
-                workflow.continue_as_new(replace(cycle, last_billed=self._next.at))
-            # On to the next date as a new run would start: nothing kept from this wait.
+                workflow.continue_as_new(
+                    replace(cycle, last_billed=self._next.at, cancel_requested=cancel)
+                )
+            # On to the next date as a new run would start: nothing else kept from this wait.
             self._last_billed = self._next.at
-            self._cancel = self._bill_now = self._ending = False
+            self._bill_now = self._ending = False
+            self._cancel = cancel
 
     async def _sleep_until(self, bills_at: datetime, billing_date: datetime) -> None:
         """Wait for the billing moment, or until a signal asks for something sooner."""

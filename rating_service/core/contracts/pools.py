@@ -106,6 +106,21 @@ class Pool:
         object.__setattr__(self, "starts_at", starts_at)
         object.__setattr__(self, "expires_at", expires_at)
 
+    def holding(self, balance: Decimal, pending: Decimal) -> Pool:
+        """This pool with another balance and pending hold; its terms are not checked again.
+
+        Every debit moves a pool, and `__post_init__` re-validating terms that were validated
+        when the pool was built cost 10–25 µs a time on the hot path; only the amounts are new.
+        """
+        if not _holds(self.kind, balance, pending):
+            replace(self, balance=balance, pending=pending)  # raises, naming what is wrong
+        moved = object.__new__(Pool)
+        for name in Pool.__slots__:
+            object.__setattr__(moved, name, getattr(self, name))
+        object.__setattr__(moved, "balance", balance)
+        object.__setattr__(moved, "pending", pending)
+        return moved
+
     def _check_scope(self, violations: ViolationCollector) -> None:
         if self.scope is None:
             return
@@ -241,7 +256,7 @@ def apply_movements(
                 ],
                 metadata={"pool_id": pool.pool_id},
             )
-        result[pool.pool_id] = replace(pool, balance=balance, pending=pending)
+        result[pool.pool_id] = pool.holding(balance, pending)
     return result
 
 
@@ -258,6 +273,18 @@ def _moved(pool: Pool, movement: PoolMovement) -> tuple[Decimal, Decimal]:
     if action is MovementAction.RELEASE:
         return pool.balance, pool.pending - amount
     return pool.balance - amount, pool.pending - amount
+
+
+def _holds(kind: CommitmentKind, balance: object, pending: object) -> bool:
+    """Whether a pool of this kind may hold this balance and pending (`Pool.__post_init__`)."""
+    return (
+        isinstance(balance, Decimal)
+        and isinstance(pending, Decimal)
+        and balance.is_finite()
+        and pending.is_finite()
+        and ZERO <= pending <= balance
+        and not (kind is CommitmentKind.POSTPAID_COMMIT and balance)
+    )
 
 
 def _amount_ok(violations: ViolationCollector, path: str, value: object) -> bool:

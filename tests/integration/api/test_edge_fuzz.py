@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from rating_client import RatingClient
+from rating_client.errors import decode_rich_status, error_info
 from rating_client.gen.rating.v1 import (
     admin_pb2,
     catalog_pb2,
@@ -471,3 +472,34 @@ async def test_no_rpc_of_any_service_answers_internal(
         channel.close()
         await running.stop(0.5)
     print("answers:", dict(sorted(answers.items())))
+
+
+async def test_bytes_that_are_no_request_are_refused_as_malformed_after_authentication(
+    any_service_settings: Settings, acme: TenantKeys
+) -> None:
+    running = await start_server(any_service_settings)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    # Field 1, length-delimited, announcing 127 bytes that never come: no message parses it.
+    truncated = b"\x0a\x7f"
+
+    def send(path: str, metadata: Any) -> tuple[str, str]:
+        call = channel.unary_unary(path, _raw, _raw)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(truncated, metadata=metadata, timeout=20)
+        error: Any = refused.value
+        status = decode_rich_status(error.trailing_metadata())
+        info = None if status is None else error_info(status)
+        return error.code().name, "" if info is None else info.reason
+
+    try:
+        for method in (m for m in METHODS if not m.client_streaming):
+            path = f"/{method.containing_service.full_name}/{method.name}"
+            admin = await asyncio.to_thread(send, path, acme.metadata(Role.ADMIN))
+            assert admin[0] in {"INVALID_ARGUMENT", "PERMISSION_DENIED"}, (method.name, admin)
+            if admin[0] == "INVALID_ARGUMENT":
+                assert admin[1] == "MALFORMED_REQUEST", (method.name, admin)
+            stranger = await asyncio.to_thread(send, path, ())
+            assert stranger[0] == "UNAUTHENTICATED", (method.name, stranger)
+    finally:
+        channel.close()
+        await running.stop(0.5)

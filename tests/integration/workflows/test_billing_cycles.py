@@ -420,3 +420,37 @@ async def test_a_gateway_that_never_answers_leaves_the_invoice_issued_and_unpaid
         assert [(a.attempt, a.status, a.failure_code) for a in attempts] == [
             (1, "failed", "gateway_timeout")
         ]
+
+
+async def test_a_cancel_signalled_while_a_date_is_invoiced_still_cancels(
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
+) -> None:
+    # Before the fix, the flags were reset after each invoice: this cancel was dropped and the
+    # cycle went on billing period after period.
+    async with billing_stack(
+        settings, temporal_address, server, acme, invoice_grace_seconds=1.0
+    ) as stack:
+        contract = await open_billing_contract(
+            stack.client, "cus_cancel_mid_invoice", period_seconds=PERIOD, periods=100
+        )
+        handle = stack.temporal.get_workflow_handle(
+            billing_workflow_id(acme.tenant_id, contract.contract_id)
+        )
+
+        async def invoicing() -> bool:
+            schedule = await billing_schedule(handle)
+            return schedule is not None and schedule.state == "invoicing"
+
+        # The opening invoice (fees in advance) is issued at once: cancel while it runs.
+        await eventually(invoicing, timeout_seconds=20)
+        await handle.signal(ContractBillingWorkflow.cancel)
+        async with asyncio.timeout(40):
+            assert await handle.result() == "ended"
+        await record_history(stack.temporal, handle.id, "billing_cancelled_mid_invoice")
+        async with open_invoicing(settings) as invoicing_service:
+            invoices = await invoicing_service.invoices.invoices(
+                acme.tenant_id, contract.contract_id
+            )
+        # The opening invoice, and the final one at the cancellation, long before the term end.
+        assert len(invoices) == 2
+        assert max(i.billing_date for i in invoices) < contract.term_start + timedelta(minutes=1)

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rating/v1/catalog.proto\x12\trating.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x13\n\x06\x65quals\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06one_of\x18\x03 \x03(\tB\t\n\x07_equals\"\xc8\x02\n\x05Meter\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x1e\n\x11quantity_property\x18\x02 \x01(\tH\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.rating.v1.PropertyFilter\x12\x12\n\ndimensions\x18\x04 \x03(\t\x12\x18\n\x0b\x61ggregation\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1c\n\x0funique_property\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x16\n\ttime_unit\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x06window\x18\x08 \x01(\tH\x04\x88\x01\x01\x12\x13\n\x0b\x63orrections\x18\t \x01(\x08\x42\x14\n\x12_quantity_propertyB\x0e\n\x0c_aggregationB\x12\n\x10_unique_propertyB\x0c\n\n_time_unitB\t\n\x07_window\"S\n\x07Product\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x05meter\x18\x03 \x01(\x0b\x32\x10.rating.v1.Meter\x12\x0c\n\x04tags\x18\x04 \x03(\t\"p\n\x0bPricingUnit\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustom_unit\x18\x02 \x01(\t\x12\x18\n\x10invoice_currency\x18\x03 \x01(\t\x12 \n\x18rate_to_invoice_currency\x18\x04 \x01(\t\"\xb8\x02\n\x08RateCard\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65\x66\x66\x65\x63tive_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0cpricing_unit\x18\x05 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12/\n\x06prices\x18\x06 \x03(\x0b\x32\x1f.rating.v1.RateCard.PricesEntry\x1a\x46\n\x0bPricesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\";\n\x14\x43reateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\";\n\x14UpdateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\" \n\x11GetProductRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"\x15\n\x13ListProductsRequest\"<\n\x14ListProductsResponse\x12$\n\x08products\x18\x01 \x03(\x0b\x32\x12.rating.v1.Product\"?\n\x15\x43reateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"@\n\x16\x43reateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"?\n\x15UpdateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"e\n\x16UpdateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\x12#\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x13.rating.v1.RateCard\"!\n\x12GetRateCardRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"<\n\x13GetRateCardResponse\x12%\n\x08versions\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"\x16\n\x14ListRateCardsRequest\"@\n\x15ListRateCardsResponse\x12\'\n\nrate_cards\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"\x9f\x01\n\tUsageLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x38\n\ndimensions\x18\x03 \x03(\x0b\x32$.rating.v1.UsageLine.DimensionsEntry\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x0cQuoteRequest\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x04 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\"\xd8\x01\n\tPriceLine\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\t\x12\x10\n\x08\x66lat_fee\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x11\n\x04tier\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12,\n\x04\x63\x65ll\x18\x07 \x03(\x0b\x32\x1e.rating.v1.PriceLine.CellEntry\x1a+\n\tCellEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_tier\"\x81\x02\n\nQuotedLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.QuotedLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\'\n\tbreakdown\x18\x05 \x03(\x0b\x32\x14.rating.v1.PriceLine\x12%\n\x05meter\x18\x06 \x01(\x0b\x32\x16.rating.v1.MeterChange\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x0bMeterChange\x12\x13\n\x0b\x61ggregation\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"\xe1\x01\n\rQuoteResponse\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12\x19\n\x11rate_card_version\x18\x02 \x01(\x05\x12,\n\x0cpricing_unit\x18\x03 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.rating.v1.QuotedLine\x12\r\n\x05total\x18\x05 \x01(\t\x12!\n\x19total_in_invoice_currency\x18\x06 \x01(\t\x12\x18\n\x10invoice_currency\x18\x07 \x01(\t2\xe0\x05\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.rating.v1.CreateProductRequest\x1a .rating.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.rating.v1.UpdateProductRequest\x1a .rating.v1.UpdateProductResponse\x12I\n\nGetProduct\x12\x1c.rating.v1.GetProductRequest\x1a\x1d.rating.v1.GetProductResponse\x12O\n\x0cListProducts\x12\x1e.rating.v1.ListProductsRequest\x1a\x1f.rating.v1.ListProductsResponse\x12U\n\x0e\x43reateRateCard\x12 .rating.v1.CreateRateCardRequest\x1a!.rating.v1.CreateRateCardResponse\x12U\n\x0eUpdateRateCard\x12 .rating.v1.UpdateRateCardRequest\x1a!.rating.v1.UpdateRateCardResponse\x12L\n\x0bGetRateCard\x12\x1d.rating.v1.GetRateCardRequest\x1a\x1e.rating.v1.GetRateCardResponse\x12R\n\rListRateCards\x12\x1f.rating.v1.ListRateCardsRequest\x1a .rating.v1.ListRateCardsResponse\x12:\n\x05Quote\x12\x17.rating.v1.QuoteRequest\x1a\x18.rating.v1.QuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rating/v1/catalog.proto\x12\trating.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x13\n\x06\x65quals\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06one_of\x18\x03 \x03(\tB\t\n\x07_equals\"\xc8\x02\n\x05Meter\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x1e\n\x11quantity_property\x18\x02 \x01(\tH\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.rating.v1.PropertyFilter\x12\x12\n\ndimensions\x18\x04 \x03(\t\x12\x18\n\x0b\x61ggregation\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1c\n\x0funique_property\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x16\n\ttime_unit\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x06window\x18\x08 \x01(\tH\x04\x88\x01\x01\x12\x13\n\x0b\x63orrections\x18\t \x01(\x08\x42\x14\n\x12_quantity_propertyB\x0e\n\x0c_aggregationB\x12\n\x10_unique_propertyB\x0c\n\n_time_unitB\t\n\x07_window\"S\n\x07Product\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x05meter\x18\x03 \x01(\x0b\x32\x10.rating.v1.Meter\x12\x0c\n\x04tags\x18\x04 \x03(\t\"p\n\x0bPricingUnit\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustom_unit\x18\x02 \x01(\t\x12\x18\n\x10invoice_currency\x18\x03 \x01(\t\x12 \n\x18rate_to_invoice_currency\x18\x04 \x01(\t\"\xb8\x02\n\x08RateCard\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65\x66\x66\x65\x63tive_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0cpricing_unit\x18\x05 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12/\n\x06prices\x18\x06 \x03(\x0b\x32\x1f.rating.v1.RateCard.PricesEntry\x1a\x46\n\x0bPricesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\";\n\x14\x43reateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\";\n\x14UpdateProductRequest\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\" \n\x11GetProductRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.rating.v1.Product\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListProductsResponse\x12$\n\x08products\x18\x01 \x03(\x0b\x32\x12.rating.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15\x43reateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"@\n\x16\x43reateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"?\n\x15UpdateRateCardRequest\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\"e\n\x16UpdateRateCardResponse\x12&\n\trate_card\x18\x01 \x01(\x0b\x32\x13.rating.v1.RateCard\x12#\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x13.rating.v1.RateCard\"!\n\x12GetRateCardRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"<\n\x13GetRateCardResponse\x12%\n\x08versions\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\"=\n\x14ListRateCardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x15ListRateCardsResponse\x12\'\n\nrate_cards\x18\x01 \x03(\x0b\x32\x13.rating.v1.RateCard\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9f\x01\n\tUsageLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x38\n\ndimensions\x18\x03 \x03(\x0b\x32$.rating.v1.UsageLine.DimensionsEntry\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x0cQuoteRequest\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x04 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\"\xd8\x01\n\tPriceLine\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\t\x12\x10\n\x08\x66lat_fee\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x11\n\x04tier\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12,\n\x04\x63\x65ll\x18\x07 \x03(\x0b\x32\x1e.rating.v1.PriceLine.CellEntry\x1a+\n\tCellEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_tier\"\x81\x02\n\nQuotedLine\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x39\n\ndimensions\x18\x03 \x03(\x0b\x32%.rating.v1.QuotedLine.DimensionsEntry\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\'\n\tbreakdown\x18\x05 \x03(\x0b\x32\x14.rating.v1.PriceLine\x12%\n\x05meter\x18\x06 \x01(\x0b\x32\x16.rating.v1.MeterChange\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x0bMeterChange\x12\x13\n\x0b\x61ggregation\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"\xe1\x01\n\rQuoteResponse\x12\x15\n\rrate_card_key\x18\x01 \x01(\t\x12\x19\n\x11rate_card_version\x18\x02 \x01(\x05\x12,\n\x0cpricing_unit\x18\x03 \x01(\x0b\x32\x16.rating.v1.PricingUnit\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.rating.v1.QuotedLine\x12\r\n\x05total\x18\x05 \x01(\t\x12!\n\x19total_in_invoice_currency\x18\x06 \x01(\t\x12\x18\n\x10invoice_currency\x18\x07 \x01(\t2\xe0\x05\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.rating.v1.CreateProductRequest\x1a .rating.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.rating.v1.UpdateProductRequest\x1a .rating.v1.UpdateProductResponse\x12I\n\nGetProduct\x12\x1c.rating.v1.GetProductRequest\x1a\x1d.rating.v1.GetProductResponse\x12O\n\x0cListProducts\x12\x1e.rating.v1.ListProductsRequest\x1a\x1f.rating.v1.ListProductsResponse\x12U\n\x0e\x43reateRateCard\x12 .rating.v1.CreateRateCardRequest\x1a!.rating.v1.CreateRateCardResponse\x12U\n\x0eUpdateRateCard\x12 .rating.v1.UpdateRateCardRequest\x1a!.rating.v1.UpdateRateCardResponse\x12L\n\x0bGetRateCard\x12\x1d.rating.v1.GetRateCardRequest\x1a\x1e.rating.v1.GetRateCardResponse\x12R\n\rListRateCards\x12\x1f.rating.v1.ListRateCardsRequest\x1a .rating.v1.ListRateCardsResponse\x12:\n\x05Quote\x12\x17.rating.v1.QuoteRequest\x1a\x18.rating.v1.QuoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,43 +67,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTRESPONSE']._serialized_start=1310
   _globals['_GETPRODUCTRESPONSE']._serialized_end=1367
   _globals['_LISTPRODUCTSREQUEST']._serialized_start=1369
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1390
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1392
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1452
-  _globals['_CREATERATECARDREQUEST']._serialized_start=1454
-  _globals['_CREATERATECARDREQUEST']._serialized_end=1517
-  _globals['_CREATERATECARDRESPONSE']._serialized_start=1519
-  _globals['_CREATERATECARDRESPONSE']._serialized_end=1583
-  _globals['_UPDATERATECARDREQUEST']._serialized_start=1585
-  _globals['_UPDATERATECARDREQUEST']._serialized_end=1648
-  _globals['_UPDATERATECARDRESPONSE']._serialized_start=1650
-  _globals['_UPDATERATECARDRESPONSE']._serialized_end=1751
-  _globals['_GETRATECARDREQUEST']._serialized_start=1753
-  _globals['_GETRATECARDREQUEST']._serialized_end=1786
-  _globals['_GETRATECARDRESPONSE']._serialized_start=1788
-  _globals['_GETRATECARDRESPONSE']._serialized_end=1848
-  _globals['_LISTRATECARDSREQUEST']._serialized_start=1850
-  _globals['_LISTRATECARDSREQUEST']._serialized_end=1872
-  _globals['_LISTRATECARDSRESPONSE']._serialized_start=1874
-  _globals['_LISTRATECARDSRESPONSE']._serialized_end=1938
-  _globals['_USAGELINE']._serialized_start=1941
-  _globals['_USAGELINE']._serialized_end=2100
-  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_start=2051
-  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_end=2100
-  _globals['_QUOTEREQUEST']._serialized_start=2103
-  _globals['_QUOTEREQUEST']._serialized_end=2284
-  _globals['_PRICELINE']._serialized_start=2287
-  _globals['_PRICELINE']._serialized_end=2503
-  _globals['_PRICELINE_CELLENTRY']._serialized_start=2451
-  _globals['_PRICELINE_CELLENTRY']._serialized_end=2494
-  _globals['_QUOTEDLINE']._serialized_start=2506
-  _globals['_QUOTEDLINE']._serialized_end=2763
-  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_start=2051
-  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_end=2100
-  _globals['_METERCHANGE']._serialized_start=2765
-  _globals['_METERCHANGE']._serialized_end=2860
-  _globals['_QUOTERESPONSE']._serialized_start=2863
-  _globals['_QUOTERESPONSE']._serialized_end=3088
-  _globals['_CATALOGSERVICE']._serialized_start=3091
-  _globals['_CATALOGSERVICE']._serialized_end=3827
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1429
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1431
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1516
+  _globals['_CREATERATECARDREQUEST']._serialized_start=1518
+  _globals['_CREATERATECARDREQUEST']._serialized_end=1581
+  _globals['_CREATERATECARDRESPONSE']._serialized_start=1583
+  _globals['_CREATERATECARDRESPONSE']._serialized_end=1647
+  _globals['_UPDATERATECARDREQUEST']._serialized_start=1649
+  _globals['_UPDATERATECARDREQUEST']._serialized_end=1712
+  _globals['_UPDATERATECARDRESPONSE']._serialized_start=1714
+  _globals['_UPDATERATECARDRESPONSE']._serialized_end=1815
+  _globals['_GETRATECARDREQUEST']._serialized_start=1817
+  _globals['_GETRATECARDREQUEST']._serialized_end=1850
+  _globals['_GETRATECARDRESPONSE']._serialized_start=1852
+  _globals['_GETRATECARDRESPONSE']._serialized_end=1912
+  _globals['_LISTRATECARDSREQUEST']._serialized_start=1914
+  _globals['_LISTRATECARDSREQUEST']._serialized_end=1975
+  _globals['_LISTRATECARDSRESPONSE']._serialized_start=1977
+  _globals['_LISTRATECARDSRESPONSE']._serialized_end=2066
+  _globals['_USAGELINE']._serialized_start=2069
+  _globals['_USAGELINE']._serialized_end=2228
+  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_start=2179
+  _globals['_USAGELINE_DIMENSIONSENTRY']._serialized_end=2228
+  _globals['_QUOTEREQUEST']._serialized_start=2231
+  _globals['_QUOTEREQUEST']._serialized_end=2412
+  _globals['_PRICELINE']._serialized_start=2415
+  _globals['_PRICELINE']._serialized_end=2631
+  _globals['_PRICELINE_CELLENTRY']._serialized_start=2579
+  _globals['_PRICELINE_CELLENTRY']._serialized_end=2622
+  _globals['_QUOTEDLINE']._serialized_start=2634
+  _globals['_QUOTEDLINE']._serialized_end=2891
+  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_start=2179
+  _globals['_QUOTEDLINE_DIMENSIONSENTRY']._serialized_end=2228
+  _globals['_METERCHANGE']._serialized_start=2893
+  _globals['_METERCHANGE']._serialized_end=2988
+  _globals['_QUOTERESPONSE']._serialized_start=2991
+  _globals['_QUOTERESPONSE']._serialized_end=3216
+  _globals['_CATALOGSERVICE']._serialized_start=3219
+  _globals['_CATALOGSERVICE']._serialized_end=3955
 # @@protoc_insertion_point(module_scope)

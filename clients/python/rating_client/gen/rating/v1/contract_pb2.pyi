@@ -626,12 +626,21 @@ Global___GetCustomerResponse: _TypeAlias = GetCustomerResponse  # noqa: Y015
 class ListCustomersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many; 0 means 50, more than 500 is refused."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters; empty: the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,16 +651,22 @@ class ListCustomersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def customers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer]: ...
+    def customers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer]:
+        """By customer id."""
+
     def __init__(
         self,
         *,
         customers: _abc.Iterable[Global___Customer] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -749,16 +764,24 @@ class ListContractsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Empty: every contract of the tenant."""
+    page_size: _builtins.int
+    """At most this many; 0 means 50, more than 500 is refused."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters; empty: the first page."""
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -769,16 +792,22 @@ class ListContractsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def contracts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contract]: ...
+    def contracts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contract]:
+        """By customer id, then term start (then contract id)."""
+
     def __init__(
         self,
         *,
         contracts: _abc.Iterable[Global___Contract] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contracts", b"contracts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contracts", b"contracts", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

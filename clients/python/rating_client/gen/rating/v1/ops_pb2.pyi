@@ -410,19 +410,23 @@ class ListReplaysRequest(_message.Message):
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """Only this workflow's; empty: all of the tenant's."""
     limit: _builtins.int
     """At most this many (0 means 100; at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters; empty: the first page."""
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
         limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_token", b"page_token", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -433,16 +437,22 @@ class ListReplaysResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPLAYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def replays(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replay]: ...
+    def replays(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replay]:
+        """Latest first."""
+
     def __init__(
         self,
         *,
         replays: _abc.Iterable[Global___Replay] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["replays", b"replays"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "replays", b"replays"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
