@@ -28,6 +28,7 @@ from rating_service.core.pricing import (
     Volume,
     incremental_charge,
 )
+from rating_service.core.pricing.price_terms import PeriodTerms, PriceWithTerms
 
 TARGET_MEDIAN_NS = 20_000
 """The issue's target (20 µs median) for tiered and matrix models on the 2-core machine."""
@@ -123,6 +124,21 @@ def main(iterations: int) -> None:
         ("per_unit", PerUnit(price), False, False),
         ("graduated (5 tiers)", Graduated(FIVE_TIERS), False, True),
         ("volume (5 tiers)", Volume(FIVE_TIERS), False, True),
+        (
+            # Every period term that adds work per event: free units, free amount, the cap.
+            "graduated + terms",
+            PriceWithTerms(
+                Graduated(FIVE_TIERS),
+                PeriodTerms(
+                    free_units=D(100_000),
+                    free_amount=D(5),
+                    maximum_spend=D(3000),
+                    first_tier_fee_at_zero=True,
+                ),
+            ),
+            False,
+            True,
+        ),
         ("package", Package(D(1000), D("0.002"), D(100_000)), False, False),
         ("matrix 6x3 graduated", matrix_of_graduated_cells(), True, True),
         ("percentage", Percentage(D("0.2"), D("0.30"), D("1"), D("500")), False, False),

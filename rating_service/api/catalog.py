@@ -208,6 +208,17 @@ def quote_message(result: Quote) -> catalog_pb2.QuoteResponse:
         total_in_invoice_currency=format_decimal(result.total_in_invoice_currency),
         invoice_currency=card.pricing_unit.invoice_currency.code,
     )
+    for period_line in result.period_lines:
+        model = card.price_of(period_line.product_key)
+        names = model.dimensions if isinstance(model, Matrix) else ()
+        response.period_lines.append(
+            catalog_pb2.QuotedPeriodLine(
+                product_key=period_line.product_key,
+                cell=dict(zip(names, period_line.cell, strict=False)),
+                kind=period_line.kind,
+                amount=format_decimal(period_line.amount),
+            )
+        )
     for quoted in result.lines:
         model = card.price_of(quoted.usage.product_key)
         dimension_names = model.dimensions if isinstance(model, Matrix) else ()

@@ -14,8 +14,9 @@ from rating_service.api.pages import Page, Position
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import Role
 from rating_service.core.contracts.contract import Contract, Customer, contract_to_dict
-from rating_service.core.errors import ViolationCollector
+from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal
+from rating_service.ops.actions import OperatorActions
 from rating_service.services.contract import ContractAdmin, Outcome
 from rating_service.store.contract import Commitment, ContractPosition
 
@@ -25,8 +26,9 @@ READERS = (Role.ADMIN, Role.OPS, Role.RATER)
 class ContractServicer(contract_pb2_grpc.ContractServiceServicer):
     """Converts ContractService messages to contract-administration calls and back."""
 
-    def __init__(self, admin: ContractAdmin) -> None:
+    def __init__(self, admin: ContractAdmin, actions: OperatorActions) -> None:
         self._admin = admin
+        self._actions = actions
 
     @allow(Role.ADMIN)
     async def CreateCustomer(
@@ -115,6 +117,34 @@ class ContractServicer(contract_pb2_grpc.ContractServiceServicer):
         outcome = await self._admin.adjust_balance(current_caller(), _fields(request))
         return contract_pb2.AdjustBalanceResponse(**_outcome_fields(outcome))
 
+    @allow(Role.ADMIN)
+    async def SetPaymentMethod(
+        self, request: contract_pb2.SetPaymentMethodRequest, context: aio.ServicerContext
+    ) -> contract_pb2.SetPaymentMethodResponse:
+        _require_contract_id(request.contract_id)
+        changed = await self._actions.set_payment_method(
+            current_caller(), request.contract_id, request.payment_method
+        )
+        return contract_pb2.SetPaymentMethodResponse(
+            contract=contract_message(changed.contract), retried_invoice_ids=changed.retried
+        )
+
+    @allow(Role.ADMIN)
+    async def CancelContract(
+        self, request: contract_pb2.CancelContractRequest, context: aio.ServicerContext
+    ) -> contract_pb2.CancelContractResponse:
+        _require_contract_id(request.contract_id)
+        await self._actions.cancel_contract(current_caller(), request.contract_id)
+        return contract_pb2.CancelContractResponse()
+
+    @allow(Role.ADMIN, Role.OPS)
+    async def BillNow(
+        self, request: contract_pb2.BillNowRequest, context: aio.ServicerContext
+    ) -> contract_pb2.BillNowResponse:
+        _require_contract_id(request.contract_id)
+        await self._actions.bill_now(current_caller(), request.contract_id)
+        return contract_pb2.BillNowResponse()
+
 
 def _fields(message: Any) -> dict[str, object]:
     # Field names as declared, so the core's violation paths name the request's fields.
@@ -164,3 +194,8 @@ def _contract_position(position: Position) -> ContractPosition:
     customer_id, term_start, contract_id = position
     assert isinstance(term_start, datetime)
     return (str(customer_id), term_start, str(contract_id))
+
+
+def _require_contract_id(contract_id: str) -> None:
+    if not contract_id:
+        raise InvalidArgument.of_field("contract_id", "is required")

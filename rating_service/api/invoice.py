@@ -1,4 +1,4 @@
-"""InvoiceService: invoices, their documents and payment attempts, as protos (read only)."""
+"""InvoiceService: invoices, their documents and payment attempts; voids and payments."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import Invoice, InvoiceLine, LineKind
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal
+from rating_service.ops.actions import OperatorActions
 from rating_service.services.invoice import Invoicing
 from rating_service.store.invoice import InvoicePosition, PaymentAttempt
 
@@ -27,8 +28,9 @@ CONTENT_TYPES = {"html": "text/html; charset=utf-8", "pdf": "application/pdf"}
 class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
     """Converts InvoiceService messages to invoicing reads and back."""
 
-    def __init__(self, invoicing: Invoicing) -> None:
+    def __init__(self, invoicing: Invoicing, actions: OperatorActions) -> None:
         self._invoicing = invoicing
+        self._actions = actions
 
     @allow(*READERS)
     async def GetInvoice(
@@ -93,6 +95,47 @@ class InvoiceServicer(invoice_pb2_grpc.InvoiceServiceServicer):
         attempts, token = page.of_sorted(found, lambda attempt: (attempt.attempt,))
         return invoice_pb2.ListPaymentAttemptsResponse(
             attempts=[payment_attempt_message(a) for a in attempts], next_page_token=token
+        )
+
+    @allow(*READERS)
+    async def VoidInvoice(
+        self, request: invoice_pb2.VoidInvoiceRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.VoidInvoiceResponse:
+        violations = ViolationCollector()
+        if not request.invoice_id:
+            violations.add("invoice_id", "is required")
+        if not request.reason.strip():
+            violations.add("reason", "say why the invoice is voided (kept in the audit log)")
+        violations.raise_if_any()
+        caller = current_caller()
+        voided = await self._actions.void_invoice(
+            caller,
+            request.invoice_id,
+            request.reason,
+            regenerate=request.regenerate,
+            actor=f"key:{caller.key_id}",
+        )
+        return invoice_pb2.VoidInvoiceResponse(
+            invoice=invoice_message(voided.invoice),
+            revision_workflow_id=voided.revision_workflow_id or "",
+        )
+
+    @allow(*READERS)
+    async def RecordPayment(
+        self, request: invoice_pb2.RecordPaymentRequest, context: aio.ServicerContext
+    ) -> invoice_pb2.RecordPaymentResponse:
+        violations = ViolationCollector()
+        if not request.invoice_id:
+            violations.add("invoice_id", "is required")
+        if not request.reference.strip():
+            violations.add("reference", "say how it was paid (a wire reference)")
+        violations.raise_if_any()
+        caller = current_caller()
+        paid = await self._actions.record_payment(
+            caller, request.invoice_id, request.reference, actor=f"key:{caller.key_id}"
+        )
+        return invoice_pb2.RecordPaymentResponse(
+            invoice=invoice_message(paid.invoice), contract_status=str(paid.contract.status)
         )
 
 

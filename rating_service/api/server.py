@@ -36,6 +36,7 @@ from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.invoice import InvoiceServicer
 from rating_service.api.ops import OpsServicer
 from rating_service.api.rating import RatingServicer
+from rating_service.ops.actions import OperatorActions
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
@@ -97,6 +98,7 @@ def build_server(
     settings: Settings,
     services: ApiServices,
     invoice_replays: Callable[[], Awaitable[InvoiceReplays]],
+    actions: OperatorActions,
     *,
     shared_port: bool = False,
 ) -> GrpcServer:
@@ -130,7 +132,7 @@ def build_server(
 
         bench_pb2_grpc.add_BenchServiceServicer_to_server(BenchServicer(services.pool), server)
     contract_pb2_grpc.add_ContractServiceServicer_to_server(
-        ContractServicer(services.contract_admin), server
+        ContractServicer(services.contract_admin, actions), server
     )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
         CatalogServicer(services.catalogs, services.books), server
@@ -146,7 +148,7 @@ def build_server(
         server,
     )
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(
-        InvoiceServicer(services.invoicing), server
+        InvoiceServicer(services.invoicing, actions), server
     )
     ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
     health = HealthServicer()

@@ -8,24 +8,20 @@ from typing import TYPE_CHECKING
 import click
 
 from rating_service.cli.command_line import (
-    load_settings,
     parse_timestamp,
     run_async,
     tenant_option,
 )
 from rating_service.cli.tenant_services import (
-    components,
+    actions_of,
     contract_admin_call,
-    contract_admin_of,
-    invoicing_of,
-    signal_dunning,
-    temporal_before,
 )
 from rating_service.core.auth import Caller
 from rating_service.core.money import format_decimal
 
 if TYPE_CHECKING:
     from rating_service.core.contracts.contract import Contract
+    from rating_service.ops.actions import PaymentMethodSet
     from rating_service.services.contract import ContractAdmin, Outcome
     from rating_service.store.contract import Commitment
 
@@ -139,7 +135,7 @@ def contracts_show(contract_id: str, tenant_name: str) -> None:
 @tenant_option
 def contracts_cancel(contract_id: str, tenant_name: str) -> None:
     """End a contract now: its billing workflow ends the term and issues the final invoice."""
-    run_async(_signal_billing, tenant_name, contract_id, "cancel")
+    run_async(_signal_billing, tenant_name, contract_id, True)
     click.echo(f"asked {contract_id}'s billing cycle to cancel; `rating invoices list` shows it")
 
 
@@ -148,28 +144,25 @@ def contracts_cancel(contract_id: str, tenant_name: str) -> None:
 @tenant_option
 def contracts_bill_now(contract_id: str, tenant_name: str) -> None:
     """Invoice a period that has ended without waiting out its grace window."""
-    run_async(_signal_billing, tenant_name, contract_id, "bill_now")
+    run_async(_signal_billing, tenant_name, contract_id, False)
     click.echo(f"asked {contract_id}'s billing cycle to bill the ended period now")
 
 
-async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> None:
-    """Send a signal to a contract's billing workflow, with an actionable error if it has none."""
-    from temporalio.service import RPCError
+async def _signal_billing(tenant_name: str, contract_id: str, cancel: bool) -> None:
+    """Signal a contract's billing workflow, with an actionable error if it has none."""
+    from rating_service.core.errors import FailedPrecondition
 
-    from rating_service.runtime.temporal import connect_temporal
-    from rating_service.workflows.billing import billing_workflow_id
-
-    async with components() as built:
-        tenant = await built.tenants.find(tenant_name)
-    client = await connect_temporal(load_settings())
-    handle = client.get_workflow_handle(billing_workflow_id(tenant.tenant_id, contract_id))
-    try:
-        await handle.signal(signal)
-    except RPCError as error:
-        raise click.ClickException(
-            f"contract {contract_id!r} has no running billing cycle ({error.message}); check the"
-            " id with `rating contracts list`, and that `rating worker` is running"
-        ) from error
+    async with actions_of(tenant_name, "nothing was signalled") as (actions, caller):
+        try:
+            if cancel:
+                await actions.cancel_contract(caller, contract_id)
+            else:
+                await actions.bill_now(caller, contract_id)
+        except FailedPrecondition as error:
+            raise click.ClickException(
+                f"{error.message}; check the id with `rating contracts list`, and that"
+                " `rating worker` is running"
+            ) from error
 
 
 @contracts.command("payment-method")
@@ -178,30 +171,22 @@ async def _signal_billing(tenant_name: str, contract_id: str, signal: str) -> No
 @click.option("--token", required=True, help="The payment method's token at the gateway.")
 def contracts_payment_method(contract_id: str, tenant_name: str, token: str) -> None:
     """Save a contract's new payment method; invoices in dunning are retried with it at once."""
-    changed: tuple[Contract, list[str]] = run_async(
-        _change_payment_method, tenant_name, contract_id, token
-    )
-    contract, retried = changed
-    click.echo(f"saved {token} as {contract.contract_id}'s payment method")
-    for invoice_id in retried:
+    changed: PaymentMethodSet = run_async(_change_payment_method, tenant_name, contract_id, token)
+    click.echo(f"saved {token} as {changed.contract.contract_id}'s payment method")
+    for invoice_id in changed.retried:
         click.echo(f"retrying {invoice_id} now")
 
 
 async def _change_payment_method(
     tenant_name: str, contract_id: str, token: str
-) -> tuple[Contract, list[str]]:
-    """Save the method and signal each unpaid invoice's dunning; the invoices signalled."""
-    # Temporal first: a method saved that dunning never hears of leaves a suspended contract
-    # suspended, so without Temporal nothing is saved.
-    temporal = await temporal_before(
+) -> PaymentMethodSet:
+    """Save the method and signal each unpaid invoice's dunning."""
+    unchanged = (
         "nothing was saved: the dunning of the contract's unpaid invoices must hear of a new"
         " payment method through Temporal (or a suspended contract stays suspended)"
     )
-    async with contract_admin_of(tenant_name) as (admin, caller):
-        contract = await admin.change_payment_method(caller, contract_id, token)
-    async with invoicing_of(tenant_name) as (invoicing, tenant_id):
-        unpaid = await invoicing.invoices.unpaid_invoice_ids(tenant_id, contract_id)
-    return contract, await signal_dunning(temporal, tenant_id, unpaid, "payment_method_updated")
+    async with actions_of(tenant_name, unchanged) as (actions, caller):
+        return await actions.set_payment_method(caller, contract_id, token)
 
 
 @click.group()

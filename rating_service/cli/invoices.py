@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rating_service.cli.command_line import T, echo_table, load_settings, run_async, tenant_option
-from rating_service.cli.tenant_services import invoicing_of, signal_dunning, temporal_before
+from rating_service.cli.command_line import T, echo_table, run_async, tenant_option
+from rating_service.cli.tenant_services import actions_of, invoicing_of
 from rating_service.core.money import format_decimal
 
 if TYPE_CHECKING:
-    from temporalio.client import Client as TemporalClient
-
+    from rating_service.core.auth import Caller
     from rating_service.core.billing.invoice import Invoice
+    from rating_service.ops.actions import OperatorActions, Paid, Voided
     from rating_service.services.invoice import Invoicing
     from rating_service.store.invoice import PaymentAttempt
 
@@ -198,42 +198,20 @@ def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bo
     by a new invoice workflow (`invoice/<tenant>/<contract>/<billing date>/r<n>`).
     """
     actor = f"cli:{os.environ.get('USER', 'operator')}"
+    unchanged = "nothing was voided: its revision is issued by a workflow"
 
-    async def void(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str | None]:
-        temporal = (
-            await temporal_before("nothing was voided: its revision is issued by a workflow")
-            if regenerate
-            else None
+    async def void(actions: OperatorActions, caller: Caller) -> Voided:
+        return await actions.void_invoice(
+            caller, invoice_id, reason, regenerate=regenerate, actor=actor
         )
-        voided = await invoicing.void(tenant_id, invoice_id, actor, reason)
-        if temporal is None:
-            return voided, None
-        return voided, await _start_revision(temporal, voided, voided.revision + 1)
 
-    done: tuple[Invoice, str | None] = _invoicing_call(tenant_name, void)
-    voided, workflow_id = done
-    click.echo(f"voided {voided.invoice_id} ({voided.number or 'a draft'})")
-    if workflow_id is not None:
-        click.echo(f"revision {voided.revision + 1} is being issued by workflow {workflow_id}")
-
-
-async def _start_revision(temporal: TemporalClient, voided: Invoice, revision: int) -> str:
-    """Start the invoice workflow of the next revision of a voided invoice; its id."""
-    from rating_service.workflows.invoice import (
-        InvoiceRequest,
-        InvoiceWorkflow,
-        invoice_workflow_id,
-    )
-
-    billing_date = voided.billing_date.isoformat()
-    workflow_id = invoice_workflow_id(voided.tenant_id, voided.contract_id, billing_date, revision)
-    await temporal.start_workflow(
-        InvoiceWorkflow.run,
-        InvoiceRequest(voided.tenant_id, voided.contract_id, billing_date, revision),
-        id=workflow_id,
-        task_queue=load_settings().temporal_task_queue,
-    )
-    return workflow_id
+    voided: Voided = _action(tenant_name, unchanged if regenerate else "", void)
+    click.echo(f"voided {voided.invoice.invoice_id} ({voided.invoice.number or 'a draft'})")
+    if voided.revision_workflow_id is not None:
+        click.echo(
+            f"revision {voided.invoice.revision + 1} is being issued by workflow"
+            f" {voided.revision_workflow_id}"
+        )
 
 
 @invoices.command("pay")
@@ -243,37 +221,53 @@ async def _start_revision(temporal: TemporalClient, voided: Invoice, revision: i
 def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
     """Record a payment made outside the gateway; a contract suspended for the invoice resumes."""
     actor = f"cli:{os.environ.get('USER', 'operator')}"
+    unchanged = (
+        "nothing was recorded: the invoice's dunning must hear of a payment through Temporal"
+    )
 
-    async def pay(invoicing: Invoicing, tenant_id: str) -> tuple[Invoice, str]:
-        temporal = await temporal_before(
-            "nothing was recorded: the invoice's dunning must hear of a payment through Temporal"
-        )
-        paid = await invoicing.record_payment(tenant_id, invoice_id, reference, actor)
-        contract = await invoicing.contract_of(paid)
-        await signal_dunning(temporal, tenant_id, [invoice_id], "invoice_paid")
-        return paid, str(contract.status)
+    async def pay(actions: OperatorActions, caller: Caller) -> Paid:
+        return await actions.record_payment(caller, invoice_id, reference, actor=actor)
 
-    recorded: tuple[Invoice, str] = _invoicing_call(tenant_name, pay)
-    paid, status = recorded
-    click.echo(f"{paid.invoice_id} ({paid.number}) is {paid.state}: {_money(paid.total, paid)}")
-    click.echo(f"contract {paid.contract_id} is {status}")
+    paid: Paid = _action(tenant_name, unchanged, pay)
+    invoice = paid.invoice
+    total = _money(invoice.total, invoice)
+    click.echo(f"{invoice.invoice_id} ({invoice.number}) is {invoice.state}: {total}")
+    click.echo(f"contract {invoice.contract_id} is {paid.contract.status}")
+
+
+def _action(
+    tenant_name: str, unchanged: str, call: Callable[[OperatorActions, Caller], Awaitable[T]]
+) -> T:
+    """Make one operator action for the tenant; an unknown invoice says how to find it."""
+
+    async def run() -> T:
+        async with actions_of(tenant_name, unchanged) as (actions, caller):
+            return await _listed_on_miss(tenant_name, call(actions, caller))
+
+    return run_async(run)
+
+
+async def _listed_on_miss(tenant_name: str, call: Awaitable[T]) -> T:
+    """The call's answer; an unknown invoice says how to list the tenant's invoices."""
+    from rating_service.core.errors import NotFound
+
+    try:
+        return await call
+    except NotFound as missing:
+        if missing.reason != "INVOICE_NOT_FOUND":
+            raise
+        raise click.ClickException(
+            f"{missing.message} for tenant {tenant_name!r}; `rating invoices list"
+            f" --tenant {tenant_name}` lists its invoices"
+        ) from missing
 
 
 def _invoicing_call(tenant_name: str, call: Callable[[Invoicing, str], Awaitable[T]]) -> T:
     """Make one invoicing call for the tenant; an unknown invoice says how to find the right one."""
-    from rating_service.core.errors import NotFound
 
     async def run() -> T:
         async with invoicing_of(tenant_name) as (invoicing, tenant_id):
-            try:
-                return await call(invoicing, tenant_id)
-            except NotFound as missing:
-                if missing.reason != "INVOICE_NOT_FOUND":
-                    raise
-                raise click.ClickException(
-                    f"{missing.message} for tenant {tenant_name!r}; `rating invoices list"
-                    f" --tenant {tenant_name}` lists its invoices"
-                ) from missing
+            return await _listed_on_miss(tenant_name, call(invoicing, tenant_id))
 
     return run_async(run)
 

@@ -1,9 +1,9 @@
-"""What operator commands act through: a named tenant's database and services, and its dunning."""
+"""What operator commands act through: a named tenant's database, services and operator actions."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -15,6 +15,7 @@ from rating_service.core.errors import DomainError
 if TYPE_CHECKING:
     from temporalio.client import Client as TemporalClient
 
+    from rating_service.ops.actions import OperatorActions
     from rating_service.runtime.bootstrap import Components
     from rating_service.services.catalog import Catalogs
     from rating_service.services.contract import ContractAdmin
@@ -84,20 +85,10 @@ async def temporal_before(unchanged: str) -> TemporalClient:
         raise click.ClickException(f"{exc.message}; {unchanged}") from exc
 
 
-async def signal_dunning(
-    temporal: TemporalClient, tenant_id: str, invoice_ids: Sequence[str], signal: str
-) -> list[str]:
-    """Signal the dunning workflows of these invoices that are running; the invoices signalled."""
-    from temporalio.service import RPCError
-
-    from rating_service.workflows.dunning import dunning_workflow_id
-
-    signalled = []
-    for invoice_id in invoice_ids:
-        handle = temporal.get_workflow_handle(dunning_workflow_id(tenant_id, invoice_id))
-        try:
-            await handle.signal(signal)
-        except RPCError:
-            continue  # not in dunning: never failed to pay, or its dunning has ended
-        signalled.append(invoice_id)
-    return signalled
+@contextlib.asynccontextmanager
+async def actions_of(
+    tenant_name: str, unchanged: str
+) -> AsyncIterator[tuple[OperatorActions, Caller]]:
+    """Operator actions for the tenant named; without Temporal, say what did not happen."""
+    async with tenant_components(tenant_name) as (built, caller):
+        yield built.operator_actions(lambda: temporal_before(unchanged)), caller

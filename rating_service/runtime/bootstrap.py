@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from functools import cached_property
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from rating_service.failpoints import Failpoints
+from rating_service.ops.actions import OperatorActions
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.payments import SimulatedGateway
 from rating_service.payments.gateway import PaymentGateway
@@ -220,6 +221,12 @@ class Components:
     def webhooks(self) -> Webhooks:
         """Webhook endpoints and the delivery of notifications to them."""
         return Webhooks(self.webhook_store)
+
+    def operator_actions(self, temporal: Callable[[], Awaitable[Client]]) -> OperatorActions:
+        """Operator actions on invoices and contracts, telling workflows through `temporal`."""
+        return OperatorActions(
+            self.invoicing, self.contract_admin, temporal, self.settings.temporal_task_queue
+        )
 
     def invoice_replays(self, temporal: Client) -> InvoiceReplays:
         """Ops' view of failed invoice workflows, and their replay, over `temporal`."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from grpc import aio
 from grpc_health.v1._async import HealthServicer
+from temporalio.client import Client
 
 from rating_service.api.edge import CUT_SHORT_SECONDS, EdgeInterceptor
 from rating_service.api.health import DatabaseHealth
@@ -73,18 +74,32 @@ async def start_server(settings: Settings, *, shared_port: bool = False) -> Runn
     catalogs, books = components.catalogs, components.books
     changes.subscribe(catalogs.channel, catalogs.cache.forget, catalogs.cache.forget_all)
     changes.subscribe(books.channel, books.forget_payload, books.cache.forget_all)
+    temporal: Client | None = None
     replays: InvoiceReplays | None = None
     connecting = asyncio.Lock()
 
-    async def invoice_replays() -> InvoiceReplays:
-        """Ops' replays, connected to Temporal on first use (the server starts without it)."""
-        nonlocal replays
+    async def temporal_client() -> Client:
+        """Temporal, connected on first use: the server starts and rates without it."""
+        nonlocal temporal
         async with connecting:
-            if replays is None:
-                replays = components.invoice_replays(await connect_temporal(settings))
+            if temporal is None:
+                temporal = await connect_temporal(settings)
+        return temporal
+
+    async def invoice_replays() -> InvoiceReplays:
+        """Ops' replays, over Temporal once it is reached."""
+        nonlocal replays
+        if replays is None:
+            replays = components.invoice_replays(await temporal_client())
         return replays
 
-    built = build_server(settings, components, invoice_replays, shared_port=shared_port)
+    built = build_server(
+        settings,
+        components,
+        invoice_replays,
+        components.operator_actions(temporal_client),
+        shared_port=shared_port,
+    )
     port = bind(built.server, settings)
     metrics_port, metrics_http = start_metrics(settings.metrics_address, built.metrics)
     await built.server.start()

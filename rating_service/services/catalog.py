@@ -7,7 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from rating_service.core.auth import Caller
-from rating_service.core.contracts.contract import Contract
+from rating_service.core.contracts.contract import (
+    Contract,
+    billing_period_containing,
+    nominal_billing_period,
+)
 from rating_service.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from rating_service.core.pricing.catalog import (
     Catalog,
@@ -17,6 +21,7 @@ from rating_service.core.pricing.catalog import (
     plan_changes,
 )
 from rating_service.core.pricing.meter import Product, product_from_dict
+from rating_service.core.pricing.period_price import price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.quote import Quote, UsageLine, quote
 from rating_service.core.pricing.rate_card import RateCard, rate_card_from_dict
@@ -156,8 +161,13 @@ class Catalogs:
                 f"the contract prices on {contract.rate_card_key!r}; leave it empty or use that",
             )
 
+        period = billing_period_containing(contract, moment)
+        nominal = nominal_billing_period(contract, moment)
+
         def on_contract(product: Product, model: PriceModel) -> PriceModel:
-            return contract.prices.price(model, product.key, product.tags, moment)
+            own = contract.prices.price(model, product.key, product.tags, moment)
+            # A prorated price quotes as rating prices it: cut to the contract's active share.
+            return price_for_period(own, nominal, period)
 
         return quote(catalog, contract.rate_card_key, moment, lines, period_to_date, on_contract)
 

@@ -5,9 +5,14 @@ charges, read from the period counters, so the invoice costs the same for 10 eve
 million. Each line is rounded once, half up, to the currency's minor unit; the total is the
 sum of the rounded lines.
 
-Order of the lines: usage in arrears (by product, then matrix cell), credits and commits
-applied to that usage (negative), recurring fees (arrears for the closed period, then advance
-for the next), prepaid commits due, and at term end the postpaid true-up.
+Order of the lines: usage in arrears (by product, then matrix cell), each followed by its
+maximum-spend discount (negative) when its price caps the period, minimum-spend top-ups,
+credits and commits applied to that usage (negative), recurring fees (arrears for the closed
+period, including first-tier fees owed at zero usage, then advance for the next), prepaid
+commits due, and at term end the postpaid true-up.
+
+A price's period terms (`rating_service.core.pricing.price_terms`) are read from the price in
+force at the period's last moment, prorated to the part of the period the contract was active.
 """
 
 from __future__ import annotations
@@ -38,10 +43,13 @@ from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.breakdown import LineItem, PriceLine
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
-from rating_service.core.pricing.matrix import Matrix
+from rating_service.core.pricing.matrix import CellPriceModel, Matrix
 from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.period_price import price_for_period
 from rating_service.core.pricing.price_model import PriceModel
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.proration import prorate, share_of
+from rating_service.core.pricing.spend_limits import minimum_top_up
 
 ZERO = Decimal(0)
 _MICROSECOND = timedelta(microseconds=1)
@@ -90,6 +98,7 @@ def compose_invoice(inputs: InvoiceInputs) -> Invoice:
     lines: list[InvoiceLine] = []
     if when.arrears is not None:
         lines.extend(_usage_lines(inputs, when.arrears))
+        lines.extend(_minimum_spend_lines(inputs, when.arrears))
         for pool_id, amount in sorted((inputs.drawn or {}).items()):
             if amount and pool_id in pools:
                 pool = pools[pool_id]
@@ -104,6 +113,7 @@ def compose_invoice(inputs: InvoiceInputs) -> Invoice:
                     )
                 )
         lines.extend(_fee_lines(inputs, when.arrears, BillingTiming.IN_ARREARS))
+        lines.extend(_first_tier_fee_lines(inputs, when.arrears))
     if when.advance is not None:
         lines.extend(_fee_lines(inputs, when.advance, BillingTiming.IN_ADVANCE))
     lines.extend(_commit_lines(inputs))
@@ -149,7 +159,6 @@ AGGREGATION_LABELS = {
 
 def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> list[InvoiceLine]:
     contract, catalog = inputs.contract, inputs.catalog
-    last_moment = period[1] - _JUST_BEFORE
     lines = []
     for usage in sorted(inputs.usage, key=lambda u: (u.product_key, u.cell)):
         if not usage.events and not usage.amount:
@@ -158,15 +167,19 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
         name = (product.name or product.key) if product is not None else usage.product_key
         if product is not None and product.meter.aggregated_by in AGGREGATION_LABELS:
             name = f"{name} ({AGGREGATION_LABELS[product.meter.aggregated_by]})"
-        tiers = _breakdown(inputs, usage, last_moment)
+        tiers, capped = _breakdown(inputs, usage, period)
+        key = f"{usage.product_key}:{json.dumps(list(usage.cell))}"
+        description = " · ".join((name, *usage.cell))
+        with localcontext(EXACT_CONTEXT):
+            uncapped = usage.amount + capped
         lines.append(
             rounded_line(
                 contract.invoice_currency,
                 LineKind.USAGE,
-                f"usage:{usage.product_key}:{json.dumps(list(usage.cell))}",
-                " · ".join((name, *usage.cell)),
+                f"usage:{key}",
+                description,
                 period,
-                usage.amount,
+                uncapped,
                 product_key=usage.product_key,
                 quantity=usage.quantity,
                 unit_price=_single_unit_price(tiers, usage.quantity),
@@ -174,34 +187,158 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
                 tiers=tiers,
             )
         )
+        if capped:
+            lines.append(
+                rounded_line(
+                    contract.invoice_currency,
+                    LineKind.DISCOUNT,
+                    f"maximum_spend:{key}",
+                    f"{description}: above the maximum spend",
+                    period,
+                    -capped,
+                    product_key=usage.product_key,
+                )
+            )
     return lines
 
 
-def _breakdown(inputs: InvoiceInputs, usage: UsageTotal, at: datetime) -> tuple[TierLine, ...]:
-    """The tiers that explain a usage line, when one price explains the whole period.
+def _breakdown(
+    inputs: InvoiceInputs, usage: UsageTotal, period: tuple[datetime, datetime]
+) -> tuple[tuple[TierLine, ...], Decimal]:
+    """The tiers that explain a usage line, and the part its maximum spend took off the events.
 
-    When prices changed during the period (a new rate card version, an override starting), the
-    period's amount is a sum over several prices and no single breakdown adds up to it: the line
-    then shows its quantity and amount only.
+    The line shows the usage before the cap, and the capped part follows as a discount line,
+    so the two add up to the events' charges. When prices changed during the period (a new rate
+    card version, an override starting), the period's amount is a sum over several prices and
+    no single breakdown adds up to it: the line then shows its quantity and amount only.
     """
     try:
-        priced = _price_at(inputs, usage.product_key, at)
-        if priced is None:
-            return ()
-        model, unit = priced
         product = inputs.catalog.products.get(usage.product_key)
         # A windowed meter's cell ends with its window's label, after the matrix cell.
         cell = usage.cell[:-1] if product is not None and product.meter.window else usage.cell
-        cell_model = model.price_of(cell) if isinstance(model, Matrix) else model
+        priced = _cell_price(inputs, usage.product_key, cell, period)
+        if priced is None:
+            return (), ZERO
+        cell_model, unit = priced
         if isinstance(cell_model, FlatFee | Percentage):
-            return ()  # a fee is its own line; a percentage prices each event's value
-        total = cell_model.period_total(usage.quantity)
-        tiers = tuple(_tier_line(line, unit) for line in total.lines)
+            return (), ZERO  # a fee is its own line; a percentage prices each event's value
+        capped = ZERO
+        if isinstance(cell_model, PriceWithTerms):
+            if cell_model.prices_each_event:
+                return (), ZERO
+            # What the events were charged, T(q) − T(0): a fee owed at zero is its own line.
+            total = cell_model.incremental_charge(ZERO, usage.quantity)
+            capped = -exact_sum(
+                line.amount for line in total.lines if line.item is LineItem.MAXIMUM_SPEND
+            )
+            explaining = [line for line in total.lines if line.item is not LineItem.MAXIMUM_SPEND]
+        else:
+            total = cell_model.period_total(usage.quantity)
+            explaining = list(total.lines)
+        tiers = tuple(_tier_line(line, unit) for line in explaining)
     except DomainError:
-        return ()
+        return (), ZERO
     if unit.to_invoice_currency(total.amount) != usage.amount:
-        return ()
-    return tiers
+        return (), ZERO
+    return tiers, unit.to_invoice_currency(capped)
+
+
+def _cell_price(
+    inputs: InvoiceInputs,
+    product_key: str,
+    cell: tuple[str, ...],
+    period: tuple[datetime, datetime],
+) -> tuple[CellPriceModel, PricingUnit] | None:
+    """The price of a product (a matrix's cell) for a period: at its last moment, prorated."""
+    priced = _price_at(inputs, product_key, period[1] - _JUST_BEFORE)
+    if priced is None:
+        return None
+    model, unit = priced
+    model = price_for_period(model, nominal_billing_period(inputs.contract, period[0]), period)
+    if isinstance(model, Matrix):
+        return (model.price_of(cell), unit) if cell else None
+    return model, unit
+
+
+def _terms_by_cell(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime]
+) -> list[tuple[str, tuple[str, ...], PriceWithTerms, PricingUnit]]:
+    """Every product (matrix cell) whose price has period terms, in product and cell order."""
+    found = []
+    for key in sorted(inputs.catalog.products):
+        try:
+            priced = _cell_price(inputs, key, (), period)
+            whole = _price_at(inputs, key, period[1] - _JUST_BEFORE)
+            if whole is not None and isinstance(whole[0], Matrix):
+                for cell in sorted(c.values for c in whole[0].cells):
+                    in_cell = _cell_price(inputs, key, cell, period)
+                    if in_cell is not None and isinstance(in_cell[0], PriceWithTerms):
+                        found.append((key, cell, in_cell[0], in_cell[1]))
+            elif priced is not None and isinstance(priced[0], PriceWithTerms):
+                found.append((key, (), priced[0], priced[1]))
+        except DomainError:
+            continue  # a price that no longer fits (an override) bills its usage only
+    return found
+
+
+def _first_tier_fee_lines(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime]
+) -> list[InvoiceLine]:
+    """The first tier's flat fee of each price that owes it at zero usage: once per period."""
+    lines = []
+    for key, cell, price, unit in _terms_by_cell(inputs, period):
+        fee = unit.to_invoice_currency(price.period_fee())
+        if not fee:
+            continue
+        name = _product_name(inputs, key)
+        lines.append(
+            rounded_line(
+                inputs.contract.invoice_currency,
+                LineKind.FEE,
+                f"first_tier_fee:{key}:{json.dumps(list(cell))}",
+                f"{' · '.join((name, *cell))}: first tier fee",
+                period,
+                fee,
+                product_key=key,
+                quantity=Decimal(1),
+                unit_price=fee,
+            )
+        )
+    return lines
+
+
+def _minimum_spend_lines(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime]
+) -> list[InvoiceLine]:
+    """A top-up for each price whose period spend (fee at zero + usage) is below its minimum."""
+    usage = {(u.product_key, u.cell): u.amount for u in inputs.usage}
+    lines = []
+    for key, cell, price, unit in _terms_by_cell(inputs, period):
+        if price.terms.minimum_spend is None:
+            continue
+        with localcontext(EXACT_CONTEXT):
+            spent = usage.get((key, cell), ZERO) + unit.to_invoice_currency(price.period_fee())
+        top_up = minimum_top_up(spent, unit.to_invoice_currency(price.terms.minimum_spend))
+        if not top_up:
+            continue
+        name = _product_name(inputs, key)
+        lines.append(
+            rounded_line(
+                inputs.contract.invoice_currency,
+                LineKind.MINIMUM_SPEND,
+                f"minimum_spend:{key}:{json.dumps(list(cell))}",
+                f"{' · '.join((name, *cell))}: minimum spend top-up",
+                period,
+                top_up,
+                product_key=key,
+            )
+        )
+    return lines
+
+
+def _product_name(inputs: InvoiceInputs, key: str) -> str:
+    product = inputs.catalog.products.get(key)
+    return (product.name or product.key) if product is not None else key
 
 
 def _single_unit_price(tiers: tuple[TierLine, ...], quantity: Decimal) -> Decimal | None:

@@ -29,6 +29,8 @@ FOOTER_NOTE = "Amounts are exact to the event and rounded once per line, half up
 
 _SUBTOTALS: tuple[tuple[str, LineKind], ...] = (
     ("Usage", LineKind.USAGE),
+    ("Maximum spend discounts", LineKind.DISCOUNT),
+    ("Minimum spend top-ups", LineKind.MINIMUM_SPEND),
     ("Credits applied", LineKind.CREDIT),
     ("Fees", LineKind.FEE),
     ("Commits", LineKind.COMMIT),

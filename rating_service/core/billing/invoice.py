@@ -71,6 +71,10 @@ class LineKind(StrEnum):
     """Usage paid from a credit pool or commit (negative): how much of the usage it covered."""
     TRUE_UP = "true_up"
     """A postpaid commit's shortfall, billed at term end."""
+    DISCOUNT = "discount"
+    """The part of a price's usage above its maximum spend for the period (negative)."""
+    MINIMUM_SPEND = "minimum_spend"
+    """What lifts a price's spend for the period up to its minimum spend."""
 
 
 @dataclass(frozen=True, slots=True)

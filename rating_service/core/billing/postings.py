@@ -40,9 +40,10 @@ def finalization_transfers(invoice: Invoice) -> tuple[Transfer, ...]:
     charges: dict[str, Decimal] = {}
     with localcontext(EXACT_CONTEXT):
         for line in invoice.lines:
-            if line.kind in (LineKind.USAGE, LineKind.CREDIT):
-                account = overage_account_id(contract)  # usage less credits is the overage
-            elif line.kind is LineKind.FEE:
+            if line.kind in (LineKind.USAGE, LineKind.DISCOUNT, LineKind.CREDIT):
+                # Usage less its capped part less credits is the overage the events accrued.
+                account = overage_account_id(contract)
+            elif line.kind in (LineKind.FEE, LineKind.MINIMUM_SPEND):
                 account = revenue_account_id(contract, line.product_key)
             elif line.kind is LineKind.COMMIT:
                 account = payments_clearing_account_id(contract)
@@ -66,6 +67,12 @@ def invoice_accounts(invoice: Invoice) -> list[tuple[str, AccountKind, str | Non
         (cash_account_id(contract), AccountKind.CASH, None),
         (revenue_account_id(contract, TRUE_UP_REVENUE), AccountKind.REVENUE, TRUE_UP_REVENUE),
     ]
-    fees = sorted({line.product_key for line in invoice.lines if line.kind is LineKind.FEE})
+    fees = sorted(
+        {
+            line.product_key
+            for line in invoice.lines
+            if line.kind in (LineKind.FEE, LineKind.MINIMUM_SPEND)
+        }
+    )
     wanted.extend((revenue_account_id(contract, key), AccountKind.REVENUE, key) for key in fees)
     return wanted

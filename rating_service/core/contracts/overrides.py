@@ -51,7 +51,8 @@ from rating_service.core.pricing import (
 )
 from rating_service.core.pricing.constraints import priced_exactly, under_prefix
 from rating_service.core.pricing.matrix import CellPriceModel
-from rating_service.core.pricing.price_model import PRICE_MODELS
+from rating_service.core.pricing.price_model import PRICE_TYPES
+from rating_service.core.pricing.price_terms import PeriodTerms, PriceWithTerms
 from rating_service.core.pricing.tiers import check_tiers
 
 OVERRIDE_DOES_NOT_FIT = "OVERRIDE_DOES_NOT_FIT"
@@ -68,7 +69,7 @@ class ReplacePrice:
     price: PriceModel
 
     def __post_init__(self) -> None:
-        if not isinstance(self.price, PRICE_MODELS):
+        if not isinstance(self.price, PRICE_TYPES):
             raise InvalidArgument.of_field(
                 "price", f"must be a price model, got {type(self.price).__name__}"
             )
@@ -271,6 +272,11 @@ def _product(factors: Iterable[Decimal]) -> Decimal:
 
 
 def _with_tiers(model: PriceModel, tiers: tuple[Tier, ...], product_key: str) -> PriceModel:
+    if isinstance(model, PriceWithTerms) and isinstance(model.model, Graduated | Volume):
+        # The price keeps its period terms (free units, spend bounds, …) with the new tiers.
+        inner = _with_tiers(model.model, tiers, product_key)
+        assert isinstance(inner, Graduated | Volume)
+        return _fitting(product_key, lambda: PriceWithTerms(inner, model.terms))
     if isinstance(model, Graduated):
         return Graduated(tiers)
     if isinstance(model, Volume):
@@ -285,6 +291,8 @@ def multiplied(model: PriceModel, factor: Decimal) -> PriceModel:
 
     Unit prices, tier unit prices and flat fees, flat fees, block prices, and a percentage's
     rate, fixed fee, minimum and maximum are all multiplied; a matrix multiplies every cell.
+    Of the period terms, the free amount and the minimum and maximum spend are amounts and are
+    multiplied; free units, free events and free value are quantities and are not.
     """
     if isinstance(model, Matrix):
         return Matrix(
@@ -301,22 +309,40 @@ def _cell_multiplied(model: CellPriceModel, factor: Decimal) -> CellPriceModel:
     def times(amount: Decimal) -> Decimal:
         return priced_exactly(lambda: amount * factor, "multiplier")
 
+    if isinstance(model, PriceWithTerms):
+        inner = _cell_multiplied(model.model, factor)
+        assert not isinstance(inner, FlatFee | PriceWithTerms)
+        terms = model.terms
+        return PriceWithTerms(
+            inner,
+            PeriodTerms(
+                terms.free_units,
+                times(terms.free_amount),
+                None if terms.minimum_spend is None else times(terms.minimum_spend),
+                None if terms.maximum_spend is None else times(terms.maximum_spend),
+                terms.prorated,
+                terms.first_tier_fee_at_zero,
+            ),
+        )
     if isinstance(model, PerUnit):
         return PerUnit(times(model.unit_price))
     if isinstance(model, FlatFee):
         return FlatFee(times(model.amount), model.timing)
     if isinstance(model, Graduated | Volume):
         tiers = tuple(
-            Tier(tier.up_to, times(tier.unit_price), times(tier.flat_fee)) for tier in model.tiers
+            Tier(tier.up_to, times(tier.unit_price), times(tier.flat_fee), tier.block_size)
+            for tier in model.tiers
         )
         return Graduated(tiers) if isinstance(model, Graduated) else Volume(tiers)
     if isinstance(model, Package):
-        return Package(model.block_size, times(model.block_price), model.free_units)
+        return Package(model.block_size, times(model.block_price), model.free_units, model.rounding)
     return Percentage(
         times(model.rate),
         times(model.fixed_fee),
         None if model.minimum is None else times(model.minimum),
         None if model.maximum is None else times(model.maximum),
+        model.free_events,
+        model.free_value,
     )
 
 

@@ -20,10 +20,11 @@ from rating_service.core.pricing.meter import (
     product_from_dict,
     product_to_dict,
 )
-from rating_service.core.pricing.package import Package
+from rating_service.core.pricing.package import Package, PackageRounding
 from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
 from rating_service.core.pricing.price_model import PriceModel
+from rating_service.core.pricing.price_terms import PeriodTerms, PriceWithTerms
 from rating_service.core.pricing.proration import prorate, prorated_days
 from rating_service.core.pricing.rate_card import (
     RateCard,
@@ -48,10 +49,13 @@ __all__ = [
     "Measurement",
     "Meter",
     "Package",
+    "PackageRounding",
     "PerUnit",
     "Percentage",
+    "PeriodTerms",
     "PriceLine",
     "PriceModel",
+    "PriceWithTerms",
     "PricedAmount",
     "Product",
     "PropertyFilter",

@@ -30,6 +30,19 @@ class LineItem(StrEnum):
     """What lifts an event's price up to the per-event minimum."""
     MAXIMUM_ADJUSTMENT = "maximum_adjustment"
     """What brings an event's price down to the per-event maximum (negative)."""
+    TIER_BLOCKS = "tier_blocks"
+    """Blocks of a tier sold in blocks: `quantity` counts blocks, `unit_price` is a block's."""
+    FREE_EVENTS = "free_events"
+    """The value of events that are among the period's free events (a percentage price)."""
+    FREE_VALUE = "free_value"
+    """Event value inside the period's free value (a percentage price)."""
+    FREE_AMOUNT = "free_amount"
+    """The part of the price the period's free amount pays (negative)."""
+    FIRST_TIER_FEE = "first_tier_fee"
+    """The first tier's flat fee, billed once per period on the invoice even at zero usage:
+    positive in a period total, negative on the event that enters the first tier."""
+    MAXIMUM_SPEND = "maximum_spend"
+    """What brings the period's price down to the price's maximum spend (negative)."""
 
 
 class PriceLine(NamedTuple):

@@ -18,7 +18,8 @@ class Graduated:
     """Graduated (stairstep) tiers: P(q) sums, over the tiers q reaches, units × price + flat fee.
 
     A tier's flat fee is charged once, when the quantity first goes above the tier's lower
-    bound. Tier boundaries are described in `rating_service.core.pricing.tiers`.
+    bound; a tier sold in blocks charges each block its units start. Tier boundaries and
+    blocks are described in `rating_service.core.pricing.tiers`.
     """
 
     MODEL: ClassVar[str] = "graduated"
@@ -47,7 +48,8 @@ class Graduated:
         totals = [ZERO]
         lower = ZERO
         for tier, upper in zip(self.tiers, bounds, strict=False):
-            totals.append(totals[-1] + (upper - lower) * tier.unit_price + tier.flat_fee)
+            sold = tier.units_of_sale(upper - lower)
+            totals.append(totals[-1] + sold * tier.unit_price + tier.flat_fee)
             lower = upper
         return tuple(totals)
 
@@ -62,14 +64,17 @@ class Graduated:
         require_quantity(quantity, "quantity")
         return priced_exactly(lambda: self._lines_between(period_to_date, quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        return self._total(quantity)
+
     def _total(self, quantity: Decimal) -> Decimal:
         if not quantity:
             return ZERO
         k = tier_index(self._bounds, quantity)
         tier = self.tiers[k]
-        return (
-            self._totals_below[k] + (quantity - self._lowers[k]) * tier.unit_price + tier.flat_fee
-        )
+        sold = tier.units_of_sale(quantity - self._lowers[k])
+        return self._totals_below[k] + sold * tier.unit_price + tier.flat_fee
 
     def _lines_between(self, before: Decimal, quantity: Decimal) -> PricedAmount:
         if not quantity:
@@ -84,10 +89,18 @@ class Graduated:
             tier = self.tiers[k]
             lower = self._lowers[k]
             upper = after if k == last else self._bounds[k]
-            units = upper - (before if before > lower else lower)
+            start = before if before > lower else lower
             # The flat fee belongs to the event that first goes above the tier's lower bound.
             flat_fee = tier.flat_fee if before <= lower else ZERO
+            if tier.block_size is None:
+                units, item = upper - start, LineItem.TIER
+            else:
+                # The blocks this event starts in the tier: those held after less those before.
+                units = tier.units_of_sale(upper - lower) - tier.units_of_sale(start - lower)
+                item = LineItem.TIER_BLOCKS
+                if not units and not flat_fee:
+                    continue
             amount = units * tier.unit_price + flat_fee
-            lines.append(PriceLine(LineItem.TIER, units, tier.unit_price, flat_fee, amount, k))
+            lines.append(PriceLine(item, units, tier.unit_price, flat_fee, amount, k))
         # The amount is P(after) − P(before) by definition; the lines add up to the same value.
         return PricedAmount(self._total(after) - self._total(before), tuple(lines))

@@ -15,10 +15,13 @@ from rating_service.core.pricing.graduated import Graduated
 from rating_service.core.pricing.package import Package
 from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.volume import Volume
 
-CellPriceModel: TypeAlias = PerUnit | FlatFee | Graduated | Volume | Package | Percentage
-"""What a matrix cell may hold: any price model but another matrix."""
+CellPriceModel: TypeAlias = (
+    PerUnit | FlatFee | Graduated | Volume | Package | Percentage | PriceWithTerms
+)
+"""What a matrix cell may hold: any price model but another matrix, with its period terms."""
 
 CellUsage: TypeAlias = Decimal | Sequence[Decimal]
 """A cell's period usage: its period-to-date quantity, or its events' values (percentage)."""
@@ -128,16 +131,29 @@ class Matrix:
         )
 
     def incremental_charge(
-        self, period_to_date: Decimal, quantity: Decimal, dimensions: Mapping[str, str]
+        self,
+        period_to_date: Decimal,
+        quantity: Decimal,
+        dimensions: Mapping[str, str],
+        events_before: int = 0,
     ) -> PricedAmount:
         """Charge an event in the cell its dimensions select, given that cell's period-to-date."""
         cell = self.cell_for(dimensions)
-        return self._index[cell].incremental_charge(period_to_date, quantity).in_cell(cell)
+        price = self._index[cell]
+        if isinstance(price, Percentage | PriceWithTerms):
+            charge = price.incremental_charge(period_to_date, quantity, events_before)
+        else:
+            charge = price.incremental_charge(period_to_date, quantity)
+        return charge.in_cell(cell)
 
     def _cell_total(self, cell: tuple[str, ...], usage: CellUsage) -> PricedAmount:
         price = self.price_of(cell)
-        if isinstance(price, Percentage):
+        if isinstance(price, Percentage) or (
+            isinstance(price, PriceWithTerms) and price.prices_each_event
+        ):
             values = [usage] if isinstance(usage, Decimal) else list(usage)
+            if isinstance(price, PriceWithTerms):
+                return price.period_total_of_events(values).in_cell(tuple(cell))
             return price.period_total(values).in_cell(tuple(cell))
         if isinstance(usage, Decimal):
             quantity = usage

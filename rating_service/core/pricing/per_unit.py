@@ -36,6 +36,10 @@ class PerUnit:
         # Linear, so the delta does not depend on what came before.
         return priced_exactly(lambda: self._units(quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        return quantity * self.unit_price
+
     def _units(self, quantity: Decimal) -> PricedAmount:
         if not quantity:
             return NOTHING

@@ -10,12 +10,17 @@ from rating_service.core.pricing.matrix import CellPriceModel, Matrix
 from rating_service.core.pricing.package import Package
 from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.volume import Volume
 
 PriceModel: TypeAlias = CellPriceModel | Matrix
-"""Any price model: per unit, flat fee, graduated, volume, package, percentage or matrix."""
+"""Any price model: per unit, flat fee, graduated, volume, package, percentage or matrix, and
+any of them but a flat fee or matrix with period terms (`PriceWithTerms`)."""
 
-PRICE_MODELS: tuple[type[PriceModel], ...] = (
+ModelClass: TypeAlias = type[PerUnit | FlatFee | Graduated | Volume | Package | Matrix | Percentage]
+"""A price model class, naming itself in its `MODEL` class attribute."""
+
+PRICE_MODELS: tuple[ModelClass, ...] = (
     PerUnit,
     FlatFee,
     Graduated,
@@ -25,3 +30,6 @@ PRICE_MODELS: tuple[type[PriceModel], ...] = (
     Percentage,
 )
 """Every price model class, each naming itself in its `MODEL` class attribute."""
+
+PRICE_TYPES: tuple[type[PriceModel], ...] = (*PRICE_MODELS, PriceWithTerms)
+"""Every class a price can be: the models, and a model with period terms."""

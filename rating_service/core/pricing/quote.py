@@ -13,9 +13,12 @@ from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.breakdown import PricedAmount, negated
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
+from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
 from rating_service.core.pricing.price_model import PriceModel
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.rate_card import RateCard
+from rating_service.core.pricing.spend_limits import minimum_top_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +44,34 @@ class QuotedLine:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodLine:
+    """What a price's period terms would add on the invoice if the period ended with this usage.
+
+    `kind` is `first_tier_fee` (owed at zero usage) or `minimum_spend` (the top-up).
+    """
+
+    product_key: str
+    cell: tuple[str, ...]
+    kind: str
+    amount: Decimal
+
+
+FIRST_TIER_FEE = "first_tier_fee"
+MINIMUM_SPEND = "minimum_spend"
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
-    """The rate card version used, the priced lines and their exact total in its pricing unit."""
+    """The rate card version used, the priced lines and their exact total in its pricing unit.
+
+    `period_lines` are the invoice lines the quoted prices' period terms would add for a period
+    holding exactly the period-to-date usage and the quoted lines; they are not in `total`.
+    """
 
     rate_card: RateCard
     lines: tuple[QuotedLine, ...]
     total: Decimal
+    period_lines: tuple[PeriodLine, ...] = ()
 
     @property
     def total_in_invoice_currency(self) -> Decimal:
@@ -87,7 +112,9 @@ def quote(
     unique count (new distinct values) or a time-weighted sum (e.g. GPU-hours); the peak it
     reaches for a max; the reading for a latest gauge.
 
-    `adjust` applies a contract's terms to each list price (the default quotes list prices).
+    Each period-to-date line counts as one event of the period (a percentage's free events
+    count them). `adjust` applies a contract's terms to each list price (the default quotes
+    list prices).
     """
     history = catalog.rate_cards.get(rate_card_key)
     if history is None:
@@ -106,33 +133,61 @@ def quote(
     def aggregation(product_key: str) -> Aggregation:
         return catalog.products[product_key].meter.aggregated_by
 
-    for line in period_to_date:
-        model = price(line.product_key)
-        key = (line.product_key, usage_cell(model, line.dimensions))
-        used[key] = aggregation(line.product_key).combine(used.get(key, ZERO), line.quantity)
+    events: dict[tuple[str, tuple[str, ...]], int] = {}
+    # What each cell's events are charged over the period (period-to-date lines included).
+    spent: dict[tuple[str, tuple[str, ...]], Decimal] = {}
+    prices: dict[tuple[str, tuple[str, ...]], PriceModel] = {}
     quoted = []
     with localcontext(EXACT_CONTEXT):
-        total = ZERO
-        for line in lines:
+        total = Decimal(0)
+        for is_quoted, line in [(False, x) for x in period_to_date] + [(True, x) for x in lines]:
             model = price(line.product_key)
             key = (line.product_key, usage_cell(model, line.dimensions))
-            before = used.get(key, ZERO)
+            prices[key] = model
+            before = used.get(key, Decimal(0))
             aggregated_by = aggregation(line.product_key)
             after = aggregated_by.combine(before, line.quantity)
-            priced = _change(model, before, after, line.dimensions)
+            priced = _change(model, before, after, line.dimensions, events.get(key, 0))
             used[key] = after
-            quoted.append(QuotedLine(line, priced, before, after, aggregated_by))
-            total += priced.amount
-    return Quote(card, tuple(quoted), total)
+            events[key] = events.get(key, 0) + 1
+            spent[key] = spent.get(key, Decimal(0)) + priced.amount
+            if is_quoted:
+                quoted.append(QuotedLine(line, priced, before, after, aggregated_by))
+                total += priced.amount
+        period_lines = _period_lines(prices, spent)
+    return Quote(card, tuple(quoted), total, period_lines)
+
+
+def _period_lines(
+    prices: Mapping[tuple[str, tuple[str, ...]], PriceModel],
+    spent: Mapping[tuple[str, tuple[str, ...]], Decimal],
+) -> tuple[PeriodLine, ...]:
+    """The first-tier fees and minimum top-ups of the cells the quote touched."""
+    found = []
+    for (product_key, cell), model in sorted(prices.items()):
+        price = model.price_of(cell) if isinstance(model, Matrix) else model
+        if not isinstance(price, PriceWithTerms):
+            continue
+        fee = price.period_fee()
+        if fee:
+            found.append(PeriodLine(product_key, cell, FIRST_TIER_FEE, fee))
+        top_up = minimum_top_up(fee + spent[(product_key, cell)], price.terms.minimum_spend)
+        if top_up:
+            found.append(PeriodLine(product_key, cell, MINIMUM_SPEND, top_up))
+    return tuple(found)
 
 
 def _change(
-    model: PriceModel, before: Decimal, after: Decimal, dimensions: Mapping[str, str]
+    model: PriceModel,
+    before: Decimal,
+    after: Decimal,
+    dimensions: Mapping[str, str],
+    events_before: int,
 ) -> PricedAmount:
     """P(after) − P(before), with a negative breakdown when the quantity went down."""
     if after >= before:
-        return incremental_charge(model, before, after - before, dimensions)
-    return negated(incremental_charge(model, after, before - after, dimensions))
+        return incremental_charge(model, before, after - before, dimensions, events_before)
+    return negated(incremental_charge(model, after, before - after, dimensions, events_before))
 
 
 def _check_dimensions(

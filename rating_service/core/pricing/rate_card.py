@@ -32,7 +32,8 @@ from rating_service.core.pricing.factory import build_price_model, price_model_t
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
 from rating_service.core.pricing.percentage import Percentage
-from rating_service.core.pricing.price_model import PRICE_MODELS, PriceModel
+from rating_service.core.pricing.price_model import PRICE_TYPES, PriceModel
+from rating_service.core.pricing.price_terms import PriceWithTerms
 
 NO_RATE_CARD_IN_FORCE = "NO_RATE_CARD_IN_FORCE"
 """FailedPrecondition reason: no version of the rate card covers the event's timestamp."""
@@ -76,7 +77,7 @@ class RateCard:
                     violations.add(
                         f"prices.{product_key}", "product keys must be non-empty strings"
                     )
-                elif not isinstance(model, PRICE_MODELS):
+                elif not isinstance(model, PRICE_TYPES):
                     violations.add(
                         f"prices.{product_key}",
                         f"must be a price model, got {type(model).__name__}",
@@ -121,7 +122,12 @@ def validate_rate_card(card: RateCard, products: Mapping[str, Product]) -> None:
         meter = product.meter
         cells = [c.price for c in model.cells] if isinstance(model, Matrix) else [model]
         summed = meter.aggregated_by is Aggregation.SUM and not meter.corrections
-        if not summed and any(isinstance(cell, Percentage) for cell in cells):
+        per_event = [
+            isinstance(cell, Percentage)
+            or (isinstance(cell, PriceWithTerms) and cell.prices_each_event)
+            for cell in cells
+        ]
+        if not summed and any(per_event):
             violations.add(
                 path,
                 "a percentage prices each event's own value: its meter must sum,"

@@ -6,6 +6,11 @@ Tiers are written by their inclusive upper bounds. Tier k covers the quantities 
 up to 10, open), 5 is in the first tier, 5.0001 in the second and 10.5 in the third. A
 quantity of 0 is in no tier, so it costs nothing and enters no tier's flat fee. Because a
 tier starts exactly where the previous one ends, tiers cannot overlap or leave gaps.
+
+A tier may be sold in blocks (`block_size`): its units are then counted in whole blocks, each
+started block charged in full, and its `unit_price` is the price of one block (the unit of
+sale is the block). With blocks of 1000 at $2, 1 to 1000 units in the tier cost $2 and 1001
+cost $4.
 """
 
 from __future__ import annotations
@@ -22,11 +27,23 @@ from rating_service.core.pricing.constraints import check_price
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """One tier: a unit price for the units in it, and a flat fee charged when it is entered."""
+    """One tier: a unit price for the units in it, and a flat fee charged when it is entered.
+
+    With a `block_size`, `unit_price` is the price of each started block of that many units.
+    """
 
     up_to: Decimal | None
     unit_price: Decimal
     flat_fee: Decimal = ZERO
+    block_size: Decimal | None = None
+
+    def units_of_sale(self, units: Decimal) -> Decimal:
+        """What `units` of this tier are sold as: themselves, or the blocks they start."""
+        if self.block_size is None or not units:
+            return units
+        # divmod is exact (integer quotient and remainder), unlike a division then a ceiling.
+        whole, rest = divmod(units, self.block_size)
+        return whole + 1 if rest else whole
 
 
 def check_tiers(tiers: Sequence[object], violations: ViolationCollector) -> None:
@@ -44,6 +61,8 @@ def check_tiers(tiers: Sequence[object], violations: ViolationCollector) -> None
             continue
         check_price(violations, f"{path}.unit_price", tier.unit_price)
         check_price(violations, f"{path}.flat_fee", tier.flat_fee)
+        if tier.block_size is not None:
+            check_price(violations, f"{path}.block_size", tier.block_size, positive=True)
         bound = tier.up_to
         if index == last:
             if bound is not None:

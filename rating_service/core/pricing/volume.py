@@ -17,7 +17,9 @@ class Volume:
     """Volume (all-units) tiers: P(q) = q × price of q's tier + that tier's flat fee; P(0) = 0.
 
     Crossing into a cheaper tier re-prices every earlier unit, so an incremental charge can be
-    negative: a credit back. Tier boundaries are described in `rating_service.core.pricing.tiers`.
+    negative: a credit back. A tier sold in blocks prices the period's whole quantity in
+    started blocks of its size. Tier boundaries are described in
+    `rating_service.core.pricing.tiers`.
     """
 
     MODEL: ClassVar[str] = "volume"
@@ -48,13 +50,22 @@ class Volume:
         require_quantity(quantity, "quantity")
         return priced_exactly(lambda: self._delta(period_to_date, quantity))
 
+    def price_at(self, quantity: Decimal) -> Decimal:
+        """P(quantity) alone, no breakdown; the caller is in the exact context."""
+        if not quantity:
+            return ZERO
+        tier = self.tiers[tier_index(self._bounds, quantity)]
+        return tier.units_of_sale(quantity) * tier.unit_price + tier.flat_fee
+
     def _reached(self, quantity: Decimal) -> PricedAmount:
         if not quantity:
             return NOTHING
         k = tier_index(self._bounds, quantity)
         tier = self.tiers[k]
-        amount = quantity * tier.unit_price + tier.flat_fee
-        line = PriceLine(LineItem.TIER, quantity, tier.unit_price, tier.flat_fee, amount, k)
+        sold = tier.units_of_sale(quantity)
+        amount = sold * tier.unit_price + tier.flat_fee
+        item = LineItem.TIER if tier.block_size is None else LineItem.TIER_BLOCKS
+        line = PriceLine(item, sold, tier.unit_price, tier.flat_fee, amount, k)
         return PricedAmount(amount, (line,))
 
     def _delta(self, before: Decimal, quantity: Decimal) -> PricedAmount:
@@ -67,14 +78,21 @@ class Volume:
         new = tier_index(self._bounds, after)
         if old == new:
             tier = self.tiers[new]
-            amount = quantity * tier.unit_price
-            line = PriceLine(LineItem.TIER, quantity, tier.unit_price, ZERO, amount, new)
+            if tier.block_size is None:
+                units, item = quantity, LineItem.TIER
+            else:
+                units = tier.units_of_sale(after) - tier.units_of_sale(before)
+                item = LineItem.TIER_BLOCKS
+                if not units:
+                    return NOTHING  # inside a block already paid
+            amount = units * tier.unit_price
+            line = PriceLine(item, units, tier.unit_price, ZERO, amount, new)
             return PricedAmount(amount, (line,))
         # Another tier reached: the whole period at the new tier, and the period-to-date at the
         # old tier given back, so the breakdown shows why the charge may be negative.
         gained = self._reached(after).lines[0]
         kept = self._reached(before).lines[0]
         given_back = PriceLine(
-            LineItem.TIER, -kept.quantity, kept.unit_price, -kept.flat_fee, -kept.amount, old
+            kept.item, -kept.quantity, kept.unit_price, -kept.flat_fee, -kept.amount, old
         )
         return PricedAmount(gained.amount + given_back.amount, (gained, given_back))

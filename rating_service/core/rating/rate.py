@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 
-from rating_service.core.contracts.contract import Contract, billing_period_containing
+from rating_service.core.contracts.contract import (
+    Contract,
+    billing_period_containing,
+    nominal_billing_period,
+)
 from rating_service.core.contracts.debit import invoice_currency_charge, plan_debit
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -25,6 +29,7 @@ from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product, UsageEvent
+from rating_service.core.pricing.period_price import is_prorated, price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.rate_card import RateCard
 from rating_service.core.rating.rated_event import (
@@ -144,12 +149,16 @@ def prepare_event(
     if history is None:
         raise NotFound(f"no rate card {contract.rate_card_key!r}", reason="RATE_CARD_NOT_FOUND")
     card = history.in_force_at(at)
+    period = billing_period_containing(contract, at)
     measured = []
     for product in sorted(products, key=lambda p: p.key):
         measurement = product.meter.measure(event)
         if measurement is None:  # filtered out: e.g. a conversation that was not resolved
             continue
         model = contract.prices.price(card.price_of(product.key), product.key, product.tags, at)
+        # A prorated price shrinks to the part of the period the contract is active.
+        if is_prorated(model):
+            model = price_for_period(model, nominal_billing_period(contract, at), period)
         cell = usage_cell(model, measurement.dimensions)
         if product.meter.window is not None:
             cell = (*cell, product.meter.window.label(at))
@@ -170,7 +179,7 @@ def prepare_event(
         fingerprint,
         contract,
         at,
-        billing_period_containing(contract, at),
+        period,
         tuple(measured),
     )
 
@@ -223,7 +232,7 @@ def rate_prepared(
             change: MeterChange | None = None
             if meter.corrections or meter.window or meter.aggregated_by not in _PLAIN:
                 step = _aggregate(m, base + before.quantity, period, entries, prepared.period)
-                priced = _repriced(m, base + before.quantity, step.quantity_after)
+                priced = _repriced(m, base + before.quantity, step.quantity_after, before.events)
                 change = MeterChange(
                     str(meter.aggregated_by),
                     m.cell[-1] if meter.window is not None else "",
@@ -234,7 +243,9 @@ def rate_prepared(
                 after = step.quantity_after - base
                 entries.update(((m.product.key, m.cell, k), v) for k, v in step.entries)
             else:
-                priced = incremental_charge(m.model, before.quantity, m.quantity, m.dimensions)
+                priced = incremental_charge(
+                    m.model, before.quantity, m.quantity, m.dimensions, before.events
+                )
                 after = before.quantity + m.quantity
             charge = invoice_currency_charge(priced.amount, m.card.pricing_unit, contract)
 
@@ -330,12 +341,13 @@ def _aggregate(
     )
 
 
-def _repriced(m: Measured, before: Decimal, after: Decimal) -> PricedAmount:
+def _repriced(m: Measured, before: Decimal, after: Decimal, events_before: int) -> PricedAmount:
     """P(after) − P(before), also when the quantity went down (a correction, a gauge falling)."""
     with localcontext(EXACT_CONTEXT):
         if after >= before:
-            return incremental_charge(m.model, before, after - before, m.dimensions)
-        return negated(incremental_charge(m.model, after, before - after, m.dimensions))
+            return incremental_charge(m.model, before, after - before, m.dimensions, events_before)
+        back = incremental_charge(m.model, after, before - after, m.dimensions, events_before)
+        return negated(back)
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:

@@ -13,6 +13,7 @@ from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.incremental import incremental_charge
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.percentage import Percentage
+from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.rating.rate import contract_in_force
 from rating_service.services.catalog import Catalogs
 from rating_service.store.books import ContractBooks
@@ -123,7 +124,9 @@ class AccountViews:
                 # correction of an invoiced period does not grow with time elapsed: what is
                 # charged now is the forecast.
                 forecast_quantity, forecast_amount = quantity, amount
-            elif isinstance(model, Percentage):  # priced per event, not by the period's total
+            elif isinstance(model, Percentage) or (
+                isinstance(model, PriceWithTerms) and model.prices_each_event
+            ):  # priced per event, not by the period's total
                 forecast_amount = _forecast(amount, share)
             else:
                 priced = incremental_charge(model, ZERO, forecast_quantity, dimensions).amount

@@ -740,7 +740,10 @@ class PriceLine(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     CELL_FIELD_NUMBER: _builtins.int
     item: _builtins.str
-    """units, tier, free_units, blocks, flat_fee, percentage, fixed_fee, minimum_adjustment, ..."""
+    """units, tier, tier_blocks, free_units, blocks, flat_fee, percentage, fixed_fee,
+    minimum_adjustment, maximum_adjustment, free_events, free_value, free_amount,
+    first_tier_fee, maximum_spend.
+    """
     quantity: _builtins.str
     unit_price: _builtins.str
     flat_fee: _builtins.str
@@ -881,6 +884,7 @@ class QuoteResponse(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     TOTAL_IN_INVOICE_CURRENCY_FIELD_NUMBER: _builtins.int
     INVOICE_CURRENCY_FIELD_NUMBER: _builtins.int
+    PERIOD_LINES_FIELD_NUMBER: _builtins.int
     rate_card_key: _builtins.str
     rate_card_version: _builtins.int
     total: _builtins.str
@@ -892,6 +896,12 @@ class QuoteResponse(_message.Message):
     def pricing_unit(self) -> Global___PricingUnit: ...
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotedLine]: ...
+    @_builtins.property
+    def period_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotedPeriodLine]:
+        """What the prices' period terms would add on the invoice for a period holding exactly the
+        period-to-date usage and the quoted lines (not included in `total`).
+        """
+
     def __init__(
         self,
         *,
@@ -902,11 +912,67 @@ class QuoteResponse(_message.Message):
         total: _builtins.str = ...,
         total_in_invoice_currency: _builtins.str = ...,
         invoice_currency: _builtins.str = ...,
+        period_lines: _abc.Iterable[Global___QuotedPeriodLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pricing_unit", b"pricing_unit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_currency", b"invoice_currency", "lines", b"lines", "pricing_unit", b"pricing_unit", "rate_card_key", b"rate_card_key", "rate_card_version", b"rate_card_version", "total", b"total", "total_in_invoice_currency", b"total_in_invoice_currency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_currency", b"invoice_currency", "lines", b"lines", "period_lines", b"period_lines", "pricing_unit", b"pricing_unit", "rate_card_key", b"rate_card_key", "rate_card_version", b"rate_card_version", "total", b"total", "total_in_invoice_currency", b"total_in_invoice_currency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuoteResponse: _TypeAlias = QuoteResponse  # noqa: Y015
+
+@_typing.final
+class QuotedPeriodLine(_message.Message):
+    """An invoice line a price's period terms add once per period, as a quote foresees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CellEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PRODUCT_KEY_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    product_key: _builtins.str
+    kind: _builtins.str
+    """first_tier_fee (the first tier's flat fee, owed at zero usage) or minimum_spend (top-up)."""
+    amount: _builtins.str
+    """Exact, in the rate card's pricing unit; never rounded."""
+    @_builtins.property
+    def cell(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Matrix cell, dimension name -> value."""
+
+    def __init__(
+        self,
+        *,
+        product_key: _builtins.str = ...,
+        cell: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        kind: _builtins.str = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cell", b"cell", "kind", b"kind", "product_key", b"product_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotedPeriodLine: _TypeAlias = QuotedPeriodLine  # noqa: Y015

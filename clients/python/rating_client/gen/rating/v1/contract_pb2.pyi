@@ -1032,3 +1032,123 @@ class AdjustBalanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdjustBalanceResponse: _TypeAlias = AdjustBalanceResponse  # noqa: Y015
+
+@_typing.final
+class SetPaymentMethodRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """Required."""
+    payment_method: _builtins.str
+    """Required: the payment method's token at the gateway, without spaces."""
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+        payment_method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPaymentMethodRequest: _TypeAlias = SetPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class SetPaymentMethodResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    RETRIED_INVOICE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contract(self) -> Global___Contract: ...
+    @_builtins.property
+    def retried_invoice_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The unpaid invoices whose dunning retries them with the new method now."""
+
+    def __init__(
+        self,
+        *,
+        contract: Global___Contract | None = ...,
+        retried_invoice_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "retried_invoice_ids", b"retried_invoice_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPaymentMethodResponse: _TypeAlias = SetPaymentMethodResponse  # noqa: Y015
+
+@_typing.final
+class CancelContractRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelContractRequest: _TypeAlias = CancelContractRequest  # noqa: Y015
+
+@_typing.final
+class CancelContractResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelContractResponse: _TypeAlias = CancelContractResponse  # noqa: Y015
+
+@_typing.final
+class BillNowRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillNowRequest: _TypeAlias = BillNowRequest  # noqa: Y015
+
+@_typing.final
+class BillNowResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillNowResponse: _TypeAlias = BillNowResponse  # noqa: Y015

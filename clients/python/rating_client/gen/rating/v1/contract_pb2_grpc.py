@@ -88,6 +88,21 @@ class ContractServiceStub:
                 request_serializer=rating_dot_v1_dot_contract__pb2.AdjustBalanceRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_contract__pb2.AdjustBalanceResponse.FromString,
                 _registered_method=True)
+        self.SetPaymentMethod = channel.unary_unary(
+                '/rating.v1.ContractService/SetPaymentMethod',
+                request_serializer=rating_dot_v1_dot_contract__pb2.SetPaymentMethodRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_contract__pb2.SetPaymentMethodResponse.FromString,
+                _registered_method=True)
+        self.CancelContract = channel.unary_unary(
+                '/rating.v1.ContractService/CancelContract',
+                request_serializer=rating_dot_v1_dot_contract__pb2.CancelContractRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_contract__pb2.CancelContractResponse.FromString,
+                _registered_method=True)
+        self.BillNow = channel.unary_unary(
+                '/rating.v1.ContractService/BillNow',
+                request_serializer=rating_dot_v1_dot_contract__pb2.BillNowRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_contract__pb2.BillNowResponse.FromString,
+                _registered_method=True)
 
 
 class ContractServiceServicer:
@@ -167,6 +182,30 @@ class ContractServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPaymentMethod(self, request, context):
+        """Saves the contract's payment method (a token at the gateway); its invoices in dunning are
+        retried with it at once. Admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelContract(self, request, context):
+        """Cancels a contract now: its billing workflow ends the term and issues the final invoice
+        (with the usage to now, without a grace window). FAILED_PRECONDITION NO_BILLING_CYCLE if
+        the contract has no running billing workflow (ended already). Admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BillNow(self, request, context):
+        """Invoices the period that has ended without waiting out the grace window. Admin and ops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContractServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +253,21 @@ def add_ContractServiceServicer_to_server(servicer, server):
                     servicer.AdjustBalance,
                     request_deserializer=rating_dot_v1_dot_contract__pb2.AdjustBalanceRequest.FromString,
                     response_serializer=rating_dot_v1_dot_contract__pb2.AdjustBalanceResponse.SerializeToString,
+            ),
+            'SetPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPaymentMethod,
+                    request_deserializer=rating_dot_v1_dot_contract__pb2.SetPaymentMethodRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_contract__pb2.SetPaymentMethodResponse.SerializeToString,
+            ),
+            'CancelContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelContract,
+                    request_deserializer=rating_dot_v1_dot_contract__pb2.CancelContractRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_contract__pb2.CancelContractResponse.SerializeToString,
+            ),
+            'BillNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.BillNow,
+                    request_deserializer=rating_dot_v1_dot_contract__pb2.BillNowRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_contract__pb2.BillNowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -467,6 +521,87 @@ class ContractService:
             '/rating.v1.ContractService/AdjustBalance',
             rating_dot_v1_dot_contract__pb2.AdjustBalanceRequest.SerializeToString,
             rating_dot_v1_dot_contract__pb2.AdjustBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.ContractService/SetPaymentMethod',
+            rating_dot_v1_dot_contract__pb2.SetPaymentMethodRequest.SerializeToString,
+            rating_dot_v1_dot_contract__pb2.SetPaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.ContractService/CancelContract',
+            rating_dot_v1_dot_contract__pb2.CancelContractRequest.SerializeToString,
+            rating_dot_v1_dot_contract__pb2.CancelContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BillNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.ContractService/BillNow',
+            rating_dot_v1_dot_contract__pb2.BillNowRequest.SerializeToString,
+            rating_dot_v1_dot_contract__pb2.BillNowResponse.FromString,
             options,
             channel_credentials,
             insecure,

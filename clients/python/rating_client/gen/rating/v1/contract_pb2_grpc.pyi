@@ -65,6 +65,17 @@ class ContractServiceStub:
     """Adds to or removes from a pool's balance by hand, with a reason; a removal never
     overdraws the pool (FAILED_PRECONDITION, INSUFFICIENT_CREDIT).
     """
+    SetPaymentMethod: _grpc.UnaryUnaryMultiCallable[_contract_pb2.SetPaymentMethodRequest, _contract_pb2.SetPaymentMethodResponse]
+    """Saves the contract's payment method (a token at the gateway); its invoices in dunning are
+    retried with it at once. Admin keys.
+    """
+    CancelContract: _grpc.UnaryUnaryMultiCallable[_contract_pb2.CancelContractRequest, _contract_pb2.CancelContractResponse]
+    """Cancels a contract now: its billing workflow ends the term and issues the final invoice
+    (with the usage to now, without a grace window). FAILED_PRECONDITION NO_BILLING_CYCLE if
+    the contract has no running billing workflow (ended already). Admin keys.
+    """
+    BillNow: _grpc.UnaryUnaryMultiCallable[_contract_pb2.BillNowRequest, _contract_pb2.BillNowResponse]
+    """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
 
 @_typing.type_check_only
 class ContractServiceAsyncStub(ContractServiceStub):
@@ -102,6 +113,17 @@ class ContractServiceAsyncStub(ContractServiceStub):
     """Adds to or removes from a pool's balance by hand, with a reason; a removal never
     overdraws the pool (FAILED_PRECONDITION, INSUFFICIENT_CREDIT).
     """
+    SetPaymentMethod: _aio.UnaryUnaryMultiCallable[_contract_pb2.SetPaymentMethodRequest, _contract_pb2.SetPaymentMethodResponse]  # type: ignore[assignment]
+    """Saves the contract's payment method (a token at the gateway); its invoices in dunning are
+    retried with it at once. Admin keys.
+    """
+    CancelContract: _aio.UnaryUnaryMultiCallable[_contract_pb2.CancelContractRequest, _contract_pb2.CancelContractResponse]  # type: ignore[assignment]
+    """Cancels a contract now: its billing workflow ends the term and issues the final invoice
+    (with the usage to now, without a grace window). FAILED_PRECONDITION NO_BILLING_CYCLE if
+    the contract has no running billing workflow (ended already). Admin keys.
+    """
+    BillNow: _aio.UnaryUnaryMultiCallable[_contract_pb2.BillNowRequest, _contract_pb2.BillNowResponse]  # type: ignore[assignment]
+    """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
 
 class ContractServiceServicer(metaclass=_abc_1.ABCMeta):
     """Customers, their contracts, and the commitments (credit pools) those contracts hold.
@@ -190,5 +212,34 @@ class ContractServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds to or removes from a pool's balance by hand, with a reason; a removal never
         overdraws the pool (FAILED_PRECONDITION, INSUFFICIENT_CREDIT).
         """
+
+    @_abc_1.abstractmethod
+    def SetPaymentMethod(
+        self,
+        request: _contract_pb2.SetPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contract_pb2.SetPaymentMethodResponse, _abc.Awaitable[_contract_pb2.SetPaymentMethodResponse]]:
+        """Saves the contract's payment method (a token at the gateway); its invoices in dunning are
+        retried with it at once. Admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelContract(
+        self,
+        request: _contract_pb2.CancelContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contract_pb2.CancelContractResponse, _abc.Awaitable[_contract_pb2.CancelContractResponse]]:
+        """Cancels a contract now: its billing workflow ends the term and issues the final invoice
+        (with the usage to now, without a grace window). FAILED_PRECONDITION NO_BILLING_CYCLE if
+        the contract has no running billing workflow (ended already). Admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def BillNow(
+        self,
+        request: _contract_pb2.BillNowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contract_pb2.BillNowResponse, _abc.Awaitable[_contract_pb2.BillNowResponse]]:
+        """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
 
 def add_ContractServiceServicer_to_server(servicer: ContractServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

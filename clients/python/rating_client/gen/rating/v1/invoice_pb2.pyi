@@ -137,7 +137,9 @@ class InvoiceLine(_message.Message):
     TIERS_FIELD_NUMBER: _builtins.int
     PRODUCT_KEY_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """usage, fee, commit, credit or true_up."""
+    """usage, discount (usage above a price's maximum spend), minimum_spend (top-up), fee,
+    commit, credit or true_up.
+    """
     key: _builtins.str
     """Unique within the invoice, e.g. `usage:tokens:["large"]`, `credit:<pool_id>`."""
     description: _builtins.str
@@ -276,7 +278,7 @@ class InvoiceSubtotal(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """usage, fee, commit, credit or true_up."""
+    """usage, discount, minimum_spend, fee, commit, credit or true_up."""
     amount: _builtins.str
     """Sum of the rounded amounts of the lines of that kind."""
     def __init__(
@@ -550,3 +552,103 @@ class ListPaymentAttemptsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentAttemptsResponse: _TypeAlias = ListPaymentAttemptsResponse  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REGENERATE_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """Required."""
+    reason: _builtins.str
+    """Required: why (kept in the audit log)."""
+    regenerate: _builtins.bool
+    """Issue the next revision at once (through a workflow; Temporal must be reachable)."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        regenerate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id", "reason", b"reason", "regenerate", b"regenerate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    REVISION_WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    revision_workflow_id: _builtins.str
+    """The workflow issuing the next revision, when `regenerate` was set."""
+    @_builtins.property
+    def invoice(self) -> Global___Invoice: ...
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+        revision_workflow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice", "revision_workflow_id", b"revision_workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceResponse: _TypeAlias = VoidInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class RecordPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """Required."""
+    reference: _builtins.str
+    """Required: how it was paid, e.g. the wire's reference."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentRequest: _TypeAlias = RecordPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RecordPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    CONTRACT_STATUS_FIELD_NUMBER: _builtins.int
+    contract_status: _builtins.str
+    """The contract's status after the payment, e.g. "active" again after a suspension."""
+    @_builtins.property
+    def invoice(self) -> Global___Invoice: ...
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+        contract_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_status", b"contract_status", "invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentResponse: _TypeAlias = RecordPaymentResponse  # noqa: Y015

@@ -60,6 +60,16 @@ class InvoiceServiceStub:
                 request_serializer=rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsResponse.FromString,
                 _registered_method=True)
+        self.VoidInvoice = channel.unary_unary(
+                '/rating.v1.InvoiceService/VoidInvoice',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.VoidInvoiceRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.VoidInvoiceResponse.FromString,
+                _registered_method=True)
+        self.RecordPayment = channel.unary_unary(
+                '/rating.v1.InvoiceService/RecordPayment',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -101,6 +111,25 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VoidInvoice(self, request, context):
+        """Voids an issued invoice for a correction (its number is kept, its postings reversed),
+        audited with the reason; with `regenerate`, starts issuing its next revision, composed
+        from the period's counters and the contract as they are now. Voiding a void invoice
+        answers it again (and starts no second revision). Ops and admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordPayment(self, request, context):
+        """Records a payment made outside the gateway (a wire); a contract suspended for the invoice
+        resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
+        Ops and admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +152,16 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentAttempts,
                     request_deserializer=rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsRequest.FromString,
                     response_serializer=rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsResponse.SerializeToString,
+            ),
+            'VoidInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidInvoice,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.VoidInvoiceRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.VoidInvoiceResponse.SerializeToString,
+            ),
+            'RecordPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPayment,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -238,6 +277,60 @@ class InvoiceService:
             '/rating.v1.InvoiceService/ListPaymentAttempts',
             rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsRequest.SerializeToString,
             rating_dot_v1_dot_invoice__pb2.ListPaymentAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/VoidInvoice',
+            rating_dot_v1_dot_invoice__pb2.VoidInvoiceRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.VoidInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/RecordPayment',
+            rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,17 @@ class InvoiceServiceStub:
     """
     ListPaymentAttempts: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.ListPaymentAttemptsRequest, _invoice_pb2.ListPaymentAttemptsResponse]
     """Every attempt to collect the invoice from the customer's payment method, in order."""
+    VoidInvoice: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.VoidInvoiceRequest, _invoice_pb2.VoidInvoiceResponse]
+    """Voids an issued invoice for a correction (its number is kept, its postings reversed),
+    audited with the reason; with `regenerate`, starts issuing its next revision, composed
+    from the period's counters and the contract as they are now. Voiding a void invoice
+    answers it again (and starts no second revision). Ops and admin keys.
+    """
+    RecordPayment: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.RecordPaymentRequest, _invoice_pb2.RecordPaymentResponse]
+    """Records a payment made outside the gateway (a wire); a contract suspended for the invoice
+    resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
+    Ops and admin keys.
+    """
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -76,6 +87,17 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """
     ListPaymentAttempts: _aio.UnaryUnaryMultiCallable[_invoice_pb2.ListPaymentAttemptsRequest, _invoice_pb2.ListPaymentAttemptsResponse]  # type: ignore[assignment]
     """Every attempt to collect the invoice from the customer's payment method, in order."""
+    VoidInvoice: _aio.UnaryUnaryMultiCallable[_invoice_pb2.VoidInvoiceRequest, _invoice_pb2.VoidInvoiceResponse]  # type: ignore[assignment]
+    """Voids an issued invoice for a correction (its number is kept, its postings reversed),
+    audited with the reason; with `regenerate`, starts issuing its next revision, composed
+    from the period's counters and the contract as they are now. Voiding a void invoice
+    answers it again (and starts no second revision). Ops and admin keys.
+    """
+    RecordPayment: _aio.UnaryUnaryMultiCallable[_invoice_pb2.RecordPaymentRequest, _invoice_pb2.RecordPaymentResponse]  # type: ignore[assignment]
+    """Records a payment made outside the gateway (a wire); a contract suspended for the invoice
+    resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
+    Ops and admin keys.
+    """
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices as the billing workflow issued them, their documents and their payment attempts.
@@ -121,5 +143,28 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invoice_pb2.ListPaymentAttemptsResponse, _abc.Awaitable[_invoice_pb2.ListPaymentAttemptsResponse]]:
         """Every attempt to collect the invoice from the customer's payment method, in order."""
+
+    @_abc_1.abstractmethod
+    def VoidInvoice(
+        self,
+        request: _invoice_pb2.VoidInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.VoidInvoiceResponse, _abc.Awaitable[_invoice_pb2.VoidInvoiceResponse]]:
+        """Voids an issued invoice for a correction (its number is kept, its postings reversed),
+        audited with the reason; with `regenerate`, starts issuing its next revision, composed
+        from the period's counters and the contract as they are now. Voiding a void invoice
+        answers it again (and starts no second revision). Ops and admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordPayment(
+        self,
+        request: _invoice_pb2.RecordPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.RecordPaymentResponse, _abc.Awaitable[_invoice_pb2.RecordPaymentResponse]]:
+        """Records a payment made outside the gateway (a wire); a contract suspended for the invoice
+        resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
+        Ops and admin keys.
+        """
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
