@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -24,8 +25,10 @@ RATE_AND_DEBIT = "/rating.v1.RatingService/RateAndDebit"
 BATCH_RATE_AND_DEBIT = "/rating.v1.RatingService/BatchRateAndDebit"
 STREAM_RATE_AND_DEBIT = "/rating.v1.RatingService/StreamRateAndDebit"
 
-ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf", "stream", "batch100")
-ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100"})
+AGGREGATIONS = ("hot-max", "hot-unique", "hot-latest", "hot-twa", "hot-window")
+"""RateAndDebit on the hot contract of one event of each meter aggregation (bench catalog)."""
+ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf", "stream", "batch100", *AGGREGATIONS)
+ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100", *AGGREGATIONS})
 EVENT_THROUGHPUT = frozenset({"stream", "batch100"})
 """Scenarios measured in events per second, closed loop only (no latency target applies)."""
 BATCH_EVENTS = 100
@@ -167,6 +170,47 @@ class StreamRateAndDebitCall:
         return _code_name(reply.error.code) if reply.HasField("error") else "OK"
 
 
+@dataclass(frozen=True)
+class AggregatedEventCall:
+    """RatingService.RateAndDebit on the hot contract of an event a meter aggregates.
+
+    Values vary per call (a new distinct user most of the time, a gauge that moves), so each
+    aggregation does its full work: an entry looked up and written for unique, latest and
+    time-weighted meters, a window's counter for a windowed one.
+    """
+
+    customer_id: str
+    scenario: str
+    run: str = ""
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """One event of the scenario's meter, stamped now."""
+        event_type, properties = AGGREGATED_EVENTS[self.scenario](worker, index)
+        event = _usage_event(f"{self.run}-{worker}-{index}", self.customer_id)
+        event.event_type = event_type
+        event.properties.clear()
+        event.properties.update(properties)
+        return RATE_AND_DEBIT, rating_pb2.RateAndDebitRequest(event=event)
+
+
+def _gauge(worker: int, index: int) -> str:
+    return str((index * 7 + worker) % 97)
+
+
+def _user(worker: int, index: int) -> str:
+    return f"user-{worker}-{index % 50_000}"
+
+
+AGGREGATED_EVENTS: dict[str, Callable[[int, int], tuple[str, dict[str, str]]]] = {
+    "hot-max": lambda w, i: ("gpu.concurrency", {"gpus": _gauge(w, i)}),
+    "hot-unique": lambda w, i: ("user.request", {"user_id": _user(w, i)}),
+    "hot-latest": lambda w, i: ("storage.reading", {"gb": _gauge(w, i)}),
+    "hot-twa": lambda w, i: ("gpu.instance", {"gpus": _gauge(w, i)}),
+    "hot-window": lambda w, i: ("session.concurrency", {"sessions": _gauge(w, i)}),
+}
+"""What each aggregation scenario sends: the meters of rating_service/examples/meters.yaml."""
+
+
 def _usage_event(event_id: str, customer_id: str) -> rating_pb2.UsageEvent:
     timestamp = Timestamp()
     timestamp.GetCurrentTime()
@@ -207,6 +251,7 @@ def factories(prepared: Prepared) -> dict[str, RequestFactory]:
         "zipf": RateAndDebitCall(prepared.zipf_customers, ZIPF_EXPONENT),
         "stream": StreamRateAndDebitCall(_first(prepared.hot_customers)),
         "batch100": BatchRateAndDebitCall(_first(prepared.hot_customers)),
+        **{s: AggregatedEventCall(_first(prepared.hot_customers), s) for s in AGGREGATIONS},
     }
 
 
@@ -223,7 +268,11 @@ def fresh(factory: RequestFactory) -> RequestFactory:
     """The factory with a new run tag, so event ids never repeat across runs."""
     if isinstance(
         factory,
-        NaiveDebitCall | RateAndDebitCall | BatchRateAndDebitCall | StreamRateAndDebitCall,
+        NaiveDebitCall
+        | RateAndDebitCall
+        | BatchRateAndDebitCall
+        | StreamRateAndDebitCall
+        | AggregatedEventCall,
     ):
         return replace(factory, run=secrets.token_hex(4))
     return factory

@@ -8,13 +8,14 @@ import secrets
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from bench_database import keep_session
-from rating_scenarios import ON_THE_HOT_CONTRACT, PRODUCT_KEY, Prepared
+from rating_scenarios import AGGREGATIONS, ON_THE_HOT_CONTRACT, PRODUCT_KEY, Prepared
 
 from rating_service.cli.progress import step
 
@@ -172,6 +173,52 @@ def open_contracts_here(database_url: str, tenant_id: str, customer_ids: list[st
     asyncio.run(open_funded_contracts(database_url, tenant_id, customer_ids))
 
 
+METER_UNIT_PRICE = "0.000001"
+"""Each meter product's price on the bench's card: small, so no run exhausts the hot pool."""
+
+
+async def add_meter_products(built: Any, tenant_id: str) -> None:
+    """The meters example's products, priced on a new version of `list` starting now."""
+    from rating_service.cli.catalog_file import read_catalog_file
+    from rating_service.core.auth import Caller, Role
+    from rating_service.core.pricing.rate_card import rate_card_to_dict
+
+    caller = Caller(tenant_id, "rating bench", Role.ADMIN)
+    catalog = await built.catalogs.catalog(tenant_id)
+    meters = read_catalog_file(Path(__file__).parents[1] / METERS_EXAMPLE)
+    history = catalog.rate_cards["list"]
+    latest: dict[str, Any] = rate_card_to_dict(history.versions[-1])
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    version = {
+        **latest,
+        "version": int(latest["version"]) + 1,
+        "effective_from": start.isoformat(),
+        "effective_until": None,
+        "prices": {
+            **latest["prices"],
+            **{
+                product["key"]: {"model": "per_unit", "unit_price": METER_UNIT_PRICE}
+                for product in meters["products"]
+            },
+        },
+    }
+    document = catalog.to_document()
+    document["products"] = [*document["products"], *meters["products"]]
+    # The open version closes where the new one starts (as UpdateRateCard would close it).
+    cards = [
+        {**card, "effective_until": start.isoformat()}
+        if card["key"] == "list" and card["version"] == latest["version"]
+        else card
+        for card in document["rate_cards"]
+    ]
+    document["rate_cards"] = [*cards, version]
+    await built.catalogs.apply(caller, document, dry_run=False)
+    await asyncio.sleep(max((start - datetime.now(UTC)).total_seconds(), 0))
+
+
+METERS_EXAMPLE = "rating_service/examples/meters.yaml"
+
+
 async def prepare(database_url: str, workdir: Path, scenarios: Sequence[str]) -> Prepared:
     """Tenant, keys, catalog and seeded contracts, using the helpers `rating dev` uses."""
     # Imported here, not at the top: every load-generator process imports the benchmark's modules
@@ -189,6 +236,9 @@ async def prepare(database_url: str, workdir: Path, scenarios: Sequence[str]) ->
             await built.tenants.add_key(rater.key, actor="rating bench")
         with step("loading the example catalog"):
             await load_example_catalog(built)
+        if set(AGGREGATIONS) & set(scenarios):
+            with step("adding the meters example's products to rate card list"):
+                await add_meter_products(built, tenant.tenant_id)
     with step("opening the naive baseline's pool"):
         naive = await open_naive_pool(database_url, tenant.tenant_id)
     hot: list[str] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 from loadgen import RequestFactory
-from rating_scenarios import NoopCall, Prepared, factories, fresh
+from rating_scenarios import AGGREGATIONS, NoopCall, Prepared, factories, fresh
 
 from rating_service.cli.progress import step
 
@@ -127,7 +127,7 @@ def check_rate_and_debit(
 ) -> None:
     """Fail clearly when hot / zipf were asked for and RateAndDebit cannot serve them."""
     for scenario, factory in factories(prepared).items():
-        if scenario not in scenarios or scenario not in ("hot", "zipf", "batch100"):
+        if scenario not in scenarios or scenario not in ("hot", "zipf", "batch100", *AGGREGATIONS):
             continue  # a stream is checked by its first answers
         code, details = asyncio.run(call_once(server.address, prepared.rater_token, fresh(factory)))
         if code == "UNIMPLEMENTED":

@@ -21,6 +21,7 @@ from rating_service.core.pricing.meter import Product, product_to_dict
 from rating_service.core.pricing.quote import Quote, UsageLine, usage_line
 from rating_service.core.pricing.rate_card import RateCard, rate_card_to_dict
 from rating_service.core.rating.rate import contract_in_force
+from rating_service.core.rating.rated_event import MeterChange
 from rating_service.services.catalog import Catalogs
 from rating_service.store.books import ContractBooks
 
@@ -230,9 +231,27 @@ def quote_message(result: Quote) -> catalog_pb2.QuoteResponse:
                 breakdown=[
                     price_line_message(line, dimension_names) for line in quoted.priced.lines
                 ],
+                meter=catalog_pb2.MeterChange(
+                    aggregation=str(quoted.aggregation),
+                    before=format_decimal(quoted.quantity_before),
+                    after=format_decimal(quoted.quantity_after),
+                ),
             )
         )
     return response
+
+
+def meter_change_message(change: MeterChange | None) -> catalog_pb2.MeterChange | None:
+    """The wire form of how an event moved its meter's aggregated quantity (None: unset)."""
+    if change is None:
+        return None
+    return catalog_pb2.MeterChange(
+        aggregation=change.aggregation,
+        window=change.window,
+        before=format_decimal(change.before),
+        after=format_decimal(change.after),
+        note=change.note,
+    )
 
 
 def price_line_message(line: PriceLine, dimension_names: tuple[str, ...]) -> catalog_pb2.PriceLine:

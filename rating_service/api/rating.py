@@ -10,7 +10,7 @@ from grpc import aio
 
 from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
 from rating_service.api import limits
-from rating_service.api.catalog import price_line_message
+from rating_service.api.catalog import meter_change_message, price_line_message
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.errors import rich_status, status_code
 from rating_service.api.invoice import invoice_message
@@ -356,6 +356,7 @@ def rated_message(
             amount=format_decimal(line.amount),
             amount_in_invoice_currency=format_decimal(line.amount_in_invoice_currency),
             breakdown=[price_line_message(p, line.cell_dimensions) for p in line.breakdown],
+            meter=meter_change_message(line.meter),
         )
     for pool_id, amount in result.draws:
         response.draws.add(pool_id=pool_id, amount=format_decimal(amount))

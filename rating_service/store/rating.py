@@ -51,6 +51,11 @@ _RESERVATION_LOCK_SPACE = 0x48_4F_4C_44
 """The advisory-lock key space of reservation ids ("HOLD"), apart from every other lock."""
 
 
+EntryMark = tuple[str, str, datetime, str, tuple[str, ...], str]
+"""Where an event falls among its meter's entries: (tenant, contract, period start, product,
+cell, entry key)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerBook:
     """A customer's contracts and their pools' terms (balances live in the ledger)."""
@@ -211,15 +216,20 @@ class RatingStore:
         ledgers: Mapping[tuple[str, datetime], PeriodLedger],
         events: Iterable[tuple[str, str]],
         accounts: Sequence[tuple[str, str]],
+        marks: Iterable[EntryMark] = (),
     ) -> tuple[dict[tuple[str, str], StoredOutcome], dict[str, Account]]:
-        """Under the period locks, in one statement: counters, draws, replays; lock accounts.
+        """Under the period locks, in one statement: counters, draws, entries, replays; lock
+        accounts.
 
-        Fills the counters and draws of `ledgers` in place; returns the stored outcomes among
-        (tenant, event id) `events`, and `accounts` ((account id, tenant) in account-id order,
-        as `contract_accounts` gives them) locked and read.
+        Fills the counters, draws and aggregation entries of `ledgers` in place (for entries,
+        the stored one at or before each of `marks` and the first after it: all an aggregation
+        needs to place the mark); returns the stored outcomes among (tenant, event id)
+        `events`, and `accounts` ((account id, tenant) in account-id order, as
+        `contract_accounts` gives them) locked and read.
         """
         periods = sorted(ledgers)
         pairs = sorted(set(events))
+        wanted = sorted(set(marks))
         row = await conn.fetchrow(
             _READ_LOCKED,
             [tenant_of[c] for c, _ in periods],
@@ -229,12 +239,16 @@ class RatingStore:
             [e for _, e in pairs],
             [t for _, t in accounts],
             [a for a, _ in accounts],
+            *_columns([(*w[:4], json.dumps(list(w[4])), w[5]) for w in wanted], 6),
         )
         assert row is not None
         for contract_id, start, product, cell, quantity, amount, count in row["counters"]:
             ledgers[(contract_id, start)].counters[(product, tuple(cell))] = Counter(
                 quantity, amount, count
             )
+        for contract_id, start, product, cell, entry_key, value in row["entries"]:
+            known = ledgers[(contract_id, start)].entries.setdefault((product, tuple(cell)), {})
+            known[entry_key] = value
         for contract_id, start, product, pool_id, amount in row["draws"]:
             ledgers[(contract_id, start)].draws[(product, pool_id)] = amount
         stored = {
@@ -325,6 +339,11 @@ class RatingStore:
             (tenant_of[contract_id], contract_id, start, ledger.spend, ledger.overage)
             for (contract_id, start), ledger in sorted(batch.periods.items())
         ]
+        entry_rows = [
+            (tenant_of[contract_id], contract_id, start, product, json.dumps(list(cell)), key, v)
+            for (contract_id, start), ledger in batch.periods.items()
+            for (product, cell, key), v in ledger.new_entries.items()
+        ]
         rated_rows = [
             (
                 tenant_id,
@@ -352,6 +371,7 @@ class RatingStore:
             *_columns(rated_rows, 8),
             *_columns(outbox_rows, 4),
             *_columns(batch.captured, 2),
+            *_columns(entry_rows, 7),
         )
 
 
@@ -378,7 +398,33 @@ def contract_accounts(
     )
 
 
-_READ_LOCKED = """
+def entries_near_marks(first: int) -> str:
+    """The aggregation entries at or before each mark and just after it, as an ARRAY of rows.
+
+    Its parameters, from `$first`: the marks' tenants, contracts, period starts, products,
+    cells (JSON text arrays) and entry keys. Each is two probes of the entries' key.
+    """
+    t, c, s, p, cell, mark = (f"${n}" for n in range(first, first + 6))
+    near = (
+        "SELECT entry_key, value FROM aggregation_entries a"
+        " WHERE a.tenant_id = k.t AND a.contract_id = k.c AND a.period_start = k.s"
+        " AND a.product_key = k.p AND a.cell = k.cell AND a.entry_key {} k.mark"
+        " ORDER BY a.entry_key {} LIMIT 1"
+    )
+    return f"""ARRAY(
+        SELECT ROW(k.c, k.s, k.p, k.cell, e.entry_key, e.value)
+        FROM (
+            SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)) AS cell, mark
+            FROM unnest({t}::text[], {c}::text[], {s}::timestamptz[], {p}::text[],
+                {cell}::text[], {mark}::text[]) AS v(t, c, s, p, cell, mark)
+        ) k
+        CROSS JOIN LATERAL (
+            ({near.format("<=", "DESC")}) UNION ALL ({near.format(">", "ASC")})
+        ) e
+    )"""
+
+
+_READ_LOCKED = f"""
 WITH periods AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, c, s)
 ), locked AS MATERIALIZED (
@@ -399,12 +445,14 @@ SELECT
     ARRAY(SELECT ROW(r.tenant_id, r.event_id, r.request_hash, r.result)
         FROM rated_events r JOIN unnest($4::text[], $5::text[]) AS k(t, e)
             ON r.tenant_id = k.t AND r.event_id = k.e) AS stored,
-    ARRAY(SELECT ROW(locked.*) FROM locked) AS accounts
+    ARRAY(SELECT ROW(locked.*) FROM locked) AS accounts,
+    {entries_near_marks(8)} AS entries
 """
 """Counters and draws of locked periods ($1–$3), stored outcomes ($4–$5), accounts to lock
-($6–$7). Under READ COMMITTED the statement's snapshot is taken after the period locks, so
-it sees whatever their previous holders committed; `FOR UPDATE` reads each account as its
-latest committed version, whenever its lock is granted."""
+($6–$7), aggregation entries next to marks ($8–$13). Under READ COMMITTED the statement's
+snapshot is taken after the period locks, so it sees whatever their previous holders
+committed; `FOR UPDATE` reads each account as its latest committed version, whenever its lock
+is granted."""
 
 _WRITE_BATCH = f"""
 WITH {WRITE_POSTINGS_CTES}, counters AS (
@@ -446,14 +494,24 @@ WITH {WRITE_POSTINGS_CTES}, counters AS (
     FROM unnest($48::text[], $49::text[]) AS k(t, id)
     WHERE r.tenant_id = k.t AND r.reservation_id = k.id
     RETURNING 1
+), entries AS (
+    INSERT INTO aggregation_entries AS e (tenant_id, contract_id, period_start, product_key,
+        cell, entry_key, value)
+    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), k, v
+    FROM unnest($50::text[], $51::text[], $52::timestamptz[], $53::text[], $54::text[],
+        $55::text[], $56::numeric[]) AS v(t, c, s, p, cell, k, v)
+    ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell, entry_key)
+    DO UPDATE SET value = excluded.value
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved),
     (SELECT count(*) FROM counters), (SELECT count(*) FROM draws),
     (SELECT count(*) FROM periods), (SELECT count(*) FROM rated),
-    (SELECT count(*) FROM announced), (SELECT count(*) FROM captured)
+    (SELECT count(*) FROM announced), (SELECT count(*) FROM captured),
+    (SELECT count(*) FROM entries)
 """
 """Everything a batch writes, in one round trip: postings ($1–$16), counters, draws,
-periods, rated events, outbox rows and captured reservations."""
+periods, rated events, outbox rows, captured reservations and aggregation entries."""
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

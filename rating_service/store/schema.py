@@ -293,6 +293,29 @@ usage_counters = Table(
     _contract_of("usage_counters"),
 )
 
+aggregation_entries = Table(
+    "aggregation_entries",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("product_key", Text, nullable=False),
+    Column("cell", ARRAY(Text), nullable=False),
+    Column("entry_key", Text(collation="C"), nullable=False),
+    Column("value", Numeric, nullable=False),
+    PrimaryKeyConstraint(
+        "tenant_id",
+        "contract_id",
+        "period_start",
+        "product_key",
+        "cell",
+        "entry_key",
+        name="pk_aggregation_entries",
+    ),
+    _contract_of("aggregation_entries"),
+)
+"""What a meter aggregating beyond sum and count remembers per counter (migration 0009)."""
+
 period_draws = Table(
     "period_draws",
     metadata,

@@ -39,6 +39,7 @@ from rating_service.core.contracts.overrides import effective_price
 from rating_service.core.contracts.pools import CommitmentKind, Pool
 from rating_service.core.errors import DomainError
 from rating_service.core.money import EXACT_CONTEXT, PricingUnit, exact_sum
+from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.breakdown import LineItem, PriceLine
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.flat_fee import BillingTiming, FlatFee
@@ -147,6 +148,15 @@ def describe_pool(pool: Pool) -> str:
     return f"{'Promotional' if pool.is_free else 'Purchased'} credit {pool.pool_id}"
 
 
+AGGREGATION_LABELS = {
+    Aggregation.MAX: "peak",
+    Aggregation.UNIQUE_COUNT: "distinct",
+    Aggregation.LATEST: "last reading",
+    Aggregation.TIME_WEIGHTED_SUM: "time-weighted",
+}
+"""How an invoice line names the quantity of a meter that does not simply add events up."""
+
+
 def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> list[InvoiceLine]:
     contract, catalog = inputs.contract, inputs.catalog
     lines = []
@@ -155,6 +165,8 @@ def _usage_lines(inputs: InvoiceInputs, period: tuple[datetime, datetime]) -> li
             continue
         product = catalog.products.get(usage.product_key)
         name = (product.name or product.key) if product is not None else usage.product_key
+        if product is not None and product.meter.aggregated_by in AGGREGATION_LABELS:
+            name = f"{name} ({AGGREGATION_LABELS[product.meter.aggregated_by]})"
         tiers, capped = _breakdown(inputs, usage, period)
         key = f"{usage.product_key}:{json.dumps(list(usage.cell))}"
         description = " · ".join((name, *usage.cell))
@@ -201,7 +213,10 @@ def _breakdown(
     no single breakdown adds up to it: the line then shows its quantity and amount only.
     """
     try:
-        priced = _cell_price(inputs, usage.product_key, usage.cell, period)
+        product = inputs.catalog.products.get(usage.product_key)
+        # A windowed meter's cell ends with its window's label, after the matrix cell.
+        cell = usage.cell[:-1] if product is not None and product.meter.window else usage.cell
+        priced = _cell_price(inputs, usage.product_key, cell, period)
         if priced is None:
             return (), ZERO
         cell_model, unit = priced

@@ -91,3 +91,22 @@ class PricedAmount(NamedTuple):
 
 NOTHING = PricedAmount(ZERO)
 """A zero amount with nothing to explain."""
+
+
+def negated(priced: PricedAmount) -> PricedAmount:
+    """The same explanation taken back: P(before) − P(after) when a quantity goes down."""
+    return PricedAmount(
+        -priced.amount,
+        tuple(
+            PriceLine(
+                line.item,
+                -line.quantity,
+                line.unit_price,
+                -line.flat_fee,
+                -line.amount,
+                line.tier,
+                line.cell,
+            )
+            for line in priced.lines
+        ),
+    )

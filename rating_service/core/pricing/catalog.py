@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from rating_service.core.errors import FieldViolation, InvalidArgument, ViolationCollector
+from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.meter import Product, product_from_dict, product_to_dict
 from rating_service.core.pricing.rate_card import (
     RateCard,
@@ -127,6 +128,7 @@ def plan_changes(current: Catalog, desired: Catalog, now: datetime) -> list[Cata
         if existing is None:
             changes.append(CatalogChange(ChangeKind.CREATE_PRODUCT, key, None, None, after))
         elif existing != desired.products[key]:
+            _check_aggregation_kept(existing, desired.products[key], violations)
             before = product_to_dict(existing)
             changes.append(CatalogChange(ChangeKind.UPDATE_PRODUCT, key, None, before, after))
     merged_products = {**current.products, **desired.products}
@@ -137,6 +139,23 @@ def plan_changes(current: Catalog, desired: Catalog, now: datetime) -> list[Cata
     violations.raise_if_any("the catalog change is not allowed")
     _check_result(current, changes, merged_products)
     return changes
+
+
+def _check_aggregation_kept(
+    before: Product, after: Product, violations: ViolationCollector
+) -> None:
+    """Refuse changing what a product's usage counters hold: they may be mid-period."""
+    was, now = before.meter, after.meter
+    plain = (Aggregation.SUM, Aggregation.COUNT)  # both count units: a switch was always allowed
+    for name in ("aggregation", "unique_property", "time_unit", "window"):
+        if name == "aggregation" and was.aggregated_by in plain and now.aggregated_by in plain:
+            continue
+        if getattr(was, name) != getattr(now, name):
+            violations.add(
+                f"products[{before.key}].meter.{name}",
+                f"cannot change from {getattr(was, name)} to {getattr(now, name)}: the"
+                " period's usage is aggregated by it; create a new product instead",
+            )
 
 
 def apply_plan(current: Catalog, changes: Sequence[CatalogChange]) -> Catalog:

@@ -6,9 +6,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import parse_decimal
+from rating_service.core.pricing.aggregation import (
+    Aggregation,
+    TimeUnit,
+    distinct_key,
+    reading_key,
+)
+from rating_service.core.pricing.window import Window
 
 ONE = Decimal(1)
 
@@ -54,6 +62,8 @@ class Measurement:
 
     quantity: Decimal
     dimensions: Mapping[str, str]
+    mark: str | None = None
+    """The event's entry key for aggregations that remember entries (a distinct value, a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +72,29 @@ class Meter:
 
     With no `quantity_property` each matching event counts 1. Events of another type, or that
     fail a filter, are not this product's usage and measure to nothing; a matching event that
-    lacks a dimension or its quantity is an error naming the property.
+    lacks a dimension or its quantity is an error naming the property. `aggregation` (default
+    `sum` with a quantity property, `count` without) says how a period's events become the
+    quantity the price applies to; `window` prices each UTC hour or day of it apart.
     """
 
     event_type: str
     quantity_property: str | None = None
     filters: tuple[PropertyFilter, ...] = ()
     dimensions: tuple[str, ...] = ()
+    aggregation: Aggregation | None = None
+    unique_property: str | None = None
+    """The property whose distinct values a `unique_count` meter counts."""
+    time_unit: TimeUnit | None = None
+    """The time a `time_weighted_sum` counts in (default hour)."""
+    window: Window | None = None
+    corrections: bool = False
+    """A `sum` meter takes negative values as corrections (usage reversed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "dimensions", tuple(self.dimensions))
         violations = ViolationCollector()
+        self._resolve_aggregation(violations)
         if not _is_name(self.event_type):
             violations.add("event_type", "must be a non-empty string")
         if self.quantity_property is not None and not _is_name(self.quantity_property):
@@ -98,6 +119,41 @@ class Meter:
             seen.add(name)
         violations.raise_if_any("invalid meter")
 
+    def _resolve_aggregation(self, violations: ViolationCollector) -> None:
+        """Default the aggregation and check the fields each aggregation reads."""
+        if self.aggregation is None:
+            default = Aggregation.COUNT if self.quantity_property is None else Aggregation.SUM
+            object.__setattr__(self, "aggregation", default)
+        aggregation = self.aggregation
+        if not isinstance(aggregation, Aggregation):
+            violations.add("aggregation", f"must be one of {', '.join(Aggregation)}")
+            return
+        needs_quantity = aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
+        if needs_quantity and self.quantity_property is None:
+            violations.add("quantity_property", f"is required by aggregation {aggregation}")
+        if not needs_quantity and self.quantity_property is not None:
+            violations.add("quantity_property", f"is not read by aggregation {aggregation}")
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            if not _is_name(self.unique_property):
+                violations.add("unique_property", "is required by aggregation unique_count")
+        elif self.unique_property is not None:
+            violations.add("unique_property", "is read only by aggregation unique_count")
+        if aggregation is Aggregation.TIME_WEIGHTED_SUM:
+            if self.time_unit is None:
+                object.__setattr__(self, "time_unit", TimeUnit.HOUR)
+        elif self.time_unit is not None:
+            violations.add("time_unit", "is read only by aggregation time_weighted_sum")
+        if self.window is not None and aggregation.reads_time:
+            violations.add("window", f"does not apply to aggregation {aggregation}")
+        if self.corrections and aggregation is not Aggregation.SUM:
+            violations.add("corrections", "apply only to aggregation sum")
+
+    @property
+    def aggregated_by(self) -> Aggregation:
+        """The meter's aggregation (resolved from its default when built)."""
+        assert self.aggregation is not None
+        return self.aggregation
+
     def measure(self, event: UsageEvent) -> Measurement | None:
         """What the event adds to this product, or None when the meter does not count it."""
         if event.event_type != self.event_type:
@@ -115,7 +171,18 @@ class Meter:
                     f"missing: dimension {name!r} of events {self.event_type!r} prices the event",
                 )
             dimensions[name] = value
-        return Measurement(self._quantity(properties), dimensions)
+        aggregation = self.aggregated_by
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            assert self.unique_property is not None
+            distinct = properties.get(self.unique_property)
+            if not distinct:
+                raise InvalidArgument.of_field(
+                    f"properties.{self.unique_property}",
+                    f"missing: events {self.event_type!r} carry the value counted once in it",
+                )
+            return Measurement(ONE, dimensions, distinct_key(distinct))
+        mark = reading_key(event.timestamp) if aggregation.reads_time else None
+        return Measurement(self._quantity(properties), dimensions, mark)
 
     def _quantity(self, properties: Mapping[str, str]) -> Decimal:
         if self.quantity_property is None:
@@ -127,7 +194,7 @@ class Meter:
                 path, f"missing: events {self.event_type!r} carry their quantity in it"
             )
         quantity = parse_decimal(raw, path)
-        if quantity < 0:
+        if quantity < 0 and not self.corrections:
             raise InvalidArgument.of_field(path, f"must not be negative, got {raw}")
         return quantity
 
@@ -176,6 +243,19 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
         if raw_quantity_property is None
         else _text(raw_quantity_property, at("meter.quantity_property"), violations)
     )
+    aggregation = _choice(
+        meter.get("aggregation"), Aggregation, at("meter.aggregation"), violations
+    )
+    time_unit = _choice(meter.get("time_unit"), TimeUnit, at("meter.time_unit"), violations)
+    window = _choice(meter.get("window"), Window, at("meter.window"), violations)
+    raw_unique = meter.get("unique_property")
+    unique_property = (
+        None if raw_unique is None else _text(raw_unique, at("meter.unique_property"), violations)
+    )
+    corrections = meter.get("corrections", False)
+    if not isinstance(corrections, bool):
+        violations.add(at("meter.corrections"), "must be true or false")
+        corrections = False
     filters = [
         _filter_from_dict(raw, at(f"meter.filters[{index}]"), violations)
         for index, raw in enumerate(_list(meter.get("filters"), at("meter.filters"), violations))
@@ -199,6 +279,11 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
                 quantity_property,
                 tuple(rule for rule in filters if rule is not None),
                 tuple(dimensions),
+                aggregation,
+                unique_property,
+                time_unit,
+                window,
+                corrections,
             ),
             name,
             frozenset(tags),
@@ -215,8 +300,19 @@ def product_to_dict(product: Product) -> dict[str, object]:
     """The plain-dict form of a product; `product_from_dict` reads it back to an equal product."""
     meter = product.meter
     meter_data: dict[str, object] = {"event_type": meter.event_type}
+    default = Aggregation.COUNT if meter.quantity_property is None else Aggregation.SUM
+    if meter.aggregated_by is not default:
+        meter_data["aggregation"] = str(meter.aggregated_by)
     if meter.quantity_property is not None:
         meter_data["quantity_property"] = meter.quantity_property
+    if meter.unique_property is not None:
+        meter_data["unique_property"] = meter.unique_property
+    if meter.time_unit is not None:
+        meter_data["time_unit"] = str(meter.time_unit)
+    if meter.window is not None:
+        meter_data["window"] = str(meter.window)
+    if meter.corrections:
+        meter_data["corrections"] = True
     if meter.filters:
         meter_data["filters"] = [
             {"property": rule.property, "equals": rule.one_of[0]}
@@ -235,7 +331,34 @@ def product_to_dict(product: Product) -> dict[str, object]:
     return data
 
 
-_METER_FIELDS = {"event_type", "quantity_property", "filters", "dimensions"}
+_METER_FIELDS = {
+    "event_type",
+    "quantity_property",
+    "filters",
+    "dimensions",
+    "aggregation",
+    "unique_property",
+    "time_unit",
+    "window",
+    "corrections",
+}
+
+
+_Choice = TypeVar("_Choice", Aggregation, TimeUnit, Window)
+
+
+def _choice(
+    value: object, kind: type[_Choice], path: str, violations: ViolationCollector
+) -> _Choice | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return kind(value)
+    except ValueError:
+        pass
+    violations.add(path, f"must be one of {', '.join(kind)}")
+    return None
 
 
 def _is_name(value: object) -> bool:

@@ -9,7 +9,8 @@ from decimal import Decimal, localcontext
 
 from rating_service.core.errors import InvalidArgument, NotFound, ViolationCollector
 from rating_service.core.money import EXACT_CONTEXT, parse_decimal
-from rating_service.core.pricing.breakdown import PricedAmount
+from rating_service.core.pricing.aggregation import Aggregation
+from rating_service.core.pricing.breakdown import PricedAmount, negated
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
@@ -35,6 +36,11 @@ class QuotedLine:
 
     usage: UsageLine
     priced: PricedAmount
+    quantity_before: Decimal = Decimal(0)
+    """The period's aggregated quantity before the line (the meter's Q)."""
+    quantity_after: Decimal = Decimal(0)
+    """…and after it: a `max` line below the peak, a repeat, leaves it as it was."""
+    aggregation: Aggregation = Aggregation.SUM
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,8 @@ def usage_line(
     return UsageLine(product_key, parse_decimal(quantity, f"{path}.quantity"), dict(dimensions))
 
 
+ZERO = Decimal(0)
+
 PriceAdjustment = Callable[[Product, PriceModel], PriceModel]
 """How a contract turns the list price of a product into its own (its overrides)."""
 
@@ -98,7 +106,11 @@ def quote(
     period_to_date: Sequence[UsageLine] = (),
     adjust: PriceAdjustment = _list_price,
 ) -> Quote:
-    """Price `lines` in order as P(c + x) − P(c), c starting at `period_to_date` per cell.
+    """Price `lines` in order as P(Q′) − P(Q), Q starting at `period_to_date` per cell.
+
+    A line's quantity is the meter's aggregated quantity: what it adds for a sum, a count, a
+    unique count (new distinct values) or a time-weighted sum (e.g. GPU-hours); the peak it
+    reaches for a max; the reading for a latest gauge.
 
     Each period-to-date line counts as one event of the period (a percentage's free events
     count them). `adjust` applies a contract's terms to each list price (the default quotes
@@ -118,6 +130,9 @@ def quote(
     def price(product_key: str) -> PriceModel:
         return adjust(catalog.products[product_key], card.price_of(product_key))
 
+    def aggregation(product_key: str) -> Aggregation:
+        return catalog.products[product_key].meter.aggregated_by
+
     events: dict[tuple[str, tuple[str, ...]], int] = {}
     # What each cell's events are charged over the period (period-to-date lines included).
     spent: dict[tuple[str, tuple[str, ...]], Decimal] = {}
@@ -130,14 +145,14 @@ def quote(
             key = (line.product_key, usage_cell(model, line.dimensions))
             prices[key] = model
             before = used.get(key, Decimal(0))
-            priced = incremental_charge(
-                model, before, line.quantity, line.dimensions, events.get(key, 0)
-            )
-            used[key] = before + line.quantity
+            aggregated_by = aggregation(line.product_key)
+            after = aggregated_by.combine(before, line.quantity)
+            priced = _change(model, before, after, line.dimensions, events.get(key, 0))
+            used[key] = after
             events[key] = events.get(key, 0) + 1
             spent[key] = spent.get(key, Decimal(0)) + priced.amount
             if is_quoted:
-                quoted.append(QuotedLine(line, priced))
+                quoted.append(QuotedLine(line, priced, before, after, aggregated_by))
                 total += priced.amount
         period_lines = _period_lines(prices, spent)
     return Quote(card, tuple(quoted), total, period_lines)
@@ -160,6 +175,19 @@ def _period_lines(
         if top_up:
             found.append(PeriodLine(product_key, cell, MINIMUM_SPEND, top_up))
     return tuple(found)
+
+
+def _change(
+    model: PriceModel,
+    before: Decimal,
+    after: Decimal,
+    dimensions: Mapping[str, str],
+    events_before: int,
+) -> PricedAmount:
+    """P(after) − P(before), with a negative breakdown when the quantity went down."""
+    if after >= before:
+        return incremental_charge(model, before, after - before, dimensions, events_before)
+    return negated(incremental_charge(model, after, before - after, dimensions, events_before))
 
 
 def _check_dimensions(

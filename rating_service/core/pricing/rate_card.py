@@ -27,10 +27,13 @@ from rating_service.core.money import (
     format_decimal,
     parse_decimal,
 )
+from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.factory import build_price_model, price_model_to_dict
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
+from rating_service.core.pricing.percentage import Percentage
 from rating_service.core.pricing.price_model import PRICE_TYPES, PriceModel
+from rating_service.core.pricing.price_terms import PriceWithTerms
 
 NO_RATE_CARD_IN_FORCE = "NO_RATE_CARD_IN_FORCE"
 """FailedPrecondition reason: no version of the rate card covers the event's timestamp."""
@@ -116,6 +119,20 @@ def validate_rate_card(card: RateCard, products: Mapping[str, Product]) -> None:
         if product is None:
             violations.add(path, f"{product_key!r} is not a product of the catalog")
             continue
+        meter = product.meter
+        cells = [c.price for c in model.cells] if isinstance(model, Matrix) else [model]
+        summed = meter.aggregated_by is Aggregation.SUM and not meter.corrections
+        per_event = [
+            isinstance(cell, Percentage)
+            or (isinstance(cell, PriceWithTerms) and cell.prices_each_event)
+            for cell in cells
+        ]
+        if not summed and any(per_event):
+            violations.add(
+                path,
+                "a percentage prices each event's own value: its meter must sum,"
+                f" without corrections (it aggregates by {meter.aggregated_by})",
+            )
         if isinstance(model, Matrix):
             measured = product.meter.dimensions
             for index, name in enumerate(model.dimensions):

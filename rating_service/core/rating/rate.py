@@ -23,6 +23,8 @@ from rating_service.core.contracts.pools import Pool
 from rating_service.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import EXACT_CONTEXT, exact_sum
+from rating_service.core.pricing.aggregation import Aggregation, MeterStep, TimeUnit, aggregate
+from rating_service.core.pricing.breakdown import PricedAmount, negated
 from rating_service.core.pricing.catalog import Catalog
 from rating_service.core.pricing.incremental import incremental_charge, usage_cell
 from rating_service.core.pricing.matrix import Matrix
@@ -30,7 +32,12 @@ from rating_service.core.pricing.meter import Product, UsageEvent
 from rating_service.core.pricing.period_price import is_prorated, price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.rate_card import RateCard
-from rating_service.core.rating.rated_event import ChargeLine, FiredAlert, RatedEvent
+from rating_service.core.rating.rated_event import (
+    ChargeLine,
+    FiredAlert,
+    MeterChange,
+    RatedEvent,
+)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """Events stamped further ahead than this are refused (DESIGN.md §5: clocks drift, not more)."""
@@ -54,6 +61,9 @@ class Measured:
     model: PriceModel
     card: RateCard
     cell: tuple[str, ...]
+    """The matrix cell, then the window's label for a windowed meter."""
+    mark: str | None = None
+    """The event's entry key where the meter remembers entries (a distinct value, a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,8 @@ class PreparedEvent:
     at: datetime
     period: tuple[datetime, datetime]
     measured: tuple[Measured, ...]
+    invoiced_period: tuple[datetime, datetime] | None = None
+    """The closed period the event fell in, when it was rolled forward into `period`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,10 @@ class PeriodLedger:
     counters: dict[tuple[str, tuple[str, ...]], Counter] = field(default_factory=dict)
     draws: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     """(product, pool id or OVERAGE) → net amount this period."""
+    entries: dict[tuple[str, tuple[str, ...]], dict[str, Decimal]] = field(default_factory=dict)
+    """(product, cell) → the aggregation entries known around this batch's events' marks."""
+    new_entries: dict[tuple[str, tuple[str, ...], str], Decimal] = field(default_factory=dict)
+    """(product, cell, entry key) → value, the entries this batch remembers."""
 
     @property
     def overage(self) -> Decimal:
@@ -144,8 +160,18 @@ def prepare_event(
         if is_prorated(model):
             model = price_for_period(model, nominal_billing_period(contract, at), period)
         cell = usage_cell(model, measurement.dimensions)
+        if product.meter.window is not None:
+            cell = (*cell, product.meter.window.label(at))
         measured.append(
-            Measured(product, measurement.quantity, measurement.dimensions, model, card, cell)
+            Measured(
+                product,
+                measurement.quantity,
+                measurement.dimensions,
+                model,
+                card,
+                cell,
+                measurement.mark,
+            )
         )
     return PreparedEvent(
         tenant_id,
@@ -159,9 +185,15 @@ def prepare_event(
 
 
 def rate_prepared(
-    prepared: PreparedEvent, pools: Mapping[str, Pool], period: PeriodLedger
+    prepared: PreparedEvent,
+    pools: Mapping[str, Pool],
+    period: PeriodLedger,
+    invoiced: PeriodLedger | None = None,
 ) -> Rated:
     """Price and plan the event on the locked state; on success, `period` is updated in place.
+
+    `invoiced` is the closed period of an event rolled forward into `period` (its
+    `invoiced_period`): a correction is priced on that period's final quantity.
 
     A refusal raises and leaves `period` as it was (every line is planned before any is kept).
     """
@@ -176,6 +208,7 @@ def rate_prepared(
     spend = period.spend
     counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
     draws: dict[tuple[str, str], Decimal] = {}
+    entries: dict[tuple[str, tuple[str, ...], str], Decimal] = {}
     lines: list[ChargeLine] = []
     transfers: list[Transfer] = []
     alerts: list[FiredAlert] = []
@@ -185,10 +218,35 @@ def rate_prepared(
     with localcontext(EXACT_CONTEXT):
         for m in prepared.measured:
             key = (m.product.key, m.cell)
+            meter = m.product.meter
+            base, label = ZERO, ""
+            if invoiced is not None and meter.corrections and m.quantity < 0:
+                # A correction of an invoiced period: priced on that period's final quantity
+                # (the difference it would have made there), booked in its own cell here, so
+                # the next invoice shows it as a line and repeated corrections stop at zero.
+                assert prepared.invoiced_period is not None
+                label = f"correction of {prepared.invoiced_period[0].isoformat()}"
+                base = invoiced.counters.get(key, Counter()).quantity
+                key = (m.product.key, (*m.cell, label))
             before = counters.get(key) or period.counters.get(key) or Counter()
-            priced = incremental_charge(
-                m.model, before.quantity, m.quantity, m.dimensions, before.events
-            )
+            change: MeterChange | None = None
+            if meter.corrections or meter.window or meter.aggregated_by not in _PLAIN:
+                step = _aggregate(m, base + before.quantity, period, entries, prepared.period)
+                priced = _repriced(m, base + before.quantity, step.quantity_after, before.events)
+                change = MeterChange(
+                    str(meter.aggregated_by),
+                    m.cell[-1] if meter.window is not None else "",
+                    base + before.quantity,
+                    step.quantity_after,
+                    "; ".join(filter(None, (label, step.note))),
+                )
+                after = step.quantity_after - base
+                entries.update(((m.product.key, m.cell, k), v) for k, v in step.entries)
+            else:
+                priced = incremental_charge(
+                    m.model, before.quantity, m.quantity, m.dimensions, before.events
+                )
+                after = before.quantity + m.quantity
             charge = invoice_currency_charge(priced.amount, m.card.pricing_unit, contract)
 
             def drawn(source: str, product: str = m.product.key) -> Decimal:
@@ -207,9 +265,7 @@ def rate_prepared(
             )
             working.update((p.pool_id, p) for p in plan.pools_after)
             spend = plan.period_spend_after
-            counters[key] = Counter(
-                before.quantity + m.quantity, before.amount + charge, before.events + 1
-            )
+            counters[key] = Counter(after, before.amount + charge, before.events + 1)
             for pool_id, amount in plan.allocation.parts:
                 draws[(m.product.key, pool_id)] = drawn(pool_id) + amount
                 event_draws[pool_id] = event_draws.get(pool_id, ZERO) + amount
@@ -230,12 +286,16 @@ def rate_prepared(
                     charge,
                     priced.lines,
                     m.model.dimensions if isinstance(m.model, Matrix) else (),
+                    change,
                 )
             )
         total = exact_sum(line.amount_in_invoice_currency for line in lines)
     period.spend = spend
     period.counters.update(counters)
     period.draws.update(draws)
+    for (product, cell, mark), value in entries.items():
+        period.entries.setdefault((product, cell), {})[mark] = value
+    period.new_entries.update(entries)
     touched = sorted(event_draws)
     result = RatedEvent(
         prepared.event_id,
@@ -251,6 +311,43 @@ def rate_prepared(
         prepared.period[1],
     )
     return Rated(result, tuple(transfers), working, recharge_due)
+
+
+_PLAIN = (Aggregation.SUM, Aggregation.COUNT)
+"""Aggregations whose event adds its own quantity (the fast path, unchanged)."""
+
+
+def _aggregate(
+    m: Measured,
+    before: Decimal,
+    period: PeriodLedger,
+    pending: Mapping[tuple[str, tuple[str, ...], str], Decimal],
+    period_bounds: tuple[datetime, datetime],
+) -> MeterStep:
+    """The event's step on its counter, seeing the entries stored and those of this event."""
+    meter = m.product.meter
+    known: Mapping[str, Decimal] = period.entries.get((m.product.key, m.cell), {})
+    mine = {k: v for (p, c, k), v in pending.items() if p == m.product.key and c == m.cell}
+    if mine:
+        known = {**known, **mine}
+    return aggregate(
+        meter.aggregated_by,
+        before,
+        m.quantity,
+        m.mark,
+        known,
+        period_bounds,
+        meter.time_unit or TimeUnit.HOUR,
+    )
+
+
+def _repriced(m: Measured, before: Decimal, after: Decimal, events_before: int) -> PricedAmount:
+    """P(after) − P(before), also when the quantity went down (a correction, a gauge falling)."""
+    with localcontext(EXACT_CONTEXT):
+        if after >= before:
+            return incremental_charge(m.model, before, after - before, m.dimensions, events_before)
+        back = incremental_charge(m.model, after, before - after, m.dimensions, events_before)
+        return negated(back)
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:

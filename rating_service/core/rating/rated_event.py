@@ -24,6 +24,20 @@ class ChargeLine:
     breakdown: tuple[PriceLine, ...]
     cell_dimensions: tuple[str, ...] = ()
     """The matrix dimension names the breakdown's `cell` values belong to."""
+    meter: MeterChange | None = None
+    """How the event moved the period's aggregated quantity (every meter but a plain sum/count)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeterChange:
+    """The period's aggregated quantity before and after an event, and why it moved so."""
+
+    aggregation: str
+    window: str
+    """The window the event counted in (`2026-12-03`), or "" for the whole period."""
+    before: Decimal
+    after: Decimal
+    note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,7 @@ class RatedEvent:
                     "amount_in_invoice_currency": format_decimal(line.amount_in_invoice_currency),
                     "breakdown": [_price_line_json(p) for p in line.breakdown],
                     "cell_dimensions": list(line.cell_dimensions),
+                    **_meter_json(line.meter),
                 }
                 for line in self.lines
             ],
@@ -103,6 +118,7 @@ class RatedEvent:
                     Decimal(line["amount_in_invoice_currency"]),
                     tuple(_price_line(p) for p in line["breakdown"]),
                     tuple(line["cell_dimensions"]),
+                    _meter_change(line.get("meter")),
                 )
                 for line in data["lines"]
             ),
@@ -116,6 +132,27 @@ class RatedEvent:
             datetime.fromisoformat(data["period_start"]),
             datetime.fromisoformat(data["period_end"]),
         )
+
+
+def _meter_json(change: MeterChange | None) -> dict[str, Any]:
+    if change is None:
+        return {}
+    return {
+        "meter": [
+            change.aggregation,
+            change.window,
+            format_decimal(change.before),
+            format_decimal(change.after),
+            change.note,
+        ]
+    }
+
+
+def _meter_change(data: list[Any] | None) -> MeterChange | None:
+    if data is None:
+        return None
+    aggregation, window, before, after, note = data
+    return MeterChange(aggregation, window, Decimal(before), Decimal(after), note)
 
 
 def _price_line_json(line: PriceLine) -> list[Any]:

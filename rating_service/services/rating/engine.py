@@ -49,6 +49,7 @@ from rating_service.store.books import ContractBooks
 from rating_service.store.database import Connection
 from rating_service.store.rating import (
     BatchWrite,
+    EntryMark,
     RatingStore,
     StoredOutcome,
     contract_accounts,
@@ -337,7 +338,12 @@ class DebitEngine:
             # contract, same period) has committed by now or waits for us, so either way we
             # see its answer.
             stored, accounts = await self._store.read_locked(
-                conn, tenant_of, ledgers, keys, contract_accounts(tenant_of, products, terms)
+                conn,
+                tenant_of,
+                ledgers,
+                keys,
+                contract_accounts(tenant_of, products, terms),
+                _marks_of(batch),
             )
             fresh: list[_Pending] = []
             for pending, key in zip(batch, keys, strict=True):
@@ -371,7 +377,7 @@ class DebitEngine:
             if not contract.covers(now):
                 continue
             period = billing_period_containing(contract, now)
-            pending.prepared = replace(prepared, period=period)
+            pending.prepared = replace(prepared, period=period, invoiced_period=prepared.period)
             if (contract.contract_id, period[0]) not in ledgers:
                 moved[(contract.contract_id, period[0])] = period[1]
         return moved
@@ -409,8 +415,12 @@ class DebitEngine:
                         )
                     hold = await self._reservations.held(conn, prepared.tenant_id, p.capture)
                     released, available = hold.release(), hold.released_from(available)
+                invoiced = prepared.invoiced_period
                 outcome = rate_prepared(
-                    prepared, available, ledgers[(contract_id, prepared.period[0])]
+                    prepared,
+                    available,
+                    ledgers[(contract_id, prepared.period[0])],
+                    None if invoiced is None else locked.get((contract_id, invoiced[0])),
                 )
             except DomainError as error:
                 answers.append((p, error))
@@ -460,6 +470,23 @@ def _periods_of(batch: list[_Pending]) -> dict[tuple[str, datetime], datetime]:
     return {
         (p.prepared.contract.contract_id, p.prepared.period[0]): p.prepared.period[1] for p in batch
     }
+
+
+def _marks_of(batch: list[_Pending]) -> list[EntryMark]:
+    """Where the batch's events fall among their meters' entries (distinct values, readings)."""
+    return [
+        (
+            p.prepared.tenant_id,
+            p.prepared.contract.contract_id,
+            p.prepared.period[0],
+            m.product.key,
+            m.cell,
+            m.mark,
+        )
+        for p in batch
+        for m in p.prepared.measured
+        if m.mark is not None
+    ]
 
 
 def _tenants_of(batch: list[_Pending]) -> dict[str, str]:

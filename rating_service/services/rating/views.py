@@ -9,6 +9,7 @@ from decimal import Decimal, localcontext
 from rating_service.core.contracts.contract import Contract, billing_period_containing
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.money import ROUNDING_CONTEXT, exact_sum
+from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.incremental import incremental_charge
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.percentage import Percentage
@@ -117,7 +118,13 @@ class AccountViews:
             dimensions = dict(zip(names, cell, strict=False))
             quantity, amount = row["quantity"], row["amount"]
             forecast_quantity = _forecast(quantity, share)
-            if isinstance(model, Percentage) or (
+            settled = product.meter.window is not None or product.meter.aggregated_by in _SETTLED
+            if settled or quantity < 0:
+                # A peak, a gauge, an integral charged to the period's end, a past window or a
+                # correction of an invoiced period does not grow with time elapsed: what is
+                # charged now is the forecast.
+                forecast_quantity, forecast_amount = quantity, amount
+            elif isinstance(model, Percentage) or (
                 isinstance(model, PriceWithTerms) and model.prices_each_event
             ):  # priced per event, not by the period's total
                 forecast_amount = _forecast(amount, share)
@@ -143,6 +150,9 @@ class AccountViews:
 
     async def _contract(self, tenant_id: str, customer_id: str, at: datetime) -> Contract:
         return contract_in_force((await self._books.book(tenant_id, customer_id)).contracts, at)
+
+
+_SETTLED = (Aggregation.MAX, Aggregation.LATEST, Aggregation.TIME_WEIGHTED_SUM)
 
 
 def _forecast(value: Decimal, share: Decimal) -> Decimal:

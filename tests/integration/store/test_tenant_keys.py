@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
@@ -42,6 +43,9 @@ GLOBAL_TABLES = {
 
 CONTRACT_KEYED = ("usage_counters", "period_draws", "contract_periods", "fired_alerts")
 """The tables migration 0008 gave a tenant_id column, filled from the row's contract."""
+
+LATER_TABLES = ("aggregation_entries",)
+"""Tables a migration after 0008 creates: a database at 0007 has none of them."""
 
 
 async def test_every_key_of_a_tenant_table_leads_with_tenant_id(database_url: str) -> None:
@@ -125,7 +129,8 @@ async def test_the_upgrade_keeps_every_row_and_the_service_goes_on_with_them(
         assert all(before[table] for table in CONTRACT_KEYED if table != "fired_alerts")
         config = migrations.alembic_config(url)
         await asyncio.to_thread(command.downgrade, config, "0007")
-        assert await every_row(conn) == without_tenant(before, CONTRACT_KEYED)
+        at_0007 = {k: v for k, v in before.items() if k not in LATER_TABLES}
+        assert await every_row(conn) == without_tenant(at_0007, CONTRACT_KEYED)
         async with fresh_database(postgres_url, "0007") as fresh:
             assert await catalog(conn) == await catalog(fresh)
         # fired_alerts has no writer yet: a row of it, as 0007 keyed it, rides along.
@@ -140,7 +145,8 @@ async def test_the_upgrade_keeps_every_row_and_the_service_goes_on_with_them(
         [alert] = after.pop("fired_alerts")
         assert alert["tenant_id"] == before["contracts"][0]["tenant_id"]
         assert after == {k: v for k, v in before.items() if k != "fired_alerts"}
-        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0008"
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == head
     finally:
         await conn.close()
 

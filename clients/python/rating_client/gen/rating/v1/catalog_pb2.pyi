@@ -61,9 +61,26 @@ class Meter(_message.Message):
     QUANTITY_PROPERTY_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    UNIQUE_PROPERTY_FIELD_NUMBER: _builtins.int
+    TIME_UNIT_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CORRECTIONS_FIELD_NUMBER: _builtins.int
     event_type: _builtins.str
     quantity_property: _builtins.str
     """The property holding the quantity; unset means each matching event counts 1."""
+    aggregation: _builtins.str
+    """How a period's events make the quantity priced: sum (the default with a quantity
+    property), count (without), max, unique_count, latest or time_weighted_sum.
+    """
+    unique_property: _builtins.str
+    """unique_count only: the property whose distinct values are counted (e.g. user_id)."""
+    time_unit: _builtins.str
+    """time_weighted_sum only: second, minute, hour (the default) or day."""
+    window: _builtins.str
+    """hour or day (UTC): the quantity is kept and priced per window, the windows summed."""
+    corrections: _builtins.bool
+    """sum only: a negative quantity is a correction (usage reversed), never below zero."""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyFilter]:
         """Only events matching every filter count (outcome-based billing)."""
@@ -79,14 +96,36 @@ class Meter(_message.Message):
         quantity_property: _builtins.str | None = ...,
         filters: _abc.Iterable[Global___PropertyFilter] | None = ...,
         dimensions: _abc.Iterable[_builtins.str] | None = ...,
+        aggregation: _builtins.str | None = ...,
+        unique_property: _builtins.str | None = ...,
+        time_unit: _builtins.str | None = ...,
+        window: _builtins.str | None = ...,
+        corrections: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quantity_property", b"_quantity_property", "quantity_property", b"quantity_property"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_aggregation", b"_aggregation", "_quantity_property", b"_quantity_property", "_time_unit", b"_time_unit", "_unique_property", b"_unique_property", "_window", b"_window", "aggregation", b"aggregation", "quantity_property", b"quantity_property", "time_unit", b"time_unit", "unique_property", b"unique_property", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quantity_property", b"_quantity_property", "dimensions", b"dimensions", "event_type", b"event_type", "filters", b"filters", "quantity_property", b"quantity_property"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_aggregation", b"_aggregation", "_quantity_property", b"_quantity_property", "_time_unit", b"_time_unit", "_unique_property", b"_unique_property", "_window", b"_window", "aggregation", b"aggregation", "corrections", b"corrections", "dimensions", b"dimensions", "event_type", b"event_type", "filters", b"filters", "quantity_property", b"quantity_property", "time_unit", b"time_unit", "unique_property", b"unique_property", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__aggregation: _TypeAlias = _typing.Literal["aggregation"]  # noqa: Y015
+    _WhichOneofArgType__aggregation: _TypeAlias = _typing.Literal["_aggregation", b"_aggregation"]  # noqa: Y015
     _WhichOneofReturnType__quantity_property: _TypeAlias = _typing.Literal["quantity_property"]  # noqa: Y015
     _WhichOneofArgType__quantity_property: _TypeAlias = _typing.Literal["_quantity_property", b"_quantity_property"]  # noqa: Y015
+    _WhichOneofReturnType__time_unit: _TypeAlias = _typing.Literal["time_unit"]  # noqa: Y015
+    _WhichOneofArgType__time_unit: _TypeAlias = _typing.Literal["_time_unit", b"_time_unit"]  # noqa: Y015
+    _WhichOneofReturnType__unique_property: _TypeAlias = _typing.Literal["unique_property"]  # noqa: Y015
+    _WhichOneofArgType__unique_property: _TypeAlias = _typing.Literal["_unique_property", b"_unique_property"]  # noqa: Y015
+    _WhichOneofReturnType__window: _TypeAlias = _typing.Literal["window"]  # noqa: Y015
+    _WhichOneofArgType__window: _TypeAlias = _typing.Literal["_window", b"_window"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__aggregation) -> _WhichOneofReturnType__aggregation | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quantity_property) -> _WhichOneofReturnType__quantity_property | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_unit) -> _WhichOneofReturnType__time_unit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unique_property) -> _WhichOneofReturnType__unique_property | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__window) -> _WhichOneofReturnType__window | None: ...
 
 Global___Meter: _TypeAlias = Meter  # noqa: Y015
 
@@ -765,6 +804,7 @@ class QuotedLine(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     BREAKDOWN_FIELD_NUMBER: _builtins.int
+    METER_FIELD_NUMBER: _builtins.int
     product_key: _builtins.str
     quantity: _builtins.str
     amount: _builtins.str
@@ -773,6 +813,10 @@ class QuotedLine(_message.Message):
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceLine]: ...
+    @_builtins.property
+    def meter(self) -> Global___MeterChange:
+        """How the line moved the period's aggregated quantity (the meter's Q) that the price applies to."""
+
     def __init__(
         self,
         *,
@@ -781,14 +825,53 @@ class QuotedLine(_message.Message):
         dimensions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         amount: _builtins.str = ...,
         breakdown: _abc.Iterable[Global___PriceLine] | None = ...,
+        meter: Global___MeterChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meter", b"meter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "breakdown", b"breakdown", "dimensions", b"dimensions", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "breakdown", b"breakdown", "dimensions", b"dimensions", "meter", b"meter", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuotedLine: _TypeAlias = QuotedLine  # noqa: Y015
+
+@_typing.final
+class MeterChange(_message.Message):
+    """How one event (or quote line) moved the period's aggregated quantity Q: it is charged
+    P(after) - P(before). For a windowed meter, Q is the window's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    aggregation: _builtins.str
+    """sum, count, max, unique_count, latest or time_weighted_sum."""
+    window: _builtins.str
+    """The window the event counted in (e.g. "2026-12-03", "2026-12-03T14:00Z"); empty for the period."""
+    before: _builtins.str
+    after: _builtins.str
+    note: _builtins.str
+    """Why Q moved as it did when that is not plain, e.g. "value already counted this period"."""
+    def __init__(
+        self,
+        *,
+        aggregation: _builtins.str = ...,
+        window: _builtins.str = ...,
+        before: _builtins.str = ...,
+        after: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "aggregation", b"aggregation", "before", b"before", "note", b"note", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeterChange: _TypeAlias = MeterChange  # noqa: Y015
 
 @_typing.final
 class QuoteResponse(_message.Message):

@@ -136,6 +136,7 @@ class ChargeLine(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     AMOUNT_IN_INVOICE_CURRENCY_FIELD_NUMBER: _builtins.int
     BREAKDOWN_FIELD_NUMBER: _builtins.int
+    METER_FIELD_NUMBER: _builtins.int
     product_key: _builtins.str
     quantity: _builtins.str
     amount: _builtins.str
@@ -146,6 +147,10 @@ class ChargeLine(_message.Message):
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.PriceLine]: ...
+    @_builtins.property
+    def meter(self) -> _catalog_pb2.MeterChange:
+        """Set for every meter but a plain sum or count: how the event moved the aggregated quantity."""
+
     def __init__(
         self,
         *,
@@ -155,10 +160,11 @@ class ChargeLine(_message.Message):
         amount: _builtins.str = ...,
         amount_in_invoice_currency: _builtins.str = ...,
         breakdown: _abc.Iterable[_catalog_pb2.PriceLine] | None = ...,
+        meter: _catalog_pb2.MeterChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meter", b"meter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_in_invoice_currency", b"amount_in_invoice_currency", "breakdown", b"breakdown", "dimensions", b"dimensions", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_in_invoice_currency", b"amount_in_invoice_currency", "breakdown", b"breakdown", "dimensions", b"dimensions", "meter", b"meter", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -787,7 +793,9 @@ class UsageRow(_message.Message):
     amount: _builtins.str
     """In the invoice currency, exact."""
     forecast_quantity: _builtins.str
-    """Linear forecast to the period end at the period-to-date rate."""
+    """Linear forecast to the period end at the period-to-date rate; a max, latest or
+    time-weighted meter, a window, or a correction is forecast as it stands.
+    """
     forecast_amount: _builtins.str
     @_builtins.property
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
