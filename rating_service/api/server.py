@@ -9,6 +9,7 @@ from typing import Protocol
 
 import asyncpg
 import grpc
+from google.protobuf import descriptor_pool
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -62,6 +63,36 @@ SERVICE_NAMES = [
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 ]
+
+SERVICERS: dict[str, type] = {
+    "rating.v1.AdminService": AdminServicer,
+    "rating.v1.CatalogService": CatalogServicer,
+    "rating.v1.ContractService": ContractServicer,
+    "rating.v1.InvoiceService": InvoiceServicer,
+    "rating.v1.OpsService": OpsServicer,
+    "rating.v1.RatingService": RatingServicer,
+    "rating.v1.WebhookService": WebhookServicer,
+}
+"""Each service's servicer class: the roles its methods allow are marked on them (`edge.allow`)."""
+
+
+def rpc_roles() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(service, method, roles allowed) of every RPC, in the protos' order."""
+    pool = descriptor_pool.Default()
+    return [
+        (
+            name.rsplit(".", 1)[-1],
+            method.name,
+            tuple(
+                sorted(
+                    role.value
+                    for role in getattr(getattr(SERVICERS[name], method.name), "allowed_roles", ())
+                )
+            ),
+        )
+        for name in SERVICE_NAMES
+        for method in pool.FindServiceByName(name).methods
+    ]
 
 
 class ApiServices(Protocol):

@@ -17,6 +17,7 @@ from rating_service.settings import Settings, documented_settings
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
+import api_table  # noqa: E402
 from settings_table import BEGIN, END, render, rewrite  # noqa: E402
 
 
@@ -33,6 +34,18 @@ def test_the_settings_table_is_the_one_the_settings_object_renders() -> None:
     table = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
     assert table == render(documented_settings()), (
         "README.md's settings table is stale: run `uv run python tools/settings_table.py`"
+    )
+
+
+def test_the_api_table_lists_every_rpc_with_the_roles_the_servicers_allow() -> None:
+    text = readme()
+    begin, end = api_table.BEGIN, api_table.END
+    table = text[text.index(begin) + len(begin) : text.index(end)].strip()
+    rows = api_table.rpc_roles()
+    assert len(rows) > 40
+    assert all(roles for _, _, roles in rows), "every RPC is open to some role"
+    assert table == api_table.render(rows), (
+        "README.md's API table is stale: run `uv run python tools/api_table.py`"
     )
 
 
