@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rating_service.api.server import rpc_roles
 from rating_service.cli import dev
 from rating_service.core.encryption import new_key
 from rating_service.runtime.embedded import TemporalDevServer
@@ -41,7 +42,7 @@ def test_the_api_table_lists_every_rpc_with_the_roles_the_servicers_allow() -> N
     text = readme()
     begin, end = api_table.BEGIN, api_table.END
     table = text[text.index(begin) + len(begin) : text.index(end)].strip()
-    rows = api_table.rpc_roles()
+    rows = rpc_roles()
     assert len(rows) > 40
     assert all(roles for _, _, roles in rows), "every RPC is open to some role"
     assert table == api_table.render(rows), (
