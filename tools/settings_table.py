@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from readme_section import replace_between
+
 from rating_service.settings import documented_settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -32,10 +34,7 @@ def render(rows: Sequence[tuple[str, str, str]]) -> str:
 
 def rewrite(readme: str, rows: Sequence[tuple[str, str, str]]) -> str:
     """`readme` with the text between the markers replaced by the table of `rows`."""
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md needs the markers {BEGIN!r} and {END!r}, in that order")
-    return readme[: start + len(BEGIN)] + "\n" + render(rows) + "\n" + readme[end:]
+    return replace_between(readme, BEGIN, END, render(rows))
 
 
 def main(argv: Sequence[str]) -> int:
