@@ -159,22 +159,9 @@ class RatingStore:
     async def stored_outcomes(
         self, conn: Connection, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], StoredOutcome]:
-        """The committed outcomes among (tenant id, event id) keys."""
-        pairs = sorted(set(keys))
-        rows = await conn.fetch(
-            "SELECT r.tenant_id, r.event_id, r.request_hash, r.result FROM rated_events r"
-            " JOIN unnest($1::text[], $2::text[]) AS k(t, e)"
-            " ON r.tenant_id = k.t AND r.event_id = k.e",
-            [t for t, _ in pairs],
-            [e for _, e in pairs],
-        )
-        return {
-            (row["tenant_id"], row["event_id"]): StoredOutcome(
-                bytes(row["request_hash"]).decode(),
-                RatedEvent.from_json(_json(row["result"])),
-            )
-            for row in rows
-        }
+        """The committed outcomes among (tenant id, event id) keys (nothing locked)."""
+        stored, _ = await self.read_locked(conn, {}, {}, keys, ())
+        return stored
 
     async def lock_periods(
         self,
@@ -218,8 +205,7 @@ class RatingStore:
         accounts: Sequence[tuple[str, str]],
         marks: Iterable[EntryMark] = (),
     ) -> tuple[dict[tuple[str, str], StoredOutcome], dict[str, Account]]:
-        """Under the period locks, in one statement: counters, draws, entries, replays; lock
-        accounts.
+        """Under the period locks, in one statement: counters, draws, entries, replays, accounts.
 
         Fills the counters, draws and aggregation entries of `ledgers` in place (for entries,
         the stored one at or before each of `marks` and the first after it: all an aggregation
