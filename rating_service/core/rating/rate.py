@@ -351,6 +351,11 @@ def _repriced(m: Measured, before: Decimal, after: Decimal, events_before: int) 
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:
+    """The version in force at `at` of the customer's contract covering it, or refuse."""
+    return contract_covering(contracts, at).at(at)
+
+
+def contract_covering(contracts: Sequence[Contract], at: datetime) -> Contract:
     """The customer's contract whose term covers `at` (there is at most one), or refuse."""
     for contract in contracts:
         if contract.term_start <= at and (contract.term_end is None or at < contract.term_end):
