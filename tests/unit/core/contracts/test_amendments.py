@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -25,8 +26,10 @@ from rating_service.core.contracts.contract import (
     contract_to_dict,
 )
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
-from rating_service.core.pricing import FlatFee
+from rating_service.core.pricing import FlatFee, build_price_model
+from rating_service.core.pricing.catalog import catalog_from_document
 from rating_service.core.pricing.flat_fee import BillingTiming
+from rating_service.core.pricing.seat_fee import SeatFee
 from tests.unit.core.billing.builders import (
     T0,
     a_contract,
@@ -147,8 +150,6 @@ def test_amendments_take_effect_in_the_term_of_a_live_contract() -> None:
     with pytest.raises(FailedPrecondition) as refused:
         amended(contract, late)
     assert refused.value.reason == AMENDMENT_OUTSIDE_TERM
-    from dataclasses import replace
-
     ended = replace(contract, status=ContractStatus.ENDED)
     ok = amendment(contract, "ok", utc(2025, 2, 1), utc(2025, 1, 5), seats=3)
     with pytest.raises(FailedPrecondition) as refused:
@@ -267,3 +268,76 @@ def test_versions_keep_the_fee_model_of_their_time() -> None:
     assert len(after) == 1 and isinstance(after[0], Override)
     assert isinstance(after[0].action, ReplacePrice)
     assert isinstance(after[0].action.price, FlatFee)
+
+
+# ---------------------------------------------------------------- seats
+
+SEAT_CATALOG = catalog_from_document(
+    {
+        "products": [
+            {"key": "seats", "name": "Workspace seats", "meter": {"event_type": "seat"}},
+        ],
+        "rate_cards": [
+            {
+                "key": "standard",
+                "version": 1,
+                "effective_from": "2020-01-01T00:00:00+00:00",
+                "pricing_unit": "USD",
+                "prices": {
+                    "seats": {
+                        "model": "seat_fee",
+                        "per_seat": {"model": "per_unit", "unit_price": "20"},
+                    }
+                },
+            }
+        ],
+    }
+)
+
+
+def test_seats_up_and_down_mid_period_are_settled_on_the_next_invoice() -> None:
+    """$20 a seat a month, in advance; January has 31 days.
+
+    10 seats on 1 January (opening invoice: 200.00). On the 10th, 15 seats from the 11th; on
+    the 20th, 12 seats from the 21st. The 1 February invoice:
+    - 11–20 Jan (10 days): unused −200 × 10/31 = −64.516… → −64.52; 15 seats 300 × 10/31 =
+      96.774… → 96.77;
+    - 21–31 Jan (11 days): unused −200 × 11/31 = −70.967… → −70.97; 12 seats 240 × 11/31 =
+      85.161… → 85.16;
+    - February in advance, 12 seats: 240.00. Total 286.44.
+    """
+    contract = replace(a_contract(), seats=10)
+    up = amendment(contract, "up", utc(2025, 1, 11), utc(2025, 1, 10), seats=15)
+    down = amendment(contract, "down", utc(2025, 1, 21), utc(2025, 1, 20), seats=12)
+    contract = amended(amended(contract, up), down)
+
+    opening = compose_invoice(inputs_on(contract, T0, catalog=SEAT_CATALOG))
+    assert [(ln.description, str(ln.amount), ln.quantity) for ln in opening.lines] == [
+        ("Workspace seats · 10 seats", "200.00", D(10))
+    ]
+    february = compose_invoice(inputs_on(contract, utc(2025, 2, 1), catalog=SEAT_CATALOG))
+    assert [(ln.description, str(ln.amount)) for ln in february.lines] == [
+        ("Workspace seats · 10 seats: unused part, changed from 2025-01-11", "-64.52"),
+        ("Workspace seats · 15 seats: as amended, from 2025-01-11", "96.77"),
+        ("Workspace seats · 10 seats: unused part, changed from 2025-01-21", "-70.97"),
+        ("Workspace seats · 12 seats: as amended, from 2025-01-21", "85.16"),
+        ("Workspace seats · 12 seats", "240.00"),
+    ]
+    assert february.total == D("286.44")
+    assert february.lines[-1].unit_price == D(20)
+
+
+def test_seats_priced_in_volume_tiers_charge_every_seat_at_the_tier_reached() -> None:
+    fee = build_price_model(
+        {
+            "model": "seat_fee",
+            "per_seat": {
+                "model": "volume",
+                "tiers": [{"up_to": "10", "unit_price": "20"}, {"unit_price": "15"}],
+            },
+        }
+    )
+    assert isinstance(fee, SeatFee)
+    assert fee.period_total(D(10)).amount == D(200)
+    assert fee.period_total(D(15)).amount == D(225)
+    assert fee.incremental_charge(D(0), D(5)).amount == D(0)  # usage never changes it
