@@ -27,7 +27,17 @@ STREAM_RATE_AND_DEBIT = "/rating.v1.RatingService/StreamRateAndDebit"
 
 AGGREGATIONS = ("hot-max", "hot-unique", "hot-latest", "hot-twa", "hot-window")
 """RateAndDebit on the hot contract of one event of each meter aggregation (bench catalog)."""
-ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf", "stream", "batch100", *AGGREGATIONS)
+ALL_SCENARIOS = (
+    "ceiling",
+    "naive",
+    "quote",
+    "hot",
+    "hot-limited",
+    "zipf",
+    "stream",
+    "batch100",
+    *AGGREGATIONS,
+)
 ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100", *AGGREGATIONS})
 EVENT_THROUGHPUT = frozenset({"stream", "batch100"})
 """Scenarios measured in events per second, closed loop only (no latency target applies)."""
@@ -239,6 +249,7 @@ class Prepared:
     naive_pool_id: str
     hot_customers: tuple[str, ...]
     zipf_customers: tuple[str, ...]
+    limited_customers: tuple[str, ...] = ()
 
 
 def factories(prepared: Prepared) -> dict[str, RequestFactory]:
@@ -248,6 +259,7 @@ def factories(prepared: Prepared) -> dict[str, RequestFactory]:
         "naive": NaiveDebitCall(prepared.naive_pool_id),
         "quote": QuoteCall(),
         "hot": RateAndDebitCall(prepared.hot_customers),
+        "hot-limited": RateAndDebitCall(prepared.limited_customers),
         "zipf": RateAndDebitCall(prepared.zipf_customers, ZIPF_EXPONENT),
         "stream": StreamRateAndDebitCall(_first(prepared.hot_customers)),
         "batch100": BatchRateAndDebitCall(_first(prepared.hot_customers)),

@@ -29,6 +29,7 @@ from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.rate_limiter import RateLimiter
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.recharge import AutoRecharging
@@ -177,6 +178,7 @@ class Components:
             self.books,
             self.reservations,
             committers=self.settings.debit_committers,
+            limiter=RateLimiter.from_environment(),
         )
 
     @cached_property

@@ -34,8 +34,12 @@ AMENDABLE_TERMS = (
     "overrides",
     "alert_thresholds",
     "seats",
+    "rate_limits",
 )
 """The terms an amendment may change, in the order they are listed and shown."""
+
+LISTED_TERMS = ("overrides", "alert_thresholds", "rate_limits")
+"""Terms that are lists, replaced whole by an amendment."""
 
 AMENDMENT_OUTSIDE_TERM = "AMENDMENT_OUTSIDE_TERM"
 """FailedPrecondition reason: the amendment would take effect outside the contract's term."""
@@ -147,8 +151,8 @@ def read_terms(raw: object, path: str, violations: ViolationCollector) -> dict[s
     """The changed terms of an amendment's wire form, in the contract's own dict form.
 
     The wire form gives each term only when it changes: `spend_cap` as `{"amount": "…"}`
-    (no amount: no cap), `overrides` and `alert_thresholds` as `{"items": [...]}` (no items:
-    none), the others as plain values.
+    (no amount: no cap), `overrides`, `alert_thresholds` and `rate_limits` as
+    `{"items": [...]}` (no items: none), the others as plain values.
     """
     fields = DictReader(raw, path, violations, "contract terms")
     terms: dict[str, object] = {}
@@ -161,7 +165,7 @@ def read_terms(raw: object, path: str, violations: ViolationCollector) -> dict[s
         cap = DictReader(fields.raw("spend_cap"), fields.at("spend_cap"), violations, "a cap")
         terms["spend_cap"] = cap.raw("amount")
         cap.reject_unknown()
-    for name in ("overrides", "alert_thresholds"):
+    for name in LISTED_TERMS:
         if fields.has(name):
             listed = DictReader(fields.raw(name), fields.at(name), violations, "a list")
             terms[name] = listed.sequence("items")
@@ -176,7 +180,7 @@ def write_terms(terms: Mapping[str, object]) -> dict[str, object]:
     for name, value in terms.items():
         if name == "spend_cap":
             wire[name] = {} if value is None else {"amount": value}
-        elif name in ("overrides", "alert_thresholds"):
+        elif name in LISTED_TERMS:
             wire[name] = {"items": value} if value else {}
         else:
             wire[name] = value

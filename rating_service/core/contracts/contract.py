@@ -42,6 +42,11 @@ from rating_service.core.contracts.overrides import (
     override_from_dict,
     override_to_dict,
 )
+from rating_service.core.contracts.rate_limits import (
+    RateLimit,
+    rate_limit_from_dict,
+    rate_limit_to_dict,
+)
 from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
@@ -179,6 +184,7 @@ class Contract:
     renewal: Renewal | None = None
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
     seats: int = 0
+    rate_limits: tuple[RateLimit, ...] = ()
     amendments: tuple[Amendment, ...] = ()
     prices: EffectivePrices = field(init=False, repr=False, compare=False)
     """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
@@ -249,6 +255,15 @@ class Contract:
                 seen[threshold.threshold_id] = index
         if isinstance(self.seats, bool) or not isinstance(self.seats, int) or self.seats < 0:
             violations.add("seats", f"must be a whole number ≥ 0, got {self.seats!r}")
+        object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
+        limit_ids: set[str] = set()
+        for index, limit in enumerate(self.rate_limits):
+            if not isinstance(limit, RateLimit):
+                violations.add(f"rate_limits[{index}]", "must be a RateLimit")
+            elif limit.limit_id in limit_ids:
+                violations.add(f"rate_limits[{index}].limit_id", "is given twice")
+            else:
+                limit_ids.add(limit.limit_id)
         object.__setattr__(self, "amendments", tuple(self.amendments))
         amendment_ids: set[str] = set()
         for index, amendment in enumerate(self.amendments):
@@ -485,6 +500,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
         else DEFAULT_DUNNING
     )
     seats = fields.optional_integer("seats") or 0
+    rate_limits = _each(fields, "rate_limits", rate_limit_from_dict, violations)
     raw_amendments = fields.sequence("amendments")
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
@@ -521,6 +537,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             renewal,
             dunning or (),
             seats,
+            tuple(rate_limits),
         )
         if not raw_amendments:
             return contract
@@ -583,6 +600,8 @@ def _term_to_dict(name: str, value: object) -> object:
         return [override_to_dict(o) for o in value]  # type: ignore[attr-defined]
     if name == "alert_thresholds":
         return [threshold_to_dict(t) for t in value]  # type: ignore[attr-defined]
+    if name == "rate_limits":
+        return [rate_limit_to_dict(limit) for limit in value]  # type: ignore[attr-defined]
     if name == "spend_cap":
         return None if value is None else format_decimal(value)  # type: ignore[arg-type]
     if name == "seats":
@@ -696,6 +715,8 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
     if contract.seats:
         data["seats"] = contract.seats
+    if contract.rate_limits:
+        data["rate_limits"] = [rate_limit_to_dict(limit) for limit in contract.rate_limits]
     if contract.amendments:
         data["amendments"] = [amendment_to_dict(a) for a in contract.amendments]
     return data

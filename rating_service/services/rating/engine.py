@@ -44,6 +44,7 @@ from rating_service.core.rating.rated_event import RatedEvent
 from rating_service.faults import Failure, classify_failure, shutting_down, unexpected_failure
 from rating_service.outbox.topics import Alert, AutoRechargeDue, OutboxPayload, Topic
 from rating_service.services.catalog import Catalogs
+from rating_service.services.rating.rate_limiter import BucketTable, RateLimiter
 from rating_service.services.rating.reservations import RESERVATION_NOT_HELD, Reservations
 from rating_service.store.books import ContractBooks
 from rating_service.store.database import Connection
@@ -102,8 +103,10 @@ class DebitEngine:
         max_batch: int = 512,
         committers: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._store = store
+        self._limiter = limiter or RateLimiter(BucketTable())
         self._catalogs = catalogs
         self._books = books
         self._reservations = reservations
@@ -232,6 +235,9 @@ class DebitEngine:
         inflight = self._inflight.get(key)
         if inflight is not None:  # a twin arrived while we were resolving
             return functools.partial(_after_twin, inflight, fingerprint, retry)
+        # After the twin checks (a twin is one request) and before any database work: a
+        # flood over the limit is refused from memory. A retry counts like any request.
+        self._limiter.admit(prepared)
         pending = _Pending(prepared, capture)
         self._inflight[key] = pending
         pending.future.add_done_callback(lambda _: self._inflight.pop(key, None))

@@ -256,6 +256,7 @@ class Contract(_message.Message):
     DUNNING_RETRY_SECONDS_FIELD_NUMBER: _builtins.int
     SEATS_FIELD_NUMBER: _builtins.int
     AMENDMENTS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -317,6 +318,13 @@ class Contract(_message.Message):
         SetSeats), refused in CreateContract.
         """
 
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]:
+        """Requests or units per second, minute or hour, enforced on RateAndDebit (and its stream and
+        batch): an event over a limit is refused with RESOURCE_EXHAUSTED (RATE_LIMITED, with
+        QuotaFailure and RetryInfo) and not rated.
+        """
+
     def __init__(
         self,
         *,
@@ -341,16 +349,74 @@ class Contract(_message.Message):
         dunning_retry_seconds: _abc.Iterable[_builtins.int] | None = ...,
         seats: _builtins.int = ...,
         amendments: _abc.Iterable[Global___ContractAmendment] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__spend_cap) -> _WhichOneofReturnType__spend_cap | None: ...
 
 Global___Contract: _TypeAlias = Contract  # noqa: Y015
+
+@_typing.final
+class RateLimit(_message.Message):
+    """A token bucket on the contract, a product or a product tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PER_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    PRODUCT_KEY_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    limit_id: _builtins.str
+    """Unique within the contract; named in QuotaFailure."""
+    limit: _builtins.str
+    """Decimal string: how many requests or units per `per`."""
+    per: _builtins.str
+    """second (default), minute or hour."""
+    unit: _builtins.str
+    """requests (default: each event counts 1) or units (the event's quantity)."""
+    burst: _builtins.str
+    """Decimal string: the bucket's size, what a quiet caller may spend at once; unset: `limit`."""
+    product_key: _builtins.str
+    """Limit only this product's events; unset (and no tag): the whole contract."""
+    tag: _builtins.str
+    """Limit only events of products with this tag."""
+    def __init__(
+        self,
+        *,
+        limit_id: _builtins.str = ...,
+        limit: _builtins.str = ...,
+        per: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        burst: _builtins.str | None = ...,
+        product_key: _builtins.str | None = ...,
+        tag: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_product_key", b"_product_key", "_tag", b"_tag", "burst", b"burst", "product_key", b"product_key", "tag", b"tag"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_product_key", b"_product_key", "_tag", b"_tag", "burst", b"burst", "limit", b"limit", "limit_id", b"limit_id", "per", b"per", "product_key", b"product_key", "tag", b"tag", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__burst: _TypeAlias = _typing.Literal["burst"]  # noqa: Y015
+    _WhichOneofArgType__burst: _TypeAlias = _typing.Literal["_burst", b"_burst"]  # noqa: Y015
+    _WhichOneofReturnType__product_key: _TypeAlias = _typing.Literal["product_key"]  # noqa: Y015
+    _WhichOneofArgType__product_key: _TypeAlias = _typing.Literal["_product_key", b"_product_key"]  # noqa: Y015
+    _WhichOneofReturnType__tag: _TypeAlias = _typing.Literal["tag"]  # noqa: Y015
+    _WhichOneofArgType__tag: _TypeAlias = _typing.Literal["_tag", b"_tag"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__burst) -> _WhichOneofReturnType__burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__product_key) -> _WhichOneofReturnType__product_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tag) -> _WhichOneofReturnType__tag | None: ...
+
+Global___RateLimit: _TypeAlias = RateLimit  # noqa: Y015
 
 @_typing.final
 class ContractTerms(_message.Message):
@@ -364,6 +430,7 @@ class ContractTerms(_message.Message):
     OVERRIDES_FIELD_NUMBER: _builtins.int
     ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     SEATS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     rate_card_key: _builtins.str
     """A rate card of the tenant's catalog."""
     overage_policy: _builtins.str
@@ -381,6 +448,10 @@ class ContractTerms(_message.Message):
     def alert_thresholds(self) -> Global___AlertThresholds:
         """The alert thresholds from then on (they replace the old list; empty: none)."""
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The rate limits from then on (they replace the old list; empty: none)."""
+
     def __init__(
         self,
         *,
@@ -390,10 +461,11 @@ class ContractTerms(_message.Message):
         overrides: Global___ContractOverrides | None = ...,
         alert_thresholds: Global___AlertThresholds | None = ...,
         seats: _builtins.int | None = ...,
+        rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__overage_policy: _TypeAlias = _typing.Literal["overage_policy"]  # noqa: Y015
     _WhichOneofArgType__overage_policy: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy"]  # noqa: Y015
@@ -409,6 +481,28 @@ class ContractTerms(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seats) -> _WhichOneofReturnType__seats | None: ...
 
 Global___ContractTerms: _TypeAlias = ContractTerms  # noqa: Y015
+
+@_typing.final
+class RateLimits(_message.Message):
+    """A whole list of rate limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RateLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimits: _TypeAlias = RateLimits  # noqa: Y015
 
 @_typing.final
 class SpendCap(_message.Message):
