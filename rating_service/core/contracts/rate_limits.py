@@ -13,7 +13,7 @@ the bucket refills at `limit` per `per`, continuously, up to `burst`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
@@ -32,8 +32,6 @@ RATE_LIMITED = "RATE_LIMITED"
 
 MICRO = 1_000_000
 """Micro-tokens per token: buckets count in whole micro-tokens."""
-
-NANOS_PER_SECOND = 1_000_000_000
 
 
 class LimitUnit(StrEnum):
@@ -73,6 +71,12 @@ class RateLimit:
     burst: Decimal | None = None
     product_key: str | None = None
     tag: str | None = None
+    capacity: int = field(init=False, repr=False, compare=False)
+    """The bucket's size in micro-tokens."""
+    refill: int = field(init=False, repr=False, compare=False)
+    """Micro-tokens added per window."""
+    window_ns: int = field(init=False, repr=False, compare=False)
+    """The window in nanoseconds."""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -93,16 +97,11 @@ class RateLimit:
         if self.product_key is not None and self.tag is not None:
             violations.add("product_key", "name at most one of product_key or tag")
         violations.raise_if_any("invalid rate limit")
-
-    @property
-    def capacity(self) -> int:
-        """The bucket's size in micro-tokens."""
-        return _micro(self.burst if self.burst is not None else self.limit, ROUND_FLOOR)
-
-    @property
-    def refill_per_second(self) -> Decimal:
-        """Tokens added per second."""
-        return self.limit / Decimal(int(self.per.length.total_seconds()))
+        # Integers, worked out once: the hot path refills and takes in integer arithmetic.
+        bucket = self.burst if self.burst is not None else self.limit
+        object.__setattr__(self, "capacity", _micro(bucket, ROUND_FLOOR))
+        object.__setattr__(self, "refill", _micro(self.limit, ROUND_FLOOR))
+        object.__setattr__(self, "window_ns", self.per.length // timedelta(microseconds=1) * 1000)
 
     def covers(self, product_key: str, tags: frozenset[str]) -> bool:
         """True when the limit's scope holds this product."""
@@ -136,14 +135,19 @@ class Bucket:
 
 def refilled(limit: RateLimit, bucket: Bucket | None, now_ns: int) -> Bucket:
     """The bucket at `now_ns`: full when new, else refilled for the time passed, to capacity."""
-    capacity = limit.capacity
     if bucket is None:
-        return Bucket(capacity, now_ns)
+        return Bucket(limit.capacity, now_ns)
+    if bucket.tokens >= limit.capacity:
+        return Bucket(limit.capacity, now_ns)
     elapsed = max(now_ns - bucket.at_ns, 0)
-    per_ns = int(limit.per.length.total_seconds()) * NANOS_PER_SECOND
-    # limit × MICRO micro-tokens per window; integer division floors, never over-refills.
-    added = elapsed * _micro(limit.limit, ROUND_FLOOR) // per_ns
-    return Bucket(min(capacity, bucket.tokens + added), now_ns if added else bucket.at_ns)
+    # Integer division floors, never over-refills; the remainder's time is kept for later.
+    added = elapsed * limit.refill // limit.window_ns
+    if not added:
+        return bucket
+    if bucket.tokens + added >= limit.capacity:
+        return Bucket(limit.capacity, now_ns)
+    used_ns = -(-added * limit.window_ns // limit.refill)
+    return Bucket(bucket.tokens + added, bucket.at_ns + used_ns)
 
 
 def wait_for(limit: RateLimit, bucket: Bucket, cost: int) -> timedelta:
@@ -151,9 +155,8 @@ def wait_for(limit: RateLimit, bucket: Bucket, cost: int) -> timedelta:
     missing = cost - bucket.tokens
     if missing <= 0:
         return timedelta(0)
-    per_seconds = limit.per.length.total_seconds()
-    seconds = Decimal(missing) * Decimal(per_seconds) / _micro(limit.limit, ROUND_FLOOR)
-    return timedelta(seconds=float(seconds.quantize(Decimal("0.001"), ROUND_CEILING)))
+    nanoseconds = -(-missing * limit.window_ns // limit.refill)
+    return timedelta(milliseconds=-(-nanoseconds // 1_000_000))
 
 
 def rate_limited(contract_id: str, refused: list[tuple[RateLimit, timedelta]]) -> ResourceExhausted:

@@ -102,6 +102,7 @@ class RateLimiter:
     def __init__(self, table: BucketTable, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._table = table
         self._clock_ns = clock_ns
+        self._keys: dict[tuple[str, str, RateLimit], bytes] = {}
 
     @classmethod
     def from_environment(cls) -> RateLimiter:
@@ -121,7 +122,7 @@ class RateLimiter:
         costs = [(limit, cost) for limit, cost in costs if cost]
         if not costs:
             return
-        keys = [_key(prepared.tenant_id, contract.contract_id, limit) for limit, _ in costs]
+        keys = [self._key(prepared.tenant_id, contract.contract_id, limit) for limit, _ in costs]
         with self._table.locked():
             now = self._clock_ns()
             taken: list[tuple[int, bytes, Bucket]] = []
@@ -137,6 +138,16 @@ class RateLimiter:
                 raise rate_limited(contract.contract_id, refused)
             for slot, key, bucket in taken:
                 self._table.put(slot, key, bucket)
+
+    def _key(self, tenant_id: str, contract_id: str, limit: RateLimit) -> bytes:
+        found = self._keys.get((tenant_id, contract_id, limit))
+        if found is None:
+            if len(self._keys) >= SLOTS:
+                self._keys.clear()  # a bounded cache: keys are cheap to make again
+            found = self._keys[(tenant_id, contract_id, limit)] = _key(
+                tenant_id, contract_id, limit
+            )
+        return found
 
 
 def _key(tenant_id: str, contract_id: str, limit: RateLimit) -> bytes:
