@@ -23,6 +23,7 @@ from rating_service.core.pricing.meter import UsageEvent
 from rating_service.faults import unexpected_failure
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine, Outcome
+from rating_service.services.rating.entitlements import Entitlements
 from rating_service.services.rating.reservations import DEFAULT_TTL, Reservations
 from rating_service.services.rating.views import AccountViews
 
@@ -38,9 +39,11 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         views: AccountViews,
         reservations: Reservations,
         invoicing: Invoicing,
+        entitlements: Entitlements,
         max_message_bytes: int,
     ) -> None:
         self._engine = engine
+        self._entitlements = entitlements
         self._views = views
         self._reservations = reservations
         self._invoicing = invoicing
@@ -225,6 +228,35 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             )
             if pool.expires_at is not None:
                 view.expire_time.CopyFrom(timestamp(pool.expires_at))
+        return response
+
+    @allow(Role.RATER, Role.ADMIN, Role.OPS)
+    async def CheckEntitlement(
+        self, request: rating_pb2.CheckEntitlementRequest, context: aio.ServicerContext
+    ) -> rating_pb2.CheckEntitlementResponse:
+        violations = ViolationCollector()
+        for name in ("customer_id", "feature_key"):
+            if not getattr(request, name):
+                violations.add(name, "is required")
+        violations.raise_if_any()
+        found = await self._entitlements.check(
+            current_caller().tenant_id,
+            request.customer_id,
+            request.feature_key,
+            requested_at(request),
+        )
+        response = rating_pb2.CheckEntitlementResponse(
+            feature_key=found.feature_key,
+            allowed=found.allowed,
+            kind="" if found.kind is None else str(found.kind),
+        )
+        for name in ("limit", "used", "remaining"):
+            value = getattr(found, name)
+            if value is not None:
+                setattr(response, name, format_decimal(value))
+        if found.period is not None:
+            response.period_start.CopyFrom(timestamp(found.period[0]))
+            response.period_end.CopyFrom(timestamp(found.period[1]))
         return response
 
     @allow(Role.RATER, Role.ADMIN, Role.OPS)

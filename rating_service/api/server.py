@@ -47,6 +47,7 @@ from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.entitlements import Entitlements
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.webhook import Webhooks
@@ -115,6 +116,8 @@ class ApiServices(Protocol):
     @property
     def account_views(self) -> AccountViews: ...
     @property
+    def entitlements(self) -> Entitlements: ...
+    @property
     def reservations(self) -> Reservations: ...
     @property
     def invoicing(self) -> Invoicing: ...
@@ -181,6 +184,7 @@ def build_server(
             services.account_views,
             services.reservations,
             services.invoicing,
+            services.entitlements,
             settings.max_message_bytes,
         ),
         server,

@@ -29,6 +29,7 @@ from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.entitlements import Entitlements
 from rating_service.services.rating.rate_limiter import RateLimiter
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
@@ -179,7 +180,13 @@ class Components:
             self.reservations,
             committers=self.settings.debit_committers,
             limiter=RateLimiter.from_environment(),
+            counted=self.entitlements.forget,
         )
+
+    @cached_property
+    def entitlements(self) -> Entitlements:
+        """CheckEntitlement from the caches and the period counters."""
+        return Entitlements(self.rating_store, self.catalogs, self.books)
 
     @cached_property
     def account_views(self) -> AccountViews:

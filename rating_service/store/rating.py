@@ -145,6 +145,21 @@ class RatingStore:
             pools[row["contract_id"]].append(_pool(row))
         return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
 
+    async def period_usage(
+        self, tenant_id: str, contract_id: str, period_start: datetime, product_key: str
+    ) -> Decimal:
+        """A product's quantity counted so far in a contract's period (every cell added up)."""
+        used = await self.pool.fetchval(
+            "SELECT coalesce(sum(quantity), 0) FROM usage_counters WHERE tenant_id = $1"
+            " AND contract_id = $2 AND period_start = $3 AND product_key = $4",
+            tenant_id,
+            contract_id,
+            period_start,
+            product_key,
+        )
+        assert isinstance(used, Decimal), f"a NUMERIC sum reads as Decimal, got {used!r}"
+        return used
+
     async def lock_reservation_id(
         self, conn: Connection, tenant_id: str, reservation_id: str
     ) -> None:

@@ -35,6 +35,7 @@ AMENDABLE_TERMS = (
     "alert_thresholds",
     "seats",
     "rate_limits",
+    "features",
 )
 """The terms an amendment may change, in the order they are listed and shown."""
 
@@ -152,7 +153,8 @@ def read_terms(raw: object, path: str, violations: ViolationCollector) -> dict[s
 
     The wire form gives each term only when it changes: `spend_cap` as `{"amount": "…"}`
     (no amount: no cap), `overrides`, `alert_thresholds` and `rate_limits` as
-    `{"items": [...]}` (no items: none), the others as plain values.
+    `{"items": [...]}` (no items: none), `features` as `{"items": {key: feature}}` (the
+    contract's own grants, over its rate card's), the others as plain values.
     """
     fields = DictReader(raw, path, violations, "contract terms")
     terms: dict[str, object] = {}
@@ -170,6 +172,10 @@ def read_terms(raw: object, path: str, violations: ViolationCollector) -> dict[s
             listed = DictReader(fields.raw(name), fields.at(name), violations, "a list")
             terms[name] = listed.sequence("items")
             listed.reject_unknown()
+    if fields.has("features"):
+        granted = DictReader(fields.raw("features"), fields.at("features"), violations, "features")
+        terms["features"] = granted.raw("items") or {}
+        granted.reject_unknown()
     fields.reject_unknown()
     return terms
 
@@ -180,7 +186,7 @@ def write_terms(terms: Mapping[str, object]) -> dict[str, object]:
     for name, value in terms.items():
         if name == "spend_cap":
             wire[name] = {} if value is None else {"amount": value}
-        elif name in LISTED_TERMS:
+        elif name in LISTED_TERMS or name == "features":
             wire[name] = {"items": value} if value else {}
         else:
             wire[name] = value

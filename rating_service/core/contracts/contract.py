@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from rating_service.core.contracts.alerts import (
@@ -56,6 +57,7 @@ from rating_service.core.errors import (
 )
 from rating_service.core.money import Currency, currency_of, format_decimal
 from rating_service.core.pricing.constraints import under_prefix
+from rating_service.core.pricing.features import Feature, features_from_dict, features_to_dict
 
 T = TypeVar("T")
 
@@ -147,6 +149,10 @@ MIN_BILLING_INTERVAL = timedelta(seconds=1)
 """The shortest fixed billing period a contract may have."""
 
 
+def _no_features() -> Mapping[str, Feature]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """A customer's contract: term, billing cycle, currency, prices and the limits on usage.
@@ -185,6 +191,7 @@ class Contract:
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
     seats: int = 0
     rate_limits: tuple[RateLimit, ...] = ()
+    features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
     amendments: tuple[Amendment, ...] = ()
     prices: EffectivePrices = field(init=False, repr=False, compare=False)
     """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
@@ -255,6 +262,12 @@ class Contract:
                 seen[threshold.threshold_id] = index
         if isinstance(self.seats, bool) or not isinstance(self.seats, int) or self.seats < 0:
             violations.add("seats", f"must be a whole number ≥ 0, got {self.seats!r}")
+        if not isinstance(self.features, Mapping) or not all(
+            isinstance(feature, Feature) for feature in self.features.values()
+        ):
+            violations.add("features", "must map feature keys to features")
+        else:
+            object.__setattr__(self, "features", MappingProxyType(dict(self.features)))
         object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
         limit_ids: set[str] = set()
         for index, limit in enumerate(self.rate_limits):
@@ -501,6 +514,11 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     )
     seats = fields.optional_integer("seats") or 0
     rate_limits = _each(fields, "rate_limits", rate_limit_from_dict, violations)
+    features: dict[str, Feature] = {}
+    try:
+        features = features_from_dict(fields.raw("features"), fields.at("features"))
+    except InvalidArgument as error:
+        violations.violations.extend(error.violations)
     raw_amendments = fields.sequence("amendments")
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
@@ -538,6 +556,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             dunning or (),
             seats,
             tuple(rate_limits),
+            features,
         )
         if not raw_amendments:
             return contract
@@ -602,6 +621,8 @@ def _term_to_dict(name: str, value: object) -> object:
         return [threshold_to_dict(t) for t in value]  # type: ignore[attr-defined]
     if name == "rate_limits":
         return [rate_limit_to_dict(limit) for limit in value]  # type: ignore[attr-defined]
+    if name == "features":
+        return features_to_dict(value)  # type: ignore[arg-type]
     if name == "spend_cap":
         return None if value is None else format_decimal(value)  # type: ignore[arg-type]
     if name == "seats":
@@ -717,6 +738,8 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["seats"] = contract.seats
     if contract.rate_limits:
         data["rate_limits"] = [rate_limit_to_dict(limit) for limit in contract.rate_limits]
+    if contract.features:
+        data["features"] = features_to_dict(contract.features)
     if contract.amendments:
         data["amendments"] = [amendment_to_dict(a) for a in contract.amendments]
     return data

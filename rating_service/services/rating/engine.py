@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -104,9 +104,12 @@ class DebitEngine:
         committers: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limiter: RateLimiter | None = None,
+        counted: Callable[[Iterable[tuple[str, datetime]]], None] = lambda periods: None,
     ) -> None:
         self._store = store
         self._limiter = limiter or RateLimiter(BucketTable())
+        # Told the (contract, period start) of every committed batch: their counters moved.
+        self._counted = counted
         self._catalogs = catalogs
         self._books = books
         self._reservations = reservations
@@ -362,6 +365,7 @@ class DebitEngine:
                     answers.append((pending, Outcome(earlier.result, replay=True)))
             if fresh:
                 answers.extend(await self._rate_fresh(conn, fresh, ledgers, accounts, terms))
+        self._counted(ledgers)
         return answers, opened
 
     def _roll_forward_late_usage(

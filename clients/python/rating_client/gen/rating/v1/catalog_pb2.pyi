@@ -224,12 +224,34 @@ class RateCard(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KEY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_UNTIL_FIELD_NUMBER: _builtins.int
     PRICING_UNIT_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     version: _builtins.int
     """Assigned by the server: 1 for the first version, then 2, 3, ..."""
@@ -245,6 +267,12 @@ class RateCard(_message.Message):
     def prices(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
         """Product key -> price model, e.g. {"model": "per_unit", "unit_price": "0.0000025"}."""
 
+    @_builtins.property
+    def features(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
+        """Feature key -> what the card grants, e.g. {"kind": "metered", "product_key":
+        "image-generation", "limit": "1000"}; contracts may grant their own over these.
+        """
+
     def __init__(
         self,
         *,
@@ -254,10 +282,11 @@ class RateCard(_message.Message):
         effective_until: _timestamp_pb2.Timestamp | None = ...,
         pricing_unit: Global___PricingUnit | None = ...,
         prices: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+        features: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "pricing_unit", b"pricing_unit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "key", b"key", "prices", b"prices", "pricing_unit", b"pricing_unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "features", b"features", "key", b"key", "prices", b"prices", "pricing_unit", b"pricing_unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

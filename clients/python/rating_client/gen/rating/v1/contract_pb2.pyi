@@ -235,6 +235,27 @@ class Contract(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     TERM_START_FIELD_NUMBER: _builtins.int
@@ -257,6 +278,7 @@ class Contract(_message.Message):
     SEATS_FIELD_NUMBER: _builtins.int
     AMENDMENTS_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -325,6 +347,13 @@ class Contract(_message.Message):
         QuotaFailure and RetryInfo) and not rated.
         """
 
+    @_builtins.property
+    def features(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
+        """The contract's own feature grants, over its rate card's, by feature key:
+        {"kind": "boolean", "enabled": true} | {"kind": "limit", "limit": "20"} |
+        {"kind": "metered", "product_key": "...", "limit": "1000"} (per billing period).
+        """
+
     def __init__(
         self,
         *,
@@ -350,10 +379,11 @@ class Contract(_message.Message):
         seats: _builtins.int = ...,
         amendments: _abc.Iterable[Global___ContractAmendment] | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
+        features: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "features", b"features", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
@@ -431,6 +461,7 @@ class ContractTerms(_message.Message):
     ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     SEATS_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     rate_card_key: _builtins.str
     """A rate card of the tenant's catalog."""
     overage_policy: _builtins.str
@@ -452,6 +483,10 @@ class ContractTerms(_message.Message):
     def rate_limits(self) -> Global___RateLimits:
         """The rate limits from then on (they replace the old list; empty: none)."""
 
+    @_builtins.property
+    def features(self) -> Global___Features:
+        """The contract's own feature grants from then on (they replace the old ones)."""
+
     def __init__(
         self,
         *,
@@ -462,10 +497,11 @@ class ContractTerms(_message.Message):
         alert_thresholds: Global___AlertThresholds | None = ...,
         seats: _builtins.int | None = ...,
         rate_limits: Global___RateLimits | None = ...,
+        features: Global___Features | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "features", b"features", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "features", b"features", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__overage_policy: _TypeAlias = _typing.Literal["overage_policy"]  # noqa: Y015
     _WhichOneofArgType__overage_policy: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy"]  # noqa: Y015
@@ -481,6 +517,49 @@ class ContractTerms(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seats) -> _WhichOneofReturnType__seats | None: ...
 
 Global___ContractTerms: _TypeAlias = ContractTerms  # noqa: Y015
+
+@_typing.final
+class Features(_message.Message):
+    """Feature grants by key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ItemsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Features: _TypeAlias = Features  # noqa: Y015
 
 @_typing.final
 class RateLimits(_message.Message):

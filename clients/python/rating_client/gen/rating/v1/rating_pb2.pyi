@@ -818,6 +818,94 @@ class UsageRow(_message.Message):
 Global___UsageRow: _TypeAlias = UsageRow  # noqa: Y015
 
 @_typing.final
+class CheckEntitlementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_KEY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    feature_key: _builtins.str
+    """The feature's key, e.g. "fine-tuning"."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Default: now; the contract and period in force then answer."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        feature_key: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "customer_id", b"customer_id", "feature_key", b"feature_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEntitlementRequest: _TypeAlias = CheckEntitlementRequest  # noqa: Y015
+
+@_typing.final
+class CheckEntitlementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_KEY_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    feature_key: _builtins.str
+    allowed: _builtins.bool
+    kind: _builtins.str
+    """boolean, limit or metered; empty when the feature is not granted."""
+    limit: _builtins.str
+    """Decimal strings; limit and metered features only."""
+    used: _builtins.str
+    """Metered: the period's usage so far."""
+    remaining: _builtins.str
+    """Metered: limit − used, never below 0; a limit: the limit."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Metered: the billing period counted."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        feature_key: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        limit: _builtins.str | None = ...,
+        used: _builtins.str | None = ...,
+        remaining: _builtins.str | None = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_remaining", b"_remaining", "_used", b"_used", "limit", b"limit", "period_end", b"period_end", "period_start", b"period_start", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_remaining", b"_remaining", "_used", b"_used", "allowed", b"allowed", "feature_key", b"feature_key", "kind", b"kind", "limit", b"limit", "period_end", b"period_end", "period_start", b"period_start", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__remaining: _TypeAlias = _typing.Literal["remaining"]  # noqa: Y015
+    _WhichOneofArgType__remaining: _TypeAlias = _typing.Literal["_remaining", b"_remaining"]  # noqa: Y015
+    _WhichOneofReturnType__used: _TypeAlias = _typing.Literal["used"]  # noqa: Y015
+    _WhichOneofArgType__used: _TypeAlias = _typing.Literal["_used", b"_used"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining) -> _WhichOneofReturnType__remaining | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__used) -> _WhichOneofReturnType__used | None: ...
+
+Global___CheckEntitlementResponse: _TypeAlias = CheckEntitlementResponse  # noqa: Y015
+
+@_typing.final
 class GetUsageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
