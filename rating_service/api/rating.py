@@ -17,6 +17,7 @@ from rating_service.api.invoice import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.background import stop_task
 from rating_service.core.auth import Role
+from rating_service.core.billing.margins import Margin
 from rating_service.core.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal, parse_decimal
 from rating_service.core.pricing.meter import UsageEvent
@@ -259,6 +260,23 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             response.period_end.CopyFrom(timestamp(found.period[1]))
         return response
 
+    @allow(Role.ADMIN, Role.OPS)
+    async def GetMargins(
+        self, request: rating_pb2.GetMarginsRequest, context: aio.ServicerContext
+    ) -> rating_pb2.GetMarginsResponse:
+        if not request.customer_id:
+            raise InvalidArgument.of_field("customer_id", "is required")
+        at = requested_at(request) or datetime.now(UTC)
+        found = await self._views.margins(current_caller().tenant_id, request.customer_id, at)
+        return rating_pb2.GetMarginsResponse(
+            contract_id=found.contract_id,
+            invoice_currency=found.invoice_currency,
+            period_start=timestamp(found.period_start),
+            period_end=timestamp(found.period_end),
+            products=[margin_message(row) for row in found.products],
+            total=margin_message(found.total),
+        )
+
     @allow(Role.RATER, Role.ADMIN, Role.OPS)
     async def GetUsage(
         self, request: rating_pb2.GetUsageRequest, context: aio.ServicerContext
@@ -281,6 +299,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                 amount=format_decimal(row.amount),
                 forecast_quantity=format_decimal(row.forecast_quantity),
                 forecast_amount=format_decimal(row.forecast_amount),
+                cost=format_decimal(row.cost),
             )
         return response
 
@@ -404,3 +423,17 @@ def rated_message(
             value=format_decimal(alert.value),
         )
     return response
+
+
+def margin_message(margin: Margin) -> rating_pb2.MarginRow:
+    """The wire form of a margin row."""
+    row = rating_pb2.MarginRow(
+        product_key=margin.product_key,
+        revenue=format_decimal(margin.revenue),
+        free_credit=format_decimal(margin.free_credit),
+        cost=format_decimal(margin.cost),
+        margin=format_decimal(margin.margin),
+    )
+    if margin.margin_percent is not None:
+        row.margin_percent = format_decimal(margin.margin_percent)
+    return row

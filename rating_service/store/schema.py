@@ -272,6 +272,7 @@ rated_events = Table(
     Column("period_start", DateTime(timezone=True), nullable=False),
     Column("charge", Numeric, nullable=False),
     Column("result", JSONB, nullable=False),
+    Column("cost", Numeric, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_rated_events_contract_period", "contract_id", "period_start"),
 )
@@ -287,6 +288,7 @@ usage_counters = Table(
     Column("quantity", Numeric, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("events", BigInteger, nullable=False),
+    Column("cost", Numeric, nullable=False, server_default="0"),
     PrimaryKeyConstraint(
         "tenant_id", "contract_id", "period_start", "product_key", "cell", name="pk_usage_counters"
     ),

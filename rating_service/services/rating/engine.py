@@ -19,6 +19,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -406,7 +407,7 @@ class DebitEngine:
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
         transfers: dict[str, list[Transfer]] = {}
         captured: list[tuple[str, str]] = []
-        rated: list[tuple[str, str, RatedEvent, datetime]] = []
+        rated: list[tuple[str, str, RatedEvent, datetime, Decimal]] = []
         outbox: list[tuple[str, Topic, str, OutboxPayload]] = []
         for p in fresh:
             prepared = p.prepared
@@ -439,7 +440,15 @@ class DebitEngine:
             transfers.setdefault(prepared.tenant_id, []).extend((*released, *outcome.transfers))
             if p.capture is not None:
                 captured.append((prepared.tenant_id, p.capture))
-            rated.append((prepared.tenant_id, prepared.fingerprint, outcome.result, prepared.at))
+            rated.append(
+                (
+                    prepared.tenant_id,
+                    prepared.fingerprint,
+                    outcome.result,
+                    prepared.at,
+                    outcome.cost,
+                )
+            )
             outbox.extend(
                 (
                     prepared.tenant_id,

@@ -73,6 +73,10 @@ class RatingServiceStub:
     period's usage). From the contract's own grants, else its rate card's; answered from
     memory. A feature nobody granted is not allowed (kind empty).
     """
+    GetMargins: _grpc.UnaryUnaryMultiCallable[_rating_pb2.GetMarginsRequest, _rating_pb2.GetMarginsResponse]
+    """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+    the billing period containing `at` (now). Admin and ops keys.
+    """
     PreviewInvoice: _grpc.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]
     """The open period's invoice as it would be issued if no more usage arrived: the same lines,
     amounts and total the billing workflow will issue at the period end, as a draft (no number).
@@ -122,6 +126,10 @@ class RatingServiceAsyncStub(RatingServiceStub):
     (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
     period's usage). From the contract's own grants, else its rate card's; answered from
     memory. A feature nobody granted is not allowed (kind empty).
+    """
+    GetMargins: _aio.UnaryUnaryMultiCallable[_rating_pb2.GetMarginsRequest, _rating_pb2.GetMarginsResponse]  # type: ignore[assignment]
+    """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+    the billing period containing `at` (now). Admin and ops keys.
     """
     PreviewInvoice: _aio.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]  # type: ignore[assignment]
     """The open period's invoice as it would be issued if no more usage arrived: the same lines,
@@ -223,6 +231,16 @@ class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
         (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
         period's usage). From the contract's own grants, else its rate card's; answered from
         memory. A feature nobody granted is not allowed (kind empty).
+        """
+
+    @_abc_1.abstractmethod
+    def GetMargins(
+        self,
+        request: _rating_pb2.GetMarginsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rating_pb2.GetMarginsResponse, _abc.Awaitable[_rating_pb2.GetMarginsResponse]]:
+        """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+        the billing period containing `at` (now). Admin and ops keys.
         """
 
     @_abc_1.abstractmethod
