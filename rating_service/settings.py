@@ -60,6 +60,18 @@ class Settings:
         5, "activity task polls the worker keeps open on Temporal at once"
     )
     listen_address: str = _setting("127.0.0.1:50051", "gRPC listen address")
+    api_address: str = _setting(
+        "127.0.0.1:50051",
+        "where the `rating` operator commands (invoices, contracts, credits, webhooks, …) reach"
+        " the gRPC API, host:port",
+    )
+    api_key: str = _setting(
+        "",
+        "the API key the `rating` operator commands act with: its tenant is the tenant they act"
+        " on, its role what they may do (`rating tenants create` prints an admin key, `rating"
+        " dev` the demo tenant's)",
+        secret=True,
+    )
     metrics_address: str = _setting(
         "127.0.0.1:9464", "Prometheus /metrics listen address (empty: off)", empty_means_off=True
     )

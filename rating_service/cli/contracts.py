@@ -7,21 +7,18 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rating_service.cli.api_client import api_call
 from rating_service.cli.command_line import (
     parse_timestamp,
-    run_async,
     tenant_option,
 )
-from rating_service.cli.tenant_services import (
-    actions_of,
-    contract_admin_call,
-)
+from rating_service.cli.tenant_services import contract_admin_call
 from rating_service.core.auth import Caller
 from rating_service.core.money import format_decimal
 
 if TYPE_CHECKING:
+    from rating_client.gen.rating.v1 import contract_pb2
     from rating_service.core.contracts.contract import Contract
-    from rating_service.ops.actions import PaymentMethodSet
     from rating_service.services.contract import ContractAdmin, Outcome
     from rating_service.store.contract import Commitment
 
@@ -132,61 +129,55 @@ def contracts_show(contract_id: str, tenant_name: str) -> None:
 
 @contracts.command("cancel")
 @click.argument("contract_id")
-@tenant_option
-def contracts_cancel(contract_id: str, tenant_name: str) -> None:
-    """End a contract now: its billing workflow ends the term and issues the final invoice."""
-    run_async(_signal_billing, tenant_name, contract_id, True)
+def contracts_cancel(contract_id: str) -> None:
+    """End a contract now: its billing workflow ends the term and issues the final invoice.
+
+    Through the API (`CancelContract`, an admin key).
+    """
+    api_call(lambda client: client.cancel_contract(contract_id), _BILLING_NEXT_STEPS)
     click.echo(f"asked {contract_id}'s billing cycle to cancel; `rating invoices list` shows it")
 
 
 @contracts.command("bill-now")
 @click.argument("contract_id")
-@tenant_option
-def contracts_bill_now(contract_id: str, tenant_name: str) -> None:
-    """Invoice a period that has ended without waiting out its grace window."""
-    run_async(_signal_billing, tenant_name, contract_id, False)
+def contracts_bill_now(contract_id: str) -> None:
+    """Invoice a period that has ended without waiting out its grace window.
+
+    Through the API (`BillNow`, an admin or ops key).
+    """
+    api_call(lambda client: client.bill_now(contract_id), _BILLING_NEXT_STEPS)
     click.echo(f"asked {contract_id}'s billing cycle to bill the ended period now")
-
-
-async def _signal_billing(tenant_name: str, contract_id: str, cancel: bool) -> None:
-    """Signal a contract's billing workflow, with an actionable error if it has none."""
-    from rating_service.core.errors import FailedPrecondition
-
-    async with actions_of(tenant_name, "nothing was signalled") as (actions, caller):
-        try:
-            if cancel:
-                await actions.cancel_contract(caller, contract_id)
-            else:
-                await actions.bill_now(caller, contract_id)
-        except FailedPrecondition as error:
-            raise click.ClickException(
-                f"{error.message}; check the id with `rating contracts list`, and that"
-                " `rating worker` is running"
-            ) from error
 
 
 @contracts.command("payment-method")
 @click.argument("contract_id")
-@tenant_option
 @click.option("--token", required=True, help="The payment method's token at the gateway.")
-def contracts_payment_method(contract_id: str, tenant_name: str, token: str) -> None:
-    """Save a contract's new payment method; invoices in dunning are retried with it at once."""
-    changed: PaymentMethodSet = run_async(_change_payment_method, tenant_name, contract_id, token)
+def contracts_payment_method(contract_id: str, token: str) -> None:
+    """Save a contract's new payment method; invoices in dunning are retried with it at once.
+
+    Through the API (`SetPaymentMethod`, an admin key).
+    """
+    changed: contract_pb2.SetPaymentMethodResponse = api_call(
+        lambda client: client.set_payment_method(contract_id, token), _BILLING_NEXT_STEPS
+    )
     click.echo(f"saved {token} as {changed.contract.contract_id}'s payment method")
-    for invoice_id in changed.retried:
+    for invoice_id in changed.retried_invoice_ids:
         click.echo(f"retrying {invoice_id} now")
 
 
-async def _change_payment_method(
-    tenant_name: str, contract_id: str, token: str
-) -> PaymentMethodSet:
-    """Save the method and signal each unpaid invoice's dunning."""
-    unchanged = (
-        "nothing was saved: the dunning of the contract's unpaid invoices must hear of a new"
-        " payment method through Temporal (or a suspended contract stays suspended)"
-    )
-    async with actions_of(tenant_name, unchanged) as (actions, caller):
-        return await actions.set_payment_method(caller, contract_id, token)
+_BILLING_NEXT_STEPS = {
+    "NO_BILLING_CYCLE": (
+        "check the id with `rating contracts list --tenant NAME`, and that `rating worker` is"
+        " running"
+    ),
+    "CONTRACT_NOT_FOUND": (
+        "`rating contracts list --tenant NAME` lists the tenant's contracts; the contract must"
+        " be one of the tenant of RATING_API_KEY"
+    ),
+    "TEMPORAL_UNAVAILABLE": (
+        "nothing was changed: the server must reach Temporal for this (its RATING_TEMPORAL_ADDRESS)"
+    ),
+}
 
 
 @click.group()

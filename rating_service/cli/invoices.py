@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -11,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rating_service.cli.api_client import api_call
 from rating_service.cli.command_line import T, echo_table, run_async, tenant_option
-from rating_service.cli.tenant_services import actions_of, invoicing_of
+from rating_service.cli.tenant_services import invoicing_of
 from rating_service.core.money import format_decimal
 
 if TYPE_CHECKING:
-    from rating_service.core.auth import Caller
+    from rating_client.gen.rating.v1 import invoice_pb2
     from rating_service.core.billing.invoice import Invoice
-    from rating_service.ops.actions import OperatorActions, Paid, Voided
     from rating_service.services.invoice import Invoicing
     from rating_service.store.invoice import PaymentAttempt
 
@@ -186,65 +185,59 @@ def _write_document(tenant_name: str, invoice_id: str, kind: str, output: Path) 
 
 @invoices.command("void")
 @click.argument("invoice_id")
-@tenant_option
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
 @click.option(
     "--regenerate", is_flag=True, help="Issue a corrected revision of the invoice at once."
 )
-def invoices_void(invoice_id: str, tenant_name: str, reason: str, regenerate: bool) -> None:
+def invoices_void(invoice_id: str, reason: str, regenerate: bool) -> None:
     """Void an invoice (its number is kept, its ledger postings reversed); optionally reissue it.
 
-    The revision is composed again from the period's counters and the contract as they are now,
-    by a new invoice workflow (`invoice/<tenant>/<contract>/<billing date>/r<n>`).
+    Through the API (`VoidInvoice`, an admin or ops key). The revision is composed again from
+    the period's counters and the contract as they are now, by a new invoice workflow
+    (`invoice/<tenant>/<contract>/<billing date>/r<n>`).
     """
-    actor = f"cli:{os.environ.get('USER', 'operator')}"
-    unchanged = "nothing was voided: its revision is issued by a workflow"
-
-    async def void(actions: OperatorActions, caller: Caller) -> Voided:
-        return await actions.void_invoice(
-            caller, invoice_id, reason, regenerate=regenerate, actor=actor
-        )
-
-    voided: Voided = _action(tenant_name, unchanged if regenerate else "", void)
-    click.echo(f"voided {voided.invoice.invoice_id} ({voided.invoice.number or 'a draft'})")
-    if voided.revision_workflow_id is not None:
+    voided: invoice_pb2.VoidInvoiceResponse = api_call(
+        lambda client: client.void_invoice(invoice_id, reason=reason, regenerate=regenerate),
+        _INVOICE_NEXT_STEPS,
+    )
+    invoice = voided.invoice
+    click.echo(f"voided {invoice.invoice_id} ({invoice.number or 'a draft'})")
+    if voided.revision_workflow_id:
         click.echo(
-            f"revision {voided.invoice.revision + 1} is being issued by workflow"
+            f"revision {invoice.revision + 1} is being issued by workflow"
             f" {voided.revision_workflow_id}"
         )
 
 
 @invoices.command("pay")
 @click.argument("invoice_id")
-@tenant_option
 @click.option("--reference", required=True, help="The payment's reference, e.g. the wire's.")
-def invoices_pay(invoice_id: str, tenant_name: str, reference: str) -> None:
-    """Record a payment made outside the gateway; a contract suspended for the invoice resumes."""
-    actor = f"cli:{os.environ.get('USER', 'operator')}"
-    unchanged = (
-        "nothing was recorded: the invoice's dunning must hear of a payment through Temporal"
+def invoices_pay(invoice_id: str, reference: str) -> None:
+    """Record a payment made outside the gateway; a contract suspended for the invoice resumes.
+
+    Through the API (`RecordPayment`, an admin or ops key).
+    """
+    paid: invoice_pb2.RecordPaymentResponse = api_call(
+        lambda client: client.record_payment(invoice_id, reference=reference),
+        _INVOICE_NEXT_STEPS,
     )
-
-    async def pay(actions: OperatorActions, caller: Caller) -> Paid:
-        return await actions.record_payment(caller, invoice_id, reference, actor=actor)
-
-    paid: Paid = _action(tenant_name, unchanged, pay)
     invoice = paid.invoice
-    total = _money(invoice.total, invoice)
-    click.echo(f"{invoice.invoice_id} ({invoice.number}) is {invoice.state}: {total}")
-    click.echo(f"contract {invoice.contract_id} is {paid.contract.status}")
+    click.echo(
+        f"{invoice.invoice_id} ({invoice.number}) is {invoice.state}:"
+        f" {invoice.currency} {invoice.total}"
+    )
+    click.echo(f"contract {invoice.contract_id} is {paid.contract_status}")
 
 
-def _action(
-    tenant_name: str, unchanged: str, call: Callable[[OperatorActions, Caller], Awaitable[T]]
-) -> T:
-    """Make one operator action for the tenant; an unknown invoice says how to find it."""
-
-    async def run() -> T:
-        async with actions_of(tenant_name, unchanged) as (actions, caller):
-            return await _listed_on_miss(tenant_name, call(actions, caller))
-
-    return run_async(run)
+_INVOICE_NEXT_STEPS = {
+    "INVOICE_NOT_FOUND": (
+        "`rating invoices list --tenant NAME` lists the tenant's invoices; the invoice must be"
+        " one of the tenant of RATING_API_KEY"
+    ),
+    "TEMPORAL_UNAVAILABLE": (
+        "nothing was changed: the server must reach Temporal for this (its RATING_TEMPORAL_ADDRESS)"
+    ),
+}
 
 
 async def _listed_on_miss(tenant_name: str, call: Awaitable[T]) -> T:

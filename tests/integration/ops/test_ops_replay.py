@@ -128,17 +128,17 @@ async def test_a_failure_after_the_number_was_assigned_replays_to_one_number_and
         assert before["state"] == "finalized" and before["number"]
         assert before["attempts"] == [] and before["charges"] == 0
 
-        shown = await stack.run_cli("ops", "invoices", "show", failed.workflow_id)
+        shown = await stack.run_database_cli("ops", "invoices", "show", failed.workflow_id)
         assert "finalize_invoice" in shown and "failpoint" in shown
         assert f"keeps its number {before['number']}" in shown
 
-        dry = await stack.run_cli(
+        dry = await stack.run_database_cli(
             "ops", "invoices", "replay", failed.workflow_id, "--reason", "rehearse", "--dry-run"
         )
         assert "nothing changed" in dry
         assert (await books(settings, contract)) == before
 
-        replayed = await stack.run_cli(
+        replayed = await stack.run_database_cli(
             "ops", "invoices", "replay", failed.workflow_id, "--reason", "finalize crashed"
         )
         assert "completed" in replayed and f"{before['number']} paid" in replayed
@@ -153,7 +153,7 @@ async def test_a_failure_after_the_number_was_assigned_replays_to_one_number_and
             == []
         )
 
-        log = await stack.run_cli("ops", "replays", "--workflow", failed.workflow_id)
+        log = await stack.run_database_cli("ops", "replays", "--workflow", failed.workflow_id)
         assert "cli:" in log and "finalize crashed" in log and "completed" in log
 
         # A completed invoice is not replayed again: refused, logged, nothing moves.
@@ -249,7 +249,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         before = await books(settings, contract)
         assert before["attempts"] == [(1, "refused")] and before["charges"] == 0
 
-        shown = await stack.run_cli("ops", "invoices", "show", failed.workflow_id)
+        shown = await stack.run_database_cli("ops", "invoices", "show", failed.workflow_id)
         assert "fix it first" in shown  # the method is still the one refused
 
         # Replayed before the fix, it fails again, and says so.
@@ -259,7 +259,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         assert unfixed.exit_code == 1 and "failed" in unfixed.output
 
         await stack.run_cli("contracts", "payment-method", contract.contract_id, "--token", "pm_ok")
-        replayed = await stack.run_cli(
+        replayed = await stack.run_database_cli(
             "ops",
             "invoices",
             "replay",
@@ -274,7 +274,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         after = await books(settings, contract)
         assert after["state"] == "paid" and after["number"] == before["number"]
         assert after["attempts"] == [(1, "succeeded")] and after["charges"] == 1
-        log = await stack.run_cli("ops", "replays")
+        log = await stack.run_database_cli("ops", "replays")
         assert log.count("failed") >= 1 and "payment method fixed" in log
 
 

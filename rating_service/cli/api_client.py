@@ -1,0 +1,81 @@
+"""What the operator commands act through: the gRPC API of a running server, with an API key.
+
+The key (RATING_API_KEY) decides the tenant and the role, so these commands take no --tenant:
+the server checks, audits and refuses as it does for any caller. A refusal is printed with what
+the server said of it (its status, reason, the fields or preconditions at fault) and what to do
+next, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import click
+import grpc
+
+from rating_client import RatingClient, RatingError
+from rating_service.cli.command_line import T, load_settings
+
+API_TIMEOUT_SECONDS = 30.0
+"""How long one call may take: an operator action may wait on Temporal, a person is waiting."""
+
+_NEXT_STEP_BY_CODE = {
+    grpc.StatusCode.UNAUTHENTICATED: (
+        "set RATING_API_KEY to a key of the tenant (`rating tenants create` prints an admin key,"
+        " `rating keys create --role ops` makes another, `rating dev` prints the demo tenant's)"
+    ),
+    grpc.StatusCode.PERMISSION_DENIED: (
+        "set RATING_API_KEY to a key of the tenant with a role this command needs"
+        " (README: Tenants, keys and roles)"
+    ),
+}
+
+
+class ApiRefusal(click.ClickException):
+    """A refused call, said as the server said it, with what to do next; exits 1."""
+
+    def __init__(self, error: RatingError, address: str, next_step: str | None) -> None:
+        lines = [error.message or error.code.name.lower().replace("_", " ")]
+        status = error.code.name + (f" {error.reason}" if error.reason else "")
+        lines.append(f"  status: {status}")
+        lines += [f"  field {field}: {problem}" for field, problem in error.fields.items()]
+        lines += [f"  precondition: {failed}" for failed in error.preconditions]
+        if error.reason == "" and error.code is grpc.StatusCode.UNAVAILABLE:
+            # No rich status: the server itself was not reached.
+            next_step = (
+                f"is `rating serve` (or `rating dev`) running at {address}?"
+                " RATING_API_ADDRESS says where it listens"
+            )
+        next_step = next_step or _NEXT_STEP_BY_CODE.get(error.code)
+        if next_step:
+            lines.append(f"  next: {next_step}")
+        super().__init__("\n".join(lines))
+        self.error = error
+
+
+def api_call(
+    call: Callable[[RatingClient], Awaitable[T]], next_steps: Mapping[str, str] | None = None
+) -> T:
+    """Make one command's calls with the configured address and key; a refusal ends the
+    command with the server's explanation and, by its reason, `next_steps`' advice."""
+    settings = load_settings()
+    if not settings.api_key:
+        raise click.ClickException(
+            "RATING_API_KEY is not set: operator commands act through the API with a key of the"
+            " tenant (`rating tenants create` prints an admin key, `rating dev` the demo"
+            " tenant's); RATING_API_ADDRESS says where the server is"
+            f" (now {settings.api_address})"
+        )
+
+    async def run() -> T:
+        async with RatingClient(
+            settings.api_address, settings.api_key, timeout_seconds=API_TIMEOUT_SECONDS
+        ) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(run())
+    except RatingError as error:
+        advice = (next_steps or {}).get(error.reason)
+        raise ApiRefusal(error, settings.api_address, advice) from error
