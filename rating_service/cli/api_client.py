@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC
+from typing import TYPE_CHECKING
 
 import click
 import grpc
 
 from rating_client import RatingClient, RatingError
 from rating_service.cli.command_line import T, load_settings
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
 
 API_TIMEOUT_SECONDS = 30.0
 """How long one call may take: an operator action may wait on Temporal, a person is waiting."""
@@ -79,3 +84,8 @@ def api_call(
     except RatingError as error:
         advice = (next_steps or {}).get(error.reason)
         raise ApiRefusal(error, settings.api_address, advice) from error
+
+
+def moment(at: Timestamp) -> str:
+    """A Timestamp of an answer as ISO 8601 in UTC, as the commands print every moment."""
+    return at.ToDatetime(UTC).isoformat()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rating_service.cli.api_client import api_call
+from rating_service.cli.api_client import api_call, moment
 from rating_service.cli.command_line import (
     T,
     echo_table,
@@ -18,8 +18,6 @@ from rating_service.cli.command_line import (
 from rating_service.cli.tenant_services import components
 
 if TYPE_CHECKING:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rating_client import RatingClient
     from rating_client.gen.rating.v1 import webhook_pb2
     from rating_service.services.webhook import Webhooks
@@ -79,10 +77,10 @@ def webhooks_list() -> None:
             endpoint.endpoint_id,
             endpoint.url,
             ",".join(endpoint.topics) or "all",
-            f"disabled {_moment(endpoint.disabled_at)}"
+            f"disabled {moment(endpoint.disabled_at)}"
             if endpoint.HasField("disabled_at")
             else "enabled",
-            _moment(endpoint.created_at),
+            moment(endpoint.created_at),
         )
         for endpoint in found
     ]
@@ -164,7 +162,7 @@ def webhooks_deliveries(event_id: str | None, limit: int) -> None:
     rows = [("AT", "EVENT", "TOPIC", "ENDPOINT", "ATTEMPT", "RESULT")]
     rows += [
         (
-            _moment(attempt.at) if attempt.HasField("at") else "",
+            moment(attempt.at) if attempt.HasField("at") else "",
             attempt.event_id,
             attempt.topic,
             attempt.endpoint_id,
@@ -210,11 +208,6 @@ _ENDPOINT_NEXT_STEPS = {
         "nothing was sent: the server must reach Temporal for this (its RATING_TEMPORAL_ADDRESS)"
     ),
 }
-
-
-def _moment(at: Timestamp) -> str:
-    """A Timestamp as ISO 8601 in UTC, to the second."""
-    return at.ToDatetime(UTC).isoformat(timespec="seconds")
 
 
 def _run_on_notifications(call: Callable[[Webhooks], Awaitable[T]]) -> T:

@@ -68,7 +68,9 @@ async def test_an_invoice_is_voided_and_paid_by_its_tenant_s_key_and_no_other(
     other = await refused(api_env(server, globex.tokens[Role.ADMIN]), *void)
     assert other[0] == f"Error: no invoice {invoice.invoice_id!r}"
     assert "  status: NOT_FOUND INVOICE_NOT_FOUND" in other
-    assert other[-1].startswith("  next: `rating invoices list --tenant NAME` lists")
+    assert other[-1] == (
+        "  next: `rating invoices list` lists the invoices of RATING_API_KEY's tenant"
+    )
     # A rater key may not void: the role is named, and what to do about it.
     rater = await refused(api_env(server, acme.tokens[Role.RATER]), *void)
     assert rater[0].startswith("Error: this call needs the admin, ops role; the key key_")
