@@ -279,6 +279,56 @@ class RatingClient:
         request = invoice_pb2.RecordPaymentRequest(invoice_id=invoice_id, reference=reference)
         return await self.idempotent(self.invoicing.RecordPayment, request)
 
+    async def create_customer(self, customer_id: str, name: str) -> contract_pb2.Customer:
+        """Create a customer (admin key). Not retried: a retry would find the id taken."""
+        request = contract_pb2.CreateCustomerRequest(customer_id=customer_id, name=name)
+        reply = await self.call(self.contracts.CreateCustomer, request)
+        return reply.customer
+
+    async def customers(
+        self, *, page_size: int = 0, page_token: str = ""
+    ) -> contract_pb2.ListCustomersResponse:
+        """One page of the tenant's customers, by id."""
+        request = contract_pb2.ListCustomersRequest(page_size=page_size, page_token=page_token)
+        return await self.idempotent(self.contracts.ListCustomers, request)
+
+    async def create_contract(self, terms: contract_pb2.Contract) -> contract_pb2.Contract:
+        """Create a contract with these terms (admin key). Not retried: the request has no id,
+        and a retry could open a second contract (or be refused as overlapping the first)."""
+        request = contract_pb2.CreateContractRequest(contract=terms)
+        reply = await self.call(self.contracts.CreateContract, request)
+        return reply.contract
+
+    async def contract(self, contract_id: str) -> contract_pb2.GetContractResponse:
+        """A contract and its commitments with their balances now."""
+        request = contract_pb2.GetContractRequest(contract_id=contract_id)
+        return await self.idempotent(self.contracts.GetContract, request)
+
+    async def contracts_of(
+        self, customer_id: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> contract_pb2.ListContractsResponse:
+        """One page of contracts (of one customer, if given), by customer then term start."""
+        request = contract_pb2.ListContractsRequest(
+            customer_id=customer_id, page_size=page_size, page_token=page_token
+        )
+        return await self.idempotent(self.contracts.ListContracts, request)
+
+    async def add_commitment(
+        self, request: contract_pb2.AddCommitmentRequest
+    ) -> contract_pb2.AddCommitmentResponse:
+        """Add a credit or commitment (admin key); safe to retry with the same grant_id."""
+        return await self.idempotent(self.contracts.AddCommitment, request)
+
+    async def top_up(self, request: contract_pb2.TopUpRequest) -> contract_pb2.TopUpResponse:
+        """Add bought credit (admin key); safe to retry with the same top_up_id."""
+        return await self.idempotent(self.contracts.TopUp, request)
+
+    async def adjust_balance(
+        self, request: contract_pb2.AdjustBalanceRequest
+    ) -> contract_pb2.AdjustBalanceResponse:
+        """Add to or remove from a pool (admin key); safe to retry with the same adjustment_id."""
+        return await self.idempotent(self.contracts.AdjustBalance, request)
+
     async def set_payment_method(
         self, contract_id: str, payment_method: str
     ) -> contract_pb2.SetPaymentMethodResponse:
