@@ -192,8 +192,8 @@ class BillingStack:
 
     @property
     def cli_env(self) -> dict[str, str]:
-        """The environment that points `rating`'s database-direct commands at this test's
-        database and worker."""
+        """The environment that points `rating`'s database-direct commands (`ops reconcile`)
+        at this test's database and worker."""
         return {
             "RATING_DATABASE_URL": self.worker_config.database_url or "",
             "RATING_TEMPORAL_ADDRESS": self.worker_config.temporal_address or "",
@@ -206,9 +206,9 @@ class BillingStack:
         server = await self.operator_server.running()
         return await run_cli(api_env(server, self.tenant.tokens[role]), *args)
 
-    async def run_database_cli(self, *args: str) -> str:
-        """Run `rating ARGS… --tenant acme` straight on this test's database and worker."""
-        return await run_cli(self.cli_env, *args, "--tenant", "acme")
+    async def run_ops_cli(self, *args: str) -> str:
+        """Run `rating ops ARGS…` as `run_cli` does, with the tenant's ops key."""
+        return await self.run_cli(*args, role=Role.OPS)
 
 
 @asynccontextmanager

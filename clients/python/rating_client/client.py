@@ -395,33 +395,59 @@ class RatingClient:
         reply = await self.idempotent(self.webhooks.RedeliverWebhook, request)
         return reply.workflow_id
 
-    async def failed_invoices(self, contract_id: str = "") -> list[ops_pb2.InvoiceRun]:
+    async def failed_invoices(
+        self, contract_id: str = "", *, since: datetime | None = None, limit: int = 0
+    ) -> list[ops_pb2.InvoiceRun]:
         """Invoice workflows whose latest run failed or is stuck, latest first (ops key)."""
-        reply = await self.idempotent(
-            self.ops.ListFailedInvoices, ops_pb2.ListFailedInvoicesRequest(contract_id=contract_id)
-        )
+        request = ops_pb2.ListFailedInvoicesRequest(contract_id=contract_id, limit=limit)
+        if since is not None:
+            request.since.CopyFrom(_timestamp(since))
+        reply = await self.idempotent(self.ops.ListFailedInvoices, request)
         return list(reply.runs)
+
+    async def invoice_run(self, workflow_id: str) -> ops_pb2.GetInvoiceRunResponse:
+        """An invoice workflow's latest run, step by step, and its replays so far (ops key)."""
+        return await self.idempotent(
+            self.ops.GetInvoiceRun, ops_pb2.GetInvoiceRunRequest(workflow_id=workflow_id)
+        )
+
+    async def replays(
+        self, workflow_id: str = "", *, limit: int = 0, page_token: str = ""
+    ) -> ops_pb2.ListReplaysResponse:
+        """One page of the replay log (of one workflow, if given), latest first (ops key)."""
+        request = ops_pb2.ListReplaysRequest(
+            workflow_id=workflow_id, limit=limit, page_token=page_token
+        )
+        return await self.idempotent(self.ops.ListReplays, request)
 
     async def replay_invoices(
         self,
-        workflow_ids: Sequence[str],
+        workflow_ids: Sequence[str] = (),
         *,
         reason: str,
         reset_to: str = "",
         dry_run: bool = False,
         wait_seconds: int = 0,
+        replay_all: bool = False,
+        contract_id: str = "",
+        since: datetime | None = None,
     ) -> ops_pb2.ReplayInvoicesResponse:
-        """Replay invoice workflows (or, dry run, say what would happen); ops key.
+        """Replay invoice workflows, named or (`replay_all`) every failed one, narrowed by
+        contract and since; or, dry run, say what would happen. Ops key.
 
         Not retried: a replay is logged each time it is asked for.
         """
         request = ops_pb2.ReplayInvoicesRequest(
             workflow_ids=workflow_ids,
+            all=replay_all,
+            contract_id=contract_id,
             reason=reason,
             reset_to=reset_to,
             dry_run=dry_run,
             wait_seconds=wait_seconds,
         )
+        if since is not None:
+            request.since.CopyFrom(_timestamp(since))
         try:
             return await self.ops.ReplayInvoices(
                 request, metadata=self._metadata, timeout=self._timeout + wait_seconds

@@ -185,7 +185,6 @@ async def test_grants_replay_top_ups_add_and_adjustments_never_overdraw(rating: 
 async def test_bad_input_exits_1_naming_the_problem(
     rating: Rating, server: RunningServer, acme: TenantKeys, globex: TenantKeys
 ) -> None:
-    other = globex
     await ok(rating, "customers", "create", "initech")
     create = ("contracts", "create", "--customer", "initech")
 
@@ -221,13 +220,13 @@ async def test_bad_input_exits_1_naming_the_problem(
     assert "commitments: 0" in shown
 
     # A key of another tenant sees none of it, and cannot change it.
-    globex = as_key(server, other.tokens[Role.ADMIN])
-    assert await ok(globex, "customers", "list") == ""
-    assert await ok(globex, "contracts", "list") == ""
-    hidden = await refused(globex, "contracts", "show", contract_id)
+    other = as_key(server, globex.tokens[Role.ADMIN])
+    assert await ok(other, "customers", "list") == ""
+    assert await ok(other, "contracts", "list") == ""
+    hidden = await refused(other, "contracts", "show", contract_id)
     assert f"Error: no contract {contract_id!r}" in hidden
     assert "status: NOT_FOUND CONTRACT_NOT_FOUND" in hidden
-    elsewhere = await refused(globex, *grant, "--amount", "5")
+    elsewhere = await refused(other, *grant, "--amount", "5")
     assert f"no contract {contract_id!r}" in elsewhere
     # A rater key may read contracts, not grant credit: the role it needs is named.
     rater = await refused(as_key(server, acme.tokens[Role.RATER]), *grant, "--amount", "5")
