@@ -65,6 +65,11 @@ class Settings:
         "where the `rating` operator commands (invoices, contracts, credits, webhooks, …) reach"
         " the gRPC API, host:port",
     )
+    api_tls_ca_file: Path | None = _setting(
+        None,
+        "CA bundle (PEM) the `rating` operator commands verify the server's certificate with;"
+        " set: they dial TLS (a server with RATING_TLS_CERT_FILE)",
+    )
     api_key: str = _setting(
         "",
         "the API key the `rating` operator commands act with: its tenant is the tenant they act"

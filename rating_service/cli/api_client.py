@@ -73,9 +73,22 @@ def api_call(
             f" (now {settings.api_address})"
         )
 
+    credentials = None
+    if settings.api_tls_ca_file is not None:
+        try:
+            ca = settings.api_tls_ca_file.read_bytes()
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot read RATING_API_TLS_CA_FILE {settings.api_tls_ca_file}: {exc.strerror}"
+            ) from exc
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+
     async def run() -> T:
         async with RatingClient(
-            settings.api_address, settings.api_key, timeout_seconds=API_TIMEOUT_SECONDS
+            settings.api_address,
+            settings.api_key,
+            timeout_seconds=API_TIMEOUT_SECONDS,
+            credentials=credentials,
         ) as client:
             return await call(client)
 

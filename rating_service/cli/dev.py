@@ -310,10 +310,11 @@ def print_endpoints(
         "that key, from another shell here (with the export above):",
         f"  export RATING_API_ADDRESS={host}:{grpc_port}",
         f"  {rating_command()} invoices list",
-        "Bootstrap and recovery commands (tenants, keys, ops) go straight to the database:",
+        "Bootstrap and recovery commands (tenants, keys, catalog, ops reconcile) go straight",
+        "to the database:",
         f"  export RATING_DATABASE_URL={shlex.quote(settings.database_url or '')}",
         f"  export RATING_TEMPORAL_ADDRESS={shlex.quote(settings.temporal_address or '')}",
-        f"  {rating_command()} ops invoices failed --tenant {DEMO_TENANT}",
+        f"  {rating_command()} keys create --tenant {DEMO_TENANT} --role ops --name on-call",
         "",
         "Press Ctrl-C to stop.",
     ]
