@@ -284,7 +284,7 @@ def print_endpoints(
     key_file = settings.data_dir / WEBHOOK_KEY_FILE
     if _saved_token(key_file) == settings.webhook_secret_keys:
         lines += [
-            "`rating webhooks …` on this stack needs the key that seals its webhook secrets:",
+            "`rating webhooks reencrypt` here needs the key that seals webhook secrets:",
             f"  export RATING_WEBHOOK_SECRET_KEYS=$(cat {key_file})",
             "",
         ]
