@@ -14,23 +14,24 @@ from datetime import UTC
 from typing import TYPE_CHECKING
 
 import click
-import grpc
 
-from rating_client import RatingClient, RatingError
 from rating_service.cli.command_line import T, load_settings
 
 if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
+    from rating_client import RatingClient, RatingError
+
 API_TIMEOUT_SECONDS = 30.0
 """How long one call may take: an operator action may wait on Temporal, a person is waiting."""
 
+# By status code name: grpc is imported only by the commands that call the API.
 _NEXT_STEP_BY_CODE = {
-    grpc.StatusCode.UNAUTHENTICATED: (
+    "UNAUTHENTICATED": (
         "set RATING_API_KEY to a key of the tenant (`rating tenants create` prints an admin key,"
         " `rating keys create --role ops` makes another, `rating dev` prints the demo tenant's)"
     ),
-    grpc.StatusCode.PERMISSION_DENIED: (
+    "PERMISSION_DENIED": (
         "set RATING_API_KEY to a key of the tenant with a role this command needs"
         " (README: Tenants, keys and roles)"
     ),
@@ -46,13 +47,13 @@ class ApiRefusal(click.ClickException):
         lines.append(f"  status: {status}")
         lines += [f"  field {field}: {problem}" for field, problem in error.fields.items()]
         lines += [f"  precondition: {failed}" for failed in error.preconditions]
-        if error.reason == "" and error.code is grpc.StatusCode.UNAVAILABLE:
+        if error.reason == "" and error.code.name == "UNAVAILABLE":
             # No rich status: the server itself was not reached.
             next_step = (
                 f"is `rating serve` (or `rating dev`) running at {address}?"
                 " RATING_API_ADDRESS says where it listens"
             )
-        next_step = next_step or _NEXT_STEP_BY_CODE.get(error.code)
+        next_step = next_step or _NEXT_STEP_BY_CODE.get(error.code.name)
         if next_step:
             lines.append(f"  next: {next_step}")
         super().__init__("\n".join(lines))
@@ -64,6 +65,10 @@ def api_call(
 ) -> T:
     """Make one command's calls with the configured address and key; a refusal ends the
     command with the server's explanation and, by its reason, `next_steps`' advice."""
+    import grpc
+
+    from rating_client import RatingClient, RatingError
+
     settings = load_settings()
     if not settings.api_key:
         raise click.ClickException(
