@@ -468,6 +468,24 @@ async def test_an_operator_redelivers_a_delivered_notification_once_per_request(
                 async with asyncio.timeout(15):
                     result = await temporal.get_workflow_handle(first.workflow_id).result()
                 assert result["endpoints"][0]["outcome"] == "delivered"
+                # `rating webhooks redeliver` is the same call: the same request id, the same
+                # redelivery (sent once); an unknown notification is refused, and says so.
+                cli = api_env(running, acme.tokens[Role.OPS])
+                said = await rating_cli(
+                    cli,
+                    "webhooks",
+                    "redeliver",
+                    event_id,
+                    "--endpoint",
+                    endpoint_id,
+                    "--request-id",
+                    "lost-it",
+                )
+                assert said.splitlines()[1].startswith(f"workflow {first.workflow_id};")
+                unknown = await rating_cli(
+                    cli, "webhooks", "redeliver", "nope", "--endpoint", endpoint_id, exit_code=1
+                )
+                assert "status: NOT_FOUND NOTIFICATION_NOT_FOUND" in unknown
                 redeliver = webhook_pb2.RedeliverWebhookRequest
                 for wrong, metadata, reason in (
                     (
