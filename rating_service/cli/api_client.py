@@ -29,7 +29,7 @@ API_TIMEOUT_SECONDS = 30.0
 _NEXT_STEP_BY_CODE = {
     "UNAUTHENTICATED": (
         "set RATING_API_KEY to a key of the tenant (`rating tenants create` prints an admin key,"
-        " `rating keys create --role ops` makes another, `rating dev` prints the demo tenant's)"
+        " `rating keys create --tenant NAME --role ops` another, `rating dev` the demo's)"
     ),
     "PERMISSION_DENIED": (
         "set RATING_API_KEY to a key of the tenant with a role this command needs"
