@@ -152,8 +152,9 @@ class Settings:
     webhook_secret_keys: str = _setting(
         "",
         "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the first"
-        " encrypts, all decrypt. Needed by the worker, `rating webhooks` and `rating db"
-        " upgrade` once an endpoint exists; `rating webhooks new-key` makes one; unset under"
+        " encrypts, all decrypt. Needed by the server (to seal a new endpoint's secret), the"
+        " worker, `rating webhooks reencrypt` and `rating db upgrade` once an endpoint exists;"
+        " `rating webhooks new-key` makes one; unset under"
         " `rating dev` means a key kept in `.rating/webhook-secret-keys`"
         " ([rotation](docs/credit-lifecycle.md#webhook-secrets-at-rest))",
         secret=True,
