@@ -187,12 +187,15 @@ class InvoiceReplays:
         kept = f"{invoice_id} keeps its number {invoice.number} and its ledger postings"
         if invoice.state is not InvoiceState.FINALIZED:
             return (kept, f"it is {invoice.state}: nothing will be charged")
-        if invoice.total <= 0:
-            return (kept, "its total is zero: it will be marked paid, nothing charged")
+        if invoice.amount_due <= 0:
+            return (kept, "nothing is due on it: it will be marked paid, nothing charged")
         attempts = await self._invoices.payment_attempts(tenant_id, invoice_id)
         first = next((a for a in attempts if a.attempt == 1), None)
         contract = await self._contracts.contract(tenant_id, run.key.contract_id)
-        return (kept, _collection_effect(invoice_id, first, invoice.total, contract.payment_method))
+        return (
+            kept,
+            _collection_effect(invoice_id, first, invoice.amount_due, contract.payment_method),
+        )
 
     async def replay(
         self,
