@@ -139,7 +139,7 @@ class OperatorActions:
         if settled and issued.credit_note.refund_to is None and not issued.replay:
             try:
                 temporal = await self._temporal()
-            except Unavailable:
+            except (Unavailable, FailedPrecondition):  # down, or not configured
                 return issued
             await _signal_dunning(
                 temporal, caller.tenant_id, [issued.invoice.invoice_id], "invoice_paid"
