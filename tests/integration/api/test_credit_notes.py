@@ -38,7 +38,7 @@ CALL_PRICE = "2.45"
 
 
 def priced_catalog() -> dict[str, Any]:
-    catalog = copy.deepcopy(CATALOG)
+    catalog: dict[str, Any] = copy.deepcopy(CATALOG)
     catalog["rate_cards"][0]["prices"]["calls"] = {"model": "per_unit", "unit_price": CALL_PRICE}
     return catalog
 
