@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +23,7 @@ from rating_client import RatingClient
 from rating_client.gen.rating.v1 import invoice_pb2, invoice_pb2_grpc
 from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.invoice import Invoice
-from rating_service.runtime.server import RunningServer
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.services.catalog import Catalogs
 from rating_service.services.invoice import Collection, Invoicing
 from rating_service.settings import Settings
@@ -433,3 +434,60 @@ async def test_nothing_is_credited_on_a_draft(
         stub.IssueCreditNote(credit("d-1", draft.invoice_id), metadata=acme.metadata(Role.OPS))
     )
     assert (code, reason) == ("FAILED_PRECONDITION", "INVOICE_NOT_CREDITABLE")
+
+
+async def test_a_refund_the_gateway_declines_or_never_answers_is_recorded_failed(
+    settings: Settings, acme: TenantKeys
+) -> None:
+    tenant_id = acme.tenant_id
+    await load_priced_catalog(settings.database_url or "", tenant_id)
+    quick = replace(settings, gateway_timeout_seconds=0.05)
+    server = await start_server(quick)
+    try:
+        async with (
+            aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+            RatingClient(f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN]) as admin,
+            open_invoicing(quick) as invoicing,
+        ):
+            stub = invoice_pb2_grpc.InvoiceServiceStub(channel)
+            ops = acme.metadata(Role.OPS)
+            for customer_id, method, code in (
+                ("cus_declines", "pm_ok_refund_fails", "refund_declined"),
+                ("cus_silent", "pm_ok_refund_timeout", "gateway_timeout"),
+            ):
+                invoice = await issued_invoice(
+                    admin, invoicing, tenant_id, customer_id, payment_method=method
+                )
+                paid = await invoicing.collect(tenant_id, invoice.invoice_id, 1)
+                assert paid.outcome is Collection.PAID
+                ask = credit(f"{customer_id}-1", invoice.invoice_id, refund_to="gateway")
+                issued = await stub.IssueCreditNote(ask, metadata=ops)
+                refund = issued.credit_note.refund
+                assert (issued.credit_note.total, refund.status, refund.failure_code) == (
+                    "7.35",
+                    "failed",
+                    code,
+                )
+                # Asked again: answered as it stands, nothing refunded.
+                again = await stub.IssueCreditNote(ask, metadata=ops)
+                assert (again.replay, again.credit_note.refund.status) == (True, "failed")
+                async with books(quick) as conn:
+                    contract_id = invoice.contract_id
+                    # Credited, not refunded: the receivable owes the customer 7.35, the cash
+                    # still holds it.
+                    assert await balance(conn, tenant_id, f"receivable:{contract_id}") == D("-7.35")
+                    assert await balance(conn, tenant_id, f"cash:{contract_id}") == D("7.35")
+                    reference = f"credit_note:{issued.credit_note.credit_note_id}"
+                    assert [m[0] for m in await moves(conn, tenant_id, reference)] == [
+                        "credit_note"
+                    ]
+                    failures = await conn.fetchval(
+                        "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND topic = $2"
+                        " AND payload->>'credit_note_id' = $3",
+                        tenant_id,
+                        "refund.failed",
+                        issued.credit_note.credit_note_id,
+                    )
+                    assert failures == 1
+    finally:
+        await server.stop(0.5)
