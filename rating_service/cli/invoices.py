@@ -119,6 +119,10 @@ def invoices_show(invoice_id: str, tenant_name: str) -> None:
     click.echo(f"{'total:':<18}{_money(invoice.total, invoice)}")
     if invoice.exact_total != invoice.total:
         click.echo(f"{'exact total:':<18}{format_decimal(invoice.exact_total)} (before rounding)")
+    if invoice.credit_note_ids:
+        notes = ", ".join(invoice.credit_note_ids)
+        click.echo(f"{'credited:':<18}{_money(invoice.credited, invoice)} ({notes})")
+        click.echo(f"{'amount due:':<18}{_money(invoice.amount_due, invoice)}")
     click.echo(f"payment attempts: {len(attempts) or 'none'}")
     for attempt in attempts:
         failure = (

@@ -345,9 +345,11 @@ class InvoiceStore:
                 "INSERT INTO payment_attempts (tenant_id, idempotency_key, invoice_id, attempt,"
                 " amount, currency, payment_method, status)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')"
-                # A refused attempt charged nothing: it is made again, with today's method.
+                # A refused attempt charged nothing: it is made again, with today's method,
+                # for what is due today (a credit note may have lowered it meanwhile).
                 " ON CONFLICT (tenant_id, idempotency_key) DO UPDATE"
-                " SET payment_method = EXCLUDED.payment_method, status = 'pending',"
+                " SET payment_method = EXCLUDED.payment_method, amount = EXCLUDED.amount,"
+                " status = 'pending',"
                 " failure_code = NULL, failure_message = NULL, settled_at = NULL"
                 " WHERE payment_attempts.status = 'refused'",
                 invoice.tenant_id,
@@ -424,17 +426,21 @@ class InvoiceStore:
             invoice = await lock_invoice(conn, tenant_id, invoice_id)
             if invoice is None:
                 raise invoice_not_found(invoice_id)
+            charged = None
             if key is not None:
-                await conn.execute(
+                charged = await conn.fetchval(
                     "UPDATE payment_attempts SET status = 'succeeded', gateway_reference = $3,"
-                    " settled_at = now() WHERE tenant_id = $1 AND idempotency_key = $2",
+                    " settled_at = now() WHERE tenant_id = $1 AND idempotency_key = $2"
+                    " RETURNING amount",
                     tenant_id,
                     key,
                     reference,
                 )
             payment = f"payment:{key or invoice_id}"
             actor = f"gateway:{key or 'none'}"
-            return await settle_invoice(conn, invoice, payment, at, actor, reinstatement)
+            return await settle_invoice(
+                conn, invoice, payment, at, actor, reinstatement, amount=charged
+            )
 
     async def record_payment(
         self,
@@ -617,21 +623,26 @@ async def settle_invoice(
     at: datetime,
     actor: str,
     reinstatement: StandingRule,
+    *,
+    amount: Decimal | None = None,
 ) -> Invoice:
-    """Mark a locked invoice paid, post `payment`, and change its contract as decided."""
+    """Mark a locked invoice paid, post `payment`, and change its contract as decided.
+
+    `amount` is what the gateway charged, when it did; otherwise what is due (what credit
+    notes took off was never owed, so it is never posted as paid). A charge made for more than
+    a credit note lowered it to meanwhile leaves the difference owed back in the receivable.
+    """
     if invoice.state is InvoiceState.PAID:
         return invoice
     check_move(invoice.invoice_id, invoice.state, InvoiceState.PAID)
-    # What credit notes took off was never owed, so it is never posted as paid.
-    if invoice.amount_due > 0:
+    received = invoice.amount_due if amount is None else amount
+    if received > 0:
         await post_transfers(
             conn,
             invoice.tenant_id,
-            payment_transfers(
-                reference=payment, contract_id=invoice.contract_id, amount=invoice.amount_due
-            ),
+            payment_transfers(reference=payment, contract_id=invoice.contract_id, amount=received),
         )
-    paid = replace(invoice, state=InvoiceState.PAID, paid=invoice.amount_due)
+    paid = replace(invoice, state=InvoiceState.PAID, paid=received)
     await write_invoice_state(conn, paid, paid_at=at)
     await _change_standing(conn, invoice, at, actor, reinstatement)
     return paid
