@@ -8,6 +8,7 @@ invoice workflow runs, so its lines are known to the cent.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +30,8 @@ from rating_service.services.invoice import Collection, Invoicing
 from rating_service.settings import Settings
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.database import create_engine
-from tests.conftest import TenantKeys, refusal
+from rating_service.store.ledger import reconcile
+from tests.conftest import TenantKeys, refusal, status_of
 from tests.integration.billing import CATALOG
 from tests.integration.cycles import database, open_billing_contract, open_invoicing
 
@@ -269,6 +271,16 @@ async def test_a_paid_invoice_is_refunded_through_the_gateway_and_into_a_pool(
     async with books(settings) as conn:
         assert await balance(conn, tenant_id, f"pool:{pool_id}") == D("-2.45")  # a credit balance
         assert await balance(conn, tenant_id, f"receivable:{contract_id}") == 0
+        # Every account still equals the sum of its transfers, debits equal credits.
+        assert all(report.clean for report in (await reconcile(conn)).values())
+        assert (
+            await conn.fetchval(
+                "SELECT sum(debits_posted) - sum(credits_posted) FROM accounts"
+                " WHERE tenant_id = $1",
+                tenant_id,
+            )
+            == 0
+        )
         assert await balance(conn, tenant_id, f"revenue:{contract_id}:calls") == 0
         assert (
             await conn.fetchval(
@@ -491,3 +503,40 @@ async def test_a_refund_the_gateway_declines_or_never_answers_is_recorded_failed
                     assert failures == 1
     finally:
         await server.stop(0.5)
+
+
+async def test_two_credit_notes_at_once_never_credit_more_than_the_line(
+    settings: Settings, server: RunningServer, channel: aio.Channel, acme: TenantKeys
+) -> None:
+    tenant_id = acme.tenant_id
+    await load_priced_catalog(settings.database_url or "", tenant_id)
+    stub = invoice_pb2_grpc.InvoiceServiceStub(channel)
+    ops = acme.metadata(Role.OPS)
+    async with (
+        RatingClient(f"127.0.0.1:{server.port}", acme.tokens[Role.ADMIN]) as admin,
+        open_invoicing(settings) as invoicing,
+    ):
+        invoice = await issued_invoice(admin, invoicing, tenant_id, "cus_race", payment_method="")
+    (usage,) = invoice.lines
+    # Two operators at once, each crediting 2 of the 3 calls: the invoice's lock lets one
+    # through; the other finds 1 call left and is refused, with no number taken.
+    racing = await asyncio.gather(
+        *(
+            stub.IssueCreditNote(
+                credit(f"race-{n}", invoice.invoice_id, (usage.key, "", "2")), metadata=ops
+            )
+            for n in range(2)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in racing if isinstance(r, invoice_pb2.IssueCreditNoteResponse)]
+    lost = [r for r in racing if isinstance(r, aio.AioRpcError)]
+    assert (len(won), len(lost)) == (1, 1)
+    assert status_of(lost[0])[1] == "CREDIT_EXCEEDS_INVOICE"
+    # 2 × 2.45 = 4.90 credited: 2.45 due.
+    assert (won[0].credit_note.number, won[0].invoice.amount_due) == ("CN-000001", "2.45")
+    async with books(settings) as conn:
+        taken = await conn.fetchval(
+            "SELECT last_number FROM credit_note_numbers WHERE tenant_id = $1", tenant_id
+        )
+    assert taken == 1  # the refused one took no number
