@@ -340,6 +340,7 @@ def credit_note_message(note: CreditNote, refund: Refund | None) -> invoice_pb2.
                 pool_id=refund.pool_id or "",
                 failure_code=refund.failure_code or "",
                 failure_message=refund.failure_message or "",
+                attempts=refund.attempts,
             )
         )
     return message

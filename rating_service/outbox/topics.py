@@ -216,8 +216,8 @@ class CreditNoteIssued(TypedDict):
 
 
 class RefundSettled(TypedDict):
-    """`refund.succeeded` and `refund.failed`: the credit note refunded, where to, and the
-    gateway's reference or failure code (empty when there is none)."""
+    """`refund.succeeded` and `refund.failed`: the credit note refunded, where to, the failure
+    code (empty when there is none), and which attempt (a failed refund may be made again)."""
 
     credit_note_id: str
     invoice_id: str
@@ -227,6 +227,7 @@ class RefundSettled(TypedDict):
     currency: str
     pool_id: str | None
     failure_code: str
+    attempt: int
 
 
 OutboxPayload = (

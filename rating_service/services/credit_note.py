@@ -1,8 +1,10 @@
 """Credit notes: issue one against an invoice, refund it when the invoice was paid, read them.
 
 Issuing is idempotent on the operator's request id: the same id with the same request answers
-the credit note it issued (finishing its refund if that never got an answer recorded); with
-another request it is refused (ALREADY_EXISTS, IDEMPOTENCY_KEY_MISMATCH) and changes nothing.
+the credit note it issued, and finishes its refund: one that never got an answer recorded is
+asked again under the same key; one that failed is made again under the next attempt's key
+(as dunning retries a charge). With another request the id is refused (ALREADY_EXISTS,
+IDEMPOTENCY_KEY_MISMATCH) and changes nothing.
 
 A refund is the operator's synchronous request, so it is made here, not in a workflow: through
 the payment gateway under a key derived from the credit note (asked again, the gateway answers
@@ -43,7 +45,6 @@ from rating_service.store.credit_note import (
     CreditNoteStore,
     Refund,
     StoredCreditNote,
-    refund_key,
 )
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.tenant import TenantStore
@@ -107,13 +108,17 @@ class CreditNotes:
         previous = IdempotentOutcome(request_id, stored.fingerprint, stored)
         recall(previous, request_id, request.fingerprint)
         note = stored.credit_note
+        if stored.refund is not None and stored.refund.status == "failed" and earlier:
+            # Asked again after a failed refund: made again, under the next attempt's key.
+            await self._store.retry_refund(note, stored.refund)
+            stored = await self._store.credit_note(tenant_id, note.credit_note_id)
         if stored.refund is not None and stored.refund.status == "pending":
-            await self._refund(caller, note)
+            await self._refund(caller, note, stored.refund)
             stored = await self._store.credit_note(tenant_id, note.credit_note_id)
         invoice = await self._invoices.invoice(tenant_id, note.invoice_id)
         return IssuedCreditNote(note, stored.refund, invoice, replay=earlier is not None)
 
-    async def _refund(self, caller: Caller, note: CreditNote) -> None:
+    async def _refund(self, caller: Caller, note: CreditNote, refund: Refund) -> None:
         """Give a paid invoice's credit back where the credit note says, and record it."""
         if note.refund_to is RefundDestination.POOL:
             topped_up = await self._admin.top_up(
@@ -131,7 +136,7 @@ class CreditNotes:
         charge = await self._store.charge_reference(note.tenant_id, note.invoice_id)
         assert charge is not None, "a gateway refund is issued only for a charge (store.issue)"
         request = RefundRequest(
-            refund_key(note.credit_note_id),
+            refund.idempotency_key,
             charge,
             note.total,
             note.currency.code,

@@ -60,6 +60,7 @@ class Refund:
     idempotency_key: str
     destination: RefundDestination
     amount: Decimal
+    attempts: int
     status: str
     failure_code: str | None
     failure_message: str | None
@@ -222,7 +223,7 @@ class CreditNoteStore:
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
                 tenant_id,
                 note.credit_note_id,
-                refund_key(note.credit_note_id),
+                refund_key(note.credit_note_id, 1),
                 note.invoice_id,
                 str(note.refund_to),
                 note.total,
@@ -332,7 +333,7 @@ class CreditNoteStore:
             settled = await conn.fetchval(
                 "UPDATE refunds SET status = 'succeeded', gateway_reference = $3, pool_id = $4,"
                 " settled_at = $5 WHERE tenant_id = $1 AND credit_note_id = $2"
-                " AND status = 'pending' RETURNING credit_note_id",
+                " AND status = 'pending' RETURNING attempts",
                 note.tenant_id,
                 note.credit_note_id,
                 gateway_reference,
@@ -351,7 +352,22 @@ class CreditNoteStore:
                     to_account=to_account,
                 ),
             )
-            await _announce(conn, Topic.REFUND_SUCCEEDED, note, destination, pool_id, "")
+            await _announce(conn, Topic.REFUND_SUCCEEDED, note, settled, destination, pool_id, "")
+
+    async def retry_refund(self, note: CreditNote, failed: Refund) -> None:
+        """Make a failed refund pending again, as its next attempt under that attempt's key."""
+        attempt = failed.attempts + 1
+        await self._pool.execute(
+            "UPDATE refunds SET status = 'pending', attempts = $3, idempotency_key = $4,"
+            " failure_code = NULL, failure_message = NULL, gateway_reference = NULL,"
+            " settled_at = NULL WHERE tenant_id = $1 AND credit_note_id = $2"
+            " AND status = 'failed' AND attempts = $5",
+            note.tenant_id,
+            note.credit_note_id,
+            attempt,
+            refund_key(note.credit_note_id, attempt),
+            failed.attempts,
+        )
 
     async def refund_failed(self, note: CreditNote, code: str, message: str, at: datetime) -> None:
         """Record that the gateway refused (or never answered) the refund, and announce it."""
@@ -359,7 +375,7 @@ class CreditNoteStore:
             failed = await conn.fetchval(
                 "UPDATE refunds SET status = 'failed', failure_code = $3, failure_message = $4,"
                 " settled_at = $5 WHERE tenant_id = $1 AND credit_note_id = $2"
-                " AND status = 'pending' RETURNING credit_note_id",
+                " AND status = 'pending' RETURNING attempts",
                 note.tenant_id,
                 note.credit_note_id,
                 code,
@@ -368,7 +384,7 @@ class CreditNoteStore:
             )
             if failed is not None:
                 await _announce(
-                    conn, Topic.REFUND_FAILED, note, RefundDestination.GATEWAY, None, code
+                    conn, Topic.REFUND_FAILED, note, failed, RefundDestination.GATEWAY, None, code
                 )
 
     async def document(self, tenant_id: str, credit_note_id: str, kind: str) -> str | bytes | None:
@@ -393,14 +409,14 @@ class CreditNoteStore:
         )
 
 
-def refund_key(credit_note_id: str) -> str:
-    """The idempotency key the gateway sees for a credit note's refund."""
-    return f"{credit_note_id}:refund"
+def refund_key(credit_note_id: str, attempt: int) -> str:
+    """The idempotency key the gateway sees for a credit note's n-th refund attempt."""
+    return f"{credit_note_id}:refund:{attempt}"
 
 
 _NOTES = (
     "SELECT c.document, c.request_hash, r.credit_note_id AS refund_of, r.idempotency_key,"
-    " r.destination, r.amount, r.status, r.failure_code, r.failure_message,"
+    " r.destination, r.amount, r.attempts, r.status, r.failure_code, r.failure_message,"
     " r.gateway_reference, r.pool_id, r.created_at, r.settled_at FROM credit_notes c"
     " LEFT JOIN refunds r ON r.tenant_id = c.tenant_id AND r.credit_note_id = c.credit_note_id"
 )
@@ -415,6 +431,7 @@ def _stored(row: asyncpg.Record) -> StoredCreditNote:
             row["idempotency_key"],
             RefundDestination(row["destination"]),
             row["amount"],
+            row["attempts"],
             row["status"],
             row["failure_code"],
             row["failure_message"],
@@ -457,6 +474,7 @@ async def _announce(
     conn: Connection,
     topic: Topic,
     note: CreditNote,
+    attempt: int,
     destination: RefundDestination,
     pool_id: str | None,
     failure_code: str,
@@ -465,7 +483,7 @@ async def _announce(
         conn,
         note.tenant_id,
         topic,
-        topic.dedupe_key(note.tenant_id, note.credit_note_id),
+        topic.dedupe_key(note.tenant_id, f"{note.credit_note_id}:{attempt}"),
         RefundSettled(
             credit_note_id=note.credit_note_id,
             invoice_id=note.invoice_id,
@@ -475,5 +493,6 @@ async def _announce(
             currency=note.currency.code,
             pool_id=pool_id,
             failure_code=failure_code,
+            attempt=attempt,
         ),
     )

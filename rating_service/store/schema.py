@@ -526,6 +526,7 @@ refunds = Table(
     Column("destination", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("currency", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
     Column("status", Text, nullable=False),
     Column("failure_code", Text),
     Column("failure_message", Text),

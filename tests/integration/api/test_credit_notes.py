@@ -480,9 +480,21 @@ async def test_a_refund_the_gateway_declines_or_never_answers_is_recorded_failed
                     "failed",
                     code,
                 )
-                # Asked again: answered as it stands, nothing refunded.
+                assert refund.attempts == 1
+                # Asked again: the refund is made again, under the next attempt's key (the
+                # gateway declines or stays silent again), and nothing is refunded.
                 again = await stub.IssueCreditNote(ask, metadata=ops)
-                assert (again.replay, again.credit_note.refund.status) == (True, "failed")
+                retried = again.credit_note.refund
+                assert (again.replay, retried.status, retried.failure_code) == (
+                    True,
+                    "failed",
+                    code,
+                )
+                assert (retried.attempts, retried.idempotency_key) == (
+                    2,
+                    f"{issued.credit_note.credit_note_id}:refund:2",
+                )
+                assert again.credit_note.number == issued.credit_note.number
                 async with books(quick) as conn:
                     contract_id = invoice.contract_id
                     # Credited, not refunded: the receivable owes the customer 7.35, the cash
@@ -500,7 +512,7 @@ async def test_a_refund_the_gateway_declines_or_never_answers_is_recorded_failed
                         "refund.failed",
                         issued.credit_note.credit_note_id,
                     )
-                    assert failures == 1
+                    assert failures == 2  # one per attempt
     finally:
         await server.stop(0.5)
 

@@ -59,7 +59,8 @@ CREATE TABLE credit_note_numbers (
     last_number bigint NOT NULL CHECK (last_number >= 0)
 );
 
--- The refund of a paid invoice's credit note: one per credit note, keyed for the gateway.
+-- The refund of a paid invoice's credit note: one per credit note, keyed for the gateway by
+-- its attempt (a failed refund asked again is made again, under the next attempt's key).
 CREATE TABLE refunds (
     tenant_id         text NOT NULL,
     credit_note_id    text NOT NULL,
@@ -68,6 +69,7 @@ CREATE TABLE refunds (
     destination       text NOT NULL CHECK (destination IN ('gateway', 'pool')),
     amount            numeric NOT NULL CHECK (amount > 0),
     currency          text NOT NULL,
+    attempts          integer NOT NULL DEFAULT 1 CHECK (attempts >= 1),
     status            text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
     failure_code      text,
     failure_message   text,

@@ -858,6 +858,7 @@ class Refund(_message.Message):
     POOL_ID_FIELD_NUMBER: _builtins.int
     FAILURE_CODE_FIELD_NUMBER: _builtins.int
     FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     destination: _builtins.str
     """"gateway" or "pool"."""
     amount: _builtins.str
@@ -865,7 +866,7 @@ class Refund(_message.Message):
     status: _builtins.str
     """pending, succeeded or failed."""
     idempotency_key: _builtins.str
-    """The key the gateway saw: the same refund is never made twice."""
+    """The key the gateway saw for the latest attempt: an attempt is never made twice."""
     gateway_reference: _builtins.str
     """The gateway's refund id, when it gave one."""
     pool_id: _builtins.str
@@ -874,6 +875,10 @@ class Refund(_message.Message):
     """Why it failed, e.g. "refund_declined", "gateway_timeout"; empty otherwise."""
     failure_message: _builtins.str
     """The gateway's message when it failed, for humans."""
+    attempts: _builtins.int
+    """Attempts made: a failed refund is made again when IssueCreditNote is asked again with the
+    same request (under the next attempt's idempotency key).
+    """
     def __init__(
         self,
         *,
@@ -885,10 +890,11 @@ class Refund(_message.Message):
         pool_id: _builtins.str = ...,
         failure_code: _builtins.str = ...,
         failure_message: _builtins.str = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "destination", b"destination", "failure_code", b"failure_code", "failure_message", b"failure_message", "gateway_reference", b"gateway_reference", "idempotency_key", b"idempotency_key", "pool_id", b"pool_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "destination", b"destination", "failure_code", b"failure_code", "failure_message", b"failure_message", "gateway_reference", b"gateway_reference", "idempotency_key", b"idempotency_key", "pool_id", b"pool_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
