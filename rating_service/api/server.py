@@ -45,6 +45,7 @@ from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
+from rating_service.services.credit_note import CreditNotes
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.entitlements import Entitlements
@@ -123,6 +124,8 @@ class ApiServices(Protocol):
     def invoicing(self) -> Invoicing: ...
     @property
     def webhooks(self) -> Webhooks: ...
+    @property
+    def credit_notes(self) -> CreditNotes: ...
 
 
 @dataclass
@@ -190,7 +193,7 @@ def build_server(
         server,
     )
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(
-        InvoiceServicer(services.invoicing, actions), server
+        InvoiceServicer(services.invoicing, actions, services.credit_notes), server
     )
     ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(

@@ -122,6 +122,10 @@ def invoices_show(invoice_id: str) -> None:
     click.echo(f"{'total:':<18}{_money(invoice.total, invoice)}")
     if Decimal(invoice.exact_total) != Decimal(invoice.total):
         click.echo(f"{'exact total:':<18}{invoice.exact_total} (before rounding)")
+    if invoice.credit_note_ids:
+        notes = ", ".join(invoice.credit_note_ids)
+        click.echo(f"{'credited:':<18}{_money(invoice.amount_credited, invoice)} ({notes})")
+        click.echo(f"{'amount due:':<18}{_money(invoice.amount_due, invoice)}")
     click.echo(f"payment attempts: {len(attempts) or 'none'}")
     for attempt in attempts:
         failure = (

@@ -27,6 +27,7 @@ from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
+from rating_service.services.credit_note import CreditNotes
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.entitlements import Entitlements
@@ -40,6 +41,7 @@ from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore
+from rating_service.store.credit_note import CreditNoteStore
 from rating_service.store.database import asyncpg_dsn, create_engine
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.pg_notify import ChangeListener
@@ -60,7 +62,8 @@ class ProcessRole(StrEnum):
     """What the process is; it decides the pools' size, the caches and who takes payments."""
 
     SERVER = "server"
-    """Serves the API: caches kept fresh by LISTEN/NOTIFY; takes no payment (the worker does)."""
+    """Serves the API: caches kept fresh by LISTEN/NOTIFY; takes no payment (the worker does),
+    but makes the refunds operators ask for."""
     WORKER = "worker"
     """Runs workflows and activities: takes payments through the gateway."""
     COMMAND = "command"
@@ -213,6 +216,24 @@ class Components:
         )
 
     @cached_property
+    def credit_note_store(self) -> CreditNoteStore:
+        """Credit notes, their numbers and refunds."""
+        return CreditNoteStore(self.pool)
+
+    @cached_property
+    def credit_notes(self) -> CreditNotes:
+        """Credit notes issued and refunded (through the gateway, by any process an operator
+        asks: a refund is the answer to their request, not a workflow's step)."""
+        return CreditNotes(
+            self.credit_note_store,
+            self.invoices,
+            self.contracts,
+            self.tenants,
+            self.contract_admin,
+            self.gateway,
+        )
+
+    @cached_property
     def recharging(self) -> AutoRecharging:
         """Auto-recharge: charges and grants when a pool runs low."""
         return AutoRecharging(self.pool, self.contracts, self.contract_admin, self.gateway)
@@ -241,6 +262,7 @@ class Components:
             temporal,
             self.settings.temporal_task_queue,
             DeliveryPolicy.from_settings(self.settings),
+            self.credit_notes,
         )
 
     def invoice_replays(self, temporal: Client) -> InvoiceReplays:

@@ -272,7 +272,7 @@ class Invoicing:
         invoice = await self._invoices.invoice(tenant_id, invoice_id)
         if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
             return CollectionResult(Collection.ALREADY_SETTLED)
-        if invoice.total <= 0:
+        if invoice.amount_due <= 0:
             await self._invoices.paid(
                 tenant_id, invoice_id, None, "", self._clock(), reinstatement_on_payment
             )

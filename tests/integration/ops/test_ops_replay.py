@@ -203,6 +203,31 @@ async def test_a_failure_after_the_payment_was_taken_is_reset_and_charges_once(
             assert [r.workflow_id for r in listed] == [failed.workflow_id]
             assert listed[0].failing_step == "collect_payment"
 
+            # Paged through Temporal's visibility listing, one execution a page: the same runs,
+            # however many other executions (other tests', other tenants') the pages pass.
+            metadata = acme.metadata(Role.OPS)
+            paged: list[str] = []
+            token = ""
+            for _ in range(1000):
+                page = await ops.ops.ListFailedInvoices(
+                    ops_pb2.ListFailedInvoicesRequest(page_size=1, page_token=token),
+                    metadata=metadata,
+                )
+                assert len(page.runs) <= 1
+                paged.extend(run.workflow_id for run in page.runs)
+                token = page.next_page_token
+                if not token:
+                    break
+            assert paged == [r.workflow_id for r in await ops.failed_invoices()]
+            assert failed.workflow_id in paged
+            for bad in ("%%%", "bm9wZQ=="):  # not base64; base64 of a token Temporal never gave
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await ops.ops.ListFailedInvoices(
+                        ops_pb2.ListFailedInvoicesRequest(page_size=1, page_token=bad),
+                        metadata=metadata,
+                    )
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
             dry = await ops.replay_invoices(
                 [failed.workflow_id],
                 reason="gateway answer lost",

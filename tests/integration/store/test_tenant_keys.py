@@ -37,6 +37,8 @@ GLOBAL_TABLES = {
     " names the key, not the tenant): small, read-mostly, cached by the edge (a reference table)",
     "simulated_charges": "the simulated payment gateway's own books, standing in for an external"
     " gateway's; a real deployment has no such table (a local table if kept)",
+    "simulated_refunds": "the simulated gateway's refunds, beside its charges (see"
+    " simulated_charges)",
     "alembic_version": "Alembic's own bookkeeping: one row, the schema's revision",
 }
 """Tables that are not a tenant's, and why: they stay unsharded, every other table is sharded."""
@@ -44,7 +46,14 @@ GLOBAL_TABLES = {
 CONTRACT_KEYED = ("usage_counters", "period_draws", "contract_periods", "fired_alerts")
 """The tables migration 0008 gave a tenant_id column, filled from the row's contract."""
 
-LATER_TABLES = ("aggregation_entries",)
+LATER_TABLES = (
+    "aggregation_entries",
+    "credit_notes",
+    "credit_note_numbers",
+    "refunds",
+    "simulated_refunds",
+    "payment_retries",
+)
 """Tables a migration after 0008 creates: a database at 0007 has none of them."""
 
 LATER_COLUMNS = {"usage_counters": ("cost",), "rated_events": ("cost",)}
