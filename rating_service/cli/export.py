@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from rating_service.background import stop_task
-from rating_service.cli.command_line import parse_timestamp, run_async, tenant_option
+from rating_service.cli.command_line import (
+    load_settings,
+    parse_timestamp,
+    run_async,
+    tenant_option,
+)
 from rating_service.cli.progress import RowCount
 from rating_service.cli.tenant_services import tenant_components
 from rating_service.core.export import ExportKind
@@ -111,7 +116,11 @@ def export_follow(
 ) -> None:
     """Export rated events as hourly Parquet files (dt=…/hour=…/part-<batch>.parquet), each
     exactly once; stopped and run again, it resumes where it committed."""
+    from rating_service.runtime.logs import configure_logging
     from rating_service.services.export import ContinuousExporter
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)  # its batches and failures
 
     async def run() -> int:
         async with tenant_components(tenant_name) as (built, caller):

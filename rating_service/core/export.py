@@ -62,7 +62,7 @@ COLUMNS: dict[ExportKind, tuple[ExportColumn, ...]] = {
         ExportColumn("contract_id", _T),
         ExportColumn("event_time", _S),
         ExportColumn("period_start", _S),
-        ExportColumn("currency", _T),
+        ExportColumn("currency", _T, nullable=True),  # from the stored result
         ExportColumn("charge", _A),
         ExportColumn("rated_at", _S),
         ExportColumn("result", _J),

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rating_service.failpoints import EXPORT_AFTER_FILES_WRITTEN, Failpoints, InjectedFailure
-from rating_service.services.export import ContinuousExporter
+from rating_service.services.export import ContinuousExporter, WarehouseFeed
 from rating_service.store.database import asyncpg_dsn
 from rating_service.store.export import ExportStore
 from tests.conftest import TenantKeys
@@ -172,3 +172,19 @@ async def test_events_go_to_any_fsspec_destination_with_exact_charges_and_utc_ti
     assert row["event_time"] == datetime(2026, 11, 30, 23, 59, 59, 999999, UTC)
     assert json.loads(row["result"])["charge"] == charge
     fs.rm("/warehouse", recursive=True)
+
+
+async def test_the_workers_feed_exports_each_tenant_to_its_own_directory(
+    pool: asyncpg.Pool, acme: TenantKeys, globex: TenantKeys, tmp_path: Path
+) -> None:
+    await rate(pool, acme.tenant_id, "a1", HOUR)
+    await rate(pool, globex.tenant_id, "g1", HOUR)
+
+    async def tenant_ids() -> list[str]:
+        return [acme.tenant_id, globex.tenant_id]
+
+    feed = WarehouseFeed(ExportStore(pool), tenant_ids, f"{tmp_path}/")
+    assert await feed.catch_up() == 2
+    assert exported(tmp_path / f"tenant={acme.tenant_id}")[0] == Counter({"a1": 1})
+    assert exported(tmp_path / f"tenant={globex.tenant_id}")[0] == Counter({"g1": 1})
+    assert await feed.catch_up() == 0
