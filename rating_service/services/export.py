@@ -171,19 +171,32 @@ async def export_rows(
     """
     columns = COLUMNS[kind]
     written = 0
-    with fsspec.open(output, "wb") as file:
-        writer: _RowWriter = (
-            _CsvRows(file, columns)
-            if file_format is ExportFormat.CSV
-            else _ParquetRows(file, columns)
-        )
-        async for page in store.stream(tenant_id, kind, since, until, page_size):
-            await asyncio.to_thread(writer.write, page)
-            written += len(page)
-            on_progress(written)
-        if written == 0 and file_format is ExportFormat.PARQUET:
-            writer.write([])  # an empty file still carries the schema
-        writer.close()
+    fs, path = fsspec.core.url_to_fs(output)
+    # A local file is written under a hidden name and renamed when complete, so an export
+    # cut short leaves no file that looks whole; an object store uploads on close.
+    local = isinstance(fs, LocalFileSystem)
+    directory, name = os.path.split(path)
+    target = os.path.join(directory, f".{name}.tmp") if local else path
+    try:
+        with fs.open(target, "wb") as file:
+            writer: _RowWriter = (
+                _CsvRows(file, columns)
+                if file_format is ExportFormat.CSV
+                else _ParquetRows(file, columns)
+            )
+            async for page in store.stream(tenant_id, kind, since, until, page_size):
+                await asyncio.to_thread(writer.write, page)
+                written += len(page)
+                on_progress(written)
+            if written == 0 and file_format is ExportFormat.PARQUET:
+                writer.write([])  # an empty file still carries the schema
+            writer.close()
+        if local:
+            os.replace(target, path)
+    finally:
+        if local:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(target)  # cut short: nothing half-written stays
     return written
 
 

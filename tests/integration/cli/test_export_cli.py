@@ -36,6 +36,10 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def hidden_files(directory: Path) -> list[Path]:
+    return list(directory.glob(".*"))
+
+
 def parquet_rows(path: Path) -> list[dict[str, Any]]:
     return list(pq.read_table(path).to_pylist())
 
@@ -181,3 +185,26 @@ async def test_a_follow_process_killed_and_run_again_exports_every_event_once(
         for event_id in pq.read_table(path).column("event_id").to_pylist()
     ]
     assert sorted(seen) == [f"e{n:03d}" for n in range(310)]  # each once, and none of globex's
+
+
+async def test_an_empty_export_keeps_its_columns_and_a_naive_since_is_refused(
+    acme: TenantKeys, database_url: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "none.parquet"
+    said = await rating(database_url, "export", "ledger", "--tenant", "acme", "-o", str(output))
+    assert "wrote 0 transfers" in said
+    table = pq.read_table(output)
+    assert table.num_rows == 0
+    assert table.schema.field("amount").type == "string"
+    assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
+
+    env = {"RATING_DATABASE_URL": database_url}
+    refused = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["export", "events", "--tenant", "acme", "--since", "2026-11-01", "-o", str(output)],
+        env=env,
+    )
+    assert refused.exit_code == 1
+    assert "has no UTC offset" in refused.output
+    assert not hidden_files(tmp_path), "a temporary file was left behind"

@@ -20,9 +20,11 @@ import pytest
 
 from rating_service.failpoints import EXPORT_AFTER_FILES_WRITTEN, Failpoints, InjectedFailure
 from rating_service.services.export import ContinuousExporter, WarehouseFeed
+from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
 from rating_service.store.export import ExportStore
-from tests.conftest import TenantKeys
+from tests.conftest import TenantKeys, eventually
+from tests.integration.cycles import running_worker, worker_settings
 
 HOUR = datetime(2026, 11, 30, 9, tzinfo=UTC)
 
@@ -188,3 +190,20 @@ async def test_the_workers_feed_exports_each_tenant_to_its_own_directory(
     assert exported(tmp_path / f"tenant={acme.tenant_id}")[0] == Counter({"a1": 1})
     assert exported(tmp_path / f"tenant={globex.tenant_id}")[0] == Counter({"g1": 1})
     assert await feed.catch_up() == 0
+
+
+async def test_the_worker_exports_when_a_destination_is_set(
+    settings: Settings, temporal_address: str, pool: asyncpg.Pool, acme: TenantKeys, tmp_path: Path
+) -> None:
+    await rate(pool, acme.tenant_id, "before-start", HOUR)
+    exporting = worker_settings(
+        settings,
+        temporal_address,
+        export_destination=str(tmp_path),
+        export_poll_seconds=0.05,
+    )
+    tenant_files = tmp_path / f"tenant={acme.tenant_id}"
+    async with running_worker(exporting):
+        await rate(pool, acme.tenant_id, "while-running", HOUR)
+        await eventually(lambda: sum(exported(tenant_files)[0].values()) == 2)
+    assert exported(tenant_files)[0] == Counter({"before-start": 1, "while-running": 1})
