@@ -131,6 +131,19 @@ class Settings:
     outbox_poll_seconds: float = _setting(
         1.0, "how often the worker delivers the outbox (workflow starts, notifications)"
     )
+    export_destination: str = _setting(
+        "",
+        "where the worker writes every tenant's rated events as hourly Parquet files, exactly"
+        " once each (a directory or fsspec URL; a tenant's under `tenant=<id>/`); empty: off"
+        " ([exporting](README.md#exporting-to-a-warehouse))",
+        empty_means_off=True,
+    )
+    export_poll_seconds: float = _setting(
+        60.0, "how often the worker's exporter looks for newly rated events"
+    )
+    export_batch_size: int = _setting(
+        10_000, "most rated events the exporter writes per batch (files per batch: one per hour)"
+    )
     gateway_timeout_seconds: float = _setting(
         5.0, "how long the simulated gateway's `pm_timeout` method takes to time out"
     )

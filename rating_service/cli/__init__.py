@@ -13,6 +13,7 @@ from rating_service.cli import (
     contracts,
     customers,
     db,
+    export,
     invoices,
     ops,
     stack,
@@ -50,3 +51,4 @@ main.add_command(contracts.contracts)
 main.add_command(contracts.credits)
 main.add_command(invoices.invoices)
 main.add_command(webhooks.webhooks)
+main.add_command(export.export)

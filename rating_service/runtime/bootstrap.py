@@ -28,6 +28,7 @@ from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.credit_note import CreditNotes
+from rating_service.services.export import WarehouseFeed
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.entitlements import Entitlements
@@ -43,6 +44,7 @@ from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore
 from rating_service.store.credit_note import CreditNoteStore
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.store.export import ExportStore
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.pg_notify import ChangeListener
 from rating_service.store.rating import RatingStore
@@ -132,6 +134,11 @@ class Components:
     def webhook_store(self) -> WebhookStore:
         """Webhook endpoints (secrets sealed) and their deliveries."""
         return WebhookStore(self.pool, webhook_secret_keys(self.settings))
+
+    @cached_property
+    def export_store(self) -> ExportStore:
+        """Rows read for export, and continuous exporters' positions."""
+        return ExportStore(self.pool)
 
     @cached_property
     def replay_log(self) -> ReplayLog:
@@ -252,6 +259,22 @@ class Components:
     def webhooks(self) -> Webhooks:
         """Webhook endpoints and the delivery of notifications to them."""
         return Webhooks(self.webhook_store)
+
+    @cached_property
+    def warehouse_feed(self) -> WarehouseFeed:
+        """Every tenant's rated events to RATING_EXPORT_DESTINATION (the worker runs it if set)."""
+
+        async def tenant_ids() -> list[str]:
+            return [tenant.tenant_id for tenant in await self.tenants.list_tenants()]
+
+        return WarehouseFeed(
+            self.export_store,
+            tenant_ids,
+            self.settings.export_destination,
+            batch_size=self.settings.export_batch_size,
+            poll_seconds=self.settings.export_poll_seconds,
+            failpoints=Failpoints.parse(self.settings.failpoints),
+        )
 
     def operator_actions(self, temporal: Callable[[], Awaitable[Client]]) -> OperatorActions:
         """Operator actions on invoices and contracts, telling workflows through `temporal`."""

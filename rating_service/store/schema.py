@@ -275,7 +275,29 @@ rated_events = Table(
     Column("result", JSONB, nullable=False),
     Column("cost", Numeric, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The writing transaction's id: the order exporters read in (migration 0014 says why).
+    Column(
+        "written_xid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
     Index("ix_rated_events_contract_period", "contract_id", "period_start"),
+    Index("ix_rated_events_written", "tenant_id", "written_xid", "event_id"),
+)
+
+export_positions = Table(
+    "export_positions",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("destination", Text, primary_key=True),
+    Column("written_xid", BigInteger, nullable=False, server_default="0"),
+    Column("event_id", Text, nullable=False, server_default=""),
+    Column("batch", BigInteger, nullable=False, server_default="1"),
+    Column("pending_xid", BigInteger),
+    Column("pending_event_id", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("(pending_xid IS NULL) = (pending_event_id IS NULL)", name="pending"),
 )
 
 usage_counters = Table(
