@@ -16,6 +16,7 @@ from rating_service.cli import (
     export,
     invoices,
     ops,
+    reports,
     stack,
     tenants,
     webhooks,
@@ -29,7 +30,7 @@ def main() -> None:
     \b
     Operator commands act through the API of a running server, as the tenant and role of
     RATING_API_KEY (at RATING_API_ADDRESS): customers, contracts, credits, invoices,
-    webhooks (except new-key, reencrypt), ops invoices, ops replays.
+    webhooks (except new-key, reencrypt), ops invoices, ops replays, reports.
     \b
     Bootstrap and recovery commands go straight to the database (RATING_DATABASE_URL,
     and Temporal for ops histories), with --tenant where they act on one tenant: db,
@@ -52,3 +53,4 @@ main.add_command(contracts.credits)
 main.add_command(invoices.invoices)
 main.add_command(webhooks.webhooks)
 main.add_command(export.export)
+main.add_command(reports.reports)

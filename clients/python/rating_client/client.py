@@ -216,6 +216,21 @@ class RatingClient:
             self.rating.GetUsage, rating_pb2.GetUsageRequest(customer_id=customer_id)
         )
 
+    async def margins(self, customer_id: str) -> rating_pb2.GetMarginsResponse:
+        """Revenue, free credit drawn, cost and margin per product in the period now."""
+        return await self.idempotent(
+            self.rating.GetMargins, rating_pb2.GetMarginsRequest(customer_id=customer_id)
+        )
+
+    async def check_entitlement(
+        self, customer_id: str, feature_key: str
+    ) -> rating_pb2.CheckEntitlementResponse:
+        """May the customer use a feature now, and how much is left."""
+        return await self.idempotent(
+            self.rating.CheckEntitlement,
+            rating_pb2.CheckEntitlementRequest(customer_id=customer_id, feature_key=feature_key),
+        )
+
     async def preview_invoice(self, customer_id: str) -> invoice_pb2.Invoice:
         """The open period's invoice of the customer's contract, as it stands now (a draft)."""
         reply = await self.idempotent(

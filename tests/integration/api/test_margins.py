@@ -16,9 +16,11 @@ HD images (0.16) are all overage. Margins:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 
+from click.testing import CliRunner
 from google.protobuf import json_format
 from grpc import aio
 
@@ -29,6 +31,7 @@ from rating_client.gen.rating.v1 import (
     rating_pb2,
     rating_pb2_grpc,
 )
+from rating_service.cli import main
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.core.auth import Caller, Role
 from rating_service.runtime.server import RunningServer
@@ -36,6 +39,7 @@ from rating_service.services.catalog import Catalogs
 from rating_service.store.catalog import CatalogStore
 from tests.conftest import TenantKeys, refusal
 from tests.integration.api.test_catalog import EXAMPLE
+from tests.integration.cycles import api_env
 
 COSTS = {
     "support-resolutions": [
@@ -129,3 +133,16 @@ async def test_margins_to_the_cent_with_free_and_paid_credit(
         rating.GetMargins(rating_pb2.GetMarginsRequest(), metadata=acme.metadata(Role.OPS))
     )
     assert (code, fields) == ("INVALID_ARGUMENT", {"customer_id"})
+
+    # The same report from the command line, a client of the API with an ops key.
+    env = api_env(server, acme.tokens[Role.OPS])
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, main, ["reports", "margins", "margins"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[1:] == [
+        "PRODUCT              REVENUE  FREE CREDIT  COST  MARGIN  MARGIN %",
+        "image-generation        0.16            0  0.06    0.10     62.50",
+        "support-resolutions     4.95         1.00  1.50    2.45     62.03",
+        "total                   5.11         1.00  1.56    2.55     62.04",
+    ]
