@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf import json_format
 from grpc import aio
 
 from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc
@@ -9,6 +10,7 @@ from rating_service.api.edge import allow, current_caller
 from rating_service.api.pages import Page
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import ApiKey, Role, Tenant
+from rating_service.core.contracts.rate_limits import rate_limit_from_dict, rate_limit_to_dict
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.services.auth import KeyRing
 from rating_service.store.tenant import TenantStore
@@ -45,7 +47,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         role = ROLES_FROM_PROTO.get(request.role)
         if role is None:
             raise InvalidArgument.of_field("role", "one of ROLE_RATER, ROLE_ADMIN, ROLE_OPS")
-        issued = await self._keyring.issue(current_caller(), role, request.name)
+        rate_limit = None
+        if request.HasField("rate_limit"):
+            fields = json_format.MessageToDict(request.rate_limit, preserving_proto_field_name=True)
+            rate_limit = rate_limit_from_dict(fields, "rate_limit")
+        issued = await self._keyring.issue(current_caller(), role, request.name, rate_limit)
         return admin_pb2.CreateApiKeyResponse(key=key_message(issued.key), secret=issued.token)
 
     @allow(Role.ADMIN)
@@ -92,4 +98,6 @@ def key_message(key: ApiKey) -> admin_pb2.ApiKey:
     )
     if key.revoked_at is not None:
         message.revoke_time.CopyFrom(timestamp(key.revoked_at))
+    if key.rate_limit is not None:
+        json_format.ParseDict(rate_limit_to_dict(key.rate_limit), message.rate_limit)
     return message

@@ -16,7 +16,7 @@ from rating_service.api.errors import rich_status, status_code
 from rating_service.api.invoice import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.background import stop_task
-from rating_service.core.auth import Role
+from rating_service.core.auth import Caller, Role
 from rating_service.core.billing.margins import Margin
 from rating_service.core.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal, parse_decimal
@@ -25,6 +25,7 @@ from rating_service.faults import unexpected_failure
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine, Outcome
 from rating_service.services.rating.entitlements import Entitlements
+from rating_service.services.rating.rate_limiter import RateLimiter
 from rating_service.services.rating.reservations import DEFAULT_TTL, Reservations
 from rating_service.services.rating.views import AccountViews
 
@@ -41,10 +42,12 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         reservations: Reservations,
         invoicing: Invoicing,
         entitlements: Entitlements,
+        limiter: RateLimiter,
         max_message_bytes: int,
     ) -> None:
         self._engine = engine
         self._entitlements = entitlements
+        self._limiter = limiter
         self._views = views
         self._reservations = reservations
         self._invoicing = invoicing
@@ -66,15 +69,16 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         # Submitted together and in order, the events share the engine's next group commit.
         outcomes: dict[int, Outcome | DomainError] = {}
         valid: list[tuple[int, tuple[str, str, UsageEvent]]] = []
+        caller = current_caller()
         for n, event in enumerate(request.events):
             try:
                 # The edge leaves each event's limits to us, so a bad one fails alone.
-                valid.append((n, _usage(event, f"events[{n}]", check_limits=True)))
+                usage = _usage(event, f"events[{n}]", check_limits=True)
+                self._limiter.admit_caller(caller)
+                valid.append((n, usage))
             except DomainError as error:
                 outcomes[n] = error
-        rated = await self._engine.rate_in_order(
-            current_caller().tenant_id, [item for _, item in valid]
-        )
+        rated = await self._engine.rate_in_order(caller.tenant_id, [item for _, item in valid])
         for (n, _), outcome in zip(valid, rated, strict=True):
             outcomes[n] = outcome
         response = rating_pb2.BatchRateAndDebitResponse()
@@ -97,7 +101,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         request_iterator: AsyncIterator[rating_pb2.StreamRateAndDebitRequest],
         context: aio.ServicerContext,
     ) -> AsyncIterator[rating_pb2.StreamRateAndDebitResponse]:
-        tenant_id = current_caller().tenant_id
+        caller = current_caller()
         # Events are submitted as they are read, so they are debited in stream order and share
         # group commits; answers go out in the same order. The edge's window bounds this queue.
         answers: asyncio.Queue[_Streamed | None] = asyncio.Queue()
@@ -106,7 +110,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             try:
                 position = 0
                 async for request in request_iterator:
-                    answer = await self._submit(tenant_id, request)
+                    answer = await self._submit(caller, request)
                     answers.put_nowait(_Streamed(position, request.event.event_id, answer))
                     position += 1
             finally:
@@ -125,15 +129,16 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                     left.forget()
 
     async def _submit(
-        self, tenant_id: str, request: rating_pb2.StreamRateAndDebitRequest
+        self, caller: Caller, request: rating_pb2.StreamRateAndDebitRequest
     ) -> Awaitable[Outcome] | DomainError:
         """Check one streamed event as the edge and RateAndDebit would, and queue it."""
         try:
             limits.check(request, self._max_message_bytes)
             customer_id, event_id, usage = _usage(request.event, "event")
+            self._limiter.admit_caller(caller)
         except DomainError as error:
             return error
-        return await self._engine.submit(tenant_id, customer_id, event_id, usage)
+        return await self._engine.submit(caller.tenant_id, customer_id, event_id, usage)
 
     @allow(Role.RATER, Role.ADMIN)
     async def Authorize(
@@ -323,9 +328,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         self, event: rating_pb2.UsageEvent, path: str, capture: str | None = None
     ) -> Outcome:
         customer_id, event_id, usage = _usage(event, path)
-        return await self._engine.rate(
-            current_caller().tenant_id, customer_id, event_id, usage, capture
-        )
+        caller = current_caller()
+        self._limiter.admit_caller(caller)
+        return await self._engine.rate(caller.tenant_id, customer_id, event_id, usage, capture)
 
 
 class _Streamed:

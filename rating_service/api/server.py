@@ -49,6 +49,7 @@ from rating_service.services.credit_note import CreditNotes
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.entitlements import Entitlements
+from rating_service.services.rating.rate_limiter import RateLimiter
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.webhook import Webhooks
@@ -119,6 +120,8 @@ class ApiServices(Protocol):
     @property
     def entitlements(self) -> Entitlements: ...
     @property
+    def rate_limiter(self) -> RateLimiter: ...
+    @property
     def reservations(self) -> Reservations: ...
     @property
     def invoicing(self) -> Invoicing: ...
@@ -188,6 +191,7 @@ def build_server(
             services.reservations,
             services.invoicing,
             services.entitlements,
+            services.rate_limiter,
             settings.max_message_bytes,
         ),
         server,

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from rating_service.core.contracts.rate_limits import LimitUnit, RateLimit
 from rating_service.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from rating_service.core.ids import new_id
 
@@ -41,6 +42,8 @@ class ApiKey:
     secret_hash: bytes
     created_at: datetime
     revoked_at: datetime | None = None
+    rate_limit: RateLimit | None = None
+    """At most this many of the key's events per second, minute or hour (None: no limit)."""
 
     @property
     def active(self) -> bool:
@@ -55,6 +58,8 @@ class Caller:
     tenant_id: str
     key_id: str
     role: Role
+    rate_limit: RateLimit | None = None
+    """The key's own rate limit on the events it sends (None: none)."""
 
     def require(self, allowed: frozenset[Role]) -> None:
         """Refuse unless the caller's role is one of `allowed`."""
@@ -89,13 +94,22 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def issue_key(tenant_id: str, role: Role, name: str, now: datetime) -> IssuedKey:
-    """Mint a key: `<key_id>.<secret>` is the token; only the hash of the secret is kept."""
+def issue_key(
+    tenant_id: str, role: Role, name: str, now: datetime, rate_limit: RateLimit | None = None
+) -> IssuedKey:
+    """Mint a key: `<key_id>.<secret>` is the token; only the hash of the secret is kept.
+
+    A key's rate limit counts requests (events) only: units are the contract's business.
+    """
     if len(name) > 200:
         raise InvalidArgument.of_field("name", "at most 200 characters")
+    if rate_limit is not None and rate_limit.unit is not LimitUnit.REQUESTS:
+        raise InvalidArgument.of_field("rate_limit.unit", "a key's limit counts requests")
+    if rate_limit is not None and (rate_limit.product_key or rate_limit.tag):
+        raise InvalidArgument.of_field("rate_limit", "a key's limit covers all its events")
     key_id = new_id("key")
     secret = secrets.token_urlsafe(32)
-    key = ApiKey(key_id, tenant_id, role, name, hash_secret(secret), now)
+    key = ApiKey(key_id, tenant_id, role, name, hash_secret(secret), now, rate_limit=rate_limit)
     return IssuedKey(key, f"{key_id}.{secret}")
 
 
@@ -122,4 +136,4 @@ def verify(key: ApiKey | None, secret: str) -> Caller:
         or not hmac.compare_digest(key.secret_hash, hash_secret(secret))
     ):
         raise Unauthenticated("the API key is unknown or revoked", reason="INVALID_API_KEY")
-    return Caller(key.tenant_id, key.key_id, key.role)
+    return Caller(key.tenant_id, key.key_id, key.role, key.rate_limit)

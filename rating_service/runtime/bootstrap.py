@@ -189,9 +189,14 @@ class Components:
             self.books,
             self.reservations,
             committers=self.settings.debit_committers,
-            limiter=RateLimiter.from_environment(),
+            limiter=self.rate_limiter,
             counted=self.entitlements.forget,
         )
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        """Contracts' and keys' rate limits, shared with the port's other server processes."""
+        return RateLimiter.from_environment()
 
     @cached_property
     def entitlements(self) -> Entitlements:

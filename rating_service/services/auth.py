@@ -17,6 +17,7 @@ from rating_service.core.auth import (
     parse_token,
     verify,
 )
+from rating_service.core.contracts.rate_limits import RateLimit
 from rating_service.core.errors import InvalidArgument, NotFound
 from rating_service.store.tenant import TenantStore
 
@@ -103,9 +104,11 @@ class KeyRing:
             self._cache.put(key_id, key)
         return verify(key, secret)
 
-    async def issue(self, caller: Caller, role: Role, name: str) -> IssuedKey:
+    async def issue(
+        self, caller: Caller, role: Role, name: str, rate_limit: RateLimit | None = None
+    ) -> IssuedKey:
         """A new key for the caller's tenant; the token is returned once, never stored."""
-        issued = issue_key(caller.tenant_id, role, name, datetime.now(UTC))
+        issued = issue_key(caller.tenant_id, role, name, datetime.now(UTC), rate_limit)
         await self._store.add_key(issued.key, actor=caller.key_id)
         return issued
 

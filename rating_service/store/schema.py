@@ -67,6 +67,7 @@ api_keys = Table(
     Column("secret_hash", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("rate_limit", JSONB),
     CheckConstraint("role IN ('rater', 'admin', 'ops')", name="role"),
     Index(None, "tenant_id"),
 )

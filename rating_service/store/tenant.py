@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rating_service.core.auth import ApiKey, Role, Tenant
+from rating_service.core.contracts.rate_limits import rate_limit_from_dict, rate_limit_to_dict
 from rating_service.core.errors import AlreadyExists, InvalidArgument, NotFound
 from rating_service.core.ids import new_id
 from rating_service.store.schema import api_keys, audit_log, tenants
@@ -69,6 +70,7 @@ class TenantStore:
 
     async def add_key(self, key: ApiKey, actor: str) -> None:
         """Store a newly issued key (its hash only)."""
+        limit = None if key.rate_limit is None else rate_limit_to_dict(key.rate_limit)
         async with self._engine.begin() as conn:
             try:
                 await conn.execute(
@@ -79,6 +81,7 @@ class TenantStore:
                         name=key.name,
                         secret_hash=key.secret_hash,
                         created_at=key.created_at,
+                        rate_limit=limit,
                     )
                 )
             except IntegrityError as exc:
@@ -89,7 +92,12 @@ class TenantStore:
                 actor,
                 "api_key.create",
                 key.key_id,
-                {"role": key.role.value, "name": key.name},
+                {"role": key.role.value, "name": key.name}
+                | (
+                    {}
+                    if key.rate_limit is None
+                    else {"rate_limit": rate_limit_to_dict(key.rate_limit)}
+                ),
             )
 
     async def key(self, key_id: str) -> ApiKey | None:
@@ -166,4 +174,5 @@ def _key(row: Row[Any]) -> ApiKey:
         bytes(row.secret_hash),
         row.created_at,
         row.revoked_at,
+        None if row.rate_limit is None else rate_limit_from_dict(row.rate_limit),
     )

@@ -180,6 +180,23 @@ def rate_limited(contract_id: str, refused: list[tuple[RateLimit, timedelta]]) -
     )
 
 
+def key_rate_limited(key_id: str, limit: RateLimit, retry_after: timedelta) -> ResourceExhausted:
+    """The refusal of events beyond an API key's own rate limit."""
+    return ResourceExhausted(
+        f"API key {key_id} is over its rate limit; retry in {retry_after.total_seconds():.3f} s",
+        reason=RATE_LIMITED,
+        metadata={"key_id": key_id},
+        quota_violations=[
+            QuotaViolation(
+                f"api_keys/{key_id}/rate_limit",
+                f"at most {format_decimal(limit.limit)} events per {limit.per}"
+                f" (burst {format_decimal(limit.burst or limit.limit)})",
+            )
+        ],
+        retry_after=retry_after,
+    )
+
+
 def _micro(amount: Decimal, rounding: str) -> int:
     return int((amount * MICRO).to_integral_value(rounding))
 

@@ -24,9 +24,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+from rating_service.core.auth import Caller
 from rating_service.core.contracts.rate_limits import (
+    MICRO,
     Bucket,
     RateLimit,
+    key_rate_limited,
     rate_limited,
     refilled,
     wait_for,
@@ -108,6 +111,20 @@ class RateLimiter:
     def from_environment(cls) -> RateLimiter:
         """Shared with the host's other server processes when the supervisor named a file."""
         return cls(BucketTable(os.environ.get(BUCKETS_FILE) or None))
+
+    def admit_caller(self, caller: Caller, events: int = 1) -> None:
+        """Take `events` requests from the caller's key's own limit, or refuse them all."""
+        limit = caller.rate_limit
+        if limit is None:
+            return
+        key = self._key(caller.tenant_id, f"key:{caller.key_id}", limit)
+        cost = events * MICRO
+        with self._table.locked():
+            slot, stored = self._table.find(key)
+            bucket = refilled(limit, stored, self._clock_ns())
+            if bucket.tokens < cost:
+                raise key_rate_limited(caller.key_id, limit, wait_for(limit, bucket, cost))
+            self._table.put(slot, key, Bucket(bucket.tokens - cost, bucket.at_ns))
 
     def admit(self, prepared: PreparedEvent) -> None:
         """Take the event's tokens from each of its limits, or refuse it (ResourceExhausted).

@@ -8,15 +8,16 @@ import math
 import time
 from collections import Counter
 
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc import aio
 
 from rating_client import RatingClient
 from rating_client.errors import decode_rich_status
-from rating_client.gen.rating.v1 import rating_pb2, rating_pb2_grpc
+from rating_client.gen.rating.v1 import admin_pb2, admin_pb2_grpc, rating_pb2, rating_pb2_grpc
 from rating_service.core.auth import Role
 from rating_service.settings import Settings
-from tests.conftest import TenantKeys, eventually, status_of
+from tests.conftest import TenantKeys, eventually, refusal, status_of
 from tests.integration.api.serving import separate_channel, serve_process
 from tests.integration.api.test_rate_and_debit import _count, handled_by
 from tests.integration.billing import open_account
@@ -84,3 +85,44 @@ async def test_ten_a_second_holds_across_two_server_processes_and_refills(
     details["google.rpc.RetryInfo"].Unpack(retry)
     assert quota.violations[0].subject == f"contracts/{account.contract_id}/rate_limits/calls"
     assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 0.1
+
+
+async def test_a_key_s_own_limit_counts_its_events_and_no_other_key_s(
+    acme: TenantKeys, client: RatingClient, channel: aio.Channel
+) -> None:
+    """A key of 3 events a minute: its 4th event is refused, a batch's beyond the 3rd too;
+    another key of the tenant rates on."""
+    account = await open_account(client, "cus-key-limited", overage_policy="arrears")
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    rating = rating_pb2_grpc.RatingServiceStub(channel)
+
+    async def limited_key() -> tuple[tuple[str, str]]:
+        request = json_format.ParseDict(
+            {
+                "role": "ROLE_RATER",
+                "name": "metered-service",
+                "rate_limit": {"limit_id": "key", "limit": "3", "per": "minute"},
+            },
+            admin_pb2.CreateApiKeyRequest(),
+        )
+        created = await admin.CreateApiKey(request, metadata=acme.metadata(Role.ADMIN))
+        assert created.key.rate_limit.limit == "3" and created.key.rate_limit.per == "minute"
+        return (("authorization", f"Bearer {created.secret}"),)
+
+    key = await limited_key()
+    for n in range(3):
+        event = account.event(f"key-{n}", "api.call")
+        await rating.RateAndDebit(rating_pb2.RateAndDebitRequest(event=event), metadata=key)
+    fourth = rating_pb2.RateAndDebitRequest(event=account.event("key-3", "api.call"))
+    code, reason, _ = await refusal(rating.RateAndDebit(fourth, metadata=key))
+    assert (code, reason) == ("RESOURCE_EXHAUSTED", "RATE_LIMITED")
+    # Another key of the tenant is not held back by this one's limit.
+    await rating.RateAndDebit(fourth, metadata=acme.metadata(Role.RATER))
+
+    batch_key = await limited_key()
+    batch = rating_pb2.BatchRateAndDebitRequest(
+        events=[account.event(f"batch-{n}", "api.call") for n in range(5)]
+    )
+    results = (await rating.BatchRateAndDebit(batch, metadata=batch_key)).results
+    assert [r.WhichOneof("result") for r in results] == ["response"] * 3 + ["error"] * 2
+    assert {r.error.reason for r in results[3:]} == {"RATE_LIMITED"}

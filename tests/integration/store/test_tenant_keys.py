@@ -57,7 +57,11 @@ LATER_TABLES = (
 )
 """Tables a migration after 0008 creates: a database at 0007 has none of them."""
 
-LATER_COLUMNS = {"usage_counters": ("cost",), "rated_events": ("cost", "written_xid")}
+LATER_COLUMNS = {
+    "usage_counters": ("cost",),
+    "rated_events": ("cost", "written_xid"),
+    "api_keys": ("rate_limit",),
+}
 """Columns a migration after 0008 adds: a downgrade drops their values (0010 fills 0 again,
 0014 too)."""
 

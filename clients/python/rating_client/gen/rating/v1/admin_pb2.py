@@ -24,37 +24,38 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from rating_client.gen.rating.v1 import contract_pb2 as rating_dot_v1_dot_contract__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rating/v1/admin.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Z\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1d\n\x04role\x18\x03 \x01(\x0e\x32\x0f.rating.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rWhoAmIRequest\"S\n\x0eWhoAmIResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.rating.v1.Tenant\x12\x1e\n\x03key\x18\x02 \x01(\x0b\x32\x11.rating.v1.ApiKey\"B\n\x13\x43reateApiKeyRequest\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.rating.v1.Role\x12\x0c\n\x04name\x18\x02 \x01(\t\"F\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.rating.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.rating.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"6\n\x14RevokeApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.rating.v1.ApiKey*J\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_RATER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0c\n\x08ROLE_OPS\x10\x03\x32\xbd\x02\n\x0c\x41\x64minService\x12=\n\x06WhoAmI\x12\x18.rating.v1.WhoAmIRequest\x1a\x19.rating.v1.WhoAmIResponse\x12O\n\x0c\x43reateApiKey\x12\x1e.rating.v1.CreateApiKeyRequest\x1a\x1f.rating.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.rating.v1.ListApiKeysRequest\x1a\x1e.rating.v1.ListApiKeysResponse\x12O\n\x0cRevokeApiKey\x12\x1e.rating.v1.RevokeApiKeyRequest\x1a\x1f.rating.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rating/v1/admin.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18rating/v1/contract.proto\"Z\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe4\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1d\n\x04role\x18\x03 \x01(\x0e\x32\x0f.rating.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\nrate_limit\x18\x07 \x01(\x0b\x32\x14.rating.v1.RateLimit\"\x0f\n\rWhoAmIRequest\"S\n\x0eWhoAmIResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.rating.v1.Tenant\x12\x1e\n\x03key\x18\x02 \x01(\x0b\x32\x11.rating.v1.ApiKey\"l\n\x13\x43reateApiKeyRequest\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.rating.v1.Role\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\nrate_limit\x18\x03 \x01(\x0b\x32\x14.rating.v1.RateLimit\"F\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.rating.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.rating.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"6\n\x14RevokeApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.rating.v1.ApiKey*J\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_RATER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0c\n\x08ROLE_OPS\x10\x03\x32\xbd\x02\n\x0c\x41\x64minService\x12=\n\x06WhoAmI\x12\x18.rating.v1.WhoAmIRequest\x1a\x19.rating.v1.WhoAmIResponse\x12O\n\x0c\x43reateApiKey\x12\x1e.rating.v1.CreateApiKeyRequest\x1a\x1f.rating.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.rating.v1.ListApiKeysRequest\x1a\x1e.rating.v1.ListApiKeysResponse\x12O\n\x0cRevokeApiKey\x12\x1e.rating.v1.RevokeApiKeyRequest\x1a\x1f.rating.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rating.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=854
-  _globals['_ROLE']._serialized_end=928
-  _globals['_TENANT']._serialized_start=69
-  _globals['_TENANT']._serialized_end=159
-  _globals['_APIKEY']._serialized_start=162
-  _globals['_APIKEY']._serialized_end=348
-  _globals['_WHOAMIREQUEST']._serialized_start=350
-  _globals['_WHOAMIREQUEST']._serialized_end=365
-  _globals['_WHOAMIRESPONSE']._serialized_start=367
-  _globals['_WHOAMIRESPONSE']._serialized_end=450
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=452
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=518
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=520
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=590
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=592
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=676
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=678
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=757
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=759
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=796
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=798
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=852
-  _globals['_ADMINSERVICE']._serialized_start=931
-  _globals['_ADMINSERVICE']._serialized_end=1248
+  _globals['_ROLE']._serialized_start=964
+  _globals['_ROLE']._serialized_end=1038
+  _globals['_TENANT']._serialized_start=95
+  _globals['_TENANT']._serialized_end=185
+  _globals['_APIKEY']._serialized_start=188
+  _globals['_APIKEY']._serialized_end=416
+  _globals['_WHOAMIREQUEST']._serialized_start=418
+  _globals['_WHOAMIREQUEST']._serialized_end=433
+  _globals['_WHOAMIRESPONSE']._serialized_start=435
+  _globals['_WHOAMIRESPONSE']._serialized_end=518
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=520
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=628
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=630
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=700
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=702
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=786
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=788
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=867
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=869
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=906
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=908
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=962
+  _globals['_ADMINSERVICE']._serialized_start=1041
+  _globals['_ADMINSERVICE']._serialized_end=1358
 # @@protoc_insertion_point(module_scope)

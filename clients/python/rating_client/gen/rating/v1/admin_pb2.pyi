@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from rating_client.gen.rating.v1 import contract_pb2 as _contract_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -87,6 +88,7 @@ class ApiKey(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     tenant_id: _builtins.str
     role: Global___Role.ValueType
@@ -97,6 +99,12 @@ class ApiKey(_message.Message):
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """Unset while the key is active."""
 
+    @_builtins.property
+    def rate_limit(self) -> _contract_pb2.RateLimit:
+        """The key's own limit on the usage events it sends (unit requests, no product or tag);
+        unset: none beyond its contracts' limits.
+        """
+
     def __init__(
         self,
         *,
@@ -106,10 +114,11 @@ class ApiKey(_message.Message):
         name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        rate_limit: _contract_pb2.RateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "rate_limit", b"rate_limit", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "key_id", b"key_id", "name", b"name", "revoke_time", b"revoke_time", "role", b"role", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "key_id", b"key_id", "name", b"name", "rate_limit", b"rate_limit", "revoke_time", b"revoke_time", "role", b"role", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,18 +169,26 @@ class CreateApiKeyRequest(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     name: _builtins.str
     """A label for humans, e.g. "checkout-service"."""
+    @_builtins.property
+    def rate_limit(self) -> _contract_pb2.RateLimit:
+        """At most this many usage events (RateAndDebit, each event of a batch or stream, Capture)
+        per second, minute or hour; refused with RESOURCE_EXHAUSTED RATE_LIMITED beyond it.
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         name: _builtins.str = ...,
+        rate_limit: _contract_pb2.RateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "rate_limit", b"rate_limit", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
