@@ -20,12 +20,16 @@ from rating_service.core.contracts.lifecycle import (
     DEFAULT_DUNNING,
     AutoRecharge,
     Renewal,
+    Trial,
+    TrialMode,
     auto_recharge_from_dict,
     auto_recharge_to_dict,
     dunning_from_dict,
     dunning_to_dict,
     renewal_from_dict,
     renewal_to_dict,
+    trial_from_dict,
+    trial_to_dict,
 )
 from rating_service.core.contracts.overrides import (
     EffectivePrices,
@@ -167,6 +171,7 @@ class Contract:
     auto_recharge: AutoRecharge | None = None
     renewal: Renewal | None = None
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
+    trial: Trial | None = None
     prices: EffectivePrices = field(init=False, repr=False, compare=False)
     """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
 
@@ -232,6 +237,9 @@ class Contract:
                 )
             else:
                 seen[threshold.threshold_id] = index
+        if self.trial is not None and start is not None:
+            # Last: the period arithmetic needs the other terms valid.
+            _check_trial(self, start, end, violations)
         violations.raise_if_any("invalid contract")
         object.__setattr__(self, "term_start", start)
         object.__setattr__(self, "term_end", end)
@@ -240,6 +248,27 @@ class Contract:
     def covers(self, at: datetime) -> bool:
         """True when `at` is within the term: term_start ≤ at < term_end."""
         return self.term_start <= at and (self.term_end is None or at < self.term_end)
+
+
+def _check_trial(
+    contract: Contract,
+    start: datetime,
+    end: datetime | None,
+    violations: ViolationCollector,
+) -> None:
+    trial = contract.trial
+    if not isinstance(trial, Trial):
+        violations.add("trial", "must be a Trial")
+        return
+    if not start < trial.ends_at or (end is not None and trial.ends_at > end):
+        violations.add("trial.ends_at", "must be after term_start and no later than term_end")
+    elif (
+        trial.mode is TrialMode.FREE_USAGE
+        and not violations.violations
+        and nominal_billing_period(contract, trial.ends_at)[0] != trial.ends_at
+    ):
+        # Usage counters are per period: a free-usage trial waives whole periods.
+        violations.add("trial.ends_at", "a free_usage trial must end where a billing period starts")
 
 
 def check_contract_accepts_usage(contract: Contract, at: datetime) -> None:
@@ -406,6 +435,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
         if fields.has("dunning_retry_seconds")
         else DEFAULT_DUNNING
     )
+    trial = _part(trial_from_dict, fields, "trial", violations)
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -440,6 +470,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             auto_recharge,
             renewal,
             dunning or (),
+            trial,
         )
     except InvalidArgument as error:
         raise under_prefix(error, field_path) from None
@@ -549,4 +580,6 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["renewal"] = renewal_to_dict(contract.renewal)
     if contract.dunning != DEFAULT_DUNNING:
         data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
+    if contract.trial is not None:
+        data["trial"] = trial_to_dict(contract.trial)
     return data
