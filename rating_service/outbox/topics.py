@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from rating_service.core.billing.dunning import StandingChange
 from rating_service.core.contracts.contract import ContractStatus
@@ -54,6 +54,10 @@ class Topic(StrEnum):
     """An auto-recharge charge attempt failed."""
     AUTO_RECHARGE_DISABLED = "auto_recharge.disabled"
     """Auto-recharge was switched off after a recharge's last failed attempt."""
+    CONTRACT_TRIAL_ENDING = "contract.trial_ending"
+    """A contract's trial ends soon (its notice before the end)."""
+    CONTRACT_TRIAL_CONVERTED = "contract.trial_converted"
+    """A contract's trial ended: its usage is charged from now on."""
 
     @property
     def payload_type(self) -> type[Mapping[str, Any]]:
@@ -76,6 +80,8 @@ class ContractCreated(TypedDict):
     tenant_id: str
     contract_id: str
     term_end: str | None
+    trial_ends_at: NotRequired[str]
+    """Set when the contract has a trial (rows written before trials lack it)."""
 
 
 class CommitmentAdded(TypedDict):
@@ -196,6 +202,14 @@ class AutoRechargeDisabled(TypedDict):
     recharge_id: str
 
 
+class TrialEvent(TypedDict):
+    """`contract.trial_ending` and `contract.trial_converted`: when the trial ends, its mode."""
+
+    contract_id: str
+    ends_at: str
+    mode: str
+
+
 OutboxPayload = (
     ContractCreated
     | CommitmentAdded
@@ -211,6 +225,7 @@ OutboxPayload = (
     | RechargeSucceeded
     | RechargeFailed
     | AutoRechargeDisabled
+    | TrialEvent
 )
 """What an outbox row may carry: one of the topics' payloads."""
 
@@ -231,6 +246,8 @@ PAYLOAD_TYPES: Mapping[Topic, type[Mapping[str, Any]]] = {
     Topic.RECHARGE_SUCCEEDED: RechargeSucceeded,
     Topic.RECHARGE_FAILED: RechargeFailed,
     Topic.AUTO_RECHARGE_DISABLED: AutoRechargeDisabled,
+    Topic.CONTRACT_TRIAL_ENDING: TrialEvent,
+    Topic.CONTRACT_TRIAL_CONVERTED: TrialEvent,
 }
 """Each topic's payload."""
 
@@ -248,6 +265,8 @@ NOTIFICATION_TOPICS: tuple[Topic, ...] = (
     Topic.RECHARGE_SUCCEEDED,
     Topic.RECHARGE_FAILED,
     Topic.AUTO_RECHARGE_DISABLED,
+    Topic.CONTRACT_TRIAL_ENDING,
+    Topic.CONTRACT_TRIAL_CONVERTED,
 )
 """The topics sent to webhook endpoints (an endpoint may take a subset), in the order the
 service lists them; the others only start workflows."""
