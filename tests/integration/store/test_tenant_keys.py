@@ -44,7 +44,7 @@ GLOBAL_TABLES = {
 CONTRACT_KEYED = ("usage_counters", "period_draws", "contract_periods", "fired_alerts")
 """The tables migration 0008 gave a tenant_id column, filled from the row's contract."""
 
-LATER_TABLES = ("aggregation_entries",)
+LATER_TABLES = ("aggregation_entries", "coupons", "contract_discounts")
 """Tables a migration after 0008 creates: a database at 0007 has none of them."""
 
 
