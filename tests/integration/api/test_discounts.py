@@ -8,6 +8,7 @@ drafted without waiting.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -228,7 +229,7 @@ async def test_refusals_change_nothing(
             request_id=request_id, contract_id=contract_id, coupon_id=coupon_id
         )
 
-    refusals = [
+    refusals: list[tuple[Awaitable[object], tuple[str, str, set[str]]]] = [
         # max redemptions reached
         (stub.ApplyCoupon(applying("b-1", second.contract_id, "ONCE"), metadata=admin),
          ("FAILED_PRECONDITION", "COUPON_EXHAUSTED", set())),

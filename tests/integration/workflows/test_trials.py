@@ -26,6 +26,7 @@ from tests.integration.cycles import (
     database,
     load_fee_catalog,
     open_billing_contract,
+    record_history,
     sleep_until,
 )
 from tests.integration.workflows.test_notifications import open_notifications, receiving
@@ -77,6 +78,9 @@ async def test_a_free_usage_trial_converts_and_is_announced_ahead(
             TrialWorkflow.run, trial_workflow_id(acme.tenant_id, contract.contract_id)
         )
         assert await trial.result() == "converted"
+        await record_history(
+            temporal, trial_workflow_id(acme.tenant_id, contract.contract_id), "trial_converted"
+        )
         billing = temporal.get_workflow_handle(
             billing_workflow_id(acme.tenant_id, contract.contract_id)
         )
