@@ -9,7 +9,8 @@ Order of the lines: usage in arrears (by product, then matrix cell), each follow
 maximum-spend discount (negative) when its price caps the period, minimum-spend top-ups,
 credits and commits applied to that usage (negative), recurring fees (arrears for the closed
 period, including first-tier fees owed at zero usage, then advance for the next), a free-usage
-trial's `trial` line waiving the charges of its periods, each coupon's discount (see
+trial's `trial` line waiving the charges of its periods, each coupon's discount (a `coupon`
+line; see
 `rating_service.core.billing.discounts` for what a discount is computed on), prepaid commits
 due, and at term end the postpaid true-up.
 

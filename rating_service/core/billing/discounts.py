@@ -12,7 +12,7 @@ and lasts the coupon's duration counted in the contract's billing periods. Remov
 discount closes its window at the start of the period in force then: invoices already made
 keep their line, the open period and later ones are not discounted.
 
-On an invoice, each discount is its own negative line (`LineKind.DISCOUNT`, key
+On an invoice, each discount is its own negative line (`LineKind.COUPON`, key
 `coupon:<discount_id>`), after every other line of the periods it covers. The order:
 
 1. the in-scope lines are the usage, fee, minimum-spend and maximum-spend lines of products in
@@ -74,8 +74,8 @@ COUPON_CURRENCY_MISMATCH = "COUPON_CURRENCY_MISMATCH"
 DISCOUNTED_KINDS = frozenset(
     {LineKind.USAGE, LineKind.FEE, LineKind.MINIMUM_SPEND, LineKind.DISCOUNT}
 )
-"""The lines a coupon may discount (a DISCOUNT line here is a maximum-spend cap, never a
-coupon's own line: those come after)."""
+"""The lines a coupon may discount (a DISCOUNT line is a maximum-spend cap, taken off its
+usage)."""
 
 
 class CouponDuration(StrEnum):
@@ -326,7 +326,7 @@ def discount_lines(
         made.append(
             rounded_line(
                 currency,
-                LineKind.DISCOUNT,
+                LineKind.COUPON,
                 f"coupon:{discount.discount_id}",
                 f"Discount: {coupon.name or coupon.coupon_id} ({describe_coupon(coupon)})",
                 service,

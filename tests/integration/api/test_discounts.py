@@ -22,10 +22,13 @@ from rating_client import RatingClient
 from rating_client.gen.rating.v1 import discount_pb2, discount_pb2_grpc, rating_pb2
 from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import Invoice, LineKind
+from rating_service.core.billing.postings import DISCOUNTS_REVENUE
+from rating_service.core.ledger.accounts import receivable_account_id, revenue_account_id
 from rating_service.settings import Settings
 from rating_service.store.database import asyncpg_dsn
+from rating_service.store.ledger import reconcile
 from tests.conftest import TenantKeys, refusal
-from tests.integration.cycles import open_billing_contract, open_invoicing
+from tests.integration.cycles import database, open_billing_contract, open_invoicing
 
 if TYPE_CHECKING:
     Stub: TypeAlias = discount_pb2_grpc.DiscountServiceAsyncStub
@@ -74,12 +77,22 @@ async def rate(
     )
 
 
+async def posted(
+    conn: asyncpg.Connection, tenant_id: str, account_id: str
+) -> tuple[Decimal, Decimal]:
+    """An account's (debits posted, credits posted)."""
+    row = await conn.fetchrow(
+        "SELECT debits_posted, credits_posted FROM accounts"
+        " WHERE tenant_id = $1 AND account_id = $2",
+        tenant_id,
+        account_id,
+    )
+    assert row is not None, account_id
+    return row["debits_posted"], row["credits_posted"]
+
+
 def discount_lines(invoice: Invoice) -> list[tuple[str, Decimal]]:
-    return [
-        (line.key, line.amount)
-        for line in invoice.lines
-        if line.kind is LineKind.DISCOUNT and line.key.startswith("coupon:")
-    ]
+    return [(line.key, line.amount) for line in invoice.lines if line.kind is LineKind.COUPON]
 
 
 async def test_a_three_period_coupon_discounts_the_invoices_of_three_periods(
@@ -116,9 +129,9 @@ async def test_a_three_period_coupon_discounts_the_invoices_of_three_periods(
         rating_pb2.PreviewInvoiceRequest(contract_id=contract.contract_id),
     )
     previewed = [
-        (line.kind, line.amount) for line in preview.invoice.lines if line.kind == "discount"
+        (line.kind, line.amount) for line in preview.invoice.lines if line.kind == "coupon"
     ]
-    assert previewed == [("discount", "-2.00")]
+    assert previewed == [("coupon", "-2.00")]
     assert preview.invoice.total == "6.00"
 
     key = f"coupon:{discount.discount_id}"
@@ -137,6 +150,19 @@ async def test_a_three_period_coupon_discounts_the_invoices_of_three_periods(
         [],
     ]
     assert [invoice.total for invoice in drafted] == [D("6.00"), D("4.00"), D("7.50"), D("6.00")]
+
+    # Finalized, the first invoice owes 6.00; the 2.00 given away is debited to the contract's
+    # discounts (contra-revenue) account, and the ledger still reconciles.
+    async with open_invoicing(settings) as invoicing:
+        await invoicing.finalize(acme.tenant_id, drafted[0].invoice_id)
+    async with database(settings) as conn:
+        owed = await posted(conn, acme.tenant_id, receivable_account_id(contract.contract_id))
+        given = await posted(
+            conn, acme.tenant_id, revenue_account_id(contract.contract_id, DISCOUNTS_REVENUE)
+        )
+        assert owed[0] - owed[1] == D("6.00")
+        assert given == (D("2.00"), D(0))
+        assert all(report.clean for report in (await reconcile(conn)).values())
 
     listed = await client.call(
         client.discounts.ListContractDiscounts,

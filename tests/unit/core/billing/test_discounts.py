@@ -29,6 +29,11 @@ from rating_service.core.billing.discounts import (
     discount_window,
 )
 from rating_service.core.billing.invoice import Invoice, LineKind
+from rating_service.core.billing.postings import (
+    DISCOUNTS_REVENUE,
+    finalization_transfers,
+    invoice_accounts,
+)
 from rating_service.core.contracts import Contract
 from rating_service.core.contracts.contract import (
     contract_from_dict,
@@ -37,6 +42,12 @@ from rating_service.core.contracts.contract import (
 )
 from rating_service.core.contracts.lifecycle import Trial, TrialMode
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
+from rating_service.core.ledger.accounts import (
+    AccountKind,
+    overage_account_id,
+    receivable_account_id,
+    revenue_account_id,
+)
 from rating_service.core.money import currency_of
 from rating_service.core.pricing.catalog import Catalog, catalog_from_document
 from tests.unit.core.billing.builders import (
@@ -115,7 +126,7 @@ def invoice_on(
 
 
 def discount_amounts(invoice: Invoice) -> list[str]:
-    return [str(line.amount) for line in lines_of(invoice, LineKind.DISCOUNT)]
+    return [str(line.amount) for line in lines_of(invoice, LineKind.COUPON)]
 
 
 TAGGED = catalog_from_document(
@@ -146,7 +157,7 @@ def test_a_discount_is_a_negative_line_on_its_scope(coupon: Coupon, expected: st
     invoice = invoice_on(utc(2025, 2, 1), applied(coupon), catalog=TAGGED)
     assert discount_amounts(invoice) == ([expected] if expected else [])
     if expected:
-        [line] = lines_of(invoice, LineKind.DISCOUNT)
+        [line] = lines_of(invoice, LineKind.COUPON)
         assert line.key == "coupon:dsc_1"
         assert invoice.total == D("541.50") + D(expected)
 
@@ -164,7 +175,7 @@ def test_a_discount_is_computed_net_of_the_credits_that_paid_its_products() -> N
     assert discount_amounts(invoice) == ["-34.30"]
     # Lines order: the credit before the discount; the invoice 541.50 − 60.00 − 34.30.
     kinds = [line.kind for line in invoice.lines]
-    assert kinds.index(LineKind.CREDIT) < kinds.index(LineKind.DISCOUNT)
+    assert kinds.index(LineKind.CREDIT) < kinds.index(LineKind.COUPON)
     assert invoice.total == D("447.20")
 
 
@@ -197,7 +208,7 @@ def test_a_discount_lasts_its_duration_in_billing_periods(
     carrying = [
         at
         for at in (utc(2025, m, 1) for m in (2, 3, 4, 5, 6))
-        if lines_of(invoice_on(at, discount), LineKind.DISCOUNT)
+        if lines_of(invoice_on(at, discount), LineKind.COUPON)
     ]
     assert carrying == discounted_invoices
 
@@ -219,8 +230,8 @@ def test_a_repeating_discount_counts_fixed_interval_periods() -> None:
 def test_a_removed_discount_ends_at_the_period_of_its_removal() -> None:
     discount = applied(a_coupon(duration=CouponDuration.FOREVER))
     removed = replace(discount, ends_before=utc(2025, 3, 1), removed_at=utc(2025, 3, 5))
-    assert lines_of(invoice_on(utc(2025, 3, 1), removed), LineKind.DISCOUNT)
-    assert not lines_of(invoice_on(utc(2025, 4, 1), removed), LineKind.DISCOUNT)
+    assert lines_of(invoice_on(utc(2025, 3, 1), removed), LineKind.COUPON)
+    assert not lines_of(invoice_on(utc(2025, 4, 1), removed), LineKind.COUPON)
 
 
 # ---------------------------------------------------------------- coupons
@@ -402,3 +413,36 @@ def test_a_bad_trial_names_its_field(trial: dict[str, object], bad: str) -> None
     with pytest.raises(InvalidArgument) as raised:
         contract_from_dict(data, "contract")
     assert bad in {v.field for v in raised.value.violations}
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+def net_receivable_moves(invoice: Invoice) -> dict[str, Decimal]:
+    """Per account, what finalization moved from it into the receivable (negative: out of it)."""
+    receivable = receivable_account_id("ctr_1")
+    moved: dict[str, Decimal] = {}
+    for transfer in finalization_transfers(invoice):
+        if transfer.debit_account_id == receivable:
+            moved[transfer.credit_account_id] = (
+                moved.get(transfer.credit_account_id, D(0)) + transfer.amount
+            )
+        else:
+            assert transfer.credit_account_id == receivable
+            moved[transfer.debit_account_id] = (
+                moved.get(transfer.debit_account_id, D(0)) - transfer.amount
+            )
+    return moved
+
+
+def test_what_a_coupon_or_a_trial_gives_away_is_debited_to_the_discounts_account() -> None:
+    discounts = revenue_account_id("ctr_1", DISCOUNTS_REVENUE)
+    coupon = invoice_on(FEBRUARY, applied(a_coupon()), drawn={"tokens": D("60")})
+    moved = net_receivable_moves(coupon)
+    assert moved[discounts] == D("-34.30")
+    # The overage (usage 141.50 less 60.00 of credit) still leaves its account whole.
+    assert moved[overage_account_id("ctr_1")] == D("81.50")
+    assert sum(moved.values(), D(0)) == coupon.total == D("447.20")
+    trial = invoice_on(FEBRUARY, contract=a_trial_contract())
+    assert net_receivable_moves(trial)[discounts] == D("-231.50")
+    assert (discounts, AccountKind.REVENUE, DISCOUNTS_REVENUE) in invoice_accounts(trial)

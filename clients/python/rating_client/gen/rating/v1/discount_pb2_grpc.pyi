@@ -36,7 +36,7 @@ class DiscountServiceStub:
     (`repeating`) or `forever`. Applying it to a contract makes a discount that starts at the
     billing period in force then (that whole period is discounted) and lasts the coupon's
     duration, counted in the contract's billing periods. On each invoice of its periods a
-    discount is its own negative line (kind `discount`, key `coupon:<discount_id>`), computed on
+    discount is its own negative line (kind `coupon`, key `coupon:<discount_id>`), computed on
     its products' lines net of the credits applied to them, rounded once, and never taking the
     invoice below zero. Decimals are strings.
     """
@@ -82,7 +82,7 @@ class DiscountServiceAsyncStub(DiscountServiceStub):
     (`repeating`) or `forever`. Applying it to a contract makes a discount that starts at the
     billing period in force then (that whole period is discounted) and lasts the coupon's
     duration, counted in the contract's billing periods. On each invoice of its periods a
-    discount is its own negative line (kind `discount`, key `coupon:<discount_id>`), computed on
+    discount is its own negative line (kind `coupon`, key `coupon:<discount_id>`), computed on
     its products' lines net of the credits applied to them, rounded once, and never taking the
     invoice below zero. Decimals are strings.
     """
@@ -124,7 +124,7 @@ class DiscountServiceServicer(metaclass=_abc_1.ABCMeta):
     (`repeating`) or `forever`. Applying it to a contract makes a discount that starts at the
     billing period in force then (that whole period is discounted) and lasts the coupon's
     duration, counted in the contract's billing periods. On each invoice of its periods a
-    discount is its own negative line (kind `discount`, key `coupon:<discount_id>`), computed on
+    discount is its own negative line (kind `coupon`, key `coupon:<discount_id>`), computed on
     its products' lines net of the credits applied to them, rounded once, and never taking the
     invoice below zero. Decimals are strings.
     """
