@@ -45,6 +45,10 @@ class Trials:
         trial = contract.trial
         if trial is None:
             return False
+        if topic is Topic.CONTRACT_TRIAL_CONVERTED and (
+            contract.term_end is not None and contract.term_end <= trial.ends_at
+        ):
+            return False  # the contract ended during its trial: nothing converts
         event = TrialEvent(
             contract_id=contract_id, ends_at=trial.ends_at.isoformat(), mode=str(trial.mode)
         )

@@ -72,7 +72,7 @@ class TrialActivities:
     @activity.defn(name="announce_trial")
     @domain_errors_are_final
     async def announce(self, request: TrialAnnouncement) -> bool:
-        """Write the announcement's outbox row (once per contract and topic)."""
+        """Write the announcement's outbox row (once per contract and topic); False: none due."""
         return await self._trials.announce(
             request.tenant_id, request.contract_id, Topic(request.topic)
         )

@@ -36,11 +36,13 @@ from rating_service.core.billing.postings import (
 )
 from rating_service.core.contracts import Contract
 from rating_service.core.contracts.contract import (
+    cancelled,
     contract_from_dict,
     contract_to_dict,
     nominal_billing_period,
 )
 from rating_service.core.contracts.lifecycle import Trial, TrialMode
+from rating_service.core.contracts.renewal import next_contract
 from rating_service.core.errors import FailedPrecondition, InvalidArgument
 from rating_service.core.ledger.accounts import (
     AccountKind,
@@ -446,3 +448,11 @@ def test_what_a_coupon_or_a_trial_gives_away_is_debited_to_the_discounts_account
     trial = invoice_on(FEBRUARY, contract=a_trial_contract())
     assert net_receivable_moves(trial)[discounts] == D("-231.50")
     assert (discounts, AccountKind.REVENUE, DISCOUNTS_REVENUE) in invoice_accounts(trial)
+
+
+def test_a_contract_cancelled_in_its_trial_ends_and_its_next_term_has_no_trial() -> None:
+    contract = replace(a_trial_contract(), term_end=utc(2025, 6, 1))
+    stopped = cancelled(contract, MID_JANUARY)
+    assert stopped is not None and stopped.term_end == MID_JANUARY
+    assert stopped.trial == contract.trial  # it covers what is left of the term
+    assert next_contract(contract).trial is None

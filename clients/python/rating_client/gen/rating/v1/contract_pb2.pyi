@@ -367,8 +367,8 @@ class Trial(_message.Message):
     """How long before ends_at contract.trial_ending is sent; unset: 3 days."""
     @_builtins.property
     def ends_at(self) -> _timestamp_pb2.Timestamp:
-        """After term_start, no later than term_end; a free_usage trial ends where a billing period
-        starts (it waives whole periods).
+        """After term_start (a trial past term_end covers the whole term); a free_usage trial ends
+        where a billing period starts (it waives whole periods).
         """
 
     def __init__(
