@@ -29,7 +29,7 @@ On an invoice, each discount is its own negative line (`LineKind.COUPON`, key
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -252,7 +252,7 @@ def check_redeemable(
 def discount_window(
     coupon: Coupon,
     period_in_force: tuple[datetime, datetime],
-    next_period: Any,
+    next_period: Callable[[datetime], datetime],
 ) -> tuple[datetime, datetime | None]:
     """Where a discount of `coupon` applied during `period_in_force` starts and ends.
 
