@@ -226,7 +226,8 @@ async def coupon_state(database_url: str, tenant_id: str) -> list[tuple[str, int
             tenant_id,
         )
         discounts = await conn.fetchval(
-            "SELECT count(*) FROM contract_discounts WHERE tenant_id = $1", tenant_id
+            "SELECT count(*) FROM contract_discounts WHERE tenant_id = $1 AND removed_at IS NULL",
+            tenant_id,
         )
     finally:
         await conn.close()
@@ -246,7 +247,7 @@ async def test_refusals_change_nothing(
     await create(client, coupon_id="OLD", percent_off="10", redeem_by="2020-01-01T00:00:00Z")
     first = await open_billing_contract(client, "cus-a", period_seconds=60, periods=2)
     second = await open_billing_contract(client, "cus-b", period_seconds=60, periods=2)
-    await apply(client, "a-1", first.contract_id, "ONCE")
+    first_discount = (await apply(client, "a-1", first.contract_id, "ONCE")).discount.discount_id
     before = await coupon_state(database_url, acme.tenant_id)
     assert before == [("EUROS", 0), ("OLD", 0), ("ONCE", 1), ("discounts", 1)]
 
@@ -277,6 +278,16 @@ async def test_refusals_change_nothing(
          ("PERMISSION_DENIED", "", set())),
         (stub.ArchiveCoupon(discount_pb2.ArchiveCouponRequest(coupon_id="ONCE"), metadata=rater),
          ("PERMISSION_DENIED", "", set())),
+        (stub.RemoveDiscount(discount_pb2.RemoveDiscountRequest(
+            contract_id=first.contract_id, discount_id=first_discount), metadata=rater),
+         ("PERMISSION_DENIED", "", set())),
+        (stub.RemoveDiscount(discount_pb2.RemoveDiscountRequest(
+            contract_id=first.contract_id, discount_id=first_discount),
+            metadata=globex.metadata(Role.ADMIN)),
+         ("NOT_FOUND", "CONTRACT_NOT_FOUND", set())),
+        (stub.RemoveDiscount(discount_pb2.RemoveDiscountRequest(
+            contract_id=second.contract_id, discount_id=first_discount), metadata=admin),
+         ("NOT_FOUND", "DISCOUNT_NOT_FOUND", set())),
         # wrong tenant: globex cannot see acme's contract or coupons
         (stub.ApplyCoupon(applying("g-1", first.contract_id, "EUROS"),
                           metadata=globex.metadata(Role.ADMIN)),

@@ -28,6 +28,7 @@ from rating_service.core.billing.discounts import (
     discount_to_dict,
     discount_window,
 )
+from rating_service.core.billing.document import InvoiceParties, render_html
 from rating_service.core.billing.invoice import Invoice, LineKind
 from rating_service.core.billing.postings import (
     DISCOUNTS_REVENUE,
@@ -456,3 +457,12 @@ def test_a_contract_cancelled_in_its_trial_ends_and_its_next_term_has_no_trial()
     assert stopped is not None and stopped.term_end == MID_JANUARY
     assert stopped.trial == contract.trial  # it covers what is left of the term
     assert next_contract(contract).trial is None
+
+
+def test_the_document_shows_the_coupon_and_the_trial_apart_from_maximum_spend() -> None:
+    parties = InvoiceParties("Seller", "Buyer")
+    page = render_html(invoice_on(FEBRUARY, applied(a_coupon())), parties)
+    assert "Coupon discounts" in page and "Discount: Launch (20% off)" in page
+    assert "Maximum spend discounts" not in page
+    trial = render_html(invoice_on(FEBRUARY, contract=a_trial_contract()), parties)
+    assert "Trial (until 2025-02-01T00:00:00+00:00)" in trial
