@@ -23,6 +23,8 @@ from rating_client.gen.rating.v1 import (
     catalog_pb2_grpc,
     contract_pb2,
     contract_pb2_grpc,
+    discount_pb2,
+    discount_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
     ops_pb2,
@@ -35,6 +37,7 @@ from rating_client.gen.rating.v1 import (
 from rating_service.api.admin import AdminServicer
 from rating_service.api.catalog import CatalogServicer
 from rating_service.api.contract import ContractServicer
+from rating_service.api.discount import DiscountServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.invoice import InvoiceServicer
 from rating_service.api.ops import OpsServicer
@@ -46,6 +49,7 @@ from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_note import CreditNotes
+from rating_service.services.discount import DiscountAdmin
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
 from rating_service.services.rating.entitlements import Entitlements
@@ -61,6 +65,7 @@ SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
+    discount_pb2.DESCRIPTOR.services_by_name["DiscountService"].full_name,
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
     ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
@@ -71,6 +76,7 @@ SERVICERS: dict[str, type] = {
     "rating.v1.AdminService": AdminServicer,
     "rating.v1.CatalogService": CatalogServicer,
     "rating.v1.ContractService": ContractServicer,
+    "rating.v1.DiscountService": DiscountServicer,
     "rating.v1.InvoiceService": InvoiceServicer,
     "rating.v1.OpsService": OpsServicer,
     "rating.v1.RatingService": RatingServicer,
@@ -113,6 +119,8 @@ class ApiServices(Protocol):
     def books(self) -> ContractBooks: ...
     @property
     def contract_admin(self) -> ContractAdmin: ...
+    @property
+    def discount_admin(self) -> DiscountAdmin: ...
     @property
     def debits(self) -> DebitEngine: ...
     @property
@@ -180,6 +188,9 @@ def build_server(
         bench_pb2_grpc.add_BenchServiceServicer_to_server(BenchServicer(services.pool), server)
     contract_pb2_grpc.add_ContractServiceServicer_to_server(
         ContractServicer(services.contract_admin, actions), server
+    )
+    discount_pb2_grpc.add_DiscountServiceServicer_to_server(
+        DiscountServicer(services.discount_admin), server
     )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
         CatalogServicer(services.catalogs, services.books), server

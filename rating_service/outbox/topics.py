@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from rating_service.core.billing.dunning import StandingChange
 from rating_service.core.contracts.contract import ContractStatus
@@ -60,6 +60,10 @@ class Topic(StrEnum):
     """A paid invoice's credit went back: to the payment method, or into a credit pool."""
     REFUND_FAILED = "refund.failed"
     """The gateway refused a refund, or never answered it."""
+    CONTRACT_TRIAL_ENDING = "contract.trial_ending"
+    """A contract's trial ends soon (its notice before the end)."""
+    CONTRACT_TRIAL_CONVERTED = "contract.trial_converted"
+    """A contract's trial ended: its usage is charged from now on."""
 
     @property
     def payload_type(self) -> type[Mapping[str, Any]]:
@@ -82,6 +86,8 @@ class ContractCreated(TypedDict):
     tenant_id: str
     contract_id: str
     term_end: str | None
+    trial_ends_at: NotRequired[str]
+    """Set when the contract has a trial (rows written before trials lack it)."""
 
 
 class CommitmentAdded(TypedDict):
@@ -230,6 +236,14 @@ class RefundSettled(TypedDict):
     attempt: int
 
 
+class TrialEvent(TypedDict):
+    """`contract.trial_ending` and `contract.trial_converted`: when the trial ends, its mode."""
+
+    contract_id: str
+    ends_at: str
+    mode: str
+
+
 OutboxPayload = (
     ContractCreated
     | CommitmentAdded
@@ -247,6 +261,7 @@ OutboxPayload = (
     | AutoRechargeDisabled
     | CreditNoteIssued
     | RefundSettled
+    | TrialEvent
 )
 """What an outbox row may carry: one of the topics' payloads."""
 
@@ -270,6 +285,8 @@ PAYLOAD_TYPES: Mapping[Topic, type[Mapping[str, Any]]] = {
     Topic.CREDIT_NOTE_ISSUED: CreditNoteIssued,
     Topic.REFUND_SUCCEEDED: RefundSettled,
     Topic.REFUND_FAILED: RefundSettled,
+    Topic.CONTRACT_TRIAL_ENDING: TrialEvent,
+    Topic.CONTRACT_TRIAL_CONVERTED: TrialEvent,
 }
 """Each topic's payload."""
 
@@ -290,6 +307,8 @@ NOTIFICATION_TOPICS: tuple[Topic, ...] = (
     Topic.CREDIT_NOTE_ISSUED,
     Topic.REFUND_SUCCEEDED,
     Topic.REFUND_FAILED,
+    Topic.CONTRACT_TRIAL_ENDING,
+    Topic.CONTRACT_TRIAL_CONVERTED,
 )
 """The topics sent to webhook endpoints (an endpoint may take a subset), in the order the
 service lists them; the others only start workflows."""

@@ -28,6 +28,7 @@ from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.credit_note import CreditNotes
+from rating_service.services.discount import DiscountAdmin
 from rating_service.services.export import WarehouseFeed
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
@@ -37,6 +38,7 @@ from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
+from rating_service.services.trial import Trials
 from rating_service.services.webhook import Webhooks, webhook_secret_keys
 from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
@@ -44,6 +46,7 @@ from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore
 from rating_service.store.credit_note import CreditNoteStore
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.store.discount import DiscountStore
 from rating_service.store.export import ExportStore
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.pg_notify import ChangeListener
@@ -51,6 +54,7 @@ from rating_service.store.rating import RatingStore
 from rating_service.store.replay import ReplayLog
 from rating_service.store.settlement import SettlementStore
 from rating_service.store.tenant import TenantStore
+from rating_service.store.trial import TrialStore
 from rating_service.store.webhook import WebhookStore
 from rating_service.workflows.webhook import DeliveryPolicy
 
@@ -176,6 +180,16 @@ class Components:
         )
 
     @cached_property
+    def discount_store(self) -> DiscountStore:
+        """Coupons and contract discounts."""
+        return DiscountStore(self.pool)
+
+    @cached_property
+    def discount_admin(self) -> DiscountAdmin:
+        """Coupons defined, applied to contracts, and discounts removed."""
+        return DiscountAdmin(self.discount_store, self.catalogs)
+
+    @cached_property
     def reservations(self) -> Reservations:
         """Authorize, capture and void, and the sweep of expired holds."""
         return Reservations(self.rating_store, self.books)
@@ -225,6 +239,7 @@ class Components:
             self.tenants,
             self.gateway if self.role is ProcessRole.WORKER else None,
             failpoints=Failpoints.parse(self.settings.failpoints),
+            discounts=self.discount_store,
         )
 
     @cached_property
@@ -259,6 +274,11 @@ class Components:
     def credit_expiry(self) -> CreditExpiry:
         """Credit expiry: warnings and the move of what is left."""
         return CreditExpiry(self.contracts, self.settlement)
+
+    @cached_property
+    def trials(self) -> Trials:
+        """Trials: their end announced ahead, and their conversion."""
+        return Trials(self.contracts, TrialStore(self.pool))
 
     @cached_property
     def webhooks(self) -> Webhooks:

@@ -29,6 +29,7 @@ from rating_service.core.contracts.contract import (
     billing_period_containing,
     contract_from_dict,
 )
+from rating_service.core.contracts.lifecycle import TrialMode
 from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_to_dict
 from rating_service.core.dict_form import DictReader
 from rating_service.core.errors import (
@@ -189,6 +190,12 @@ class ContractAdmin:
         check_against_catalog(contract, await self._catalogs.catalog(caller.tenant_id))
         await self._store.create_contract(contract, caller.key_id)
         self._changed(caller.tenant_id, contract.customer_id)
+        trial = contract.trial
+        if trial is not None and trial.mode is TrialMode.TRIAL_CREDIT:
+            assert trial.credit is not None, "a trial_credit trial has its credit"
+            # The trial's credit is an ordinary free credit pool, expiring when the trial
+            # ends: draw-down, balances, expiry and breakage all treat it as any other.
+            await self._grant(caller, trial_credit_grant(contract, trial.credit, trial.ends_at))
         return contract
 
     async def amend_contract(self, caller: Caller, request: Mapping[str, object]) -> Amended:
@@ -397,6 +404,23 @@ def _json_safe(terms: Mapping[str, object]) -> dict[str, object]:
     """Terms as JSON would carry them, so a retry spelled the same way fingerprints the same."""
     safe: dict[str, object] = json.loads(json.dumps(terms, sort_keys=True, default=str))
     return safe
+
+
+def trial_credit_grant(contract: Contract, credit: Decimal, ends_at: datetime) -> GrantRequest:
+    """The free credit a `trial_credit` trial starts the contract with (one per contract)."""
+    return GrantRequest(
+        f"trial:{contract.contract_id}",
+        contract.contract_id,
+        CommitmentKind.CREDIT,
+        credit,
+        0,
+        ZERO,
+        None,
+        contract.term_start,
+        ends_at,
+        "trial credit",
+        ADD_COMMITMENT,
+    )
 
 
 def read_commitment_request(request: Mapping[str, object]) -> GrantRequest:

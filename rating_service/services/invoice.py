@@ -41,6 +41,7 @@ from rating_service.payments.gateway import ChargeRequest, PaymentGateway, Unkno
 from rating_service.services.catalog import utc_now
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore
+from rating_service.store.discount import DiscountStore
 from rating_service.store.invoice import InvoiceStore, PaymentAttempt, payment_key
 from rating_service.store.tenant import TenantStore
 
@@ -115,6 +116,7 @@ class Invoicing:
         gateway: PaymentGateway | None = None,
         clock: Callable[[], datetime] = utc_now,
         failpoints: Failpoints | None = None,
+        discounts: DiscountStore | None = None,
     ) -> None:
         self._contracts = contracts
         self._invoices = invoices
@@ -123,6 +125,7 @@ class Invoicing:
         self._gateway = gateway
         self._clock = clock
         self._failpoints = failpoints or Failpoints()
+        self._discounts = discounts
 
     @property
     def invoices(self) -> InvoiceStore:
@@ -189,6 +192,11 @@ class Invoicing:
         term_usage = (
             await self._invoices.term_usage(tenant_id, contract_id) if when.is_final else None
         )
+        discounts = (
+            ()
+            if self._discounts is None
+            else tuple(s.discount for s in await self._discounts.discounts(tenant_id, contract_id))
+        )
         return compose_invoice(
             InvoiceInputs(
                 tenant_id,
@@ -203,6 +211,8 @@ class Invoicing:
                 ),
                 term_usage=term_usage,
                 revision=revision,
+                discounts=discounts,
+                drawn_by_product=period.drawn_by_product if period is not None else None,
             )
         )
 

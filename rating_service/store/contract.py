@@ -203,12 +203,7 @@ class ContractStore:
                 tenant_id,
                 Topic.CONTRACT_CREATED,
                 f"{Topic.CONTRACT_CREATED.value}:{contract.contract_id}",
-                ContractCreated(
-                    tenant_id=tenant_id,
-                    contract_id=contract.contract_id,
-                    # Only a contract with a term end has a renewal to run.
-                    term_end=None if contract.term_end is None else contract.term_end.isoformat(),
-                ),
+                _contract_created(contract),
             )
             await notify_contracts_changed(conn, tenant_id, customer_id)
 
@@ -559,6 +554,18 @@ def _contract(row: asyncpg.Record) -> Contract:
 
 def _customer(row: asyncpg.Record) -> Customer:
     return Customer(str(row["customer_id"]), str(row["tenant_id"]), str(row["name"]))
+
+
+def _contract_created(contract: Contract) -> ContractCreated:
+    created = ContractCreated(
+        tenant_id=contract.tenant_id,
+        contract_id=contract.contract_id,
+        # Only a contract with a term end has a renewal to run.
+        term_end=None if contract.term_end is None else contract.term_end.isoformat(),
+    )
+    if contract.trial is not None:  # only a contract with a trial has a trial to run
+        created["trial_ends_at"] = contract.trial.ends_at.isoformat()
+    return created
 
 
 def _contract_not_found(contract_id: str) -> NotFound:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -51,6 +51,8 @@ class ClosedPeriod:
 
     usage: tuple[UsageTotal, ...]
     drawn: Mapping[str, Decimal]
+    drawn_by_product: Mapping[str, Decimal] = field(default_factory=dict)
+    """What pools (not overage) paid of each product's usage: what a discount is net of."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,15 @@ class InvoiceStore:
                 contract_id,
                 period_start,
             )
+            by_product = await conn.fetch(
+                "SELECT product_key, sum(amount) AS amount FROM period_draws"
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
+                " AND pool_id <> $4 GROUP BY product_key",
+                tenant_id,
+                contract_id,
+                period_start,
+                OVERAGE_DRAW,
+            )
         return ClosedPeriod(
             tuple(
                 UsageTotal(
@@ -151,6 +162,7 @@ class InvoiceStore:
                 for row in counters
             ),
             {row["pool_id"]: row["amount"] for row in draws if row["pool_id"] != OVERAGE_DRAW},
+            {row["product_key"]: row["amount"] for row in by_product},
         )
 
     async def term_usage(self, tenant_id: str, contract_id: str) -> dict[str, Decimal]:

@@ -680,3 +680,42 @@ invoice_replays = Table(
     Index("ix_invoice_replays_workflow", "tenant_id", "workflow_id"),
     Index("ix_invoice_replays_requested", "tenant_id", "requested_at"),
 )
+
+# Coupons and the discounts they made on contracts (migration 0012, docs in
+# rating_service.core.billing.discounts). A discount copies its coupon's terms when applied.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), nullable=False),
+    Column("coupon_id", Text, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("redemptions", Integer, nullable=False, server_default="0"),
+    Column("archived_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "coupon_id", name="pk_coupons"),
+    CheckConstraint("redemptions >= 0", name="redemptions_not_negative"),
+)
+
+contract_discounts = Table(
+    "contract_discounts",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("discount_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("coupon_id", Text, nullable=False),
+    # The caller's ApplyCoupon request id, and what that request asked (its fingerprint).
+    Column("request_id", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("removed_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("tenant_id", "discount_id", name="pk_contract_discounts"),
+    UniqueConstraint("tenant_id", "request_id", name="uq_contract_discounts_request"),
+    _contract_of("contract_discounts"),
+    ForeignKeyConstraint(
+        ["tenant_id", "coupon_id"],
+        ["coupons.tenant_id", "coupons.coupon_id"],
+        name="fk_contract_discounts_coupon",
+    ),
+    Index("ix_contract_discounts_contract", "tenant_id", "contract_id"),
+)

@@ -15,6 +15,7 @@ from rating_service.services.credit_expiry import CreditExpiry
 from rating_service.services.invoice import Invoicing
 from rating_service.services.recharge import AutoRecharging
 from rating_service.services.renewal import Renewals
+from rating_service.services.trial import Trials
 from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.workflows.billing import (
@@ -35,6 +36,7 @@ from rating_service.workflows.recharge import (
     start_recharge,
 )
 from rating_service.workflows.renewal import RenewalActivities, RenewalWorkflow, start_renewal
+from rating_service.workflows.trial import TrialActivities, TrialWorkflow, start_trial
 from rating_service.workflows.webhook import (
     DeliveryPolicy,
     NotificationActivities,
@@ -50,6 +52,7 @@ WORKFLOWS: Sequence[type] = (
     DunningWorkflow,
     CreditExpiryWorkflow,
     RenewalWorkflow,
+    TrialWorkflow,
 )
 
 SANDBOX = SandboxedWorkflowRunner(
@@ -88,6 +91,8 @@ class WorkerServices(Protocol):
     def credit_expiry(self) -> CreditExpiry: ...
     @property
     def renewals(self) -> Renewals: ...
+    @property
+    def trials(self) -> Trials: ...
 
 
 def activities(services: WorkerServices) -> list[Callable[..., Any]]:
@@ -100,6 +105,7 @@ def activities(services: WorkerServices) -> list[Callable[..., Any]]:
         *DunningActivities(services.invoicing).all(),
         *ExpiryActivities(services.credit_expiry).all(),
         *RenewalActivities(services.renewals).all(),
+        *TrialActivities(services.trials).all(),
     ]
 
 
@@ -116,6 +122,7 @@ def outbox_handlers(
                 settings.billing_dates_per_run,
             ),
             start_renewal(client, settings.temporal_task_queue, settings.settlement_poll_seconds),
+            start_trial(client, settings.temporal_task_queue),
         ],
         Topic.COMMITMENT_ADDED: [
             start_expiry(

@@ -47,6 +47,7 @@ from rating_client.gen.rating.v1 import (
     catalog_pb2_grpc,
     contract_pb2,
     contract_pb2_grpc,
+    discount_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
     ops_pb2,
@@ -86,6 +87,7 @@ class RatingClient:
         self.rating = rating_pb2_grpc.RatingServiceStub(self._channel)
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self.contracts = contract_pb2_grpc.ContractServiceStub(self._channel)
+        self.discounts = discount_pb2_grpc.DiscountServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.invoicing = invoice_pb2_grpc.InvoiceServiceStub(self._channel)
         self.ops = ops_pb2_grpc.OpsServiceStub(self._channel)

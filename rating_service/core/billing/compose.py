@@ -8,8 +8,11 @@ sum of the rounded lines.
 Order of the lines: usage in arrears (by product, then matrix cell), each followed by its
 maximum-spend discount (negative) when its price caps the period, minimum-spend top-ups,
 credits and commits applied to that usage (negative), recurring fees (arrears for the closed
-period, including first-tier fees owed at zero usage, then advance for the next), prepaid
-commits due, and at term end the postpaid true-up.
+period, including first-tier fees owed at zero usage, then advance for the next), a free-usage
+trial's `trial` line waiving the charges of its periods, each coupon's discount (a `coupon`
+line; see
+`rating_service.core.billing.discounts` for what a discount is computed on), prepaid commits
+due, and at term end the postpaid true-up.
 
 A price's period terms (`rating_service.core.pricing.price_terms`) are read from the price in
 force at the period's last moment, prorated to the part of the period the contract was active.
@@ -24,6 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, Inexact, localcontext
 from itertools import pairwise
 
+from rating_service.core.billing.discounts import DISCOUNTED_KINDS, Discount, discount_lines
 from rating_service.core.billing.invoice import (
     Invoice,
     InvoiceLine,
@@ -89,6 +93,9 @@ class InvoiceInputs:
     billed_commitments: frozenset[str] = frozenset()
     term_usage: Mapping[str, Decimal] | None = None
     revision: int = 0
+    discounts: tuple[Discount, ...] = ()
+    drawn_by_product: Mapping[str, Decimal] | None = None
+    """What pools paid of each product's usage in the closed period (for discounts)."""
 
 
 def compose_invoice(inputs: InvoiceInputs) -> Invoice:
@@ -123,6 +130,21 @@ def compose_invoice(inputs: InvoiceInputs) -> Invoice:
         lines.extend(_first_tier_fee_lines(inputs, when.arrears))
     if when.advance is not None:
         lines.extend(_fee_lines(inputs, when.advance, BillingTiming.IN_ADVANCE))
+    waived = _trial_lines(inputs, lines)
+    lines.extend(waived.lines)
+    if inputs.discounts:
+        lines.extend(
+            discount_lines(
+                inputs.discounts,
+                lines,
+                catalog=inputs.catalog,
+                currency=currency,
+                drawn_by_product=inputs.drawn_by_product or {},
+                drawn_period=when.arrears[0] if when.arrears is not None else None,
+                waived_by_product=waived.by_product,
+                service=when.arrears or when.advance or (when.at, when.at),
+            )
+        )
     lines.extend(_commit_lines(inputs))
     if when.is_final:
         lines.extend(_true_up_lines(inputs))
@@ -144,6 +166,55 @@ def compose_invoice(inputs: InvoiceInputs) -> Invoice:
         ),
         inputs.revision,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Waived:
+    lines: tuple[InvoiceLine, ...] = ()
+    by_product: Mapping[str, Decimal] | None = None
+
+
+def _trial_lines(inputs: InvoiceInputs, lines: list[InvoiceLine]) -> _Waived:
+    """The `trial` line of a free-usage trial: minus every charge of the periods it covers.
+
+    It waives the usage, fee and spend-limit lines whose service starts before the trial ends,
+    net of the credits applied to that usage, so the customer sees what the trial saved and
+    pays nothing for it. Its amount is the sum of the rounded lines it waives, so they cancel
+    to the cent (each of those lines was rounded once already).
+    """
+    trial = inputs.contract.trial
+    if trial is None:
+        return _Waived()
+    arrears = inputs.date.arrears
+    waived: list[InvoiceLine] = []
+    for line in lines:
+        if line.kind is LineKind.CREDIT:
+            if arrears is not None and trial.waives(arrears[0]):
+                waived.append(line)
+        elif line.kind in DISCOUNTED_KINDS and trial.waives(line.service_start):
+            waived.append(line)
+    total = exact_sum(line.amount for line in waived)
+    if total <= 0:
+        return _Waived()
+    by_product: dict[str, Decimal] = {}
+    with localcontext(EXACT_CONTEXT):
+        for line in waived:
+            if line.product_key:
+                by_product[line.product_key] = by_product.get(line.product_key, ZERO) + line.amount
+        if arrears is not None and trial.waives(arrears[0]):
+            for key, drawn in (inputs.drawn_by_product or {}).items():
+                by_product[key] = by_product.get(key, ZERO) - drawn
+    starts = min(line.service_start for line in waived)
+    ends = max(line.service_end for line in waived)
+    line = rounded_line(
+        inputs.contract.invoice_currency,
+        LineKind.TRIAL,
+        "trial",
+        f"Trial (until {trial.ends_at.isoformat()})",
+        (starts, ends),
+        -total,
+    )
+    return _Waived((line,), by_product)
 
 
 def describe_pool(pool: Pool) -> str:

@@ -36,6 +36,8 @@ _SUBTOTALS: tuple[tuple[str, LineKind], ...] = (
     ("Minimum spend top-ups", LineKind.MINIMUM_SPEND),
     ("Credits applied", LineKind.CREDIT),
     ("Fees", LineKind.FEE),
+    ("Trial", LineKind.TRIAL),
+    ("Coupon discounts", LineKind.COUPON),
     ("Commits", LineKind.COMMIT),
     ("True-up", LineKind.TRUE_UP),
 )

@@ -75,6 +75,10 @@ class LineKind(StrEnum):
     """The part of a price's usage above its maximum spend for the period (negative)."""
     MINIMUM_SPEND = "minimum_spend"
     """What lifts a price's spend for the period up to its minimum spend."""
+    TRIAL = "trial"
+    """A free-usage trial waiving the charges of the periods it covers (negative)."""
+    COUPON = "coupon"
+    """A coupon's discount on a contract (negative), key `coupon:<discount_id>`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,12 @@ from rating_service.core.money import EXACT_CONTEXT
 TRUE_UP_REVENUE = "true-up"
 """The product key of the revenue account that earns postpaid true-ups."""
 
+DISCOUNTS_REVENUE = "discounts"
+"""The product key of the contra-revenue account that coupons and free-usage trials debit: the
+products' revenue stays what their usage earned, and what was given away is seen apart."""
+
+_GIVEN_AWAY = (LineKind.COUPON, LineKind.TRIAL)
+
 
 def invoice_reference(invoice_id: str) -> str:
     """The reference every transfer of an invoice carries."""
@@ -48,6 +54,8 @@ def finalization_transfers(invoice: Invoice) -> tuple[Transfer, ...]:
                 account = revenue_account_id(contract, line.product_key)
             elif line.kind is LineKind.COMMIT:
                 account = payments_clearing_account_id(contract)
+            elif line.kind in _GIVEN_AWAY:
+                account = revenue_account_id(contract, DISCOUNTS_REVENUE)
             else:
                 account = revenue_account_id(contract, TRUE_UP_REVENUE)
             charges[account] = charges.get(account, Decimal(0)) + line.exact_amount
@@ -124,4 +132,7 @@ def invoice_accounts(invoice: Invoice) -> list[tuple[str, AccountKind, str | Non
         }
     )
     wanted.extend((revenue_account_id(contract, key), AccountKind.REVENUE, key) for key in fees)
+    if any(line.kind in _GIVEN_AWAY for line in invoice.lines):
+        discounts = revenue_account_id(contract, DISCOUNTS_REVENUE)
+        wanted.append((discounts, AccountKind.REVENUE, DISCOUNTS_REVENUE))
     return wanted

@@ -30,12 +30,16 @@ from rating_service.core.contracts.lifecycle import (
     DEFAULT_DUNNING,
     AutoRecharge,
     Renewal,
+    Trial,
+    TrialMode,
     auto_recharge_from_dict,
     auto_recharge_to_dict,
     dunning_from_dict,
     dunning_to_dict,
     renewal_from_dict,
     renewal_to_dict,
+    trial_from_dict,
+    trial_to_dict,
 )
 from rating_service.core.contracts.overrides import (
     EffectivePrices,
@@ -193,6 +197,7 @@ class Contract:
     rate_limits: tuple[RateLimit, ...] = ()
     features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
     amendments: tuple[Amendment, ...] = ()
+    trial: Trial | None = None
     prices: EffectivePrices = field(init=False, repr=False, compare=False)
     """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
     versions: tuple[tuple[datetime, Contract], ...] = field(init=False, repr=False, compare=False)
@@ -286,6 +291,9 @@ class Contract:
                 violations.add(f"amendments[{index}].amendment_id", "is given twice")
             else:
                 amendment_ids.add(amendment.amendment_id)
+        if self.trial is not None and start is not None:
+            # Last: the period arithmetic needs the other terms valid.
+            _check_trial(self, start, violations)
         violations.raise_if_any("invalid contract")
         object.__setattr__(self, "term_start", start)
         object.__setattr__(self, "term_end", end)
@@ -346,6 +354,23 @@ def amended(contract: Contract, amendment: Amendment) -> Contract:
         contract.contract_id, contract.term_start, contract.term_end, amendment.effective_at
     )
     return replace(contract, amendments=(*contract.amendments, amendment))
+
+
+def _check_trial(contract: Contract, start: datetime, violations: ViolationCollector) -> None:
+    trial = contract.trial
+    if not isinstance(trial, Trial):
+        violations.add("trial", "must be a Trial")
+        return
+    # A trial may outlast the term (a contract cancelled during its trial): it then covers it.
+    if not start < trial.ends_at:
+        violations.add("trial.ends_at", "must be after term_start")
+    elif (
+        trial.mode is TrialMode.FREE_USAGE
+        and not violations.violations
+        and nominal_billing_period(contract, trial.ends_at)[0] != trial.ends_at
+    ):
+        # Usage counters are per period: a free-usage trial waives whole periods.
+        violations.add("trial.ends_at", "a free_usage trial must end where a billing period starts")
 
 
 def check_contract_accepts_usage(contract: Contract, at: datetime) -> None:
@@ -520,6 +545,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     except InvalidArgument as error:
         violations.violations.extend(error.violations)
     raw_amendments = fields.sequence("amendments")
+    trial = _part(trial_from_dict, fields, "trial", violations)
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -557,6 +583,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             seats,
             tuple(rate_limits),
             features,
+            trial=trial,
         )
         if not raw_amendments:
             return contract
@@ -742,4 +769,6 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["features"] = features_to_dict(contract.features)
     if contract.amendments:
         data["amendments"] = [amendment_to_dict(a) for a in contract.amendments]
+    if contract.trial is not None:
+        data["trial"] = trial_to_dict(contract.trial)
     return data

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
+from enum import StrEnum
 
 from rating_service.core.contracts.alerts import AlertKind, AlertThreshold
 from rating_service.core.contracts.pools import CommitmentKind
-from rating_service.core.dict_form import DictReader
+from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import EXACT_CONTEXT, format_decimal
 from rating_service.core.pricing.constraints import under_prefix
@@ -232,3 +233,81 @@ def dunning_from_dict(raw: object, path: str) -> tuple[timedelta, ...]:
 def dunning_to_dict(schedule: Sequence[timedelta]) -> list[int]:
     """The dict form of a dunning schedule."""
     return [int(step.total_seconds()) for step in schedule]
+
+
+DEFAULT_TRIAL_NOTICE = timedelta(days=3)
+"""`contract.trial_ending` is sent this long before a trial ends, unless the trial says."""
+
+
+class TrialMode(StrEnum):
+    """What a trial gives the customer."""
+
+    FREE_USAGE = "free_usage"
+    """Usage is rated and recorded, and the invoice waives it with a `trial` line."""
+    TRIAL_CREDIT = "trial_credit"
+    """A free credit pool of `credit`, granted at term start, expiring when the trial ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """A trial at the start of a contract's term, ending at `ends_at` (UTC).
+
+    A `free_usage` trial waives whole billing periods: it ends on a period boundary (checked
+    with the contract). `notice` is how long before the end `contract.trial_ending` is sent.
+    """
+
+    ends_at: datetime
+    mode: TrialMode
+    credit: Decimal | None = None
+    notice: timedelta = DEFAULT_TRIAL_NOTICE
+
+    def __post_init__(self) -> None:
+        violations = ViolationCollector()
+        ends_at = utc_timestamp(self.ends_at, "ends_at", violations)
+        if not isinstance(self.mode, TrialMode):
+            violations.add("mode", f"must be one of {', '.join(TrialMode)}")
+        elif self.mode is TrialMode.TRIAL_CREDIT:
+            credit = self.credit
+            if not isinstance(credit, Decimal) or not credit.is_finite() or credit <= 0:
+                violations.add("credit", "a trial_credit trial needs a credit of more than 0")
+        elif self.credit is not None:
+            violations.add("credit", "is only for a trial_credit trial")
+        if not isinstance(self.notice, timedelta) or self.notice < timedelta(0):
+            violations.add("notice_seconds", "must be ≥ 0")
+        violations.raise_if_any("invalid trial")
+        object.__setattr__(self, "ends_at", ends_at)
+
+    def waives(self, moment: datetime) -> bool:
+        """Whether a free-usage trial waives a line whose service starts at `moment`."""
+        return self.mode is TrialMode.FREE_USAGE and moment < self.ends_at
+
+
+def trial_from_dict(raw: object, path: str) -> Trial | None:
+    """Read a trial (see `Trial`), or None when absent."""
+    if raw is None:
+        return None
+    violations = ViolationCollector()
+    fields = DictReader(raw, path, violations, "a trial")
+    ends_at = fields.timestamp("ends_at")
+    mode = fields.choice("mode", TrialMode)
+    credit = fields.optional_decimal("credit")
+    notice = fields.integer("notice_seconds", int(DEFAULT_TRIAL_NOTICE.total_seconds()))
+    fields.reject_unknown()
+    violations.raise_if_any("invalid trial")
+    assert ends_at is not None and mode is not None and notice is not None
+    try:
+        return Trial(ends_at, mode, credit, timedelta(seconds=notice))
+    except InvalidArgument as error:
+        raise under_prefix(error, path) from None
+
+
+def trial_to_dict(trial: Trial) -> dict[str, object]:
+    """The dict form of a trial."""
+    data: dict[str, object] = {
+        "ends_at": trial.ends_at.isoformat(),
+        "mode": str(trial.mode),
+        "notice_seconds": int(trial.notice.total_seconds()),
+    }
+    if trial.credit is not None:
+        data["credit"] = format_decimal(trial.credit)
+    return data

@@ -55,6 +55,7 @@ def next_contract(contract: Contract) -> Contract:
         term_start=start,
         term_end=end,
         status=ContractStatus.ACTIVE,
+        trial=None,  # a trial is the first term's: the next one is charged from its start
     )
 
 

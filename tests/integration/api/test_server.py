@@ -91,6 +91,7 @@ async def test_reflection_lists_every_service(channel: aio.Channel) -> None:
         "rating.v1.AdminService",
         "rating.v1.CatalogService",
         "rating.v1.ContractService",
+        "rating.v1.DiscountService",
         "rating.v1.InvoiceService",
         "rating.v1.OpsService",
         "rating.v1.RatingService",

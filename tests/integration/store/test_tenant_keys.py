@@ -54,6 +54,8 @@ LATER_TABLES = (
     "simulated_refunds",
     "payment_retries",
     "export_positions",
+    "coupons",
+    "contract_discounts",
 )
 """Tables a migration after 0008 creates: a database at 0007 has none of them."""
 

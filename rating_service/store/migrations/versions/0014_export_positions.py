@@ -1,7 +1,7 @@
 """Rated events in commit order, and where each continuous exporter has got to.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-03
 
 `rated_events.written_xid` is the id of the transaction that wrote the row. Ordered by it
@@ -20,7 +20,7 @@ import importlib
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -279,6 +279,7 @@ class Contract(_message.Message):
     AMENDMENTS_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    TRIAL_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -354,6 +355,10 @@ class Contract(_message.Message):
         {"kind": "metered", "product_key": "...", "limit": "1000"} (per billing period).
         """
 
+    @_builtins.property
+    def trial(self) -> Global___Trial:
+        """A trial at the start of the term; unset: none."""
+
     def __init__(
         self,
         *,
@@ -380,10 +385,11 @@ class Contract(_message.Message):
         amendments: _abc.Iterable[Global___ContractAmendment] | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
         features: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+        trial: Global___Trial | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start", "trial", b"trial"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "features", b"features", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "features", b"features", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start", "trial", b"trial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
@@ -693,6 +699,54 @@ class ContractAmendment(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContractAmendment: _TypeAlias = ContractAmendment  # noqa: Y015
+
+@_typing.final
+class Trial(_message.Message):
+    """A trial: free usage (rated and shown, waived on the invoice by a `trial` line) or a free
+    credit pool, until `ends_at`. `contract.trial_ending` is sent `notice_seconds` before the
+    end, `contract.trial_converted` at the end; usage after it is charged as usual.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    CREDIT_FIELD_NUMBER: _builtins.int
+    NOTICE_SECONDS_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """free_usage or trial_credit."""
+    credit: _builtins.str
+    """trial_credit only: the credit granted at term start, in the invoice currency."""
+    notice_seconds: _builtins.int
+    """How long before ends_at contract.trial_ending is sent; unset: 3 days."""
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp:
+        """After term_start (a trial past term_end covers the whole term); a free_usage trial ends
+        where a billing period starts (it waives whole periods).
+        """
+
+    def __init__(
+        self,
+        *,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        mode: _builtins.str = ...,
+        credit: _builtins.str | None = ...,
+        notice_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_credit", b"_credit", "_notice_seconds", b"_notice_seconds", "credit", b"credit", "ends_at", b"ends_at", "notice_seconds", b"notice_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit", b"_credit", "_notice_seconds", b"_notice_seconds", "credit", b"credit", "ends_at", b"ends_at", "mode", b"mode", "notice_seconds", b"notice_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__credit: _TypeAlias = _typing.Literal["credit"]  # noqa: Y015
+    _WhichOneofArgType__credit: _TypeAlias = _typing.Literal["_credit", b"_credit"]  # noqa: Y015
+    _WhichOneofReturnType__notice_seconds: _TypeAlias = _typing.Literal["notice_seconds"]  # noqa: Y015
+    _WhichOneofArgType__notice_seconds: _TypeAlias = _typing.Literal["_notice_seconds", b"_notice_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__credit) -> _WhichOneofReturnType__credit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__notice_seconds) -> _WhichOneofReturnType__notice_seconds | None: ...
+
+Global___Trial: _TypeAlias = Trial  # noqa: Y015
 
 @_typing.final
 class AutoRecharge(_message.Message):
