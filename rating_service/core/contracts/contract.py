@@ -61,7 +61,12 @@ from rating_service.core.errors import (
 )
 from rating_service.core.money import Currency, currency_of, format_decimal
 from rating_service.core.pricing.constraints import under_prefix
-from rating_service.core.pricing.features import Feature, features_from_dict, features_to_dict
+from rating_service.core.pricing.features import (
+    Feature,
+    features_from_dict,
+    features_to_dict,
+    no_features,
+)
 
 T = TypeVar("T")
 
@@ -153,10 +158,6 @@ MIN_BILLING_INTERVAL = timedelta(seconds=1)
 """The shortest fixed billing period a contract may have."""
 
 
-def _no_features() -> Mapping[str, Feature]:
-    return MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class Contract:
     """A customer's contract: term, billing cycle, currency, prices and the limits on usage.
@@ -195,7 +196,7 @@ class Contract:
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
     seats: int = 0
     rate_limits: tuple[RateLimit, ...] = ()
-    features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
+    features: Mapping[str, Feature] = field(default_factory=no_features, hash=False)
     amendments: tuple[Amendment, ...] = ()
     trial: Trial | None = None
     prices: EffectivePrices = field(init=False, repr=False, compare=False)

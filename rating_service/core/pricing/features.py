@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 
 from rating_service.core.dict_form import DictReader
 from rating_service.core.errors import InvalidArgument, ViolationCollector
@@ -80,6 +81,11 @@ class Entitlement:
         if self.used is None:
             return self.limit
         return max(self.limit - self.used, Decimal(0))
+
+
+def no_features() -> Mapping[str, Feature]:
+    """An empty, read-only grant: the default of rate cards and contracts that grant nothing."""
+    return MappingProxyType({})
 
 
 def entitlement(

@@ -34,6 +34,7 @@ from rating_service.core.pricing.features import (
     FeatureKind,
     features_from_dict,
     features_to_dict,
+    no_features,
 )
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
@@ -48,10 +49,6 @@ PRODUCT_NOT_PRICED = "PRODUCT_NOT_PRICED"
 """NotFound reason: the rate card in force has no price for the event's product."""
 
 
-def _no_features() -> Mapping[str, Feature]:
-    return MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class RateCard:
     """One version of a rate card: a price model per product key, in one pricing unit."""
@@ -62,7 +59,7 @@ class RateCard:
     effective_until: datetime | None
     pricing_unit: PricingUnit
     prices: Mapping[str, PriceModel] = field(hash=False)
-    features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
+    features: Mapping[str, Feature] = field(default_factory=no_features, hash=False)
     """The features the card grants, by key (see `rating_service.core.pricing.features`)."""
 
     def __post_init__(self) -> None:
