@@ -193,7 +193,7 @@ async def test_an_amendment_prices_each_event_by_its_version_and_prorates_the_fe
 
 
 async def test_seats_change_by_amendment_and_keep_their_history(
-    server: RunningServer, channel: aio.Channel, acme: TenantKeys
+    server: RunningServer, channel: aio.Channel, acme: TenantKeys, globex: TenantKeys
 ) -> None:
     await apply_example_catalog(server, acme)
     contracts = contract_pb2_grpc.ContractServiceStub(channel)
@@ -222,6 +222,11 @@ async def test_seats_change_by_amendment_and_keep_their_history(
     contract_id = created.contract.contract_id
     assert created.contract.seats == 3
     seats = contract_pb2.SetSeatsRequest
+    first = seats(contract_id=contract_id, request_id="s1", seats=10)
+    refused = await refusal(contracts.SetSeats(first, metadata=acme.metadata(Role.RATER)))
+    assert refused[0] == "PERMISSION_DENIED"
+    refused = await refusal(contracts.SetSeats(first, metadata=globex.metadata(Role.ADMIN)))
+    assert refused[:2] == ("NOT_FOUND", "CONTRACT_NOT_FOUND")
     up = await contracts.SetSeats(
         seats(contract_id=contract_id, request_id="s1", seats=10), metadata=admin
     )
