@@ -25,6 +25,8 @@ class Topic(StrEnum):
     CONTRACT_CREATED = "contract.created"
     """A new contract: its billing cycle and renewal start from it."""
     COMMITMENT_ADDED = "commitment.added"
+    COMMITMENT_ENDED = "commitment.ended"
+    """An amendment ended a pool early: its expiry starts from the new end."""
     """A new pool (a grant, a top-up, a renewal's credit): its expiry starts from it."""
     AUTO_RECHARGE = "auto_recharge"
     """A contract's prepaid balance crossed below its auto-recharge threshold."""
@@ -97,6 +99,16 @@ class CommitmentAdded(TypedDict):
     pool_id: str
     kind: str
     expires_at: str | None
+
+
+class CommitmentEnded(TypedDict):
+    """`commitment.ended`: the pool an amendment ended, its kind and its new end (ISO-8601)."""
+
+    contract_id: str
+    pool_id: str
+    kind: str
+    expires_at: str
+    amendment_id: str
 
 
 class AutoRechargeDue(TypedDict):
@@ -247,6 +259,7 @@ class TrialEvent(TypedDict):
 OutboxPayload = (
     ContractCreated
     | CommitmentAdded
+    | CommitmentEnded
     | AutoRechargeDue
     | Alert
     | InvoiceIssued
@@ -268,6 +281,7 @@ OutboxPayload = (
 PAYLOAD_TYPES: Mapping[Topic, type[Mapping[str, Any]]] = {
     Topic.CONTRACT_CREATED: ContractCreated,
     Topic.COMMITMENT_ADDED: CommitmentAdded,
+    Topic.COMMITMENT_ENDED: CommitmentEnded,
     Topic.AUTO_RECHARGE: AutoRechargeDue,
     Topic.ALERT: Alert,
     Topic.INVOICE_ISSUED: InvoiceIssued,

@@ -203,10 +203,16 @@ class ContractAdmin:
         violations = ViolationCollector()
         fields = DictReader(request, "", violations, "an AmendContract request")
         contract_id = fields.text("contract_id")
-        terms = read_terms(fields.raw("terms"), fields.at("terms"), violations)
-        if not fields.has("terms"):
-            violations.add("terms", "is required: the terms that change")
-        return await self._amend(caller, contract_id, terms, fields, violations)
+        terms = (
+            read_terms(fields.raw("terms"), fields.at("terms"), violations)
+            if fields.has("terms")
+            else {}
+        )
+        ending = fields.sequence("end_commitments")
+        if not fields.has("terms") and not ending:
+            violations.add("terms", "is required: the terms that change (or end_commitments)")
+        ended = tuple(str(pool_id) for pool_id in ending)
+        return await self._amend(caller, contract_id, terms, fields, violations, ended)
 
     async def set_seats(self, caller: Caller, request: Mapping[str, object]) -> Amended:
         """Change the seats a per-seat fee charges for, from a moment on (an amendment)."""
@@ -223,6 +229,7 @@ class ContractAdmin:
         terms: Mapping[str, object],
         fields: DictReader,
         violations: ViolationCollector,
+        ended: tuple[str, ...] = (),
     ) -> Amended:
         request_id = fields.text("request_id")
         effective = fields.choice("effective", Effective, Effective.NOW)
@@ -233,7 +240,7 @@ class ContractAdmin:
         assert effective is not None  # a bad choice was recorded as a violation
         fingerprint = payload_fingerprint(
             {"contract_id": contract_id, "terms": _json_safe(terms), "reason": reason}
-            | {"effective": effective, "effective_at": effective_at}
+            | {"effective": effective, "effective_at": effective_at, "ended": list(ended)}
         )
         catalog = await self._catalogs.catalog(caller.tenant_id)
         now = self._clock()
@@ -242,8 +249,10 @@ class ContractAdmin:
             moment = effective_moment(
                 effective, effective_at, now, _next_period_start(contract, now)
             )
-            changes = amendment_changes(contract, terms)
-            change = Amendment(request_id, moment, now, changes, reason, caller.key_id, fingerprint)
+            changes = amendment_changes(contract, terms) if terms else ()
+            change = Amendment(
+                request_id, moment, now, changes, reason, caller.key_id, fingerprint, ended
+            )
             changed = amended(contract, change)
             check_against_catalog(changed.at(moment), catalog, "terms")
             return changed

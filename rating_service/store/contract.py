@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from rating_service.core.billing.dunning import StandingChange
+from rating_service.core.contracts.amendments import Amendment
 from rating_service.core.contracts.contract import (
     Contract,
     ContractStatus,
@@ -26,7 +27,13 @@ from rating_service.core.contracts.contract import (
     contract_from_dict,
     contract_to_dict,
 )
-from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_from_dict, pool_to_dict
+from rating_service.core.contracts.pools import (
+    CommitmentKind,
+    Pool,
+    ended_at,
+    pool_from_dict,
+    pool_to_dict,
+)
 from rating_service.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -36,7 +43,13 @@ from rating_service.core.errors import (
 from rating_service.core.ledger.accounts import AccountKind, contract_accounts, pool_account_id
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import format_decimal
-from rating_service.outbox.topics import CommitmentAdded, ContractCreated, StatusChange, Topic
+from rating_service.outbox.topics import (
+    CommitmentAdded,
+    CommitmentEnded,
+    ContractCreated,
+    StatusChange,
+    Topic,
+)
 from rating_service.store.database import Connection
 from rating_service.store.effects import (
     AuditEntry,
@@ -249,6 +262,8 @@ class ContractStore:
             changed = amend(contract)
             (added,) = (a for a in changed.amendments if a.amendment_id == amendment_id)
             details = amendment_to_dict(added)
+            for pool_id in added.ended_commitments:
+                await _end_pool(conn, changed, pool_id, added)
             await amend_contract(conn, changed, AuditEntry(actor, AMEND, contract_id, details))
             return changed, False
 
@@ -445,6 +460,50 @@ class ContractStore:
         except asyncpg.UniqueViolationError:
             return await self.transfers(tenant_id, reference)
         return []
+
+
+async def _end_pool(
+    conn: Connection, contract: Contract, pool_id: str, amendment: Amendment
+) -> None:
+    """End one of the contract's pools at the amendment's moment, and start its expiry then."""
+    tenant_id = contract.tenant_id
+    definition = await conn.fetchval(
+        "SELECT definition FROM pools WHERE tenant_id = $1 AND contract_id = $2 AND pool_id = $3"
+        " FOR UPDATE",
+        tenant_id,
+        contract.contract_id,
+        pool_id,
+    )
+    if definition is None:
+        raise NotFound(
+            f"contract {contract.contract_id!r} has no pool {pool_id!r}",
+            reason="POOL_NOT_FOUND",
+            metadata={"contract_id": contract.contract_id, "pool_id": pool_id},
+        )
+    pool = ended_at(pool_from_dict(_json(definition)), amendment.effective_at)
+    await conn.execute(
+        "UPDATE pools SET expires_at = $4, definition = $5::jsonb"
+        " WHERE tenant_id = $1 AND contract_id = $2 AND pool_id = $3",
+        tenant_id,
+        contract.contract_id,
+        pool_id,
+        pool.expires_at,
+        json.dumps(pool_to_dict(pool)),
+    )
+    assert pool.expires_at is not None  # ended_at gives the pool its end
+    await write_outbox(
+        conn,
+        tenant_id,
+        Topic.COMMITMENT_ENDED,
+        Topic.COMMITMENT_ENDED.dedupe_key(tenant_id, f"{pool_id}:{amendment.amendment_id}"),
+        CommitmentEnded(
+            contract_id=contract.contract_id,
+            pool_id=pool_id,
+            kind=str(pool.kind),
+            expires_at=pool.expires_at.isoformat(),
+            amendment_id=amendment.amendment_id,
+        ),
+    )
 
 
 async def lock_contract(conn: Connection, tenant_id: str, contract_id: str) -> Contract:

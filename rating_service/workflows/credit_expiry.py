@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from rating_service.core.contracts.pools import CommitmentKind
     from rating_service.core.money import format_decimal
     from rating_service.outbox.dispatcher import Handler, OutboxRow
-    from rating_service.outbox.topics import CommitmentAdded
+    from rating_service.outbox.topics import CommitmentAdded, CommitmentEnded
     from rating_service.services.credit_expiry import CreditExpiry, ExpiryState
     from rating_service.workflows.common import (
         POLLS_PER_RUN,
@@ -141,6 +141,33 @@ class CreditExpiryWorkflow:
                 break
             await workflow.sleep(expiry.poll_seconds)
         workflow.continue_as_new(replace(expiry, past_warning=True))
+
+
+def start_ended_expiry(
+    client: Client, task_queue: str, warning_seconds: float, poll_seconds: float
+) -> Handler:
+    """Start the expiry of a pool an amendment ended early (its own run: the pool's first
+    expiry, if it had one, still waits for the old end and then finds the pool expired)."""
+
+    async def start(row: OutboxRow) -> None:
+        ended = row.payload_as(CommitmentEnded)
+        pool_id = ended["pool_id"]
+        await start_once(
+            client,
+            CreditExpiryWorkflow.run,
+            CreditExpiryInput(
+                row.tenant_id,
+                ended["contract_id"],
+                pool_id,
+                ended["expires_at"],
+                warning_seconds,
+                poll_seconds,
+            ),
+            workflow_id=f"{expiry_workflow_id(row.tenant_id, pool_id)}/ended",
+            task_queue=task_queue,
+        )
+
+    return start
 
 
 def start_expiry(

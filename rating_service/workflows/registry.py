@@ -26,6 +26,7 @@ from rating_service.workflows.billing import (
 from rating_service.workflows.credit_expiry import (
     CreditExpiryWorkflow,
     ExpiryActivities,
+    start_ended_expiry,
     start_expiry,
 )
 from rating_service.workflows.dunning import DunningActivities, DunningWorkflow, start_dunning
@@ -126,6 +127,14 @@ def outbox_handlers(
         ],
         Topic.COMMITMENT_ADDED: [
             start_expiry(
+                client,
+                settings.temporal_task_queue,
+                settings.expiry_warning_seconds,
+                settings.settlement_poll_seconds,
+            )
+        ],
+        Topic.COMMITMENT_ENDED: [
+            start_ended_expiry(
                 client,
                 settings.temporal_task_queue,
                 settings.expiry_warning_seconds,

@@ -69,6 +69,7 @@ class Amendment:
     contract's own field (a tuple of overrides, a Decimal cap or None, an int of seats).
     `fingerprint` identifies the request that made it (its id is the request id), so a
     retry is answered with this amendment and another request under the same id is refused.
+    `ended_commitments` are the pools it ends at `effective_at` (see `pools.ended_at`).
     """
 
     amendment_id: str
@@ -78,6 +79,7 @@ class Amendment:
     reason: str = ""
     actor: str = ""
     fingerprint: str = ""
+    ended_commitments: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -86,8 +88,13 @@ class Amendment:
         effective = utc_timestamp(self.effective_at, "effective_at", violations)
         recorded = utc_timestamp(self.recorded_at, "recorded_at", violations)
         names = [name for name, _ in self.changes]
-        if not names:
-            violations.add("terms", "must change at least one term")
+        object.__setattr__(self, "ended_commitments", tuple(self.ended_commitments))
+        if not names and not self.ended_commitments:
+            violations.add("terms", "must change at least one term, or end a commitment")
+        if len(set(self.ended_commitments)) != len(self.ended_commitments) or not all(
+            isinstance(pool_id, str) and pool_id for pool_id in self.ended_commitments
+        ):
+            violations.add("end_commitments", "must name each pool once")
         for name in names:
             if name not in AMENDABLE_TERMS:
                 violations.add(f"terms.{name}", "is not a term an amendment can change")

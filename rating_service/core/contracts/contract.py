@@ -610,11 +610,21 @@ def amendment_from_dict(data: object, contract: Contract, field_path: str = "") 
     actor = fields.optional_text("actor") or ""
     fingerprint = fields.optional_text("fingerprint") or ""
     terms = read_terms(fields.raw("terms"), fields.at("terms"), violations)
+    ended = [str(pool_id) for pool_id in fields.sequence("ended_commitments")]
     fields.reject_unknown()
     violations.raise_if_any("invalid amendment")
     assert effective_at is not None and recorded_at is not None  # else a violation was raised
-    changes = amendment_changes(contract, terms, fields.at("terms"))
-    return Amendment(amendment_id, effective_at, recorded_at, changes, reason, actor, fingerprint)
+    changes = amendment_changes(contract, terms, fields.at("terms")) if terms else ()
+    return Amendment(
+        amendment_id,
+        effective_at,
+        recorded_at,
+        changes,
+        reason,
+        actor,
+        fingerprint,
+        tuple(ended),
+    )
 
 
 def amendment_changes(
@@ -639,6 +649,8 @@ def amendment_to_dict(amendment: Amendment) -> dict[str, object]:
     for name in ("reason", "actor", "fingerprint"):
         if getattr(amendment, name):
             data[name] = getattr(amendment, name)
+    if amendment.ended_commitments:
+        data["ended_commitments"] = list(amendment.ended_commitments)
     return data
 
 

@@ -379,3 +379,28 @@ def pool_to_dict(pool: Pool) -> dict[str, object]:
         "balance": format_decimal(pool.balance),
         "pending": format_decimal(pool.pending),
     }
+
+
+COMMITMENT_NOT_ENDABLE = "COMMITMENT_NOT_ENDABLE"
+"""FailedPrecondition reason: the commitment cannot end then (postpaid, or ended already)."""
+
+
+def ended_at(pool: Pool, at: datetime) -> Pool:
+    """The pool ending at `at` (an amendment's moment): drawn no more from then, its balance
+    expired as any expiry is. Refused for a postpaid commit (its minimum is a term of the
+    contract, trued up at term end) and for a pool that has ended by then already."""
+    description = ""
+    if pool.kind is CommitmentKind.POSTPAID_COMMIT:
+        description = "a postpaid commit holds no balance to end; amend the contract instead"
+    elif pool.expires_at is not None and pool.expires_at <= at:
+        description = f"it ends at {pool.expires_at.isoformat()} already"
+    elif at <= pool.starts_at:
+        description = f"it starts at {pool.starts_at.isoformat()}, after the amendment"
+    if description:
+        raise FailedPrecondition(
+            f"pool {pool.pool_id!r} cannot end at {at.isoformat()}: {description}",
+            reason=COMMITMENT_NOT_ENDABLE,
+            violations=[PreconditionViolation("COMMITMENT", f"pools/{pool.pool_id}", description)],
+            metadata={"pool_id": pool.pool_id},
+        )
+    return replace(pool, expires_at=at)

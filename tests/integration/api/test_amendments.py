@@ -249,3 +249,99 @@ async def test_seats_change_by_amendment_and_keep_their_history(
         )
     )
     assert code == "INVALID_ARGUMENT" and "contract.amendments" in fields
+
+
+async def test_an_amendment_ends_a_credit_pool_from_its_moment(
+    server: RunningServer, channel: aio.Channel, acme: TenantKeys, database_url: str
+) -> None:
+    """A $10 credit drawn before the amendment's moment, not after; its expiry starts then."""
+    await apply_example_catalog(server, acme)
+    contracts = contract_pb2_grpc.ContractServiceStub(channel)
+    rating = rating_pb2_grpc.RatingServiceStub(channel)
+    admin, rater = acme.metadata(Role.ADMIN), acme.metadata(Role.RATER)
+    await contracts.CreateCustomer(
+        contract_pb2.CreateCustomerRequest(customer_id="ending", name="Ending"), metadata=admin
+    )
+    created = await contracts.CreateContract(
+        contract_pb2.CreateContractRequest(
+            contract=json_format.ParseDict(
+                {
+                    "customer_id": "ending",
+                    "term_start": midnight(-2).isoformat(),
+                    "billing_anchor": {"day": 1},
+                    "billing_frequency": "monthly",
+                    "invoice_currency": "USD",
+                    "rate_card_key": "list",
+                    "overage_policy": "arrears",
+                },
+                contract_pb2.Contract(),
+            )
+        ),
+        metadata=admin,
+    )
+    contract_id = created.contract.contract_id
+    pools = {}
+    for grant_id, kind in (("credit", "credit"), ("minimum", "postpaid_commit")):
+        granted = await contracts.AddCommitment(
+            contract_pb2.AddCommitmentRequest(
+                grant_id=grant_id, contract_id=contract_id, kind=kind, amount="10"
+            ),
+            metadata=admin,
+        )
+        pools[grant_id] = granted.commitment.pool_id
+
+    async def resolve(event_id: str, at: datetime) -> rating_pb2.RateAndDebitResponse:
+        event = usage_event(
+            event_id, "ending", "support.conversation.closed", {"outcome": "resolved"}, at
+        )
+        return await rating.RateAndDebit(
+            rating_pb2.RateAndDebitRequest(event=event), metadata=rater
+        )
+
+    now = datetime.now(UTC)
+    before = await resolve("before", now)  # the pools start when granted, just before
+    assert [(d.pool_id, d.amount) for d in before.draws] == [(pools["credit"], "0.99")]
+
+    def ending(request_id: str, *pool_ids: str) -> Any:
+        return amend_request(
+            contract_id,
+            request_id,
+            effective="at",
+            effective_at=(now + timedelta(seconds=2)).isoformat(),
+            end_commitments=list(pool_ids),
+        )
+
+    code, reason, _ = await refusal(
+        contracts.AmendContract(ending("e0", "pool_nope"), metadata=admin)
+    )
+    assert (code, reason) == ("NOT_FOUND", "POOL_NOT_FOUND")
+    code, reason, _ = await refusal(
+        contracts.AmendContract(ending("e1", pools["minimum"]), metadata=admin)
+    )
+    assert (code, reason) == ("FAILED_PRECONDITION", "COMMITMENT_NOT_ENDABLE")
+    answer = await contracts.AmendContract(ending("e2", pools["credit"]), metadata=admin)
+    assert list(answer.amendment.ended_commitments) == [pools["credit"]]
+    assert [a.amendment_id for a in answer.contract.amendments] == ["e2"]  # refusals left none
+    end = answer.amendment.effective_at.ToDatetime(UTC)
+
+    after = await resolve("after", end + timedelta(seconds=1))
+    assert list(after.draws) == [] and after.overage == "0.99"
+    shown = await contracts.GetContract(
+        contract_pb2.GetContractRequest(contract_id=contract_id), metadata=rater
+    )
+    credit = next(c for c in shown.commitments if c.pool_id == pools["credit"])
+    assert credit.expires_at.ToDatetime(UTC) == end and credit.balance == "9.01"
+    import asyncpg
+
+    from rating_service.store.database import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        topics = await conn.fetch(
+            "SELECT topic, payload->>'pool_id' AS pool FROM outbox WHERE tenant_id = $1"
+            " AND topic = 'commitment.ended'",
+            acme.tenant_id,
+        )
+    finally:
+        await conn.close()
+    assert [(r["topic"], r["pool"]) for r in topics] == [("commitment.ended", pools["credit"])]

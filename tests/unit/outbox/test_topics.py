@@ -98,7 +98,12 @@ def test_the_notifications_are_the_topics_webhook_receivers_know() -> None:
         "contract.trial_ending",
         "contract.trial_converted",
     ]
-    starters = {Topic.CONTRACT_CREATED, Topic.COMMITMENT_ADDED, Topic.AUTO_RECHARGE}
+    starters = {
+        Topic.CONTRACT_CREATED,
+        Topic.COMMITMENT_ADDED,
+        Topic.COMMITMENT_ENDED,
+        Topic.AUTO_RECHARGE,
+    }
     assert {topic for topic in Topic if not topic.is_notification} == starters
 
 

@@ -669,6 +669,7 @@ class ContractAmendment(_message.Message):
     TERMS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    ENDED_COMMITMENTS_FIELD_NUMBER: _builtins.int
     amendment_id: _builtins.str
     """The request_id of the call that made it."""
     reason: _builtins.str
@@ -682,6 +683,10 @@ class ContractAmendment(_message.Message):
 
     @_builtins.property
     def terms(self) -> Global___ContractTerms: ...
+    @_builtins.property
+    def ended_commitments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The pools it ended at effective_at: drawn no more from then, their balance expired."""
+
     def __init__(
         self,
         *,
@@ -691,10 +696,11 @@ class ContractAmendment(_message.Message):
         terms: Global___ContractTerms | None = ...,
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
+        ended_commitments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "recorded_at", b"recorded_at", "terms", b"terms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amendment_id", b"amendment_id", "effective_at", b"effective_at", "reason", b"reason", "recorded_at", b"recorded_at", "terms", b"terms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amendment_id", b"amendment_id", "effective_at", b"effective_at", "ended_commitments", b"ended_commitments", "reason", b"reason", "recorded_at", b"recorded_at", "terms", b"terms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1571,6 +1577,7 @@ class AmendContractRequest(_message.Message):
     EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
     TERMS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    END_COMMITMENTS_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     request_id: _builtins.str
     """Idempotency key, and the amendment's id: a retry returns the same amendment."""
@@ -1583,6 +1590,12 @@ class AmendContractRequest(_message.Message):
 
     @_builtins.property
     def terms(self) -> Global___ContractTerms: ...
+    @_builtins.property
+    def end_commitments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Pools (prepaid commits, credits) to end at the amendment's moment; a postpaid commit, or
+        a pool ended by then, is refused (FAILED_PRECONDITION COMMITMENT_NOT_ENDABLE).
+        """
+
     def __init__(
         self,
         *,
@@ -1592,10 +1605,11 @@ class AmendContractRequest(_message.Message):
         effective_at: _timestamp_pb2.Timestamp | None = ...,
         terms: Global___ContractTerms | None = ...,
         reason: _builtins.str = ...,
+        end_commitments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "terms", b"terms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "effective", b"effective", "effective_at", b"effective_at", "reason", b"reason", "request_id", b"request_id", "terms", b"terms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "effective", b"effective", "effective_at", b"effective_at", "end_commitments", b"end_commitments", "reason", b"reason", "request_id", b"request_id", "terms", b"terms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
