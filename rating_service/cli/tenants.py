@@ -11,7 +11,7 @@ from rating_service.cli.command_line import (
     tenant_option,
 )
 from rating_service.cli.tenant_services import components
-from rating_service.core.auth import Role, issue_key
+from rating_service.core.auth import KEY_ROLES, Role, issue_key
 
 
 @click.group()
@@ -54,7 +54,7 @@ def keys() -> None:
 
 @keys.command("create")
 @tenant_option
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--role", type=click.Choice([r.value for r in KEY_ROLES]), required=True)
 @click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
 def keys_create(tenant_name: str, role: str, name: str) -> None:
     """Create an API key; its secret is printed once and stored only as a hash."""

@@ -19,6 +19,12 @@ class Role(enum.StrEnum):
     RATER = "rater"
     ADMIN = "admin"
     OPS = "ops"
+    PORTAL = "portal"
+    """A customer's portal link, not a key: reads that one customer's account (no key has it)."""
+
+
+KEY_ROLES = (Role.RATER, Role.ADMIN, Role.OPS)
+"""The roles an API key may have: `portal` belongs to signed portal links alone."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Caller:
     tenant_id: str
     key_id: str
     role: Role
+    customer_id: str = ""
+    """The one customer a portal caller may read; empty for an API key."""
 
     def require(self, allowed: frozenset[Role]) -> None:
         """Refuse unless the caller's role is one of `allowed`."""
@@ -93,6 +101,8 @@ def issue_key(tenant_id: str, role: Role, name: str, now: datetime) -> IssuedKey
     """Mint a key: `<key_id>.<secret>` is the token; only the hash of the secret is kept."""
     if len(name) > 200:
         raise InvalidArgument.of_field("name", "at most 200 characters")
+    if role not in KEY_ROLES:
+        raise InvalidArgument.of_field("role", "an API key is rater, admin or ops")
     key_id = new_id("key")
     secret = secrets.token_urlsafe(32)
     key = ApiKey(key_id, tenant_id, role, name, hash_secret(secret), now)
@@ -119,6 +129,7 @@ def verify(key: ApiKey | None, secret: str) -> Caller:
     if (
         key is None
         or not key.active
+        or key.role not in KEY_ROLES
         or not hmac.compare_digest(key.secret_hash, hash_secret(secret))
     ):
         raise Unauthenticated("the API key is unknown or revoked", reason="INVALID_API_KEY")
