@@ -8,15 +8,22 @@ import os
 import shlex
 import signal
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.progress import step
+from rating_service.console.serve import console_config, start_console
 from rating_service.core.auth import Caller, Role, issue_key
 from rating_service.core.encryption import new_key
+from rating_service.core.portal import (
+    grant_portal,
+    new_portal_secret,
+    sign_portal_token,
+)
 from rating_service.runtime.bootstrap import Components, bootstrap
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.runtime.server import start_server
@@ -34,6 +41,9 @@ TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 WEBHOOK_KEY_FILE = "webhook-secret-keys"
 """Under the data dir: the key sealing webhook secrets when RATING_WEBHOOK_SECRET_KEYS is unset."""
+PORTAL_SECRET_FILE = "portal-secret"
+"""Under the data dir: the key signing portal links when RATING_PORTAL_SECRET is unset."""
+DEV_PORTAL_LINK = timedelta(hours=1)
 
 
 DEMO_GRACE_SECONDS = 5.0
@@ -72,6 +82,9 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         if not settings.webhook_secret_keys:
             keys = dev_webhook_secret_keys(data_dir / WEBHOOK_KEY_FILE)
             settings = settings.replace(webhook_secret_keys=keys)
+        if not settings.portal_secret:
+            secret = dev_secret(data_dir / PORTAL_SECRET_FILE, new_portal_secret)
+            settings = settings.replace(portal_secret=secret)
         with step("migrating the database"):
             await asyncio.to_thread(
                 migrations.upgrade, database_url, "head", webhook_secret_keys(settings)
@@ -79,18 +92,26 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         async with bootstrap(settings) as built:
             with step(f"preparing the {DEMO_TENANT!r} tenant"):
                 demo_key = await demo_api_key(built.tenants, data_dir / "demo-api-key")
+                demo_tenant = await built.tenants.tenant_by_name(DEMO_TENANT)
+                assert demo_tenant is not None  # demo_api_key made it
+                demo_tenant_id = demo_tenant.tenant_id
             with step("loading the example catalog"):
                 await load_example_catalog(built)
             with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
                 await open_demo_customer(built)
         with step("starting the gRPC server"):
             server = await start_server(settings)
+        with step("starting the web console"):
+            console = await start_console(
+                console_config(settings, server.port), settings.console_address
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker = asyncio.create_task(run_worker(settings, stop), name="worker")
         print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
+        print_console(console.url, settings.portal_secret, demo_tenant_id, demo_key)
         demo_run = (
             start_demo(settings, server.port, temporal, data_dir, demo_key, stop) if demo else None
         )
@@ -102,6 +123,7 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
             # The demo goes first: it is a client of the server and the worker.
             await asyncio.wait({demo_run})
         print("\nstopping …", flush=True)
+        await console.stop()
         await server.stop(settings.shutdown_grace_seconds)
         await worker
         demo_failure = None if demo_run is None else demo_run.exception()
@@ -211,10 +233,15 @@ def dev_webhook_secret_keys(key_file: Path) -> str:
 
     Kept beside the embedded database, since the secrets sealed in it open only with this key.
     """
+    return dev_secret(key_file, lambda: new_key("dev"))
+
+
+def dev_secret(key_file: Path, make: Callable[[], str]) -> str:
+    """A secret of the local stack, made on the first run and kept for the next."""
     saved = _saved_token(key_file)
     if saved:
         return saved
-    key = new_key("dev")
+    key = make()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     # Created readable by its owner alone, never briefly by others.
     descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -315,3 +342,18 @@ def print_endpoints(
     ]
     print("\n".join(lines), flush=True)
     sys.stdout.flush()
+
+
+def print_console(console_url: str, portal_secret: str, tenant_id: str, demo_key: str) -> None:
+    """Where the web console is: the operator pages, and a portal link for the demo customer."""
+    grant = grant_portal(tenant_id, DEMO_CUSTOMER, datetime.now(UTC), DEV_PORTAL_LINK)
+    link = f"{console_url}/portal/{sign_portal_token(portal_secret, grant)}"
+    lines = [
+        f"Web console        {console_url}",
+        f"  operator pages   {console_url}/ops  (sign in with the admin key above, or an ops key)",
+        f"  customer portal of {DEMO_CUSTOMER!r} (this link works for an hour; the operator",
+        "  pages open new ones, as does PortalService/CreatePortalSession):",
+        f"    {link}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
