@@ -194,8 +194,9 @@ class Settings:
         empty_means_off=True,
     )
     worker_metrics_address: str = _setting(
-        "127.0.0.1:9465",
-        "the worker's Prometheus /metrics listen address (empty: off)",
+        "",
+        "the worker's Prometheus /metrics listen address, e.g. `127.0.0.1:9465` (empty: off;"
+        " `rating dev` serves it on :9465, docker-compose on the worker's :9465)",
         empty_means_off=True,
     )
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")

@@ -29,7 +29,7 @@ from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.runtime.server import start_server
 from rating_service.runtime.worker import run_worker
 from rating_service.services.webhook import webhook_secret_keys
-from rating_service.settings import Settings
+from rating_service.settings import Settings, env_name
 from rating_service.store import migrations
 from rating_service.store.database import with_database
 from rating_service.store.tenant import TenantStore
@@ -44,6 +44,7 @@ WEBHOOK_KEY_FILE = "webhook-secret-keys"
 PORTAL_SECRET_FILE = "portal-secret"
 """Under the data dir: the key signing portal links when RATING_PORTAL_SECRET is unset."""
 DEV_PORTAL_LINK = timedelta(hours=1)
+DEV_WORKER_METRICS = "127.0.0.1:9465"
 
 
 DEMO_GRACE_SECONDS = 5.0
@@ -82,6 +83,8 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         if not settings.webhook_secret_keys:
             keys = dev_webhook_secret_keys(data_dir / WEBHOOK_KEY_FILE)
             settings = settings.replace(webhook_secret_keys=keys)
+        if env_name("worker_metrics_address") not in os.environ:
+            settings = settings.replace(worker_metrics_address=DEV_WORKER_METRICS)
         if not settings.portal_secret:
             secret = dev_secret(data_dir / PORTAL_SECRET_FILE, new_portal_secret)
             settings = settings.replace(portal_secret=secret)
@@ -298,6 +301,10 @@ def print_endpoints(
     ]
     if metrics_port is not None:
         lines.append(f"  metrics            http://{host}:{metrics_port}/metrics")
+    if settings.worker_metrics_address:
+        worker_metrics = reachable_host(settings.worker_metrics_address)
+        worker_port = settings.worker_metrics_address.rpartition(":")[2]
+        lines.append(f"  worker metrics     http://{worker_metrics}:{worker_port}/metrics")
     lines.append(
         f"  Temporal           {settings.temporal_address}  namespace "
         f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}"
