@@ -27,6 +27,7 @@ from rating_service.core.portal import (
 from rating_service.runtime.bootstrap import Components, bootstrap
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.runtime.server import start_server
+from rating_service.runtime.tracing import start_tracing
 from rating_service.runtime.worker import run_worker
 from rating_service.services.webhook import webhook_secret_keys
 from rating_service.settings import Settings, env_name
@@ -102,6 +103,7 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
                 await load_example_catalog(built)
             with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
                 await open_demo_customer(built)
+        stop_tracing = start_tracing(settings, "rating")
         with step("starting the gRPC server"):
             server = await start_server(settings)
         with step("starting the web console"):
@@ -129,6 +131,8 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         await console.stop()
         await server.stop(settings.shutdown_grace_seconds)
         await worker
+        if stop_tracing is not None:
+            stop_tracing()
         demo_failure = None if demo_run is None else demo_run.exception()
         if demo_failure is not None:
             raise demo_failure

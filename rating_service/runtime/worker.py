@@ -19,6 +19,7 @@ from rating_service.outbox.dispatcher import OutboxDispatcher
 from rating_service.runtime.bootstrap import ProcessRole, bootstrap
 from rating_service.runtime.garbage import collect_garbage_less_often
 from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.tracing import start_tracing, worker_interceptors
 from rating_service.runtime.worker_metrics import WorkerMetrics
 from rating_service.settings import Settings
 from rating_service.workflows.registry import SANDBOX, WORKFLOWS, activities, outbox_handlers
@@ -45,7 +46,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             metrics_port, metrics_http = start_metrics(settings.worker_metrics_address, registry)
             worker = Worker(
                 client,
-                interceptors=[metrics],
+                interceptors=[metrics, *worker_interceptors(settings)],
                 task_queue=settings.temporal_task_queue,
                 workflows=list(WORKFLOWS),
                 activities=activities(components),
@@ -102,4 +103,9 @@ async def work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, stop)
+    stop_tracing = start_tracing(settings, "rating-worker")
+    try:
+        await run_worker(settings, stop)
+    finally:
+        if stop_tracing is not None:
+            stop_tracing()
