@@ -41,8 +41,8 @@ def start_tracing(settings: Settings, service_name: str) -> Callable[[], None] |
         BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
     )
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer().instrument()
-    AsyncPGInstrumentor().instrument()
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     _started = True
     log.info("tracing on", extra={"endpoint": endpoint, "service": service_name})
     return provider.shutdown
