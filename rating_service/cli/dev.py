@@ -115,8 +115,16 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker = asyncio.create_task(run_worker(settings, stop), name="worker")
-        print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
-        print_console(console.url, settings.portal_secret, demo_tenant_id, demo_key)
+        portal_link = demo_portal_link(console.url, settings.portal_secret, demo_tenant_id)
+        print_endpoints(
+            settings,
+            server.port,
+            server.metrics_port,
+            temporal,
+            demo_key,
+            console_url=console.url,
+            portal_link=portal_link,
+        )
         demo_run = (
             start_demo(settings, server.port, temporal, data_dir, demo_key, stop) if demo else None
         )
@@ -289,12 +297,21 @@ def _save_token(key_file: Path, token: str) -> None:
     os.chmod(key_file, 0o600)
 
 
+def demo_portal_link(console_url: str, portal_secret: str, tenant_id: str) -> str:
+    """A portal link to the demo customer's account, valid for an hour."""
+    grant = grant_portal(tenant_id, DEMO_CUSTOMER, datetime.now(UTC), DEV_PORTAL_LINK)
+    return f"{console_url}/portal/{sign_portal_token(portal_secret, grant)}"
+
+
 def print_endpoints(
     settings: Settings,
     grpc_port: int,
     metrics_port: int | None,
     temporal: TemporalDevServer | None,
     demo_key: str,
+    *,
+    console_url: str | None = None,
+    portal_link: str | None = None,
 ) -> None:
     """Tell the user where everything is and how to make a first call; each command as it runs."""
     host = reachable_host(settings.listen_address)
@@ -315,10 +332,13 @@ def print_endpoints(
     )
     if temporal is not None and temporal.ui_port is not None:
         lines.append(f"  Temporal UI        http://127.0.0.1:{temporal.ui_port}")
-    lines += [
-        f"  PostgreSQL         {settings.database_url}",
-        "",
-    ]
+    lines.append(f"  PostgreSQL         {settings.database_url}")
+    if console_url is not None:
+        lines += [
+            f"  web console        {console_url}",
+            f"    operator pages   {console_url}/ops  (sign in with an admin or ops key)",
+        ]
+    lines.append("")
     key_file = settings.data_dir / WEBHOOK_KEY_FILE
     if _saved_token(key_file) == settings.webhook_secret_keys:
         lines += [
@@ -344,6 +364,16 @@ def print_endpoints(
         ' "properties": {"tokens": "1200", "model": "gpt-4o", "token_type": "input"}}}\' \\',
         f"    http://{host}:{grpc_port}/rating.v1.RatingService/RateAndDebit",
         "",
+        *(
+            [
+                f"The portal of customer {DEMO_CUSTOMER!r} (this link works for an hour; a"
+                " customer's page in the operator console opens new ones):",
+                f"  {portal_link}",
+                "",
+            ]
+            if portal_link is not None
+            else []
+        ),
         "Operator commands (invoices, contracts, ops replays), from another shell here:",
         f"  export RATING_DATABASE_URL={shlex.quote(settings.database_url or '')}",
         f"  export RATING_TEMPORAL_ADDRESS={shlex.quote(settings.temporal_address or '')}",
@@ -353,18 +383,3 @@ def print_endpoints(
     ]
     print("\n".join(lines), flush=True)
     sys.stdout.flush()
-
-
-def print_console(console_url: str, portal_secret: str, tenant_id: str, demo_key: str) -> None:
-    """Where the web console is: the operator pages, and a portal link for the demo customer."""
-    grant = grant_portal(tenant_id, DEMO_CUSTOMER, datetime.now(UTC), DEV_PORTAL_LINK)
-    link = f"{console_url}/portal/{sign_portal_token(portal_secret, grant)}"
-    lines = [
-        f"Web console        {console_url}",
-        f"  operator pages   {console_url}/ops  (sign in with the admin key above, or an ops key)",
-        f"  customer portal of {DEMO_CUSTOMER!r} (this link works for an hour; the operator",
-        "  pages open new ones, as does PortalService/CreatePortalSession):",
-        f"    {link}",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
