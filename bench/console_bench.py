@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -195,4 +194,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
