@@ -543,13 +543,22 @@ def build_app(config: ConsoleConfig) -> Starlette:
         Route("/ops/webhooks/redeliver", console.redeliver, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ServerTiming)])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(PageHeaders)])
     app.state.console = console
     return app
 
 
-class ServerTiming:
-    """Says in `Server-Timing` how long a page took here, its RPCs included, until it is sent."""
+PAGE_HEADERS = [
+    # A portal page's URL is its credential: never sent on to another site, never cached.
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class PageHeaders:
+    """Every answer's safety headers, and `Server-Timing`: how long it took here, RPCs included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -563,7 +572,7 @@ class ServerTiming:
         async def timed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                headers = list(message.get("headers", []))
+                headers = [*message.get("headers", []), *PAGE_HEADERS]
                 headers.append((b"server-timing", f"app;dur={elapsed_ms:.1f}".encode()))
                 message = {**message, "headers": headers}
             await send(message)
