@@ -54,4 +54,5 @@ def worker_interceptors(settings: Settings) -> Sequence[Any]:
         return ()
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    return (TracingInterceptor(),)
+    # A workflow started by the outbox has no client span above it: make its spans anyway.
+    return (TracingInterceptor(always_create_workflow_spans=True),)
