@@ -108,7 +108,8 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
             server = await start_server(settings)
         with step("starting the web console"):
             console = await start_console(
-                console_config(settings, server.port), settings.console_address
+                console_config(settings, server.port, server.metrics_port),
+                settings.console_address,
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -15,15 +15,18 @@ from rating_service.settings import Settings
 START_SECONDS = 30.0
 
 
-def console_config(settings: Settings, grpc_port: int | None = None) -> ConsoleConfig:
+def console_config(
+    settings: Settings, grpc_port: int | None = None, metrics_port: int | None = None
+) -> ConsoleConfig:
     """Where the console finds the API and the metrics, from the settings.
 
-    `grpc_port` is the port a server of the same process bound (when its address said 0).
+    `grpc_port` and `metrics_port` are the ports a server of the same process bound (when its
+    addresses said 0).
     """
     target = settings.console_api_target or _reachable(settings.listen_address, grpc_port)
     metrics_url = settings.console_metrics_url
     if not metrics_url and settings.metrics_address:
-        metrics_url = f"http://{_reachable(settings.metrics_address)}/metrics"
+        metrics_url = f"http://{_reachable(settings.metrics_address, metrics_port)}/metrics"
     return ConsoleConfig(
         api_target=target,
         metrics_url=metrics_url,
