@@ -8,7 +8,7 @@ NOT_FOUND, exactly as an unknown one.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from grpc import aio
 
@@ -25,10 +25,12 @@ from rating_service.api.contract import ContractServicer
 from rating_service.api.edge import allow, current_caller
 from rating_service.api.invoice import InvoiceServicer
 from rating_service.api.rating import RatingServicer
-from rating_service.api.wire import timestamp
+from rating_service.api.wire import requested_at, timestamp
 from rating_service.core.auth import Caller, Role
 from rating_service.core.errors import InvalidArgument, NotFound
+from rating_service.core.money import format_decimal
 from rating_service.services.auth import KeyRing
+from rating_service.services.rating.views import AccountViews
 
 
 class PortalServicer(portal_pb2_grpc.PortalServiceServicer):
@@ -37,6 +39,7 @@ class PortalServicer(portal_pb2_grpc.PortalServiceServicer):
     def __init__(
         self,
         keyring: KeyRing,
+        views: AccountViews,
         link_seconds: int,
         console_url: str,
         rating: RatingServicer,
@@ -45,6 +48,7 @@ class PortalServicer(portal_pb2_grpc.PortalServiceServicer):
         catalog: CatalogServicer,
     ) -> None:
         self._keyring = keyring
+        self._views = views
         self._link_seconds = link_seconds
         self._console_url = console_url.rstrip("/")
         self._rating = rating
@@ -92,11 +96,20 @@ class PortalServicer(portal_pb2_grpc.PortalServiceServicer):
         contract = await self._contracts.GetContract(
             contract_pb2.GetContractRequest(contract_id=balances.contract_id), context
         )
+        _, days = await self._views.daily_spend(
+            current_caller().tenant_id, customer_id, requested_at(request) or datetime.now(UTC)
+        )
         return portal_pb2.GetPortalAccountResponse(
             customer=customer.customer,
             contract=contract.contract,
             balances=balances,
             usage=usage,
+            daily_spend=[
+                portal_pb2.DailySpend(
+                    day=d.day.isoformat(), amount=format_decimal(d.amount), events=d.events
+                )
+                for d in days
+            ],
         )
 
     @allow(Role.PORTAL)

@@ -195,6 +195,7 @@ def build_server(
     portal_pb2_grpc.add_PortalServiceServicer_to_server(
         PortalServicer(
             services.keyring,
+            services.account_views,
             settings.portal_link_seconds,
             settings.console_url,
             rating,

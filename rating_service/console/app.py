@@ -615,6 +615,10 @@ def _portal_view(account: portal_pb2.GetPortalAccountResponse) -> dict[str, Any]
             for row in usage.rows
         ],
     )
+    daily_chart = charts.bars(
+        "Spend per day this period",
+        [charts.Bar(day.day, _decimal(day.amount)) for day in account.daily_spend],
+    )
     contract = account.contract
     cap = _decimal(contract.spend_cap) if contract.HasField("spend_cap") else None
     marks = [
@@ -640,6 +644,8 @@ def _portal_view(account: portal_pb2.GetPortalAccountResponse) -> dict[str, Any]
         "pools": pools,
         "usage": usage,
         "usage_chart": Markup(usage_chart),
+        "daily_spend": account.daily_spend,
+        "daily_chart": Markup(daily_chart),
         "spend_cap": cap,
         "spend_chart": Markup(spend_chart),
         "period_start": usage.period_start.ToDatetime(UTC),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 from grpc import aio
@@ -68,6 +69,8 @@ async def test_a_link_reads_its_customer_and_sees_a_debit(
     assert [(r.product_key, r.quantity, r.amount) for r in after.usage.rows] == [
         ("calls", "1", "1")
     ]
+    today = datetime.now(UTC).date().isoformat()
+    assert [(d.day, d.amount, d.events) for d in after.daily_spend] == [(today, "1", 1)]
 
     quote = await stub.PortalQuote(
         portal_pb2.PortalQuoteRequest(

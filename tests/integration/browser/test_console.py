@@ -58,7 +58,14 @@ async def test_a_customer_sees_a_pool_drop_live_and_downloads_an_invoice(
 ) -> None:
     async with billing_stack(settings, temporal_address, server, acme) as stack:
         contract = await open_billing_contract(
-            stack.client, "cus_portal", period_seconds=3600, periods=1
+            stack.client,
+            "cus_portal",
+            period_seconds=3600,
+            periods=1,
+            spend_cap="50",
+            alert_thresholds=[
+                {"threshold_id": "cap-80", "kind": "spend_above_cap_percent", "percent": "80"}
+            ],
         )
         await stack.client.call(
             stack.client.contracts.AddCommitment, credit(contract.contract_id, "100")
@@ -91,6 +98,12 @@ async def test_a_customer_sees_a_pool_drop_live_and_downloads_an_invoice(
             )
             await expect(remaining).to_have_text("99", timeout=EXPECT_MS)  # 100 − 1 call × 1
             await expect(page.locator("#usage-total")).to_have_text("1", timeout=EXPECT_MS)
+            spend = page.locator("section", has=page.locator("#spend-h"))
+            await expect(spend).to_contain_text("1 of a 50 USD cap this period")
+            await expect(spend).to_contain_text("80%")
+            # Day by day: today's one event, charged 1.
+            await expect(page.locator("table.daily tbody tr")).to_have_count(1)
+            await expect(page.locator("table.daily tbody td").nth(2)).to_have_text("1")
 
             invoice = invoices[0]
             row = page.locator(f'tr[data-invoice="{invoice.invoice_id}"]')

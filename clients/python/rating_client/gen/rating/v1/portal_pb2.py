@@ -30,7 +30,7 @@ from rating_client.gen.rating.v1 import invoice_pb2 as rating_dot_v1_dot_invoice
 from rating_client.gen.rating.v1 import rating_pb2 as rating_dot_v1_dot_rating__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rating/v1/portal.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rating/v1/catalog.proto\x1a\x18rating/v1/contract.proto\x1a\x17rating/v1/invoice.proto\x1a\x16rating/v1/rating.proto\"F\n\x1a\x43reatePortalSessionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\"j\n\x1b\x43reatePortalSessionResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\x03 \x01(\t\"A\n\x17GetPortalAccountRequest\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc6\x01\n\x18GetPortalAccountResponse\x12%\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.rating.v1.Customer\x12%\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x13.rating.v1.Contract\x12\x30\n\x08\x62\x61lances\x18\x03 \x01(\x0b\x32\x1e.rating.v1.GetBalancesResponse\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.rating.v1.GetUsageResponse\"B\n\x19ListPortalInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x1aListPortalInvoicesResponse\x12$\n\x08invoices\x18\x01 \x03(\x0b\x32\x12.rating.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x1fGetPortalInvoiceDocumentRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"\x8f\x01\n\x12PortalQuoteRequest\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x02 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\"I\n GetPortalInvoiceDocumentResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\">\n\x13PortalQuoteResponse\x12\'\n\x05quote\x18\x01 \x01(\x0b\x32\x18.rating.v1.QuoteResponse2\xf8\x03\n\rPortalService\x12\x64\n\x13\x43reatePortalSession\x12%.rating.v1.CreatePortalSessionRequest\x1a&.rating.v1.CreatePortalSessionResponse\x12[\n\x10GetPortalAccount\x12\".rating.v1.GetPortalAccountRequest\x1a#.rating.v1.GetPortalAccountResponse\x12\x61\n\x12ListPortalInvoices\x12$.rating.v1.ListPortalInvoicesRequest\x1a%.rating.v1.ListPortalInvoicesResponse\x12s\n\x18GetPortalInvoiceDocument\x12*.rating.v1.GetPortalInvoiceDocumentRequest\x1a+.rating.v1.GetPortalInvoiceDocumentResponse\x12L\n\x0bPortalQuote\x12\x1d.rating.v1.PortalQuoteRequest\x1a\x1e.rating.v1.PortalQuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rating/v1/portal.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rating/v1/catalog.proto\x1a\x18rating/v1/contract.proto\x1a\x17rating/v1/invoice.proto\x1a\x16rating/v1/rating.proto\"F\n\x1a\x43reatePortalSessionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\"j\n\x1b\x43reatePortalSessionResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\x03 \x01(\t\"A\n\x17GetPortalAccountRequest\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x01\n\x18GetPortalAccountResponse\x12%\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.rating.v1.Customer\x12%\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x13.rating.v1.Contract\x12\x30\n\x08\x62\x61lances\x18\x03 \x01(\x0b\x32\x1e.rating.v1.GetBalancesResponse\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.rating.v1.GetUsageResponse\x12*\n\x0b\x64\x61ily_spend\x18\x05 \x03(\x0b\x32\x15.rating.v1.DailySpend\"9\n\nDailySpend\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03\"B\n\x19ListPortalInvoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x1aListPortalInvoicesResponse\x12$\n\x08invoices\x18\x01 \x03(\x0b\x32\x12.rating.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x1fGetPortalInvoiceDocumentRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"\x8f\x01\n\x12PortalQuoteRequest\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05lines\x18\x02 \x03(\x0b\x32\x14.rating.v1.UsageLine\x12,\n\x0eperiod_to_date\x18\x03 \x03(\x0b\x32\x14.rating.v1.UsageLine\"I\n GetPortalInvoiceDocumentResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\">\n\x13PortalQuoteResponse\x12\'\n\x05quote\x18\x01 \x01(\x0b\x32\x18.rating.v1.QuoteResponse2\xf8\x03\n\rPortalService\x12\x64\n\x13\x43reatePortalSession\x12%.rating.v1.CreatePortalSessionRequest\x1a&.rating.v1.CreatePortalSessionResponse\x12[\n\x10GetPortalAccount\x12\".rating.v1.GetPortalAccountRequest\x1a#.rating.v1.GetPortalAccountResponse\x12\x61\n\x12ListPortalInvoices\x12$.rating.v1.ListPortalInvoicesRequest\x1a%.rating.v1.ListPortalInvoicesResponse\x12s\n\x18GetPortalInvoiceDocument\x12*.rating.v1.GetPortalInvoiceDocumentRequest\x1a+.rating.v1.GetPortalInvoiceDocumentResponse\x12L\n\x0bPortalQuote\x12\x1d.rating.v1.PortalQuoteRequest\x1a\x1e.rating.v1.PortalQuoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,19 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPORTALACCOUNTREQUEST']._serialized_start=350
   _globals['_GETPORTALACCOUNTREQUEST']._serialized_end=415
   _globals['_GETPORTALACCOUNTRESPONSE']._serialized_start=418
-  _globals['_GETPORTALACCOUNTRESPONSE']._serialized_end=616
-  _globals['_LISTPORTALINVOICESREQUEST']._serialized_start=618
-  _globals['_LISTPORTALINVOICESREQUEST']._serialized_end=684
-  _globals['_LISTPORTALINVOICESRESPONSE']._serialized_start=686
-  _globals['_LISTPORTALINVOICESRESPONSE']._serialized_end=777
-  _globals['_GETPORTALINVOICEDOCUMENTREQUEST']._serialized_start=779
-  _globals['_GETPORTALINVOICEDOCUMENTREQUEST']._serialized_end=848
-  _globals['_PORTALQUOTEREQUEST']._serialized_start=851
-  _globals['_PORTALQUOTEREQUEST']._serialized_end=994
-  _globals['_GETPORTALINVOICEDOCUMENTRESPONSE']._serialized_start=996
-  _globals['_GETPORTALINVOICEDOCUMENTRESPONSE']._serialized_end=1069
-  _globals['_PORTALQUOTERESPONSE']._serialized_start=1071
-  _globals['_PORTALQUOTERESPONSE']._serialized_end=1133
-  _globals['_PORTALSERVICE']._serialized_start=1136
-  _globals['_PORTALSERVICE']._serialized_end=1640
+  _globals['_GETPORTALACCOUNTRESPONSE']._serialized_end=660
+  _globals['_DAILYSPEND']._serialized_start=662
+  _globals['_DAILYSPEND']._serialized_end=719
+  _globals['_LISTPORTALINVOICESREQUEST']._serialized_start=721
+  _globals['_LISTPORTALINVOICESREQUEST']._serialized_end=787
+  _globals['_LISTPORTALINVOICESRESPONSE']._serialized_start=789
+  _globals['_LISTPORTALINVOICESRESPONSE']._serialized_end=880
+  _globals['_GETPORTALINVOICEDOCUMENTREQUEST']._serialized_start=882
+  _globals['_GETPORTALINVOICEDOCUMENTREQUEST']._serialized_end=951
+  _globals['_PORTALQUOTEREQUEST']._serialized_start=954
+  _globals['_PORTALQUOTEREQUEST']._serialized_end=1097
+  _globals['_GETPORTALINVOICEDOCUMENTRESPONSE']._serialized_start=1099
+  _globals['_GETPORTALINVOICEDOCUMENTRESPONSE']._serialized_end=1172
+  _globals['_PORTALQUOTERESPONSE']._serialized_start=1174
+  _globals['_PORTALQUOTERESPONSE']._serialized_end=1236
+  _globals['_PORTALSERVICE']._serialized_start=1239
+  _globals['_PORTALSERVICE']._serialized_end=1743
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,7 @@ class GetPortalAccountResponse(_message.Message):
     CONTRACT_FIELD_NUMBER: _builtins.int
     BALANCES_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    DAILY_SPEND_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> _contract_pb2.Customer: ...
     @_builtins.property
@@ -118,6 +119,12 @@ class GetPortalAccountResponse(_message.Message):
     def balances(self) -> _rating_pb2.GetBalancesResponse: ...
     @_builtins.property
     def usage(self) -> _rating_pb2.GetUsageResponse: ...
+    @_builtins.property
+    def daily_spend(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailySpend]:
+        """This period's charges per UTC day (by event time), oldest first; days without events are
+        left out. They add up to usage.total.
+        """
+
     def __init__(
         self,
         *,
@@ -125,14 +132,42 @@ class GetPortalAccountResponse(_message.Message):
         contract: _contract_pb2.Contract | None = ...,
         balances: _rating_pb2.GetBalancesResponse | None = ...,
         usage: _rating_pb2.GetUsageResponse | None = ...,
+        daily_spend: _abc.Iterable[Global___DailySpend] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "contract", b"contract", "customer", b"customer", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "contract", b"contract", "customer", b"customer", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "contract", b"contract", "customer", b"customer", "daily_spend", b"daily_spend", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPortalAccountResponse: _TypeAlias = GetPortalAccountResponse  # noqa: Y015
+
+@_typing.final
+class DailySpend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The UTC day, YYYY-MM-DD."""
+    amount: _builtins.str
+    """In the invoice currency, exact."""
+    events: _builtins.int
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "day", b"day", "events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailySpend: _TypeAlias = DailySpend  # noqa: Y015
 
 @_typing.final
 class ListPortalInvoicesRequest(_message.Message):
