@@ -390,6 +390,30 @@ class Console:
             temporal=self._temporal_link,
         )
 
+    async def invoice_run(self, request: Request) -> Response:
+        """One invoice workflow's latest run, step by step, and its replays."""
+        operator = self._operator(request)
+        if operator is None:
+            return RedirectResponse("/ops/login", status_code=303)
+        if operator.role not in OPERATOR_ROLES:
+            return self._role_refused(operator)
+        workflow_id = request.query_params.get("workflow_id", "")
+        try:
+            found = await self.gateway.call(
+                self.gateway.ops.GetInvoiceRun,
+                ops_pb2.GetInvoiceRunRequest(workflow_id=workflow_id),
+                operator.credential,
+            )
+        except RatingError as error:
+            return self.refused(error, title="The invoice run could not be shown")
+        return self.render(
+            "invoice_run.html",
+            operator=operator,
+            run=found.run,
+            replays=found.replays,
+            temporal=self._temporal_link,
+        )
+
     async def replay(self, request: Request) -> Response:
         """Plan (dry run) or make a replay of one invoice workflow; the API logs who and why."""
         operator = self._operator(request)
@@ -538,6 +562,7 @@ def build_app(config: ConsoleConfig) -> Starlette:
             methods=["POST"],
         ),
         Route("/ops/invoices/failed", console.failed_invoices),
+        Route("/ops/invoices/run", console.invoice_run),
         Route("/ops/invoices/replay", console.replay, methods=["POST"]),
         Route("/ops/webhooks", console.webhooks),
         Route("/ops/webhooks/redeliver", console.redeliver, methods=["POST"]),

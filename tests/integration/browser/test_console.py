@@ -229,6 +229,12 @@ async def test_an_ops_user_replays_a_failed_invoice_and_sees_it_finalized(
                 await page.get_by_role("link", name="Back to failed invoices").click()
                 await expect(page.locator("p.ok")).to_have_text("No failed invoice workflows.")
                 await expect(page.locator("td.outcome").first).to_have_text("completed")
+                # The run's page: every step completed now, and the replay with who and why.
+                await page.get_by_role("link", name=failed.workflow_id).first.click()
+                await expect(page.locator("tr.step", has_text="finalize_invoice")).to_contain_text(
+                    "completed"
+                )
+                await expect(page.get_by_text("finalize crashed")).to_be_visible()
 
                 listed = await stack.client.call(
                     stack.client.invoicing.ListInvoices,
