@@ -43,6 +43,7 @@ from rating_service.api.ops import OpsServicer
 from rating_service.api.portal import PortalServicer
 from rating_service.api.rating import RatingServicer
 from rating_service.api.webhook import WebhookServicer
+from rating_service.core.ledger.invariants import DriftReport
 from rating_service.ops.actions import OperatorActions
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
@@ -55,6 +56,7 @@ from rating_service.services.rating.views import AccountViews
 from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
+from rating_service.store.ledger import reconcile_tenant
 from rating_service.store.tenant import TenantStore
 
 SERVICE_NAMES = [
@@ -188,7 +190,12 @@ def build_server(
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
     rating_pb2_grpc.add_RatingServiceServicer_to_server(rating, server)
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(invoices, server)
-    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
+
+    async def reconcile(tenant_id: str) -> tuple[DriftReport, int]:
+        async with services.pool.acquire() as conn:
+            return await reconcile_tenant(conn, tenant_id)
+
+    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays, reconcile), server)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
         WebhookServicer(services.webhooks, actions), server
     )

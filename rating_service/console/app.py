@@ -458,6 +458,24 @@ class Console:
             temporal=self._temporal_link,
         )
 
+    async def reconcile(self, request: Request) -> Response:
+        """Rebuild the tenant's accounts from their transfers (ReconcileLedger) and show drift."""
+        operator = self._operator(request)
+        if operator is None:
+            return RedirectResponse("/ops/login", status_code=303)
+        if operator.role not in OPERATOR_ROLES:
+            return self._role_refused(operator)
+        try:
+            report = await self.gateway.call(
+                self.gateway.ops.ReconcileLedger,
+                ops_pb2.ReconcileLedgerRequest(),
+                operator.credential,
+                timeout_seconds=120,
+            )
+        except RatingError as error:
+            return self.refused(error, title="The ledger could not be reconciled")
+        return self.render("reconcile.html", operator=operator, report=report)
+
     async def webhooks(self, request: Request) -> Response:
         """Webhook deliveries, latest first, each redeliverable."""
         operator = self._operator(request)
@@ -564,6 +582,7 @@ def build_app(config: ConsoleConfig) -> Starlette:
         Route("/ops/invoices/failed", console.failed_invoices),
         Route("/ops/invoices/run", console.invoice_run),
         Route("/ops/invoices/replay", console.replay, methods=["POST"]),
+        Route("/ops/reconcile", console.reconcile, methods=["POST"]),
         Route("/ops/webhooks", console.webhooks),
         Route("/ops/webhooks/redeliver", console.redeliver, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -236,6 +236,11 @@ async def test_an_ops_user_replays_a_failed_invoice_and_sees_it_finalized(
                 )
                 await expect(page.get_by_text("finalize crashed")).to_be_visible()
 
+                # And the books still balance after the replay.
+                await page.get_by_role("link", name="Overview").click()
+                await page.get_by_role("button", name="Reconcile the ledger").click()
+                await expect(page.locator("#reconcile-result")).to_contain_text("No drift")
+
                 listed = await stack.client.call(
                     stack.client.invoicing.ListInvoices,
                     invoice_pb2.ListInvoicesRequest(customer_id="cus_replay"),
