@@ -6,7 +6,6 @@ import base64
 import json
 from datetime import UTC, datetime
 
-import pytest
 from grpc import aio
 
 from rating_client import RatingClient
@@ -19,17 +18,8 @@ from rating_client.gen.rating.v1 import (
 )
 from rating_service.core.auth import Role
 from rating_service.runtime.server import RunningServer
-from rating_service.settings import Settings
 from tests.conftest import TenantKeys, refusal
 from tests.integration.billing import open_account
-
-PORTAL_SECRET = "portal-secret-for-tests-0123456789abcdef"
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The test server signs portal links."""
-    return settings.replace(portal_secret=PORTAL_SECRET)
 
 
 def portal(token: str) -> tuple[tuple[str, str]]:

@@ -18,9 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from rating_service.console.app import ConsoleConfig
 from rating_service.console.serve import RunningConsole, start_console
 from rating_service.runtime.server import RunningServer
-from rating_service.settings import Settings
 
-PORTAL_SECRET = "portal-secret-for-browser-tests-0123456789"
 ROOT = Path(__file__).resolve().parents[3]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -35,12 +33,6 @@ def chromium_path() -> str:
             " (`apt-get install -y chromium`, as .ci/run does) or set RATING_CHROMIUM"
         )
     return found
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The test server signs portal links."""
-    return settings.replace(portal_secret=PORTAL_SECRET)
 
 
 @pytest.fixture

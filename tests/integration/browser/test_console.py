@@ -19,10 +19,9 @@ from rating_service.core.portal import PortalGrant, sign_portal_token
 from rating_service.failpoints import AFTER_NUMBER_ASSIGNED
 from rating_service.runtime.server import RunningServer
 from rating_service.settings import Settings
-from tests.conftest import TenantKeys, eventually
+from tests.conftest import PORTAL_SECRET, TenantKeys, eventually
 from tests.integration.billing import open_account
 from tests.integration.browser.conftest import (
-    PORTAL_SECRET,
     console_for,
     screenshot_path,
     serious_accessibility_violations,
