@@ -13,6 +13,8 @@ default) and drives it with bench/loadgen.py over `--connections` per load-gener
   naive    BenchService.NaiveDebit on one pool: a transaction per request (UPDATE + INSERT).
   quote    CatalogService.Quote of four lines priced against the example rate card.
   hot      RatingService.RateAndDebit, every event on one contract.
+  hot-limited  as hot, on a contract with three rate limits no run reaches: the limits' cost.
+  entitlement  RatingService.CheckEntitlement of the hot customer's metered feature.
   zipf     RatingService.RateAndDebit over 10,000 contracts, Zipf-distributed (s = 1.1).
   stream   RatingService.StreamRateAndDebit on the hot contract: a few streams (--streams),
            each keeping the server's window of events (256) unanswered; events/s.

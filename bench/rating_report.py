@@ -9,6 +9,9 @@ from loadgen import LoadResult
 from sql_hot_row import HotRowResult
 
 # Targets from the issue, checked under the table.
+LIMITS_VS_HOT = 0.95
+"""Issue 17: rate limits cost the hot path at most 5% of its throughput."""
+
 HOT_VS_SQL_HOT_ROW = 2.0
 SHARE_OF_CEILING = 0.8
 P99_AT_HALF_LOAD_MS = 10.0
@@ -150,6 +153,11 @@ def target_checks(
         check("hot vs ceiling", hot.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
     if zipf and ceiling and ceiling.throughput:
         check("zipf vs ceiling", zipf.throughput / ceiling.throughput, SHARE_OF_CEILING, "×")
+    limited = closed.get("hot-limited")
+    if hot and limited and hot.throughput:
+        check(
+            "hot with rate limits vs hot", limited.throughput / hot.throughput, LIMITS_VS_HOT, "×"
+        )
     events = event_rates(rows)
     if "stream" in events and events.get("hot"):
         check(
@@ -168,6 +176,7 @@ def target_checks(
 
 EVENT_SCENARIOS = {
     "hot": "RateAndDebit, one call per event",
+    "hot-limited": "RateAndDebit under three rate limits",
     "batch100": "BatchRateAndDebit of 100 events",
     "stream": "StreamRateAndDebit",
 }

@@ -24,11 +24,23 @@ QUOTE = "/rating.v1.CatalogService/Quote"
 RATE_AND_DEBIT = "/rating.v1.RatingService/RateAndDebit"
 BATCH_RATE_AND_DEBIT = "/rating.v1.RatingService/BatchRateAndDebit"
 STREAM_RATE_AND_DEBIT = "/rating.v1.RatingService/StreamRateAndDebit"
+CHECK_ENTITLEMENT = "/rating.v1.RatingService/CheckEntitlement"
 
 AGGREGATIONS = ("hot-max", "hot-unique", "hot-latest", "hot-twa", "hot-window")
 """RateAndDebit on the hot contract of one event of each meter aggregation (bench catalog)."""
-ALL_SCENARIOS = ("ceiling", "naive", "quote", "hot", "zipf", "stream", "batch100", *AGGREGATIONS)
-ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100", *AGGREGATIONS})
+ALL_SCENARIOS = (
+    "ceiling",
+    "naive",
+    "quote",
+    "hot",
+    "hot-limited",
+    "entitlement",
+    "zipf",
+    "stream",
+    "batch100",
+    *AGGREGATIONS,
+)
+ON_THE_HOT_CONTRACT = frozenset({"hot", "stream", "batch100", "entitlement", *AGGREGATIONS})
 EVENT_THROUGHPUT = frozenset({"stream", "batch100"})
 """Scenarios measured in events per second, closed loop only (no latency target applies)."""
 BATCH_EVENTS = 100
@@ -61,6 +73,19 @@ class NaiveDebitCall:
         """A debit of one event's price."""
         return NAIVE_DEBIT, bench_pb2.NaiveDebitRequest(
             pool_id=self.pool_id, amount=DEBIT_AMOUNT, event_id=f"{self.run}-{worker}-{index}"
+        )
+
+
+@dataclass(frozen=True)
+class CheckEntitlementCall:
+    """RatingService.CheckEntitlement of the hot customer's metered feature (the example card's)."""
+
+    customer_id: str
+
+    def build(self, worker: int, index: int) -> tuple[str, Message]:
+        """The same check each time: answered from the caches once warm."""
+        return CHECK_ENTITLEMENT, rating_pb2.CheckEntitlementRequest(
+            customer_id=self.customer_id, feature_key="hd-images"
         )
 
 
@@ -239,6 +264,7 @@ class Prepared:
     naive_pool_id: str
     hot_customers: tuple[str, ...]
     zipf_customers: tuple[str, ...]
+    limited_customers: tuple[str, ...] = ()
 
 
 def factories(prepared: Prepared) -> dict[str, RequestFactory]:
@@ -248,6 +274,8 @@ def factories(prepared: Prepared) -> dict[str, RequestFactory]:
         "naive": NaiveDebitCall(prepared.naive_pool_id),
         "quote": QuoteCall(),
         "hot": RateAndDebitCall(prepared.hot_customers),
+        "hot-limited": RateAndDebitCall(prepared.limited_customers),
+        "entitlement": CheckEntitlementCall(_first(prepared.hot_customers)),
         "zipf": RateAndDebitCall(prepared.zipf_customers, ZIPF_EXPONENT),
         "stream": StreamRateAndDebitCall(_first(prepared.hot_customers)),
         "batch100": BatchRateAndDebitCall(_first(prepared.hot_customers)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,12 +37,27 @@ class SeededContract:
     pool_id: str
 
 
+BENCH_RATE_LIMITS: tuple[Mapping[str, object], ...] = (
+    {"limit_id": "calls", "limit": "1000000000", "per": "second"},
+    {
+        "limit_id": "llm-tokens",
+        "limit": "1000000000000",
+        "per": "minute",
+        "unit": "units",
+        "tag": "llm",
+    },
+    {"limit_id": "completions", "limit": "1000000000", "per": "hour", "product_key": "llm-tokens"},
+)
+"""Three limits every hot event takes tokens from, none of which a run can reach."""
+
+
 async def open_funded_contracts(
     database_url: str,
     tenant_id: str,
     customer_ids: Sequence[str],
     credit: Decimal = POOL_CREDIT,
     parallel: int = 8,
+    rate_limits: Sequence[Mapping[str, object]] = (),
 ) -> list[SeededContract]:
     """For each customer: a contract on rate card `list` in USD and one prepaid pool of `credit`.
 
@@ -91,6 +106,7 @@ async def open_funded_contracts(
                     "rate_card_key": "list",
                     # The pool never runs dry in a run; if it did, refusals would show as errors.
                     "overage_policy": "block",
+                    "rate_limits": list(rate_limits),
                 },
             )
             granted = await admin.add_commitment(
@@ -141,7 +157,12 @@ async def open_naive_pool(database_url: str, tenant_id: str) -> SeededContract:
     return seeded
 
 
-async def seed_contracts(database_url: str, tenant_id: str, count: int) -> list[str]:
+async def seed_contracts(
+    database_url: str,
+    tenant_id: str,
+    count: int,
+    rate_limits: Sequence[Mapping[str, object]] = (),
+) -> list[str]:
     """`count` active, funded contracts for RateAndDebit; their customer ids, in order.
 
     The hot scenario asks for 1, zipf for 10,000 (index 0 is the most drawn). Each is in force
@@ -151,7 +172,7 @@ async def seed_contracts(database_url: str, tenant_id: str, count: int) -> list[
     batch = secrets.token_hex(3)
     customers = [f"cus_bench_{batch}_{i:05d}" for i in range(count)]
     if count < 1000:
-        await open_funded_contracts(database_url, tenant_id, customers)
+        await open_funded_contracts(database_url, tenant_id, customers, rate_limits=rate_limits)
         return customers
     # Each contract costs this side about as much CPU as the database (a few dozen statements
     # through the admin code), so one process per core keeps both cores busy.
@@ -242,11 +263,17 @@ async def prepare(database_url: str, workdir: Path, scenarios: Sequence[str]) ->
     with step("opening the naive baseline's pool"):
         naive = await open_naive_pool(database_url, tenant.tenant_id)
     hot: list[str] = []
+    limited: list[str] = []
     zipf: list[str] = []
     if ON_THE_HOT_CONTRACT & set(scenarios):
         with step("opening the hot contract"):
             hot = await seed_contracts(database_url, tenant.tenant_id, 1)
+    if "hot-limited" in scenarios:
+        with step("opening the hot contract with rate limits"):
+            limited = await seed_contracts(database_url, tenant.tenant_id, 1, BENCH_RATE_LIMITS)
     if "zipf" in scenarios:
         with step(f"opening {ZIPF_CONTRACTS:,} zipf contracts"):
             zipf = await seed_contracts(database_url, tenant.tenant_id, ZIPF_CONTRACTS)
-    return Prepared(tenant.tenant_id, rater.token, naive.pool_id, tuple(hot), tuple(zipf))
+    return Prepared(
+        tenant.tenant_id, rater.token, naive.pool_id, tuple(hot), tuple(zipf), tuple(limited)
+    )

@@ -18,7 +18,10 @@ AFTER_NUMBER_ASSIGNED = "invoice.after_number_assigned"
 AFTER_PAYMENT_TAKEN = "invoice.after_payment_taken"
 """Fails collection after the gateway charged the card, before the payment is recorded."""
 
-KNOWN = (AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN)
+EXPORT_AFTER_FILES_WRITTEN = "export.after_files_written"
+"""Fails a continuous export after a batch's files are written, before its position moves."""
+
+KNOWN = (AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN, EXPORT_AFTER_FILES_WRITTEN)
 
 
 class InjectedFailure(DomainError):

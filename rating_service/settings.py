@@ -61,6 +61,23 @@ class Settings:
         5, "activity task polls the worker keeps open on Temporal at once"
     )
     listen_address: str = _setting("127.0.0.1:50051", "gRPC listen address")
+    api_address: str = _setting(
+        "127.0.0.1:50051",
+        "where the `rating` operator commands (invoices, contracts, credits, webhooks, …) reach"
+        " the gRPC API, host:port",
+    )
+    api_tls_ca_file: Path | None = _setting(
+        None,
+        "CA bundle (PEM) the `rating` operator commands verify the server's certificate with;"
+        " set: they dial TLS (a server with RATING_TLS_CERT_FILE)",
+    )
+    api_key: str = _setting(
+        "",
+        "the API key the `rating` operator commands act with: its tenant is the tenant they act"
+        " on, its role what they may do (`rating tenants create` prints an admin key, `rating"
+        " dev` the demo tenant's)",
+        secret=True,
+    )
     metrics_address: str = _setting(
         "127.0.0.1:9464", "Prometheus /metrics listen address (empty: off)", empty_means_off=True
     )
@@ -115,6 +132,19 @@ class Settings:
     outbox_poll_seconds: float = _setting(
         1.0, "how often the worker delivers the outbox (workflow starts, notifications)"
     )
+    export_destination: str = _setting(
+        "",
+        "where the worker writes every tenant's rated events as hourly Parquet files, exactly"
+        " once each (a directory or fsspec URL; a tenant's under `tenant=<id>/`); empty: off"
+        " ([exporting](README.md#exporting-to-a-warehouse))",
+        empty_means_off=True,
+    )
+    export_poll_seconds: float = _setting(
+        60.0, "how often the worker's exporter looks for newly rated events"
+    )
+    export_batch_size: int = _setting(
+        10_000, "most rated events the exporter writes per batch (files per batch: one per hour)"
+    )
     gateway_timeout_seconds: float = _setting(
         5.0, "how long the simulated gateway's `pm_timeout` method takes to time out"
     )
@@ -136,8 +166,9 @@ class Settings:
     webhook_secret_keys: str = _setting(
         "",
         "keys encrypting webhook signing secrets at rest, `id:base64url-key,…`: the first"
-        " encrypts, all decrypt. Needed by the worker, `rating webhooks` and `rating db"
-        " upgrade` once an endpoint exists; `rating webhooks new-key` makes one; unset under"
+        " encrypts, all decrypt. Needed by the server (to seal a new endpoint's secret), the"
+        " worker, `rating webhooks reencrypt` and `rating db upgrade` once an endpoint exists;"
+        " `rating webhooks new-key` makes one; unset under"
         " `rating dev` means a key kept in `.rating/webhook-secret-keys`"
         " ([rotation](docs/credit-lifecycle.md#webhook-secrets-at-rest))",
         secret=True,

@@ -13,11 +13,17 @@ from rating_service.api.edge import allow, current_caller
 from rating_service.api.pages import Page, Position
 from rating_service.api.wire import timestamp
 from rating_service.core.auth import Role
-from rating_service.core.contracts.contract import Contract, Customer, contract_to_dict
+from rating_service.core.contracts.amendments import Amendment
+from rating_service.core.contracts.contract import (
+    Contract,
+    Customer,
+    amendment_to_dict,
+    contract_to_dict,
+)
 from rating_service.core.errors import InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal
 from rating_service.ops.actions import OperatorActions
-from rating_service.services.contract import ContractAdmin, Outcome
+from rating_service.services.contract import Amended, ContractAdmin, Outcome
 from rating_service.store.contract import Commitment, ContractPosition
 
 READERS = (Role.ADMIN, Role.OPS, Role.RATER)
@@ -145,6 +151,40 @@ class ContractServicer(contract_pb2_grpc.ContractServiceServicer):
         await self._actions.bill_now(current_caller(), request.contract_id)
         return contract_pb2.BillNowResponse()
 
+    @allow(Role.ADMIN)
+    async def AmendContract(
+        self, request: contract_pb2.AmendContractRequest, context: aio.ServicerContext
+    ) -> contract_pb2.AmendContractResponse:
+        amended = await self._admin.amend_contract(current_caller(), _fields(request))
+        return contract_pb2.AmendContractResponse(**_amended_fields(amended))
+
+    @allow(Role.ADMIN)
+    async def SetSeats(
+        self, request: contract_pb2.SetSeatsRequest, context: aio.ServicerContext
+    ) -> contract_pb2.SetSeatsResponse:
+        amended = await self._admin.set_seats(current_caller(), _fields(request))
+        return contract_pb2.SetSeatsResponse(**_amended_fields(amended))
+
+
+def _amended_fields(amended: Amended) -> dict[str, Any]:
+    return {
+        "contract": contract_message(amended.contract),
+        "amendment": amendment_message(amended.amendment),
+        "replay": amended.replay,
+    }
+
+
+def amendment_message(amendment: Amendment) -> contract_pb2.ContractAmendment:
+    """The wire form of an amendment (without the request's fingerprint)."""
+    return json_format.ParseDict(_public(amendment), contract_pb2.ContractAmendment())
+
+
+def _public(amendment: Amendment) -> dict[str, object]:
+    """An amendment's dict form less its request's fingerprint (the server's own business)."""
+    fields = amendment_to_dict(amendment)
+    fields.pop("fingerprint", None)
+    return fields
+
 
 def _fields(message: Any) -> dict[str, object]:
     # Field names as declared, so the core's violation paths name the request's fields.
@@ -165,6 +205,8 @@ def contract_message(contract: Contract) -> contract_pb2.Contract:
     """The wire form of a contract: its dict form, less the tenant (always the caller's)."""
     fields = contract_to_dict(contract)
     del fields["tenant_id"]
+    if contract.amendments:
+        fields["amendments"] = [_public(a) for a in contract.amendments]
     return json_format.ParseDict(fields, contract_pb2.Contract())
 
 

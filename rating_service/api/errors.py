@@ -62,6 +62,21 @@ def rich_status(error: errors.DomainError) -> status_pb2.Status:
                 ]
             )
         )
+    if isinstance(error, errors.ResourceExhausted) and error.quota_violations:
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
+                    for v in error.quota_violations
+                ]
+            )
+        )
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(error.retry_after)
+        details.append(retry)
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -65,14 +67,27 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.ListFailedInvoicesResponse:
         violations = ViolationCollector()
         limit = _limit(request.limit, violations)
+        paged = bool(request.page_size or request.page_token)
+        token = _visibility_token(request.page_token, violations)
+        if paged and not 1 <= request.page_size <= MAX_LIMIT:
+            violations.add("page_size", f"must be 1 to {MAX_LIMIT} to page (or 0 with no token)")
         violations.raise_if_any()
-        runs = await (await self._ops()).failed(
-            current_caller().tenant_id,
-            contract_id=request.contract_id or None,
-            since=requested_at(request, "since"),
-            limit=limit,
+        ops, tenant_id = await self._ops(), current_caller().tenant_id
+        contract_id, since = request.contract_id or None, requested_at(request, "since")
+        if not paged:
+            runs = await ops.failed(tenant_id, contract_id=contract_id, since=since, limit=limit)
+            return ops_pb2.ListFailedInvoicesResponse(runs=[run_message(r) for r in runs])
+        page = await ops.failed_page(
+            tenant_id,
+            contract_id=contract_id,
+            since=since,
+            page_size=request.page_size,
+            page_token=token,
         )
-        return ops_pb2.ListFailedInvoicesResponse(runs=[run_message(r) for r in runs])
+        return ops_pb2.ListFailedInvoicesResponse(
+            runs=[run_message(r) for r in page.runs],
+            next_page_token=_encode_token(page.next_page_token),
+        )
 
     @allow(Role.OPS)
     async def GetInvoiceRun(
@@ -156,6 +171,21 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
         return ops_pb2.ListReplaysResponse(
             replays=[replay_message(r) for r in replays], next_page_token=token
         )
+
+
+def _visibility_token(token: str, violations: ViolationCollector) -> bytes | None:
+    """Temporal's visibility page token, from the opaque one this server gave."""
+    if not token:
+        return None
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True)
+    except (ValueError, binascii.Error):
+        violations.add("page_token", "is not a token this server gave: list again without one")
+        return None
+
+
+def _encode_token(token: bytes) -> str:
+    return base64.urlsafe_b64encode(token).decode() if token else ""
 
 
 def _limit(limit: int, violations: ViolationCollector) -> int:

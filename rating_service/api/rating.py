@@ -17,12 +17,14 @@ from rating_service.api.invoice import invoice_message
 from rating_service.api.wire import requested_at, timestamp
 from rating_service.background import stop_task
 from rating_service.core.auth import Role
+from rating_service.core.billing.margins import Margin
 from rating_service.core.errors import DomainError, InvalidArgument, ViolationCollector
 from rating_service.core.money import format_decimal, parse_decimal
 from rating_service.core.pricing.meter import UsageEvent
 from rating_service.faults import unexpected_failure
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine, Outcome
+from rating_service.services.rating.entitlements import Entitlements
 from rating_service.services.rating.reservations import DEFAULT_TTL, Reservations
 from rating_service.services.rating.views import AccountViews
 
@@ -38,9 +40,11 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         views: AccountViews,
         reservations: Reservations,
         invoicing: Invoicing,
+        entitlements: Entitlements,
         max_message_bytes: int,
     ) -> None:
         self._engine = engine
+        self._entitlements = entitlements
         self._views = views
         self._reservations = reservations
         self._invoicing = invoicing
@@ -228,6 +232,52 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         return response
 
     @allow(Role.RATER, Role.ADMIN, Role.OPS)
+    async def CheckEntitlement(
+        self, request: rating_pb2.CheckEntitlementRequest, context: aio.ServicerContext
+    ) -> rating_pb2.CheckEntitlementResponse:
+        violations = ViolationCollector()
+        for name in ("customer_id", "feature_key"):
+            if not getattr(request, name):
+                violations.add(name, "is required")
+        violations.raise_if_any()
+        found = await self._entitlements.check(
+            current_caller().tenant_id,
+            request.customer_id,
+            request.feature_key,
+            requested_at(request),
+        )
+        response = rating_pb2.CheckEntitlementResponse(
+            feature_key=found.feature_key,
+            allowed=found.allowed,
+            kind="" if found.kind is None else str(found.kind),
+        )
+        for name in ("limit", "used", "remaining"):
+            value = getattr(found, name)
+            if value is not None:
+                setattr(response, name, format_decimal(value))
+        if found.period is not None:
+            response.period_start.CopyFrom(timestamp(found.period[0]))
+            response.period_end.CopyFrom(timestamp(found.period[1]))
+        return response
+
+    @allow(Role.ADMIN, Role.OPS)
+    async def GetMargins(
+        self, request: rating_pb2.GetMarginsRequest, context: aio.ServicerContext
+    ) -> rating_pb2.GetMarginsResponse:
+        if not request.customer_id:
+            raise InvalidArgument.of_field("customer_id", "is required")
+        at = requested_at(request) or datetime.now(UTC)
+        found = await self._views.margins(current_caller().tenant_id, request.customer_id, at)
+        return rating_pb2.GetMarginsResponse(
+            contract_id=found.contract_id,
+            invoice_currency=found.invoice_currency,
+            period_start=timestamp(found.period_start),
+            period_end=timestamp(found.period_end),
+            products=[margin_message(row) for row in found.products],
+            total=margin_message(found.total),
+        )
+
+    @allow(Role.RATER, Role.ADMIN, Role.OPS)
     async def GetUsage(
         self, request: rating_pb2.GetUsageRequest, context: aio.ServicerContext
     ) -> rating_pb2.GetUsageResponse:
@@ -249,6 +299,7 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                 amount=format_decimal(row.amount),
                 forecast_quantity=format_decimal(row.forecast_quantity),
                 forecast_amount=format_decimal(row.forecast_amount),
+                cost=format_decimal(row.cost),
             )
         return response
 
@@ -372,3 +423,17 @@ def rated_message(
             value=format_decimal(alert.value),
         )
     return response
+
+
+def margin_message(margin: Margin) -> rating_pb2.MarginRow:
+    """The wire form of a margin row."""
+    row = rating_pb2.MarginRow(
+        product_key=margin.product_key,
+        revenue=format_decimal(margin.revenue),
+        free_credit=format_decimal(margin.free_credit),
+        cost=format_decimal(margin.cost),
+        margin=format_decimal(margin.margin),
+    )
+    if margin.margin_percent is not None:
+        row.margin_percent = format_decimal(margin.margin_percent)
+    return row

@@ -49,8 +49,10 @@ from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
+from rating_service.services.credit_note import CreditNotes
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.entitlements import Entitlements
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.webhook import Webhooks
@@ -122,11 +124,15 @@ class ApiServices(Protocol):
     @property
     def account_views(self) -> AccountViews: ...
     @property
+    def entitlements(self) -> Entitlements: ...
+    @property
     def reservations(self) -> Reservations: ...
     @property
     def invoicing(self) -> Invoicing: ...
     @property
     def webhooks(self) -> Webhooks: ...
+    @property
+    def credit_notes(self) -> CreditNotes: ...
 
 
 @dataclass
@@ -183,9 +189,10 @@ def build_server(
         services.account_views,
         services.reservations,
         services.invoicing,
+        services.entitlements,
         settings.max_message_bytes,
     )
-    invoices = InvoiceServicer(services.invoicing, actions)
+    invoices = InvoiceServicer(services.invoicing, actions, services.credit_notes)
     contract_pb2_grpc.add_ContractServiceServicer_to_server(contracts, server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
     rating_pb2_grpc.add_RatingServiceServicer_to_server(rating, server)

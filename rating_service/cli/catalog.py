@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 @click.group()
 def catalog() -> None:
-    """A tenant's catalog as a YAML document (operator commands, straight to the database)."""
+    """A tenant's catalog as a YAML document, applied as one plan (straight to the database,
+    RATING_DATABASE_URL, with --tenant: the API has no call that applies a whole catalog)."""
 
 
 @catalog.command("apply")

@@ -1,38 +1,34 @@
-"""`rating contracts` and `rating credits`: contracts, their billing, payment method and pools."""
+"""`rating contracts` and `rating credits`: contracts, their billing, payment method and pools.
+
+Through the API (`ContractService`), acting with RATING_API_KEY on its tenant: reads take any
+key, changes an admin key (`bill-now` an ops key too).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rating_service.cli.command_line import (
-    parse_timestamp,
-    run_async,
-    tenant_option,
-)
-from rating_service.cli.tenant_services import (
-    actions_of,
-    contract_admin_call,
-)
-from rating_service.core.auth import Caller
-from rating_service.core.money import format_decimal
+from rating_service.cli.api_client import api_call, moment
+from rating_service.cli.command_line import parse_timestamp
 
 if TYPE_CHECKING:
-    from rating_service.core.contracts.contract import Contract
-    from rating_service.ops.actions import PaymentMethodSet
-    from rating_service.services.contract import ContractAdmin, Outcome
-    from rating_service.store.contract import Commitment
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rating_client import RatingClient
+    from rating_client.gen.rating.v1 import contract_pb2
+
+_CONTRACTS_LISTED = "`rating contracts list` lists the contracts of RATING_API_KEY's tenant"
 
 
 @click.group()
 def contracts() -> None:
-    """Customers' contracts (operator commands, straight to the database)."""
+    """Customers' contracts (through the API)."""
 
 
 @contracts.command("create")
-@tenant_option
 @click.option("--customer", "customer_id", required=True, help="The customer's id.")
 @click.option("--rate-card", "rate_card_key", required=True, help="A rate card of the catalog.")
 @click.option("--start", help="Term start, ISO 8601 with an offset (default: now).")
@@ -54,7 +50,6 @@ def contracts() -> None:
 )
 @click.option("--spend-cap", help="Most spend per billing period (default: no cap).")
 def contracts_create(
-    tenant_name: str,
     customer_id: str,
     rate_card_key: str,
     start: str | None,
@@ -65,12 +60,17 @@ def contracts_create(
     overage_policy: str,
     spend_cap: str | None,
 ) -> None:
-    """Create an active contract for a customer; prints its id."""
+    """Create an active contract for a customer; prints its id (`CreateContract`)."""
+    from google.protobuf import json_format
+
+    from rating_client.gen.rating.v1 import contract_pb2
+
     term_start = parse_timestamp("--start", start) or datetime.now(UTC).replace(microsecond=0)
+    term_end = parse_timestamp("--end", end)
     terms = {
         "customer_id": customer_id,
-        "term_start": term_start,
-        "term_end": parse_timestamp("--end", end),
+        "term_start": _wire_time(term_start),
+        "term_end": None if term_end is None else _wire_time(term_end),
         # The anchor is in UTC, so "the start's day" is the day of the month there.
         "billing_anchor": {"day": anchor_day or term_start.astimezone(UTC).day},
         "billing_frequency": frequency,
@@ -79,123 +79,125 @@ def contracts_create(
         "overage_policy": overage_policy,
         "spend_cap": spend_cap,
     }
-    contract: Contract = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.create_contract(caller, terms)
+    message = json_format.ParseDict(_given(terms), contract_pb2.Contract())
+    contract: contract_pb2.Contract = api_call(
+        lambda client: client.create_contract(message),
+        {"CUSTOMER_NOT_FOUND": "`rating customers list` lists the customers"},
     )
     click.echo(contract.contract_id)
 
 
 @contracts.command("list")
-@tenant_option
 @click.option("--customer", "customer_id", help="Only this customer's (default: all).")
-def contracts_list(tenant_name: str, customer_id: str | None) -> None:
-    """List contracts, by customer then term start."""
-    found: list[Contract] = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.contracts(caller, customer_id)
-    )
-    for contract in found:
+def contracts_list(customer_id: str | None) -> None:
+    """List contracts, by customer then term start (`ListContracts`)."""
+
+    async def every_page(client: RatingClient) -> list[contract_pb2.Contract]:
+        found: list[contract_pb2.Contract] = []
+        token = ""
+        while True:
+            page = await client.contracts_of(customer_id or "", page_size=500, page_token=token)
+            found += page.contracts
+            token = page.next_page_token
+            if not token:
+                return found
+
+    for contract in api_call(every_page):
         click.echo(
             f"{contract.contract_id}  {contract.customer_id}  {_term(contract)}"
-            f"  {contract.rate_card_key}  {contract.invoice_currency.code}  {contract.status}"
+            f"  {contract.rate_card_key}  {contract.invoice_currency}  {contract.status}"
         )
 
 
 @contracts.command("show")
 @click.argument("contract_id")
-@tenant_option
-def contracts_show(contract_id: str, tenant_name: str) -> None:
-    """Show a contract's terms and every commitment with its balance now."""
-    shown: tuple[Contract, list[Commitment]] = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.contract(caller, contract_id)
+def contracts_show(contract_id: str) -> None:
+    """Show a contract's terms and every commitment with its balance now (`GetContract`)."""
+    shown: contract_pb2.GetContractResponse = api_call(
+        lambda client: client.contract(contract_id), {"CONTRACT_NOT_FOUND": _CONTRACTS_LISTED}
     )
-    contract, commitments = shown
+    contract = shown.contract
     anchor = contract.billing_anchor
-    cap = contract.spend_cap
+    cap = f"{contract.spend_cap} per period" if contract.HasField("spend_cap") else "none"
     for label, value in [
         ("contract", contract.contract_id),
         ("customer", contract.customer_id),
         ("status", contract.status),
         ("term", _term(contract)),
         ("rate card", contract.rate_card_key),
-        ("currency", contract.invoice_currency.code),
-        ("billing", f"{contract.billing_frequency}, from day {anchor.day} at {anchor.time} UTC"),
+        ("currency", contract.invoice_currency),
+        (
+            "billing",
+            f"{contract.billing_frequency}, from day {anchor.day} at"
+            f" {anchor.time or '00:00:00'} UTC",
+        ),
         ("overage policy", contract.overage_policy),
-        ("spend cap", "none" if cap is None else f"{format_decimal(cap)} per period"),
+        ("spend cap", cap),
         ("overrides", len(contract.overrides)),
         ("alert thresholds", len(contract.alert_thresholds)),
     ]:
         click.echo(f"{label + ':':<18}{value}")
-    click.echo(f"commitments: {len(commitments)}")
-    for commitment in commitments:
+    click.echo(f"commitments: {len(shown.commitments)}")
+    for commitment in shown.commitments:
         click.echo(f"  {_describe(commitment)}")
 
 
 @contracts.command("cancel")
 @click.argument("contract_id")
-@tenant_option
-def contracts_cancel(contract_id: str, tenant_name: str) -> None:
-    """End a contract now: its billing workflow ends the term and issues the final invoice."""
-    run_async(_signal_billing, tenant_name, contract_id, True)
+def contracts_cancel(contract_id: str) -> None:
+    """End a contract now: its billing workflow ends the term and issues the final invoice.
+
+    Through the API (`CancelContract`, an admin key).
+    """
+    api_call(lambda client: client.cancel_contract(contract_id), _BILLING_NEXT_STEPS)
     click.echo(f"asked {contract_id}'s billing cycle to cancel; `rating invoices list` shows it")
 
 
 @contracts.command("bill-now")
 @click.argument("contract_id")
-@tenant_option
-def contracts_bill_now(contract_id: str, tenant_name: str) -> None:
-    """Invoice a period that has ended without waiting out its grace window."""
-    run_async(_signal_billing, tenant_name, contract_id, False)
+def contracts_bill_now(contract_id: str) -> None:
+    """Invoice a period that has ended without waiting out its grace window.
+
+    Through the API (`BillNow`, an admin or ops key).
+    """
+    api_call(lambda client: client.bill_now(contract_id), _BILLING_NEXT_STEPS)
     click.echo(f"asked {contract_id}'s billing cycle to bill the ended period now")
-
-
-async def _signal_billing(tenant_name: str, contract_id: str, cancel: bool) -> None:
-    """Signal a contract's billing workflow, with an actionable error if it has none."""
-    from rating_service.core.errors import FailedPrecondition
-
-    async with actions_of(tenant_name, "nothing was signalled") as (actions, caller):
-        try:
-            if cancel:
-                await actions.cancel_contract(caller, contract_id)
-            else:
-                await actions.bill_now(caller, contract_id)
-        except FailedPrecondition as error:
-            raise click.ClickException(
-                f"{error.message}; check the id with `rating contracts list`, and that"
-                " `rating worker` is running"
-            ) from error
 
 
 @contracts.command("payment-method")
 @click.argument("contract_id")
-@tenant_option
 @click.option("--token", required=True, help="The payment method's token at the gateway.")
-def contracts_payment_method(contract_id: str, tenant_name: str, token: str) -> None:
-    """Save a contract's new payment method; invoices in dunning are retried with it at once."""
-    changed: PaymentMethodSet = run_async(_change_payment_method, tenant_name, contract_id, token)
+def contracts_payment_method(contract_id: str, token: str) -> None:
+    """Save a contract's new payment method; invoices in dunning are retried with it at once.
+
+    Through the API (`SetPaymentMethod`, an admin key).
+    """
+    changed: contract_pb2.SetPaymentMethodResponse = api_call(
+        lambda client: client.set_payment_method(contract_id, token), _BILLING_NEXT_STEPS
+    )
     click.echo(f"saved {token} as {changed.contract.contract_id}'s payment method")
-    for invoice_id in changed.retried:
+    for invoice_id in changed.retried_invoice_ids:
         click.echo(f"retrying {invoice_id} now")
 
 
-async def _change_payment_method(
-    tenant_name: str, contract_id: str, token: str
-) -> PaymentMethodSet:
-    """Save the method and signal each unpaid invoice's dunning."""
-    unchanged = (
-        "nothing was saved: the dunning of the contract's unpaid invoices must hear of a new"
-        " payment method through Temporal (or a suspended contract stays suspended)"
-    )
-    async with actions_of(tenant_name, unchanged) as (actions, caller):
-        return await actions.set_payment_method(caller, contract_id, token)
+_BILLING_NEXT_STEPS = {
+    "NO_BILLING_CYCLE": (
+        "check the id with `rating contracts list`, and that `rating worker` is running"
+    ),
+    "CONTRACT_NOT_FOUND": _CONTRACTS_LISTED,
+    "TEMPORAL_UNAVAILABLE": (
+        "nothing was changed: the server must reach Temporal for this (its RATING_TEMPORAL_ADDRESS)"
+    ),
+}
 
 
 @click.group()
 def credits() -> None:
-    """Grants, top-ups and adjustments of contracts' pools, idempotent on their ids."""
+    """Grants, top-ups and adjustments of contracts' pools, idempotent on their ids (through the
+    API: an admin key)."""
 
 
 @credits.command("grant")
-@tenant_option
 @click.option("--contract", "contract_id", required=True, help="The contract's id.")
 @click.option("--amount", required=True, help="In the contract's currency, > 0.")
 @click.option("--grant-id", required=True, help="Your idempotency key for this grant.")
@@ -212,7 +214,6 @@ def credits() -> None:
 @click.option("--expires", help="ISO 8601 with an offset (default: never).")
 @click.option("--memo", help="A note kept on the ledger transfers and in the audit log.")
 def credits_grant(
-    tenant_name: str,
     contract_id: str,
     amount: str,
     grant_id: str,
@@ -224,27 +225,33 @@ def credits_grant(
     expires: str | None,
     memo: str | None,
 ) -> None:
-    """Add a credit or commitment to a contract; the same --grant-id again is a replay."""
-    request = {
-        "grant_id": grant_id,
-        "contract_id": contract_id,
-        "kind": kind,
-        "amount": amount,
-        "priority": priority,
-        "cost_basis": cost_basis,
-        "scope": list(scope),
-        "starts_at": parse_timestamp("--starts", starts),
-        "expires_at": parse_timestamp("--expires", expires),
-        "memo": memo,
-    }
-    outcome: Outcome = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.add_commitment(caller, request)
+    """Add a credit or commitment to a contract; the same --grant-id again is a replay
+    (`AddCommitment`)."""
+    from rating_client.gen.rating.v1 import contract_pb2
+
+    request = contract_pb2.AddCommitmentRequest(
+        **_given(
+            {
+                "grant_id": grant_id,
+                "contract_id": contract_id,
+                "kind": kind,
+                "amount": amount,
+                "priority": priority,
+                "cost_basis": cost_basis,
+                "scope": list(scope),
+                "starts_at": _timestamp(parse_timestamp("--starts", starts)),
+                "expires_at": _timestamp(parse_timestamp("--expires", expires)),
+                "memo": memo,
+            }
+        )
     )
-    _echo_outcome(outcome, live=False)
+    outcome: contract_pb2.AddCommitmentResponse = api_call(
+        lambda client: client.add_commitment(request), _credit_next_steps("--grant-id")
+    )
+    _echo_outcome(outcome.commitment, outcome.replay, live=False)
 
 
 @credits.command("top-up")
-@tenant_option
 @click.option("--contract", "contract_id", required=True, help="The contract's id.")
 @click.option("--amount", required=True, help="In the contract's currency, > 0.")
 @click.option("--top-up-id", required=True, help="Your idempotency key for this top-up.")
@@ -253,7 +260,6 @@ def credits_grant(
 @click.option("--expires", help="ISO 8601 with an offset (default: never).")
 @click.option("--memo", help="A note kept on the ledger transfers and in the audit log.")
 def credits_top_up(
-    tenant_name: str,
     contract_id: str,
     amount: str,
     top_up_id: str,
@@ -262,83 +268,109 @@ def credits_top_up(
     expires: str | None,
     memo: str | None,
 ) -> None:
-    """Add bought credit to a contract; the same --top-up-id again is a replay."""
-    request = {
-        "top_up_id": top_up_id,
-        "contract_id": contract_id,
-        "amount": amount,
-        "priority": priority,
-        "cost_basis": cost_basis,
-        "expires_at": parse_timestamp("--expires", expires),
-        "memo": memo,
-    }
-    outcome: Outcome = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.top_up(caller, request)
+    """Add bought credit to a contract; the same --top-up-id again is a replay (`TopUp`)."""
+    from rating_client.gen.rating.v1 import contract_pb2
+
+    request = contract_pb2.TopUpRequest(
+        **_given(
+            {
+                "top_up_id": top_up_id,
+                "contract_id": contract_id,
+                "amount": amount,
+                "priority": priority,
+                "cost_basis": cost_basis,
+                "expires_at": _timestamp(parse_timestamp("--expires", expires)),
+                "memo": memo,
+            }
+        )
     )
-    _echo_outcome(outcome, live=False)
+    outcome: contract_pb2.TopUpResponse = api_call(
+        lambda client: client.top_up(request), _credit_next_steps("--top-up-id")
+    )
+    _echo_outcome(outcome.commitment, outcome.replay, live=False)
 
 
 @credits.command("adjust")
-@tenant_option
 @click.option("--contract", "contract_id", required=True, help="The contract's id.")
 @click.option("--pool", "pool_id", required=True, help="The pool's id (see contracts show).")
 @click.option("--amount", required=True, help="Positive adds, negative removes (--amount=-5).")
 @click.option("--adjustment-id", required=True, help="Your idempotency key for this change.")
 @click.option("--reason", required=True, help="Why; kept on the ledger transfer and audited.")
 def credits_adjust(
-    tenant_name: str, contract_id: str, pool_id: str, amount: str, adjustment_id: str, reason: str
+    contract_id: str, pool_id: str, amount: str, adjustment_id: str, reason: str
 ) -> None:
-    """Add to or remove from a pool by hand; a removal never overdraws it."""
-    from rating_service.core.errors import FailedPrecondition
-    from rating_service.core.ledger.journal import INSUFFICIENT_CREDIT
+    """Add to or remove from a pool by hand; a removal never overdraws it (`AdjustBalance`)."""
+    from rating_client.gen.rating.v1 import contract_pb2
 
-    request = {
-        "adjustment_id": adjustment_id,
-        "contract_id": contract_id,
-        "pool_id": pool_id,
-        "amount": amount,
-        "reason": reason,
+    request = contract_pb2.AdjustBalanceRequest(
+        adjustment_id=adjustment_id,
+        contract_id=contract_id,
+        pool_id=pool_id,
+        amount=amount,
+        reason=reason,
+    )
+    next_steps = {
+        **_credit_next_steps("--adjustment-id"),
+        # The ledger names accounts and transfers; an operator thinks in pools.
+        "INSUFFICIENT_CREDIT": (
+            f"nothing changed: insufficient credit in pool {pool_id};"
+            f" `rating contracts show {contract_id}` shows its balance"
+        ),
+    }
+    outcome: contract_pb2.AdjustBalanceResponse = api_call(
+        lambda client: client.adjust_balance(request), next_steps
+    )
+    _echo_outcome(outcome.commitment, outcome.replay, live=True)
+
+
+def _credit_next_steps(id_option: str) -> dict[str, str]:
+    """What to do about the refusals a write to a contract's pools may get."""
+    return {
+        "IDEMPOTENCY_KEY_MISMATCH": f"a different change needs a new {id_option}",
+        "CONTRACT_NOT_FOUND": _CONTRACTS_LISTED,
     }
 
-    async def adjust(admin: ContractAdmin, caller: Caller) -> Outcome:
-        try:
-            return await admin.adjust_balance(caller, request)
-        except FailedPrecondition as refused:
-            if refused.reason != INSUFFICIENT_CREDIT:
-                raise
-            # The ledger names accounts and transfers; an operator thinks in pools.
-            balance = "; ".join(v.description for v in refused.violations)
-            raise click.ClickException(
-                f"insufficient credit in pool {pool_id}: {balance}; nothing changed"
-            ) from refused
 
-    _echo_outcome(contract_admin_call(tenant_name, adjust), live=True)
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields an option set (None: left to the server's default)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
-def _term(contract: Contract) -> str:
-    end = "open" if contract.term_end is None else contract.term_end.isoformat()
-    return f"{contract.term_start.isoformat()} – {end}"
+def _wire_time(at: datetime) -> str:
+    """A moment as the API's JSON form of a Timestamp (RFC 3339, UTC)."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _describe(commitment: Commitment, *, live: bool = True) -> str:
+def _timestamp(at: datetime | None) -> Timestamp | None:
+    """A moment as a Timestamp; None stays unset."""
+    if at is None:
+        return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    message = Timestamp()
+    message.FromDatetime(at.astimezone(UTC))
+    return message
+
+
+def _term(contract: contract_pb2.Contract) -> str:
+    end = moment(contract.term_end) if contract.HasField("term_end") else "open"
+    return f"{moment(contract.term_start)} – {end}"
+
+
+def _describe(commitment: contract_pb2.Commitment, *, live: bool = True) -> str:
     """One pool on one line, amounts exact; `live` when its balance is as it is now."""
-    pool = commitment.pool
-    scope = "all products" if pool.scope is None else ",".join(sorted(pool.scope))
-    expires = "never" if pool.expires_at is None else pool.expires_at.isoformat()
-    balance = (
-        f"  balance {format_decimal(pool.balance)}  pending {format_decimal(pool.pending)}"
-        if live
-        else ""
-    )
+    scope = ",".join(sorted(commitment.scope)) or "all products"
+    expires = moment(commitment.expires_at) if commitment.HasField("expires_at") else "never"
+    balance = f"  balance {commitment.balance}  pending {commitment.pending}" if live else ""
     return (
-        f"{pool.pool_id}  {pool.kind}  original {format_decimal(pool.original_amount)}{balance}"
-        f"  starts {pool.starts_at.isoformat()}  expires {expires}  scope {scope}"
-        f"  priority {pool.priority}"
-        f"  cost basis {format_decimal(pool.cost_basis)}  ({commitment.reference})"
+        f"{commitment.pool_id}  {commitment.kind}  original {commitment.amount}{balance}"
+        f"  starts {moment(commitment.starts_at)}  expires {expires}  scope {scope}"
+        f"  priority {commitment.priority}"
+        f"  cost basis {commitment.cost_basis}  ({commitment.reference})"
     )
 
 
-def _echo_outcome(outcome: Outcome, *, live: bool) -> None:
+def _echo_outcome(commitment: contract_pb2.Commitment, replay: bool, *, live: bool) -> None:
     """A write's commitment, said to be a replay when the same id was used before."""
-    said = "replay" if outcome.replay else "done"
-    click.echo(f"{said}: {_describe(outcome.commitment, live=live)}")
+    said = "replay" if replay else "done"
+    click.echo(f"{said}: {_describe(commitment, live=live)}")

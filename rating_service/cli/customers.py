@@ -1,4 +1,4 @@
-"""`rating customers`: a tenant's customers."""
+"""`rating customers`: a tenant's customers, through the API."""
 
 from __future__ import annotations
 
@@ -6,37 +6,44 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rating_service.cli.command_line import tenant_option
-from rating_service.cli.tenant_services import contract_admin_call
+from rating_service.cli.api_client import api_call
 
 if TYPE_CHECKING:
-    from rating_service.core.contracts.contract import Customer
+    from rating_client import RatingClient
+    from rating_client.gen.rating.v1 import contract_pb2
 
 
 @click.group()
 def customers() -> None:
-    """A tenant's customers (operator commands, straight to the database)."""
+    """The customers of RATING_API_KEY's tenant (through the API)."""
 
 
 @customers.command("create")
 @click.argument("customer_id")
-@tenant_option
 @click.option("--name", help="A name for humans (default: the id).")
-def customers_create(customer_id: str, tenant_name: str, name: str | None) -> None:
-    """Create a customer under the tenant's own id for them (e.g. their CRM id)."""
-    request = {"customer_id": customer_id, "name": name or customer_id}
-    customer: Customer = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.create_customer(caller, request)
+def customers_create(customer_id: str, name: str | None) -> None:
+    """Create a customer under the tenant's own id for them, e.g. their CRM id (`CreateCustomer`,
+    an admin key)."""
+    customer: contract_pb2.Customer = api_call(
+        lambda client: client.create_customer(customer_id, name or customer_id),
+        {"CUSTOMER_EXISTS": "`rating customers list` lists the customers"},
     )
     click.echo(f"customer {customer.customer_id} ({customer.name})")
 
 
 @customers.command("list")
-@tenant_option
-def customers_list(tenant_name: str) -> None:
-    """List the tenant's customers, by id."""
-    found: list[Customer] = contract_admin_call(
-        tenant_name, lambda admin, caller: admin.customers(caller)
-    )
-    for customer in found:
+def customers_list() -> None:
+    """List the customers, by id (`ListCustomers`)."""
+
+    async def every_page(client: RatingClient) -> list[contract_pb2.Customer]:
+        found: list[contract_pb2.Customer] = []
+        token = ""
+        while True:
+            page = await client.customers(page_size=500, page_token=token)
+            found += page.customers
+            token = page.next_page_token
+            if not token:
+                return found
+
+    for customer in api_call(every_page):
         click.echo(f"{customer.customer_id}  {customer.name}")

@@ -343,7 +343,7 @@ def print_endpoints(
     key_file = settings.data_dir / WEBHOOK_KEY_FILE
     if _saved_token(key_file) == settings.webhook_secret_keys:
         lines += [
-            "`rating webhooks …` on this stack needs the key that seals its webhook secrets:",
+            "`rating webhooks reencrypt` here needs the key that seals webhook secrets:",
             f"  export RATING_WEBHOOK_SECRET_KEYS=$(cat {key_file})",
             "",
         ]
@@ -375,10 +375,15 @@ def print_endpoints(
             if portal_link is not None
             else []
         ),
-        "Operator commands (invoices, contracts, ops replays), from another shell here:",
+        "Operator commands (invoices, contracts, credits, webhooks) act through the API with",
+        "that key, from another shell here (with the export above):",
+        f"  export RATING_API_ADDRESS={host}:{grpc_port}",
+        f"  {rating_command()} invoices list",
+        "Bootstrap and recovery commands (tenants, keys, catalog, ops reconcile) go straight",
+        "to the database:",
         f"  export RATING_DATABASE_URL={shlex.quote(settings.database_url or '')}",
         f"  export RATING_TEMPORAL_ADDRESS={shlex.quote(settings.temporal_address or '')}",
-        f"  {rating_command()} invoices list --tenant {DEMO_TENANT}",
+        f"  {rating_command()} keys create --tenant {DEMO_TENANT} --role ops --name on-call",
         "",
         "Press Ctrl-C to stop.",
     ]

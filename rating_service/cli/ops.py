@@ -1,36 +1,37 @@
-"""`rating ops`: ledger reconciliation, failed invoice workflows and their replays, histories."""
+"""`rating ops`: failed invoice workflows and their replays (through the API, an ops key);
+ledger reconciliation and the determinism guard (straight to the database and Temporal)."""
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import sys
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 import click
 
+from rating_service.cli.api_client import api_call
 from rating_service.cli.command_line import (
     echo_table,
     load_settings,
     parse_timestamp,
     require_database_url,
     run_async,
-    tenant_option,
 )
-from rating_service.cli.tenant_services import tenant_components
 
 if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rating_client import RatingClient
+    from rating_client.gen.rating.v1 import ops_pb2
     from rating_service.core.ledger.invariants import DriftReport
-    from rating_service.ops.failures import InvoiceRun
-    from rating_service.ops.replay import InvoiceReplays, ReplayPlan
-    from rating_service.store.replay import Replay
 
 
 @click.group()
 def ops() -> None:
-    """Operations: ledger reconciliation, the workflow determinism guard."""
+    """Operations: failed invoice workflows and their replays (through the API, an ops key);
+    ledger reconciliation and the determinism guard (straight to the database and Temporal,
+    for recovery and deploys)."""
 
 
 @ops.command("reconcile")
@@ -67,48 +68,45 @@ def ops_reconcile() -> None:
 
 @ops.group("invoices")
 def ops_invoices() -> None:
-    """Invoice workflows that failed: find them, see why, replay them (every replay logged)."""
+    """Invoice workflows that failed: find them, see why, replay them (every replay logged).
+
+    Through the API (`OpsService`), with an ops key of the tenant in RATING_API_KEY.
+    """
 
 
 @ops_invoices.command("failed")
-@tenant_option
 @click.option("--contract", "contract_id", help="Only this contract's (default: all).")
 @click.option("--since", help="Only those failed since (ISO 8601 with offset, e.g. …T09:00Z).")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most to show."
+    "--limit",
+    type=click.IntRange(min=1, max=1000),
+    default=100,
+    show_default=True,
+    help="Most to show.",
 )
-def ops_invoices_failed(
-    tenant_name: str, contract_id: str | None, since: str | None, limit: int
-) -> None:
-    """List failed (or stuck) invoice workflows: contract, date, step, error, attempts, since."""
-
-    async def find() -> list[InvoiceRun]:
-        async with _invoice_replays(tenant_name) as (replays, tenant_id):
-            return await replays.failed(
-                tenant_id,
-                contract_id=contract_id,
-                since=parse_timestamp("--since", since),
-                limit=limit,
-            )
-
-    found: list[InvoiceRun] = run_async(find)
+def ops_invoices_failed(contract_id: str | None, since: str | None, limit: int) -> None:
+    """List failed (or stuck) invoice workflows: contract, date, step, error, attempts, since
+    (`ListFailedInvoices`)."""
+    after = parse_timestamp("--since", since)
+    found: list[ops_pb2.InvoiceRun] = api_call(
+        lambda client: client.failed_invoices(contract_id or "", since=after, limit=limit)
+    )
     if not found:
         click.echo("no failed invoice workflows")
         return
     rows = [("CONTRACT", "BILLING DATE", "STATUS", "STEP", "ATTEMPTS", "SINCE", "ERROR")]
-    for run in found:
-        failing = run.failing_step
-        rows.append(
-            (
-                run.key.contract_id,
-                run.key.billing_date + (f" r{run.key.revision}" if run.key.revision else ""),
-                run.status,
-                "" if failing is None else failing.step,
-                "" if failing is None else str(failing.attempts),
-                _when(run.since),
-                _short(run.error or ("" if failing is None else failing.error)),
-            )
+    rows += [
+        (
+            run.contract_id,
+            run.billing_date + (f" r{run.revision}" if run.revision else ""),
+            run.status,
+            run.failing_step,
+            str(run.attempts) if run.failing_step else "",
+            _when(run.since if run.HasField("since") else None),
+            _short(run.error),
         )
+        for run in found
+    ]
     echo_table(rows, right_aligned={4})
     click.echo("\nsee one with `rating ops invoices show WORKFLOW`; workflows:")
     for run in found:
@@ -117,21 +115,27 @@ def ops_invoices_failed(
 
 @ops_invoices.command("show")
 @click.argument("workflow_id")
-@tenant_option
-def ops_invoices_show(workflow_id: str, tenant_name: str) -> None:
-    """An invoice workflow's latest run step by step, why it failed, and what a replay does."""
+def ops_invoices_show(workflow_id: str) -> None:
+    """An invoice workflow's latest run step by step, why it failed, and what a replay does
+    (`GetInvoiceRun`, and `ReplayInvoices` as a dry run)."""
 
-    async def show() -> tuple[ReplayPlan, list[Replay]]:
-        async with _invoice_replays(tenant_name) as (replays, tenant_id):
-            plan = await replays.plan(tenant_id, workflow_id)
-            return plan, await replays.replays(tenant_id, workflow_id)
+    async def show(
+        client: RatingClient,
+    ) -> tuple[ops_pb2.GetInvoiceRunResponse, ops_pb2.ReplayPlan]:
+        shown = await client.invoice_run(workflow_id)
+        rehearsed = await client.replay_invoices(
+            [workflow_id],
+            reason="what a replay would do (a dry run: nothing is logged)",
+            dry_run=True,
+        )
+        return shown, rehearsed.plans[0]
 
-    shown: tuple[ReplayPlan, list[Replay]] = run_async(show)
-    plan, logged = shown
-    run = plan.run
+    shown, plan = api_call(show, _RUN_NEXT_STEPS)
+    run = shown.run
+    since = _when(run.since if run.HasField("since") else None)
     click.echo(f"workflow  {run.workflow_id}")
-    click.echo(f"run       {run.run_id} ({run.status}, since {_when(run.since)})")
-    click.echo(f"contract  {run.key.contract_id}, billing date {run.key.billing_date}")
+    click.echo(f"run       {run.run_id} ({run.status}, since {since})")
+    click.echo(f"contract  {run.contract_id}, billing date {run.billing_date}")
     click.echo(f"invoice   {plan.invoice_id}")
     if run.error:
         click.echo(f"error     {run.error}")
@@ -142,14 +146,13 @@ def ops_invoices_show(workflow_id: str, tenant_name: str) -> None:
     ]
     echo_table(rows, right_aligned={2, 3})
     _echo_plan(plan, heading="a replay now")
-    if logged:
+    if shown.replays:
         click.echo("\nreplays so far:")
-        _echo_replays(logged)
+        _echo_replays(shown.replays)
 
 
 @ops_invoices.command("replay")
 @click.argument("workflow_ids", nargs=-1)
-@tenant_option
 @click.option("--all", "replay_all", is_flag=True, help="Every failed invoice workflow.")
 @click.option("--contract", "contract_id", help="With --all: only this contract's.")
 @click.option("--since", help="With --all: only those failed since (ISO 8601 with offset).")
@@ -158,12 +161,11 @@ def ops_invoices_show(workflow_id: str, tenant_name: str) -> None:
     metavar="STEP",
     help="Reset the failed run to this step (e.g. collect_payment) instead of rerunning it.",
 )
-@click.option("--reason", required=True, help="Why (kept in the replay log with your name).")
+@click.option("--reason", required=True, help="Why (kept in the replay log with your key).")
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for the replays to end.")
 def ops_invoices_replay(
     workflow_ids: tuple[str, ...],
-    tenant_name: str,
     replay_all: bool,
     contract_id: str | None,
     since: str | None,
@@ -172,10 +174,12 @@ def ops_invoices_replay(
     dry_run: bool,
     no_wait: bool,
 ) -> None:
-    """Replay failed invoice workflows: rerun under the same id, or reset to a step.
+    """Replay failed invoice workflows: rerun under the same id, or reset to a step
+    (`ReplayInvoices`).
 
     Every step is idempotent on the invoice's business keys: a replay keeps the number the
-    invoice was given and never charges twice. Each replay is logged (who, why, when, outcome).
+    invoice was given and never charges twice. Each replay is logged (which key, why, when,
+    outcome).
     """
     if bool(workflow_ids) == replay_all:
         raise click.UsageError("name the workflows to replay, or pass --all (not both)")
@@ -183,78 +187,67 @@ def ops_invoices_replay(
         raise click.UsageError("--contract and --since narrow --all")
     if not reason.strip():
         raise click.UsageError("--reason must say why")
-    actor = f"cli:{getpass.getuser()}"
-
-    async def replay() -> list[Replay] | None:
-        from rating_service.ops.replay import REPLAY_WAIT
-
-        async with _invoice_replays(tenant_name) as (replays, tenant_id):
-            plans = await replays.plans(
-                tenant_id,
-                None if replay_all else workflow_ids,
-                contract_id=contract_id,
-                since=parse_timestamp("--since", since),
-                reset_to=reset_to,
-            )
-            if not plans:
-                click.echo("no failed invoice workflows to replay")
-                return []
-            if dry_run:
-                for plan in plans:
-                    click.echo(f"\n{plan.run.workflow_id} ({plan.run.status})")
-                    _echo_plan(plan, heading="would")
-                click.echo(f"\ndry run: {len(plans)} replay(s) planned, nothing changed")
-                return None
-            made = []
-            with click.progressbar(
-                plans, label=f"replaying {len(plans)} invoice(s)", show_pos=True
-            ) as bar:
-                for plan in bar:
-                    made.append(
-                        await replays.replay(
-                            tenant_id,
-                            plan.run.workflow_id,
-                            reason=reason,
-                            actor=actor,
-                            reset_to=reset_to,
-                            wait=None,
-                        )
-                    )
-            if no_wait:
-                return made
-            click.echo("waiting for the replayed runs to end …")
-            return await replays.settle(made, REPLAY_WAIT)
-
-    made: list[Replay] | None = run_async(replay)
-    if not made:
+    after = parse_timestamp("--since", since)
+    if not dry_run and not no_wait:
+        click.echo(f"replaying, waiting up to {REPLAY_WAIT_SECONDS}s for the runs to end …")
+    answer: ops_pb2.ReplayInvoicesResponse = api_call(
+        lambda client: client.replay_invoices(
+            workflow_ids,
+            replay_all=replay_all,
+            contract_id=contract_id or "",
+            since=after,
+            reason=reason,
+            reset_to=reset_to or "",
+            dry_run=dry_run,
+            wait_seconds=0 if dry_run or no_wait else REPLAY_WAIT_SECONDS,
+        ),
+        _RUN_NEXT_STEPS,
+    )
+    if not answer.plans:
+        click.echo("no failed invoice workflows to replay")
         return
-    _echo_replays(made)
-    if any(r.outcome in ("failed", "refused") for r in made):
+    if dry_run:
+        for plan in answer.plans:
+            click.echo(f"\n{plan.run.workflow_id} ({plan.run.status})")
+            _echo_plan(plan, heading="would")
+        click.echo(f"\ndry run: {len(answer.plans)} replay(s) planned, nothing changed")
+        return
+    _echo_replays(answer.replays)
+    if any(r.outcome in ("failed", "refused") for r in answer.replays):
         click.echo("\nsome replays did not succeed: see `rating ops invoices show WORKFLOW`")
         sys.exit(1)
 
 
 @ops.command("replays")
-@tenant_option
 @click.option("--workflow", "workflow_id", help="Only this invoice workflow's.")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most to show."
+    "--limit",
+    type=click.IntRange(min=1, max=1000),
+    default=50,
+    show_default=True,
+    help="Most to show.",
 )
-def ops_replays(tenant_name: str, workflow_id: str | None, limit: int) -> None:
-    """The replay log, latest first: who replayed what, when, why, and how it ended."""
-
-    async def log() -> list[Replay]:
-        async with _invoice_replays(tenant_name) as (replays, tenant_id):
-            return await replays.replays(tenant_id, workflow_id, limit)
-
-    logged: list[Replay] = run_async(log)
-    if not logged:
+def ops_replays(workflow_id: str | None, limit: int) -> None:
+    """The replay log, latest first: which key replayed what, when, why, and how it ended
+    (`ListReplays`, an ops key)."""
+    answer: ops_pb2.ListReplaysResponse = api_call(
+        lambda client: client.replays(workflow_id or "", limit=limit)
+    )
+    if not answer.replays:
         click.echo("no replays")
         return
-    _echo_replays(logged)
+    _echo_replays(answer.replays)
 
 
-def _echo_plan(plan: ReplayPlan, heading: str) -> None:
+REPLAY_WAIT_SECONDS = 120
+"""How long `replay` waits for the replayed runs to end (the most the API waits)."""
+
+_RUN_NEXT_STEPS = {
+    "WORKFLOW_NOT_FOUND": "`rating ops invoices failed` lists the failed invoice workflows",
+}
+
+
+def _echo_plan(plan: ops_pb2.ReplayPlan, heading: str) -> None:
     """What a replay does: mode, restart point, effects; or why it is refused."""
     if plan.refusal:
         click.echo(f"\n{heading}: refused: {plan.refusal}")
@@ -269,42 +262,32 @@ def _echo_plan(plan: ReplayPlan, heading: str) -> None:
         click.echo(f"  - {effect}")
 
 
-def _echo_replays(replays: Sequence[Replay]) -> None:
+def _echo_replays(replays: Sequence[ops_pb2.Replay]) -> None:
     rows = [("ID", "WHEN", "WHO", "WORKFLOW", "MODE", "OUTCOME", "DETAIL", "REASON")]
     rows += [
         (
             str(r.replay_id),
             _when(r.requested_at),
-            r.request.actor,
-            r.request.workflow_id,
-            r.request.mode + (f" to {r.request.reset_to}" if r.request.reset_to else ""),
+            r.actor,
+            r.workflow_id,
+            r.mode + (f" to {r.reset_to}" if r.reset_to else ""),
             r.outcome,
             _short(r.detail),
-            _short(r.request.reason),
+            _short(r.reason),
         )
         for r in replays
     ]
     echo_table(rows, right_aligned={0})
 
 
-def _when(at: datetime | None) -> str:
-    return "" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _when(at: Timestamp | None) -> str:
+    return "" if at is None else at.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _short(text: str, width: int = 90) -> str:
     """One line of at most `width` characters."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
-
-
-@contextlib.asynccontextmanager
-async def _invoice_replays(tenant_name: str) -> AsyncIterator[tuple[InvoiceReplays, str]]:
-    """Ops replays (Temporal and the database) for a tenant named on the command line."""
-    from rating_service.runtime.temporal import connect_temporal
-
-    client = await connect_temporal(load_settings())
-    async with tenant_components(tenant_name) as (built, caller):
-        yield built.invoice_replays(client), caller.tenant_id
 
 
 @ops.group("histories")

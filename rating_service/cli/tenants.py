@@ -16,7 +16,7 @@ from rating_service.core.auth import KEY_ROLES, Role, issue_key
 
 @click.group()
 def tenants() -> None:
-    """Tenants (operator commands, straight to the database)."""
+    """Tenants (bootstrap: straight to the database, RATING_DATABASE_URL)."""
 
 
 @tenants.command("create")
@@ -49,7 +49,8 @@ def tenants_list() -> None:
 
 @click.group()
 def keys() -> None:
-    """API keys (operator commands, straight to the database)."""
+    """API keys (bootstrap and recovery: straight to the database, RATING_DATABASE_URL; over
+    the API an admin key uses AdminService)."""
 
 
 @keys.command("create")

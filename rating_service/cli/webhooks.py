@@ -2,46 +2,48 @@
 
 from __future__ import annotations
 
-import os
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
+from rating_service.cli.api_client import api_call, moment
 from rating_service.cli.command_line import (
     T,
     echo_table,
     run_async,
-    tenant_option,
 )
-from rating_service.cli.tenant_services import components, tenant_components
+from rating_service.cli.tenant_services import components
 
 if TYPE_CHECKING:
-    from rating_service.services.webhook import NewEndpoint, Webhooks
-    from rating_service.store.webhook import DeliveryAttempt, WebhookEndpoint
+    from rating_client import RatingClient
+    from rating_client.gen.rating.v1 import webhook_pb2
+    from rating_service.services.webhook import Webhooks
 
 
 @click.group()
 def webhooks() -> None:
-    """Webhook endpoints and their delivery log (operator commands, straight to the database)."""
+    """Webhook endpoints and their delivery log (through the API), and the keys sealing their
+    secrets (`new-key`, `reencrypt`: straight to the database, with RATING_DATABASE_URL)."""
 
 
 @webhooks.command("add")
 @click.argument("url")
-@tenant_option
 @click.option(
     "--topic",
     "topics",
     multiple=True,
     help="A topic it takes, e.g. alert or invoice.issued (repeat; default: every topic).",
 )
-def webhooks_add(url: str, tenant_name: str, topics: tuple[str, ...]) -> None:
-    """Add an endpoint; prints its id and its signing secret, which is shown this once."""
-    actor = f"cli:{os.environ.get('USER', 'operator')}"
-    added: NewEndpoint = _notifications_call(
-        tenant_name,
-        lambda notifications, tenant_id: notifications.add_endpoint(tenant_id, url, topics, actor),
+def webhooks_add(url: str, topics: tuple[str, ...]) -> None:
+    """Add an endpoint; prints its id and its signing secret, which is shown this once.
+
+    Through the API (`CreateWebhookEndpoint`, an admin key).
+    """
+    added: webhook_pb2.CreateWebhookEndpointResponse = api_call(
+        lambda client: client.create_webhook_endpoint(url, topics)
     )
     click.echo(f"endpoint {added.endpoint.endpoint_id}")
     click.echo(f"secret   {added.secret}")
@@ -49,12 +51,23 @@ def webhooks_add(url: str, tenant_name: str, topics: tuple[str, ...]) -> None:
 
 
 @webhooks.command("list")
-@tenant_option
-def webhooks_list(tenant_name: str) -> None:
-    """List the tenant's endpoints, enabled and disabled (secrets are never shown)."""
-    found: list[WebhookEndpoint] = _notifications_call(
-        tenant_name, lambda notifications, tenant_id: notifications.endpoints(tenant_id)
-    )
+def webhooks_list() -> None:
+    """List the endpoints, enabled and disabled (secrets are never shown).
+
+    Through the API (`ListWebhookEndpoints`, an admin or ops key).
+    """
+
+    async def every_page(client: RatingClient) -> list[webhook_pb2.WebhookEndpoint]:
+        found: list[webhook_pb2.WebhookEndpoint] = []
+        token = ""
+        while True:
+            page = await client.webhook_endpoints(page_size=500, page_token=token)
+            found += page.endpoints
+            token = page.next_page_token
+            if not token:
+                return found
+
+    found = api_call(every_page)
     if not found:
         click.echo("no webhook endpoints: add one with `rating webhooks add URL`")
         return
@@ -63,11 +76,11 @@ def webhooks_list(tenant_name: str) -> None:
         (
             endpoint.endpoint_id,
             endpoint.url,
-            "all" if endpoint.topics is None else ",".join(endpoint.topics),
-            "enabled"
-            if endpoint.disabled_at is None
-            else f"disabled {endpoint.disabled_at.isoformat()}",
-            endpoint.created_at.isoformat(),
+            ",".join(endpoint.topics) or "all",
+            f"disabled {moment(endpoint.disabled_at)}"
+            if endpoint.HasField("disabled_at")
+            else "enabled",
+            moment(endpoint.created_at),
         )
         for endpoint in found
     ]
@@ -76,16 +89,12 @@ def webhooks_list(tenant_name: str) -> None:
 
 @webhooks.command("remove")
 @click.argument("endpoint_id")
-@tenant_option
-def webhooks_remove(endpoint_id: str, tenant_name: str) -> None:
-    """Disable an endpoint: nothing more is sent to it; its delivery log is kept."""
-    actor = f"cli:{os.environ.get('USER', 'operator')}"
-    _notifications_call(
-        tenant_name,
-        lambda notifications, tenant_id: notifications.disable_endpoint(
-            tenant_id, endpoint_id, actor
-        ),
-    )
+def webhooks_remove(endpoint_id: str) -> None:
+    """Disable an endpoint: nothing more is sent to it; its delivery log is kept.
+
+    Through the API (`DisableWebhookEndpoint`, an admin key).
+    """
+    api_call(lambda client: client.disable_webhook_endpoint(endpoint_id), _ENDPOINT_NEXT_STEPS)
     click.echo(f"disabled {endpoint_id} (its delivery log is kept)")
 
 
@@ -131,16 +140,21 @@ def webhooks_reencrypt() -> None:
 
 
 @webhooks.command("deliveries")
-@tenant_option
 @click.option("--event", "event_id", help="Only this notification's (its Rating-Event-Id).")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most to show."
+    "--limit",
+    type=click.IntRange(min=1, max=1000),
+    default=50,
+    show_default=True,
+    help="Most to show.",
 )
-def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> None:
-    """List delivery attempts, latest last: one row per attempt, with the answer or error."""
-    found: list[DeliveryAttempt] = _notifications_call(
-        tenant_name,
-        lambda notifications, tenant_id: notifications.attempts(tenant_id, event_id, limit),
+def webhooks_deliveries(event_id: str | None, limit: int) -> None:
+    """List delivery attempts, latest last: one row per attempt, with the answer or error.
+
+    Through the API (`ListWebhookDeliveries`, an admin or ops key).
+    """
+    found: list[webhook_pb2.WebhookDelivery] = api_call(
+        lambda client: client.webhook_deliveries(event_id=event_id or "", limit=limit)
     )
     if not found:
         click.echo("no delivery attempts" + (f" of {event_id}" if event_id else " yet"))
@@ -148,7 +162,7 @@ def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> N
     rows = [("AT", "EVENT", "TOPIC", "ENDPOINT", "ATTEMPT", "RESULT")]
     rows += [
         (
-            "" if attempt.at is None else attempt.at.isoformat(timespec="seconds"),
+            moment(attempt.at) if attempt.HasField("at") else "",
             attempt.event_id,
             attempt.topic,
             attempt.endpoint_id,
@@ -162,14 +176,38 @@ def webhooks_deliveries(tenant_name: str, event_id: str | None, limit: int) -> N
     echo_table(rows, right_aligned={4})
 
 
-def _notifications_call(tenant_name: str, call: Callable[[Webhooks, str], Awaitable[T]]) -> T:
-    """Make one call on the notifications of the tenant named (resolved to its id)."""
+@webhooks.command("redeliver")
+@click.argument("event_id")
+@click.option("--endpoint", "endpoint_id", required=True, help="An enabled endpoint's id.")
+@click.option(
+    "--request-id",
+    default=lambda: f"cli-{uuid.uuid4().hex}",
+    show_default="a new one",
+    help="Your idempotency key: the same one again is the same redelivery, sent once.",
+)
+def webhooks_redeliver(event_id: str, endpoint_id: str, request_id: str) -> None:
+    """Send a notification to an endpoint again (its receiver lost it), with the same body and
+    event id, retried like the first; `rating webhooks deliveries --event ID` shows the attempts.
 
-    async def run() -> T:
-        async with tenant_components(tenant_name) as (built, caller):
-            return await call(built.webhooks, caller.tenant_id)
+    Through the API (`RedeliverWebhook`, an admin or ops key).
+    """
+    workflow_id: str = api_call(
+        lambda client: client.redeliver_webhook(
+            event_id=event_id, endpoint_id=endpoint_id, request_id=request_id
+        ),
+        _ENDPOINT_NEXT_STEPS,
+    )
+    click.echo(f"redelivering {event_id} to {endpoint_id} (request {request_id})")
+    click.echo(f"workflow {workflow_id}; `rating webhooks deliveries --event {event_id}`")
 
-    return run_async(run)
+
+_ENDPOINT_NEXT_STEPS = {
+    "WEBHOOK_ENDPOINT_NOT_FOUND": "`rating webhooks list` lists the endpoints of this key's tenant",
+    "WEBHOOK_ENDPOINT_DISABLED": "`rating webhooks add URL` adds an endpoint to send to",
+    "TEMPORAL_UNAVAILABLE": (
+        "nothing was sent: the server must reach Temporal for this (its RATING_TEMPORAL_ADDRESS)"
+    ),
+}
 
 
 def _run_on_notifications(call: Callable[[Webhooks], Awaitable[T]]) -> T:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,34 @@ class FailedPrecondition(DomainError):
         self.violations = tuple(violations)
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One quota a request ran over: what it limits (`subject`) and the limit, in words."""
+
+    subject: str
+    description: str
+
+
 class ResourceExhausted(DomainError):
-    """A limit was reached: a spend cap, a size limit."""
+    """A limit was reached: a spend cap, a size limit, a rate limit.
+
+    `quota_violations` name the quotas run over; `retry_after` says when a retry may pass.
+    """
 
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        quota_violations: Iterable[QuotaViolation] = (),
+        retry_after: timedelta | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.quota_violations = tuple(quota_violations)
+        self.retry_after = retry_after
 
 
 class Aborted(DomainError):

@@ -1,5 +1,5 @@
 """Operator actions that workflows must hear of: void and reissue, record a payment, a new
-payment method, cancel or bill now, redeliver a notification.
+payment method, retry a payment now, a credit note, cancel or bill now, redeliver a notification.
 
 Each changes the database through the services and tells Temporal, in the order that keeps the
 two agreeing: Temporal is reached first, so an action that workflows would never hear of is
@@ -21,14 +21,18 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from rating_service.core.auth import Caller
-from rating_service.core.billing.invoice import Invoice
+from rating_service.core.billing.credit_note import CreditNoteRequest
+from rating_service.core.billing.invoice import Invoice, InvoiceState
 from rating_service.core.contracts.contract import Contract
-from rating_service.core.errors import FailedPrecondition
+from rating_service.core.errors import FailedPrecondition, PreconditionViolation, Unavailable
+from rating_service.core.ledger.idempotency import IdempotentOutcome, payload_fingerprint, recall
 from rating_service.services.contract import ContractAdmin
+from rating_service.services.credit_note import CreditNotes, IssuedCreditNote
 from rating_service.services.invoice import Invoicing
 from rating_service.services.webhook import Webhooks
+from rating_service.store.invoice import PaymentRetry
 from rating_service.workflows.billing import ContractBillingWorkflow, billing_workflow_id
-from rating_service.workflows.dunning import dunning_workflow_id
+from rating_service.workflows.dunning import DunningRequest, DunningWorkflow, dunning_workflow_id
 from rating_service.workflows.invoice import InvoiceRequest, InvoiceWorkflow, invoice_workflow_id
 from rating_service.workflows.webhook import (
     DeliveryPolicy,
@@ -39,6 +43,12 @@ from rating_service.workflows.webhook import (
 
 NO_BILLING_CYCLE = "NO_BILLING_CYCLE"
 """FailedPrecondition reason: the contract has no running billing workflow to signal."""
+
+INVOICE_NOT_OPEN = "INVOICE_NOT_OPEN"
+"""FailedPrecondition reason: the invoice is not owed (a draft, paid or void): nothing to retry."""
+
+NO_PAYMENT_METHOD = "NO_PAYMENT_METHOD"
+"""FailedPrecondition reason: the contract has no payment method to charge."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,16 @@ class PaymentMethodSet:
     retried: list[str]
 
 
+@dataclass(frozen=True)
+class PaymentRetried:
+    """An invoice whose collection was retried, the dunning workflow doing it, and whether the
+    request id had asked for it before (then nothing was signalled again)."""
+
+    invoice: Invoice
+    workflow_id: str
+    replay: bool
+
+
 class OperatorActions:
     """Changes to invoices and contracts that their workflows must hear of."""
 
@@ -76,7 +96,9 @@ class OperatorActions:
         temporal: Callable[[], Awaitable[Client]],
         task_queue: str,
         delivery: DeliveryPolicy,
+        credit_notes: CreditNotes,
     ) -> None:
+        self._credit_notes = credit_notes
         self._invoicing = invoicing
         self._admin = admin
         self._webhooks = webhooks
@@ -102,6 +124,82 @@ class OperatorActions:
         paid = await self._invoicing.record_payment(caller.tenant_id, invoice_id, reference, actor)
         await _signal_dunning(temporal, caller.tenant_id, [invoice_id], "invoice_paid")
         return Paid(paid, await self._invoicing.contract_of(paid))
+
+    async def issue_credit_note(
+        self, caller: Caller, request_id: str, request: CreditNoteRequest, *, actor: str
+    ) -> IssuedCreditNote:
+        """Issue a credit note (and its refund); an invoice it settles stops being dunned.
+
+        Temporal is not needed to credit: an invoice in dunning is collected for its amount due
+        at the next attempt (nothing, once it is credited in full). When Temporal is reachable,
+        its dunning hears at once that an invoice credited in full is settled.
+        """
+        issued = await self._credit_notes.issue(caller, request_id, request, actor)
+        settled = issued.invoice.state is InvoiceState.PAID and issued.invoice.paid == 0
+        if settled and issued.credit_note.refund_to is None and not issued.replay:
+            try:
+                temporal = await self._temporal()
+            except (Unavailable, FailedPrecondition):  # down, or not configured
+                return issued
+            await _signal_dunning(
+                temporal, caller.tenant_id, [issued.invoice.invoice_id], "invoice_paid"
+            )
+        return issued
+
+    async def retry_payment(
+        self, caller: Caller, invoice_id: str, request_id: str, *, actor: str
+    ) -> PaymentRetried:
+        """Collect an owed invoice now through its dunning workflow (started if not running).
+
+        The dunning workflow makes the attempt under the invoice's next attempt number, as any
+        retry does, so the gateway never charges twice. The same request id is the same retry:
+        asked again, it is answered without signalling again.
+        """
+        tenant_id = caller.tenant_id
+        invoice = await self._invoicing.invoices.invoice(tenant_id, invoice_id)
+        fingerprint = payload_fingerprint({"invoice_id": invoice_id})
+        earlier = await self._invoicing.invoices.payment_retry(tenant_id, request_id)
+        if earlier is not None:
+            stored = payload_fingerprint({"invoice_id": earlier.invoice_id})
+            recall(IdempotentOutcome(request_id, stored, earlier), request_id, fingerprint)
+            return PaymentRetried(invoice, earlier.workflow_id, replay=True)
+        subject = f"invoices/{invoice_id}"
+        if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
+            description = f"a {invoice.state} invoice is not owed: there is nothing to collect"
+            raise FailedPrecondition(
+                f"invoice {invoice_id!r}: {description}",
+                reason=INVOICE_NOT_OPEN,
+                violations=[PreconditionViolation("STATE", subject, description)],
+                metadata={"invoice_id": invoice_id, "state": str(invoice.state)},
+            )
+        contract = await self._invoicing.contract_of(invoice)
+        if not contract.payment_method:
+            # Dunning would find nothing to charge and give up: the contract would be suspended.
+            description = "its contract has no payment method: set one (SetPaymentMethod)"
+            raise FailedPrecondition(
+                f"invoice {invoice_id!r}: {description}",
+                reason=NO_PAYMENT_METHOD,
+                violations=[
+                    PreconditionViolation(
+                        "PAYMENT_METHOD", f"contracts/{contract.contract_id}", description
+                    )
+                ],
+                metadata={"invoice_id": invoice_id, "contract_id": contract.contract_id},
+            )
+        temporal = await self._temporal()
+        workflow_id = dunning_workflow_id(tenant_id, invoice_id)
+        # Signal-with-start: a running dunning retries at once; otherwise one starts and does.
+        await temporal.start_workflow(
+            DunningWorkflow.run,
+            DunningRequest(tenant_id, invoice_id),
+            id=workflow_id,
+            task_queue=self._task_queue,
+            start_signal="retry_now",
+        )
+        recorded = await self._invoicing.invoices.record_payment_retry(
+            tenant_id, PaymentRetry(request_id, invoice_id, workflow_id), actor
+        )
+        return PaymentRetried(invoice, recorded.workflow_id, replay=False)
 
     async def set_payment_method(
         self, caller: Caller, contract_id: str, token: str

@@ -105,6 +105,39 @@ def invoice_key(workflow_id: str) -> InvoiceKey | None:
     return InvoiceKey(parts[1], parts[2], parts[3], revision)
 
 
+def _failed_query(stuck_after: timedelta) -> str:
+    """The visibility query of invoice runs that failed, or still run after `stuck_after`."""
+    stuck_since = datetime.now(UTC) - stuck_after
+    return (
+        "WorkflowType = 'Invoice' AND (ExecutionStatus = 'Failed'"
+        " OR ExecutionStatus = 'TimedOut' OR ExecutionStatus = 'Terminated'"
+        " OR ExecutionStatus = 'Canceled' OR (ExecutionStatus = 'Running'"
+        f" AND StartTime < '{stuck_since.isoformat()}'))"
+    )
+
+
+async def _failed_run(
+    client: Client,
+    execution: WorkflowExecution,
+    tenant_id: str,
+    contract_id: str | None,
+    since: datetime | None,
+) -> InvoiceRun | None:
+    """The execution as a failed invoice run of the tenant, if it is one and still the latest."""
+    key = invoice_key(execution.id)
+    if key is None or key.tenant_id != tenant_id:
+        return None
+    if contract_id is not None and key.contract_id != contract_id:
+        return None
+    latest = await _latest(client, execution.id)
+    if latest is None or latest.run_id != execution.run_id:
+        return None  # replayed since, or gone
+    run = await invoice_run(client, latest)
+    if since is not None and (run.since is None or run.since < since):
+        return None
+    return run
+
+
 async def failed_invoices(
     client: Client,
     tenant_id: str,
@@ -118,32 +151,65 @@ async def failed_invoices(
 
     A failed run that has since been replayed is not listed: its workflow has a newer run.
     """
-    stuck_since = datetime.now(UTC) - stuck_after
-    query = (
-        "WorkflowType = 'Invoice' AND (ExecutionStatus = 'Failed'"
-        " OR ExecutionStatus = 'TimedOut' OR ExecutionStatus = 'Terminated'"
-        " OR ExecutionStatus = 'Canceled' OR (ExecutionStatus = 'Running'"
-        f" AND StartTime < '{stuck_since.isoformat()}'))"
-    )
     found: list[InvoiceRun] = []
     seen: set[str] = set()
-    async for execution in client.list_workflows(query):
-        key = invoice_key(execution.id)
-        if key is None or key.tenant_id != tenant_id or execution.id in seen:
+    async for execution in client.list_workflows(_failed_query(stuck_after)):
+        if execution.id in seen:
             continue
-        if contract_id is not None and key.contract_id != contract_id:
+        run = await _failed_run(client, execution, tenant_id, contract_id, since)
+        if run is None:
             continue
         seen.add(execution.id)
-        latest = await _latest(client, execution.id)
-        if latest is None or latest.run_id != execution.run_id:
-            continue  # replayed since, or gone
-        run = await invoice_run(client, latest)
-        if since is not None and (run.since is None or run.since < since):
-            continue
         found.append(run)
         if len(found) == limit:
             break
     return found
+
+
+@dataclass(frozen=True)
+class FailedPage:
+    """One page of failed invoice runs, and the visibility token of the next (b"": the last)."""
+
+    runs: list[InvoiceRun]
+    next_page_token: bytes
+
+
+class BadPageToken(Exception):
+    """Temporal refused the page token: it is not one its visibility API gave."""
+
+
+async def failed_invoices_page(
+    client: Client,
+    tenant_id: str,
+    *,
+    contract_id: str | None = None,
+    since: datetime | None = None,
+    stuck_after: timedelta = STUCK_AFTER,
+    page_size: int = 100,
+    page_token: bytes | None = None,
+) -> FailedPage:
+    """One page of the visibility listing of failed invoice runs, filtered to the tenant's.
+
+    Pages are Temporal's: `page_size` executions are read per page and those that are not the
+    tenant's failed invoices (or no longer their workflow's latest run) are left out, so a page
+    may hold fewer runs than `page_size`, even none, with more to follow. Each workflow is
+    listed at most once across pages: only its latest run qualifies.
+    """
+    executions = client.list_workflows(
+        _failed_query(stuck_after), page_size=page_size, next_page_token=page_token or None
+    )
+    try:
+        await executions.fetch_next_page()
+    except RPCError as error:
+        if page_token:
+            raise BadPageToken(error.message) from error
+        raise
+    runs = []
+    for execution in executions.current_page or []:
+        run = await _failed_run(client, execution, tenant_id, contract_id, since)
+        if run is not None:
+            runs.append(run)
+    return FailedPage(runs, executions.next_page_token or b"")
 
 
 async def _latest(client: Client, workflow_id: str) -> WorkflowExecution | None:

@@ -29,8 +29,11 @@ from rating_service.core.billing.invoice import InvoiceState, invoice_id_for
 from rating_service.core.errors import InvalidArgument, NotFound
 from rating_service.ops.failures import (
     STUCK_AFTER,
+    BadPageToken,
+    FailedPage,
     InvoiceRun,
     failed_invoices,
+    failed_invoices_page,
     find_invoice_run,
 )
 from rating_service.store.contract import ContractStore
@@ -102,6 +105,34 @@ class InvoiceReplays:
             stuck_after=self._stuck_after,
             limit=limit,
         )
+
+    async def failed_page(
+        self,
+        tenant_id: str,
+        *,
+        contract_id: str | None = None,
+        since: datetime | None = None,
+        page_size: int = 100,
+        page_token: bytes | None = None,
+    ) -> FailedPage:
+        """One page of the tenant's failed (or stuck) invoice workflows (see failures.py).
+
+        A token Temporal refuses is InvalidArgument on `page_token`.
+        """
+        try:
+            return await failed_invoices_page(
+                self._client,
+                tenant_id,
+                contract_id=contract_id,
+                since=since,
+                stuck_after=self._stuck_after,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        except BadPageToken as error:
+            raise InvalidArgument.of_field(
+                "page_token", f"is not a token this server gave ({error}): list again without one"
+            ) from None
 
     async def show(self, tenant_id: str, workflow_id: str) -> InvoiceRun:
         """The latest run of one of the tenant's invoice workflows (NotFound if none)."""
@@ -187,12 +218,15 @@ class InvoiceReplays:
         kept = f"{invoice_id} keeps its number {invoice.number} and its ledger postings"
         if invoice.state is not InvoiceState.FINALIZED:
             return (kept, f"it is {invoice.state}: nothing will be charged")
-        if invoice.total <= 0:
-            return (kept, "its total is zero: it will be marked paid, nothing charged")
+        if invoice.amount_due <= 0:
+            return (kept, "nothing is due on it: it will be marked paid, nothing charged")
         attempts = await self._invoices.payment_attempts(tenant_id, invoice_id)
         first = next((a for a in attempts if a.attempt == 1), None)
         contract = await self._contracts.contract(tenant_id, run.key.contract_id)
-        return (kept, _collection_effect(invoice_id, first, invoice.total, contract.payment_method))
+        return (
+            kept,
+            _collection_effect(invoice_id, first, invoice.amount_due, contract.payment_method),
+        )
 
     async def replay(
         self,

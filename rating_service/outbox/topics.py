@@ -54,6 +54,12 @@ class Topic(StrEnum):
     """An auto-recharge charge attempt failed."""
     AUTO_RECHARGE_DISABLED = "auto_recharge.disabled"
     """Auto-recharge was switched off after a recharge's last failed attempt."""
+    CREDIT_NOTE_ISSUED = "credit_note.issued"
+    """A credit note was issued against an invoice: it has its number."""
+    REFUND_SUCCEEDED = "refund.succeeded"
+    """A paid invoice's credit went back: to the payment method, or into a credit pool."""
+    REFUND_FAILED = "refund.failed"
+    """The gateway refused a refund, or never answered it."""
 
     @property
     def payload_type(self) -> type[Mapping[str, Any]]:
@@ -196,6 +202,34 @@ class AutoRechargeDisabled(TypedDict):
     recharge_id: str
 
 
+class CreditNoteIssued(TypedDict):
+    """`credit_note.issued`: the credit note, its invoice, the amount (a decimal string), and
+    where it went: `refund_to` None when it lowered the amount due."""
+
+    credit_note_id: str
+    number: str
+    invoice_id: str
+    contract_id: str
+    amount: str
+    currency: str
+    refund_to: str | None
+
+
+class RefundSettled(TypedDict):
+    """`refund.succeeded` and `refund.failed`: the credit note refunded, where to, the failure
+    code (empty when there is none), and which attempt (a failed refund may be made again)."""
+
+    credit_note_id: str
+    invoice_id: str
+    contract_id: str
+    destination: str
+    amount: str
+    currency: str
+    pool_id: str | None
+    failure_code: str
+    attempt: int
+
+
 OutboxPayload = (
     ContractCreated
     | CommitmentAdded
@@ -211,6 +245,8 @@ OutboxPayload = (
     | RechargeSucceeded
     | RechargeFailed
     | AutoRechargeDisabled
+    | CreditNoteIssued
+    | RefundSettled
 )
 """What an outbox row may carry: one of the topics' payloads."""
 
@@ -231,6 +267,9 @@ PAYLOAD_TYPES: Mapping[Topic, type[Mapping[str, Any]]] = {
     Topic.RECHARGE_SUCCEEDED: RechargeSucceeded,
     Topic.RECHARGE_FAILED: RechargeFailed,
     Topic.AUTO_RECHARGE_DISABLED: AutoRechargeDisabled,
+    Topic.CREDIT_NOTE_ISSUED: CreditNoteIssued,
+    Topic.REFUND_SUCCEEDED: RefundSettled,
+    Topic.REFUND_FAILED: RefundSettled,
 }
 """Each topic's payload."""
 
@@ -248,6 +287,9 @@ NOTIFICATION_TOPICS: tuple[Topic, ...] = (
     Topic.RECHARGE_SUCCEEDED,
     Topic.RECHARGE_FAILED,
     Topic.AUTO_RECHARGE_DISABLED,
+    Topic.CREDIT_NOTE_ISSUED,
+    Topic.REFUND_SUCCEEDED,
+    Topic.REFUND_FAILED,
 )
 """The topics sent to webhook endpoints (an endpoint may take a subset), in the order the
 service lists them; the others only start workflows."""

@@ -5,6 +5,8 @@ from rating_service.payments.gateway import (
     ChargeRequest,
     GatewayTimeout,
     PaymentGateway,
+    RefundOutcome,
+    RefundRequest,
     UnknownPaymentMethod,
 )
 from rating_service.payments.simulated import SimulatedGateway
@@ -14,6 +16,8 @@ __all__ = [
     "ChargeRequest",
     "GatewayTimeout",
     "PaymentGateway",
+    "RefundOutcome",
+    "RefundRequest",
     "SimulatedGateway",
     "UnknownPaymentMethod",
 ]

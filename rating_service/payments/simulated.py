@@ -12,6 +12,12 @@ Tokens:
 
 Like a real gateway it keeps its own books (table `simulated_charges`): a charge retried with
 the same idempotency key answers the first outcome and charges nothing more.
+
+Refunds go back to the charge's payment method and follow its token too: `pm_ok_refund_fails`
+charges fine and has every refund declined (`refund_declined`); `pm_ok_refund_timeout` charges
+fine and never answers a refund (GatewayTimeout, nothing refunded). A refund of an unknown or
+declined charge, or beyond what is left of the charge, fails (`charge_not_refundable`). Its
+books are `simulated_refunds`, keyed like the charges'.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from rating_service.payments.gateway import (
     ChargeOutcome,
     ChargeRequest,
     GatewayTimeout,
+    RefundOutcome,
+    RefundRequest,
     UnknownPaymentMethod,
 )
 
@@ -93,6 +101,63 @@ class SimulatedGateway:
         await asyncio.sleep(self._latency_seconds)
         return _outcome("declined" if decline else "succeeded", decline, charge_id)
 
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        """Refund per the charged token's rule; a known key answers its first outcome."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One refund decision per charge at a time, so two never refund the same money.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"refund:{request.charge_reference}"
+            )
+            known = await conn.fetchrow(
+                "SELECT outcome, failure_code, refund_id FROM simulated_refunds"
+                " WHERE idempotency_key = $1",
+                request.idempotency_key,
+            )
+            if known is not None:
+                return _refund_outcome(known["outcome"], known["failure_code"], known["refund_id"])
+            charge = await conn.fetchrow(
+                "SELECT payment_method, amount, outcome FROM simulated_charges"
+                " WHERE charge_id = $1",
+                request.charge_reference,
+            )
+            if charge is not None and charge["payment_method"] == "pm_ok_refund_timeout":
+                await asyncio.sleep(self._timeout_seconds)
+                raise GatewayTimeout(
+                    f"the gateway did not answer refund {request.idempotency_key!r}"
+                )
+            refunded = await conn.fetchval(
+                "SELECT coalesce(sum(amount), 0) FROM simulated_refunds"
+                " WHERE charge_id = $1 AND outcome = 'succeeded'",
+                request.charge_reference,
+            )
+            failure = None
+            if (
+                charge is None
+                or charge["outcome"] != "succeeded"
+                or refunded + request.amount > charge["amount"]
+            ):
+                failure = "charge_not_refundable"
+            elif charge["payment_method"] == "pm_ok_refund_fails":
+                failure = "refund_declined"
+            refund_id = (
+                "re_sim_" + hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:20]
+            )
+            await conn.execute(
+                "INSERT INTO simulated_refunds (idempotency_key, charge_id, reference, amount,"
+                " currency, outcome, failure_code, refund_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                request.idempotency_key,
+                request.charge_reference,
+                request.reference,
+                request.amount,
+                request.currency,
+                "failed" if failure else "succeeded",
+                failure,
+                refund_id,
+            )
+        await asyncio.sleep(self._latency_seconds)
+        return _refund_outcome("failed" if failure else "succeeded", failure, refund_id)
+
 
 def _known(token: str) -> bool:
     """True for the tokens this gateway issues (see the module's list)."""
@@ -125,4 +190,22 @@ def _outcome(outcome: str, decline_code: str | None, charge_id: str) -> ChargeOu
         gateway_reference=charge_id,
         decline_code=code,
         message=messages.get(code, code.replace("_", " ")),
+    )
+
+
+_REFUND_FAILURES = {
+    "charge_not_refundable": "the charge is unknown, was declined, or has less left to refund",
+    "refund_declined": "the card issuer declined the refund",
+}
+
+
+def _refund_outcome(outcome: str, failure_code: str | None, refund_id: str) -> RefundOutcome:
+    if outcome == "succeeded":
+        return RefundOutcome(True, gateway_reference=refund_id)
+    code = failure_code or "refund_declined"
+    return RefundOutcome(
+        False,
+        gateway_reference=refund_id,
+        failure_code=code,
+        message=_REFUND_FAILURES.get(code, code.replace("_", " ")),
     )

@@ -27,8 +27,12 @@ from rating_service.services.auth import KeyRing
 from rating_service.services.catalog import Catalogs
 from rating_service.services.contract import ContractAdmin
 from rating_service.services.credit_expiry import CreditExpiry
+from rating_service.services.credit_note import CreditNotes
+from rating_service.services.export import WarehouseFeed
 from rating_service.services.invoice import Invoicing
 from rating_service.services.rating.engine import DebitEngine
+from rating_service.services.rating.entitlements import Entitlements
+from rating_service.services.rating.rate_limiter import RateLimiter
 from rating_service.services.rating.reservations import Reservations
 from rating_service.services.rating.views import AccountViews
 from rating_service.services.recharge import AutoRecharging
@@ -38,7 +42,9 @@ from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
 from rating_service.store.catalog import CatalogStore
 from rating_service.store.contract import ContractStore
+from rating_service.store.credit_note import CreditNoteStore
 from rating_service.store.database import asyncpg_dsn, create_engine
+from rating_service.store.export import ExportStore
 from rating_service.store.invoice import InvoiceStore
 from rating_service.store.pg_notify import ChangeListener
 from rating_service.store.rating import RatingStore
@@ -58,7 +64,8 @@ class ProcessRole(StrEnum):
     """What the process is; it decides the pools' size, the caches and who takes payments."""
 
     SERVER = "server"
-    """Serves the API: caches kept fresh by LISTEN/NOTIFY; takes no payment (the worker does)."""
+    """Serves the API: caches kept fresh by LISTEN/NOTIFY; takes no payment (the worker does),
+    but makes the refunds operators ask for."""
     WORKER = "worker"
     """Runs workflows and activities: takes payments through the gateway."""
     COMMAND = "command"
@@ -129,6 +136,11 @@ class Components:
         return WebhookStore(self.pool, webhook_secret_keys(self.settings))
 
     @cached_property
+    def export_store(self) -> ExportStore:
+        """Rows read for export, and continuous exporters' positions."""
+        return ExportStore(self.pool)
+
+    @cached_property
     def replay_log(self) -> ReplayLog:
         """The log of ops replays."""
         return ReplayLog(self.pool)
@@ -181,7 +193,14 @@ class Components:
             self.books,
             self.reservations,
             committers=self.settings.debit_committers,
+            limiter=RateLimiter.from_environment(),
+            counted=self.entitlements.forget,
         )
+
+    @cached_property
+    def entitlements(self) -> Entitlements:
+        """CheckEntitlement from the caches and the period counters."""
+        return Entitlements(self.rating_store, self.catalogs, self.books)
 
     @cached_property
     def account_views(self) -> AccountViews:
@@ -208,6 +227,24 @@ class Components:
         )
 
     @cached_property
+    def credit_note_store(self) -> CreditNoteStore:
+        """Credit notes, their numbers and refunds."""
+        return CreditNoteStore(self.pool)
+
+    @cached_property
+    def credit_notes(self) -> CreditNotes:
+        """Credit notes issued and refunded (through the gateway, by any process an operator
+        asks: a refund is the answer to their request, not a workflow's step)."""
+        return CreditNotes(
+            self.credit_note_store,
+            self.invoices,
+            self.contracts,
+            self.tenants,
+            self.contract_admin,
+            self.gateway,
+        )
+
+    @cached_property
     def recharging(self) -> AutoRecharging:
         """Auto-recharge: charges and grants when a pool runs low."""
         return AutoRecharging(self.pool, self.contracts, self.contract_admin, self.gateway)
@@ -227,6 +264,22 @@ class Components:
         """Webhook endpoints and the delivery of notifications to them."""
         return Webhooks(self.webhook_store)
 
+    @cached_property
+    def warehouse_feed(self) -> WarehouseFeed:
+        """Every tenant's rated events to RATING_EXPORT_DESTINATION (the worker runs it if set)."""
+
+        async def tenant_ids() -> list[str]:
+            return [tenant.tenant_id for tenant in await self.tenants.list_tenants()]
+
+        return WarehouseFeed(
+            self.export_store,
+            tenant_ids,
+            self.settings.export_destination,
+            batch_size=self.settings.export_batch_size,
+            poll_seconds=self.settings.export_poll_seconds,
+            failpoints=Failpoints.parse(self.settings.failpoints),
+        )
+
     def operator_actions(self, temporal: Callable[[], Awaitable[Client]]) -> OperatorActions:
         """Operator actions on invoices and contracts, telling workflows through `temporal`."""
         return OperatorActions(
@@ -236,6 +289,7 @@ class Components:
             temporal,
             self.settings.temporal_task_queue,
             DeliveryPolicy.from_settings(self.settings),
+            self.credit_notes,
         )
 
     def invoice_replays(self, temporal: Client) -> InvoiceReplays:

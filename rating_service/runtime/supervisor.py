@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from rating_service.api.metrics import start_metrics
+from rating_service.services.rating.rate_limiter import BUCKETS_FILE
 from rating_service.settings import Settings
 
 log = logging.getLogger("rating.supervisor")
@@ -336,16 +337,23 @@ async def start_server_process(environment: dict[str, str]) -> ServerProcess:
     return ServerProcess(process, reader, writer)
 
 
-def process_environment(settings: Settings, metrics: SharedMetrics | None) -> dict[str, str]:
-    """The environment of a server process: these settings, one process, the reserved port."""
+def process_environment(
+    settings: Settings, metrics: SharedMetrics | None, buckets: Path | None = None
+) -> dict[str, str]:
+    """The environment of a server process: these settings, one process, the reserved port.
+
+    `buckets` is the rate limits' shared file (`services.rating.rate_limiter`).
+    """
     environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("RATING_") and name != MULTIPROCESS_DIR
+        if not name.startswith("RATING_") and name not in (MULTIPROCESS_DIR, BUCKETS_FILE)
     }
     environment.update(settings.to_env())
     if metrics is not None:
         environment[MULTIPROCESS_DIR] = str(metrics.directory)
+    if buckets is not None:
+        environment[BUCKETS_FILE] = str(buckets)
     return environment
 
 
@@ -354,6 +362,7 @@ async def supervise(settings: Settings, processes: int) -> int:
     reserved = reserve_port(settings.listen_address)
     metrics: SharedMetrics | None = None
     children: list[ServerProcess] = []
+    shared = Path(tempfile.mkdtemp(prefix="rating-shared-"))
     try:
         metrics = SharedMetrics.start(settings.metrics_address)
         stop = asyncio.Event()
@@ -363,7 +372,7 @@ async def supervise(settings: Settings, processes: int) -> int:
         one_process = settings.replace(
             listen_address=reserved.address, server_processes=1, metrics_address=""
         )
-        environment = process_environment(one_process, metrics)
+        environment = process_environment(one_process, metrics, shared / "rate-limit-buckets")
         for _ in range(processes):
             children.append(await start_server_process(environment))
         failed = not await _all_serving(children, stop)
@@ -390,6 +399,7 @@ async def supervise(settings: Settings, processes: int) -> int:
         reserved.release()
         if metrics is not None:
             metrics.stop()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 async def _all_serving(children: list[ServerProcess], stop: asyncio.Event) -> bool:

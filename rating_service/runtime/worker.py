@@ -1,4 +1,5 @@
-"""`rating worker`: runs the workflows and activities, and delivers the outbox to Temporal."""
+"""`rating worker`: runs the workflows and activities, delivers the outbox to Temporal, and
+exports rated events to the warehouse when RATING_EXPORT_DESTINATION names one."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect_temporal(settings)
     delivering: asyncio.Task[None] | None = None
     metrics_http: Any = None
+    exporting: asyncio.Task[None] | None = None
     async with bootstrap(settings, ProcessRole.WORKER) as components:
         try:
             # Refuse to start rather than fail every delivery: each stored secret needs its key.
@@ -73,8 +75,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
             async with worker:
                 delivering = asyncio.create_task(dispatcher.run())
+                if settings.export_destination:
+                    exporting = asyncio.create_task(components.warehouse_feed.run())
                 await stop.wait()
         finally:
+            await stop_task(exporting)
             await stop_task(delivering)
             if metrics_http is not None:
                 metrics_http.shutdown()

@@ -8,23 +8,43 @@ transfer. Grants, top-ups and adjustments are idempotent on the caller's id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
 from rating_service.core.auth import Caller
-from rating_service.core.contracts.contract import Contract, Customer, contract_from_dict
+from rating_service.core.contracts.amendments import (
+    Amendment,
+    Effective,
+    effective_moment,
+    read_terms,
+)
+from rating_service.core.contracts.contract import (
+    Contract,
+    Customer,
+    amended,
+    amendment_changes,
+    billing_period_containing,
+    contract_from_dict,
+)
 from rating_service.core.contracts.pools import CommitmentKind, Pool, pool_to_dict
 from rating_service.core.dict_form import DictReader
 from rating_service.core.errors import (
+    AlreadyExists,
     FieldViolation,
     InvalidArgument,
     ViolationCollector,
 )
 from rating_service.core.ids import new_id
 from rating_service.core.ledger.accounts import pool_account_id
-from rating_service.core.ledger.idempotency import IdempotentOutcome, payload_fingerprint, recall
+from rating_service.core.ledger.idempotency import (
+    IdempotentOutcome,
+    payload_fingerprint,
+    recall,
+)
+from rating_service.core.ledger.journal import IDEMPOTENCY_KEY_MISMATCH
 from rating_service.core.ledger.posting_rules import (
     adjustment_transfers,
     grant_transfers,
@@ -52,6 +72,15 @@ MAX_NAME_LENGTH = 200
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Amended:
+    """An amendment's answer: the contract with it, the amendment, whether it is a retry's."""
+
+    contract: Contract
+    amendment: Amendment
+    replay: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +173,10 @@ class ContractAdmin:
 
     async def create_contract(self, caller: Caller, terms: Mapping[str, object]) -> Contract:
         """Create an active contract from its terms (the request's `contract` field)."""
+        if terms.get("amendments"):
+            raise InvalidArgument.of_field(
+                "contract.amendments", "are made by AmendContract and SetSeats, not given"
+            )
         contract = contract_from_dict(
             {
                 **terms,
@@ -157,6 +190,70 @@ class ContractAdmin:
         await self._store.create_contract(contract, caller.key_id)
         self._changed(caller.tenant_id, contract.customer_id)
         return contract
+
+    async def amend_contract(self, caller: Caller, request: Mapping[str, object]) -> Amended:
+        """Change a contract's terms from a moment on; idempotent on `request_id`."""
+        violations = ViolationCollector()
+        fields = DictReader(request, "", violations, "an AmendContract request")
+        contract_id = fields.text("contract_id")
+        terms = read_terms(fields.raw("terms"), fields.at("terms"), violations)
+        if not fields.has("terms"):
+            violations.add("terms", "is required: the terms that change")
+        return await self._amend(caller, contract_id, terms, fields, violations)
+
+    async def set_seats(self, caller: Caller, request: Mapping[str, object]) -> Amended:
+        """Change the seats a per-seat fee charges for, from a moment on (an amendment)."""
+        violations = ViolationCollector()
+        fields = DictReader(request, "", violations, "a SetSeats request")
+        contract_id = fields.text("contract_id")
+        seats = fields.integer("seats", 0)
+        return await self._amend(caller, contract_id, {"seats": seats}, fields, violations)
+
+    async def _amend(
+        self,
+        caller: Caller,
+        contract_id: str,
+        terms: Mapping[str, object],
+        fields: DictReader,
+        violations: ViolationCollector,
+    ) -> Amended:
+        request_id = fields.text("request_id")
+        effective = fields.choice("effective", Effective, Effective.NOW)
+        effective_at = fields.optional_timestamp("effective_at")
+        reason = fields.optional_text("reason") or ""
+        fields.reject_unknown()
+        violations.raise_if_any("invalid amendment")
+        assert effective is not None  # a bad choice was recorded as a violation
+        fingerprint = payload_fingerprint(
+            {"contract_id": contract_id, "terms": _json_safe(terms), "reason": reason}
+            | {"effective": effective, "effective_at": effective_at}
+        )
+        catalog = await self._catalogs.catalog(caller.tenant_id)
+        now = self._clock()
+
+        def amend(contract: Contract) -> Contract:
+            moment = effective_moment(
+                effective, effective_at, now, _next_period_start(contract, now)
+            )
+            changes = amendment_changes(contract, terms)
+            change = Amendment(request_id, moment, now, changes, reason, caller.key_id, fingerprint)
+            changed = amended(contract, change)
+            check_against_catalog(changed.at(moment), catalog, "terms")
+            return changed
+
+        contract, replay = await self._store.amend_contract(
+            caller.tenant_id, contract_id, request_id, amend, caller.key_id
+        )
+        (amendment,) = (a for a in contract.amendments if a.amendment_id == request_id)
+        if replay and amendment.fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"request id {request_id!r} was already used with a different amendment",
+                reason=IDEMPOTENCY_KEY_MISMATCH,
+                metadata={"request_id": request_id},
+            )
+        if not replay:
+            self._changed(caller.tenant_id, contract.customer_id)
+        return Amended(contract, amendment, replay)
 
     async def contract(self, caller: Caller, contract_id: str) -> tuple[Contract, list[Commitment]]:
         """A contract and its commitments, balances as they are now."""
@@ -287,6 +384,21 @@ class ContractAdmin:
         return Outcome(created.commitment, replay=False)
 
 
+def _next_period_start(contract: Contract, now: datetime) -> datetime:
+    """Where the period after the one open at `now` starts (the term start before the term)."""
+    if now < contract.term_start:
+        return contract.term_start
+    if not contract.covers(now):
+        return now  # amending an ended term is refused with the term named
+    return billing_period_containing(contract, now)[1]
+
+
+def _json_safe(terms: Mapping[str, object]) -> dict[str, object]:
+    """Terms as JSON would carry them, so a retry spelled the same way fingerprints the same."""
+    safe: dict[str, object] = json.loads(json.dumps(terms, sort_keys=True, default=str))
+    return safe
+
+
 def read_commitment_request(request: Mapping[str, object]) -> GrantRequest:
     """An AddCommitment request, every bad field named; cost basis 0 for credit, 1 for commits."""
     violations = ViolationCollector()
@@ -394,13 +506,16 @@ def check_scope(scope: frozenset[str], catalog: Catalog) -> None:
         )
 
 
-def check_against_catalog(contract: Contract, catalog: Catalog) -> None:
-    """Refuse a contract whose rate card, override targets or currency the catalog lacks."""
+def check_against_catalog(contract: Contract, catalog: Catalog, path: str = "contract") -> None:
+    """Refuse a contract whose rate card, override targets or currency the catalog lacks.
+
+    `path` is where the request holds the terms (`contract`, or an amendment's `terms`).
+    """
     violations = ViolationCollector()
     versions = catalog.versions(contract.rate_card_key)
     if not versions:
         violations.add(
-            "contract.rate_card_key",
+            f"{path}.rate_card_key",
             f"{contract.rate_card_key!r} is not a rate card of the catalog",
         )
     for card in versions:
@@ -410,20 +525,20 @@ def check_against_catalog(contract: Contract, catalog: Catalog) -> None:
         currency = card.pricing_unit.invoice_currency
         if overlaps_term and currency != contract.invoice_currency:
             violations.add(
-                "contract.invoice_currency",
+                f"{path}.invoice_currency",
                 f"rate card {card.key!r} v{card.version} converts to {currency.code}, not"
                 f" {contract.invoice_currency.code} (there are no exchange rates)",
             )
             break
     tags = {tag for product in catalog.products.values() for tag in product.tags}
     for index, override in enumerate(contract.overrides):
-        path = f"contract.overrides[{index}]"
+        at = f"{path}.overrides[{index}]"
         if override.product_key is not None and override.product_key not in catalog.products:
             violations.add(
-                f"{path}.product_key", f"{override.product_key!r} is not a product of the catalog"
+                f"{at}.product_key", f"{override.product_key!r} is not a product of the catalog"
             )
         if override.tag is not None and override.tag not in tags:
-            violations.add(f"{path}.tag", f"no product of the catalog has tag {override.tag!r}")
+            violations.add(f"{at}.tag", f"no product of the catalog has tag {override.tag!r}")
     if violations.violations:
         details = "; ".join(f"{v.field}: {v.description}" for v in violations.violations)
         raise InvalidArgument(

@@ -34,7 +34,7 @@ from rating_service.core.errors import (
     InvalidArgument,
     PreconditionViolation,
 )
-from rating_service.core.rating.rate import contract_in_force
+from rating_service.core.rating.rate import contract_covering
 from rating_service.failpoints import AFTER_NUMBER_ASSIGNED, AFTER_PAYMENT_TAKEN, Failpoints
 from rating_service.outbox.topics import PaymentFailure
 from rating_service.payments.gateway import ChargeRequest, PaymentGateway, UnknownPaymentMethod
@@ -176,7 +176,7 @@ class Invoicing:
     async def preview_for_customer(self, tenant_id: str, customer_id: str) -> Invoice:
         """The open period's invoice of the customer's contract in force now (see `preview`)."""
         contracts = await self._contracts.contracts(tenant_id, customer_id)
-        contract = contract_in_force(contracts, self._clock())
+        contract = contract_covering(contracts, self._clock())
         return await self.preview(tenant_id, contract.contract_id)
 
     async def _compose(self, contract: Contract, when: BillingDate, revision: int) -> Invoice:
@@ -272,7 +272,7 @@ class Invoicing:
         invoice = await self._invoices.invoice(tenant_id, invoice_id)
         if invoice.state not in (InvoiceState.FINALIZED, InvoiceState.UNCOLLECTIBLE):
             return CollectionResult(Collection.ALREADY_SETTLED)
-        if invoice.total <= 0:
+        if invoice.amount_due <= 0:
             await self._invoices.paid(
                 tenant_id, invoice_id, None, "", self._clock(), reinstatement_on_payment
             )

@@ -22,6 +22,7 @@ from rating_service.core.contracts.contract import (
     Contract,
     ContractStatus,
     Customer,
+    amendment_to_dict,
     contract_from_dict,
     contract_to_dict,
 )
@@ -58,6 +59,9 @@ ADD_COMMITMENT = "commitment.add"
 
 TOP_UP = "commitment.top_up"
 """Audit action of TopUp."""
+
+AMEND = "contract.amend"
+"""Audit action of AmendContract and SetSeats."""
 
 PAYMENT_METHOD = "contract.payment_method"
 """Audit action of a new saved payment method."""
@@ -229,6 +233,29 @@ class ContractStore:
             entry = AuditEntry(actor, "contract.end", contract_id, {"term_end": at.isoformat()})
             await amend_contract(conn, ended, entry)
             return ended
+
+    async def amend_contract(
+        self,
+        tenant_id: str,
+        contract_id: str,
+        amendment_id: str,
+        amend: Callable[[Contract], Contract],
+        actor: str,
+    ) -> tuple[Contract, bool]:
+        """Add an amendment as `amend` decides, the contract's row locked; audited.
+
+        Returns the contract and False; or, when the contract already holds an amendment
+        `amendment_id` (a retry), the contract unchanged and True: the caller compares it.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            contract = await lock_contract(conn, tenant_id, contract_id)
+            if any(a.amendment_id == amendment_id for a in contract.amendments):
+                return contract, True
+            changed = amend(contract)
+            (added,) = (a for a in changed.amendments if a.amendment_id == amendment_id)
+            details = amendment_to_dict(added)
+            await amend_contract(conn, changed, AuditEntry(actor, AMEND, contract_id, details))
+            return changed, False
 
     async def change_payment_method(
         self, tenant_id: str, contract_id: str, payment_method: str, actor: str

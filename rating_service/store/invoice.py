@@ -19,6 +19,7 @@ import asyncpg
 from rating_service.core.billing.compose import UsageTotal
 from rating_service.core.billing.dunning import ContractStanding, StandingRule
 from rating_service.core.billing.invoice import (
+    INVOICE_STATE_CONFLICT,
     Invoice,
     InvoiceState,
     LineKind,
@@ -32,7 +33,7 @@ from rating_service.core.billing.postings import (
     invoice_accounts,
     invoice_reference,
 )
-from rating_service.core.errors import NotFound
+from rating_service.core.errors import FailedPrecondition, NotFound, PreconditionViolation
 from rating_service.core.ledger.posting_rules import invoice_void_transfers, payment_transfers
 from rating_service.outbox.topics import InvoiceIssued, PaymentFailure, Topic
 from rating_service.store.contract import change_contract_status, lock_contract_status
@@ -67,6 +68,15 @@ class PaymentAttempt:
     created_at: datetime
     failure_message: str | None = None
     settled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRetry:
+    """An operator's request to collect an invoice now, and the dunning workflow it signalled."""
+
+    request_id: str
+    invoice_id: str
+    workflow_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +182,7 @@ class InvoiceStore:
     async def save_draft(self, invoice: Invoice) -> Invoice:
         """Store a draft, replacing an earlier draft of it; a finalized one is kept and returned."""
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await _locked(conn, invoice.tenant_id, invoice.invoice_id)
+            stored = await lock_invoice(conn, invoice.tenant_id, invoice.invoice_id)
             if stored is not None and stored.state is not InvoiceState.DRAFT:
                 return stored
             await conn.execute(
@@ -203,9 +213,9 @@ class InvoiceStore:
         so numbers have no gaps; finalizing a finalized invoice returns it unchanged.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            draft = await _locked(conn, tenant_id, invoice_id)
+            draft = await lock_invoice(conn, tenant_id, invoice_id)
             if draft is None:
-                raise _not_found(invoice_id)
+                raise invoice_not_found(invoice_id)
             if draft.state is not InvoiceState.DRAFT:
                 return draft
             sequence = await conn.fetchval(
@@ -234,7 +244,7 @@ class InvoiceStore:
                 invoice.currency.code,
             )
             await post_transfers(conn, tenant_id, finalization_transfers(invoice))
-            await _write_state(conn, invoice, issued_at=at)
+            await write_invoice_state(conn, invoice, issued_at=at)
             await write_outbox(
                 conn,
                 tenant_id,
@@ -275,8 +285,8 @@ class InvoiceStore:
             invoice_id,
         )
         if row is None:
-            raise _not_found(invoice_id)
-        return invoice_from_dict(_json(row["document"]))
+            raise invoice_not_found(invoice_id)
+        return invoice_from_dict(invoice_json(row["document"]))
 
     async def invoices(
         self,
@@ -307,7 +317,7 @@ class InvoiceStore:
             None if after is None else after.invoice_id,
             limit,
         )
-        return [invoice_from_dict(_json(row["document"])) for row in rows]
+        return [invoice_from_dict(invoice_json(row["document"])) for row in rows]
 
     async def document(self, tenant_id: str, invoice_id: str, kind: str) -> str | bytes | None:
         """An invoice's stored HTML (`html`) or PDF (`pdf`); None until rendered in its state."""
@@ -318,7 +328,7 @@ class InvoiceStore:
             invoice_id,
         )
         if row is None:
-            raise _not_found(invoice_id)
+            raise invoice_not_found(invoice_id)
         body = row["body"]
         return None if body is None else (bytes(body) if kind == "pdf" else str(body))
 
@@ -335,16 +345,18 @@ class InvoiceStore:
                 "INSERT INTO payment_attempts (tenant_id, idempotency_key, invoice_id, attempt,"
                 " amount, currency, payment_method, status)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')"
-                # A refused attempt charged nothing: it is made again, with today's method.
+                # A refused attempt charged nothing: it is made again, with today's method,
+                # for what is due today (a credit note may have lowered it meanwhile).
                 " ON CONFLICT (tenant_id, idempotency_key) DO UPDATE"
-                " SET payment_method = EXCLUDED.payment_method, status = 'pending',"
+                " SET payment_method = EXCLUDED.payment_method, amount = EXCLUDED.amount,"
+                " status = 'pending',"
                 " failure_code = NULL, failure_message = NULL, settled_at = NULL"
                 " WHERE payment_attempts.status = 'refused'",
                 invoice.tenant_id,
                 key,
                 invoice.invoice_id,
                 attempt,
-                invoice.total,
+                invoice.amount_due,
                 invoice.currency.code,
                 payment_method,
             )
@@ -411,20 +423,24 @@ class InvoiceStore:
         Its contract's status changes, in the same transaction, as `reinstatement` decides.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            invoice = await _locked(conn, tenant_id, invoice_id)
+            invoice = await lock_invoice(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise _not_found(invoice_id)
+                raise invoice_not_found(invoice_id)
+            charged = None
             if key is not None:
-                await conn.execute(
+                charged = await conn.fetchval(
                     "UPDATE payment_attempts SET status = 'succeeded', gateway_reference = $3,"
-                    " settled_at = now() WHERE tenant_id = $1 AND idempotency_key = $2",
+                    " settled_at = now() WHERE tenant_id = $1 AND idempotency_key = $2"
+                    " RETURNING amount",
                     tenant_id,
                     key,
                     reference,
                 )
             payment = f"payment:{key or invoice_id}"
             actor = f"gateway:{key or 'none'}"
-            return await _settle(conn, invoice, payment, at, actor, reinstatement)
+            return await settle_invoice(
+                conn, invoice, payment, at, actor, reinstatement, amount=charged
+            )
 
     async def record_payment(
         self,
@@ -440,14 +456,14 @@ class InvoiceStore:
         Its contract's status changes as `reinstatement` decides, as for a collected payment.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            invoice = await _locked(conn, tenant_id, invoice_id)
+            invoice = await lock_invoice(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise _not_found(invoice_id)
+                raise invoice_not_found(invoice_id)
             if invoice.state is InvoiceState.PAID:
                 return invoice
             payment = f"payment:{invoice_id}:recorded"
-            paid = await _settle(conn, invoice, payment, at, actor, reinstatement)
-            details = {"reference": reference, "amount": str(invoice.total)}
+            paid = await settle_invoice(conn, invoice, payment, at, actor, reinstatement)
+            details = {"reference": reference, "amount": str(invoice.amount_due)}
             entry = AuditEntry(actor, "invoice.payment_recorded", invoice_id, details)
             await write_audit(conn, tenant_id, entry)
             return paid
@@ -461,9 +477,9 @@ class InvoiceStore:
         is, and its contract is left alone.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            invoice = await _locked(conn, tenant_id, invoice_id)
+            invoice = await lock_invoice(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise _not_found(invoice_id)
+                raise invoice_not_found(invoice_id)
             if invoice.state is not InvoiceState.FINALIZED:
                 return invoice
             check_move(invoice_id, invoice.state, InvoiceState.UNCOLLECTIBLE)
@@ -498,12 +514,24 @@ class InvoiceStore:
     ) -> Invoice:
         """Void an invoice: its ledger transfers reversed, its number kept (never reused)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            invoice = await _locked(conn, tenant_id, invoice_id)
+            invoice = await lock_invoice(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise _not_found(invoice_id)
+                raise invoice_not_found(invoice_id)
             if invoice.state is InvoiceState.VOID:
                 return invoice
             check_move(invoice_id, invoice.state, InvoiceState.VOID)
+            if invoice.credit_note_ids:
+                # Its credit notes' postings and refunds stand: voiding under them would
+                # reverse what they already took back a second time.
+                description = "it has credit notes: credit the rest of it instead"
+                raise FailedPrecondition(
+                    f"invoice {invoice_id!r}: {description}",
+                    reason=INVOICE_STATE_CONFLICT,
+                    violations=[
+                        PreconditionViolation("CREDIT_NOTES", f"invoices/{invoice_id}", description)
+                    ],
+                    metadata={"invoice_id": invoice_id, "state": str(invoice.state)},
+                )
             posted = await transfers_by_reference(conn, tenant_id, invoice_reference(invoice_id))
             await post_transfers(
                 conn,
@@ -511,12 +539,45 @@ class InvoiceStore:
                 invoice_void_transfers(reference=f"invoice-void:{invoice_id}", original=posted),
             )
             voided = replace(invoice, state=InvoiceState.VOID)
-            await _write_state(conn, voided, voided_at=at)
+            await write_invoice_state(conn, voided, voided_at=at)
             details = {"reason": reason, "number": invoice.number}
             await write_audit(
                 conn, tenant_id, AuditEntry(actor, "invoice.void", invoice_id, details)
             )
             return voided
+
+    async def payment_retry(self, tenant_id: str, request_id: str) -> PaymentRetry | None:
+        """The payment retry an operator's request id asked for, if it asked for one."""
+        row = await self._pool.fetchrow(
+            "SELECT request_id, invoice_id, workflow_id FROM payment_retries"
+            " WHERE tenant_id = $1 AND request_id = $2",
+            tenant_id,
+            request_id,
+        )
+        return None if row is None else PaymentRetry(*row.values())
+
+    async def record_payment_retry(
+        self, tenant_id: str, retry: PaymentRetry, actor: str
+    ) -> PaymentRetry:
+        """Record an operator's retry (audited) once; the one its request id recorded first."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            recorded = await conn.fetchval(
+                "INSERT INTO payment_retries (tenant_id, request_id, invoice_id, workflow_id,"
+                " actor) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING request_id",
+                tenant_id,
+                retry.request_id,
+                retry.invoice_id,
+                retry.workflow_id,
+                actor,
+            )
+            if recorded is not None:
+                details = {"request_id": retry.request_id, "workflow_id": retry.workflow_id}
+                entry = AuditEntry(actor, "invoice.payment_retry", retry.invoice_id, details)
+                await write_audit(conn, tenant_id, entry)
+        found = await self.payment_retry(tenant_id, retry.request_id)
+        assert found is not None, "recorded above, or by an earlier request"
+        return found
 
     async def payment_attempts(self, tenant_id: str, invoice_id: str) -> list[PaymentAttempt]:
         """Every attempt to collect an invoice, in order."""
@@ -555,28 +616,34 @@ def _attempt(row: asyncpg.Record) -> PaymentAttempt:
     )
 
 
-async def _settle(
+async def settle_invoice(
     conn: Connection,
     invoice: Invoice,
     payment: str,
     at: datetime,
     actor: str,
     reinstatement: StandingRule,
+    *,
+    amount: Decimal | None = None,
 ) -> Invoice:
-    """Mark a locked invoice paid, post `payment`, and change its contract as decided."""
+    """Mark a locked invoice paid, post `payment`, and change its contract as decided.
+
+    `amount` is what the gateway charged, when it did; otherwise what is due (what credit
+    notes took off was never owed, so it is never posted as paid). A charge made for more than
+    a credit note lowered it to meanwhile leaves the difference owed back in the receivable.
+    """
     if invoice.state is InvoiceState.PAID:
         return invoice
     check_move(invoice.invoice_id, invoice.state, InvoiceState.PAID)
-    if invoice.total > 0:
+    received = invoice.amount_due if amount is None else amount
+    if received > 0:
         await post_transfers(
             conn,
             invoice.tenant_id,
-            payment_transfers(
-                reference=payment, contract_id=invoice.contract_id, amount=invoice.total
-            ),
+            payment_transfers(reference=payment, contract_id=invoice.contract_id, amount=received),
         )
-    paid = replace(invoice, state=InvoiceState.PAID)
-    await _write_state(conn, paid, paid_at=at)
+    paid = replace(invoice, state=InvoiceState.PAID, paid=received)
+    await write_invoice_state(conn, paid, paid_at=at)
     await _change_standing(conn, invoice, at, actor, reinstatement)
     return paid
 
@@ -600,16 +667,17 @@ async def _change_standing(
         await change_contract_status(conn, change, actor=actor)
 
 
-async def _locked(conn: Connection, tenant_id: str, invoice_id: str) -> Invoice | None:
+async def lock_invoice(conn: Connection, tenant_id: str, invoice_id: str) -> Invoice | None:
+    """The invoice, its row locked until the transaction ends; None if there is none."""
     row = await conn.fetchrow(
         "SELECT document FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE",
         tenant_id,
         invoice_id,
     )
-    return None if row is None else invoice_from_dict(_json(row["document"]))
+    return None if row is None else invoice_from_dict(invoice_json(row["document"]))
 
 
-async def _write_state(conn: Connection, invoice: Invoice, **moments: datetime) -> None:
+async def write_invoice_state(conn: Connection, invoice: Invoice, **moments: datetime) -> None:
     """Store an invoice's state, number and document, and the moment named by `moments`.
 
     Its rendered HTML and PDF showed the state before: they are cleared, and rendered again
@@ -628,7 +696,8 @@ async def _write_state(conn: Connection, invoice: Invoice, **moments: datetime) 
     )
 
 
-def _not_found(invoice_id: str) -> NotFound:
+def invoice_not_found(invoice_id: str) -> NotFound:
+    """The error for an invoice the tenant does not have (unknown, or another tenant's)."""
     return NotFound(
         f"no invoice {invoice_id!r}",
         reason="INVOICE_NOT_FOUND",
@@ -636,7 +705,8 @@ def _not_found(invoice_id: str) -> NotFound:
     )
 
 
-def _json(value: object) -> dict[str, Any]:
+def invoice_json(value: object) -> dict[str, Any]:
+    """A stored JSON document (asyncpg gives jsonb as text) as a dict."""
     data = json.loads(value) if isinstance(value, str) else value
     assert isinstance(data, dict), f"an invoice document is a JSON object, got {value!r}"
     return data

@@ -83,12 +83,18 @@ class BatchWrite:
     period_ends: dict[tuple[str, datetime], datetime]
     tenant_of: Mapping[str, str]
     """contract id → its tenant id, for every contract in `periods`."""
-    rated: list[tuple[str, str, RatedEvent, datetime]]
-    """(tenant id, fingerprint, outcome, event time) per event rated in the batch."""
+    rated: list[tuple[str, str, RatedEvent, datetime, Decimal]]
+    """(tenant id, fingerprint, outcome, event time, cost) per event rated in the batch."""
     outbox: list[tuple[str, Topic, str, OutboxPayload]]
     """(tenant id, topic, dedupe key, payload)."""
     captured: list[tuple[str, str]]
     """(tenant id, reservation id) of the reservations the batch captured."""
+
+
+MarginInputs = tuple[
+    dict[str, tuple[Decimal, Decimal]], list[tuple[str, str, Decimal]], dict[str, Decimal]
+]
+"""(revenue, cost) by product; (product, pool or overage, amount) drawn; cost basis by pool."""
 
 
 class RatingStore:
@@ -144,6 +150,52 @@ class RatingStore:
         for row in pool_rows:
             pools[row["contract_id"]].append(_pool(row))
         return CustomerBook(contracts, {k: tuple(v) for k, v in pools.items()})
+
+    async def period_usage(
+        self, tenant_id: str, contract_id: str, period_start: datetime, product_key: str
+    ) -> Decimal:
+        """A product's quantity counted so far in a contract's period (every cell added up)."""
+        used = await self.pool.fetchval(
+            "SELECT coalesce(sum(quantity), 0) FROM usage_counters WHERE tenant_id = $1"
+            " AND contract_id = $2 AND period_start = $3 AND product_key = $4",
+            tenant_id,
+            contract_id,
+            period_start,
+            product_key,
+        )
+        assert isinstance(used, Decimal), f"a NUMERIC sum reads as Decimal, got {used!r}"
+        return used
+
+    async def margin_inputs(
+        self, tenant_id: str, contract_id: str, period_start: datetime
+    ) -> MarginInputs:
+        """A period's (revenue, cost) per product, its draws, and the pools' cost basis."""
+        async with self.pool.acquire() as conn:
+            usage = await conn.fetch(
+                "SELECT product_key, sum(amount) AS revenue, sum(cost) AS cost FROM usage_counters"
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
+                " GROUP BY product_key",
+                tenant_id,
+                contract_id,
+                period_start,
+            )
+            draws = await conn.fetch(
+                "SELECT product_key, pool_id, amount FROM period_draws"
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3",
+                tenant_id,
+                contract_id,
+                period_start,
+            )
+            pools = await conn.fetch(
+                "SELECT pool_id, cost_basis FROM pools WHERE tenant_id = $1 AND contract_id = $2",
+                tenant_id,
+                contract_id,
+            )
+        return (
+            {row["product_key"]: (row["revenue"], row["cost"]) for row in usage},
+            [(row["product_key"], row["pool_id"], row["amount"]) for row in draws],
+            {row["pool_id"]: row["cost_basis"] for row in pools},
+        )
 
     async def lock_reservation_id(
         self, conn: Connection, tenant_id: str, reservation_id: str
@@ -228,9 +280,9 @@ class RatingStore:
             *_columns([(*w[:4], json.dumps(list(w[4])), w[5]) for w in wanted], 6),
         )
         assert row is not None
-        for contract_id, start, product, cell, quantity, amount, count in row["counters"]:
+        for contract_id, start, product, cell, quantity, amount, count, cost in row["counters"]:
             ledgers[(contract_id, start)].counters[(product, tuple(cell))] = Counter(
-                quantity, amount, count
+                quantity, amount, count, cost
             )
         for contract_id, start, product, cell, entry_key, value in row["entries"]:
             known = ledgers[(contract_id, start)].entries.setdefault((product, tuple(cell)), {})
@@ -312,6 +364,7 @@ class RatingStore:
                 c.quantity,
                 c.amount,
                 c.events,
+                c.cost,
             )
             for (contract_id, start), ledger in batch.periods.items()
             for (product, cell), c in ledger.counters.items()
@@ -341,7 +394,7 @@ class RatingStore:
                 result.charge,
                 json.dumps(result.to_json()),
             )
-            for tenant_id, fingerprint, result, at in batch.rated
+            for tenant_id, fingerprint, result, at, _ in batch.rated
         ]
         outbox_rows = [
             (tenant_id, topic.value, key, json.dumps(payload))
@@ -351,13 +404,14 @@ class RatingStore:
         await conn.execute(
             _WRITE_BATCH,
             *posting_columns(postings),
-            *_columns(counter_rows, 8),
+            *_columns(counter_rows, 9),
             *_columns(draw_rows, 6),
             *_columns(period_rows, 5),
             *_columns(rated_rows, 8),
             *_columns(outbox_rows, 4),
             *_columns(batch.captured, 2),
             *_columns(entry_rows, 7),
+            [cost for *_, cost in batch.rated],
         )
 
 
@@ -422,7 +476,7 @@ WITH periods AS (
 )
 SELECT
     ARRAY(SELECT ROW(u.contract_id, u.period_start, u.product_key, u.cell, u.quantity, u.amount,
-            u.events)
+            u.events, u.cost)
         FROM usage_counters u JOIN periods k
             ON u.tenant_id = k.t AND u.contract_id = k.c AND u.period_start = k.s) AS counters,
     ARRAY(SELECT ROW(d.contract_id, d.period_start, d.product_key, d.pool_id, d.amount)
@@ -443,49 +497,51 @@ is granted."""
 _WRITE_BATCH = f"""
 WITH {WRITE_POSTINGS_CTES}, counters AS (
     INSERT INTO usage_counters AS u (tenant_id, contract_id, period_start, product_key, cell,
-        quantity, amount, events)
-    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e
+        quantity, amount, events, cost)
+    SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), q, a, e, k
     FROM unnest($17::text[], $18::text[], $19::timestamptz[], $20::text[], $21::text[],
-        $22::numeric[], $23::numeric[], $24::bigint[]) AS v(t, c, s, p, cell, q, a, e)
+        $22::numeric[], $23::numeric[], $24::bigint[], $25::numeric[])
+        AS v(t, c, s, p, cell, q, a, e, k)
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell) DO UPDATE
-    SET quantity = excluded.quantity, amount = excluded.amount, events = excluded.events
+    SET quantity = excluded.quantity, amount = excluded.amount, events = excluded.events,
+        cost = excluded.cost
     RETURNING 1
 ), draws AS (
     INSERT INTO period_draws (tenant_id, contract_id, period_start, product_key, pool_id,
         amount)
-    SELECT * FROM unnest($25::text[], $26::text[], $27::timestamptz[], $28::text[],
-        $29::text[], $30::numeric[])
+    SELECT * FROM unnest($26::text[], $27::text[], $28::timestamptz[], $29::text[],
+        $30::text[], $31::numeric[])
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, pool_id)
     DO UPDATE SET amount = excluded.amount
     RETURNING 1
 ), periods AS (
     UPDATE contract_periods p SET spend = v.spend, overage = v.overage
-    FROM unnest($31::text[], $32::text[], $33::timestamptz[], $34::numeric[], $35::numeric[])
+    FROM unnest($32::text[], $33::text[], $34::timestamptz[], $35::numeric[], $36::numeric[])
         AS v(t, c, s, spend, overage)
     WHERE p.tenant_id = v.t AND p.contract_id = v.c AND p.period_start = v.s
     RETURNING 1
 ), rated AS (
     INSERT INTO rated_events (tenant_id, event_id, request_hash, contract_id, event_time,
-        period_start, charge, result)
-    SELECT * FROM unnest($36::text[], $37::text[], $38::bytea[], $39::text[],
-        $40::timestamptz[], $41::timestamptz[], $42::numeric[], $43::jsonb[])
+        period_start, charge, result, cost)
+    SELECT * FROM unnest($37::text[], $38::text[], $39::bytea[], $40::text[],
+        $41::timestamptz[], $42::timestamptz[], $43::numeric[], $44::jsonb[], $58::numeric[])
     RETURNING 1
 ), announced AS (
     INSERT INTO outbox (tenant_id, topic, dedupe_key, payload)
-    SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::jsonb[])
+    SELECT * FROM unnest($45::text[], $46::text[], $47::text[], $48::jsonb[])
     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
     RETURNING 1
 ), captured AS (
     UPDATE reservations r SET state = 'captured', resolved_at = now()
-    FROM unnest($48::text[], $49::text[]) AS k(t, id)
+    FROM unnest($49::text[], $50::text[]) AS k(t, id)
     WHERE r.tenant_id = k.t AND r.reservation_id = k.id
     RETURNING 1
 ), entries AS (
     INSERT INTO aggregation_entries AS e (tenant_id, contract_id, period_start, product_key,
         cell, entry_key, value)
     SELECT t, c, s, p, ARRAY(SELECT json_array_elements_text(cell::json)), k, v
-    FROM unnest($50::text[], $51::text[], $52::timestamptz[], $53::text[], $54::text[],
-        $55::text[], $56::numeric[]) AS v(t, c, s, p, cell, k, v)
+    FROM unnest($51::text[], $52::text[], $53::timestamptz[], $54::text[], $55::text[],
+        $56::text[], $57::numeric[]) AS v(t, c, s, p, cell, k, v)
     ON CONFLICT (tenant_id, contract_id, period_start, product_key, cell, entry_key)
     DO UPDATE SET value = excluded.value
     RETURNING 1
@@ -497,7 +553,8 @@ SELECT (SELECT count(*) FROM totals), (SELECT count(*) FROM moved),
     (SELECT count(*) FROM entries)
 """
 """Everything a batch writes, in one round trip: postings ($1–$16), counters, draws,
-periods, rated events, outbox rows, captured reservations and aggregation entries."""
+periods, rated events, outbox rows, captured reservations, aggregation entries, and the rated
+events' costs ($58)."""
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

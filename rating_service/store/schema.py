@@ -46,7 +46,8 @@ def _contract_of(table: str) -> ForeignKeyConstraint:
 
 
 # Every key of a tenant's table leads with tenant_id, so the tables can be sharded by tenant
-# (docs/scaling.md); the global tables are tenants, api_keys and simulated_charges
+# (docs/scaling.md); the global tables are tenants, api_keys, simulated_charges and
+# simulated_refunds
 # (tests/integration/store/test_tenant_keys.py says why).
 tenants = Table(
     "tenants",
@@ -272,8 +273,31 @@ rated_events = Table(
     Column("period_start", DateTime(timezone=True), nullable=False),
     Column("charge", Numeric, nullable=False),
     Column("result", JSONB, nullable=False),
+    Column("cost", Numeric, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The writing transaction's id: the order exporters read in (migration 0014 says why).
+    Column(
+        "written_xid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
     Index("ix_rated_events_contract_period", "contract_id", "period_start"),
+    Index("ix_rated_events_written", "tenant_id", "written_xid", "event_id"),
+)
+
+export_positions = Table(
+    "export_positions",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("destination", Text, primary_key=True),
+    Column("written_xid", BigInteger, nullable=False, server_default="0"),
+    Column("event_id", Text, nullable=False, server_default=""),
+    Column("batch", BigInteger, nullable=False, server_default="1"),
+    Column("pending_xid", BigInteger),
+    Column("pending_event_id", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("(pending_xid IS NULL) = (pending_event_id IS NULL)", name="pending"),
 )
 
 usage_counters = Table(
@@ -287,6 +311,7 @@ usage_counters = Table(
     Column("quantity", Numeric, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("events", BigInteger, nullable=False),
+    Column("cost", Numeric, nullable=False, server_default="0"),
     PrimaryKeyConstraint(
         "tenant_id", "contract_id", "period_start", "product_key", "cell", name="pk_usage_counters"
     ),
@@ -474,6 +499,101 @@ simulated_charges = Table(
     Column("charge_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_simulated_charges_reference", "payment_method", "reference"),
+)
+
+# -- credit notes, refunds and payment retries (migration 0011 states the CHECKs) --
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("credit_note_id", Text, primary_key=True),
+    Column("number", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("invoice_id", Text, nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("refund_to", Text),
+    Column("document", JSONB, nullable=False),
+    Column("html", Text),
+    Column("pdf", LargeBinary),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant_id", "number", name="uq_credit_notes_number"),
+    UniqueConstraint("tenant_id", "request_id", name="uq_credit_notes_request"),
+    ForeignKeyConstraint(
+        ["tenant_id", "invoice_id"],
+        ["invoices.tenant_id", "invoices.invoice_id"],
+        name="fk_credit_notes_invoice",
+    ),
+    Index("ix_credit_notes_invoice", "tenant_id", "invoice_id"),
+    Index("ix_credit_notes_issued", "tenant_id", "issued_at"),
+)
+
+credit_note_numbers = Table(
+    "credit_note_numbers",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.tenant_id"), primary_key=True),
+    Column("last_number", BigInteger, nullable=False),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("credit_note_id", Text, primary_key=True),
+    Column("idempotency_key", Text, nullable=False),
+    Column("invoice_id", Text, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("status", Text, nullable=False),
+    Column("failure_code", Text),
+    Column("failure_message", Text),
+    Column("gateway_reference", Text),
+    Column("pool_id", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("settled_at", DateTime(timezone=True)),
+    ForeignKeyConstraint(
+        ["tenant_id", "credit_note_id"],
+        ["credit_notes.tenant_id", "credit_notes.credit_note_id"],
+        name="fk_refunds_credit_note",
+    ),
+)
+
+simulated_refunds = Table(
+    "simulated_refunds",
+    metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("charge_id", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("failure_code", Text),
+    Column("refund_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_simulated_refunds_charge_id", "charge_id"),
+)
+
+payment_retries = Table(
+    "payment_retries",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("request_id", Text, primary_key=True),
+    Column("invoice_id", Text, nullable=False),
+    Column("workflow_id", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["tenant_id", "invoice_id"],
+        ["invoices.tenant_id", "invoices.invoice_id"],
+        name="fk_payment_retries_invoice",
+    ),
 )
 
 # -- lifecycle: notifications and auto-recharge (migration 0005) --

@@ -4,7 +4,8 @@ Started from the `payment.failed` outbox row that recording a failed attempt wri
 transaction (a decline, or a gateway that never answered). Its id is the invoice's
 (`dunning/<tenant>/<invoice>`), so a second row finds it running. It retries when the
 schedule says (each failure's notification carries that time), or at once on the
-`payment_method_updated` signal. After the last failure the invoice becomes uncollectible and
+`payment_method_updated` or `retry_now` signal (an operator's RetryPayment signals it, starting
+it first if it is not running). After the last failure the invoice becomes uncollectible and
 the contract is suspended; it then waits, up to `suspended_wait_seconds`, for a new payment
 method to try once more. Any payment reinstates the contract (see `InvoiceStore.paid`).
 
@@ -266,6 +267,11 @@ class DunningWorkflow:
     @workflow.signal
     def payment_method_updated(self) -> None:
         """The contract has a new payment method: retry at once."""
+        self._method_updated = True
+
+    @workflow.signal
+    def retry_now(self) -> None:
+        """An operator asked to collect now (RetryPayment): retry at once, with today's method."""
         self._method_updated = True
 
     @workflow.signal

@@ -155,6 +155,7 @@ async def open_account(
     spend_cap: str | None = None,
     alert_thresholds: list[dict[str, object]] | None = None,
     overrides: list[dict[str, object]] | None = None,
+    rate_limits: list[dict[str, object]] | None = None,
 ) -> Account:
     """Create a customer and a monthly contract in force since yesterday."""
     await client.call(
@@ -171,6 +172,7 @@ async def open_account(
         "overage_policy": overage_policy,
         "alert_thresholds": alert_thresholds or [],
         "overrides": overrides or [],
+        "rate_limits": rate_limits or [],
     }
     if spend_cap is not None:
         terms["spend_cap"] = spend_cap

@@ -27,7 +27,7 @@ from rating_client.gen.rating.v1 import contract_pb2
 from rating_service.cli import main
 from rating_service.core.auth import Caller, Role
 from rating_service.runtime.bootstrap import ProcessRole, bootstrap
-from rating_service.runtime.server import RunningServer
+from rating_service.runtime.server import RunningServer, start_server
 from rating_service.runtime.temporal import connect_temporal
 from rating_service.runtime.worker import run_worker
 from rating_service.services.catalog import Catalogs
@@ -138,13 +138,46 @@ async def running_worker(settings: Settings) -> AsyncIterator[None]:
 
 
 async def run_cli(env: Mapping[str, str], *args: str) -> str:
-    """Run `rating ARGS… --tenant acme` as an operator would; its output (it must succeed)."""
-    # In a thread: the CLI runs its own event loop, and the worker runs on ours.
-    result = await asyncio.to_thread(
-        CliRunner().invoke, main, [*args, "--tenant", "acme"], env=dict(env)
-    )
+    """Run `rating ARGS…` as an operator would; its output (it must succeed)."""
+    # In a thread: the CLI runs its own event loop, and the worker (and server) run on ours.
+    result = await asyncio.to_thread(CliRunner().invoke, main, list(args), env=dict(env))
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def api_env(server: RunningServer, token: str) -> dict[str, str]:
+    """The environment that points `rating`'s API commands at a server, acting with a key."""
+    return {"RATING_API_ADDRESS": f"127.0.0.1:{server.port}", "RATING_API_KEY": token}
+
+
+@asynccontextmanager
+async def serving(config: Settings) -> AsyncIterator[RunningServer]:
+    """A server of the test's own with these settings, stopped when the block ends."""
+    running = await start_server(config)
+    try:
+        yield running
+    finally:
+        await running.stop(0.5)
+
+
+class OperatorServer:
+    """A server that knows the test's Temporal and task queue, for the operator commands
+    (which act through the API); started on first use, stopped with its billing stack."""
+
+    def __init__(self, config: Settings) -> None:
+        self._config = config
+        self._running: RunningServer | None = None
+
+    async def running(self) -> RunningServer:
+        """The server, started now if it has not been yet."""
+        if self._running is None:
+            self._running = await start_server(self._config)
+        return self._running
+
+    async def stop(self) -> None:
+        """Stop the server if it was started."""
+        if self._running is not None:
+            await self._running.stop(0.5)
 
 
 @dataclass(frozen=True)
@@ -154,19 +187,28 @@ class BillingStack:
     client: RatingClient
     temporal: Client
     worker_config: Settings
+    tenant: TenantKeys
+    operator_server: OperatorServer
 
     @property
     def cli_env(self) -> dict[str, str]:
-        """The environment that points `rating` at this test's database and worker."""
+        """The environment that points `rating`'s database-direct commands (`ops reconcile`)
+        at this test's database and worker."""
         return {
             "RATING_DATABASE_URL": self.worker_config.database_url or "",
             "RATING_TEMPORAL_ADDRESS": self.worker_config.temporal_address or "",
             "RATING_TEMPORAL_TASK_QUEUE": self.worker_config.temporal_task_queue,
         }
 
-    async def run_cli(self, *args: str) -> str:
-        """Run `rating ARGS… --tenant acme` against this test's database and worker; its output."""
-        return await run_cli(self.cli_env, *args)
+    async def run_cli(self, *args: str, role: Role = Role.ADMIN) -> str:
+        """Run `rating ARGS…`, an operator command through the API, with the tenant's key of
+        `role`, against a server that knows this test's worker; its output."""
+        server = await self.operator_server.running()
+        return await run_cli(api_env(server, self.tenant.tokens[role]), *args)
+
+    async def run_ops_cli(self, *args: str) -> str:
+        """Run `rating ops ARGS…` as `run_cli` does, with the tenant's ops key."""
+        return await self.run_cli(*args, role=Role.OPS)
 
 
 @asynccontextmanager
@@ -187,8 +229,12 @@ async def billing_stack(
     await _apply_catalog(settings.database_url or "", tenant.tenant_id, catalog)
     config = worker_settings(settings, temporal_address, **worker_changes)
     temporal = await connect_temporal(config)
-    async with admin_client(server, tenant) as client, running_worker(config):
-        yield BillingStack(client, temporal, config)
+    operator_server = OperatorServer(config)
+    try:
+        async with admin_client(server, tenant) as client, running_worker(config):
+            yield BillingStack(client, temporal, config, tenant, operator_server)
+    finally:
+        await operator_server.stop()
 
 
 async def workflow_started(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -8,7 +8,7 @@ The server answers every refusal with a google.rpc.Status in the trailing metada
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -26,7 +26,8 @@ RETRYABLE = frozenset(
 
 
 class RatingError(Exception):
-    """A refused call: its status code, ErrorInfo reason, message and field violations."""
+    """A refused call: its status code, ErrorInfo reason, message, field violations and the
+    preconditions that failed."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class RatingError(Exception):
         message: str,
         fields: Mapping[str, str],
         metadata: Mapping[str, str],
+        preconditions: Sequence[str] = (),
     ) -> None:
         super().__init__(f"{code.name} {reason}: {message}")
         self.code = code
@@ -42,6 +44,8 @@ class RatingError(Exception):
         self.message = message
         self.fields = dict(fields)
         self.metadata = dict(metadata)
+        self.preconditions = list(preconditions)
+        """What a FAILED_PRECONDITION found wrong (its PreconditionFailure descriptions)."""
 
 
 class InvalidRequest(RatingError):
@@ -126,6 +130,7 @@ def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None
         message,
         {} if status is None else field_violations(status),
         {} if info is None else dict(info.metadata),
+        [] if status is None else precondition_failures(status),
     )
 
 
@@ -158,3 +163,13 @@ def field_violations(status: status_pb2.Status) -> dict[str, str]:
             detail.Unpack(bad)
             return {v.field: v.description for v in bad.field_violations}
     return {}
+
+
+def precondition_failures(status: status_pb2.Status) -> list[str]:
+    """The descriptions of the PreconditionFailure detail of a status, in order."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            return [v.description for v in failure.violations]
+    return []

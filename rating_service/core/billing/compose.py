@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal, localcontext
+from decimal import Decimal, Inexact, localcontext
 from itertools import pairwise
 
 from rating_service.core.billing.invoice import (
@@ -49,6 +49,7 @@ from rating_service.core.pricing.period_price import price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.price_terms import PriceWithTerms
 from rating_service.core.pricing.proration import prorate, share_of
+from rating_service.core.pricing.seat_fee import SeatFee
 from rating_service.core.pricing.spend_limits import minimum_top_up
 
 ZERO = Decimal(0)
@@ -91,7 +92,12 @@ class InvoiceInputs:
 
 
 def compose_invoice(inputs: InvoiceInputs) -> Invoice:
-    """The draft invoice of a billing date, every line rounded once."""
+    """The draft invoice of a billing date, every line rounded once.
+
+    It reads the contract's amendments recorded by the billing date only, so the invoice of
+    a date is the same whenever it is composed (a replay, a regeneration after a void).
+    """
+    inputs = replace(inputs, contract=inputs.contract.as_known_at(inputs.date.at))
     contract, when = inputs.contract, inputs.date
     currency = contract.invoice_currency
     pools = {pool.pool_id: pool for pool in inputs.pools}
@@ -113,6 +119,7 @@ def compose_invoice(inputs: InvoiceInputs) -> Invoice:
                     )
                 )
         lines.extend(_fee_lines(inputs, when.arrears, BillingTiming.IN_ARREARS))
+        lines.extend(_advance_fee_changes(inputs, when.arrears))
         lines.extend(_first_tier_fee_lines(inputs, when.arrears))
     if when.advance is not None:
         lines.extend(_fee_lines(inputs, when.advance, BillingTiming.IN_ADVANCE))
@@ -257,6 +264,8 @@ def _cell_price(
     model = price_for_period(model, nominal_billing_period(inputs.contract, period[0]), period)
     if isinstance(model, Matrix):
         return (model.price_of(cell), unit) if cell else None
+    if isinstance(model, SeatFee):
+        return None  # seats are not usage: the fee is a line of its own
     return model, unit
 
 
@@ -367,9 +376,13 @@ def _tier_line(line: PriceLine, unit: PricingUnit) -> TierLine:
 def _price_at(
     inputs: InvoiceInputs, product_key: str, at: datetime
 ) -> tuple[PriceModel, PricingUnit] | None:
-    """The contract's price of a product at `at` and its pricing unit, or None if unpriced."""
+    """The price of a product at `at` in the contract version then in force, and its unit.
+
+    None if unpriced.
+    """
+    version = inputs.contract.at(at)
     product = inputs.catalog.products.get(product_key)
-    history = inputs.catalog.rate_cards.get(inputs.contract.rate_card_key)
+    history = inputs.catalog.rate_cards.get(version.rate_card_key)
     if product is None or history is None:
         return None
     try:
@@ -377,7 +390,7 @@ def _price_at(
         base = card.price_of(product_key)
     except DomainError:
         return None
-    model = effective_price(base, product_key, product.tags, inputs.contract.overrides, at)
+    model = effective_price(base, product_key, product.tags, version.overrides, at)
     return model, card.pricing_unit
 
 
@@ -394,25 +407,60 @@ def _fee_lines(
     lines = []
     for key in sorted(inputs.catalog.products):
         for (start, end), fee in _fee_stretches(inputs, key, period, timing):
-            share = _prorated(fee, nominal, (start, end))
+            share = _prorated(fee.amount, nominal, (start, end))
             if not share:
                 continue
-            product = inputs.catalog.products[key]
             partial = (start, end) != nominal
             lines.append(
                 rounded_line(
                     contract.invoice_currency,
                     LineKind.FEE,
                     f"fee:{key}:{start.isoformat()}",
-                    f"{product.name or key}{' (prorated)' if partial else ''}",
+                    f"{fee.describe(_product_name(inputs, key))}{' (prorated)' if partial else ''}",
                     (start, end),
                     share,
                     product_key=key,
-                    quantity=Decimal(1),
-                    unit_price=fee,
+                    quantity=fee.quantity,
+                    unit_price=fee.unit_price,
                 )
             )
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Fee:
+    """A recurring fee for a whole period: a flat fee, or a seat fee at a number of seats."""
+
+    amount: Decimal
+    seats: int | None = None
+
+    @property
+    def quantity(self) -> Decimal:
+        return Decimal(1 if self.seats is None else self.seats)
+
+    @property
+    def unit_price(self) -> Decimal | None:
+        if self.seats is None:
+            return self.amount
+        return None if not self.seats else _single_price(self.amount, self.seats)
+
+    def describe(self, name: str) -> str:
+        if self.seats is None:
+            return name
+        return f"{name} · {self.seats} seat{'' if self.seats == 1 else 's'}"
+
+
+_NO_FEE = _Fee(ZERO)
+
+
+def _single_price(amount: Decimal, seats: int) -> Decimal | None:
+    """The price per seat when it divides the fee exactly (tiered seats may not)."""
+    with localcontext(EXACT_CONTEXT) as context:
+        try:
+            each = amount / seats
+        except ArithmeticError:
+            return None
+        return each if not context.flags[Inexact] else None
 
 
 def _fee_stretches(
@@ -420,21 +468,17 @@ def _fee_stretches(
     product_key: str,
     period: tuple[datetime, datetime],
     timing: BillingTiming,
-) -> list[tuple[tuple[datetime, datetime], Decimal]]:
+) -> list[tuple[tuple[datetime, datetime], _Fee]]:
     """The stretches of the period a fee of this timing was in force, and the fee in each.
 
     Neighbouring stretches with the same fee are one: a price change elsewhere (another
     product's override, a new rate card version keeping this fee) does not split the fee.
     """
-    found: list[tuple[tuple[datetime, datetime], Decimal]] = []
+    found: list[tuple[tuple[datetime, datetime], _Fee]] = []
     for start, end in _stretches(inputs, period):
-        priced = _price_at(inputs, product_key, start)
-        if priced is None:
+        fee = _fee_at(inputs, product_key, start, timing)
+        if not fee.amount:
             continue
-        model, unit = priced
-        if not isinstance(model, FlatFee) or model.timing is not timing:
-            continue
-        fee = unit.to_invoice_currency(model.amount)
         if found and found[-1][0][1] == start and found[-1][1] == fee:
             found[-1] = ((found[-1][0][0], end), fee)
         else:
@@ -442,16 +486,86 @@ def _fee_stretches(
     return found
 
 
+def _advance_fee_changes(
+    inputs: InvoiceInputs, period: tuple[datetime, datetime]
+) -> list[InvoiceLine]:
+    """Settle in-advance fees of the closed period that an amendment changed after billing.
+
+    The invoice opening `period` charged its in-advance fees as the contract was known then.
+    For each stretch an amendment recorded since has changed such a fee (its price, or the
+    seats it charges for), the unused part of the fee charged is credited and the fee now in
+    force is charged for the same days, both prorated like any fee: two lines that explain
+    the change. A seat increase is so charged, and a decrease credited, on the next invoice.
+    """
+    billed = replace(inputs, contract=inputs.contract.as_known_at(period[0]))
+    if billed.contract is inputs.contract:
+        return []
+    contract = inputs.contract
+    nominal = nominal_billing_period(contract, period[0])
+    lines = []
+    for key in sorted(inputs.catalog.products):
+        changes: list[tuple[tuple[datetime, datetime], _Fee, _Fee]] = []
+        for start, end in _stretches(inputs, period):
+            was = _fee_at(billed, key, start, BillingTiming.IN_ADVANCE)
+            now = _fee_at(inputs, key, start, BillingTiming.IN_ADVANCE)
+            if was == now:
+                continue
+            if changes and changes[-1][0][1] == start and changes[-1][1:] == (was, now):
+                changes[-1] = ((changes[-1][0][0], end), was, now)
+            else:
+                changes.append(((start, end), was, now))
+        name = _product_name(inputs, key)
+        for (start, end), was, now in changes:
+            since = f"from {start.date().isoformat()}"
+            for fee, sign, description, line_key in (
+                (was, -1, f"{was.describe(name)}: unused part, changed {since}", "fee_unused"),
+                (now, 1, f"{now.describe(name)}: as amended, {since}", "fee_amended"),
+            ):
+                share = _prorated(sign * fee.amount, nominal, (start, end))
+                if share:
+                    lines.append(
+                        rounded_line(
+                            contract.invoice_currency,
+                            LineKind.FEE,
+                            f"{line_key}:{key}:{start.isoformat()}",
+                            description,
+                            (start, end),
+                            share,
+                            product_key=key,
+                            quantity=fee.quantity,
+                            unit_price=None if fee.unit_price is None else sign * fee.unit_price,
+                        )
+                    )
+    return lines
+
+
+def _fee_at(inputs: InvoiceInputs, product_key: str, at: datetime, timing: BillingTiming) -> _Fee:
+    """The recurring fee of this timing the contract charges for a product at `at`."""
+    priced = _price_at(inputs, product_key, at)
+    if priced is None:
+        return _NO_FEE
+    model, unit = priced
+    if isinstance(model, FlatFee) and model.timing is timing:
+        return _Fee(unit.to_invoice_currency(model.amount))
+    if isinstance(model, SeatFee) and model.timing is timing:
+        seats = inputs.contract.at(at).seats
+        return _Fee(unit.to_invoice_currency(model.period_total(Decimal(seats)).amount), seats)
+    return _NO_FEE
+
+
 def _stretches(
     inputs: InvoiceInputs, period: tuple[datetime, datetime]
 ) -> list[tuple[datetime, datetime]]:
-    """The period cut wherever a price may change: rate card versions and overrides."""
-    history = inputs.catalog.rate_cards.get(inputs.contract.rate_card_key)
-    moments: set[datetime] = set()
-    for card in history.versions if history is not None else ():
-        moments.update((card.effective_from, card.effective_until or period[0]))
-    for override in inputs.contract.overrides:
-        moments.update((override.effective_from, override.effective_until or period[0]))
+    """The period cut wherever a price may change: amendments, rate card versions, overrides."""
+    contract = inputs.contract
+    versions = [version for _, version in contract.versions] or [contract]
+    moments: set[datetime] = {amendment.effective_at for amendment in contract.amendments}
+    for version in versions:
+        history = inputs.catalog.rate_cards.get(version.rate_card_key)
+        for card in history.versions if history is not None else ():
+            moments.update((card.effective_from, card.effective_until or period[0]))
+        for override in version.overrides:
+            moments.update((override.effective_from, override.effective_until or period[0]))
     inside = sorted(m for m in moments if period[0] < m < period[1])
     cuts = [period[0], *inside, period[1]]
     return list(pairwise(cuts))

@@ -1,4 +1,4 @@
-"""Invoice documents a customer receives: a self-contained HTML page and an A4 PDF.
+"""Invoice and credit note documents a customer receives: a self-contained HTML page and an A4 PDF.
 
 Both show the same content from the same `Invoice`: its parties, dates, status, lines with
 their tier breakdown, subtotals by kind, the total, the amount paid and the amount due, and the
@@ -6,7 +6,9 @@ balances left. They show the invoice in its state: paid is marked PAID with the 
 nothing due, void is marked VOID with nothing due (as Stripe's invoice PDFs do). Money is shown
 as `USD 1,234.50`: the rounded line amounts the invoice holds, never re-rounded; tier amounts
 are exact and informational. Rendering is pure and deterministic: the same invoice gives the
-same bytes.
+same bytes. A credit note's documents show the invoice it credits, its reason, its lines
+(what each credits, by quantity at a unit price or as an amount), the total credited and where
+it went: off the amount due, or refunded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from decimal import Decimal
 from fpdf import FPDF, FontFace
 from fpdf.enums import TableBordersLayout, XPos, YPos
 
+from rating_service.core.billing.credit_note import CreditNote
 from rating_service.core.billing.invoice import Invoice, InvoiceLine, InvoiceState, LineKind
 from rating_service.core.money import ROUNDING_CONTEXT, Currency, round_to_minor_unit
 
@@ -158,6 +161,163 @@ def render_pdf(invoice: Invoice, parties: InvoiceParties) -> bytes:
     return bytes(pdf.output())
 
 
+def render_credit_note_html(note: CreditNote, parties: InvoiceParties) -> str:
+    """The credit note as one self-contained HTML5 document, styled as the invoices are."""
+    e = html.escape
+    title = f"Credit note {note.number}"
+    seller = "".join(f"<div>{e(line)}</div>" for line in _seller_lines(parties))
+    buyer = "".join(f"<div>{e(line)}</div>" for line in _credit_note_buyer_lines(note, parties))
+    details = "".join(
+        f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>"
+        for label, value in _credit_note_details(note)
+    )
+    rows = "".join(
+        f'<tr class="line"><td class="desc">{e(d)}</td><td class="num">{e(q)}</td>'
+        f'<td class="num">{e(p)}</td><td class="num">{e(a)}</td></tr>'
+        for d, q, p, a in _credit_note_rows(note)
+    )
+    total = _money(note.total, note.currency)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>{e(title)}</h1></header>
+<section class="parties">
+<div class="party"><h2>From</h2>{seller}</div>
+<div class="party"><h2>Credit to</h2>{buyer}</div>
+</section>
+<table class="details"><tbody>{details}</tbody></table>
+<table class="grid lines">
+<thead><tr><th>Invoice line credited</th><th class="num">Quantity</th>
+<th class="num">Unit price</th><th class="num">Amount</th></tr></thead>
+<tbody>{rows}</tbody>
+</table>
+<table class="totals"><tbody><tr class="grand"><th>Total credited</th>
+<td class="num">{e(total)}</td></tr></tbody></table>
+<footer>{e(_credit_note_outcome(note))}</footer>
+</main>
+</body>
+</html>
+"""
+
+
+def render_credit_note_pdf(note: CreditNote, parties: InvoiceParties) -> bytes:
+    """The credit note as an A4 PDF; the same credit note always renders to the same bytes."""
+    pdf = _InvoicePdf(_latin1(f"Credit note {note.number}"))
+    pdf.set_creation_date(_utc(note.issued_at))
+    pdf.set_title(pdf.label)
+    pdf.set_author(_latin1(parties.seller_name))
+    pdf.set_margins(15, 15, 15)
+    pdf.set_auto_page_break(True, margin=18)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 18)
+    pdf.cell(0, 10, pdf.label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "", 10)
+    with pdf.table(
+        borders_layout=TableBordersLayout.NONE, headings_style=_STRONG, line_height=5
+    ) as table:
+        table.row(["From", "Credit to"])
+        table.row(
+            [
+                _latin1("\n".join(_seller_lines(parties))),
+                _latin1("\n".join(_credit_note_buyer_lines(note, parties))),
+            ]
+        )
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "", 9)
+    with pdf.table(
+        borders_layout=TableBordersLayout.NONE,
+        first_row_as_headings=False,
+        col_widths=(1, 3),
+        line_height=5,
+        text_align="LEFT",
+    ) as table:
+        for label, value in _credit_note_details(note):
+            row = table.row()
+            row.cell(_latin1(label), style=_STRONG)
+            row.cell(_latin1(value))
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "", 8)
+    with pdf.table(
+        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+        headings_style=_HEADING,
+        col_widths=(94, 26, 30, 30),
+        line_height=4,
+        padding=1,
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
+        repeat_headings=1,
+    ) as table:
+        table.row(["Invoice line credited", "Quantity", "Unit price", "Amount"])
+        for cells in _credit_note_rows(note):
+            table.row([_latin1(cell) for cell in cells])
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.cell(0, 6, _latin1(f"Total credited: {_money(note.total, note.currency)}"), align="R")
+    pdf.ln(10)
+    pdf.set_font("Helvetica", "I", 8)
+    pdf.multi_cell(0, 4, _latin1(_credit_note_outcome(note)), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    return bytes(pdf.output())
+
+
+def _credit_note_buyer_lines(note: CreditNote, parties: InvoiceParties) -> list[str]:
+    lines = [parties.buyer_name]
+    if parties.buyer_reference:
+        lines.append(f"Reference: {parties.buyer_reference}")
+    lines.append(f"Customer ID: {note.customer_id}")
+    return lines
+
+
+_REASONS = {
+    "duplicate": "Duplicate charge",
+    "fraudulent": "Fraudulent charge",
+    "order_change": "Order change",
+    "product_unsatisfactory": "Product unsatisfactory",
+    "other": "Other",
+}
+
+
+def _credit_note_details(note: CreditNote) -> list[tuple[str, str]]:
+    details = [
+        ("Credit note number", note.number),
+        ("Issue date", _moment(note.issued_at)),
+        ("Invoice credited", f"{note.invoice_number} ({note.invoice_id})"),
+        ("Contract", note.contract_id),
+        ("Currency", note.currency.code),
+        ("Reason", _REASONS.get(str(note.reason), str(note.reason))),
+    ]
+    if note.memo:
+        details.append(("Note", note.memo))
+    return details
+
+
+def _credit_note_rows(note: CreditNote) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            line.description,
+            _quantity(line.quantity),
+            _unit_price(line.unit_price, note.currency),
+            _money(line.amount, note.currency),
+        )
+        for line in note.lines
+    ]
+
+
+def _credit_note_outcome(note: CreditNote) -> str:
+    total = _money(note.total, note.currency)
+    if note.refund_to is None:
+        return f"{total} is taken off the amount due on invoice {note.invoice_number}."
+    if str(note.refund_to) == "gateway":
+        return f"{total} is refunded to the payment method the invoice was paid with."
+    return f"{total} is added to your account as credit, to spend on usage."
+
+
 # Content shared by both documents.
 
 
@@ -228,10 +388,14 @@ def _totals(invoice: Invoice) -> list[tuple[str, str, bool]]:
         for label, kind in _SUBTOTALS
         if kind in present
     ]
-    due = ZERO if invoice.state in _SETTLED else invoice.total
+    due = ZERO if invoice.state in _SETTLED else invoice.amount_due
     rows.append(("Total", _money(invoice.total, currency), True))
+    if invoice.credited:
+        rows.append(("Amount credited", _money(-invoice.credited, currency), False))
     if invoice.state is InvoiceState.PAID:
-        rows.append(("Amount paid", _money(invoice.total, currency), True))
+        # Credited before it was paid, the customer paid only what was left.
+        paid = invoice.total if invoice.paid is None else invoice.paid
+        rows.append(("Amount paid", _money(paid, currency), True))
     rows.append(("Amount due", _money(due, currency), True))
     return rows
 

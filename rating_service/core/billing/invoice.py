@@ -170,11 +170,35 @@ class Invoice:
     state: InvoiceState = InvoiceState.DRAFT
     number: str | None = None
     issued_at: datetime | None = None
+    credited: Decimal = ZERO
+    """What its credit notes have credited so far, in the invoice currency."""
+    credit_note_ids: tuple[str, ...] = ()
+    """Its credit notes, in the order they were issued."""
+    paid: Decimal | None = None
+    """What the customer paid once it is paid (its amount due then); None before."""
 
     @property
     def total(self) -> Decimal:
-        """What the customer owes: the sum of the rounded lines."""
+        """What the invoice billed: the sum of the rounded lines."""
         return exact_sum(line.amount for line in self.lines)
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What the customer still owes: the total less what was credited; nothing once settled.
+
+        Collection charges this, so a credit note on an unpaid invoice lowers the charge.
+        """
+        if self.state in (InvoiceState.PAID, InvoiceState.VOID):
+            return ZERO
+        return self.total - self.credited
+
+    def credited_by(self, credit_note_id: str, amount: Decimal) -> Invoice:
+        """The invoice with one more credit note of `amount` against it."""
+        return replace(
+            self,
+            credited=self.credited + amount,
+            credit_note_ids=(*self.credit_note_ids, credit_note_id),
+        )
 
     @property
     def exact_total(self) -> Decimal:
@@ -238,6 +262,9 @@ def invoice_to_dict(invoice: Invoice) -> dict[str, object]:
             for b in invoice.balances
         ],
         "total": format_decimal(invoice.total),
+        "credited": format_decimal(invoice.credited),
+        "credit_note_ids": list(invoice.credit_note_ids),
+        "paid": None if invoice.paid is None else format_decimal(invoice.paid),
     }
 
 
@@ -263,6 +290,10 @@ def invoice_from_dict(data: Mapping[str, Any]) -> Invoice:
         InvoiceState(data["state"]),
         data["number"],
         _moment(data["issued_at"]),
+        # Invoices stored before credit notes existed carry neither field.
+        Decimal(data.get("credited", "0")),
+        tuple(data.get("credit_note_ids", ())),
+        None if data.get("paid") is None else Decimal(data["paid"]),
     )
 
 

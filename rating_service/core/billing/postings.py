@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal, localcontext
 
+from rating_service.core.billing.credit_note import CreditNote
 from rating_service.core.billing.invoice import Invoice, LineKind
 from rating_service.core.ledger.accounts import (
     AccountKind,
@@ -21,7 +22,7 @@ from rating_service.core.ledger.accounts import (
     revenue_account_id,
     rounding_account_id,
 )
-from rating_service.core.ledger.posting_rules import invoice_transfers
+from rating_service.core.ledger.posting_rules import credit_note_transfers, invoice_transfers
 from rating_service.core.ledger.transfers import Transfer
 from rating_service.core.money import EXACT_CONTEXT
 
@@ -56,6 +57,54 @@ def finalization_transfers(invoice: Invoice) -> tuple[Transfer, ...]:
         contract_id=contract,
         charges=charges.items(),
     )
+
+
+def credit_note_reference(credit_note_id: str) -> str:
+    """The reference every transfer of a credit note (and of its refund) carries."""
+    return f"credit_note:{credit_note_id}"
+
+
+def credited_account(contract_id: str, kind: LineKind, product_key: str) -> str:
+    """The account a credited line reverses.
+
+    Usage, fees and minimum spend lower their product's revenue (usage revenue was earned
+    when the events were rated, so its overage account, settled by the invoice, is left
+    alone); a commit goes back to the payments clearing its charge credited; a true-up to
+    its own revenue.
+    """
+    if kind in (LineKind.USAGE, LineKind.FEE, LineKind.MINIMUM_SPEND):
+        return revenue_account_id(contract_id, product_key)
+    if kind is LineKind.COMMIT:
+        return payments_clearing_account_id(contract_id)
+    return revenue_account_id(contract_id, TRUE_UP_REVENUE)
+
+
+def issue_transfers(note: CreditNote) -> tuple[Transfer, ...]:
+    """The transfers that take a credit note's lines back out of the receivable."""
+    credits: dict[str, Decimal] = {}
+    with localcontext(EXACT_CONTEXT):
+        for line in note.lines:
+            account = credited_account(note.contract_id, line.kind, line.product_key)
+            credits[account] = credits.get(account, Decimal(0)) + line.amount
+    return credit_note_transfers(
+        reference=credit_note_reference(note.credit_note_id),
+        contract_id=note.contract_id,
+        credits=credits.items(),
+    )
+
+
+def credit_note_accounts(note: CreditNote) -> list[tuple[str, AccountKind, str | None]]:
+    """The revenue accounts a credit note debits (opened by rating or finalization, or now)."""
+    return [
+        (revenue_account_id(note.contract_id, key), AccountKind.REVENUE, key)
+        for key in sorted(
+            {
+                line.product_key if line.kind is not LineKind.TRUE_UP else TRUE_UP_REVENUE
+                for line in note.lines
+                if line.kind is not LineKind.COMMIT
+            }
+        )
+    ]
 
 
 def invoice_accounts(invoice: Invoice) -> list[tuple[str, AccountKind, str | None]]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from rating_service.core.contracts.alerts import (
@@ -16,6 +18,14 @@ from rating_service.core.contracts.alerts import (
     threshold_to_dict,
 )
 from rating_service.core.contracts.allocation import OveragePolicy
+from rating_service.core.contracts.amendments import (
+    AMENDABLE_TERMS,
+    CONTRACT_NOT_AMENDABLE,
+    Amendment,
+    check_in_term,
+    read_terms,
+    write_terms,
+)
 from rating_service.core.contracts.lifecycle import (
     DEFAULT_DUNNING,
     AutoRecharge,
@@ -33,6 +43,11 @@ from rating_service.core.contracts.overrides import (
     override_from_dict,
     override_to_dict,
 )
+from rating_service.core.contracts.rate_limits import (
+    RateLimit,
+    rate_limit_from_dict,
+    rate_limit_to_dict,
+)
 from rating_service.core.dict_form import DictReader, utc_timestamp
 from rating_service.core.errors import (
     FailedPrecondition,
@@ -42,6 +57,7 @@ from rating_service.core.errors import (
 )
 from rating_service.core.money import Currency, currency_of, format_decimal
 from rating_service.core.pricing.constraints import under_prefix
+from rating_service.core.pricing.features import Feature, features_from_dict, features_to_dict
 
 T = TypeVar("T")
 
@@ -133,6 +149,10 @@ MIN_BILLING_INTERVAL = timedelta(seconds=1)
 """The shortest fixed billing period a contract may have."""
 
 
+def _no_features() -> Mapping[str, Feature]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """A customer's contract: term, billing cycle, currency, prices and the limits on usage.
@@ -144,7 +164,9 @@ class Contract:
     instead of calendar periods on the anchor (trials, demos, tests with one-minute periods).
     `payment_method` is the saved payment method's token at the gateway ("" = none: invoices
     wait to be paid by other means). `late_usage` says what happens to an event whose period
-    was already closed for invoicing.
+    was already closed for invoicing. `seats` is how many seats a per-seat fee charges for.
+    `amendments` change terms from their own moments on: `at` gives the version in force at a
+    moment, and `versions` holds each version from when it takes effect.
     """
 
     contract_id: str
@@ -167,8 +189,14 @@ class Contract:
     auto_recharge: AutoRecharge | None = None
     renewal: Renewal | None = None
     dunning: tuple[timedelta, ...] = DEFAULT_DUNNING
+    seats: int = 0
+    rate_limits: tuple[RateLimit, ...] = ()
+    features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
+    amendments: tuple[Amendment, ...] = ()
     prices: EffectivePrices = field(init=False, repr=False, compare=False)
     """The rate card's prices changed by `overrides`, built once each (see `EffectivePrices`)."""
+    versions: tuple[tuple[datetime, Contract], ...] = field(init=False, repr=False, compare=False)
+    """(effective from, version) of an amended contract, the first from term start; else ()."""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -232,14 +260,92 @@ class Contract:
                 )
             else:
                 seen[threshold.threshold_id] = index
+        if isinstance(self.seats, bool) or not isinstance(self.seats, int) or self.seats < 0:
+            violations.add("seats", f"must be a whole number ≥ 0, got {self.seats!r}")
+        if not isinstance(self.features, Mapping) or not all(
+            isinstance(feature, Feature) for feature in self.features.values()
+        ):
+            violations.add("features", "must map feature keys to features")
+        else:
+            object.__setattr__(self, "features", MappingProxyType(dict(self.features)))
+        object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
+        limit_ids: set[str] = set()
+        for index, limit in enumerate(self.rate_limits):
+            if not isinstance(limit, RateLimit):
+                violations.add(f"rate_limits[{index}]", "must be a RateLimit")
+            elif limit.limit_id in limit_ids:
+                violations.add(f"rate_limits[{index}].limit_id", "is given twice")
+            else:
+                limit_ids.add(limit.limit_id)
+        object.__setattr__(self, "amendments", tuple(self.amendments))
+        amendment_ids: set[str] = set()
+        for index, amendment in enumerate(self.amendments):
+            if not isinstance(amendment, Amendment):
+                violations.add(f"amendments[{index}]", "must be an Amendment")
+            elif amendment.amendment_id in amendment_ids:
+                violations.add(f"amendments[{index}].amendment_id", "is given twice")
+            else:
+                amendment_ids.add(amendment.amendment_id)
         violations.raise_if_any("invalid contract")
         object.__setattr__(self, "term_start", start)
         object.__setattr__(self, "term_end", end)
         object.__setattr__(self, "prices", EffectivePrices(self.overrides))
+        object.__setattr__(
+            self,
+            "amendments",
+            tuple(sorted(self.amendments, key=lambda a: (a.effective_at, a.recorded_at))),
+        )
+        object.__setattr__(self, "versions", self._versions())
+
+    def _versions(self) -> tuple[tuple[datetime, Contract], ...]:
+        if not self.amendments:
+            return ()
+        current = replace(self, amendments=())
+        versions = [(self.term_start, current)]
+        for amendment in self.amendments:
+            current = replace(current, **dict(amendment.changes))  # type: ignore[arg-type]
+            versions.append((amendment.effective_at, current))
+        return tuple(versions)
 
     def covers(self, at: datetime) -> bool:
         """True when `at` is within the term: term_start ≤ at < term_end."""
         return self.term_start <= at and (self.term_end is None or at < self.term_end)
+
+    def at(self, moment: datetime) -> Contract:
+        """The version in force at `moment`: itself when never amended."""
+        if not self.versions:
+            return self
+        index = bisect_right(self.versions, moment, key=_effective_from) - 1
+        return self.versions[max(index, 0)][1]
+
+    def as_known_at(self, moment: datetime) -> Contract:
+        """The contract with only the amendments recorded by `moment` (what was known then)."""
+        known = tuple(a for a in self.amendments if a.recorded_at <= moment)
+        return self if len(known) == len(self.amendments) else replace(self, amendments=known)
+
+
+def _effective_from(version: tuple[datetime, Contract]) -> datetime:
+    return version[0]
+
+
+def amended(contract: Contract, amendment: Amendment) -> Contract:
+    """The contract with `amendment` added; refused on an ended contract or outside the term."""
+    if contract.status is ContractStatus.ENDED:
+        description = "the contract has ended"
+        raise FailedPrecondition(
+            f"contract {contract.contract_id!r} cannot be amended: {description}",
+            reason=CONTRACT_NOT_AMENDABLE,
+            violations=[
+                PreconditionViolation(
+                    "CONTRACT_STATUS", f"contracts/{contract.contract_id}", description
+                )
+            ],
+            metadata={"contract_id": contract.contract_id},
+        )
+    check_in_term(
+        contract.contract_id, contract.term_start, contract.term_end, amendment.effective_at
+    )
+    return replace(contract, amendments=(*contract.amendments, amendment))
 
 
 def check_contract_accepts_usage(contract: Contract, at: datetime) -> None:
@@ -406,6 +512,14 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
         if fields.has("dunning_retry_seconds")
         else DEFAULT_DUNNING
     )
+    seats = fields.optional_integer("seats") or 0
+    rate_limits = _each(fields, "rate_limits", rate_limit_from_dict, violations)
+    features: dict[str, Feature] = {}
+    try:
+        features = features_from_dict(fields.raw("features"), fields.at("features"))
+    except InvalidArgument as error:
+        violations.violations.extend(error.violations)
+    raw_amendments = fields.sequence("amendments")
     fields.reject_unknown()
     violations.raise_if_any("invalid contract")
     if (
@@ -419,7 +533,7 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
     ):  # each recorded a violation already
         raise InvalidArgument.of_field(field_path or "contract", "is incomplete")
     try:
-        return Contract(
+        contract = Contract(
             contract_id,
             customer_id,
             tenant_id,
@@ -440,9 +554,80 @@ def contract_from_dict(data: Mapping[str, object], field_path: str = "") -> Cont
             auto_recharge,
             renewal,
             dunning or (),
+            seats,
+            tuple(rate_limits),
+            features,
+        )
+        if not raw_amendments:
+            return contract
+        return replace(
+            contract,
+            amendments=tuple(
+                amendment_from_dict(raw, contract, fields.at(f"amendments[{index}]"))
+                for index, raw in enumerate(raw_amendments)
+            ),
         )
     except InvalidArgument as error:
         raise under_prefix(error, field_path) from None
+
+
+def amendment_from_dict(data: object, contract: Contract, field_path: str = "") -> Amendment:
+    """Read an amendment's dict form, its terms typed and checked as `contract`'s own are."""
+    violations = ViolationCollector()
+    fields = DictReader(data, field_path, violations, "an amendment")
+    amendment_id = fields.text("amendment_id")
+    effective_at = fields.timestamp("effective_at")
+    recorded_at = fields.timestamp("recorded_at")
+    reason = fields.optional_text("reason") or ""
+    actor = fields.optional_text("actor") or ""
+    fingerprint = fields.optional_text("fingerprint") or ""
+    terms = read_terms(fields.raw("terms"), fields.at("terms"), violations)
+    fields.reject_unknown()
+    violations.raise_if_any("invalid amendment")
+    assert effective_at is not None and recorded_at is not None  # else a violation was raised
+    changes = amendment_changes(contract, terms, fields.at("terms"))
+    return Amendment(amendment_id, effective_at, recorded_at, changes, reason, actor, fingerprint)
+
+
+def amendment_changes(
+    contract: Contract, terms: Mapping[str, object], field_path: str = "terms"
+) -> tuple[tuple[str, object], ...]:
+    """Terms in the contract's dict form as its typed values, checked as a contract checks them."""
+    base = contract_to_dict(contract)
+    base.pop("amendments", None)
+    changed = contract_from_dict({**base, **terms}, field_path)
+    return tuple((name, getattr(changed, name)) for name in AMENDABLE_TERMS if name in terms)
+
+
+def amendment_to_dict(amendment: Amendment) -> dict[str, object]:
+    """The plain-dict form of an amendment; `amendment_from_dict` reads it back."""
+    terms = {name: _term_to_dict(name, value) for name, value in amendment.changes}
+    data: dict[str, object] = {
+        "amendment_id": amendment.amendment_id,
+        "effective_at": amendment.effective_at.isoformat(),
+        "recorded_at": amendment.recorded_at.isoformat(),
+        "terms": write_terms(terms),
+    }
+    for name in ("reason", "actor", "fingerprint"):
+        if getattr(amendment, name):
+            data[name] = getattr(amendment, name)
+    return data
+
+
+def _term_to_dict(name: str, value: object) -> object:
+    if name == "overrides":
+        return [override_to_dict(o) for o in value]  # type: ignore[attr-defined]
+    if name == "alert_thresholds":
+        return [threshold_to_dict(t) for t in value]  # type: ignore[attr-defined]
+    if name == "rate_limits":
+        return [rate_limit_to_dict(limit) for limit in value]  # type: ignore[attr-defined]
+    if name == "features":
+        return features_to_dict(value)  # type: ignore[arg-type]
+    if name == "spend_cap":
+        return None if value is None else format_decimal(value)  # type: ignore[arg-type]
+    if name == "seats":
+        return value
+    return str(value)
 
 
 def _part(
@@ -549,4 +734,12 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["renewal"] = renewal_to_dict(contract.renewal)
     if contract.dunning != DEFAULT_DUNNING:
         data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
+    if contract.seats:
+        data["seats"] = contract.seats
+    if contract.rate_limits:
+        data["rate_limits"] = [rate_limit_to_dict(limit) for limit in contract.rate_limits]
+    if contract.features:
+        data["features"] = features_to_dict(contract.features)
+    if contract.amendments:
+        data["amendments"] = [amendment_to_dict(a) for a in contract.amendments]
     return data

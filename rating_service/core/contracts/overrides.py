@@ -53,6 +53,7 @@ from rating_service.core.pricing.constraints import priced_exactly, under_prefix
 from rating_service.core.pricing.matrix import CellPriceModel
 from rating_service.core.pricing.price_model import PRICE_TYPES
 from rating_service.core.pricing.price_terms import PeriodTerms, PriceWithTerms
+from rating_service.core.pricing.seat_fee import SeatFee
 from rating_service.core.pricing.tiers import check_tiers
 
 OVERRIDE_DOES_NOT_FIT = "OVERRIDE_DOES_NOT_FIT"
@@ -302,6 +303,10 @@ def multiplied(model: PriceModel, factor: Decimal) -> PriceModel:
                 for cell in model.cells
             ),
         )
+    if isinstance(model, SeatFee):
+        per_seat = _cell_multiplied(model.per_seat, factor)
+        assert isinstance(per_seat, PerUnit | Graduated | Volume)
+        return SeatFee(per_seat, model.timing)
     return _cell_multiplied(model, factor)
 
 

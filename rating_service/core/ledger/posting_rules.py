@@ -343,6 +343,43 @@ def invoice_void_transfers(*, reference: str, original: Iterable[Transfer]) -> t
     )
 
 
+def credit_note_transfers(
+    *, reference: str, contract_id: str, credits: Iterable[tuple[str, Decimal]]
+) -> tuple[Transfer, ...]:
+    """A credit note: each credit (account it reverses, amount) moved out of the receivable.
+
+    The account is debited (a product's revenue, the payments clearing of a commit) and the
+    receivable credited: the customer owes that much less, or is owed it back once paid.
+    """
+    return _legs(
+        TransferCode.CREDIT_NOTE,
+        reference,
+        receivable_account_id(contract_id),
+        ((account, -amount) for account, amount in credits),
+    )
+
+
+def refund_transfers(
+    *, reference: str, contract_id: str, amount: Decimal, to_account: str
+) -> tuple[Transfer, ...]:
+    """A refund of a paid invoice's credit: the receivable debited, `to_account` credited.
+
+    To the payment method, `to_account` is the contract's cash (the money goes back); to a
+    pool, the payments clearing that funded the pool's top-up (the money stays, as credit).
+    """
+    _require_amount(amount, "amount")
+    return (
+        Transfer(
+            transfer_id(TransferCode.REFUND, reference, 0),
+            receivable_account_id(contract_id),
+            to_account,
+            amount,
+            TransferCode.REFUND,
+            reference,
+        ),
+    )
+
+
 def payment_transfers(*, reference: str, contract_id: str, amount: Decimal) -> tuple[Transfer, ...]:
     """A payment collected: cash debited, the receivable credited."""
     _require_amount(amount, "amount")

@@ -54,6 +54,10 @@ class TransferCode(StrEnum):
     """A voided invoice's charges moved back out of the receivable."""
     PAYMENT = "payment"
     """A payment collected against an invoice."""
+    CREDIT_NOTE = "credit_note"
+    """A credit note's lines moved back out of the receivable, against their revenue."""
+    REFUND = "refund"
+    """A paid invoice's credit given back: to the payment method, or into a credit pool."""
 
 
 _TWO_PHASE_RESOLUTION = TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING

@@ -34,6 +34,7 @@ from rating_service.core.pricing.rate_card import (
     rate_card_to_dict,
     validate_rate_card,
 )
+from rating_service.core.pricing.seat_fee import SeatFee
 from rating_service.core.pricing.tiers import Tier
 from rating_service.core.pricing.volume import Volume
 
@@ -61,6 +62,7 @@ __all__ = [
     "PropertyFilter",
     "RateCard",
     "RateCardHistory",
+    "SeatFee",
     "Tier",
     "UsageEvent",
     "Volume",

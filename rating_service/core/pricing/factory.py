@@ -27,6 +27,7 @@ from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
 from rating_service.core.pricing.price_model import PRICE_MODELS, PriceModel
 from rating_service.core.pricing.price_terms import PeriodTerms, PriceWithTerms, TermedModel
+from rating_service.core.pricing.seat_fee import SeatFee
 from rating_service.core.pricing.tiers import Tier
 from rating_service.core.pricing.volume import Volume
 
@@ -61,6 +62,12 @@ def price_model_to_dict(model: PriceModel) -> dict[str, object]:
         }
     if isinstance(model, Graduated | Volume):
         return {"model": model.MODEL, "tiers": [_tier_to_dict(tier) for tier in model.tiers]}
+    if isinstance(model, SeatFee):
+        return {
+            "model": model.MODEL,
+            "per_seat": price_model_to_dict(model.per_seat),
+            "timing": str(model.timing),
+        }
     if isinstance(model, Package):
         data: dict[str, object] = {
             "model": model.MODEL,
@@ -160,8 +167,8 @@ def _build(data: object, path: str, violations: ViolationCollector) -> PriceMode
 
 Construct = Callable[[], PriceModel]
 
-_NO_TERMS = frozenset({FlatFee.MODEL, Matrix.MODEL})
-"""Models that take no period terms: a flat fee has no usage, a matrix's cells take them."""
+_NO_TERMS = frozenset({FlatFee.MODEL, Matrix.MODEL, SeatFee.MODEL})
+"""Models that take no period terms: fees have no usage, a matrix's cells take them."""
 
 
 def _terms(fields: DictReader, *, own_free_units: bool) -> PeriodTerms | None:
@@ -200,20 +207,36 @@ def _per_unit(fields: DictReader) -> Construct | None:
 
 def _flat_fee(fields: DictReader) -> Construct | None:
     amount = fields.decimal("amount")
-    timing_name = fields.raw("timing")
-    timing = BillingTiming.IN_ARREARS
-    if timing_name is not None:
-        try:
-            timing = BillingTiming(str(timing_name))
-        except ValueError:
-            fields.violations.add(
-                fields.at("timing"),
-                f"{timing_name!r} is not one of {', '.join(BillingTiming)}",
-            )
-            return None
-    if amount is None:
+    timing = _timing(fields, BillingTiming.IN_ARREARS)
+    if amount is None or timing is None:
         return None
     return lambda: FlatFee(amount, timing)
+
+
+def _seat_fee(fields: DictReader) -> Construct | None:
+    timing = _timing(fields, BillingTiming.IN_ADVANCE)
+    per_seat = _build(fields.raw("per_seat"), fields.at("per_seat"), fields.violations)
+    if per_seat is not None and not isinstance(per_seat, PerUnit | Graduated | Volume):
+        fields.violations.add(
+            fields.at("per_seat.model"), "a seat is priced per_unit, graduated or volume"
+        )
+        return None
+    if per_seat is None or timing is None:
+        return None
+    return lambda: SeatFee(per_seat, timing)
+
+
+def _timing(fields: DictReader, default: BillingTiming) -> BillingTiming | None:
+    name = fields.raw("timing")
+    if name is None:
+        return default
+    try:
+        return BillingTiming(str(name))
+    except ValueError:
+        fields.violations.add(
+            fields.at("timing"), f"{name!r} is not one of {', '.join(BillingTiming)}"
+        )
+        return None
 
 
 def _tiers(fields: DictReader) -> list[Tier] | None:
@@ -320,8 +343,10 @@ def _matrix(fields: DictReader) -> Construct | None:
         cell.reject_unknown()
         if values is None or price is None:
             complete = False
-        elif isinstance(price, Matrix):
-            fields.violations.add(cell.at("price.model"), "a matrix cell cannot be a matrix")
+        elif isinstance(price, Matrix | SeatFee):
+            fields.violations.add(
+                cell.at("price.model"), f"a matrix cell cannot be a {price.MODEL}"
+            )
             complete = False
         else:
             cells.append(MatrixCell(values, price))
@@ -359,4 +384,5 @@ _BUILDERS: Mapping[str, Callable[[DictReader], Construct | None]] = {
     Package.MODEL: _package,
     Percentage.MODEL: _percentage,
     Matrix.MODEL: _matrix,
+    SeatFee.MODEL: _seat_fee,
 }

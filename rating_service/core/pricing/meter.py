@@ -16,6 +16,11 @@ from rating_service.core.pricing.aggregation import (
     distinct_key,
     reading_key,
 )
+from rating_service.core.pricing.unit_costs import (
+    UnitCost,
+    unit_costs_from_dict,
+    unit_costs_to_dict,
+)
 from rating_service.core.pricing.window import Window
 
 ONE = Decimal(1)
@@ -208,6 +213,8 @@ class Product:
     name: str = ""
     tags: frozenset[str] = frozenset()
     """Labels contract overrides can target (e.g. `llm` for every model's tokens)."""
+    unit_costs: tuple[UnitCost, ...] = ()
+    """What a unit costs us, by version (see `rating_service.core.pricing.unit_costs`)."""
 
     def __post_init__(self) -> None:
         if not _is_name(self.key):
@@ -228,7 +235,9 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
     def at(key: str) -> str:
         return f"{field_path}.{key}" if field_path else key
 
-    _reject_unknown(data, {"key", "name", "tags", "meter"}, at(""), "a product", violations)
+    _reject_unknown(
+        data, {"key", "name", "tags", "meter", "unit_costs"}, at(""), "a product", violations
+    )
     key = _text(data.get("key"), at("key"), violations)
     name = _text(data.get("name", ""), at("name"), violations, allow_empty=True)
     meter = data.get("meter")
@@ -270,6 +279,7 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
         _text(raw, at(f"tags[{index}]"), violations)
         for index, raw in enumerate(_list(data.get("tags"), at("tags"), violations))
     ]
+    unit_costs = unit_costs_from_dict(data.get("unit_costs"), at("unit_costs"), violations)
     violations.raise_if_any("invalid product")
     try:
         return Product(
@@ -287,6 +297,7 @@ def product_from_dict(data: Mapping[str, object], field_path: str = "") -> Produ
             ),
             name,
             frozenset(tags),
+            tuple(unit_costs),
         )
     except InvalidArgument as error:
         # Meter reports paths relative to itself (e.g. `dimensions[1]`).
@@ -328,6 +339,8 @@ def product_to_dict(product: Product) -> dict[str, object]:
     if product.tags:
         data["tags"] = sorted(product.tags)
     data["meter"] = meter_data
+    if product.unit_costs:
+        data["unit_costs"] = unit_costs_to_dict(product.unit_costs)
     return data
 
 

@@ -11,13 +11,16 @@ from rating_service.core.pricing.package import Package
 from rating_service.core.pricing.per_unit import PerUnit
 from rating_service.core.pricing.percentage import Percentage
 from rating_service.core.pricing.price_terms import PriceWithTerms
+from rating_service.core.pricing.seat_fee import SeatFee
 from rating_service.core.pricing.volume import Volume
 
-PriceModel: TypeAlias = CellPriceModel | Matrix
-"""Any price model: per unit, flat fee, graduated, volume, package, percentage or matrix, and
-any of them but a flat fee or matrix with period terms (`PriceWithTerms`)."""
+PriceModel: TypeAlias = CellPriceModel | Matrix | SeatFee
+"""Any price model: per unit, flat fee, graduated, volume, package, percentage, matrix or seat
+fee, and any of them but a flat fee, matrix or seat fee with period terms (`PriceWithTerms`)."""
 
-ModelClass: TypeAlias = type[PerUnit | FlatFee | Graduated | Volume | Package | Matrix | Percentage]
+ModelClass: TypeAlias = type[
+    PerUnit | FlatFee | Graduated | Volume | Package | Matrix | Percentage | SeatFee
+]
 """A price model class, naming itself in its `MODEL` class attribute."""
 
 PRICE_MODELS: tuple[ModelClass, ...] = (
@@ -28,6 +31,7 @@ PRICE_MODELS: tuple[ModelClass, ...] = (
     Package,
     Matrix,
     Percentage,
+    SeatFee,
 )
 """Every price model class, each naming itself in its `MODEL` class attribute."""
 

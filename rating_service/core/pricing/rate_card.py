@@ -29,6 +29,12 @@ from rating_service.core.money import (
 )
 from rating_service.core.pricing.aggregation import Aggregation
 from rating_service.core.pricing.factory import build_price_model, price_model_to_dict
+from rating_service.core.pricing.features import (
+    Feature,
+    FeatureKind,
+    features_from_dict,
+    features_to_dict,
+)
 from rating_service.core.pricing.matrix import Matrix
 from rating_service.core.pricing.meter import Product
 from rating_service.core.pricing.percentage import Percentage
@@ -42,6 +48,10 @@ PRODUCT_NOT_PRICED = "PRODUCT_NOT_PRICED"
 """NotFound reason: the rate card in force has no price for the event's product."""
 
 
+def _no_features() -> Mapping[str, Feature]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class RateCard:
     """One version of a rate card: a price model per product key, in one pricing unit."""
@@ -52,6 +62,8 @@ class RateCard:
     effective_until: datetime | None
     pricing_unit: PricingUnit
     prices: Mapping[str, PriceModel] = field(hash=False)
+    features: Mapping[str, Feature] = field(default_factory=_no_features, hash=False)
+    """The features the card grants, by key (see `rating_service.core.pricing.features`)."""
 
     def __post_init__(self) -> None:
         violations = ViolationCollector()
@@ -82,7 +94,12 @@ class RateCard:
                         f"prices.{product_key}",
                         f"must be a price model, got {type(model).__name__}",
                     )
+        if not isinstance(self.features, Mapping) or not all(
+            isinstance(feature, Feature) for feature in self.features.values()
+        ):
+            violations.add("features", "must map feature keys to features")
         violations.raise_if_any("invalid rate card")
+        object.__setattr__(self, "features", MappingProxyType(dict(self.features)))
         object.__setattr__(self, "effective_from", start)
         object.__setattr__(self, "effective_until", end)
         object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
@@ -142,6 +159,12 @@ def validate_rate_card(card: RateCard, products: Mapping[str, Product]) -> None:
                         f"{name!r} is not a dimension of product {product_key!r}"
                         f" (its meter reads {', '.join(measured) or 'none'})",
                     )
+    for feature_key, feature in card.features.items():
+        if feature.kind is FeatureKind.METERED and feature.product_key not in products:
+            violations.add(
+                f"features.{feature_key}.product_key",
+                f"{feature.product_key!r} is not a product of the catalog",
+            )
     violations.raise_if_any(
         f"rate card {card.key!r} version {card.version} does not fit the catalog"
     )
@@ -270,11 +293,18 @@ def rate_card_from_dict(
             prices[str(product_key)] = build_price_model(raw_model, path)
         except InvalidArgument as error:
             violations.violations.extend(error.violations)
+    features: dict[str, Feature] = {}
+    try:
+        features = features_from_dict(data.get("features"), at("features"))
+    except InvalidArgument as error:
+        violations.violations.extend(error.violations)
     violations.raise_if_any("invalid rate card")
     if effective_from is None or pricing_unit is None:  # each recorded a violation already
         raise InvalidArgument.of_field(at("effective_from"), "is required")
     try:
-        card = RateCard(key, version, effective_from, effective_until, pricing_unit, prices)
+        card = RateCard(
+            key, version, effective_from, effective_until, pricing_unit, prices, features
+        )
         if products is not None:
             validate_rate_card(card, products)
     except InvalidArgument as error:
@@ -291,7 +321,7 @@ def rate_card_from_dict(
 def rate_card_to_dict(card: RateCard) -> dict[str, object]:
     """The plain-dict form of a rate card; `rate_card_from_dict` reads it back to an equal card."""
     unit = card.pricing_unit
-    return {
+    data: dict[str, object] = {
         "key": card.key,
         "version": card.version,
         "effective_from": card.effective_from.isoformat(),
@@ -309,6 +339,10 @@ def rate_card_to_dict(card: RateCard) -> dict[str, object]:
             product_key: price_model_to_dict(model) for product_key, model in card.prices.items()
         },
     }
+    # Written only when the card grants features, so older documents read back unchanged.
+    if card.features:
+        data["features"] = features_to_dict(card.features)
+    return data
 
 
 _RATE_CARD_FIELDS = {
@@ -318,6 +352,7 @@ _RATE_CARD_FIELDS = {
     "effective_until",
     "pricing_unit",
     "prices",
+    "features",
 }
 
 

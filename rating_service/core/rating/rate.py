@@ -32,6 +32,7 @@ from rating_service.core.pricing.meter import Product, UsageEvent
 from rating_service.core.pricing.period_price import is_prorated, price_for_period
 from rating_service.core.pricing.price_model import PriceModel
 from rating_service.core.pricing.rate_card import RateCard
+from rating_service.core.pricing.unit_costs import unit_cost_at
 from rating_service.core.rating.rated_event import (
     ChargeLine,
     FiredAlert,
@@ -88,6 +89,8 @@ class Counter:
     quantity: Decimal = ZERO
     amount: Decimal = ZERO
     events: int = 0
+    cost: Decimal = ZERO
+    """What the quantity cost us (the product's unit cost); 0 without unit costs."""
 
 
 @dataclass(slots=True)
@@ -119,6 +122,8 @@ class Rated:
     pools_after: dict[str, Pool]
     recharge_due: bool = False
     """The prepaid balance crossed below the contract's auto-recharge threshold."""
+    cost: Decimal = ZERO
+    """What the event cost us, in the invoice currency (products without unit costs: 0)."""
 
 
 def prepare_event(
@@ -214,6 +219,7 @@ def rate_prepared(
     alerts: list[FiredAlert] = []
     event_draws: dict[str, Decimal] = {}
     event_overage = ZERO
+    event_cost = ZERO
     recharge_due = False
     with localcontext(EXACT_CONTEXT):
         for m in prepared.measured:
@@ -265,7 +271,11 @@ def rate_prepared(
             )
             working.update((p.pool_id, p) for p in plan.pools_after)
             spend = plan.period_spend_after
-            counters[key] = Counter(after, before.amount + charge, before.events + 1)
+            cost = _cost(m, after - before.quantity, prepared.at, contract)
+            event_cost += cost
+            counters[key] = Counter(
+                after, before.amount + charge, before.events + 1, before.cost + cost
+            )
             for pool_id, amount in plan.allocation.parts:
                 draws[(m.product.key, pool_id)] = drawn(pool_id) + amount
                 event_draws[pool_id] = event_draws.get(pool_id, ZERO) + amount
@@ -310,7 +320,19 @@ def rate_prepared(
         prepared.period[0],
         prepared.period[1],
     )
-    return Rated(result, tuple(transfers), working, recharge_due)
+    return Rated(result, tuple(transfers), working, recharge_due, event_cost)
+
+
+def _cost(m: Measured, added: Decimal, at: datetime, contract: Contract) -> Decimal:
+    """The cost of the quantity an event added to its counter, at the unit cost then.
+
+    Zero when the product has no unit cost then, or one in another currency than the
+    contract's invoices (there are no exchange rates: such margins are not reported).
+    """
+    unit = unit_cost_at(m.product.unit_costs, at)
+    if unit is None or unit.currency != contract.invoice_currency:
+        return ZERO
+    return unit.per_unit(m.dimensions) * added
 
 
 _PLAIN = (Aggregation.SUM, Aggregation.COUNT)
@@ -351,6 +373,11 @@ def _repriced(m: Measured, before: Decimal, after: Decimal, events_before: int) 
 
 
 def contract_in_force(contracts: Sequence[Contract], at: datetime) -> Contract:
+    """The version in force at `at` of the customer's contract covering it, or refuse."""
+    return contract_covering(contracts, at).at(at)
+
+
+def contract_covering(contracts: Sequence[Contract], at: datetime) -> Contract:
     """The customer's contract whose term covers `at` (there is at most one), or refuse."""
     for contract in contracts:
         if contract.term_start <= at and (contract.term_end is None or at < contract.term_end):

@@ -16,9 +16,10 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -44,6 +45,7 @@ from rating_service.core.rating.rated_event import RatedEvent
 from rating_service.faults import Failure, classify_failure, shutting_down, unexpected_failure
 from rating_service.outbox.topics import Alert, AutoRechargeDue, OutboxPayload, Topic
 from rating_service.services.catalog import Catalogs
+from rating_service.services.rating.rate_limiter import BucketTable, RateLimiter
 from rating_service.services.rating.reservations import RESERVATION_NOT_HELD, Reservations
 from rating_service.store.books import ContractBooks
 from rating_service.store.database import Connection
@@ -102,8 +104,13 @@ class DebitEngine:
         max_batch: int = 512,
         committers: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limiter: RateLimiter | None = None,
+        counted: Callable[[Iterable[tuple[str, datetime]]], None] = lambda periods: None,
     ) -> None:
         self._store = store
+        self._limiter = limiter or RateLimiter(BucketTable())
+        # Told the (contract, period start) of every committed batch: their counters moved.
+        self._counted = counted
         self._catalogs = catalogs
         self._books = books
         self._reservations = reservations
@@ -232,6 +239,9 @@ class DebitEngine:
         inflight = self._inflight.get(key)
         if inflight is not None:  # a twin arrived while we were resolving
             return functools.partial(_after_twin, inflight, fingerprint, retry)
+        # After the twin checks (a twin is one request) and before any database work: a
+        # flood over the limit is refused from memory. A retry counts like any request.
+        self._limiter.admit(prepared)
         pending = _Pending(prepared, capture)
         self._inflight[key] = pending
         pending.future.add_done_callback(lambda _: self._inflight.pop(key, None))
@@ -356,6 +366,7 @@ class DebitEngine:
                     answers.append((pending, Outcome(earlier.result, replay=True)))
             if fresh:
                 answers.extend(await self._rate_fresh(conn, fresh, ledgers, accounts, terms))
+        self._counted(ledgers)
         return answers, opened
 
     def _roll_forward_late_usage(
@@ -396,7 +407,7 @@ class DebitEngine:
         answers: list[tuple[_Pending, Outcome | DomainError]] = []
         transfers: dict[str, list[Transfer]] = {}
         captured: list[tuple[str, str]] = []
-        rated: list[tuple[str, str, RatedEvent, datetime]] = []
+        rated: list[tuple[str, str, RatedEvent, datetime, Decimal]] = []
         outbox: list[tuple[str, Topic, str, OutboxPayload]] = []
         for p in fresh:
             prepared = p.prepared
@@ -429,7 +440,15 @@ class DebitEngine:
             transfers.setdefault(prepared.tenant_id, []).extend((*released, *outcome.transfers))
             if p.capture is not None:
                 captured.append((prepared.tenant_id, p.capture))
-            rated.append((prepared.tenant_id, prepared.fingerprint, outcome.result, prepared.at))
+            rated.append(
+                (
+                    prepared.tenant_id,
+                    prepared.fingerprint,
+                    outcome.result,
+                    prepared.at,
+                    outcome.cost,
+                )
+            )
             outbox.extend(
                 (
                     prepared.tenant_id,

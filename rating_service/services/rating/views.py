@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 
+from rating_service.core.billing.margins import Margin, margins
 from rating_service.core.contracts.contract import Contract, billing_period_containing
 from rating_service.core.contracts.pools import Pool
 from rating_service.core.money import ROUNDING_CONTEXT, exact_sum
@@ -45,6 +46,8 @@ class UsageRow:
     amount: Decimal
     forecast_quantity: Decimal
     forecast_amount: Decimal
+    cost: Decimal = ZERO
+    """What the usage cost us (its product's unit costs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,18 @@ class DailySpend:
     day: date
     amount: Decimal
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Margins:
+    """A contract's margins in the billing period containing a moment: per product, in all."""
+
+    contract_id: str
+    invoice_currency: str
+    period_start: datetime
+    period_end: datetime
+    products: tuple[Margin, ...]
+    total: Margin
 
 
 class AccountViews:
@@ -130,7 +145,7 @@ class AccountViews:
         start, end = billing_period_containing(contract, at)
         async with self._store.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT product_key, cell, quantity, amount FROM usage_counters"
+                "SELECT product_key, cell, quantity, amount, cost FROM usage_counters"
                 " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
                 " ORDER BY product_key, cell",
                 tenant_id,
@@ -166,7 +181,13 @@ class AccountViews:
                 forecast_amount = card.pricing_unit.to_invoice_currency(priced)
             usage_rows.append(
                 UsageRow(
-                    product.key, dimensions, quantity, amount, forecast_quantity, forecast_amount
+                    product.key,
+                    dimensions,
+                    quantity,
+                    amount,
+                    forecast_quantity,
+                    forecast_amount,
+                    row["cost"],
                 )
             )
         total = exact_sum(r.amount for r in usage_rows)
@@ -179,6 +200,18 @@ class AccountViews:
             tuple(usage_rows),
             total,
             forecast_total,
+        )
+
+    async def margins(self, tenant_id: str, customer_id: str, at: datetime) -> Margins:
+        """Revenue, free credit drawn, cost and margin per product of the period holding `at`."""
+        contract = await self._contract(tenant_id, customer_id, at)
+        start, end = billing_period_containing(contract, at)
+        usage, draws, cost_basis = await self._store.margin_inputs(
+            tenant_id, contract.contract_id, start
+        )
+        products, total = margins(usage, draws, cost_basis)
+        return Margins(
+            contract.contract_id, contract.invoice_currency.code, start, end, products, total
         )
 
     async def _contract(self, tenant_id: str, customer_id: str, at: datetime) -> Contract:

@@ -31,6 +31,7 @@ from rating_service.workflows.billing import billing_workflow_id
 from tests.conftest import TenantKeys, eventually, status_of
 from tests.integration.cycles import (
     PLATFORM_FEE,
+    api_env,
     billing_stack,
     credit,
     load_fee_catalog,
@@ -48,9 +49,8 @@ def at(message: Any) -> datetime:
     return moment
 
 
-async def cli(database_url: str, *args: str) -> Result:
+async def cli(env: dict[str, str], *args: str) -> Result:
     """Run the `rating` command in a thread: it runs its own event loop, the server ours."""
-    env = {"RATING_DATABASE_URL": database_url}
     return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
 
 
@@ -69,7 +69,6 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
     globex: TenantKeys,
     tmp_path: Path,
 ) -> None:
-    database_url = settings.database_url or ""
     target = f"127.0.0.1:{server.port}"
     # The worker starts in this event loop and holds it while it checks the workflows (about
     # two seconds), so calls made meanwhile get a deadline to outlast that.
@@ -216,14 +215,15 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
         assert list((await other_tenant.invoices()).invoices) == []
         assert isinstance(await refused(rater.invoice(invoice.invoice_id)), NotAllowed)
 
-    # The operator's view of the same invoices, straight from the database.
-    listing = await cli(database_url, "invoices", "list", "--tenant", "acme")
+    # The operator's view of the same invoices, through the API with an ops key.
+    ops_env = api_env(server, acme.tokens[Role.OPS])
+    listing = await cli(ops_env, "invoices", "list")
     assert listing.exit_code == 0, listing.output
     header, *rows = listing.output.splitlines()
     assert header.split() == ["NUMBER", "INVOICE", "CONTRACT", "BILLING", "DATE", "STATE", "TOTAL"]
     assert [row.split()[:2] for row in rows] == [[i.number, i.invoice_id] for i in listed.invoices]
     assert rows[1].split()[-2:] == ["USD", invoice.total]
-    shown = await cli(database_url, "invoices", "show", invoice.invoice_id, "--tenant", "acme")
+    shown = await cli(ops_env, "invoices", "show", invoice.invoice_id)
     assert shown.exit_code == 0, shown.output
     assert f"number:           {invoice.number}" in shown.output
     assert f"total:            USD {invoice.total}" in shown.output
@@ -235,14 +235,16 @@ async def test_the_preview_is_the_invoice_issued_when_no_more_usage_arrives(
             assert f"    {tier.description}" in shown.output
     for fmt, served in (("pdf", pdf), ("html", html)):
         path = tmp_path / f"invoice.{fmt}"
-        written = await cli(
-            database_url, "invoices", fmt, invoice.invoice_id, "--tenant", "acme", "-o", str(path)
-        )
+        written = await cli(ops_env, "invoices", fmt, invoice.invoice_id, "-o", str(path))
         assert written.exit_code == 0, written.output
         assert path.read_bytes() == served.content  # the stored document, as the API serves it
-    missing = await cli(database_url, "invoices", "show", "inv_nope", "--tenant", "acme")
+    missing = await cli(ops_env, "invoices", "show", "inv_nope")
     assert missing.exit_code == 1
-    assert "rating invoices list --tenant acme" in missing.output
+    assert missing.output.splitlines() == [
+        "Error: no invoice 'inv_nope'",
+        "  status: NOT_FOUND INVOICE_NOT_FOUND",
+        "  next: `rating invoices list` lists the invoices of RATING_API_KEY's tenant",
+    ]
 
 
 async def test_invoice_reads_check_roles_input_and_rendering(
@@ -323,24 +325,22 @@ async def test_invoice_reads_check_roles_input_and_rendering(
             (draft.invoice_id, "draft", "")
         ]
 
-        # The CLI renders a draft for a look and keeps nothing ...
+        # The CLI, through the API, has no document of a draft either, and says where to look
+        # ...
         path = tmp_path / "draft.html"
-        args = ("--tenant", "acme", "-o", str(path))
-        looked = await cli(database_url, "invoices", "html", draft.invoice_id, *args)
-        assert looked.exit_code == 0, looked.output
-        assert "a draft, rendered now and not kept" in looked.output
-        assert b"DRAFT" in path.read_bytes()
-        assert (await refused(admin.invoice_document(draft.invoice_id, "html"))).reason == (
-            "INVOICE_NOT_RENDERED"
-        )
-        # ... and renders an issued invoice not rendered yet as the workflow would, keeping it.
+        env = api_env(server, acme.tokens[Role.ADMIN])
+        looked = await cli(env, "invoices", "html", draft.invoice_id, "-o", str(path))
+        assert looked.exit_code == 1, looked.output
+        assert "  status: FAILED_PRECONDITION INVOICE_NOT_RENDERED" in looked.output
+        assert "`rating invoices show ID` shows its lines" in looked.output
+        assert not path.exists()
+        # ... and gets an issued invoice not rendered yet as the workflow would render it.
         async with open_invoicing(settings) as invoicing:
             issued = await invoicing.finalize(acme.tenant_id, draft.invoice_id)
         path = tmp_path / "issued.pdf"
-        args = ("--tenant", "acme", "-o", str(path))
-        rendered = await cli(database_url, "invoices", "pdf", issued.invoice_id, *args)
+        rendered = await cli(env, "invoices", "pdf", issued.invoice_id, "-o", str(path))
         assert rendered.exit_code == 0, rendered.output
-        assert "(rendered now)" in rendered.output
+        assert rendered.output == f"wrote {path} ({path.stat().st_size} bytes)\n"
         stored = await admin.invoice_document(issued.invoice_id, "pdf")
         assert stored.content == path.read_bytes()
         assert stored.content.startswith(b"%PDF")

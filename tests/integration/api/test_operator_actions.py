@@ -177,3 +177,65 @@ async def test_payment_method_bill_now_and_cancel_through_the_api(
             assert await handle.result() == "ended"
         code, reason, _ = await refusal(contracts.CancelContract(cancel, metadata=admin))
         assert (code, reason) == ("FAILED_PRECONDITION", "NO_BILLING_CYCLE")
+
+
+async def test_retry_a_payment_now_through_the_api(
+    settings: Settings,
+    temporal_address: str,
+    server: RunningServer,
+    acme: TenantKeys,
+    globex: TenantKeys,
+) -> None:
+    async with operator_stack(settings, temporal_address, server, acme) as (stack, channel):
+        invoices = invoice_pb2_grpc.InvoiceServiceStub(channel)
+        ops = acme.metadata(Role.OPS)
+        # The first charge of the opening invoice is declined; dunning would wait a day.
+        contract = await open_billing_contract(
+            stack.client, "cus_retry", period_seconds=PERIOD, periods=10, payment_method="pm_fail_1"
+        )
+        opening = invoice_id_for(contract.contract_id, contract.term_start, 0)
+        async with open_invoicing(settings) as invoicing:
+
+            async def attempts() -> list[str]:
+                try:
+                    found = await invoicing.payment_attempts(acme.tenant_id, opening)
+                except NotFound:
+                    return []
+                return [a.status for a in found]
+
+            async def declined_once() -> bool:
+                return await attempts() == ["failed"]
+
+            await eventually(declined_once, timeout_seconds=30)
+
+            retry = invoice_pb2.RetryPaymentRequest
+            code, _, fields = await refusal(invoices.RetryPayment(retry(), metadata=ops))
+            assert (code, fields) == ("INVALID_ARGUMENT", {"request_id", "invoice_id"})
+            request = retry(request_id="retry-1", invoice_id=opening)
+            assert (
+                await refusal(invoices.RetryPayment(request, metadata=acme.metadata(Role.RATER)))
+            )[0] == "PERMISSION_DENIED"
+            assert (
+                await refusal(invoices.RetryPayment(request, metadata=globex.metadata(Role.OPS)))
+            )[:2] == ("NOT_FOUND", "INVOICE_NOT_FOUND")
+            assert await attempts() == ["failed"]  # the refusals tried nothing
+
+            retried = await invoices.RetryPayment(request, metadata=ops)
+            assert (retried.replay, retried.workflow_id) == (
+                False,
+                f"dunning/{acme.tenant_id}/{opening}",
+            )
+
+            async def paid() -> bool:
+                found = await invoicing.invoices.invoice(acme.tenant_id, opening)
+                return found.state is InvoiceState.PAID
+
+            await eventually(paid, timeout_seconds=30)
+            assert await attempts() == ["failed", "succeeded"]  # attempt 2, at once
+            again = await invoices.RetryPayment(request, metadata=ops)
+            assert (again.replay, again.workflow_id) == (True, retried.workflow_id)
+            code, reason, _ = await refusal(
+                invoices.RetryPayment(retry(request_id="retry-2", invoice_id=opening), metadata=ops)
+            )
+            assert (code, reason) == ("FAILED_PRECONDITION", "INVOICE_NOT_OPEN")
+            assert await attempts() == ["failed", "succeeded"]  # never charged twice

@@ -1,4 +1,4 @@
-"""`rating customers / contracts / credits`: the operator CLI over a real PostgreSQL."""
+"""`rating customers / contracts / credits`: the operator CLI, through a real server's API."""
 
 from __future__ import annotations
 
@@ -10,23 +10,31 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rating_service.cli import main
+from rating_service.core.auth import Role
+from rating_service.runtime.server import RunningServer
 from tests.conftest import TenantKeys
 from tests.integration.billing import load_catalog
+from tests.integration.cycles import api_env
 
 Rating = Callable[..., Awaitable[Result]]
 
 
-@pytest.fixture
-async def rating(database_url: str, acme: TenantKeys) -> Rating:
-    """`rating ...` against this test's database, with the test catalog (rate card `list`)."""
-    await load_catalog(database_url, acme.tenant_id)
-    env = {"RATING_DATABASE_URL": database_url}
+def as_key(server: RunningServer, token: str) -> Rating:
+    """`rating ...` through the test's server, acting with this API key."""
+    env = api_env(server, token)
 
     async def run(*args: str) -> Result:
-        # In a thread: the CLI runs its own event loop.
+        # In a thread: the CLI runs its own event loop, the server ours.
         return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
 
     return run
+
+
+@pytest.fixture
+async def rating(database_url: str, server: RunningServer, acme: TenantKeys) -> Rating:
+    """`rating ...` as acme's admin, whose catalog is the test catalog (rate card `list`)."""
+    await load_catalog(database_url, acme.tenant_id)
+    return as_key(server, acme.tokens[Role.ADMIN])
 
 
 async def ok(rating: Rating, *args: str) -> str:
@@ -46,10 +54,10 @@ async def refused(rating: Rating, *args: str) -> str:
 
 async def open_contract(rating: Rating, customer_id: str = "initech") -> str:
     """A customer and an evergreen contract on the `list` rate card; the contract id."""
-    await ok(rating, "customers", "create", customer_id, "--tenant", "acme")
+    await ok(rating, "customers", "create", customer_id)
     created = await ok(
         rating,
-        *("contracts", "create", "--tenant", "acme", "--customer", customer_id),
+        *("contracts", "create", "--customer", customer_id),
         *("--rate-card", "list", "--start", "2026-01-01T00:00:00Z"),
     )
     return created.strip()
@@ -69,47 +77,47 @@ def pools(shown: str) -> dict[str, str]:
 
 
 async def test_customers_and_contracts_are_created_listed_and_shown(rating: Rating) -> None:
-    created = await ok(rating, "customers", "create", "acme-1", "--tenant", "acme", "--name", "A1")
+    created = await ok(rating, "customers", "create", "acme-1", "--name", "A1")
     assert created.strip() == "customer acme-1 (A1)"
-    await ok(rating, "customers", "create", "acme-2", "--tenant", "acme")
-    listed = await ok(rating, "customers", "list", "--tenant", "acme")
+    await ok(rating, "customers", "create", "acme-2")
+    listed = await ok(rating, "customers", "list")
     assert listed.splitlines() == ["acme-1  A1", "acme-2  acme-2"]
 
     first = await ok(
         rating,
-        *("contracts", "create", "--tenant", "acme", "--customer", "acme-1", "--rate-card"),
+        *("contracts", "create", "--customer", "acme-1", "--rate-card"),
         *("list", "--start", "2026-01-15T00:00:00Z", "--end", "2026-03-01T02:00:00+05:00"),
         *("--spend-cap", "250.50", "--frequency", "quarterly"),
     )
     # 02:00 at +05:00 is 21:00 UTC the day before; the anchor is in UTC, so its day is the 28th.
     second = await ok(
         rating,
-        *("contracts", "create", "--tenant", "acme", "--customer", "acme-1", "--rate-card"),
+        *("contracts", "create", "--customer", "acme-1", "--rate-card"),
         *("list", "--start", "2026-03-01T02:00:00+05:00", "--overage-policy", "arrears"),
     )
     first_id, second_id = first.strip(), second.strip()
     assert re.fullmatch(r"ctr_\S+", first_id) and re.fullmatch(r"ctr_\S+", second_id)
     await ok(
         rating,
-        *("contracts", "create", "--tenant", "acme", "--customer", "acme-2", "--rate-card"),
+        *("contracts", "create", "--customer", "acme-2", "--rate-card"),
         "list",
     )
 
-    of_acme_1 = await ok(rating, "contracts", "list", "--tenant", "acme", "--customer", "acme-1")
+    of_acme_1 = await ok(rating, "contracts", "list", "--customer", "acme-1")
     assert of_acme_1.splitlines() == [
         f"{first_id}  acme-1  2026-01-15T00:00:00+00:00 – 2026-02-28T21:00:00+00:00  list  USD"
         "  active",
         f"{second_id}  acme-1  2026-02-28T21:00:00+00:00 – open  list  USD  active",
     ]
-    everyone = await ok(rating, "contracts", "list", "--tenant", "acme")
+    everyone = await ok(rating, "contracts", "list")
     assert len(everyone.splitlines()) == 3
 
-    shown = await ok(rating, "contracts", "show", first_id, "--tenant", "acme")
+    shown = await ok(rating, "contracts", "show", first_id)
     assert "billing:          quarterly, from day 15 at 00:00:00 UTC" in shown
     assert "overage policy:   block" in shown
     assert "spend cap:        250.50 per period" in shown
     assert "commitments: 0" in shown
-    later = await ok(rating, "contracts", "show", second_id, "--tenant", "acme")
+    later = await ok(rating, "contracts", "show", second_id)
     assert "from day 28 at 00:00:00 UTC" in later
     assert "overage policy:   arrears" in later
     assert "spend cap:        none" in later
@@ -118,7 +126,7 @@ async def test_customers_and_contracts_are_created_listed_and_shown(rating: Rati
 async def test_grants_replay_top_ups_add_and_adjustments_never_overdraw(rating: Rating) -> None:
     contract_id = await open_contract(rating)
     grant = (
-        *("credits", "grant", "--tenant", "acme", "--contract", contract_id),
+        *("credits", "grant", "--contract", contract_id),
         *("--amount", "100", "--grant-id", "welcome", "--memo", "welcome credit"),
         *("--scope", "calls", "--scope", "tokens", "--priority", "2"),
         *("--starts", "2026-02-01T00:00:00+01:00", "--expires", "2030-01-01T00:00:00Z"),
@@ -128,37 +136,37 @@ async def test_grants_replay_top_ups_add_and_adjustments_never_overdraw(rating: 
     assert granted.startswith("done: pool_") and again.startswith("replay: pool_")
     pool_id = granted.split()[1]
     assert again.split()[1] == pool_id
-    once = pools(await ok(rating, "contracts", "show", contract_id, "--tenant", "acme"))
+    once = pools(await ok(rating, "contracts", "show", contract_id))
     assert list(once) == ["grant:welcome"]
     mismatch = await refused(rating, *grant[:-2], "--expires", "2031-01-01T00:00:00Z")
     assert "'grant:welcome' was already used with a different request" in mismatch
 
     topped = await ok(
         rating,
-        *("credits", "top-up", "--tenant", "acme", "--contract", contract_id),
+        *("credits", "top-up", "--contract", contract_id),
         *("--amount", "50.25", "--top-up-id", "tu-1", "--cost-basis", "0.8"),
     )
     assert topped.startswith("done: pool_") and "(top_up:tu-1)" in topped
 
-    before = await ok(rating, "contracts", "show", contract_id, "--tenant", "acme")
+    before = await ok(rating, "contracts", "show", contract_id)
     overdraw = await refused(
         rating,
-        *("credits", "adjust", "--tenant", "acme", "--contract", contract_id, "--pool", pool_id),
+        *("credits", "adjust", "--contract", contract_id, "--pool", pool_id),
         *("--amount=-100.01", "--adjustment-id", "adj-1", "--reason", "refund"),
     )
     assert "insufficient credit" in overdraw
     assert "available 100.00, needed 100.01" in overdraw
-    assert await ok(rating, "contracts", "show", contract_id, "--tenant", "acme") == before
+    assert await ok(rating, "contracts", "show", contract_id) == before
 
     # The refused adjustment used up nothing, not even its id.
     adjusted = await ok(
         rating,
-        *("credits", "adjust", "--tenant", "acme", "--contract", contract_id, "--pool", pool_id),
+        *("credits", "adjust", "--contract", contract_id, "--pool", pool_id),
         *("--amount", "-40.5", "--adjustment-id", "adj-1", "--reason", "refund"),
     )
     assert adjusted.startswith(f"done: {pool_id}  credit  original 100  balance 59.5  pending 0")
 
-    shown = pools(await ok(rating, "contracts", "show", contract_id, "--tenant", "acme"))
+    shown = pools(await ok(rating, "contracts", "show", contract_id))
     assert shown["grant:welcome"] == (
         f"{pool_id}  credit  original 100  balance 59.5  pending 0"
         "  starts 2026-01-31T23:00:00+00:00  expires 2030-01-01T00:00:00+00:00"
@@ -174,9 +182,11 @@ async def test_grants_replay_top_ups_add_and_adjustments_never_overdraw(rating: 
     assert len(shown) == 2
 
 
-async def test_bad_input_exits_1_naming_the_problem(rating: Rating) -> None:
-    await ok(rating, "customers", "create", "initech", "--tenant", "acme")
-    create = ("contracts", "create", "--tenant", "acme", "--customer", "initech")
+async def test_bad_input_exits_1_naming_the_problem(
+    rating: Rating, server: RunningServer, acme: TenantKeys, globex: TenantKeys
+) -> None:
+    await ok(rating, "customers", "create", "initech")
+    create = ("contracts", "create", "--customer", "initech")
 
     unknown_card = await refused(rating, *create, "--rate-card", "gold")
     assert "'gold' is not a rate card of the catalog" in unknown_card
@@ -186,14 +196,14 @@ async def test_bad_input_exits_1_naming_the_problem(rating: Rating) -> None:
     assert "--end 'next tuesday' is not an ISO 8601 timestamp" in garbled
     nobody = await refused(
         rating,
-        *("contracts", "create", "--tenant", "acme", "--customer", "nobody"),
+        *("contracts", "create", "--customer", "nobody"),
         *("--rate-card", "list"),
     )
     assert "no customer 'nobody'" in nobody
-    assert (await ok(rating, "contracts", "list", "--tenant", "acme")) == ""
+    assert (await ok(rating, "contracts", "list")) == ""
 
     contract_id = (await ok(rating, *create, "--rate-card", "list")).strip()
-    grant = ("credits", "grant", "--tenant", "acme", "--contract", contract_id, "--grant-id", "g")
+    grant = ("credits", "grant", "--contract", contract_id, "--grant-id", "g")
     naive_expiry = await refused(rating, *grant, "--amount", "5", "--expires", "2027-01-01")
     assert "--expires '2027-01-01' has no UTC offset" in naive_expiry
     not_a_number = await refused(rating, *grant, "--amount", "five")
@@ -202,11 +212,24 @@ async def test_bad_input_exits_1_naming_the_problem(rating: Rating) -> None:
     assert "scope names products the catalog does not have: images" in out_of_scope
     no_contract = await refused(
         rating,
-        *("credits", "top-up", "--tenant", "acme", "--contract", "ctr_missing"),
+        *("credits", "top-up", "--contract", "ctr_missing"),
         *("--amount", "5", "--top-up-id", "t"),
     )
     assert "no contract 'ctr_missing'" in no_contract
-    shown = await ok(rating, "contracts", "show", contract_id, "--tenant", "acme")
+    shown = await ok(rating, "contracts", "show", contract_id)
     assert "commitments: 0" in shown
-    no_tenant = await refused(rating, "customers", "list", "--tenant", "umbrella")
-    assert "no tenant umbrella" in no_tenant
+
+    # A key of another tenant sees none of it, and cannot change it.
+    other = as_key(server, globex.tokens[Role.ADMIN])
+    assert await ok(other, "customers", "list") == ""
+    assert await ok(other, "contracts", "list") == ""
+    hidden = await refused(other, "contracts", "show", contract_id)
+    assert f"Error: no contract {contract_id!r}" in hidden
+    assert "status: NOT_FOUND CONTRACT_NOT_FOUND" in hidden
+    elsewhere = await refused(other, *grant, "--amount", "5")
+    assert f"no contract {contract_id!r}" in elsewhere
+    # A rater key may read contracts, not grant credit: the role it needs is named.
+    rater = await refused(as_key(server, acme.tokens[Role.RATER]), *grant, "--amount", "5")
+    assert "this call needs the admin role" in rater
+    assert "status: PERMISSION_DENIED ROLE_NOT_ALLOWED" in rater
+    assert "commitments: 0" in await ok(rating, "contracts", "show", contract_id)

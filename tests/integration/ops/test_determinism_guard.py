@@ -115,5 +115,5 @@ async def test_a_failed_invoice_is_listed_with_its_step_and_error(
         assert "outside the contract's term" in failed.error
         assert await failed_invoices(stack.temporal, "another-tenant") == []
 
-        output = await stack.run_cli("ops", "invoices", "failed")
+        output = await stack.run_ops_cli("ops", "invoices", "failed")
         assert "close_period" in output and contract.contract_id in output

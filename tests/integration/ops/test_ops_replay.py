@@ -35,6 +35,7 @@ from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     BillingContract,
     BillingStack,
+    api_env,
     billing_stack,
     database,
     open_billing_contract,
@@ -43,10 +44,10 @@ from tests.integration.cycles import (
 
 
 async def try_cli(stack: BillingStack, *args: str) -> Result:
-    """Run `rating ARGS… --tenant acme`, which may fail; its result."""
-    return await asyncio.to_thread(
-        CliRunner().invoke, main, [*args, "--tenant", "acme"], env=stack.cli_env
-    )
+    """Run `rating ARGS…` through the API with the tenant's ops key; its result (it may fail)."""
+    server = await stack.operator_server.running()
+    env = api_env(server, stack.tenant.tokens[Role.OPS])
+    return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
 
 
 def ops_client(server: RunningServer, tenant: TenantKeys) -> RatingClient:
@@ -128,17 +129,17 @@ async def test_a_failure_after_the_number_was_assigned_replays_to_one_number_and
         assert before["state"] == "finalized" and before["number"]
         assert before["attempts"] == [] and before["charges"] == 0
 
-        shown = await stack.run_cli("ops", "invoices", "show", failed.workflow_id)
+        shown = await stack.run_ops_cli("ops", "invoices", "show", failed.workflow_id)
         assert "finalize_invoice" in shown and "failpoint" in shown
         assert f"keeps its number {before['number']}" in shown
 
-        dry = await stack.run_cli(
+        dry = await stack.run_ops_cli(
             "ops", "invoices", "replay", failed.workflow_id, "--reason", "rehearse", "--dry-run"
         )
         assert "nothing changed" in dry
         assert (await books(settings, contract)) == before
 
-        replayed = await stack.run_cli(
+        replayed = await stack.run_ops_cli(
             "ops", "invoices", "replay", failed.workflow_id, "--reason", "finalize crashed"
         )
         assert "completed" in replayed and f"{before['number']} paid" in replayed
@@ -153,8 +154,8 @@ async def test_a_failure_after_the_number_was_assigned_replays_to_one_number_and
             == []
         )
 
-        log = await stack.run_cli("ops", "replays", "--workflow", failed.workflow_id)
-        assert "cli:" in log and "finalize crashed" in log and "completed" in log
+        log = await stack.run_ops_cli("ops", "replays", "--workflow", failed.workflow_id)
+        assert "key:" in log and "finalize crashed" in log and "completed" in log
 
         # A completed invoice is not replayed again: refused, logged, nothing moves.
         again = await try_cli(
@@ -201,6 +202,31 @@ async def test_a_failure_after_the_payment_was_taken_is_reset_and_charges_once(
             listed = await ops.failed_invoices(contract.contract_id)
             assert [r.workflow_id for r in listed] == [failed.workflow_id]
             assert listed[0].failing_step == "collect_payment"
+
+            # Paged through Temporal's visibility listing, one execution a page: the same runs,
+            # however many other executions (other tests', other tenants') the pages pass.
+            metadata = acme.metadata(Role.OPS)
+            paged: list[str] = []
+            token = ""
+            for _ in range(1000):
+                page = await ops.ops.ListFailedInvoices(
+                    ops_pb2.ListFailedInvoicesRequest(page_size=1, page_token=token),
+                    metadata=metadata,
+                )
+                assert len(page.runs) <= 1
+                paged.extend(run.workflow_id for run in page.runs)
+                token = page.next_page_token
+                if not token:
+                    break
+            assert paged == [r.workflow_id for r in await ops.failed_invoices()]
+            assert failed.workflow_id in paged
+            for bad in ("%%%", "bm9wZQ=="):  # not base64; base64 of a token Temporal never gave
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await ops.ops.ListFailedInvoices(
+                        ops_pb2.ListFailedInvoicesRequest(page_size=1, page_token=bad),
+                        metadata=metadata,
+                    )
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
             dry = await ops.replay_invoices(
                 [failed.workflow_id],
@@ -249,7 +275,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         before = await books(settings, contract)
         assert before["attempts"] == [(1, "refused")] and before["charges"] == 0
 
-        shown = await stack.run_cli("ops", "invoices", "show", failed.workflow_id)
+        shown = await stack.run_ops_cli("ops", "invoices", "show", failed.workflow_id)
         assert "fix it first" in shown  # the method is still the one refused
 
         # Replayed before the fix, it fails again, and says so.
@@ -259,7 +285,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         assert unfixed.exit_code == 1 and "failed" in unfixed.output
 
         await stack.run_cli("contracts", "payment-method", contract.contract_id, "--token", "pm_ok")
-        replayed = await stack.run_cli(
+        replayed = await stack.run_ops_cli(
             "ops",
             "invoices",
             "replay",
@@ -274,7 +300,7 @@ async def test_a_failure_from_bad_data_replays_once_the_data_is_fixed(
         after = await books(settings, contract)
         assert after["state"] == "paid" and after["number"] == before["number"]
         assert after["attempts"] == [(1, "succeeded")] and after["charges"] == 1
-        log = await stack.run_cli("ops", "replays")
+        log = await stack.run_ops_cli("ops", "replays")
         assert log.count("failed") >= 1 and "payment method fixed" in log
 
 

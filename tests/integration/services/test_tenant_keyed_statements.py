@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from rating_service.core.auth import Caller, Role
+from rating_service.core.billing.credit_note import CreditNoteRequest, CreditReason, LineCredit
 from rating_service.core.pricing.meter import UsageEvent
 from rating_service.runtime.bootstrap import Components, ProcessRole
 from rating_service.settings import Settings
@@ -149,7 +150,24 @@ async def bill_a_period(components: Components, tenant_id: str) -> None:
     assert draft is not None
     await invoicing.finalize(tenant_id, draft.invoice_id)
     await invoicing.void(tenant_id, draft.invoice_id, "test", "a revision follows")
-    await invoicing.draft(tenant_id, contract_id, first_end, revision=1)
+    revision = await invoicing.draft(tenant_id, contract_id, first_end, revision=1)
+    assert revision is not None
+    issued = await invoicing.finalize(tenant_id, revision.invoice_id)
+
+    # A credit note on the unpaid revision, issued, asked again, listed and rendered.
+    notes = components.credit_notes
+    usage = next(line for line in issued.lines if line.amount > 0)
+    request = CreditNoteRequest(
+        issued.invoice_id, (LineCredit(usage.key, amount=Decimal("0.01")),), CreditReason.OTHER
+    )
+    first = await notes.issue(caller, "cn-keys", request, "test")
+    await notes.issue(caller, "cn-keys", request, "test")
+    await notes.document(tenant_id, first.credit_note.credit_note_id, "html")
+    await notes.credit_notes(tenant_id, 10, invoice_id=issued.invoice_id)
+    await notes.credit_notes(tenant_id, 10, contract_id=contract_id)
+    await notes.credit_notes(tenant_id, 10, customer_id="cus-keys")
+    await notes.credit_notes(tenant_id, 10)
+    await notes.store.charge_reference(tenant_id, issued.invoice_id)
 
 
 async def generic_plan(conn: asyncpg.Connection[Any], statement: str) -> dict[str, Any]:

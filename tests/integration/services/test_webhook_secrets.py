@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import asyncpg
 import pytest
@@ -17,8 +17,10 @@ from alembic import command
 from click.testing import CliRunner
 
 from rating_service.cli import main
+from rating_service.core.auth import Role
 from rating_service.core.encryption import EncryptionKeys, Sealed, new_key
 from rating_service.core.errors import FailedPrecondition
+from rating_service.runtime.server import RunningServer
 from rating_service.runtime.worker import run_worker
 from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
@@ -26,7 +28,7 @@ from rating_service.store import migrations
 from rating_service.store.database import asyncpg_dsn, with_database
 from rating_service.store.webhook import WebhookEndpoint, WebhookStore, secret_context
 from tests.conftest import TenantKeys
-from tests.integration.cycles import worker_settings
+from tests.integration.cycles import api_env, serving, worker_settings
 
 OLD = new_key("old")
 NEW = new_key("new")
@@ -149,10 +151,19 @@ async def test_rotation_old_key_listed_second_still_opens_and_reencrypt_moves_ro
         assert opened == added.secret
 
 
-async def test_reencrypt_and_new_key_from_the_cli(database_url: str, acme: TenantKeys) -> None:
-    added = await asyncio.to_thread(
-        rating_cli, database_url, OLD, "webhooks", "add", "https://e.com/h", "--tenant", "acme"
-    )
+def api_cli(server: RunningServer, tenant: TenantKeys, *args: str, exit_code: int = 0) -> str:
+    """Run `rating ARGS…` through the server's API with the tenant's admin key; its output."""
+    env = api_env(server, tenant.tokens[Role.ADMIN])
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert result.exit_code == exit_code, result.output
+    return result.output
+
+
+async def test_reencrypt_and_new_key_from_the_cli(settings: Settings, acme: TenantKeys) -> None:
+    database_url = settings.database_url or ""
+    # `webhooks add` asks the server, which seals the secret with its own keys.
+    async with serving(replace(settings, webhook_secret_keys=OLD)) as server:
+        added = await asyncio.to_thread(api_cli, server, acme, "webhooks", "add", "https://e.com/h")
     secret = added.split()[3]
     made = await asyncio.to_thread(
         rating_cli, database_url, "", "webhooks", "new-key", "--id", "k3"
@@ -167,9 +178,8 @@ async def test_reencrypt_and_new_key_from_the_cli(database_url: str, acme: Tenan
     async with notifications_with(database_url, newest) as notifications:
         [endpoint] = await notifications.endpoints(acme.tenant_id)
     assert await opened_secret(database_url, newest, acme.tenant_id, endpoint.endpoint_id) == secret
-    listed = await asyncio.to_thread(
-        rating_cli, database_url, newest, "webhooks", "list", "--tenant", "acme"
-    )
+    async with serving(replace(settings, webhook_secret_keys=newest)) as server:
+        listed = await asyncio.to_thread(api_cli, server, acme, "webhooks", "list")
     assert endpoint.endpoint_id in listed and secret not in listed
 
 
@@ -177,16 +187,17 @@ async def test_without_its_key_a_secret_is_not_added_and_the_worker_does_not_sta
     settings: Settings, temporal_address: str, acme: TenantKeys
 ) -> None:
     url = settings.database_url or ""
-    refused = await asyncio.to_thread(
-        rating_cli, url, "", "webhooks", "add", "https://e.com/h", "--tenant", "acme", exit_code=1
-    )
+    async with serving(replace(settings, webhook_secret_keys="")) as keyless:
+        refused = await asyncio.to_thread(
+            api_cli, keyless, acme, "webhooks", "add", "https://e.com/h", exit_code=1
+        )
     assert "set RATING_WEBHOOK_SECRET_KEYS" in refused
+    assert "  status: FAILED_PRECONDITION" in refused
     # No endpoint yet: a worker without keys has nothing to open, and may start.
     async with notifications_with(url, "") as notifications:
         await notifications.check_keys()
-    await asyncio.to_thread(
-        rating_cli, url, OLD, "webhooks", "add", "https://e.com/h", "--tenant", "acme"
-    )
+    async with serving(replace(settings, webhook_secret_keys=OLD)) as server:
+        await asyncio.to_thread(api_cli, server, acme, "webhooks", "add", "https://e.com/h")
     for keys, configured in (("", "none"), (NEW, "'new'")):
         config = worker_settings(settings, temporal_address, webhook_secret_keys=keys)
         with pytest.raises(FailedPrecondition) as refusal:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from rating_client import ContractSuspended
 from rating_service.cli import main
+from rating_service.core.auth import Role
 from rating_service.core.billing.invoice import InvoiceState, invoice_id_for
 from rating_service.core.ledger.accounts import receivable_account_id
 from rating_service.runtime.server import RunningServer
@@ -31,6 +33,7 @@ from tests.conftest import TenantKeys, eventually
 from tests.integration.cycles import (
     BillingContract,
     admin_client,
+    api_env,
     billing_stack,
     database,
     load_fee_catalog,
@@ -38,6 +41,7 @@ from tests.integration.cycles import (
     open_invoicing,
     record_history,
     run_cli,
+    serving,
     workflow_started,
 )
 
@@ -271,20 +275,22 @@ async def test_an_operator_cannot_pay_or_change_a_method_that_dunning_would_not_
         assert draft is not None
         await invoicing.finalize(tenant, draft.invoice_id)
         await invoicing.give_up_collecting(tenant, draft.invoice_id, "test")
-    env = {"RATING_DATABASE_URL": settings.database_url or "", "RATING_TEMPORAL_ADDRESS": ""}
+    # The operator commands act through the test's server, which knows no Temporal.
+    env = api_env(server, acme.tokens[Role.ADMIN])
 
     def rating(*args: str) -> Result:
-        return CliRunner().invoke(main, [*args, "--tenant", "acme"], env=env)
+        return CliRunner().invoke(main, list(args), env=env)
 
     method = await asyncio.to_thread(
         rating, "contracts", "payment-method", contract.contract_id, "--token", "pm_ok"
     )
     assert method.exit_code == 1, method.output
     assert "RATING_TEMPORAL_ADDRESS is not set" in method.output
-    assert "nothing was saved" in method.output
+    assert "status: FAILED_PRECONDITION TEMPORAL_UNAVAILABLE" in method.output
+    assert "nothing was changed" in method.output
     paid = await asyncio.to_thread(rating, "invoices", "pay", draft.invoice_id, "--reference", "W")
     assert paid.exit_code == 1, paid.output
-    assert "nothing was recorded" in paid.output
+    assert "nothing was changed" in paid.output
     async with database(settings) as conn:
         assert await _contract_status(conn, contract) == "suspended"
         actions = await conn.fetch(
@@ -318,11 +324,10 @@ async def test_a_payment_recorded_by_an_operator_reinstates_once_nothing_is_unco
             given_up = await invoicing.give_up_collecting(tenant, draft.invoice_id, "test")
             assert given_up.state is InvoiceState.UNCOLLECTIBLE
             owed.append(given_up)
-    env = {
-        "RATING_DATABASE_URL": settings.database_url or "",
-        "RATING_TEMPORAL_ADDRESS": temporal_address,
-    }
-    async with database(settings) as conn:
+    # The operator's commands act through a server that reaches Temporal.
+    with_temporal = replace(settings, temporal_address=temporal_address)
+    async with database(settings) as conn, serving(with_temporal) as operator_server:
+        env = api_env(operator_server, acme.tokens[Role.OPS])
         assert await _contract_status(conn, contract) == "suspended"
         first = await run_cli(env, "invoices", "pay", owed[0].invoice_id, "--reference", "W-1")
         assert f"{owed[0].invoice_id} ({owed[0].number}) is paid" in first

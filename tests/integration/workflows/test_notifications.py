@@ -47,9 +47,10 @@ from rating_service.workflows.webhook import (
     notification_workflow_id,
     start_notifications,
 )
-from tests.conftest import WEBHOOK_SECRET_KEYS, TenantKeys, eventually, status_of
+from tests.conftest import TenantKeys, eventually, status_of
 from tests.integration.billing import CATALOG, open_account
 from tests.integration.cycles import (
+    api_env,
     billing_stack,
     database,
     open_billing_contract,
@@ -183,9 +184,8 @@ async def write_outbox(settings: Settings, tenant_id: str, topic: str, key: str)
     return key
 
 
-async def rating_cli(database_url: str, *args: str, exit_code: int = 0) -> str:
-    """Run `rating ARGS…` against the test's database; its output (it must exit so)."""
-    env = {"RATING_DATABASE_URL": database_url, "RATING_WEBHOOK_SECRET_KEYS": WEBHOOK_SECRET_KEYS}
+async def rating_cli(env: dict[str, str], *args: str, exit_code: int = 0) -> str:
+    """Run `rating ARGS…` with this environment; its output (it must exit so)."""
     result = await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
     assert result.exit_code == exit_code, result.output
     return result.output
@@ -236,24 +236,21 @@ async def test_a_low_balance_alert_is_delivered_once_signed_and_logged(
 
 
 async def test_retries_until_an_endpoint_answers_and_give_up_on_one_that_never_does(
-    settings: Settings, temporal_address: str, acme: TenantKeys
+    settings: Settings, temporal_address: str, server: RunningServer, acme: TenantKeys
 ) -> None:
     config = worker_settings(settings, temporal_address, **FAST_RETRIES)
     temporal = await connect_temporal(config)
-    url = settings.database_url or ""
+    # `rating webhooks …` acts through the test's server, as the tenant's admin key.
+    url = api_env(server, acme.tokens[Role.ADMIN])
     with refusing_port() as port:
         async with receiving() as receiver:
             flaky = receiver.url("/flaky")
-            added = await rating_cli(
-                url, "webhooks", "add", flaky, "--tenant", "acme", "--topic", "expiry.warning"
-            )
+            added = await rating_cli(url, "webhooks", "add", flaky, "--topic", "expiry.warning")
             flaky_id, secret = added.split()[1], added.split()[3]
             receiver.secrets["/flaky"] = secret
             receiver.scripted["/flaky"] = [500, 500]  # then 200
             down = f"http://127.0.0.1:{port}/hooks"
-            down_id = (await rating_cli(url, "webhooks", "add", down, "--tenant", "acme")).split()[
-                1
-            ]
+            down_id = (await rating_cli(url, "webhooks", "add", down)).split()[1]
             event_id = await write_outbox(
                 settings, acme.tenant_id, "expiry.warning", f"expiry.warning:{acme.tenant_id}:p:1"
             )
@@ -291,7 +288,7 @@ async def test_retries_until_an_endpoint_answers_and_give_up_on_one_that_never_d
         (3, False),
     ]
     assert {a.error for a in logged if a.endpoint_id == flaky_id} == {"HTTP 500: nope", None}
-    table = await rating_cli(url, "webhooks", "deliveries", "--tenant", "acme", "--event", event_id)
+    table = await rating_cli(url, "webhooks", "deliveries", "--event", event_id)
     rows = [line.split() for line in table.splitlines()[1:]]
     assert [row[4:] for row in rows if row[3] == flaky_id] == [
         ["1", "failed", "(HTTP", "500:", "nope)"],
@@ -301,20 +298,20 @@ async def test_retries_until_an_endpoint_answers_and_give_up_on_one_that_never_d
     assert [row[4:6] for row in rows if row[3] == down_id] == [
         [str(n), "failed"] for n in (1, 2, 3)
     ]
-    listed = await rating_cli(url, "webhooks", "list", "--tenant", "acme")
+    listed = await rating_cli(url, "webhooks", "list")
     assert f"{flaky_id}  {flaky}" in listed and "expiry.warning" in listed
     assert f"{down_id}  {down}" in listed and "all" in listed
     assert secret not in listed  # shown once, when it was added
     assert "disabled" not in listed
-    await rating_cli(url, "webhooks", "remove", down_id, "--tenant", "acme")
-    assert "disabled" in await rating_cli(url, "webhooks", "list", "--tenant", "acme")
+    await rating_cli(url, "webhooks", "remove", down_id)
+    assert "disabled" in await rating_cli(url, "webhooks", "list")
     refused = [
         ("add", "ftp://example.com/hooks", "is not an http(s) URL"),
         ("add", flaky, "--topic", "alerts", "unknown ['alerts']; the topics are alert, invoice"),
         ("remove", "whe_nope", "no webhook endpoint 'whe_nope'"),
     ]
     for *args, said in refused:
-        output = await rating_cli(url, "webhooks", *args, "--tenant", "acme", exit_code=1)
+        output = await rating_cli(url, "webhooks", *args, exit_code=1)
         assert said in output
 
 
@@ -471,6 +468,24 @@ async def test_an_operator_redelivers_a_delivered_notification_once_per_request(
                 async with asyncio.timeout(15):
                     result = await temporal.get_workflow_handle(first.workflow_id).result()
                 assert result["endpoints"][0]["outcome"] == "delivered"
+                # `rating webhooks redeliver` is the same call: the same request id, the same
+                # redelivery (sent once); an unknown notification is refused, and says so.
+                cli = api_env(running, acme.tokens[Role.OPS])
+                said = await rating_cli(
+                    cli,
+                    "webhooks",
+                    "redeliver",
+                    event_id,
+                    "--endpoint",
+                    endpoint_id,
+                    "--request-id",
+                    "lost-it",
+                )
+                assert said.splitlines()[1].startswith(f"workflow {first.workflow_id};")
+                unknown = await rating_cli(
+                    cli, "webhooks", "redeliver", "nope", "--endpoint", endpoint_id, exit_code=1
+                )
+                assert "status: NOT_FOUND NOTIFICATION_NOT_FOUND" in unknown
                 redeliver = webhook_pb2.RedeliverWebhookRequest
                 for wrong, metadata, reason in (
                     (

@@ -29,9 +29,11 @@ def test_the_banner_exports_the_stack_s_own_database_and_temporal_and_dials_loop
     )
     assert exported == {
         "RATING_API_KEY": "key_x.secret",
+        "RATING_API_ADDRESS": "127.0.0.1:50051",
         "RATING_DATABASE_URL": settings.database_url,
         "RATING_TEMPORAL_ADDRESS": "127.0.0.1:7233",
     }
     assert "http://127.0.0.1:50051/rating.v1.AdminService/WhoAmI" in printed
     assert "0.0.0.0" not in printed
-    assert "invoices list --tenant demo" in printed
+    assert " invoices list\n" in printed  # through the API: the key names the tenant
+    assert "keys create --tenant demo --role ops" in printed  # database-direct: names it

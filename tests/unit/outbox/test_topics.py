@@ -92,6 +92,9 @@ def test_the_notifications_are_the_topics_webhook_receivers_know() -> None:
         "recharge.succeeded",
         "recharge.failed",
         "auto_recharge.disabled",
+        "credit_note.issued",
+        "refund.succeeded",
+        "refund.failed",
     ]
     starters = {Topic.CONTRACT_CREATED, Topic.COMMITMENT_ADDED, Topic.AUTO_RECHARGE}
     assert {topic for topic in Topic if not topic.is_notification} == starters

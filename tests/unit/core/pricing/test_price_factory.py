@@ -22,6 +22,7 @@ from rating_service.core.pricing import (
     build_price_model,
     price_model_to_dict,
 )
+from rating_service.core.pricing.seat_fee import SeatFee
 
 D = Decimal
 
@@ -40,6 +41,14 @@ EXAMPLES: list[tuple[dict[str, object], object]] = [
     (
         {"model": "graduated", "tiers": STRIPE_TIERS},
         Graduated((Tier(D(5), D(7)), Tier(D(10), D("6.5")), Tier(None, D(6)))),
+    ),
+    (
+        {
+            "model": "seat_fee",
+            "per_seat": {"model": "graduated", "tiers": STRIPE_TIERS},
+            "timing": "in_advance",
+        },
+        SeatFee(Graduated((Tier(D(5), D(7)), Tier(D(10), D("6.5")), Tier(None, D(6))))),
     ),
     (
         {
@@ -124,6 +133,15 @@ def test_ints_are_accepted_as_yaml_writes_them() -> None:
         ({"model": "per_unit", "unit_price": 0.1}, ["unit_price"]),  # a float, from YAML `0.1`
         ({"model": "per_unit", "unit_price": "1", "currency": "USD"}, ["currency"]),  # unknown
         ({"model": "flat_fee", "amount": "1", "timing": "monthly"}, ["timing"]),
+        (
+            {"model": "seat_fee", "per_seat": {"model": "package"}},
+            ["per_seat.block_size", "per_seat.block_price"],
+        ),
+        (
+            {"model": "seat_fee", "per_seat": {"model": "flat_fee", "amount": "1"}},
+            ["per_seat.model"],
+        ),
+        ({"model": "seat_fee", "timing": "weekly"}, ["per_seat", "timing"]),
         (
             {
                 "model": "graduated",

@@ -139,6 +139,7 @@ class Product(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     METER_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    UNIT_COSTS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Stable identifier, e.g. "llm-tokens"."""
     name: _builtins.str
@@ -148,6 +149,10 @@ class Product(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Labels contract overrides can target, e.g. "llm"."""
 
+    @_builtins.property
+    def unit_costs(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitCost]:
+        """What a unit costs us, by version (margins compare it with what it is sold for)."""
+
     def __init__(
         self,
         *,
@@ -155,14 +160,94 @@ class Product(_message.Message):
         name: _builtins.str = ...,
         meter: Global___Meter | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        unit_costs: _abc.Iterable[Global___UnitCost] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meter", b"meter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "meter", b"meter", "name", b"name", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "meter", b"meter", "name", b"name", "tags", b"tags", "unit_costs", b"unit_costs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Product: _TypeAlias = Product  # noqa: Y015
+
+@_typing.final
+class UnitCost(_message.Message):
+    """A product's cost per unit from a moment on; matrix cells may cost differently."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code; margins are reported for contracts invoiced in it."""
+    cost: _builtins.str
+    """Decimal string: the cost of one unit (cells not listed below)."""
+    @_builtins.property
+    def effective_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellCost]: ...
+    def __init__(
+        self,
+        *,
+        effective_from: _timestamp_pb2.Timestamp | None = ...,
+        currency: _builtins.str = ...,
+        cost: _builtins.str = ...,
+        cells: _abc.Iterable[Global___CellCost] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "cost", b"cost", "currency", b"currency", "effective_from", b"effective_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitCost: _TypeAlias = UnitCost  # noqa: Y015
+
+@_typing.final
+class CellCost(_message.Message):
+    """The unit cost of events whose dimensions match, e.g. {"model": "gpt-4o", "token_type": "output"}."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MatchEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MATCH_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    cost: _builtins.str
+    @_builtins.property
+    def match(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        match: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cost: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "match", b"match"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellCost: _TypeAlias = CellCost  # noqa: Y015
 
 @_typing.final
 class PricingUnit(_message.Message):
@@ -224,12 +309,34 @@ class RateCard(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KEY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_UNTIL_FIELD_NUMBER: _builtins.int
     PRICING_UNIT_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     version: _builtins.int
     """Assigned by the server: 1 for the first version, then 2, 3, ..."""
@@ -245,6 +352,12 @@ class RateCard(_message.Message):
     def prices(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
         """Product key -> price model, e.g. {"model": "per_unit", "unit_price": "0.0000025"}."""
 
+    @_builtins.property
+    def features(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
+        """Feature key -> what the card grants, e.g. {"kind": "metered", "product_key":
+        "image-generation", "limit": "1000"}; contracts may grant their own over these.
+        """
+
     def __init__(
         self,
         *,
@@ -254,10 +367,11 @@ class RateCard(_message.Message):
         effective_until: _timestamp_pb2.Timestamp | None = ...,
         pricing_unit: Global___PricingUnit | None = ...,
         prices: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+        features: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "pricing_unit", b"pricing_unit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "key", b"key", "prices", b"prices", "pricing_unit", b"pricing_unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until", "features", b"features", "key", b"key", "prices", b"prices", "pricing_unit", b"pricing_unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

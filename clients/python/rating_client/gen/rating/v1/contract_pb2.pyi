@@ -235,6 +235,27 @@ class Contract(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     TERM_START_FIELD_NUMBER: _builtins.int
@@ -254,6 +275,10 @@ class Contract(_message.Message):
     AUTO_RECHARGE_FIELD_NUMBER: _builtins.int
     RENEWAL_FIELD_NUMBER: _builtins.int
     DUNNING_RETRY_SECONDS_FIELD_NUMBER: _builtins.int
+    SEATS_FIELD_NUMBER: _builtins.int
+    AMENDMENTS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Assigned by the server; ignored in CreateContract."""
     customer_id: _builtins.str
@@ -281,6 +306,8 @@ class Contract(_message.Message):
     """What happens to an event whose billing period was closed for invoicing: refuse (the
     default; FAILED_PRECONDITION PERIOD_CLOSED) or roll_forward (rated into the open period).
     """
+    seats: _builtins.int
+    """Seats a per-seat fee charges for (at creation; SetSeats changes them later)."""
     @_builtins.property
     def term_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -307,6 +334,26 @@ class Contract(_message.Message):
         uncollectible and the contract suspended. Empty: 1, 3, 5 and 7 days.
         """
 
+    @_builtins.property
+    def amendments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractAmendment]:
+        """Every amendment, in the order they take effect; set by the server (AmendContract,
+        SetSeats), refused in CreateContract.
+        """
+
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]:
+        """Requests or units per second, minute or hour, enforced on RateAndDebit (and its stream and
+        batch): an event over a limit is refused with RESOURCE_EXHAUSTED (RATE_LIMITED, with
+        QuotaFailure and RetryInfo) and not rated.
+        """
+
+    @_builtins.property
+    def features(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]:
+        """The contract's own feature grants, over its rate card's, by feature key:
+        {"kind": "boolean", "enabled": true} | {"kind": "limit", "limit": "20"} |
+        {"kind": "metered", "product_key": "...", "limit": "1000"} (per billing period).
+        """
+
     def __init__(
         self,
         *,
@@ -329,16 +376,323 @@ class Contract(_message.Message):
         auto_recharge: Global___AutoRecharge | None = ...,
         renewal: Global___RenewalTerms | None = ...,
         dunning_retry_seconds: _abc.Iterable[_builtins.int] | None = ...,
+        seats: _builtins.int = ...,
+        amendments: _abc.Iterable[Global___ContractAmendment] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
+        features: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "renewal", b"renewal", "spend_cap", b"spend_cap", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "renewal", b"renewal", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap", "alert_thresholds", b"alert_thresholds", "amendments", b"amendments", "auto_recharge", b"auto_recharge", "billing_anchor", b"billing_anchor", "billing_frequency", b"billing_frequency", "billing_interval_seconds", b"billing_interval_seconds", "contract_id", b"contract_id", "customer_id", b"customer_id", "dunning_retry_seconds", b"dunning_retry_seconds", "features", b"features", "invoice_currency", b"invoice_currency", "late_usage", b"late_usage", "overage_policy", b"overage_policy", "overrides", b"overrides", "payment_method", b"payment_method", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "renewal", b"renewal", "seats", b"seats", "spend_cap", b"spend_cap", "status", b"status", "term_end", b"term_end", "term_start", b"term_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__spend_cap: _TypeAlias = _typing.Literal["spend_cap"]  # noqa: Y015
     _WhichOneofArgType__spend_cap: _TypeAlias = _typing.Literal["_spend_cap", b"_spend_cap"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__spend_cap) -> _WhichOneofReturnType__spend_cap | None: ...
 
 Global___Contract: _TypeAlias = Contract  # noqa: Y015
+
+@_typing.final
+class RateLimit(_message.Message):
+    """A token bucket on the contract, a product or a product tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PER_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    PRODUCT_KEY_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    limit_id: _builtins.str
+    """Unique within the contract; named in QuotaFailure."""
+    limit: _builtins.str
+    """Decimal string: how many requests or units per `per`."""
+    per: _builtins.str
+    """second (default), minute or hour."""
+    unit: _builtins.str
+    """requests (default: each event counts 1) or units (the event's quantity)."""
+    burst: _builtins.str
+    """Decimal string: the bucket's size, what a quiet caller may spend at once; unset: `limit`."""
+    product_key: _builtins.str
+    """Limit only this product's events; unset (and no tag): the whole contract."""
+    tag: _builtins.str
+    """Limit only events of products with this tag."""
+    def __init__(
+        self,
+        *,
+        limit_id: _builtins.str = ...,
+        limit: _builtins.str = ...,
+        per: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        burst: _builtins.str | None = ...,
+        product_key: _builtins.str | None = ...,
+        tag: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_product_key", b"_product_key", "_tag", b"_tag", "burst", b"burst", "product_key", b"product_key", "tag", b"tag"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_product_key", b"_product_key", "_tag", b"_tag", "burst", b"burst", "limit", b"limit", "limit_id", b"limit_id", "per", b"per", "product_key", b"product_key", "tag", b"tag", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__burst: _TypeAlias = _typing.Literal["burst"]  # noqa: Y015
+    _WhichOneofArgType__burst: _TypeAlias = _typing.Literal["_burst", b"_burst"]  # noqa: Y015
+    _WhichOneofReturnType__product_key: _TypeAlias = _typing.Literal["product_key"]  # noqa: Y015
+    _WhichOneofArgType__product_key: _TypeAlias = _typing.Literal["_product_key", b"_product_key"]  # noqa: Y015
+    _WhichOneofReturnType__tag: _TypeAlias = _typing.Literal["tag"]  # noqa: Y015
+    _WhichOneofArgType__tag: _TypeAlias = _typing.Literal["_tag", b"_tag"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__burst) -> _WhichOneofReturnType__burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__product_key) -> _WhichOneofReturnType__product_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tag) -> _WhichOneofReturnType__tag | None: ...
+
+Global___RateLimit: _TypeAlias = RateLimit  # noqa: Y015
+
+@_typing.final
+class ContractTerms(_message.Message):
+    """Terms an amendment changes; a term left unset keeps its value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_KEY_FIELD_NUMBER: _builtins.int
+    OVERAGE_POLICY_FIELD_NUMBER: _builtins.int
+    SPEND_CAP_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
+    SEATS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    rate_card_key: _builtins.str
+    """A rate card of the tenant's catalog."""
+    overage_policy: _builtins.str
+    """block or arrears."""
+    seats: _builtins.int
+    @_builtins.property
+    def spend_cap(self) -> Global___SpendCap:
+        """The new cap per billing period; set with no amount: no cap."""
+
+    @_builtins.property
+    def overrides(self) -> Global___ContractOverrides:
+        """The contract's overrides from then on (they replace the old list; empty: none)."""
+
+    @_builtins.property
+    def alert_thresholds(self) -> Global___AlertThresholds:
+        """The alert thresholds from then on (they replace the old list; empty: none)."""
+
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The rate limits from then on (they replace the old list; empty: none)."""
+
+    @_builtins.property
+    def features(self) -> Global___Features:
+        """The contract's own feature grants from then on (they replace the old ones)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card_key: _builtins.str | None = ...,
+        overage_policy: _builtins.str | None = ...,
+        spend_cap: Global___SpendCap | None = ...,
+        overrides: Global___ContractOverrides | None = ...,
+        alert_thresholds: Global___AlertThresholds | None = ...,
+        seats: _builtins.int | None = ...,
+        rate_limits: Global___RateLimits | None = ...,
+        features: Global___Features | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "features", b"features", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy", "_rate_card_key", b"_rate_card_key", "_seats", b"_seats", "alert_thresholds", b"alert_thresholds", "features", b"features", "overage_policy", b"overage_policy", "overrides", b"overrides", "rate_card_key", b"rate_card_key", "rate_limits", b"rate_limits", "seats", b"seats", "spend_cap", b"spend_cap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__overage_policy: _TypeAlias = _typing.Literal["overage_policy"]  # noqa: Y015
+    _WhichOneofArgType__overage_policy: _TypeAlias = _typing.Literal["_overage_policy", b"_overage_policy"]  # noqa: Y015
+    _WhichOneofReturnType__rate_card_key: _TypeAlias = _typing.Literal["rate_card_key"]  # noqa: Y015
+    _WhichOneofArgType__rate_card_key: _TypeAlias = _typing.Literal["_rate_card_key", b"_rate_card_key"]  # noqa: Y015
+    _WhichOneofReturnType__seats: _TypeAlias = _typing.Literal["seats"]  # noqa: Y015
+    _WhichOneofArgType__seats: _TypeAlias = _typing.Literal["_seats", b"_seats"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__overage_policy) -> _WhichOneofReturnType__overage_policy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_card_key) -> _WhichOneofReturnType__rate_card_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seats) -> _WhichOneofReturnType__seats | None: ...
+
+Global___ContractTerms: _TypeAlias = ContractTerms  # noqa: Y015
+
+@_typing.final
+class Features(_message.Message):
+    """Feature grants by key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ItemsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Struct: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Struct | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Struct]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Features: _TypeAlias = Features  # noqa: Y015
+
+@_typing.final
+class RateLimits(_message.Message):
+    """A whole list of rate limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RateLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimits: _TypeAlias = RateLimits  # noqa: Y015
+
+@_typing.final
+class SpendCap(_message.Message):
+    """A spend cap per billing period; no amount: no cap."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """Decimal string in the invoice currency."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
+
+Global___SpendCap: _TypeAlias = SpendCap  # noqa: Y015
+
+@_typing.final
+class ContractOverrides(_message.Message):
+    """A whole list of overrides."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractOverride]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ContractOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractOverrides: _TypeAlias = ContractOverrides  # noqa: Y015
+
+@_typing.final
+class AlertThresholds(_message.Message):
+    """A whole list of alert thresholds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertThreshold]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___AlertThreshold] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertThresholds: _TypeAlias = AlertThresholds  # noqa: Y015
+
+@_typing.final
+class ContractAmendment(_message.Message):
+    """A change of terms and when it takes effect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMENDMENT_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    TERMS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    amendment_id: _builtins.str
+    """The request_id of the call that made it."""
+    reason: _builtins.str
+    actor: _builtins.str
+    """The API key that made it."""
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was made: an invoice knows the amendments recorded by its billing date."""
+
+    @_builtins.property
+    def terms(self) -> Global___ContractTerms: ...
+    def __init__(
+        self,
+        *,
+        amendment_id: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        terms: Global___ContractTerms | None = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "recorded_at", b"recorded_at", "terms", b"terms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amendment_id", b"amendment_id", "effective_at", b"effective_at", "reason", b"reason", "recorded_at", b"recorded_at", "terms", b"terms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractAmendment: _TypeAlias = ContractAmendment  # noqa: Y015
 
 @_typing.final
 class AutoRecharge(_message.Message):
@@ -1152,3 +1506,136 @@ class BillNowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BillNowResponse: _TypeAlias = BillNowResponse  # noqa: Y015
+
+@_typing.final
+class AmendContractRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    TERMS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key, and the amendment's id: a retry returns the same amendment."""
+    effective: _builtins.str
+    """now (default), at (effective_at), or next_period_start."""
+    reason: _builtins.str
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp:
+        """With effective = "at": not in the past."""
+
+    @_builtins.property
+    def terms(self) -> Global___ContractTerms: ...
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        effective: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        terms: Global___ContractTerms | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "terms", b"terms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "effective", b"effective", "effective_at", b"effective_at", "reason", b"reason", "request_id", b"request_id", "terms", b"terms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AmendContractRequest: _TypeAlias = AmendContractRequest  # noqa: Y015
+
+@_typing.final
+class AmendContractResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    AMENDMENT_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
+    replay: _builtins.bool
+    """True when request_id was used before with the same request: nothing changed now."""
+    @_builtins.property
+    def contract(self) -> Global___Contract: ...
+    @_builtins.property
+    def amendment(self) -> Global___ContractAmendment: ...
+    def __init__(
+        self,
+        *,
+        contract: Global___Contract | None = ...,
+        amendment: Global___ContractAmendment | None = ...,
+        replay: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amendment", b"amendment", "contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amendment", b"amendment", "contract", b"contract", "replay", b"replay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AmendContractResponse: _TypeAlias = AmendContractResponse  # noqa: Y015
+
+@_typing.final
+class SetSeatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SEATS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key, and the amendment's id."""
+    seats: _builtins.int
+    """Seats from then on (0 or more)."""
+    effective: _builtins.str
+    """now (default), at (effective_at), or next_period_start."""
+    reason: _builtins.str
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        seats: _builtins.int = ...,
+        effective: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "effective", b"effective", "effective_at", b"effective_at", "reason", b"reason", "request_id", b"request_id", "seats", b"seats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSeatsRequest: _TypeAlias = SetSeatsRequest  # noqa: Y015
+
+@_typing.final
+class SetSeatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    AMENDMENT_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
+    replay: _builtins.bool
+    @_builtins.property
+    def contract(self) -> Global___Contract: ...
+    @_builtins.property
+    def amendment(self) -> Global___ContractAmendment: ...
+    def __init__(
+        self,
+        *,
+        contract: Global___Contract | None = ...,
+        amendment: Global___ContractAmendment | None = ...,
+        replay: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amendment", b"amendment", "contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amendment", b"amendment", "contract", b"contract", "replay", b"replay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSeatsResponse: _TypeAlias = SetSeatsResponse  # noqa: Y015

@@ -103,6 +103,16 @@ class ContractServiceStub:
                 request_serializer=rating_dot_v1_dot_contract__pb2.BillNowRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_contract__pb2.BillNowResponse.FromString,
                 _registered_method=True)
+        self.AmendContract = channel.unary_unary(
+                '/rating.v1.ContractService/AmendContract',
+                request_serializer=rating_dot_v1_dot_contract__pb2.AmendContractRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_contract__pb2.AmendContractResponse.FromString,
+                _registered_method=True)
+        self.SetSeats = channel.unary_unary(
+                '/rating.v1.ContractService/SetSeats',
+                request_serializer=rating_dot_v1_dot_contract__pb2.SetSeatsRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_contract__pb2.SetSeatsResponse.FromString,
+                _registered_method=True)
 
 
 class ContractServiceServicer:
@@ -206,6 +216,27 @@ class ContractServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AmendContract(self, request, context):
+        """Changes a contract's terms (rate card, overrides, spend cap, alert thresholds, overage
+        policy, seats) from a moment on: now, a future time, or the next period start; never the
+        past. Versions are kept (GetContract lists them); rating prices each event by the version
+        in force at its timestamp, and the next invoice prorates recurring fees across the change.
+        Idempotent on request_id. FAILED_PRECONDITION AMENDMENT_OUTSIDE_TERM or
+        CONTRACT_NOT_AMENDABLE (ended). Admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSeats(self, request, context):
+        """Changes the seats a per-seat fee charges for, from a moment on: an amendment of seats
+        only. Increases are charged and decreases credited, prorated, on the next invoice.
+        Idempotent on request_id. Admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContractServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +299,16 @@ def add_ContractServiceServicer_to_server(servicer, server):
                     servicer.BillNow,
                     request_deserializer=rating_dot_v1_dot_contract__pb2.BillNowRequest.FromString,
                     response_serializer=rating_dot_v1_dot_contract__pb2.BillNowResponse.SerializeToString,
+            ),
+            'AmendContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.AmendContract,
+                    request_deserializer=rating_dot_v1_dot_contract__pb2.AmendContractRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_contract__pb2.AmendContractResponse.SerializeToString,
+            ),
+            'SetSeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSeats,
+                    request_deserializer=rating_dot_v1_dot_contract__pb2.SetSeatsRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_contract__pb2.SetSeatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +643,60 @@ class ContractService:
             '/rating.v1.ContractService/BillNow',
             rating_dot_v1_dot_contract__pb2.BillNowRequest.SerializeToString,
             rating_dot_v1_dot_contract__pb2.BillNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AmendContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.ContractService/AmendContract',
+            rating_dot_v1_dot_contract__pb2.AmendContractRequest.SerializeToString,
+            rating_dot_v1_dot_contract__pb2.AmendContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.ContractService/SetSeats',
+            rating_dot_v1_dot_contract__pb2.SetSeatsRequest.SerializeToString,
+            rating_dot_v1_dot_contract__pb2.SetSeatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,19 @@ class ContractServiceStub:
     """
     BillNow: _grpc.UnaryUnaryMultiCallable[_contract_pb2.BillNowRequest, _contract_pb2.BillNowResponse]
     """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
+    AmendContract: _grpc.UnaryUnaryMultiCallable[_contract_pb2.AmendContractRequest, _contract_pb2.AmendContractResponse]
+    """Changes a contract's terms (rate card, overrides, spend cap, alert thresholds, overage
+    policy, seats) from a moment on: now, a future time, or the next period start; never the
+    past. Versions are kept (GetContract lists them); rating prices each event by the version
+    in force at its timestamp, and the next invoice prorates recurring fees across the change.
+    Idempotent on request_id. FAILED_PRECONDITION AMENDMENT_OUTSIDE_TERM or
+    CONTRACT_NOT_AMENDABLE (ended). Admin keys.
+    """
+    SetSeats: _grpc.UnaryUnaryMultiCallable[_contract_pb2.SetSeatsRequest, _contract_pb2.SetSeatsResponse]
+    """Changes the seats a per-seat fee charges for, from a moment on: an amendment of seats
+    only. Increases are charged and decreases credited, prorated, on the next invoice.
+    Idempotent on request_id. Admin keys.
+    """
 
 @_typing.type_check_only
 class ContractServiceAsyncStub(ContractServiceStub):
@@ -124,6 +137,19 @@ class ContractServiceAsyncStub(ContractServiceStub):
     """
     BillNow: _aio.UnaryUnaryMultiCallable[_contract_pb2.BillNowRequest, _contract_pb2.BillNowResponse]  # type: ignore[assignment]
     """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
+    AmendContract: _aio.UnaryUnaryMultiCallable[_contract_pb2.AmendContractRequest, _contract_pb2.AmendContractResponse]  # type: ignore[assignment]
+    """Changes a contract's terms (rate card, overrides, spend cap, alert thresholds, overage
+    policy, seats) from a moment on: now, a future time, or the next period start; never the
+    past. Versions are kept (GetContract lists them); rating prices each event by the version
+    in force at its timestamp, and the next invoice prorates recurring fees across the change.
+    Idempotent on request_id. FAILED_PRECONDITION AMENDMENT_OUTSIDE_TERM or
+    CONTRACT_NOT_AMENDABLE (ended). Admin keys.
+    """
+    SetSeats: _aio.UnaryUnaryMultiCallable[_contract_pb2.SetSeatsRequest, _contract_pb2.SetSeatsResponse]  # type: ignore[assignment]
+    """Changes the seats a per-seat fee charges for, from a moment on: an amendment of seats
+    only. Increases are charged and decreases credited, prorated, on the next invoice.
+    Idempotent on request_id. Admin keys.
+    """
 
 class ContractServiceServicer(metaclass=_abc_1.ABCMeta):
     """Customers, their contracts, and the commitments (credit pools) those contracts hold.
@@ -241,5 +267,30 @@ class ContractServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_contract_pb2.BillNowResponse, _abc.Awaitable[_contract_pb2.BillNowResponse]]:
         """Invoices the period that has ended without waiting out the grace window. Admin and ops."""
+
+    @_abc_1.abstractmethod
+    def AmendContract(
+        self,
+        request: _contract_pb2.AmendContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contract_pb2.AmendContractResponse, _abc.Awaitable[_contract_pb2.AmendContractResponse]]:
+        """Changes a contract's terms (rate card, overrides, spend cap, alert thresholds, overage
+        policy, seats) from a moment on: now, a future time, or the next period start; never the
+        past. Versions are kept (GetContract lists them); rating prices each event by the version
+        in force at its timestamp, and the next invoice prorates recurring fees across the change.
+        Idempotent on request_id. FAILED_PRECONDITION AMENDMENT_OUTSIDE_TERM or
+        CONTRACT_NOT_AMENDABLE (ended). Admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSeats(
+        self,
+        request: _contract_pb2.SetSeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contract_pb2.SetSeatsResponse, _abc.Awaitable[_contract_pb2.SetSeatsResponse]]:
+        """Changes the seats a per-seat fee charges for, from a moment on: an amendment of seats
+        only. Increases are charged and decreases credited, prorated, on the next invoice.
+        Idempotent on request_id. Admin keys.
+        """
 
 def add_ContractServiceServicer_to_server(servicer: ContractServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

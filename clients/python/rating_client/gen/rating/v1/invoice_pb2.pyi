@@ -42,6 +42,9 @@ class Invoice(_message.Message):
     SUBTOTALS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     EXACT_TOTAL_FIELD_NUMBER: _builtins.int
+    AMOUNT_CREDITED_FIELD_NUMBER: _builtins.int
+    AMOUNT_DUE_FIELD_NUMBER: _builtins.int
+    CREDIT_NOTE_IDS_FIELD_NUMBER: _builtins.int
     invoice_id: _builtins.str
     """Derived from the contract, the billing date and the revision, e.g.
     "inv_ctr_123_20260201T000000Z"; a preview carries the id the issued invoice will have.
@@ -62,6 +65,10 @@ class Invoice(_message.Message):
     """What the customer owes: the sum of the rounded line amounts."""
     exact_total: _builtins.str
     """The sum of the lines before rounding; total − exact_total is the rounding."""
+    amount_credited: _builtins.str
+    """What its credit notes credited, in all."""
+    amount_due: _builtins.str
+    """What is still owed: total − amount_credited while unpaid; "0" once paid or void."""
     @_builtins.property
     def billing_date(self) -> _timestamp_pb2.Timestamp:
         """When the invoice is due to be made: a period end (arrears) or the term start (advance)."""
@@ -90,6 +97,10 @@ class Invoice(_message.Message):
     def subtotals(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceSubtotal]:
         """The sum of the rounded lines of each kind that has lines, in the order of `lines`."""
 
+    @_builtins.property
+    def credit_note_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its credit notes, in the order they were issued."""
+
     def __init__(
         self,
         *,
@@ -109,10 +120,13 @@ class Invoice(_message.Message):
         subtotals: _abc.Iterable[Global___InvoiceSubtotal] | None = ...,
         total: _builtins.str = ...,
         exact_total: _builtins.str = ...,
+        amount_credited: _builtins.str = ...,
+        amount_due: _builtins.str = ...,
+        credit_note_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing_date", b"billing_date", "issued_at", b"issued_at", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "billing_date", b"billing_date", "contract_id", b"contract_id", "currency", b"currency", "customer_id", b"customer_id", "exact_total", b"exact_total", "invoice_id", b"invoice_id", "issued_at", b"issued_at", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "revision", b"revision", "state", b"state", "subtotals", b"subtotals", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_credited", b"amount_credited", "amount_due", b"amount_due", "balances", b"balances", "billing_date", b"billing_date", "contract_id", b"contract_id", "credit_note_ids", b"credit_note_ids", "currency", b"currency", "customer_id", b"customer_id", "exact_total", b"exact_total", "invoice_id", b"invoice_id", "issued_at", b"issued_at", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "revision", b"revision", "state", b"state", "subtotals", b"subtotals", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -652,3 +666,491 @@ class RecordPaymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordPaymentResponse: _TypeAlias = RecordPaymentResponse  # noqa: Y015
+
+@_typing.final
+class RetryPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Required: names this retry; asked again, it is not made again."""
+    invoice_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPaymentRequest: _TypeAlias = RetryPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RetryPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The dunning workflow making the attempt."""
+    replay: _builtins.bool
+    """True when the request_id had asked for this retry before (nothing was signalled again)."""
+    @_builtins.property
+    def invoice(self) -> Global___Invoice:
+        """The invoice as it was when the retry was asked for (the attempt runs in its workflow)."""
+
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+        workflow_id: _builtins.str = ...,
+        replay: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice", "replay", b"replay", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPaymentResponse: _TypeAlias = RetryPaymentResponse  # noqa: Y015
+
+@_typing.final
+class CreditNoteLineRequest(_message.Message):
+    """What to credit on one invoice line: an amount, or a quantity at the line's unit price."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    line_id: _builtins.str
+    """The invoice line's key (InvoiceLine.key)."""
+    amount: _builtins.str
+    """An amount in the invoice currency, at most its minor unit's places; or empty."""
+    quantity: _builtins.str
+    """A quantity of the line's (it must have a unit price); or empty. Exactly one of the two."""
+    def __init__(
+        self,
+        *,
+        line_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        quantity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "line_id", b"line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditNoteLineRequest: _TypeAlias = CreditNoteLineRequest  # noqa: Y015
+
+@_typing.final
+class IssueCreditNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MEMO_FIELD_NUMBER: _builtins.int
+    REFUND_TO_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Required: the operator's idempotency key for this credit note."""
+    invoice_id: _builtins.str
+    """Required."""
+    reason: _builtins.str
+    """Required: duplicate, fraudulent, order_change, product_unsatisfactory or other."""
+    memo: _builtins.str
+    """Free text printed on the credit note (required when reason is "other")."""
+    refund_to: _builtins.str
+    """Paid invoices only, and required there: "gateway" (to the payment method charged) or
+    "pool" (into a new purchased-credit pool of the contract).
+    """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNoteLineRequest]:
+        """The lines to credit; empty: the whole of what is left of the invoice's total."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___CreditNoteLineRequest] | None = ...,
+        reason: _builtins.str = ...,
+        memo: _builtins.str = ...,
+        refund_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id", "lines", b"lines", "memo", b"memo", "reason", b"reason", "refund_to", b"refund_to", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCreditNoteRequest: _TypeAlias = IssueCreditNoteRequest  # noqa: Y015
+
+@_typing.final
+class CreditNoteLine(_message.Message):
+    """One line of a credit note."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    line_id: _builtins.str
+    """The invoice line credited (its key)."""
+    kind: _builtins.str
+    """The invoice line's kind, e.g. usage, fee."""
+    description: _builtins.str
+    """As printed on the document."""
+    quantity: _builtins.str
+    """The quantity credited, when credited by quantity."""
+    unit_price: _builtins.str
+    """The unit price it was credited at, when credited by quantity."""
+    amount: _builtins.str
+    """The amount credited, in the invoice currency."""
+    def __init__(
+        self,
+        *,
+        line_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+        quantity: _builtins.str | None = ...,
+        unit_price: _builtins.str | None = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "_unit_price", b"_unit_price", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "_unit_price", b"_unit_price", "amount", b"amount", "description", b"description", "kind", b"kind", "line_id", b"line_id", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__quantity: _TypeAlias = _typing.Literal["quantity"]  # noqa: Y015
+    _WhichOneofArgType__quantity: _TypeAlias = _typing.Literal["_quantity", b"_quantity"]  # noqa: Y015
+    _WhichOneofReturnType__unit_price: _TypeAlias = _typing.Literal["unit_price"]  # noqa: Y015
+    _WhichOneofArgType__unit_price: _TypeAlias = _typing.Literal["_unit_price", b"_unit_price"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quantity) -> _WhichOneofReturnType__quantity | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unit_price) -> _WhichOneofReturnType__unit_price | None: ...
+
+Global___CreditNoteLine: _TypeAlias = CreditNoteLine  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """A credit note's refund: where the credit of a paid invoice went back to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    destination: _builtins.str
+    """"gateway" or "pool"."""
+    amount: _builtins.str
+    """The amount refunded."""
+    status: _builtins.str
+    """pending, succeeded or failed."""
+    idempotency_key: _builtins.str
+    """The key the gateway saw for the latest attempt: an attempt is never made twice."""
+    gateway_reference: _builtins.str
+    """The gateway's refund id, when it gave one."""
+    pool_id: _builtins.str
+    """The credit pool it went into (pool refunds)."""
+    failure_code: _builtins.str
+    """Why it failed, e.g. "refund_declined", "gateway_timeout"; empty otherwise."""
+    failure_message: _builtins.str
+    """The gateway's message when it failed, for humans."""
+    attempts: _builtins.int
+    """Attempts made: a failed refund is made again when IssueCreditNote is asked again with the
+    same request (under the next attempt's idempotency key).
+    """
+    def __init__(
+        self,
+        *,
+        destination: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        status: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        gateway_reference: _builtins.str = ...,
+        pool_id: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "destination", b"destination", "failure_code", b"failure_code", "failure_message", b"failure_message", "gateway_reference", b"gateway_reference", "idempotency_key", b"idempotency_key", "pool_id", b"pool_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class CreditNote(_message.Message):
+    """A numbered credit against one invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MEMO_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    REFUND_TO_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    credit_note_id: _builtins.str
+    number: _builtins.str
+    """Gapless per tenant, e.g. "CN-000007"."""
+    request_id: _builtins.str
+    """The request id that issued it."""
+    invoice_id: _builtins.str
+    invoice_number: _builtins.str
+    """The invoice's number, e.g. "INV-000042"."""
+    contract_id: _builtins.str
+    customer_id: _builtins.str
+    currency: _builtins.str
+    """ISO 4217 code of the invoice currency."""
+    reason: _builtins.str
+    """duplicate, fraudulent, order_change, product_unsatisfactory or other."""
+    memo: _builtins.str
+    total: _builtins.str
+    """The amount credited: the sum of the lines."""
+    refund_to: _builtins.str
+    """"gateway" or "pool" for a refund; empty when it lowered the invoice's amount due."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNoteLine]: ...
+    @_builtins.property
+    def refund(self) -> Global___Refund:
+        """The refund as it stands; unset when there is none."""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        credit_note_id: _builtins.str = ...,
+        number: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        invoice_number: _builtins.str = ...,
+        contract_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        memo: _builtins.str = ...,
+        lines: _abc.Iterable[Global___CreditNoteLine] | None = ...,
+        total: _builtins.str = ...,
+        refund_to: _builtins.str = ...,
+        refund: Global___Refund | None = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "credit_note_id", b"credit_note_id", "currency", b"currency", "customer_id", b"customer_id", "invoice_id", b"invoice_id", "invoice_number", b"invoice_number", "issued_at", b"issued_at", "lines", b"lines", "memo", b"memo", "number", b"number", "reason", b"reason", "refund", b"refund", "refund_to", b"refund_to", "request_id", b"request_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditNote: _TypeAlias = CreditNote  # noqa: Y015
+
+@_typing.final
+class IssueCreditNoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_FIELD_NUMBER: _builtins.int
+    INVOICE_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
+    replay: _builtins.bool
+    """True when the request_id had issued this credit note before."""
+    @_builtins.property
+    def credit_note(self) -> Global___CreditNote: ...
+    @_builtins.property
+    def invoice(self) -> Global___Invoice:
+        """The invoice after it: its amount credited and amount due."""
+
+    def __init__(
+        self,
+        *,
+        credit_note: Global___CreditNote | None = ...,
+        invoice: Global___Invoice | None = ...,
+        replay: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note", "invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note", "invoice", b"invoice", "replay", b"replay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCreditNoteResponse: _TypeAlias = IssueCreditNoteResponse  # noqa: Y015
+
+@_typing.final
+class GetCreditNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_ID_FIELD_NUMBER: _builtins.int
+    credit_note_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        credit_note_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note_id", b"credit_note_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditNoteRequest: _TypeAlias = GetCreditNoteRequest  # noqa: Y015
+
+@_typing.final
+class GetCreditNoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credit_note(self) -> Global___CreditNote: ...
+    def __init__(
+        self,
+        *,
+        credit_note: Global___CreditNote | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditNoteResponse: _TypeAlias = GetCreditNoteResponse  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """Only this invoice's credit notes; empty: every invoice."""
+    contract_id: _builtins.str
+    """Only this contract's; empty: every contract."""
+    customer_id: _builtins.str
+    """Only this customer's; empty: every customer."""
+    page_size: _builtins.int
+    """At most this many; 0 means 50, more than 500 is refused."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters; empty: the first page."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        contract_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "customer_id", b"customer_id", "invoice_id", b"invoice_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesRequest: _TypeAlias = ListCreditNotesRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def credit_notes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNote]:
+        """Latest first."""
+
+    def __init__(
+        self,
+        *,
+        credit_notes: _abc.Iterable[Global___CreditNote] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_notes", b"credit_notes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesResponse: _TypeAlias = ListCreditNotesResponse  # noqa: Y015
+
+@_typing.final
+class GetCreditNoteDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTE_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    credit_note_id: _builtins.str
+    """Required."""
+    format: _builtins.str
+    """"html" or "pdf"."""
+    def __init__(
+        self,
+        *,
+        credit_note_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note_id", b"credit_note_id", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditNoteDocumentRequest: _TypeAlias = GetCreditNoteDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetCreditNoteDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """The document's bytes: UTF-8 HTML, or a PDF."""
+    content_type: _builtins.str
+    """"text/html; charset=utf-8" or "application/pdf"."""
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditNoteDocumentResponse: _TypeAlias = GetCreditNoteDocumentResponse  # noqa: Y015

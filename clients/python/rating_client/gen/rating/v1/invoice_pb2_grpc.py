@@ -27,8 +27,9 @@ if _version_not_supported:
 
 
 class InvoiceServiceStub:
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -70,11 +71,37 @@ class InvoiceServiceStub:
                 request_serializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.FromString,
                 _registered_method=True)
+        self.RetryPayment = channel.unary_unary(
+                '/rating.v1.InvoiceService/RetryPayment',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.RetryPaymentRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.RetryPaymentResponse.FromString,
+                _registered_method=True)
+        self.IssueCreditNote = channel.unary_unary(
+                '/rating.v1.InvoiceService/IssueCreditNote',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.IssueCreditNoteRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.IssueCreditNoteResponse.FromString,
+                _registered_method=True)
+        self.GetCreditNote = channel.unary_unary(
+                '/rating.v1.InvoiceService/GetCreditNote',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteResponse.FromString,
+                _registered_method=True)
+        self.ListCreditNotes = channel.unary_unary(
+                '/rating.v1.InvoiceService/ListCreditNotes',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.ListCreditNotesRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.ListCreditNotesResponse.FromString,
+                _registered_method=True)
+        self.GetCreditNoteDocument = channel.unary_unary(
+                '/rating.v1.InvoiceService/GetCreditNoteDocument',
+                request_serializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -130,6 +157,52 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryPayment(self, request, context):
+        """Retries collecting an owed (finalized or uncollectible) invoice now, for its amount due:
+        its dunning workflow makes the attempt at once (started if it is not running), under the
+        invoice's next attempt number. The same request_id is the same retry. Refused for an
+        invoice not owed (FAILED_PRECONDITION, INVOICE_NOT_OPEN) or a contract with no payment
+        method (NO_PAYMENT_METHOD). Ops and admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueCreditNote(self, request, context):
+        """Issues a credit note against a finalized, uncollectible or paid invoice: the whole of what
+        is left, or lines (an amount, or a quantity at the line's unit price). On an unpaid invoice
+        it lowers the amount due (credited in full, the invoice is settled); on a paid one it is
+        refunded, to the payment gateway or into a new credit pool (refund_to). Numbered gaplessly
+        per tenant (CN-000001). Idempotent on request_id: the same request answers the same credit
+        note; another request under it is ALREADY_EXISTS (IDEMPOTENCY_KEY_MISMATCH). Refused on a
+        draft or void invoice (FAILED_PRECONDITION, INVOICE_NOT_CREDITABLE) and beyond what is left
+        to credit (CREDIT_EXCEEDS_INVOICE). Ops and admin keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCreditNote(self, request, context):
+        """Fetches one credit note with its lines and its refund.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditNotes(self, request, context):
+        """Lists credit notes, latest first, of one invoice, contract, customer or the tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCreditNoteDocument(self, request, context):
+        """The credit note's rendered HTML or PDF, as the customer receives it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +236,31 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     request_deserializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.FromString,
                     response_serializer=rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.SerializeToString,
             ),
+            'RetryPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryPayment,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.RetryPaymentRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.RetryPaymentResponse.SerializeToString,
+            ),
+            'IssueCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCreditNote,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.IssueCreditNoteRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.IssueCreditNoteResponse.SerializeToString,
+            ),
+            'GetCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCreditNote,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteResponse.SerializeToString,
+            ),
+            'ListCreditNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditNotes,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.ListCreditNotesRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.ListCreditNotesResponse.SerializeToString,
+            ),
+            'GetCreditNoteDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCreditNoteDocument,
+                    request_deserializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'rating.v1.InvoiceService', rpc_method_handlers)
@@ -172,8 +270,9 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class InvoiceService:
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -331,6 +430,141 @@ class InvoiceService:
             '/rating.v1.InvoiceService/RecordPayment',
             rating_dot_v1_dot_invoice__pb2.RecordPaymentRequest.SerializeToString,
             rating_dot_v1_dot_invoice__pb2.RecordPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/RetryPayment',
+            rating_dot_v1_dot_invoice__pb2.RetryPaymentRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.RetryPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/IssueCreditNote',
+            rating_dot_v1_dot_invoice__pb2.IssueCreditNoteRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.IssueCreditNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/GetCreditNote',
+            rating_dot_v1_dot_invoice__pb2.GetCreditNoteRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.GetCreditNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/ListCreditNotes',
+            rating_dot_v1_dot_invoice__pb2.ListCreditNotesRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.ListCreditNotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCreditNoteDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.InvoiceService/GetCreditNoteDocument',
+            rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentRequest.SerializeToString,
+            rating_dot_v1_dot_invoice__pb2.GetCreditNoteDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

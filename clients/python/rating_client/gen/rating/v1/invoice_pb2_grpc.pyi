@@ -28,8 +28,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InvoiceServiceStub:
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -63,11 +64,35 @@ class InvoiceServiceStub:
     resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
     Ops and admin keys.
     """
+    RetryPayment: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.RetryPaymentRequest, _invoice_pb2.RetryPaymentResponse]
+    """Retries collecting an owed (finalized or uncollectible) invoice now, for its amount due:
+    its dunning workflow makes the attempt at once (started if it is not running), under the
+    invoice's next attempt number. The same request_id is the same retry. Refused for an
+    invoice not owed (FAILED_PRECONDITION, INVOICE_NOT_OPEN) or a contract with no payment
+    method (NO_PAYMENT_METHOD). Ops and admin keys.
+    """
+    IssueCreditNote: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.IssueCreditNoteRequest, _invoice_pb2.IssueCreditNoteResponse]
+    """Issues a credit note against a finalized, uncollectible or paid invoice: the whole of what
+    is left, or lines (an amount, or a quantity at the line's unit price). On an unpaid invoice
+    it lowers the amount due (credited in full, the invoice is settled); on a paid one it is
+    refunded, to the payment gateway or into a new credit pool (refund_to). Numbered gaplessly
+    per tenant (CN-000001). Idempotent on request_id: the same request answers the same credit
+    note; another request under it is ALREADY_EXISTS (IDEMPOTENCY_KEY_MISMATCH). Refused on a
+    draft or void invoice (FAILED_PRECONDITION, INVOICE_NOT_CREDITABLE) and beyond what is left
+    to credit (CREDIT_EXCEEDS_INVOICE). Ops and admin keys.
+    """
+    GetCreditNote: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.GetCreditNoteRequest, _invoice_pb2.GetCreditNoteResponse]
+    """Fetches one credit note with its lines and its refund."""
+    ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.ListCreditNotesRequest, _invoice_pb2.ListCreditNotesResponse]
+    """Lists credit notes, latest first, of one invoice, contract, customer or the tenant."""
+    GetCreditNoteDocument: _grpc.UnaryUnaryMultiCallable[_invoice_pb2.GetCreditNoteDocumentRequest, _invoice_pb2.GetCreditNoteDocumentResponse]
+    """The credit note's rendered HTML or PDF, as the customer receives it."""
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -98,10 +123,34 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
     Ops and admin keys.
     """
+    RetryPayment: _aio.UnaryUnaryMultiCallable[_invoice_pb2.RetryPaymentRequest, _invoice_pb2.RetryPaymentResponse]  # type: ignore[assignment]
+    """Retries collecting an owed (finalized or uncollectible) invoice now, for its amount due:
+    its dunning workflow makes the attempt at once (started if it is not running), under the
+    invoice's next attempt number. The same request_id is the same retry. Refused for an
+    invoice not owed (FAILED_PRECONDITION, INVOICE_NOT_OPEN) or a contract with no payment
+    method (NO_PAYMENT_METHOD). Ops and admin keys.
+    """
+    IssueCreditNote: _aio.UnaryUnaryMultiCallable[_invoice_pb2.IssueCreditNoteRequest, _invoice_pb2.IssueCreditNoteResponse]  # type: ignore[assignment]
+    """Issues a credit note against a finalized, uncollectible or paid invoice: the whole of what
+    is left, or lines (an amount, or a quantity at the line's unit price). On an unpaid invoice
+    it lowers the amount due (credited in full, the invoice is settled); on a paid one it is
+    refunded, to the payment gateway or into a new credit pool (refund_to). Numbered gaplessly
+    per tenant (CN-000001). Idempotent on request_id: the same request answers the same credit
+    note; another request under it is ALREADY_EXISTS (IDEMPOTENCY_KEY_MISMATCH). Refused on a
+    draft or void invoice (FAILED_PRECONDITION, INVOICE_NOT_CREDITABLE) and beyond what is left
+    to credit (CREDIT_EXCEEDS_INVOICE). Ops and admin keys.
+    """
+    GetCreditNote: _aio.UnaryUnaryMultiCallable[_invoice_pb2.GetCreditNoteRequest, _invoice_pb2.GetCreditNoteResponse]  # type: ignore[assignment]
+    """Fetches one credit note with its lines and its refund."""
+    ListCreditNotes: _aio.UnaryUnaryMultiCallable[_invoice_pb2.ListCreditNotesRequest, _invoice_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
+    """Lists credit notes, latest first, of one invoice, contract, customer or the tenant."""
+    GetCreditNoteDocument: _aio.UnaryUnaryMultiCallable[_invoice_pb2.GetCreditNoteDocumentRequest, _invoice_pb2.GetCreditNoteDocumentResponse]  # type: ignore[assignment]
+    """The credit note's rendered HTML or PDF, as the customer receives it."""
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Invoices as the billing workflow issued them, their documents and their payment attempts.
-    For operators and finance tools: admin and ops keys may read; nothing here writes.
+    """Invoices as the billing workflow issued them, their documents, payment attempts and credit
+    notes. For operators and finance tools: admin and ops keys may read, and make the operator
+    actions (void, record a payment, retry a payment, issue a credit note).
 
     Money and quantities are decimal strings ("1500.00"), never floats. A tenant sees only its
     own invoices: another tenant's invoice id is NOT_FOUND (INVOICE_NOT_FOUND), as is an unknown one.
@@ -166,5 +215,58 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         resumes, and its dunning stops. Recording on a paid invoice answers it unchanged.
         Ops and admin keys.
         """
+
+    @_abc_1.abstractmethod
+    def RetryPayment(
+        self,
+        request: _invoice_pb2.RetryPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.RetryPaymentResponse, _abc.Awaitable[_invoice_pb2.RetryPaymentResponse]]:
+        """Retries collecting an owed (finalized or uncollectible) invoice now, for its amount due:
+        its dunning workflow makes the attempt at once (started if it is not running), under the
+        invoice's next attempt number. The same request_id is the same retry. Refused for an
+        invoice not owed (FAILED_PRECONDITION, INVOICE_NOT_OPEN) or a contract with no payment
+        method (NO_PAYMENT_METHOD). Ops and admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueCreditNote(
+        self,
+        request: _invoice_pb2.IssueCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.IssueCreditNoteResponse, _abc.Awaitable[_invoice_pb2.IssueCreditNoteResponse]]:
+        """Issues a credit note against a finalized, uncollectible or paid invoice: the whole of what
+        is left, or lines (an amount, or a quantity at the line's unit price). On an unpaid invoice
+        it lowers the amount due (credited in full, the invoice is settled); on a paid one it is
+        refunded, to the payment gateway or into a new credit pool (refund_to). Numbered gaplessly
+        per tenant (CN-000001). Idempotent on request_id: the same request answers the same credit
+        note; another request under it is ALREADY_EXISTS (IDEMPOTENCY_KEY_MISMATCH). Refused on a
+        draft or void invoice (FAILED_PRECONDITION, INVOICE_NOT_CREDITABLE) and beyond what is left
+        to credit (CREDIT_EXCEEDS_INVOICE). Ops and admin keys.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCreditNote(
+        self,
+        request: _invoice_pb2.GetCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.GetCreditNoteResponse, _abc.Awaitable[_invoice_pb2.GetCreditNoteResponse]]:
+        """Fetches one credit note with its lines and its refund."""
+
+    @_abc_1.abstractmethod
+    def ListCreditNotes(
+        self,
+        request: _invoice_pb2.ListCreditNotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.ListCreditNotesResponse, _abc.Awaitable[_invoice_pb2.ListCreditNotesResponse]]:
+        """Lists credit notes, latest first, of one invoice, contract, customer or the tenant."""
+
+    @_abc_1.abstractmethod
+    def GetCreditNoteDocument(
+        self,
+        request: _invoice_pb2.GetCreditNoteDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_pb2.GetCreditNoteDocumentResponse, _abc.Awaitable[_invoice_pb2.GetCreditNoteDocumentResponse]]:
+        """The credit note's rendered HTML or PDF, as the customer receives it."""
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

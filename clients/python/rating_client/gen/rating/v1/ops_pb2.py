@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13rating/v1/ops.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bInvoiceStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x13\n\x0breset_point\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x87\x02\n\nInvoiceRun\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62illing_date\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x14\n\x0c\x66\x61iling_step\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12)\n\x05since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05steps\x18\x0b \x03(\x0b\x32\x16.rating.v1.InvoiceStep\"j\n\x19ListFailedInvoicesRequest\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\"A\n\x1aListFailedInvoicesResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.rating.v1.InvoiceRun\"+\n\x14GetInvoiceRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"_\n\x15GetInvoiceRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.rating.v1.InvoiceRun\x12\"\n\x07replays\x18\x02 \x03(\x0b\x32\x11.rating.v1.Replay\"\xc3\x01\n\x15ReplayInvoicesRequest\x12\x14\n\x0cworkflow_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reset_to\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x08 \x01(\x05\"\x9b\x01\n\nReplayPlan\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.rating.v1.InvoiceRun\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x10\n\x08reset_to\x18\x03 \x01(\t\x12\x13\n\x0breset_point\x18\x04 \x01(\x03\x12\x12\n\ninvoice_id\x18\x05 \x01(\t\x12\x0f\n\x07\x65\x66\x66\x65\x63ts\x18\x06 \x03(\t\x12\x0f\n\x07refusal\x18\x07 \x01(\t\"b\n\x16ReplayInvoicesResponse\x12$\n\x05plans\x18\x01 \x03(\x0b\x32\x15.rating.v1.ReplayPlan\x12\"\n\x07replays\x18\x02 \x03(\x0b\x32\x11.rating.v1.Replay\"\xe9\x02\n\x06Replay\x12\x11\n\treplay_id\x18\x01 \x01(\x03\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62illing_date\x18\x04 \x01(\t\x12\x14\n\x0creplayed_run\x18\x05 \x01(\t\x12\x0f\n\x07new_run\x18\x06 \x01(\t\x12\x13\n\x0b\x66\x61iled_step\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x10\n\x08reset_to\x18\n \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x30\n\x0crequested_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0f \x01(\t\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x12ListReplaysRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x13ListReplaysResponse\x12\"\n\x07replays\x18\x01 \x03(\x0b\x32\x11.rating.v1.Replay\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16ReconcileLedgerRequest\"V\n\x0bLedgerDrift\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\t\x12\x10\n\x08recorded\x18\x03 \x01(\t\x12\x12\n\nrecomputed\x18\x04 \x01(\t\"\xb0\x01\n\x17ReconcileLedgerResponse\x12\r\n\x05\x63lean\x18\x01 \x01(\x08\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x05\x12&\n\x06\x64rifts\x18\x03 \x03(\x0b\x32\x16.rating.v1.LedgerDrift\x12\x14\n\x0cunreplayable\x18\x04 \x03(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc2\x03\n\nOpsService\x12\x61\n\x12ListFailedInvoices\x12$.rating.v1.ListFailedInvoicesRequest\x1a%.rating.v1.ListFailedInvoicesResponse\x12R\n\rGetInvoiceRun\x12\x1f.rating.v1.GetInvoiceRunRequest\x1a .rating.v1.GetInvoiceRunResponse\x12U\n\x0eReplayInvoices\x12 .rating.v1.ReplayInvoicesRequest\x1a!.rating.v1.ReplayInvoicesResponse\x12L\n\x0bListReplays\x12\x1d.rating.v1.ListReplaysRequest\x1a\x1e.rating.v1.ListReplaysResponse\x12X\n\x0fReconcileLedger\x12!.rating.v1.ReconcileLedgerRequest\x1a\".rating.v1.ReconcileLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13rating/v1/ops.proto\x12\trating.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bInvoiceStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x13\n\x0breset_point\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x87\x02\n\nInvoiceRun\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62illing_date\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x14\n\x0c\x66\x61iling_step\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12)\n\x05since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05steps\x18\x0b \x03(\x0b\x32\x16.rating.v1.InvoiceStep\"\x91\x01\n\x19ListFailedInvoicesRequest\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x1aListFailedInvoicesResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.rating.v1.InvoiceRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x14GetInvoiceRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"_\n\x15GetInvoiceRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.rating.v1.InvoiceRun\x12\"\n\x07replays\x18\x02 \x03(\x0b\x32\x11.rating.v1.Replay\"\xc3\x01\n\x15ReplayInvoicesRequest\x12\x14\n\x0cworkflow_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reset_to\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x08 \x01(\x05\"\x9b\x01\n\nReplayPlan\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.rating.v1.InvoiceRun\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x10\n\x08reset_to\x18\x03 \x01(\t\x12\x13\n\x0breset_point\x18\x04 \x01(\x03\x12\x12\n\ninvoice_id\x18\x05 \x01(\t\x12\x0f\n\x07\x65\x66\x66\x65\x63ts\x18\x06 \x03(\t\x12\x0f\n\x07refusal\x18\x07 \x01(\t\"b\n\x16ReplayInvoicesResponse\x12$\n\x05plans\x18\x01 \x03(\x0b\x32\x15.rating.v1.ReplayPlan\x12\"\n\x07replays\x18\x02 \x03(\x0b\x32\x11.rating.v1.Replay\"\xe9\x02\n\x06Replay\x12\x11\n\treplay_id\x18\x01 \x01(\x03\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62illing_date\x18\x04 \x01(\t\x12\x14\n\x0creplayed_run\x18\x05 \x01(\t\x12\x0f\n\x07new_run\x18\x06 \x01(\t\x12\x13\n\x0b\x66\x61iled_step\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x10\n\x08reset_to\x18\n \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x30\n\x0crequested_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0f \x01(\t\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x12ListReplaysRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x13ListReplaysResponse\x12\"\n\x07replays\x18\x01 \x03(\x0b\x32\x11.rating.v1.Replay\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16ReconcileLedgerRequest\"V\n\x0bLedgerDrift\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\t\x12\x10\n\x08recorded\x18\x03 \x01(\t\x12\x12\n\nrecomputed\x18\x04 \x01(\t\"\xb0\x01\n\x17ReconcileLedgerResponse\x12\r\n\x05\x63lean\x18\x01 \x01(\x08\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x05\x12&\n\x06\x64rifts\x18\x03 \x03(\x0b\x32\x16.rating.v1.LedgerDrift\x12\x14\n\x0cunreplayable\x18\x04 \x03(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc2\x03\n\nOpsService\x12\x61\n\x12ListFailedInvoices\x12$.rating.v1.ListFailedInvoicesRequest\x1a%.rating.v1.ListFailedInvoicesResponse\x12R\n\rGetInvoiceRun\x12\x1f.rating.v1.GetInvoiceRunRequest\x1a .rating.v1.GetInvoiceRunResponse\x12U\n\x0eReplayInvoices\x12 .rating.v1.ReplayInvoicesRequest\x1a!.rating.v1.ReplayInvoicesResponse\x12L\n\x0bListReplays\x12\x1d.rating.v1.ListReplaysRequest\x1a\x1e.rating.v1.ListReplaysResponse\x12X\n\x0fReconcileLedger\x12!.rating.v1.ReconcileLedgerRequest\x1a\".rating.v1.ReconcileLedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,32 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOICESTEP']._serialized_end=164
   _globals['_INVOICERUN']._serialized_start=167
   _globals['_INVOICERUN']._serialized_end=430
-  _globals['_LISTFAILEDINVOICESREQUEST']._serialized_start=432
-  _globals['_LISTFAILEDINVOICESREQUEST']._serialized_end=538
-  _globals['_LISTFAILEDINVOICESRESPONSE']._serialized_start=540
-  _globals['_LISTFAILEDINVOICESRESPONSE']._serialized_end=605
-  _globals['_GETINVOICERUNREQUEST']._serialized_start=607
-  _globals['_GETINVOICERUNREQUEST']._serialized_end=650
-  _globals['_GETINVOICERUNRESPONSE']._serialized_start=652
-  _globals['_GETINVOICERUNRESPONSE']._serialized_end=747
-  _globals['_REPLAYINVOICESREQUEST']._serialized_start=750
-  _globals['_REPLAYINVOICESREQUEST']._serialized_end=945
-  _globals['_REPLAYPLAN']._serialized_start=948
-  _globals['_REPLAYPLAN']._serialized_end=1103
-  _globals['_REPLAYINVOICESRESPONSE']._serialized_start=1105
-  _globals['_REPLAYINVOICESRESPONSE']._serialized_end=1203
-  _globals['_REPLAY']._serialized_start=1206
-  _globals['_REPLAY']._serialized_end=1567
-  _globals['_LISTREPLAYSREQUEST']._serialized_start=1569
-  _globals['_LISTREPLAYSREQUEST']._serialized_end=1645
-  _globals['_LISTREPLAYSRESPONSE']._serialized_start=1647
-  _globals['_LISTREPLAYSRESPONSE']._serialized_end=1729
-  _globals['_RECONCILELEDGERREQUEST']._serialized_start=1731
-  _globals['_RECONCILELEDGERREQUEST']._serialized_end=1755
-  _globals['_LEDGERDRIFT']._serialized_start=1757
-  _globals['_LEDGERDRIFT']._serialized_end=1843
-  _globals['_RECONCILELEDGERRESPONSE']._serialized_start=1846
-  _globals['_RECONCILELEDGERRESPONSE']._serialized_end=2022
-  _globals['_OPSSERVICE']._serialized_start=2025
-  _globals['_OPSSERVICE']._serialized_end=2475
+  _globals['_LISTFAILEDINVOICESREQUEST']._serialized_start=433
+  _globals['_LISTFAILEDINVOICESREQUEST']._serialized_end=578
+  _globals['_LISTFAILEDINVOICESRESPONSE']._serialized_start=580
+  _globals['_LISTFAILEDINVOICESRESPONSE']._serialized_end=670
+  _globals['_GETINVOICERUNREQUEST']._serialized_start=672
+  _globals['_GETINVOICERUNREQUEST']._serialized_end=715
+  _globals['_GETINVOICERUNRESPONSE']._serialized_start=717
+  _globals['_GETINVOICERUNRESPONSE']._serialized_end=812
+  _globals['_REPLAYINVOICESREQUEST']._serialized_start=815
+  _globals['_REPLAYINVOICESREQUEST']._serialized_end=1010
+  _globals['_REPLAYPLAN']._serialized_start=1013
+  _globals['_REPLAYPLAN']._serialized_end=1168
+  _globals['_REPLAYINVOICESRESPONSE']._serialized_start=1170
+  _globals['_REPLAYINVOICESRESPONSE']._serialized_end=1268
+  _globals['_REPLAY']._serialized_start=1271
+  _globals['_REPLAY']._serialized_end=1632
+  _globals['_LISTREPLAYSREQUEST']._serialized_start=1634
+  _globals['_LISTREPLAYSREQUEST']._serialized_end=1710
+  _globals['_LISTREPLAYSRESPONSE']._serialized_start=1712
+  _globals['_LISTREPLAYSRESPONSE']._serialized_end=1794
+  _globals['_RECONCILELEDGERREQUEST']._serialized_start=1796
+  _globals['_RECONCILELEDGERREQUEST']._serialized_end=1820
+  _globals['_LEDGERDRIFT']._serialized_start=1822
+  _globals['_LEDGERDRIFT']._serialized_end=1908
+  _globals['_RECONCILELEDGERRESPONSE']._serialized_start=1911
+  _globals['_RECONCILELEDGERRESPONSE']._serialized_end=2087
+  _globals['_OPSSERVICE']._serialized_start=2090
+  _globals['_OPSSERVICE']._serialized_end=2540
 # @@protoc_insertion_point(module_scope)

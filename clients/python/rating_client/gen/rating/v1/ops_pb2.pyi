@@ -122,10 +122,19 @@ class ListFailedInvoicesRequest(_message.Message):
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Only this contract's; empty: all of the tenant's."""
     limit: _builtins.int
-    """At most this many (0 means 100; at most 1000)."""
+    """Without page_size: at most this many, in one answer (0 means 100; at most 1000)."""
+    page_size: _builtins.int
+    """Page through Temporal's visibility listing instead: this many workflow executions are
+    read per page (1 to 1000), and those that are not this tenant's failed invoices are left
+    out, so a page may hold fewer runs than page_size (even none) with more to follow.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters; empty: the first page."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only those failed at or after this moment."""
@@ -136,10 +145,12 @@ class ListFailedInvoicesRequest(_message.Message):
         contract_id: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         limit: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "limit", b"limit", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "limit", b"limit", "page_size", b"page_size", "page_token", b"page_token", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -150,16 +161,20 @@ class ListFailedInvoicesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """With page_size: pass as page_token for the next page; empty on the last page."""
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceRun]: ...
     def __init__(
         self,
         *,
         runs: _abc.Iterable[Global___InvoiceRun] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -788,6 +788,7 @@ class UsageRow(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     FORECAST_QUANTITY_FIELD_NUMBER: _builtins.int
     FORECAST_AMOUNT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     product_key: _builtins.str
     quantity: _builtins.str
     amount: _builtins.str
@@ -797,6 +798,10 @@ class UsageRow(_message.Message):
     time-weighted meter, a window, or a correction is forecast as it stands.
     """
     forecast_amount: _builtins.str
+    cost: _builtins.str
+    """What the usage cost us (the product's unit costs), in the invoice currency; amount − cost
+    is its margin before credits.
+    """
     @_builtins.property
     def dimensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -808,14 +813,213 @@ class UsageRow(_message.Message):
         amount: _builtins.str = ...,
         forecast_quantity: _builtins.str = ...,
         forecast_amount: _builtins.str = ...,
+        cost: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "dimensions", b"dimensions", "forecast_amount", b"forecast_amount", "forecast_quantity", b"forecast_quantity", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cost", b"cost", "dimensions", b"dimensions", "forecast_amount", b"forecast_amount", "forecast_quantity", b"forecast_quantity", "product_key", b"product_key", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageRow: _TypeAlias = UsageRow  # noqa: Y015
+
+@_typing.final
+class GetMarginsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Default: now; the billing period containing it is reported."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMarginsRequest: _TypeAlias = GetMarginsRequest  # noqa: Y015
+
+@_typing.final
+class GetMarginsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_CURRENCY_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    PRODUCTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    invoice_currency: _builtins.str
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___MarginRow]:
+        """Per product, in product order."""
+
+    @_builtins.property
+    def total(self) -> Global___MarginRow:
+        """The period's, all products together (product_key empty)."""
+
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+        invoice_currency: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        products: _abc.Iterable[Global___MarginRow] | None = ...,
+        total: Global___MarginRow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "invoice_currency", b"invoice_currency", "period_end", b"period_end", "period_start", b"period_start", "products", b"products", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMarginsResponse: _TypeAlias = GetMarginsResponse  # noqa: Y015
+
+@_typing.final
+class MarginRow(_message.Message):
+    """Decimal strings in the invoice currency, exact; margin_percent rounded to 2 places."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_KEY_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    FREE_CREDIT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
+    MARGIN_PERCENT_FIELD_NUMBER: _builtins.int
+    product_key: _builtins.str
+    revenue: _builtins.str
+    """The usage's charges."""
+    free_credit: _builtins.str
+    """What credit nobody paid for covered: each draw × (1 − the pool's cost basis)."""
+    cost: _builtins.str
+    """The usage's unit costs."""
+    margin: _builtins.str
+    """revenue − free_credit − cost."""
+    margin_percent: _builtins.str
+    """margin / (revenue − free_credit) × 100; unset with no net revenue."""
+    def __init__(
+        self,
+        *,
+        product_key: _builtins.str = ...,
+        revenue: _builtins.str = ...,
+        free_credit: _builtins.str = ...,
+        cost: _builtins.str = ...,
+        margin: _builtins.str = ...,
+        margin_percent: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_margin_percent", b"_margin_percent", "margin_percent", b"margin_percent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_margin_percent", b"_margin_percent", "cost", b"cost", "free_credit", b"free_credit", "margin", b"margin", "margin_percent", b"margin_percent", "product_key", b"product_key", "revenue", b"revenue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__margin_percent: _TypeAlias = _typing.Literal["margin_percent"]  # noqa: Y015
+    _WhichOneofArgType__margin_percent: _TypeAlias = _typing.Literal["_margin_percent", b"_margin_percent"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__margin_percent) -> _WhichOneofReturnType__margin_percent | None: ...
+
+Global___MarginRow: _TypeAlias = MarginRow  # noqa: Y015
+
+@_typing.final
+class CheckEntitlementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_KEY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    feature_key: _builtins.str
+    """The feature's key, e.g. "fine-tuning"."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Default: now; the contract and period in force then answer."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        feature_key: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "customer_id", b"customer_id", "feature_key", b"feature_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEntitlementRequest: _TypeAlias = CheckEntitlementRequest  # noqa: Y015
+
+@_typing.final
+class CheckEntitlementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_KEY_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    feature_key: _builtins.str
+    allowed: _builtins.bool
+    kind: _builtins.str
+    """boolean, limit or metered; empty when the feature is not granted."""
+    limit: _builtins.str
+    """Decimal strings; limit and metered features only."""
+    used: _builtins.str
+    """Metered: the period's usage so far."""
+    remaining: _builtins.str
+    """Metered: limit − used, never below 0; a limit: the limit."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Metered: the billing period counted."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        feature_key: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        limit: _builtins.str | None = ...,
+        used: _builtins.str | None = ...,
+        remaining: _builtins.str | None = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_remaining", b"_remaining", "_used", b"_used", "limit", b"limit", "period_end", b"period_end", "period_start", b"period_start", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_remaining", b"_remaining", "_used", b"_used", "allowed", b"allowed", "feature_key", b"feature_key", "kind", b"kind", "limit", b"limit", "period_end", b"period_end", "period_start", b"period_start", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__remaining: _TypeAlias = _typing.Literal["remaining"]  # noqa: Y015
+    _WhichOneofArgType__remaining: _TypeAlias = _typing.Literal["_remaining", b"_remaining"]  # noqa: Y015
+    _WhichOneofReturnType__used: _TypeAlias = _typing.Literal["used"]  # noqa: Y015
+    _WhichOneofArgType__used: _TypeAlias = _typing.Literal["_used", b"_used"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining) -> _WhichOneofReturnType__remaining | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__used) -> _WhichOneofReturnType__used | None: ...
+
+Global___CheckEntitlementResponse: _TypeAlias = CheckEntitlementResponse  # noqa: Y015
 
 @_typing.final
 class GetUsageRequest(_message.Message):

@@ -78,6 +78,16 @@ class RatingServiceStub:
                 request_serializer=rating_dot_v1_dot_rating__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_rating__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.CheckEntitlement = channel.unary_unary(
+                '/rating.v1.RatingService/CheckEntitlement',
+                request_serializer=rating_dot_v1_dot_rating__pb2.CheckEntitlementRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_rating__pb2.CheckEntitlementResponse.FromString,
+                _registered_method=True)
+        self.GetMargins = channel.unary_unary(
+                '/rating.v1.RatingService/GetMargins',
+                request_serializer=rating_dot_v1_dot_rating__pb2.GetMarginsRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_rating__pb2.GetMarginsResponse.FromString,
+                _registered_method=True)
         self.PreviewInvoice = channel.unary_unary(
                 '/rating.v1.RatingService/PreviewInvoice',
                 request_serializer=rating_dot_v1_dot_rating__pb2.PreviewInvoiceRequest.SerializeToString,
@@ -160,6 +170,24 @@ class RatingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckEntitlement(self, request, context):
+        """May the customer use a feature now, and how much is left: a boolean feature, a limit
+        (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
+        period's usage). From the contract's own grants, else its rate card's; answered from
+        memory. A feature nobody granted is not allowed (kind empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMargins(self, request, context):
+        """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+        the billing period containing `at` (now). Admin and ops keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewInvoice(self, request, context):
         """The open period's invoice as it would be issued if no more usage arrived: the same lines,
         amounts and total the billing workflow will issue at the period end, as a draft (no number).
@@ -211,6 +239,16 @@ def add_RatingServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=rating_dot_v1_dot_rating__pb2.GetUsageRequest.FromString,
                     response_serializer=rating_dot_v1_dot_rating__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'CheckEntitlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckEntitlement,
+                    request_deserializer=rating_dot_v1_dot_rating__pb2.CheckEntitlementRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_rating__pb2.CheckEntitlementResponse.SerializeToString,
+            ),
+            'GetMargins': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMargins,
+                    request_deserializer=rating_dot_v1_dot_rating__pb2.GetMarginsRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_rating__pb2.GetMarginsResponse.SerializeToString,
             ),
             'PreviewInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewInvoice,
@@ -437,6 +475,60 @@ class RatingService:
             '/rating.v1.RatingService/GetUsage',
             rating_dot_v1_dot_rating__pb2.GetUsageRequest.SerializeToString,
             rating_dot_v1_dot_rating__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckEntitlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.RatingService/CheckEntitlement',
+            rating_dot_v1_dot_rating__pb2.CheckEntitlementRequest.SerializeToString,
+            rating_dot_v1_dot_rating__pb2.CheckEntitlementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMargins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.RatingService/GetMargins',
+            rating_dot_v1_dot_rating__pb2.GetMarginsRequest.SerializeToString,
+            rating_dot_v1_dot_rating__pb2.GetMarginsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,16 @@ class RatingServiceStub:
     """Every pool of the customer's contract: original, remaining, pending, expiry, scope."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_rating_pb2.GetUsageRequest, _rating_pb2.GetUsageResponse]
     """Period-to-date usage per product and dimension, with a forecast to the period end."""
+    CheckEntitlement: _grpc.UnaryUnaryMultiCallable[_rating_pb2.CheckEntitlementRequest, _rating_pb2.CheckEntitlementResponse]
+    """May the customer use a feature now, and how much is left: a boolean feature, a limit
+    (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
+    period's usage). From the contract's own grants, else its rate card's; answered from
+    memory. A feature nobody granted is not allowed (kind empty).
+    """
+    GetMargins: _grpc.UnaryUnaryMultiCallable[_rating_pb2.GetMarginsRequest, _rating_pb2.GetMarginsResponse]
+    """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+    the billing period containing `at` (now). Admin and ops keys.
+    """
     PreviewInvoice: _grpc.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]
     """The open period's invoice as it would be issued if no more usage arrived: the same lines,
     amounts and total the billing workflow will issue at the period end, as a draft (no number).
@@ -111,6 +121,16 @@ class RatingServiceAsyncStub(RatingServiceStub):
     """Every pool of the customer's contract: original, remaining, pending, expiry, scope."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_rating_pb2.GetUsageRequest, _rating_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Period-to-date usage per product and dimension, with a forecast to the period end."""
+    CheckEntitlement: _aio.UnaryUnaryMultiCallable[_rating_pb2.CheckEntitlementRequest, _rating_pb2.CheckEntitlementResponse]  # type: ignore[assignment]
+    """May the customer use a feature now, and how much is left: a boolean feature, a limit
+    (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
+    period's usage). From the contract's own grants, else its rate card's; answered from
+    memory. A feature nobody granted is not allowed (kind empty).
+    """
+    GetMargins: _aio.UnaryUnaryMultiCallable[_rating_pb2.GetMarginsRequest, _rating_pb2.GetMarginsResponse]  # type: ignore[assignment]
+    """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+    the billing period containing `at` (now). Admin and ops keys.
+    """
     PreviewInvoice: _aio.UnaryUnaryMultiCallable[_rating_pb2.PreviewInvoiceRequest, _rating_pb2.PreviewInvoiceResponse]  # type: ignore[assignment]
     """The open period's invoice as it would be issued if no more usage arrived: the same lines,
     amounts and total the billing workflow will issue at the period end, as a draft (no number).
@@ -200,6 +220,28 @@ class RatingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rating_pb2.GetUsageResponse, _abc.Awaitable[_rating_pb2.GetUsageResponse]]:
         """Period-to-date usage per product and dimension, with a forecast to the period end."""
+
+    @_abc_1.abstractmethod
+    def CheckEntitlement(
+        self,
+        request: _rating_pb2.CheckEntitlementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rating_pb2.CheckEntitlementResponse, _abc.Awaitable[_rating_pb2.CheckEntitlementResponse]]:
+        """May the customer use a feature now, and how much is left: a boolean feature, a limit
+        (e.g. 20 seats) or a metered one (e.g. 1,000 images per billing period, counted by the
+        period's usage). From the contract's own grants, else its rate card's; answered from
+        memory. A feature nobody granted is not allowed (kind empty).
+        """
+
+    @_abc_1.abstractmethod
+    def GetMargins(
+        self,
+        request: _rating_pb2.GetMarginsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rating_pb2.GetMarginsResponse, _abc.Awaitable[_rating_pb2.GetMarginsResponse]]:
+        """Revenue, free credit drawn, cost and margin per product of the customer's contract in
+        the billing period containing `at` (now). Admin and ops keys.
+        """
 
     @_abc_1.abstractmethod
     def PreviewInvoice(
