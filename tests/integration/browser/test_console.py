@@ -17,7 +17,8 @@ from rating_service.console.serve import RunningConsole
 from rating_service.core.auth import Role
 from rating_service.core.portal import PortalGrant, sign_portal_token
 from rating_service.failpoints import AFTER_NUMBER_ASSIGNED
-from rating_service.runtime.server import RunningServer
+from rating_service.runtime.server import RunningServer, start_server
+from rating_service.runtime.temporal import connect_temporal
 from rating_service.settings import Settings
 from tests.conftest import PORTAL_SECRET, TenantKeys, eventually
 from tests.integration.billing import open_account
@@ -26,8 +27,21 @@ from tests.integration.browser.conftest import (
     screenshot_path,
     serious_accessibility_violations,
 )
-from tests.integration.cycles import billing_stack, credit, open_billing_contract
+from tests.integration.cycles import (
+    billing_stack,
+    credit,
+    open_billing_contract,
+    running_worker,
+    worker_settings,
+)
 from tests.integration.ops.test_ops_replay import opening_invoice_failed, ops_server
+from tests.integration.workflows.test_notifications import (
+    FAST_RETRIES,
+    notification_result,
+    open_notifications,
+    receiving,
+    write_outbox,
+)
 
 EXPECT_MS = 15_000
 
@@ -247,3 +261,34 @@ async def test_an_ops_user_replays_a_failed_invoice_and_sees_it_finalized(
                 assert [i.state for i in listed.invoices] == ["paid"]
             finally:
                 await console.stop()
+
+
+async def test_an_ops_user_redelivers_a_webhook(
+    settings: Settings, temporal_address: str, acme: TenantKeys, page: Page
+) -> None:
+    config = worker_settings(settings, temporal_address, **FAST_RETRIES)
+    temporal = await connect_temporal(config)
+    async with receiving() as receiver, open_notifications(settings) as notifications:
+        added = await notifications.add_endpoint(acme.tenant_id, receiver.url("/hooks"), [], "test")
+        receiver.secrets["/hooks"] = added.secret
+        event_id = await write_outbox(settings, acme.tenant_id, "expiry.warning", "expiry:c:p1")
+        running = await start_server(config)
+        try:
+            async with running_worker(config):
+                await notification_result(temporal, event_id)
+                assert len(receiver.at("/hooks")) == 1
+                console = await console_for(running)
+                try:
+                    await sign_in(page, console.url, acme.tokens[Role.OPS])
+                    await page.get_by_role("link", name="Webhooks").click()
+                    row = page.locator("tr", has_text=event_id).first
+                    await expect(row).to_contain_text("delivered (200)")
+                    await row.get_by_role("button", name="Redeliver").click()
+                    await expect(page.get_by_role("status")).to_contain_text("Redelivery started")
+                    await eventually(lambda: len(receiver.at("/hooks")) == 2, timeout_seconds=30)
+                    again = receiver.at("/hooks")[1]
+                    assert again.verified and again.json()["id"] == event_id
+                finally:
+                    await console.stop()
+        finally:
+            await running.stop(0.5)
