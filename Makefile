@@ -4,7 +4,7 @@
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: run demo test ledger-long protos lint bench bench-invoices chaos clean
+.PHONY: run demo test ledger-long protos lint bench bench-invoices bench-console chaos clean
 
 run: .venv/.synced node_modules/.installed
 	$(UV) run rating dev
@@ -38,6 +38,10 @@ bench: .venv/.synced
 # events (about 7 minutes on 2 cores); options: `uv run python bench/invoice_bench.py --help`.
 bench-invoices: .venv/.synced
 	$(UV) run python bench/invoice_bench.py
+
+# The web console's pages with 10,000 contracts: each page's server time (target < 200 ms).
+bench-console: .venv/.synced
+	$(UV) run python bench/console_bench.py
 
 # Kill servers, PostgreSQL and the worker under journaled load, then check that nothing was lost
 # or doubled (one server, then three racing on the same ids; under ~10 minutes). Not a CI test;

@@ -11,6 +11,7 @@ from typing import Any
 
 from rating_service.core.encryption import EncryptionKeys
 from rating_service.core.errors import InvalidArgument
+from rating_service.core.portal import MIN_SECRET_BYTES
 from rating_service.failpoints import Failpoints
 
 PREFIX = "RATING_"
@@ -188,10 +189,61 @@ class Settings:
     auth_cache_seconds: float = _setting(
         5.0, "how long a verified API key is trusted from memory (bounds revocation delay)"
     )
+    portal_secret: str = _setting(
+        "",
+        "key signing customer-portal links (`CreatePortalSession`), at least 32 bytes, the same"
+        " on every server; empty: no portal links; unset under `rating dev` means a key kept in"
+        " `.rating/portal-secret`",
+        secret=True,
+    )
+    portal_link_seconds: int = _setting(
+        900, "how long a portal link lives when `CreatePortalSession` does not say"
+    )
+    console_address: str = _setting(
+        "127.0.0.1:8080", "web console (`rating console`) listen address"
+    )
+    console_public_url: str = _setting(
+        "",
+        "the console's URL as browsers reach it, for the portal links `CreatePortalSession`"
+        " returns (empty: `http://` + the console address)",
+    )
+    console_api_target: str = _setting(
+        "", "gRPC host:port the console calls (empty: the server's listen address)"
+    )
+    console_metrics_url: str = _setting(
+        "",
+        "the server's Prometheus /metrics URL the operator console reads its live rates from"
+        " (empty: `http://` + the metrics address)",
+    )
+    temporal_ui_url: str = _setting(
+        "http://127.0.0.1:8233", "Temporal web UI, linked from the operator console's workflows"
+    )
+    otel_exporter_otlp_endpoint: str = _setting(
+        "",
+        "OpenTelemetry OTLP/HTTP endpoint for traces, e.g. `http://127.0.0.1:4318` (empty:"
+        " tracing off)",
+        empty_means_off=True,
+    )
+    worker_metrics_address: str = _setting(
+        "",
+        "the worker's Prometheus /metrics listen address, e.g. `127.0.0.1:9465` (empty: off;"
+        " `rating dev` serves it on :9465, docker-compose on the worker's :9465)",
+        empty_means_off=True,
+    )
     data_dir: Path = _setting(Path(".rating"), "where `rating dev` keeps embedded data")
     bench_baselines: bool = _setting(
         False, "serve BenchService (no-op and naive-debit baselines) for the benchmark"
     )
+
+    @property
+    def console_url(self) -> str:
+        """The console's base URL as browsers reach it."""
+        if self.console_public_url:
+            return self.console_public_url.rstrip("/")
+        host, _, port = self.console_address.rpartition(":")
+        if host in ("", "0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,6 +272,10 @@ class Settings:
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise InvalidArgument.of_field(
                 env_name("tls_client_ca_file"), "mTLS needs the server certificate as well"
+            )
+        if self.portal_secret and len(self.portal_secret.encode()) < MIN_SECRET_BYTES:
+            raise InvalidArgument.of_field(
+                env_name("portal_secret"), f"at least {MIN_SECRET_BYTES} bytes"
             )
         Failpoints.parse(self.failpoints)  # a typo is refused at start, not at the first hit
         if self.log_format not in ("json", "text"):

@@ -7,14 +7,16 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
 from grpc import aio
 
-from rating_service.core.auth import Role, issue_key
+from rating_service.core.auth import KEY_ROLES, Role, issue_key
 from rating_service.core.encryption import new_key
+from rating_service.core.portal import grant_portal, sign_portal_token
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer, free_port
 from rating_service.runtime.server import RunningServer, start_server
 from rating_service.settings import Settings
@@ -26,6 +28,11 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 WEBHOOK_SECRET_KEYS = new_key("test")
 """The key tests' webhook signing secrets are sealed with (RATING_WEBHOOK_SECRET_KEYS)."""
+PORTAL_SECRET = "portal-secret-of-the-test-servers-0123456789"
+"""The test servers' RATING_PORTAL_SECRET: TenantKeys' portal links are signed with it."""
+PORTAL_CUSTOMER = "e0"
+"""The customer each tenant's test portal link opens (one of the fuzzed customer ids)."""
+PORTAL_LINK = timedelta(hours=2)
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +102,7 @@ def settings(database_url: str) -> Settings:
         shutdown_grace_seconds=1.0,
         database_pool_size=4,
         webhook_secret_keys=WEBHOOK_SECRET_KEYS,
+        portal_secret=PORTAL_SECRET,
     )
 
 
@@ -121,23 +129,30 @@ class TenantKeys:
     tokens: dict[Role, str]
 
     def metadata(self, role: Role) -> tuple[tuple[str, str]]:
-        """Call metadata authenticating as this tenant's key of `role`."""
+        """Call metadata authenticating as this tenant's key of `role`.
+
+        The portal role is no key: it is a portal link to customer PORTAL_CUSTOMER, signed
+        with the test servers' PORTAL_SECRET.
+        """
+        if role is Role.PORTAL:
+            return (("authorization", f"Portal {self.tokens[role]}"),)
         return (("authorization", f"Bearer {self.tokens[role]}"),)
 
 
 async def make_tenant(database_url: str, name: str) -> TenantKeys:
     """Create a tenant with one key of every role, straight in the database."""
-    from datetime import UTC, datetime
 
     engine = create_engine(database_url, pool_size=1)
     try:
         store = TenantStore(engine)
         tenant = await store.create_tenant(name, actor="test")
         tokens = {}
-        for role in Role:
+        for role in KEY_ROLES:
             issued = issue_key(tenant.tenant_id, role, f"{role.value} key", datetime.now(UTC))
             await store.add_key(issued.key, actor="test")
             tokens[role] = issued.token
+        grant = grant_portal(tenant.tenant_id, PORTAL_CUSTOMER, datetime.now(UTC), PORTAL_LINK)
+        tokens[Role.PORTAL] = sign_portal_token(PORTAL_SECRET, grant)
     finally:
         await engine.dispose()
     return TenantKeys(tenant.tenant_id, tokens)

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from rating_client.errors import STATUS_DETAILS_KEY, error_info
 from rating_service.api import limits
 from rating_service.api.errors import rich_status, status_code
-from rating_service.core.auth import Caller, Role
+from rating_service.core.auth import KEY_ROLES, Caller, Role
 from rating_service.core.errors import DomainError, InvalidArgument, PermissionDenied
 from rating_service.faults import shutting_down, unexpected_failure
 from rating_service.services.auth import KeyRing
@@ -38,7 +38,8 @@ _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 # Standard services that generic clients (buf curl, grpcurl, load balancers) reach without a key.
 PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-ALL_ROLES = frozenset(Role)
+ALL_ROLES = frozenset(KEY_ROLES)
+"""`allow()`: every API key's role; a portal link reaches only methods that name it."""
 
 CUT_SHORT_SECONDS = 1.0
 """How long RPCs cut short at the end of a drain have to send their UNAVAILABLE."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from grpc import aio
 
@@ -17,6 +17,8 @@ from rating_service.core.auth import Role
 from rating_service.core.errors import (
     ViolationCollector,
 )
+from rating_service.core.ledger.invariants import DriftReport
+from rating_service.core.money import format_decimal
 from rating_service.ops.failures import InvoiceRun
 from rating_service.ops.replay import InvoiceReplays, ReplayPlan
 from rating_service.store.replay import Replay
@@ -29,9 +31,35 @@ MAX_WAIT_SECONDS = 120
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
     """Converts OpsService messages to InvoiceReplays calls and back."""
 
-    def __init__(self, invoice_replays: Callable[[], Awaitable[InvoiceReplays]]) -> None:
+    def __init__(
+        self,
+        invoice_replays: Callable[[], Awaitable[InvoiceReplays]],
+        reconcile: Callable[[str], Awaitable[tuple[DriftReport, int]]],
+    ) -> None:
         # Connected to Temporal on first use: the server starts without it.
         self._ops = invoice_replays
+        self._reconcile = reconcile
+
+    @allow(Role.OPS)
+    async def ReconcileLedger(
+        self, request: ops_pb2.ReconcileLedgerRequest, context: aio.ServicerContext
+    ) -> ops_pb2.ReconcileLedgerResponse:
+        report, accounts = await self._reconcile(current_caller().tenant_id)
+        return ops_pb2.ReconcileLedgerResponse(
+            clean=report.clean,
+            accounts_checked=accounts,
+            drifts=[
+                ops_pb2.LedgerDrift(
+                    account_id=drift.account_id,
+                    total=drift.total,
+                    recorded=format_decimal(drift.recorded),
+                    recomputed=format_decimal(drift.recomputed),
+                )
+                for drift in report.drifts
+            ],
+            unreplayable=list(report.unreplayable),
+            checked_at=timestamp(datetime.now(UTC)),
+        )
 
     @allow(Role.OPS)
     async def ListFailedInvoices(

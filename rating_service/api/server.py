@@ -29,6 +29,8 @@ from rating_client.gen.rating.v1 import (
     invoice_pb2_grpc,
     ops_pb2,
     ops_pb2_grpc,
+    portal_pb2,
+    portal_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
     webhook_pb2,
@@ -41,8 +43,10 @@ from rating_service.api.discount import DiscountServicer
 from rating_service.api.edge import EdgeInterceptor, RpcMetrics
 from rating_service.api.invoice import InvoiceServicer
 from rating_service.api.ops import OpsServicer
+from rating_service.api.portal import PortalServicer
 from rating_service.api.rating import RatingServicer
 from rating_service.api.webhook import WebhookServicer
+from rating_service.core.ledger.invariants import DriftReport
 from rating_service.ops.actions import OperatorActions
 from rating_service.ops.replay import InvoiceReplays
 from rating_service.services.auth import KeyRing
@@ -59,6 +63,7 @@ from rating_service.services.rating.views import AccountViews
 from rating_service.services.webhook import Webhooks
 from rating_service.settings import Settings
 from rating_service.store.books import ContractBooks
+from rating_service.store.ledger import reconcile_tenant
 from rating_service.store.tenant import TenantStore
 
 SERVICE_NAMES = [
@@ -68,6 +73,7 @@ SERVICE_NAMES = [
     discount_pb2.DESCRIPTOR.services_by_name["DiscountService"].full_name,
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
     ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,
+    portal_pb2.DESCRIPTOR.services_by_name["PortalService"].full_name,
     rating_pb2.DESCRIPTOR.services_by_name["RatingService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 ]
@@ -79,6 +85,7 @@ SERVICERS: dict[str, type] = {
     "rating.v1.DiscountService": DiscountServicer,
     "rating.v1.InvoiceService": InvoiceServicer,
     "rating.v1.OpsService": OpsServicer,
+    "rating.v1.PortalService": PortalServicer,
     "rating.v1.RatingService": RatingServicer,
     "rating.v1.WebhookService": WebhookServicer,
 }
@@ -186,33 +193,46 @@ def build_server(
         from rating_service.api.bench import BenchServicer
 
         bench_pb2_grpc.add_BenchServiceServicer_to_server(BenchServicer(services.pool), server)
-    contract_pb2_grpc.add_ContractServiceServicer_to_server(
-        ContractServicer(services.contract_admin, actions), server
+    contracts = ContractServicer(services.contract_admin, actions)
+    catalog = CatalogServicer(services.catalogs, services.books)
+    rating = RatingServicer(
+        services.debits,
+        services.account_views,
+        services.reservations,
+        services.invoicing,
+        services.entitlements,
+        services.rate_limiter,
+        settings.max_message_bytes,
     )
     discount_pb2_grpc.add_DiscountServiceServicer_to_server(
         DiscountServicer(services.discount_admin), server
     )
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
-        CatalogServicer(services.catalogs, services.books), server
-    )
-    rating_pb2_grpc.add_RatingServiceServicer_to_server(
-        RatingServicer(
-            services.debits,
-            services.account_views,
-            services.reservations,
-            services.invoicing,
-            services.entitlements,
-            services.rate_limiter,
-            settings.max_message_bytes,
-        ),
-        server,
-    )
-    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(
-        InvoiceServicer(services.invoicing, actions, services.credit_notes), server
-    )
-    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays), server)
+    invoices = InvoiceServicer(services.invoicing, actions, services.credit_notes)
+    contract_pb2_grpc.add_ContractServiceServicer_to_server(contracts, server)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
+    rating_pb2_grpc.add_RatingServiceServicer_to_server(rating, server)
+    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(invoices, server)
+
+    async def reconcile(tenant_id: str) -> tuple[DriftReport, int]:
+        async with services.pool.acquire() as conn:
+            return await reconcile_tenant(conn, tenant_id)
+
+    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(invoice_replays, reconcile), server)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
         WebhookServicer(services.webhooks, actions), server
+    )
+    portal_pb2_grpc.add_PortalServiceServicer_to_server(
+        PortalServicer(
+            services.keyring,
+            services.account_views,
+            settings.portal_link_seconds,
+            settings.console_url,
+            rating,
+            contracts,
+            invoices,
+            catalog,
+        ),
+        server,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

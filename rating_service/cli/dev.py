@@ -8,21 +8,29 @@ import os
 import shlex
 import signal
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
 from rating_service.cli.catalog_file import read_catalog_file
 from rating_service.cli.progress import step
+from rating_service.console.serve import console_config, start_console
 from rating_service.core.auth import Caller, Role, issue_key
 from rating_service.core.encryption import new_key
+from rating_service.core.portal import (
+    grant_portal,
+    new_portal_secret,
+    sign_portal_token,
+)
 from rating_service.runtime.bootstrap import Components, bootstrap
 from rating_service.runtime.embedded import EmbeddedPostgres, TemporalDevServer
 from rating_service.runtime.server import start_server
+from rating_service.runtime.tracing import start_tracing
 from rating_service.runtime.worker import run_worker
 from rating_service.services.webhook import webhook_secret_keys
-from rating_service.settings import Settings
+from rating_service.settings import Settings, env_name
 from rating_service.store import migrations
 from rating_service.store.database import with_database
 from rating_service.store.tenant import TenantStore
@@ -34,6 +42,10 @@ TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 WEBHOOK_KEY_FILE = "webhook-secret-keys"
 """Under the data dir: the key sealing webhook secrets when RATING_WEBHOOK_SECRET_KEYS is unset."""
+PORTAL_SECRET_FILE = "portal-secret"
+"""Under the data dir: the key signing portal links when RATING_PORTAL_SECRET is unset."""
+DEV_PORTAL_LINK = timedelta(hours=1)
+DEV_WORKER_METRICS = "127.0.0.1:9465"
 
 
 DEMO_GRACE_SECONDS = 5.0
@@ -72,6 +84,11 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         if not settings.webhook_secret_keys:
             keys = dev_webhook_secret_keys(data_dir / WEBHOOK_KEY_FILE)
             settings = settings.replace(webhook_secret_keys=keys)
+        if env_name("worker_metrics_address") not in os.environ:
+            settings = settings.replace(worker_metrics_address=DEV_WORKER_METRICS)
+        if not settings.portal_secret:
+            secret = dev_secret(data_dir / PORTAL_SECRET_FILE, new_portal_secret)
+            settings = settings.replace(portal_secret=secret)
         with step("migrating the database"):
             await asyncio.to_thread(
                 migrations.upgrade, database_url, "head", webhook_secret_keys(settings)
@@ -79,18 +96,36 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
         async with bootstrap(settings) as built:
             with step(f"preparing the {DEMO_TENANT!r} tenant"):
                 demo_key = await demo_api_key(built.tenants, data_dir / "demo-api-key")
+                demo_tenant = await built.tenants.tenant_by_name(DEMO_TENANT)
+                assert demo_tenant is not None  # demo_api_key made it
+                demo_tenant_id = demo_tenant.tenant_id
             with step("loading the example catalog"):
                 await load_example_catalog(built)
             with step(f"opening customer {DEMO_CUSTOMER!r} with a $100 credit"):
                 await open_demo_customer(built)
+        stop_tracing = start_tracing(settings, "rating")
         with step("starting the gRPC server"):
             server = await start_server(settings)
+        with step("starting the web console"):
+            console = await start_console(
+                console_config(settings, server.port, server.metrics_port),
+                settings.console_address,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker = asyncio.create_task(run_worker(settings, stop), name="worker")
-        print_endpoints(settings, server.port, server.metrics_port, temporal, demo_key)
+        portal_link = demo_portal_link(console.url, settings.portal_secret, demo_tenant_id)
+        print_endpoints(
+            settings,
+            server.port,
+            server.metrics_port,
+            temporal,
+            demo_key,
+            console_url=console.url,
+            portal_link=portal_link,
+        )
         demo_run = (
             start_demo(settings, server.port, temporal, data_dir, demo_key, stop) if demo else None
         )
@@ -102,8 +137,11 @@ async def run_dev(settings: Settings, demo: bool = False) -> None:
             # The demo goes first: it is a client of the server and the worker.
             await asyncio.wait({demo_run})
         print("\nstopping …", flush=True)
+        await console.stop()
         await server.stop(settings.shutdown_grace_seconds)
         await worker
+        if stop_tracing is not None:
+            stop_tracing()
         demo_failure = None if demo_run is None else demo_run.exception()
         if demo_failure is not None:
             raise demo_failure
@@ -211,10 +249,15 @@ def dev_webhook_secret_keys(key_file: Path) -> str:
 
     Kept beside the embedded database, since the secrets sealed in it open only with this key.
     """
+    return dev_secret(key_file, lambda: new_key("dev"))
+
+
+def dev_secret(key_file: Path, make: Callable[[], str]) -> str:
+    """A secret of the local stack, made on the first run and kept for the next."""
     saved = _saved_token(key_file)
     if saved:
         return saved
-    key = new_key("dev")
+    key = make()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     # Created readable by its owner alone, never briefly by others.
     descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -255,12 +298,21 @@ def _save_token(key_file: Path, token: str) -> None:
     os.chmod(key_file, 0o600)
 
 
+def demo_portal_link(console_url: str, portal_secret: str, tenant_id: str) -> str:
+    """A portal link to the demo customer's account, valid for an hour."""
+    grant = grant_portal(tenant_id, DEMO_CUSTOMER, datetime.now(UTC), DEV_PORTAL_LINK)
+    return f"{console_url}/portal/{sign_portal_token(portal_secret, grant)}"
+
+
 def print_endpoints(
     settings: Settings,
     grpc_port: int,
     metrics_port: int | None,
     temporal: TemporalDevServer | None,
     demo_key: str,
+    *,
+    console_url: str | None = None,
+    portal_link: str | None = None,
 ) -> None:
     """Tell the user where everything is and how to make a first call; each command as it runs."""
     host = reachable_host(settings.listen_address)
@@ -271,16 +323,23 @@ def print_endpoints(
     ]
     if metrics_port is not None:
         lines.append(f"  metrics            http://{host}:{metrics_port}/metrics")
+    if settings.worker_metrics_address:
+        worker_metrics = reachable_host(settings.worker_metrics_address)
+        worker_port = settings.worker_metrics_address.rpartition(":")[2]
+        lines.append(f"  worker metrics     http://{worker_metrics}:{worker_port}/metrics")
     lines.append(
         f"  Temporal           {settings.temporal_address}  namespace "
         f"{settings.temporal_namespace}, task queue {settings.temporal_task_queue}"
     )
     if temporal is not None and temporal.ui_port is not None:
         lines.append(f"  Temporal UI        http://127.0.0.1:{temporal.ui_port}")
-    lines += [
-        f"  PostgreSQL         {settings.database_url}",
-        "",
-    ]
+    lines.append(f"  PostgreSQL         {settings.database_url}")
+    if console_url is not None:
+        lines += [
+            f"  web console        {console_url}",
+            f"    operator pages   {console_url}/ops  (sign in with an admin or ops key)",
+        ]
+    lines.append("")
     key_file = settings.data_dir / WEBHOOK_KEY_FILE
     if _saved_token(key_file) == settings.webhook_secret_keys:
         lines += [
@@ -306,6 +365,16 @@ def print_endpoints(
         ' "properties": {"tokens": "1200", "model": "gpt-4o", "token_type": "input"}}}\' \\',
         f"    http://{host}:{grpc_port}/rating.v1.RatingService/RateAndDebit",
         "",
+        *(
+            [
+                f"The portal of customer {DEMO_CUSTOMER!r} (this link works for an hour; a"
+                " customer's page in the operator console opens new ones):",
+                f"  {portal_link}",
+                "",
+            ]
+            if portal_link is not None
+            else []
+        ),
         "Operator commands (invoices, contracts, credits, webhooks) act through the API with",
         "that key, from another shell here (with the export above):",
         f"  export RATING_API_ADDRESS={host}:{grpc_port}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 
 import click
@@ -89,3 +90,26 @@ def dev_command(demo: bool) -> None:
         run_async(run_dev, settings, demo)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@click.command("console")
+def console_command() -> None:
+    """Serve the web console (customer portal and operator pages) on RATING_CONSOLE_ADDRESS.
+
+    It calls the gRPC API at RATING_CONSOLE_API_TARGET (default: RATING_LISTEN_ADDRESS) and
+    needs no database.
+    """
+    from rating_service.console.serve import console_config, start_console
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        console = await start_console(console_config(settings), settings.console_address)
+        print(f"console: {console.url}", flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(console.server, "should_exit", True))
+        await console.task
+
+    asyncio.run(run())

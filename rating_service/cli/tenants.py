@@ -11,7 +11,7 @@ from rating_service.cli.command_line import (
     tenant_option,
 )
 from rating_service.cli.tenant_services import components
-from rating_service.core.auth import Role, issue_key
+from rating_service.core.auth import KEY_ROLES, Role, issue_key
 from rating_service.core.contracts.rate_limits import RateLimit, rate_limit_from_dict
 from rating_service.core.errors import InvalidArgument
 
@@ -57,7 +57,7 @@ def keys() -> None:
 
 @keys.command("create")
 @tenant_option
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--role", type=click.Choice([r.value for r in KEY_ROLES]), required=True)
 @click.option("--name", default="", help="A label for humans, e.g. checkout-service.")
 @click.option(
     "--rate-limit",

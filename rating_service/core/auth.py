@@ -20,6 +20,12 @@ class Role(enum.StrEnum):
     RATER = "rater"
     ADMIN = "admin"
     OPS = "ops"
+    PORTAL = "portal"
+    """A customer's portal link, not a key: reads that one customer's account (no key has it)."""
+
+
+KEY_ROLES = (Role.RATER, Role.ADMIN, Role.OPS)
+"""The roles an API key may have: `portal` belongs to signed portal links alone."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class Caller:
     role: Role
     rate_limit: RateLimit | None = None
     """The key's own rate limit on the events it sends (None: none)."""
+    customer_id: str = ""
+    """The one customer a portal caller may read; empty for an API key."""
 
     def require(self, allowed: frozenset[Role]) -> None:
         """Refuse unless the caller's role is one of `allowed`."""
@@ -107,6 +115,8 @@ def issue_key(
         raise InvalidArgument.of_field("rate_limit.unit", "a key's limit counts requests")
     if rate_limit is not None and (rate_limit.product_key or rate_limit.tag):
         raise InvalidArgument.of_field("rate_limit", "a key's limit covers all its events")
+    if role not in KEY_ROLES:
+        raise InvalidArgument.of_field("role", "an API key is rater, admin or ops")
     key_id = new_id("key")
     secret = secrets.token_urlsafe(32)
     key = ApiKey(key_id, tenant_id, role, name, hash_secret(secret), now, rate_limit=rate_limit)
@@ -133,6 +143,7 @@ def verify(key: ApiKey | None, secret: str) -> Caller:
     if (
         key is None
         or not key.active
+        or key.role not in KEY_ROLES
         or not hmac.compare_digest(key.secret_hash, hash_secret(secret))
     ):
         raise Unauthenticated("the API key is unknown or revoked", reason="INVALID_API_KEY")

@@ -161,7 +161,11 @@ class Components:
     @cached_property
     def keyring(self) -> KeyRing:
         """API keys to callers, cached for `auth_cache_seconds`."""
-        return KeyRing(self.tenants, self.settings.auth_cache_seconds)
+        return KeyRing(
+            self.tenants,
+            self.settings.auth_cache_seconds,
+            portal_secret=self.settings.portal_secret,
+        )
 
     @cached_property
     def catalogs(self) -> Catalogs:

@@ -21,6 +21,7 @@ from rating_service.runtime.bootstrap import Components, ProcessRole, open_compo
 from rating_service.runtime.garbage import collect_garbage_less_often
 from rating_service.runtime.supervisor import SupervisorLink
 from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.tracing import start_tracing
 from rating_service.settings import Settings
 
 log = logging.getLogger("rating.server")
@@ -142,6 +143,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stop_tracing = start_tracing(settings, "rating-server")
     running = await start_server(settings, shared_port=supervisor is not None)
     collect_garbage_less_often(settings.gc_threshold)
     watching = (
@@ -154,6 +156,8 @@ async def serve(
             watching.cancel()
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await running.stop(settings.shutdown_grace_seconds)
+        if stop_tracing is not None:
+            stop_tracing()
         log.info("stopped", extra={"rpcs_handled": running.edge.handled})
 
 

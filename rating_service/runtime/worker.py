@@ -8,15 +8,20 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from prometheus_client import CollectorRegistry
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
+from rating_service.api.metrics import start_metrics
 from rating_service.background import stop_task
 from rating_service.faults import Failure, classify_failure
 from rating_service.outbox.dispatcher import OutboxDispatcher
 from rating_service.runtime.bootstrap import ProcessRole, bootstrap
 from rating_service.runtime.garbage import collect_garbage_less_often
 from rating_service.runtime.temporal import connect_temporal
+from rating_service.runtime.tracing import start_tracing, worker_interceptors
+from rating_service.runtime.worker_metrics import WorkerMetrics
 from rating_service.settings import Settings
 from rating_service.workflows.registry import SANDBOX, WORKFLOWS, activities, outbox_handlers
 
@@ -27,6 +32,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Poll the task queue and deliver the outbox until `stop` is set, then drain and return."""
     client = await connect_temporal(settings)
     delivering: asyncio.Task[None] | None = None
+    metrics_http: Any = None
     exporting: asyncio.Task[None] | None = None
     async with bootstrap(settings, ProcessRole.WORKER) as components:
         try:
@@ -37,8 +43,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 outbox_handlers(client, settings, components.webhooks),
                 settings.outbox_poll_seconds,
             )
+            registry = CollectorRegistry()
+            metrics = WorkerMetrics(registry)
+            metrics_port, metrics_http = start_metrics(settings.worker_metrics_address, registry)
             worker = Worker(
                 client,
+                interceptors=[metrics, *worker_interceptors(settings)],
                 task_queue=settings.temporal_task_queue,
                 workflows=list(WORKFLOWS),
                 activities=activities(components),
@@ -60,6 +70,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 extra={
                     "task_queue": settings.temporal_task_queue,
                     "workflows": [w.__name__ for w in WORKFLOWS],
+                    "metrics_port": metrics_port,
                 },
             )
             async with worker:
@@ -70,6 +81,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             await stop_task(exporting)
             await stop_task(delivering)
+            if metrics_http is not None:
+                metrics_http.shutdown()
+                metrics_http.server_close()  # shutdown() only stops the loop; free the port
 
 
 async def _when_reachable(check: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -94,4 +108,9 @@ async def work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, stop)
+    stop_tracing = start_tracing(settings, "rating-worker")
+    try:
+        await run_worker(settings, stop)
+    finally:
+        if stop_tracing is not None:
+            stop_tracing()

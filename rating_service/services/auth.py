@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rating_service.core.auth import (
     ApiKey,
@@ -18,7 +18,18 @@ from rating_service.core.auth import (
     verify,
 )
 from rating_service.core.contracts.rate_limits import RateLimit
-from rating_service.core.errors import InvalidArgument, NotFound
+from rating_service.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+from rating_service.core.portal import (
+    PortalGrant,
+    grant_portal,
+    sign_portal_token,
+    verify_portal_token,
+)
 from rating_service.store.tenant import TenantStore
 
 AUTH_CACHE_KEYS = 10_000
@@ -78,6 +89,18 @@ class KeyCache:
         self._entries.pop(key_id, None)
 
 
+PORTAL_SCHEME = "Portal "
+"""`authorization: Portal <token>`: the console's credential for one customer's portal pages."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortalLink:
+    """A portal token just signed, and what it grants."""
+
+    token: str
+    grant: PortalGrant
+
+
 class KeyRing:
     """Turns `authorization` headers into callers and issues / revokes keys within a tenant."""
 
@@ -87,14 +110,18 @@ class KeyRing:
         cache_seconds: float,
         cache_capacity: int = AUTH_CACHE_KEYS,
         clock: Callable[[], float] = time.monotonic,
+        portal_secret: str = "",
     ) -> None:
         self._store = store
+        self._portal_secret = portal_secret
         # A key revoked on another replica is trusted at most `cache_seconds` longer here,
         # which keeps the hot path free of key lookups.
         self._cache = KeyCache(cache_capacity, cache_seconds, clock)
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """The caller a bearer token proves, or Unauthenticated."""
+        """The caller a bearer token (or a `Portal <token>` link) proves, or Unauthenticated."""
+        if authorization is not None and authorization.startswith(PORTAL_SCHEME):
+            return self._portal_caller(authorization.removeprefix(PORTAL_SCHEME).strip())
         key_id, secret = parse_token(authorization)
         cached = self._cache.get(key_id)
         if cached is not None:
@@ -103,6 +130,27 @@ class KeyRing:
             key = await self._store.key(key_id)
             self._cache.put(key_id, key)
         return verify(key, secret)
+
+    def open_portal(self, caller: Caller, customer_id: str, lifetime: timedelta) -> PortalLink:
+        """A signed link to `customer_id`'s portal in the caller's tenant, for `lifetime`."""
+        if not self._portal_secret:
+            raise FailedPrecondition(
+                "portal links are off: the server has no RATING_PORTAL_SECRET",
+                reason="PORTAL_DISABLED",
+            )
+        grant = grant_portal(caller.tenant_id, customer_id, datetime.now(UTC), lifetime)
+        return PortalLink(sign_portal_token(self._portal_secret, grant), grant)
+
+    def _portal_caller(self, token: str) -> Caller:
+        if not self._portal_secret:
+            raise Unauthenticated("portal links are off on this server", reason="PORTAL_DISABLED")
+        grant = verify_portal_token(self._portal_secret, token, datetime.now(UTC))
+        return Caller(
+            grant.tenant_id,
+            f"portal:{grant.customer_id}",
+            Role.PORTAL,
+            customer_id=grant.customer_id,
+        )
 
     async def issue(
         self, caller: Caller, role: Role, name: str, rate_limit: RateLimit | None = None

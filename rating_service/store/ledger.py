@@ -235,18 +235,23 @@ async def reconcile(conn: Connection) -> dict[str, DriftReport]:
     """Replay every tenant's journal from zero against its accounts; tenant → drift report."""
     reports: dict[str, DriftReport] = {}
     for tenant in await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id"):
-        tenant_id = tenant["tenant_id"]
-        accounts = {
-            row["account_id"]: account_from_row(row)
-            for row in await conn.fetch(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = $1", tenant_id
-            )
-        }
-        journal = [
-            transfer_from_row(row)
-            for row in await conn.fetch(
-                "SELECT * FROM transfers WHERE tenant_id = $1 ORDER BY seq", tenant_id
-            )
-        ]
-        reports[tenant_id] = recompute(accounts, journal)
+        reports[tenant["tenant_id"]], _ = await reconcile_tenant(conn, tenant["tenant_id"])
     return reports
+
+
+async def reconcile_tenant(conn: Connection, tenant_id: str) -> tuple[DriftReport, int]:
+    """One tenant's journal replayed from zero against its accounts: the report, and how
+    many accounts were checked."""
+    accounts = {
+        row["account_id"]: account_from_row(row)
+        for row in await conn.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = $1", tenant_id
+        )
+    }
+    journal = [
+        transfer_from_row(row)
+        for row in await conn.fetch(
+            "SELECT * FROM transfers WHERE tenant_id = $1 ORDER BY seq", tenant_id
+        )
+    ]
+    return recompute(accounts, journal), len(accounts)

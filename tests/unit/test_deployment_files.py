@@ -112,7 +112,7 @@ def rating_services(name: str) -> dict[str, dict[str, Any]]:
     return {
         service_name: service
         for service_name, service in services(name).items()
-        if service_name in ("migrate", "server", "worker")
+        if service_name in ("migrate", "server", "worker", "console")
     }
 
 
@@ -242,7 +242,8 @@ def test_every_rating_variable_is_a_real_setting_and_the_values_parse(name: str)
 @pytest.mark.parametrize("name", [LOCAL, PRODUCTION])
 def test_every_command_is_a_rating_command_the_cli_really_has(name: str) -> None:
     rating = rating_services(name)
-    assert set(rating) == {"migrate", "server", "worker"}
+    expected = {"migrate", "server", "worker"} | ({"console"} if name == LOCAL else set())
+    assert set(rating) == expected
     for service in rating.values():
         invocations = rating_invocations(service)
         assert invocations
@@ -251,6 +252,8 @@ def test_every_command_is_a_rating_command_the_cli_really_has(name: str) -> None
     assert rating_invocations(rating["migrate"]) == [["db", "upgrade"]]
     assert rating_invocations(rating["server"]) == [["serve"]]
     assert rating_invocations(rating["worker"]) == [["worker"]]
+    if "console" in rating:
+        assert rating_invocations(rating["console"]) == [["console"]]
 
 
 def test_the_command_checker_refuses_what_the_cli_does_not_have() -> None:
@@ -363,7 +366,57 @@ def test_the_server_listens_everywhere_in_its_container_and_checks_what_it_serve
 
 def test_the_local_stack_has_every_service_the_design_names() -> None:
     found = services(LOCAL)
-    assert set(found) == {"postgres", "temporal", "temporal-ui", "migrate", "server", "worker"}
+    assert set(found) == {
+        "postgres",
+        "temporal",
+        "temporal-ui",
+        "migrate",
+        "server",
+        "worker",
+        "console",
+        "prometheus",
+        "grafana",
+    }
+
+
+def test_the_console_is_a_client_of_the_api_without_database_credentials() -> None:
+    found = services(LOCAL)
+    console = Settings.from_env(environment(found["console"]))
+    assert console.database_url is None
+    server = Settings.from_env(environment(found["server"]))
+    assert console.console_api_target == f"server:{port_of(server.listen_address)}"
+    assert console.console_metrics_url == f"http://server:{port_of(server.metrics_address)}/metrics"
+    assert found["console"]["depends_on"] == {"server": {"condition": "service_healthy"}}
+    published_console = {(host, container) for _, host, container in published(found["console"])}
+    assert (port_of(console.console_address),) * 2 in published_console
+
+
+def test_prometheus_scrapes_the_server_and_the_worker_and_grafana_shows_them() -> None:
+    found = services(LOCAL)
+    server = Settings.from_env(environment(found["server"]))
+    worker = Settings.from_env(environment(found["worker"]))
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        target
+        for job in scrape["scrape_configs"]
+        for config in job["static_configs"]
+        for target in config["targets"]
+    }
+    assert targets == {
+        f"server:{port_of(server.metrics_address)}",
+        f"worker:{port_of(worker.worker_metrics_address)}",
+    }
+    mounts = " ".join(found["prometheus"]["volumes"] + found["grafana"]["volumes"])
+    assert "./deploy/prometheus/prometheus.yml:" in mounts
+    assert "./deploy/grafana/provisioning:" in mounts and "./deploy/grafana/dashboards:" in mounts
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/rating.json").read_text())
+    queries = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    # Every series the dashboard plots is one the code defines.
+    for series in re.findall(r"rating_[a-z_]+", queries):
+        defined = series.removesuffix("_total").removesuffix("_bucket")
+        assert any(
+            f'"{defined}"' in path.read_text() for path in (ROOT / "rating_service").rglob("*.py")
+        ), series
 
 
 def test_the_image_is_built_once_and_shared() -> None:

@@ -132,7 +132,8 @@ def test_the_step_reader_sees_the_steps_of_run_dev() -> None:
     titles = dev_step_titles()
     assert titles[0] == "starting PostgreSQL (embedded)"
     assert f"preparing the {dev.DEMO_TENANT!r} tenant" in titles
-    assert titles[-1] == "starting the gRPC server"
+    assert "starting the gRPC server" in titles
+    assert titles[-1] == "starting the web console"
 
 
 def test_the_sample_shows_what_rating_dev_prints_once_up(
@@ -150,10 +151,21 @@ def test_the_sample_shows_what_rating_dev_prints_once_up(
     (tmp_path / ".rating").mkdir()
     (tmp_path / ".rating" / dev.WEBHOOK_KEY_FILE).write_text(keys + "\n")
     settings = Settings().replace(
-        database_url=database_url, temporal_address="127.0.0.1:7233", webhook_secret_keys=keys
+        database_url=database_url,
+        temporal_address="127.0.0.1:7233",
+        webhook_secret_keys=keys,
+        worker_metrics_address=dev.DEV_WORKER_METRICS,
     )
     temporal = TemporalDevServer(dev.TEMPORAL_PORT, dev.TEMPORAL_UI_PORT, None)
-    dev.print_endpoints(settings, 50051, 9464, temporal, demo_key)
+    dev.print_endpoints(
+        settings,
+        50051,
+        9464,
+        temporal,
+        demo_key,
+        console_url="http://127.0.0.1:8080",
+        portal_link="http://127.0.0.1:8080/portal/pt1.x",
+    )
     printed = capsys.readouterr().out.splitlines()[1:]  # its first line is blank
     assert sample[up:elided] == printed[: elided - up]
     assert sample[-1] == printed[-1]

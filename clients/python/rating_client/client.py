@@ -52,6 +52,7 @@ from rating_client.gen.rating.v1 import (
     invoice_pb2_grpc,
     ops_pb2,
     ops_pb2_grpc,
+    portal_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
     webhook_pb2,
@@ -91,6 +92,7 @@ class RatingClient:
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.invoicing = invoice_pb2_grpc.InvoiceServiceStub(self._channel)
         self.ops = ops_pb2_grpc.OpsServiceStub(self._channel)
+        self.portal = portal_pb2_grpc.PortalServiceStub(self._channel)
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self._channel)
 
     async def __aenter__(self) -> RatingClient:

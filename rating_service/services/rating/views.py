@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, localcontext
 
 from rating_service.core.billing.margins import Margin, margins
@@ -63,6 +63,15 @@ class Usage:
     forecast_total: Decimal
 
 
+@dataclass(frozen=True)
+class DailySpend:
+    """What the events of one UTC day of the period charged, in the invoice currency, exact."""
+
+    day: date
+    amount: Decimal
+    events: int
+
+
 @dataclass(frozen=True, slots=True)
 class Margins:
     """A contract's margins in the billing period containing a moment: per product, in all."""
@@ -105,6 +114,30 @@ class AccountViews:
             available,
             overage or ZERO,
         )
+
+    async def daily_spend(
+        self, tenant_id: str, customer_id: str, at: datetime
+    ) -> tuple[str, list[DailySpend]]:
+        """(contract id, each UTC day's charges) of the period containing `at`, by event time.
+
+        Read from the rated events (one row per event, indexed by contract and period), so
+        the days add up to the period's usage total; a day without events is left out.
+        """
+        contract = await self._contract(tenant_id, customer_id, at)
+        start, _ = billing_period_containing(contract, at)
+        async with self._store.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT (event_time AT TIME ZONE 'UTC')::date AS day, sum(charge) AS amount,"
+                " count(*) AS events FROM rated_events"
+                " WHERE tenant_id = $1 AND contract_id = $2 AND period_start = $3"
+                " GROUP BY day ORDER BY day",
+                tenant_id,
+                contract.contract_id,
+                start,
+            )
+        return contract.contract_id, [
+            DailySpend(row["day"], row["amount"], row["events"]) for row in rows
+        ]
 
     async def usage(self, tenant_id: str, customer_id: str, at: datetime) -> Usage:
         """Usage per product cell in the period containing `at`, with a linear forecast."""

@@ -94,6 +94,7 @@ async def test_reflection_lists_every_service(channel: aio.Channel) -> None:
         "rating.v1.DiscountService",
         "rating.v1.InvoiceService",
         "rating.v1.OpsService",
+        "rating.v1.PortalService",
         "rating.v1.RatingService",
         "rating.v1.WebhookService",
         "grpc.health.v1.Health",

@@ -472,3 +472,86 @@ class ListReplaysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReplaysResponse: _TypeAlias = ListReplaysResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileLedgerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileLedgerRequest: _TypeAlias = ReconcileLedgerRequest  # noqa: Y015
+
+@_typing.final
+class LedgerDrift(_message.Message):
+    """One total of one account that differs from what its transfers add up to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    RECOMPUTED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    total: _builtins.str
+    """debits_posted, credits_posted, debits_pending or credits_pending."""
+    recorded: _builtins.str
+    recomputed: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        total: _builtins.str = ...,
+        recorded: _builtins.str = ...,
+        recomputed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "recomputed", b"recomputed", "recorded", b"recorded", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerDrift: _TypeAlias = LedgerDrift  # noqa: Y015
+
+@_typing.final
+class ReconcileLedgerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLEAN_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_CHECKED_FIELD_NUMBER: _builtins.int
+    DRIFTS_FIELD_NUMBER: _builtins.int
+    UNREPLAYABLE_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    clean: _builtins.bool
+    """True when every account equals the sum of its transfers."""
+    accounts_checked: _builtins.int
+    @_builtins.property
+    def drifts(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerDrift]: ...
+    @_builtins.property
+    def unreplayable(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Transfers that could not be replayed, described."""
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        clean: _builtins.bool = ...,
+        accounts_checked: _builtins.int = ...,
+        drifts: _abc.Iterable[Global___LedgerDrift] | None = ...,
+        unreplayable: _abc.Iterable[_builtins.str] | None = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "checked_at", b"checked_at", "clean", b"clean", "drifts", b"drifts", "unreplayable", b"unreplayable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileLedgerResponse: _TypeAlias = ReconcileLedgerResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class OpsServiceStub:
                 request_serializer=rating_dot_v1_dot_ops__pb2.ListReplaysRequest.SerializeToString,
                 response_deserializer=rating_dot_v1_dot_ops__pb2.ListReplaysResponse.FromString,
                 _registered_method=True)
+        self.ReconcileLedger = channel.unary_unary(
+                '/rating.v1.OpsService/ReconcileLedger',
+                request_serializer=rating_dot_v1_dot_ops__pb2.ReconcileLedgerRequest.SerializeToString,
+                response_deserializer=rating_dot_v1_dot_ops__pb2.ReconcileLedgerResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -100,6 +105,15 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileLedger(self, request, context):
+        """Rebuilds every account of the caller's tenant from its transfers and reports any drift
+        (what `rating ops reconcile` does for every tenant). Reads the whole journal: run it on
+        demand, not on a timer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +136,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.ListReplays,
                     request_deserializer=rating_dot_v1_dot_ops__pb2.ListReplaysRequest.FromString,
                     response_serializer=rating_dot_v1_dot_ops__pb2.ListReplaysResponse.SerializeToString,
+            ),
+            'ReconcileLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileLedger,
+                    request_deserializer=rating_dot_v1_dot_ops__pb2.ReconcileLedgerRequest.FromString,
+                    response_serializer=rating_dot_v1_dot_ops__pb2.ReconcileLedgerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -238,6 +257,33 @@ class OpsService:
             '/rating.v1.OpsService/ListReplays',
             rating_dot_v1_dot_ops__pb2.ListReplaysRequest.SerializeToString,
             rating_dot_v1_dot_ops__pb2.ListReplaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rating.v1.OpsService/ReconcileLedger',
+            rating_dot_v1_dot_ops__pb2.ReconcileLedgerRequest.SerializeToString,
+            rating_dot_v1_dot_ops__pb2.ReconcileLedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ class OpsServiceStub:
     """Replays invoice workflows, or, with dry_run, says what replaying them would do."""
     ListReplays: _grpc.UnaryUnaryMultiCallable[_ops_pb2.ListReplaysRequest, _ops_pb2.ListReplaysResponse]
     """The replay log, latest first: who replayed what, why, when, and how it ended."""
+    ReconcileLedger: _grpc.UnaryUnaryMultiCallable[_ops_pb2.ReconcileLedgerRequest, _ops_pb2.ReconcileLedgerResponse]
+    """Rebuilds every account of the caller's tenant from its transfers and reports any drift
+    (what `rating ops reconcile` does for every tenant). Reads the whole journal: run it on
+    demand, not on a timer.
+    """
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
@@ -68,6 +73,11 @@ class OpsServiceAsyncStub(OpsServiceStub):
     """Replays invoice workflows, or, with dry_run, says what replaying them would do."""
     ListReplays: _aio.UnaryUnaryMultiCallable[_ops_pb2.ListReplaysRequest, _ops_pb2.ListReplaysResponse]  # type: ignore[assignment]
     """The replay log, latest first: who replayed what, why, when, and how it ended."""
+    ReconcileLedger: _aio.UnaryUnaryMultiCallable[_ops_pb2.ReconcileLedgerRequest, _ops_pb2.ReconcileLedgerResponse]  # type: ignore[assignment]
+    """Rebuilds every account of the caller's tenant from its transfers and reports any drift
+    (what `rating ops reconcile` does for every tenant). Reads the whole journal: run it on
+    demand, not on a timer.
+    """
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Failed invoice workflows, why they failed, and their replay. Ops keys only.
@@ -109,5 +119,16 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.ListReplaysResponse, _abc.Awaitable[_ops_pb2.ListReplaysResponse]]:
         """The replay log, latest first: who replayed what, why, when, and how it ended."""
+
+    @_abc_1.abstractmethod
+    def ReconcileLedger(
+        self,
+        request: _ops_pb2.ReconcileLedgerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.ReconcileLedgerResponse, _abc.Awaitable[_ops_pb2.ReconcileLedgerResponse]]:
+        """Rebuilds every account of the caller's tenant from its transfers and reports any drift
+        (what `rating ops reconcile` does for every tenant). Reads the whole journal: run it on
+        demand, not on a timer.
+        """
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
