@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class Console:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["money"] = _money
+        self.templates.filters["estimate"] = _estimate
 
     def render(self, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         """A template, with the settings every page shows."""
@@ -715,3 +716,12 @@ def _when(value: Any) -> str:
 def _money(value: str) -> str:
     """A decimal string as sent, trailing zeros kept: the console never re-rounds money."""
     return value or "0"
+
+
+def _estimate(value: str) -> str:
+    """A forecast, an estimate kept exact by the API, shown to the cent with an ≈."""
+    try:
+        rounded = Decimal(value or "0").quantize(Decimal("0.01"), ROUND_HALF_UP)
+    except InvalidOperation:
+        return value
+    return f"≈ {rounded}"

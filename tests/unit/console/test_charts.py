@@ -42,3 +42,11 @@ def test_bars_scale_to_the_largest_forecast_and_a_cap_meter_marks_thresholds() -
     assert gauge.count('class="threshold"') == 1
     assert bars("nothing", []) == "" and meter("no cap", Decimal(1), Decimal(0), []) == ""
     assert f'viewBox="0 0 {WIDTH}' in gauge
+
+
+def test_a_forecast_shows_to_the_cent_as_an_estimate() -> None:
+    from rating_service.console.app import _estimate
+
+    assert _estimate("327.272727272727") == "≈ 327.27"
+    assert _estimate("0.005") == "≈ 0.01"
+    assert _estimate("") == "≈ 0.00"
