@@ -12,7 +12,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 
 from rating_service.core.contracts.contract import Contract, ContractStatus
@@ -47,16 +47,25 @@ def next_term(contract: Contract) -> tuple[datetime, datetime]:
 
 
 def next_contract(contract: Contract) -> Contract:
-    """The next term's contract: the same customer and terms, active, under the derived id."""
+    """The next term's contract: the same customer, active, under the derived id.
+
+    Its terms are those in force as the old term ends (amendments made during the term are
+    part of them); amendments scheduled to take effect in the next term carry over.
+    """
     start, end = next_term(contract)
+    in_force = contract.at(start - _JUST_BEFORE)
     return replace(
-        contract,
+        in_force,
         contract_id=renewed_contract_id(contract.contract_id),
         term_start=start,
         term_end=end,
         status=ContractStatus.ACTIVE,
         trial=None,  # a trial is the first term's: the next one is charged from its start
+        amendments=tuple(a for a in contract.amendments if a.effective_at >= start),
     )
+
+
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 def is_prepaid(pool: Pool) -> bool:

@@ -341,3 +341,16 @@ def test_seats_priced_in_volume_tiers_charge_every_seat_at_the_tier_reached() ->
     assert fee.period_total(D(10)).amount == D(200)
     assert fee.period_total(D(15)).amount == D(225)
     assert fee.incremental_charge(D(0), D(5)).amount == D(0)  # usage never changes it
+
+
+def test_a_renewed_term_starts_from_the_terms_in_force_at_its_start() -> None:
+    from rating_service.core.contracts.renewal import next_contract
+
+    contract = a_contract(term_start=utc(2025, 1, 1), term_end=utc(2026, 1, 1))
+    during = amendment(contract, "during", utc(2025, 6, 1), utc(2025, 5, 20), spend_cap="500")
+    late = amendment(contract, "late", utc(2025, 12, 15), utc(2025, 12, 10), seats=7)
+    contract = amended(amended(contract, during), late)
+
+    renewed = next_contract(contract)
+    assert (renewed.term_start, renewed.spend_cap, renewed.seats) == (utc(2026, 1, 1), D(500), 7)
+    assert renewed.amendments == ()  # both are part of its terms now, not history to replay
