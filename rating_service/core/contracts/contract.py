@@ -654,20 +654,26 @@ def amendment_to_dict(amendment: Amendment) -> dict[str, object]:
     return data
 
 
+_TERM_FORMS: Mapping[str, Callable[[Any], object]] = {
+    "rate_card_key": str,
+    "overage_policy": str,
+    "spend_cap": lambda cap: None if cap is None else format_decimal(cap),
+    "overrides": lambda overrides: [override_to_dict(o) for o in overrides],
+    "alert_thresholds": lambda thresholds: [threshold_to_dict(t) for t in thresholds],
+    "seats": int,
+    "rate_limits": lambda limits: [rate_limit_to_dict(limit) for limit in limits],
+    "features": features_to_dict,
+}
+"""The dict form of each amendable term: a contract's and its amendments' share it."""
+
+_ALWAYS_WRITTEN = frozenset(
+    {"rate_card_key", "overage_policy", "spend_cap", "overrides", "alert_thresholds"}
+)
+"""Terms every contract document holds; the others are written only when set."""
+
+
 def _term_to_dict(name: str, value: object) -> object:
-    if name == "overrides":
-        return [override_to_dict(o) for o in value]  # type: ignore[attr-defined]
-    if name == "alert_thresholds":
-        return [threshold_to_dict(t) for t in value]  # type: ignore[attr-defined]
-    if name == "rate_limits":
-        return [rate_limit_to_dict(limit) for limit in value]  # type: ignore[attr-defined]
-    if name == "features":
-        return features_to_dict(value)  # type: ignore[arg-type]
-    if name == "spend_cap":
-        return None if value is None else format_decimal(value)  # type: ignore[arg-type]
-    if name == "seats":
-        return value
-    return str(value)
+    return _TERM_FORMS[name](value)
 
 
 def _part(
@@ -752,16 +758,13 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         },
         "billing_frequency": str(contract.billing_frequency),
         "invoice_currency": contract.invoice_currency.code,
-        "rate_card_key": contract.rate_card_key,
-        "overage_policy": str(contract.overage_policy),
-        "overrides": [override_to_dict(override) for override in contract.overrides],
-        "spend_cap": None if contract.spend_cap is None else format_decimal(contract.spend_cap),
-        "alert_thresholds": [
-            threshold_to_dict(threshold) for threshold in contract.alert_thresholds
-        ],
         "status": str(contract.status),
     }
     # Optional terms are written only when set, so older documents read back unchanged.
+    for name in AMENDABLE_TERMS:
+        value = getattr(contract, name)
+        if name in _ALWAYS_WRITTEN or value:
+            data[name] = _term_to_dict(name, value)
     if contract.billing_interval is not None:
         data["billing_interval_seconds"] = int(contract.billing_interval.total_seconds())
     if contract.payment_method:
@@ -774,12 +777,6 @@ def contract_to_dict(contract: Contract) -> dict[str, object]:
         data["renewal"] = renewal_to_dict(contract.renewal)
     if contract.dunning != DEFAULT_DUNNING:
         data["dunning_retry_seconds"] = dunning_to_dict(contract.dunning)
-    if contract.seats:
-        data["seats"] = contract.seats
-    if contract.rate_limits:
-        data["rate_limits"] = [rate_limit_to_dict(limit) for limit in contract.rate_limits]
-    if contract.features:
-        data["features"] = features_to_dict(contract.features)
     if contract.amendments:
         data["amendments"] = [amendment_to_dict(a) for a in contract.amendments]
     if contract.trial is not None:
