@@ -159,39 +159,27 @@ def wait_for(limit: RateLimit, bucket: Bucket, cost: int) -> timedelta:
     return timedelta(milliseconds=-(-nanoseconds // 1_000_000))
 
 
-def rate_limited(contract_id: str, refused: list[tuple[RateLimit, timedelta]]) -> ResourceExhausted:
-    """The refusal of an event whose contract's limits had no tokens for it."""
-    retry_after = max(wait for _, wait in refused)
-    names = ", ".join(limit.limit_id for limit, _ in refused)
+def rate_limited(
+    holder: str, refused: list[tuple[str, RateLimit, timedelta]], metadata: Mapping[str, str]
+) -> ResourceExhausted:
+    """The refusal of an event over limits of `holder` (a contract, an API key).
+
+    `refused` holds each limit without the tokens: its subject (where it is declared), the
+    limit, and how long until it would hold them; the refusal asks to wait the longest.
+    """
+    retry_after = max(wait for *_, wait in refused)
     return ResourceExhausted(
-        f"contract {contract_id!r} is over its rate limit ({names});"
+        f"{holder} is over its rate limit ({', '.join(limit.limit_id for _, limit, _ in refused)});"
         f" retry in {retry_after.total_seconds():.3f} s",
         reason=RATE_LIMITED,
-        metadata={"contract_id": contract_id, "limit_ids": names},
+        metadata=metadata,
         quota_violations=[
             QuotaViolation(
-                f"contracts/{contract_id}/rate_limits/{limit.limit_id}",
+                subject,
                 f"at most {format_decimal(limit.limit)} {limit.unit} per {limit.per}"
                 f" (burst {format_decimal(limit.burst or limit.limit)})",
             )
-            for limit, _ in refused
-        ],
-        retry_after=retry_after,
-    )
-
-
-def key_rate_limited(key_id: str, limit: RateLimit, retry_after: timedelta) -> ResourceExhausted:
-    """The refusal of events beyond an API key's own rate limit."""
-    return ResourceExhausted(
-        f"API key {key_id} is over its rate limit; retry in {retry_after.total_seconds():.3f} s",
-        reason=RATE_LIMITED,
-        metadata={"key_id": key_id},
-        quota_violations=[
-            QuotaViolation(
-                f"api_keys/{key_id}/rate_limit",
-                f"at most {format_decimal(limit.limit)} events per {limit.per}"
-                f" (burst {format_decimal(limit.burst or limit.limit)})",
-            )
+            for subject, limit, _ in refused
         ],
         retry_after=retry_after,
     )

@@ -29,7 +29,6 @@ from rating_service.core.contracts.rate_limits import (
     MICRO,
     Bucket,
     RateLimit,
-    key_rate_limited,
     rate_limited,
     refilled,
     wait_for,
@@ -123,7 +122,10 @@ class RateLimiter:
             slot, stored = self._table.find(key)
             bucket = refilled(limit, stored, self._clock_ns())
             if bucket.tokens < cost:
-                raise key_rate_limited(caller.key_id, limit, wait_for(limit, bucket, cost))
+                refused = [
+                    (f"api_keys/{caller.key_id}/rate_limit", limit, wait_for(limit, bucket, cost))
+                ]
+                raise rate_limited(f"API key {caller.key_id}", refused, {"key_id": caller.key_id})
             self._table.put(slot, key, Bucket(bucket.tokens - cost, bucket.at_ns))
 
     def admit(self, prepared: PreparedEvent) -> None:
@@ -143,16 +145,22 @@ class RateLimiter:
         with self._table.locked():
             now = self._clock_ns()
             taken: list[tuple[int, bytes, Bucket]] = []
-            refused: list[tuple[RateLimit, timedelta]] = []
+            refused: list[tuple[str, RateLimit, timedelta]] = []
             for (limit, cost), key in zip(costs, keys, strict=True):
                 slot, stored = self._table.find(key)
                 bucket = refilled(limit, stored, now)
                 if bucket.tokens < cost:
-                    refused.append((limit, wait_for(limit, bucket, cost)))
+                    subject = f"contracts/{contract.contract_id}/rate_limits/{limit.limit_id}"
+                    refused.append((subject, limit, wait_for(limit, bucket, cost)))
                 else:
                     taken.append((slot, key, Bucket(bucket.tokens - cost, bucket.at_ns)))
             if refused:
-                raise rate_limited(contract.contract_id, refused)
+                names = ", ".join(limit.limit_id for _, limit, _ in refused)
+                raise rate_limited(
+                    f"contract {contract.contract_id!r}",
+                    refused,
+                    {"contract_id": contract.contract_id, "limit_ids": names},
+                )
             for slot, key, bucket in taken:
                 self._table.put(slot, key, bucket)
 
